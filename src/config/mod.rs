@@ -1,0 +1,193 @@
+//! The validated configuration: what the operator wrote, with defaults filled in
+//! and every value checked. Runtime types here do not derive `Deserialize`.
+//!
+//! Owns loading and validation (`Config::load`, `Config::parse`); owns nothing
+//! that runs. `routes` turns a `Config` into the snapshot the pipeline serves.
+
+mod diag;
+mod host;
+mod raw;
+mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diag::Diagnostic;
+pub use host::{normalise as normalise_host, HostPattern};
+pub use units::{parse_duration, parse_size};
+
+/// Everything drawbridge runs from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (relative paths in it are relative to its folder).
+    pub path: PathBuf,
+    /// Listeners and process-wide settings.
+    pub server: Server,
+    /// Protocol limits and timeouts.
+    pub limits: Limits,
+    /// Where the error log goes.
+    pub log: Log,
+    /// The sites, in file order.
+    pub sites: Vec<SiteConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Plain-HTTP listeners (ACME challenges, redirects, opted-out sites).
+    pub http: Vec<SocketAddr>,
+    /// TLS listeners.
+    pub https: Vec<SocketAddr>,
+    /// Where the local CA, certificates and other state live.
+    pub state_dir: PathBuf,
+    /// How long in-flight requests may run on after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// How often certificate files are checked for changes.
+    pub cert_watch_interval: Duration,
+}
+
+/// `[limits]`: bounds on what a client may make drawbridge hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// A request head must arrive within this from its first byte (slowloris).
+    pub header_timeout: Duration,
+    /// An HTTP/1.1 connection with no request in flight is closed after this.
+    pub keepalive_timeout: Duration,
+    /// An HTTP/2 connection with no stream open is closed after this.
+    pub h2_idle_timeout: Duration,
+    /// Longest request target (414 beyond).
+    pub max_request_line: usize,
+    /// Longest single header line (431 beyond).
+    pub max_header_line: usize,
+    /// Largest whole request head (431 beyond).
+    pub max_head: usize,
+    /// Most header fields in one request (431 beyond).
+    pub max_headers: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            h2_idle_timeout: Duration::from_secs(180),
+            max_request_line: 8 * 1024,
+            max_header_line: 8 * 1024,
+            max_head: 32 * 1024,
+            max_headers: 100,
+            h2_max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// A `tracing` filter: `info`, `debug`, `drawbridge=debug,info`, …
+    pub level: String,
+    /// Where the error log goes.
+    pub error: LogTarget,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_string(),
+            error: LogTarget::Stderr,
+        }
+    }
+}
+
+/// A log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard error.
+    Stderr,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// One `[[site]]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// The names it answers to; the first is its display name.
+    pub hosts: Vec<HostPattern>,
+    /// Where its requests go.
+    pub upstream: UpstreamAddr,
+    /// Where its certificate comes from.
+    pub tls: TlsSource,
+    /// Whether plain-HTTP requests are redirected to https (else served as they are).
+    pub https_redirect: bool,
+    /// A folder served at `/.well-known/acme-challenge/` on port 80.
+    pub acme_webroot: Option<PathBuf>,
+}
+
+impl SiteConfig {
+    /// The name used for this site in logs and summaries.
+    pub fn name(&self) -> String {
+        self.hosts[0].to_string()
+    }
+}
+
+/// An upstream origin: `http://host:port`, fixed by the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// Where a site's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Issued by drawbridge's local CA under `state_dir`.
+    Internal,
+    /// Read from PEM files, re-read when they change.
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// Private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read; these are everything wrong with it.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text).map_err(LoadError::Invalid)
+    }
+
+    /// Validates `text` as if read from `path`, returning every error found.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        validate::validate(path, text)
+    }
+}

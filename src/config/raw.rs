@@ -1,0 +1,100 @@
+//! The config file as written: serde structs that keep the span of every value a
+//! validator may need to point at.
+//!
+//! Owns the file model and the list of known keys per table; owns no defaults
+//! and no meaning (that is `validate`'s job).
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Known keys of the top-level table.
+pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "site"];
+/// Known keys of `[server]`.
+pub const SERVER_KEYS: &[&str] = &[
+    "http",
+    "https",
+    "state_dir",
+    "shutdown_grace",
+    "cert_watch_interval",
+];
+/// Known keys of `[limits]`.
+pub const LIMITS_KEYS: &[&str] = &[
+    "handshake_timeout",
+    "header_timeout",
+    "keepalive_timeout",
+    "h2_idle_timeout",
+    "max_request_line",
+    "max_header_line",
+    "max_head",
+    "max_headers",
+    "h2_max_concurrent_streams",
+];
+/// Known keys of `[log]`.
+pub const LOG_KEYS: &[&str] = &["level", "error"];
+/// Known keys of each `[[site]]`.
+pub const SITE_KEYS: &[&str] = &[
+    "host",
+    "hosts",
+    "upstream",
+    "tls",
+    "https_redirect",
+    "acme_webroot",
+];
+/// Known keys of a site's `tls = { … }` table.
+pub const TLS_FILE_KEYS: &[&str] = &["cert", "key"];
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub http: Option<Vec<Spanned<String>>>,
+    pub https: Option<Vec<Spanned<String>>>,
+    pub state_dir: Option<Spanned<String>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+    pub cert_watch_interval: Option<Spanned<String>>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub handshake_timeout: Option<Spanned<String>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
+    pub h2_idle_timeout: Option<Spanned<String>>,
+    pub max_request_line: Option<Spanned<String>>,
+    pub max_header_line: Option<Spanned<String>>,
+    pub max_head: Option<Spanned<String>>,
+    pub max_headers: Option<Spanned<u32>>,
+    pub h2_max_concurrent_streams: Option<Spanned<u32>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<Spanned<String>>,
+    pub error: Option<Spanned<String>>,
+}
+
+/// One `[[site]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub host: Option<Spanned<String>>,
+    pub hosts: Option<Vec<Spanned<String>>>,
+    pub upstream: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawTls>>,
+    pub https_redirect: Option<bool>,
+    pub acme_webroot: Option<Spanned<String>>,
+}
+
+/// A site's `tls`: a source name, or certificate and key files.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTls {
+    /// `"internal"` or `"acme"`.
+    Name(String),
+    /// `{ cert = "…", key = "…" }`.
+    Files { cert: String, key: String },
+}

@@ -1,0 +1,366 @@
+//! Raw file model → validated `Config`, collecting every error instead of
+//! stopping at the first: each section is deserialized on its own, then each
+//! value is checked where it stands.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::diag::{Diagnostic, Reporter};
+use super::raw::{RawLimits, RawLog, RawServer, RawSite, RawTls};
+use super::units::{parse_duration, parse_size};
+use super::{Config, HostPattern, Limits, Log, LogTarget, Server, SiteConfig, TlsSource, UpstreamAddr};
+
+/// Validates `text` (read from `path`) into a `Config`, or returns every error.
+pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let mut report = Reporter::new(path, text);
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(error) => {
+            report.toml_error(&error, &(0..0));
+            return Err(report.errors);
+        }
+    };
+    let dirty = report.unknown_keys(root.get_ref());
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut v = Validator { report, base };
+
+    let mut raw_server = RawServer::default();
+    let mut raw_limits = RawLimits::default();
+    let mut raw_log = RawLog::default();
+    let mut raw_sites = Vec::new();
+    for (key, value) in root.into_inner() {
+        if dirty.contains(&value.span()) {
+            continue;
+        }
+        match key.get_ref().as_ref() {
+            "server" => raw_server = v.section(value).unwrap_or_default(),
+            "limits" => raw_limits = v.section(value).unwrap_or_default(),
+            "log" => raw_log = v.section(value).unwrap_or_default(),
+            "site" => raw_sites = v.sites(value, &dirty),
+            _ => {}
+        }
+    }
+
+    let server = v.server(raw_server);
+    let limits = v.limits(raw_limits);
+    let log = v.log(raw_log);
+    let sites = v.all_sites(raw_sites);
+    if sites.is_empty() && v.report.errors.is_empty() {
+        v.report.at(
+            &(0..0),
+            "no [[site]] is configured; add one with `host` and `upstream`",
+        );
+    }
+    if v.report.errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            server,
+            limits,
+            log,
+            sites,
+        })
+    } else {
+        Err(v.report.errors)
+    }
+}
+
+struct Validator<'a> {
+    report: Reporter<'a>,
+    base: PathBuf,
+}
+
+impl Validator<'_> {
+    fn section<T: for<'de> Deserialize<'de>>(&mut self, value: Spanned<DeValue<'_>>) -> Option<T> {
+        let span = value.span();
+        T::deserialize(ValueDeserializer::from(value))
+            .map_err(|error| self.report.toml_error(&error, &span))
+            .ok()
+    }
+
+    /// Each `[[site]]` separately, so one bad site does not hide the others'
+    /// errors. Sites with an unknown key were already reported and are skipped.
+    fn sites(&mut self, value: Spanned<DeValue<'_>>, dirty: &[Range<usize>]) -> Vec<(Range<usize>, RawSite)> {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.report
+                .at(&span, "`site` must be written as [[site]] tables");
+            return Vec::new();
+        };
+        let mut sites = Vec::new();
+        for item in items {
+            let span = item.span();
+            if dirty.contains(&span) {
+                continue;
+            }
+            if let Some(site) = self.section::<RawSite>(item) {
+                sites.push((span, site));
+            }
+        }
+        sites
+    }
+
+    fn duration(&mut self, raw: Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        match parse_duration(raw.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.report.at(&raw.span(), "a duration of zero is not allowed here");
+                default
+            }
+            Err(message) => {
+                self.report.at(&raw.span(), message);
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, raw: Option<Spanned<String>>, default: usize, min: usize, max: usize) -> usize {
+        let Some(raw) = raw else { return default };
+        match parse_size(raw.get_ref()) {
+            Ok(n) if (min as u64..=max as u64).contains(&n) => n as usize,
+            Ok(_) => {
+                self.report.at(
+                    &raw.span(),
+                    format!("must be between {min} and {max} bytes"),
+                );
+                default
+            }
+            Err(message) => {
+                self.report.at(&raw.span(), message);
+                default
+            }
+        }
+    }
+
+    fn path(&self, text: &str) -> PathBuf {
+        let path = Path::new(text);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn listeners(&mut self, raw: Option<Vec<Spanned<String>>>, default: &[&str]) -> Vec<SocketAddr> {
+        let Some(raw) = raw else {
+            return default.iter().filter_map(|a| a.parse().ok()).collect();
+        };
+        raw.into_iter()
+            .filter_map(|addr| match addr.get_ref().parse::<SocketAddr>() {
+                Ok(parsed) => Some(parsed),
+                Err(_) => {
+                    self.report.at(
+                        &addr.span(),
+                        format!(
+                            "`{}` is not a listen address; write IP:port, like \"0.0.0.0:443\" or \"[::]:443\"",
+                            addr.get_ref()
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn server(&mut self, raw: RawServer) -> Server {
+        let http = self.listeners(raw.http, &["0.0.0.0:80", "[::]:80"]);
+        let https = self.listeners(raw.https, &["0.0.0.0:443", "[::]:443"]);
+        if http.is_empty() && https.is_empty() {
+            self.report.at(&(0..0), "no listener: [server] http and https are both empty");
+        }
+        let state_dir = raw
+            .state_dir
+            .map_or_else(|| PathBuf::from("/var/lib/drawbridge"), |d| self.path(d.get_ref()));
+        Server {
+            http,
+            https,
+            state_dir,
+            shutdown_grace: self.duration(raw.shutdown_grace, Duration::from_secs(30)),
+            cert_watch_interval: self.duration(raw.cert_watch_interval, Duration::from_secs(5)),
+        }
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> Limits {
+        let d = Limits::default();
+        let mut count = |raw: Option<Spanned<u32>>, default: u32, max: u32| match raw {
+            Some(n) if (1..=max).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.report.at(&n.span(), format!("must be between 1 and {max}"));
+                default
+            }
+            None => default,
+        };
+        let max_headers = count(raw.max_headers, d.max_headers as u32, 1000) as usize;
+        let streams = count(raw.h2_max_concurrent_streams, d.h2_max_concurrent_streams, 1000);
+        Limits {
+            handshake_timeout: self.duration(raw.handshake_timeout, d.handshake_timeout),
+            header_timeout: self.duration(raw.header_timeout, d.header_timeout),
+            keepalive_timeout: self.duration(raw.keepalive_timeout, d.keepalive_timeout),
+            h2_idle_timeout: self.duration(raw.h2_idle_timeout, d.h2_idle_timeout),
+            max_request_line: self.size(raw.max_request_line, d.max_request_line, 256, 1 << 20),
+            max_header_line: self.size(raw.max_header_line, d.max_header_line, 256, 1 << 20),
+            // hyper's read buffer cannot be smaller than 8 KiB.
+            max_head: self.size(raw.max_head, d.max_head, 8192, 1 << 20),
+            max_headers,
+            h2_max_concurrent_streams: streams,
+        }
+    }
+
+    fn log(&mut self, raw: RawLog) -> Log {
+        let mut log = Log::default();
+        if let Some(level) = raw.level {
+            match tracing_subscriber::EnvFilter::try_new(level.get_ref()) {
+                Ok(_) => log.level = level.into_inner(),
+                Err(e) => self.report.at(
+                    &level.span(),
+                    format!("invalid log level ({e}); use error, warn, info, debug or trace"),
+                ),
+            }
+        }
+        if let Some(error) = raw.error {
+            log.error = match error.get_ref().as_str() {
+                "stderr" => LogTarget::Stderr,
+                "" => {
+                    self.report.at(&error.span(), "empty; use \"stderr\" or a file path");
+                    LogTarget::Stderr
+                }
+                file => LogTarget::File(self.path(file)),
+            };
+        }
+        log
+    }
+
+    fn all_sites(&mut self, raw: Vec<(Range<usize>, RawSite)>) -> Vec<SiteConfig> {
+        let mut sites: Vec<SiteConfig> = Vec::new();
+        for (span, raw) in raw {
+            let Some(site) = self.site(&span, raw, &sites) else { continue };
+            sites.push(site);
+        }
+        sites
+    }
+
+    fn site(&mut self, span: &Range<usize>, raw: RawSite, earlier: &[SiteConfig]) -> Option<SiteConfig> {
+        let errors_before = self.report.errors.len();
+        let names: Vec<Spanned<String>> = match (raw.host, raw.hosts) {
+            (Some(host), None) => vec![host],
+            (None, Some(hosts)) if !hosts.is_empty() => hosts,
+            (Some(host), Some(_)) => {
+                self.report.at(&host.span(), "write either `host` or `hosts`, not both");
+                return None;
+            }
+            _ => {
+                self.report.at(span, "a site needs `host` (or `hosts`), e.g. host = \"jelly.example.com\"");
+                return None;
+            }
+        };
+        let mut hosts = Vec::new();
+        for name in names {
+            match HostPattern::parse(name.get_ref()) {
+                Ok(pattern) => {
+                    let taken = earlier.iter().any(|s| s.hosts.contains(&pattern))
+                        || hosts.contains(&pattern);
+                    if taken {
+                        self.report.at(&name.span(), format!("host `{pattern}` is named by another site already; each host belongs to one site"));
+                    } else {
+                        hosts.push(pattern);
+                    }
+                }
+                Err(message) => self.report.at(&name.span(), message),
+            }
+        }
+        let upstream = match raw.upstream {
+            Some(upstream) => self.upstream(&upstream),
+            None => {
+                self.report.at(span, "a site needs `upstream`, e.g. upstream = \"http://127.0.0.1:8096\"");
+                None
+            }
+        };
+        let all_local = hosts.iter().all(HostPattern::is_local);
+        let tls = self.tls(span, raw.tls, all_local);
+        let acme_webroot = raw.acme_webroot.and_then(|dir| {
+            let path = self.path(dir.get_ref());
+            if path.is_dir() {
+                Some(path)
+            } else {
+                self.report.at(&dir.span(), format!("`{}` is not a folder drawbridge can read", path.display()));
+                None
+            }
+        });
+        if self.report.errors.len() > errors_before {
+            return None;
+        }
+        Some(SiteConfig {
+            hosts,
+            upstream: upstream?,
+            tls: tls?,
+            https_redirect: raw.https_redirect.unwrap_or(true),
+            acme_webroot,
+        })
+    }
+
+    fn upstream(&mut self, raw: &Spanned<String>) -> Option<UpstreamAddr> {
+        let text = raw.get_ref();
+        let fail = |v: &mut Self, why: &str| {
+            v.report.at(&raw.span(), format!("upstream `{text}` {why}; write it like \"http://192.168.1.10:8096\""));
+            None
+        };
+        let Ok(uri) = text.parse::<http::Uri>() else { return fail(self, "is not a URL") };
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return fail(self, "uses https, which is not supported for upstreams yet"),
+            _ => return fail(self, "must start with http://"),
+        }
+        let Some(authority) = uri.authority() else { return fail(self, "has no host") };
+        if authority.as_str().contains('@') {
+            return fail(self, "must not carry a user name or password");
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return fail(self, "must not have a path or query (a path prefix is not supported)");
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        Some(UpstreamAddr {
+            host: host.to_string(),
+            port: authority.port_u16().unwrap_or(80),
+        })
+    }
+
+    fn tls(&mut self, site: &Range<usize>, raw: Option<Spanned<RawTls>>, all_local: bool) -> Option<TlsSource> {
+        let acme_unavailable = "ACME certificates are not available in this version yet; \
+             use tls = \"internal\" (local CA) or tls = { cert = \"…\", key = \"…\" }";
+        let Some(raw) = raw else {
+            if all_local {
+                return Some(TlsSource::Internal);
+            }
+            self.report.at(site, format!("this site has a public name, so its tls defaults to \"acme\"; {acme_unavailable}"));
+            return None;
+        };
+        let span = raw.span();
+        match raw.into_inner() {
+            RawTls::Name(name) => match name.as_str() {
+                "internal" => Some(TlsSource::Internal),
+                "acme" => {
+                    self.report.at(&span, format!("tls = \"acme\": {acme_unavailable}"));
+                    None
+                }
+                other => {
+                    self.report.at(&span, format!("unknown tls source `{other}`; use \"internal\", \"acme\" or {{ cert = \"…\", key = \"…\" }}"));
+                    None
+                }
+            },
+            RawTls::Files { cert, key } => {
+                let (cert, key) = (self.path(&cert), self.path(&key));
+                if let Err(e) = crate::tls::certfile::load(&cert, &key) {
+                    self.report.at(&span, e.to_string());
+                    return None;
+                }
+                Some(TlsSource::Files { cert, key })
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! One accepted connection: the TLS handshake (bounded in time), then HTTP/1.1
+//! or HTTP/2 through hyper-util's auto builder, with the protocol limits of
+//! `[limits]`, until the client leaves, a deadline passes, the pipeline closes
+//! the door, or shutdown drains it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::Limits;
+use crate::deadline::{ConnState, Deadlines, Watched};
+use crate::pipeline::{Body, Closed, Conn, Gateway};
+
+/// Everything a connection needs, shared by all connections of the process.
+pub struct Shared {
+    /// The request handler.
+    pub gateway: Arc<Gateway>,
+    /// Accepts TLS with the certificate store's config.
+    pub tls: TlsAcceptor,
+    /// Protocol limits (fixed at start).
+    pub limits: Limits,
+    /// hyper's connection builder, configured once from `limits`.
+    pub http: auto::Builder<TokioExecutor>,
+}
+
+/// The connection builder with every limit set explicitly.
+pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Head and idle deadlines are ours (deadline.rs): hyper's would also
+        // run while a keep-alive connection waits.
+        .header_read_timeout(None)
+        .max_headers(limits.max_headers)
+        // A head that does not fit the read buffer gets 431.
+        .max_buf_size(limits.max_head)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(16 * 1024)
+        // Rapid Reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671) bounds.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        .initial_stream_window_size(1024 * 1024)
+        .initial_connection_window_size(2 * 1024 * 1024)
+        .enable_connect_protocol();
+    builder
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, tls: bool, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    if !tls {
+        let deadlines = Deadlines { head: Some(shared.limits.header_timeout), idle: shared.limits.keepalive_timeout };
+        let conn = Conn { client: peer, sni: None, tls: false };
+        return serve_http(stream, conn, deadlines, &shared, &shutdown).await;
+    }
+    let handshake = tokio::time::timeout(shared.limits.handshake_timeout, shared.tls.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not finished in time");
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let sni = session.server_name().map(str::to_string);
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    tracing::Span::current().record("tls.sni", sni.as_deref());
+    let deadlines = if h2 {
+        Deadlines { head: None, idle: shared.limits.h2_idle_timeout }
+    } else {
+        Deadlines { head: Some(shared.limits.header_timeout), idle: shared.limits.keepalive_timeout }
+    };
+    let conn = Conn { client: peer, sni, tls: true };
+    serve_http(stream, conn, deadlines, &shared, &shutdown).await;
+}
+
+async fn serve_http<IO>(io: IO, conn: Conn, deadlines: Deadlines, shared: &Arc<Shared>, shutdown: &CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let state = Arc::new(ConnState::default());
+    let close_door = CancellationToken::new();
+    let watched = Watched::new(io, state.clone(), deadlines);
+    let service = {
+        let gateway = shared.gateway.clone();
+        let close_door = close_door.clone();
+        let conn = Arc::new(conn);
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let gateway = gateway.clone();
+            let close_door = close_door.clone();
+            let conn = conn.clone();
+            let in_flight = state.request_started();
+            async move {
+                match gateway.handle(request, &conn).await {
+                    Ok(response) => Ok::<_, Closed>(hold_until_sent(response, in_flight)),
+                    Err(Closed) => {
+                        close_door.cancel();
+                        Err(Closed)
+                    }
+                }
+            }
+            .in_current_span()
+        })
+    };
+    let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(watched), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        }
+        // Dropping the connection closes the socket with nothing written.
+        () = close_door.cancelled() => {}
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = close_door.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// Keeps the request counted as in flight until its response body is done.
+fn hold_until_sent(response: Response<Body>, in_flight: crate::deadline::InFlight) -> Response<Body> {
+    use http_body_util::BodyExt;
+    response.map(|body| {
+        // The closure owns the guard, so it drops with the body: when the last
+        // byte is sent, or when the client goes away mid-stream.
+        body.map_frame(move |frame| {
+            let _held = &in_flight;
+            frame
+        })
+        .boxed()
+    })
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("limits", &self.limits).finish()
+    }
+}

@@ -1,0 +1,42 @@
+//! drawbridge puts a home media server (Jellyfin first) on the internet safely,
+//! from a public VPS: one program instead of nginx + certbot + fail2ban + DDNS.
+//!
+//! # Architecture in one page
+//!
+//! A request goes through four phases (see `docs/architecture.md`):
+//!
+//! 1. **connection** — [`server`] accepts; [`connection`] runs the TLS handshake,
+//!    where [`tls`] picks the certificate by SNI (an unknown name gets no
+//!    certificate), then hyper serves HTTP/1.1 or HTTP/2 under the
+//!    [`deadline`]s.
+//! 2. **request** — [`pipeline::Gateway::handle`] checks the head, finds the
+//!    site in the [`routes`] snapshot from Host (an unknown host gets the door
+//!    closed), checks Host against SNI, and applies port-80 rules.
+//! 3. **forward** — to the site's fixed upstream (the proxy core).
+//! 4. **response** — errors become short pages in one place, [`error`].
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file → validated `Config`, errors as `file:line:col`.
+//! - [`routes`]: the immutable routes snapshot, swapped whole on reload.
+//! - [`pipeline`]: the request phases.
+//! - [`error`]: `ProxyError` → status and page.
+//! - [`webroot`]: `/.well-known/acme-challenge/` from a folder.
+//! - [`server`]: listeners, accept loop, reload, shutdown.
+//! - [`connection`]: one connection: handshake, hyper, limits.
+//! - [`deadline`]: request-head and idle deadlines on a connection's IO.
+//! - [`tls`]: rustls config, certificates by SNI, local CA, file reload.
+//! - [`atomic_file`]: crash-safe writes for keys and certificates.
+//!
+//! Words are fixed in `docs/glossary.md`.
+
+pub mod atomic_file;
+pub mod config;
+pub mod connection;
+pub mod deadline;
+pub mod error;
+pub mod pipeline;
+pub mod routes;
+pub mod server;
+pub mod tls;
+pub mod webroot;

@@ -1,0 +1,162 @@
+//! The `drawbridge` command: `run` serves, `check` validates a config.
+//! The only place `anyhow` is used.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use drawbridge::config::{Config, LoadError, LogTarget, SiteConfig, TlsSource};
+use drawbridge::server::Server;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// Put a home media server on the internet safely: TLS, HTTP/2, WebSocket,
+/// streaming, security headers and a closed door for unknown names.
+#[derive(Debug, Parser)]
+#[command(name = "drawbridge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve in the foreground (SIGHUP reloads the config, SIGTERM drains and stops).
+    Run {
+        /// The config file.
+        #[arg(short, long, default_value = "drawbridge.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config like `nginx -t`: every error as file:line:col, then a summary.
+    Check {
+        /// The config file.
+        #[arg(short, long, default_value = "drawbridge.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => match run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("drawbridge: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(config) => Some(config),
+        Err(LoadError::Invalid(errors)) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            let n = errors.len();
+            eprintln!("{}: {n} error{}; the config is not valid", path.display(), if n == 1 { "" } else { "s" });
+            None
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else { return ExitCode::FAILURE };
+    let list = |addrs: &[std::net::SocketAddr]| addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    println!("{}: the config is valid", path.display());
+    println!("  http listeners:  {}", list(&config.server.http));
+    println!("  https listeners: {}", list(&config.server.https));
+    println!("  state_dir:       {}", config.server.state_dir.display());
+    for site in &config.sites {
+        println!("  site {}", describe(site));
+    }
+    ExitCode::SUCCESS
+}
+
+fn describe(site: &SiteConfig) -> String {
+    let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
+    let tls = match &site.tls {
+        TlsSource::Internal => "local CA".to_string(),
+        TlsSource::Files { cert, .. } => format!("file {}", cert.display()),
+    };
+    let plain = if site.https_redirect { "redirected to https" } else { "served" };
+    format!(
+        "{} -> http://{}:{} (tls: {tls}; plain http: {plain})",
+        hosts.join(", "),
+        site.upstream.host,
+        site.upstream.port
+    )
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &config.log.error {
+        LogTarget::Stderr => builder.with_writer(std::io::stderr).init(),
+        LogTarget::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open error log {}", path.display()))?;
+            builder.with_ansi(false).with_writer(Mutex::new(file)).init();
+        }
+    }
+    Ok(())
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let Some(config) = load_or_report(path) else {
+        anyhow::bail!("not starting: fix the config first");
+    };
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve(path.to_path_buf(), config))
+}
+
+async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    if let Some(ca) = server.ca_cert_path() {
+        tracing::info!(path = %ca.display(), "local CA certificate: trust it in your browser or OS to avoid warnings");
+    }
+    let shutdown = CancellationToken::new();
+    let reloader = server.reloader();
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let signals = {
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = hangup.recv() => {
+                        tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+                        match Config::load(&path) {
+                            Ok(config) => match reloader.reload(config).await {
+                                Ok(()) => tracing::info!("config reloaded"),
+                                Err(error) => tracing::error!(%error, "reload failed; the running config is kept"),
+                            },
+                            Err(error) => tracing::error!("reload failed; the running config is kept:\n{error}"),
+                        }
+                    }
+                    _ = terminate.recv() => break,
+                    _ = interrupt.recv() => break,
+                }
+            }
+            shutdown.cancel();
+        }
+    };
+    tokio::spawn(signals);
+    server.run(shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}

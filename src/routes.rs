@@ -1,0 +1,102 @@
+//! The routes snapshot: the immutable, swappable view of the sites that the
+//! pipeline reads. Built from a validated `Config`; replaced whole on reload, so a
+//! request sees one config from start to end.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, HostPattern, SiteConfig, TlsSource, UpstreamAddr};
+
+/// One site as the pipeline uses it.
+#[derive(Debug)]
+pub struct Site {
+    /// Display name (its first host).
+    pub name: String,
+    /// Where requests go.
+    pub upstream: UpstreamAddr,
+    /// Plain-HTTP requests are redirected to https.
+    pub https_redirect: bool,
+    /// Folder for `/.well-known/acme-challenge/` on port 80.
+    pub acme_webroot: Option<PathBuf>,
+    /// The certificate comes from the local CA.
+    pub internal_tls: bool,
+}
+
+/// Sites by host name.
+#[derive(Debug, Default)]
+pub struct Routes {
+    exact: HashMap<String, Arc<Site>>,
+    wildcard: HashMap<String, Arc<Site>>,
+}
+
+impl Routes {
+    /// Builds the snapshot for `config`.
+    pub fn build(config: &Config) -> Routes {
+        let mut routes = Routes::default();
+        for site in &config.sites {
+            let shared = Arc::new(Site::from(site));
+            for host in &site.hosts {
+                match host {
+                    HostPattern::Exact(name) => routes.exact.insert(name.clone(), shared.clone()),
+                    HostPattern::Wildcard(suffix) => {
+                        routes.wildcard.insert(suffix.clone(), shared.clone())
+                    }
+                };
+            }
+        }
+        routes
+    }
+
+    /// The site serving `host` (normalised), exact names before wildcards.
+    pub fn site(&self, host: &str) -> Option<&Arc<Site>> {
+        self.exact.get(host).or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            self.wildcard.get(parent)
+        })
+    }
+}
+
+impl From<&SiteConfig> for Site {
+    fn from(site: &SiteConfig) -> Site {
+        Site {
+            name: site.name(),
+            upstream: site.upstream.clone(),
+            https_redirect: site.https_redirect,
+            acme_webroot: site.acme_webroot.clone(),
+            internal_tls: site.tls == TlsSource::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Routes;
+    use crate::config::Config;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    #[test]
+    fn exact_names_win_over_wildcards() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            r#"
+            [[site]]
+            hosts = ["*.home.lan"]
+            upstream = "http://127.0.0.1:1"
+            [[site]]
+            host = "jelly.home.lan"
+            upstream = "http://127.0.0.1:2"
+            "#,
+        )
+        .unwrap();
+        let routes = Routes::build(&config);
+        assert_eq!(routes.site("jelly.home.lan").unwrap().upstream.port, 2);
+        assert_eq!(routes.site("music.home.lan").unwrap().upstream.port, 1);
+        assert!(routes.site("home.lan").is_none());
+        assert!(routes.site("other.example").is_none());
+        let a = routes.site("a.home.lan").unwrap();
+        let b = routes.site("b.home.lan").unwrap();
+        assert!(Arc::ptr_eq(a, b), "one site for all its names");
+    }
+}

@@ -1,0 +1,191 @@
+//! The running server: binds listeners once, accepts connections with a span
+//! each, swaps the routes snapshot and certificates on reload, and drains on
+//! shutdown. Listeners are never rebound: a reload changes sites, not sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::connection::{self, Shared};
+use crate::pipeline::Gateway;
+use crate::routes::Routes;
+use crate::tls::{TlsError, TlsStore};
+
+/// Why the server could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificates could not be prepared.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A reload changed something that needs a restart.
+    #[error("{0} changed; restart drawbridge to apply it (the running config is kept)")]
+    NeedsRestart(&'static str),
+}
+
+/// A bound, ready server.
+#[derive(Debug)]
+pub struct Server {
+    http: Vec<TcpListener>,
+    https: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    tls: Arc<TlsStore>,
+    started_with: Config,
+}
+
+impl Server {
+    /// Binds every listener and prepares certificates and routes.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let tls = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || TlsStore::new(&config))
+                .await
+                .expect("certificate preparation does not panic")?
+        };
+        let http = bind_all(&config.server.http)?;
+        let https = bind_all(&config.server.https)?;
+        let https_port = https.first().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+        let gateway = Arc::new(Gateway::new(Routes::build(&config), config.limits.clone(), https_port));
+        let shared = Arc::new(Shared {
+            gateway,
+            tls: TlsAcceptor::from(tls.server_config()?),
+            limits: config.limits.clone(),
+            http: connection::http_builder(&config.limits),
+        });
+        Ok(Server { http, https, shared, tls, started_with: config })
+    }
+
+    /// The bound plain-HTTP addresses (useful when a port was 0).
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// The bound TLS addresses.
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        self.https.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// The local CA certificate, when a site uses `tls = "internal"`.
+    pub fn ca_cert_path(&self) -> Option<std::path::PathBuf> {
+        self.tls.ca_cert_path()
+    }
+
+    /// A handle that reloads this server's config while it runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            gateway: self.shared.gateway.clone(),
+            tls: self.tls.clone(),
+            started_with: self.started_with.clone(),
+        }
+    }
+
+    /// Serves until `shutdown`, then stops accepting and lets in-flight
+    /// requests finish for up to `[server] shutdown_grace`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let drain = CancellationToken::new();
+        let watch = self.tls.clone().run(self.started_with.server.cert_watch_interval, shutdown.clone());
+        tracker.spawn(watch);
+        let listeners = self.http.into_iter().map(|l| (l, false)).chain(self.https.into_iter().map(|l| (l, true)));
+        let accepting = TaskTracker::new();
+        for (listener, tls) in listeners {
+            accepting.spawn(accept_loop(listener, tls, self.shared.clone(), tracker.clone(), shutdown.clone(), drain.clone()));
+        }
+        accepting.close();
+        shutdown.cancelled().await;
+        accepting.wait().await;
+        tracing::info!("shutting down: no new connections; in-flight requests may finish");
+        drain.cancel();
+        tracker.close();
+        let grace = self.started_with.server.shutdown_grace;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(grace = ?grace, "shutdown grace over; closing the remaining connections");
+        }
+    }
+}
+
+/// Reloads the config of a running server (SIGHUP).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    tls: Arc<TlsStore>,
+    started_with: Config,
+}
+
+impl Reloader {
+    /// Installs `config`'s certificates and routes; on error the running config
+    /// stays whole. Listener and limit changes need a restart.
+    pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
+        let old = &self.started_with;
+        if config.server.http != old.server.http || config.server.https != old.server.https {
+            return Err(ServerError::NeedsRestart("[server] http/https listeners"));
+        }
+        if config.limits != old.limits {
+            return Err(ServerError::NeedsRestart("[limits]"));
+        }
+        if config.server.state_dir != old.server.state_dir {
+            return Err(ServerError::NeedsRestart("[server] state_dir"));
+        }
+        let tls = self.tls.clone();
+        let for_tls = config.clone();
+        tokio::task::spawn_blocking(move || tls.install(&for_tls))
+            .await
+            .expect("certificate preparation does not panic")?;
+        self.gateway.swap_routes(Routes::build(&config));
+        Ok(())
+    }
+}
+
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
+    addrs.iter().map(|addr| bind(*addr).map_err(|source| ServerError::Bind { addr: *addr, source })).collect()
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // So that "[::]:443" and "0.0.0.0:443" can both be listed.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let socket = TcpSocket::from_std_stream(socket.into());
+    socket.listen(1024)
+}
+
+async fn accept_loop(listener: TcpListener, tls: bool, shared: Arc<Shared>, tracker: TaskTracker, shutdown: CancellationToken, drain: CancellationToken) {
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(listener = %local, tls, "listening");
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let span = tracing::info_span!("conn", client.addr = %peer, listener = %local, tls.sni = tracing::field::Empty);
+        tracker.spawn(connection::serve(stream, peer, tls, shared.clone(), drain.clone()).instrument(span));
+    }
+}

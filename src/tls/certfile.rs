@@ -1,0 +1,94 @@
+//! Certificates and keys read from PEM files (certbot's `fullchain.pem` and
+//! `privkey.pem`, or any other), and the fingerprint that tells when they changed.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a certificate/key pair could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file held no usable PEM object of the expected kind.
+    #[error("{} holds no {what} in PEM form", path.display())]
+    NoPem {
+        /// The file.
+        path: PathBuf,
+        /// "certificate" or "private key".
+        what: &'static str,
+    },
+    /// rustls refused the pair (unsupported key type, or key and certificate differ).
+    #[error("certificate {} and key {} cannot be used together: {source}", cert.display(), key.display())]
+    Unusable {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Reads a certificate chain and its private key, checking that they match.
+pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| CertError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(CertError::NoPem {
+            path: cert.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertError::NoPem {
+        path: key.to_path_buf(),
+        what: "private key",
+    })?;
+    CertifiedKey::from_der(chain, private, &super::provider()).map_err(|source| {
+        CertError::Unusable {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// What a pair of files looked like when last read: modification times and
+/// sizes, following symlinks (certbot's `live/` links point into `archive/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(Option<SystemTime>, u64)>);
+
+impl Fingerprint {
+    /// The current fingerprint of `paths`; a missing file counts as a state too.
+    pub fn of(paths: &[&Path]) -> Fingerprint {
+        Fingerprint(
+            paths
+                .iter()
+                .map(|p| match std::fs::metadata(p) {
+                    Ok(m) => (m.modified().ok(), m.len()),
+                    Err(_) => (None, 0),
+                })
+                .collect(),
+        )
+    }
+}

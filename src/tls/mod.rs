@@ -1,0 +1,285 @@
+//! TLS termination: the rustls server config (TLS 1.2 and 1.3, Mozilla
+//! intermediate suites, ALPN h2 and http/1.1) and the certificate store that
+//! picks a certificate by SNI.
+//!
+//! A ClientHello whose SNI names no site, or that has no SNI, gets no
+//! certificate: the resolver returns nothing and rustls aborts the handshake
+//! with an alert, so a scanner never learns which names are served.
+//!
+//! Owns certificates in memory and their refresh (files changed on disk, local
+//! CA leaves near expiry); owns no sockets.
+
+pub mod certfile;
+pub mod local_ca;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{normalise_host, Config, HostPattern, TlsSource};
+use certfile::{CertError, Fingerprint};
+use local_ca::{CaError, LocalCa, LEAF_LIFETIME};
+
+/// The crypto provider: ring, with Mozilla's "intermediate" cipher suites
+/// (every AEAD suite of TLS 1.3; ECDHE with AES-GCM or ChaCha20 for TLS 1.2).
+pub fn provider() -> CryptoProvider {
+    use rustls::crypto::ring::{cipher_suite as cs, default_provider};
+    CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        ..default_provider()
+    }
+}
+
+/// Why certificates could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The local CA failed.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// A certificate file pair failed.
+    #[error(transparent)]
+    File(#[from] CertError),
+    /// rustls refused the server configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// One site's certificate and where it came from.
+struct Entry {
+    hosts: Vec<HostPattern>,
+    source: TlsSource,
+    key: Arc<CertifiedKey>,
+    fingerprint: Option<Fingerprint>,
+    renew_after: Option<SystemTime>,
+}
+
+/// The certificates currently served, looked up by SNI.
+#[derive(Default)]
+struct Table {
+    entries: Vec<Entry>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl Table {
+    fn new(entries: Vec<Entry>) -> Table {
+        let mut table = Table::default();
+        for entry in &entries {
+            for host in &entry.hosts {
+                let map = match host {
+                    HostPattern::Exact(name) => (&mut table.exact, name),
+                    HostPattern::Wildcard(suffix) => (&mut table.wildcard, suffix),
+                };
+                map.0.insert(map.1.clone(), entry.key.clone());
+            }
+        }
+        table.entries = entries;
+        table
+    }
+
+    fn lookup(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(key) = self.exact.get(sni) {
+            return Some(key.clone());
+        }
+        let (_, parent) = sni.split_once('.')?;
+        self.wildcard.get(parent).cloned()
+    }
+}
+
+/// Certificates by SNI, swapped whole when the config or a file changes.
+pub struct TlsStore {
+    table: ArcSwap<Table>,
+    ca: ArcSwapOption<LocalCa>,
+    state_dir: PathBuf,
+}
+
+impl fmt::Debug for TlsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsStore").field("state_dir", &self.state_dir).finish()
+    }
+}
+
+impl TlsStore {
+    /// Prepares every site's certificate; creates the local CA when a site uses it.
+    pub fn new(config: &Config) -> Result<Arc<TlsStore>, TlsError> {
+        let store = TlsStore {
+            table: ArcSwap::from_pointee(Table::default()),
+            ca: ArcSwapOption::empty(),
+            state_dir: config.server.state_dir.clone(),
+        };
+        store.install(config)?;
+        Ok(Arc::new(store))
+    }
+
+    /// The local CA, opened (or created) on first use.
+    fn ca(&self) -> Result<Arc<LocalCa>, TlsError> {
+        if let Some(ca) = self.ca.load_full() {
+            return Ok(ca);
+        }
+        let ca = Arc::new(LocalCa::open_or_create(&self.state_dir)?);
+        self.ca.store(Some(ca.clone()));
+        Ok(ca)
+    }
+
+    /// The local CA certificate's path, when the local CA is in use.
+    pub fn ca_cert_path(&self) -> Option<PathBuf> {
+        self.ca.load().as_ref().map(|ca| ca.cert_path().to_path_buf())
+    }
+
+    /// Replaces the served certificates with those `config` names. Certificates
+    /// whose source did not change are kept as they are (no needless re-issue).
+    /// On error nothing changes.
+    pub fn install(&self, config: &Config) -> Result<(), TlsError> {
+        let current = self.table.load();
+        let mut entries = Vec::new();
+        for site in &config.sites {
+            let kept = current
+                .entries
+                .iter()
+                .find(|e| e.hosts == site.hosts && e.source == site.tls);
+            let entry = match kept {
+                Some(e) => Entry {
+                    hosts: e.hosts.clone(),
+                    source: e.source.clone(),
+                    key: e.key.clone(),
+                    fingerprint: e.fingerprint.clone(),
+                    renew_after: e.renew_after,
+                },
+                None => self.fresh_entry(&site.hosts, &site.tls)?,
+            };
+            entries.push(entry);
+        }
+        self.table.store(Arc::new(Table::new(entries)));
+        Ok(())
+    }
+
+    fn fresh_entry(&self, hosts: &[HostPattern], source: &TlsSource) -> Result<Entry, TlsError> {
+        Ok(match source {
+            TlsSource::Internal => {
+                let ca = self.ca()?;
+                Entry {
+                    hosts: hosts.to_vec(),
+                    source: source.clone(),
+                    key: Arc::new(ca.issue(hosts)?),
+                    fingerprint: None,
+                    renew_after: Some(SystemTime::now() + LEAF_LIFETIME * 2 / 3),
+                }
+            }
+            TlsSource::Files { cert, key } => {
+                let fingerprint = Fingerprint::of(&[cert, key]);
+                Entry {
+                    hosts: hosts.to_vec(),
+                    source: source.clone(),
+                    key: Arc::new(certfile::load(cert, key)?),
+                    fingerprint: Some(fingerprint),
+                    renew_after: None,
+                }
+            }
+        })
+    }
+
+    /// Re-reads certificate files that changed on disk and re-issues local CA
+    /// leaves past two thirds of their life. A file that fails to load is logged
+    /// and the previous certificate keeps serving.
+    pub fn refresh(&self) {
+        let current = self.table.load();
+        let mut changed = false;
+        let mut entries = Vec::new();
+        for e in &current.entries {
+            let stale = match &e.source {
+                TlsSource::Files { cert, key } => e.fingerprint.as_ref() != Some(&Fingerprint::of(&[cert, key])),
+                TlsSource::Internal => e.renew_after.is_some_and(|t| SystemTime::now() >= t),
+            };
+            let fresh = if stale {
+                match self.fresh_entry(&e.hosts, &e.source) {
+                    Ok(fresh) => {
+                        tracing::info!(site = %e.hosts[0], "certificate reloaded");
+                        changed = true;
+                        Some(fresh)
+                    }
+                    Err(error) => {
+                        tracing::warn!(site = %e.hosts[0], %error, "certificate changed on disk but cannot be used; still serving the previous one");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            entries.push(fresh.unwrap_or_else(|| Entry {
+                hosts: e.hosts.clone(),
+                source: e.source.clone(),
+                key: e.key.clone(),
+                // Remember a bad file's state so it is not retried every tick.
+                fingerprint: match &e.source {
+                    TlsSource::Files { cert, key } if stale => Some(Fingerprint::of(&[cert, key])),
+                    _ => e.fingerprint.clone(),
+                },
+                renew_after: e.renew_after,
+            }));
+        }
+        if changed || entries.iter().zip(&current.entries).any(|(a, b)| a.fingerprint != b.fingerprint) {
+            self.table.store(Arc::new(Table::new(entries)));
+        }
+    }
+
+    /// Checks for changed certificates every `interval` until `shutdown`.
+    pub async fn run(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {
+                    let store = self.clone();
+                    // File reads and signing are blocking work.
+                    let _ = tokio::task::spawn_blocking(move || store.refresh()).await;
+                }
+            }
+        }
+    }
+
+    /// The rustls server config that serves this store's certificates.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Picks the certificate for a ClientHello's SNI; none for an unknown or absent name.
+struct Resolver(Arc<TlsStore>);
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = normalise_host(hello.server_name()?)?;
+        self.0.table.load().lookup(&sni)
+    }
+}

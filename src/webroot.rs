@@ -1,0 +1,78 @@
+//! `/.well-known/acme-challenge/<token>` served from a site's `acme_webroot`
+//! folder, for certbot's webroot mode. Only token-shaped names are served and
+//! only from inside the folder: `..`, encoded slashes and symlinks out are refused.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response};
+use http_body_util::{BodyExt, Empty, Full};
+
+use crate::error::ProxyError;
+use crate::pipeline::Body;
+
+/// The path prefix of HTTP-01 challenges.
+pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Challenge files are tiny; anything larger is not one.
+const MAX_FILE: u64 = 64 * 1024;
+
+/// Serves the challenge file named by `path` (which starts with `CHALLENGE_PREFIX`).
+pub async fn serve(webroot: &Path, method: &Method, path: &str) -> Result<Response<Body>, ProxyError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let token = path.strip_prefix(CHALLENGE_PREFIX).ok_or(ProxyError::NotFound)?;
+    if !is_token(token) {
+        return Err(ProxyError::NotFound);
+    }
+    let folder = webroot.join(".well-known/acme-challenge");
+    let (Ok(root), Ok(file)) = (
+        tokio::fs::canonicalize(webroot).await,
+        tokio::fs::canonicalize(folder.join(token)).await,
+    ) else {
+        return Err(ProxyError::NotFound);
+    };
+    // A symlink may point anywhere; only files really inside the webroot count.
+    if !file.starts_with(&root) {
+        return Err(ProxyError::NotFound);
+    }
+    let meta = tokio::fs::metadata(&file).await.map_err(|_| ProxyError::NotFound)?;
+    if !meta.is_file() || meta.len() > MAX_FILE {
+        return Err(ProxyError::NotFound);
+    }
+    let bytes = tokio::fs::read(&file).await.map_err(|_| ProxyError::NotFound)?;
+    let length = bytes.len();
+    let body = if method == Method::HEAD {
+        Empty::new().map_err(|never| match never {}).boxed()
+    } else {
+        Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed()
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(response)
+}
+
+/// ACME tokens are base64url: letters, digits, `-` and `_`.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_token;
+
+    #[test]
+    fn only_token_shaped_names() {
+        assert!(is_token("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"));
+        for bad in ["", "..", "a/b", "a%2Fb", "a%2e%2e", ".hidden", "a b", "a\\b"] {
+            assert!(!is_token(bad), "{bad:?} must be refused");
+        }
+    }
+}
