@@ -59,6 +59,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(leftovers.len(), 1, "no temp file left behind: {leftovers:?}");
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no temp file left behind: {leftovers:?}"
+        );
     }
 }

@@ -60,14 +60,28 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one accepted TCP connection until it ends.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, tls: bool, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     if !tls {
-        let deadlines = Deadlines { head: Some(shared.limits.header_timeout), idle: shared.limits.keepalive_timeout };
-        let conn = Conn { client: peer, sni: None, tls: false };
+        let deadlines = Deadlines {
+            head: Some(shared.limits.header_timeout),
+            idle: shared.limits.keepalive_timeout,
+        };
+        let conn = Conn {
+            client: peer,
+            sni: None,
+            tls: false,
+        };
         return serve_http(stream, conn, deadlines, &shared, &shutdown).await;
     }
-    let handshake = tokio::time::timeout(shared.limits.handshake_timeout, shared.tls.accept(stream)).await;
+    let handshake =
+        tokio::time::timeout(shared.limits.handshake_timeout, shared.tls.accept(stream)).await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
@@ -84,16 +98,31 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, tls: bool, shared: Arc<S
     let h2 = session.alpn_protocol() == Some(b"h2");
     tracing::Span::current().record("tls.sni", sni.as_deref());
     let deadlines = if h2 {
-        Deadlines { head: None, idle: shared.limits.h2_idle_timeout }
+        Deadlines {
+            head: None,
+            idle: shared.limits.h2_idle_timeout,
+        }
     } else {
-        Deadlines { head: Some(shared.limits.header_timeout), idle: shared.limits.keepalive_timeout }
+        Deadlines {
+            head: Some(shared.limits.header_timeout),
+            idle: shared.limits.keepalive_timeout,
+        }
     };
-    let conn = Conn { client: peer, sni, tls: true };
+    let conn = Conn {
+        client: peer,
+        sni,
+        tls: true,
+    };
     serve_http(stream, conn, deadlines, &shared, &shutdown).await;
 }
 
-async fn serve_http<IO>(io: IO, conn: Conn, deadlines: Deadlines, shared: &Arc<Shared>, shutdown: &CancellationToken)
-where
+async fn serve_http<IO>(
+    io: IO,
+    conn: Conn,
+    deadlines: Deadlines,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::default());
@@ -120,7 +149,9 @@ where
             .in_current_span()
         })
     };
-    let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(watched), service);
+    let connection = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(watched), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -141,7 +172,10 @@ where
 }
 
 /// Keeps the request counted as in flight until its response body is done.
-fn hold_until_sent(response: Response<Body>, in_flight: crate::deadline::InFlight) -> Response<Body> {
+fn hold_until_sent(
+    response: Response<Body>,
+    in_flight: crate::deadline::InFlight,
+) -> Response<Body> {
     use http_body_util::BodyExt;
     response.map(|body| {
         // The closure owns the guard, so it drops with the body: when the last
@@ -156,6 +190,8 @@ fn hold_until_sent(response: Response<Body>, in_flight: crate::deadline::InFligh
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("limits", &self.limits).finish()
+        f.debug_struct("Shared")
+            .field("limits", &self.limits)
+            .finish()
     }
 }

@@ -9,8 +9,8 @@
 //! connection is upgraded (WebSocket), neither deadline applies: streams and
 //! sockets have no total time limit.
 
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub struct ConnState {
     /// Bumped whenever `in_flight` changes, so the IO can restart its clocks.
     epoch: AtomicU64,
     upgraded: AtomicBool,
+    /// Woken when a request ends, so the idle clock restarts at once.
+    waker: atomic_waker::AtomicWaker,
 }
 
 impl ConnState {
@@ -51,6 +53,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.0.epoch.fetch_add(1, Ordering::AcqRel);
+        self.0.waker.wake();
     }
 }
 
@@ -99,20 +102,28 @@ impl<IO> Watched<IO> {
         if self.state.upgraded.load(Ordering::Acquire) {
             return Poll::Pending;
         }
+        // hyper may poll for the next request before the last response body is
+        // dropped; the drop wakes us through this.
+        self.state.waker.register(cx.waker());
         let epoch = self.state.epoch.load(Ordering::Acquire);
         if epoch != self.seen_epoch {
             // A request started or ended: the head being timed is complete, and
             // idleness counts from now.
             self.seen_epoch = epoch;
             self.head = None;
-            self.idle.as_mut().reset(Instant::now() + self.deadlines.idle);
+            self.idle
+                .as_mut()
+                .reset(Instant::now() + self.deadlines.idle);
         }
         if self.state.in_flight.load(Ordering::Acquire) > 0 {
             return Poll::Pending;
         }
         if let Some(head) = self.head.as_mut() {
             if head.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time"));
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not received in time",
+                ));
             }
         }
         if self.idle.as_mut().poll(cx).is_ready() {
@@ -123,7 +134,11 @@ impl<IO> Watched<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
@@ -138,7 +153,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                 if let (true, None, Some(limit)) = (idle_now, &this.head, this.deadlines.head) {
                     this.head = Some(Box::pin(tokio::time::sleep(limit)));
                 }
-                this.idle.as_mut().reset(Instant::now() + this.deadlines.idle);
+                this.idle
+                    .as_mut()
+                    .reset(Instant::now() + this.deadlines.idle);
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => match this.check(cx) {
@@ -151,11 +168,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -180,7 +205,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn deadlines() -> Deadlines {
-        Deadlines { head: Some(Duration::from_secs(10)), idle: Duration::from_secs(75) }
+        Deadlines {
+            head: Some(Duration::from_secs(10)),
+            idle: Duration::from_secs(75),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -217,14 +245,36 @@ mod tests {
         let mut watched = Watched::new(server, state.clone(), deadlines());
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 64];
-        watched.read(&mut buf).await.unwrap();
+        assert_eq!(watched.read(&mut buf).await.unwrap(), 18);
         let in_flight = state.request_started();
         let read = tokio::time::timeout(Duration::from_secs(3600), watched.read(&mut buf)).await;
         assert!(read.is_err(), "an hour-long response is not cut");
         drop(in_flight);
         let start = tokio::time::Instant::now();
         assert!(watched.read(&mut buf).await.is_err());
-        assert_eq!(start.elapsed(), Duration::from_secs(75), "idle counts from the response's end");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(75),
+            "idle counts from the response's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_clock_restarts_when_the_response_ends_during_a_pending_read() {
+        let (_client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched::new(server, state.clone(), deadlines());
+        let in_flight = state.request_started();
+        // hyper polls for the next request while the response is still streaming.
+        let ended = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(500)).await;
+            drop(in_flight);
+            tokio::time::Instant::now()
+        });
+        let mut buf = [0u8; 8];
+        assert!(watched.read(&mut buf).await.is_err());
+        let closed_at = tokio::time::Instant::now();
+        assert_eq!(closed_at - ended.await.unwrap(), Duration::from_secs(75));
     }
 
     #[tokio::test(start_paused = true)]

@@ -78,9 +78,10 @@ impl ProxyError {
         let status = self.status();
         let mut response = page(status);
         if self.closes_connection() {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }

@@ -59,7 +59,11 @@ fn load_or_report(path: &Path) -> Option<Config> {
                 eprintln!("{error}");
             }
             let n = errors.len();
-            eprintln!("{}: {n} error{}; the config is not valid", path.display(), if n == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {n} error{}; the config is not valid",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
             None
         }
         Err(error) => {
@@ -70,8 +74,16 @@ fn load_or_report(path: &Path) -> Option<Config> {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let Some(config) = load_or_report(path) else { return ExitCode::FAILURE };
-    let list = |addrs: &[std::net::SocketAddr]| addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let list = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!("{}: the config is valid", path.display());
     println!("  http listeners:  {}", list(&config.server.http));
     println!("  https listeners: {}", list(&config.server.https));
@@ -88,7 +100,11 @@ fn describe(site: &SiteConfig) -> String {
         TlsSource::Internal => "local CA".to_string(),
         TlsSource::Files { cert, .. } => format!("file {}", cert.display()),
     };
-    let plain = if site.https_redirect { "redirected to https" } else { "served" };
+    let plain = if site.https_redirect {
+        "redirected to https"
+    } else {
+        "served"
+    };
     format!(
         "{} -> http://{}:{} (tls: {tls}; plain http: {plain})",
         hosts.join(", "),
@@ -101,14 +117,21 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log.error {
-        LogTarget::Stderr => builder.with_writer(std::io::stderr).init(),
+        LogTarget::Stderr => {
+            use std::io::IsTerminal;
+            let ansi = std::io::stderr().is_terminal();
+            builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+        }
         LogTarget::File(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open error log {}", path.display()))?;
-            builder.with_ansi(false).with_writer(Mutex::new(file)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(Mutex::new(file))
+                .init();
         }
     }
     Ok(())

@@ -77,7 +77,11 @@ impl Gateway {
     }
 
     /// Handles one request, or says the connection must close unanswered.
-    pub async fn handle<B>(&self, request: Request<B>, conn: &Conn) -> Result<Response<Body>, Closed> {
+    pub async fn handle<B>(
+        &self,
+        request: Request<B>,
+        conn: &Conn,
+    ) -> Result<Response<Body>, Closed> {
         let routes = self.routes.load_full();
         let host = match check_head(&request, &self.limits) {
             Ok(host) => host,
@@ -107,7 +111,12 @@ impl Gateway {
     }
 
     /// Port-80 rules: ACME webroot first, then the redirect to https.
-    async fn plain_http<B>(&self, request: &Request<B>, site: &Site, host: &str) -> Option<Response<Body>> {
+    async fn plain_http<B>(
+        &self,
+        request: &Request<B>,
+        site: &Site,
+        host: &str,
+    ) -> Option<Response<Body>> {
         let path = request.uri().path();
         if let Some(root) = &site.acme_webroot {
             if path.starts_with(webroot::CHALLENGE_PREFIX) {
@@ -212,12 +221,27 @@ mod tests {
     fn host_rules() {
         let l = Limits::default();
         let ok = |r| check_head(&r, &l).map_err(|e: ProxyError| e.to_string());
-        assert_eq!(ok(req("/", &["A.test:8443"], Version::HTTP_11)), Ok("a.test".into()));
-        assert!(ok(req("/", &[], Version::HTTP_11)).unwrap_err().contains("missing Host"));
-        assert!(ok(req("/", &["a.test", "b.test"], Version::HTTP_11)).unwrap_err().contains("more than one"));
-        assert!(ok(req("http://b.test/", &["a.test"], Version::HTTP_11)).unwrap_err().contains("different hosts"));
-        assert_eq!(ok(req("http://a.test/x", &["a.test"], Version::HTTP_11)), Ok("a.test".into()));
-        assert_eq!(ok(req("https://a.test/x", &[], Version::HTTP_2)), Ok("a.test".into()));
+        assert_eq!(
+            ok(req("/", &["A.test:8443"], Version::HTTP_11)),
+            Ok("a.test".into())
+        );
+        assert!(ok(req("/", &[], Version::HTTP_11))
+            .unwrap_err()
+            .contains("missing Host"));
+        assert!(ok(req("/", &["a.test", "b.test"], Version::HTTP_11))
+            .unwrap_err()
+            .contains("more than one"));
+        assert!(ok(req("http://b.test/", &["a.test"], Version::HTTP_11))
+            .unwrap_err()
+            .contains("different hosts"));
+        assert_eq!(
+            ok(req("http://a.test/x", &["a.test"], Version::HTTP_11)),
+            Ok("a.test".into())
+        );
+        assert_eq!(
+            ok(req("https://a.test/x", &[], Version::HTTP_2)),
+            Ok("a.test".into())
+        );
         assert!(ok(req("https://a.test/x", &["b.test"], Version::HTTP_2)).is_err());
         assert!(ok(req("/", &["bad host"], Version::HTTP_11)).is_err());
     }
@@ -229,7 +253,11 @@ mod tests {
         let r = req(&long, &["a.test"], Version::HTTP_11);
         assert!(matches!(check_head(&r, &l), Err(ProxyError::UriTooLong)));
         let mut r = req("/", &["a.test"], Version::HTTP_11);
-        r.headers_mut().insert("x-big", "b".repeat(9000).parse().unwrap());
-        assert!(matches!(check_head(&r, &l), Err(ProxyError::HeaderTooLarge)));
+        r.headers_mut()
+            .insert("x-big", "b".repeat(9000).parse().unwrap());
+        assert!(matches!(
+            check_head(&r, &l),
+            Err(ProxyError::HeaderTooLarge)
+        ));
     }
 }

@@ -59,25 +59,44 @@ impl Server {
         };
         let http = bind_all(&config.server.http)?;
         let https = bind_all(&config.server.https)?;
-        let https_port = https.first().and_then(|l| l.local_addr().ok()).map(|a| a.port());
-        let gateway = Arc::new(Gateway::new(Routes::build(&config), config.limits.clone(), https_port));
+        let https_port = https
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        let gateway = Arc::new(Gateway::new(
+            Routes::build(&config),
+            config.limits.clone(),
+            https_port,
+        ));
         let shared = Arc::new(Shared {
             gateway,
             tls: TlsAcceptor::from(tls.server_config()?),
             limits: config.limits.clone(),
             http: connection::http_builder(&config.limits),
         });
-        Ok(Server { http, https, shared, tls, started_with: config })
+        Ok(Server {
+            http,
+            https,
+            shared,
+            tls,
+            started_with: config,
+        })
     }
 
     /// The bound plain-HTTP addresses (useful when a port was 0).
     pub fn http_addrs(&self) -> Vec<SocketAddr> {
-        self.http.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// The bound TLS addresses.
     pub fn https_addrs(&self) -> Vec<SocketAddr> {
-        self.https.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.https
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// The local CA certificate, when a site uses `tls = "internal"`.
@@ -99,12 +118,26 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let drain = CancellationToken::new();
-        let watch = self.tls.clone().run(self.started_with.server.cert_watch_interval, shutdown.clone());
+        let watch = self.tls.clone().run(
+            self.started_with.server.cert_watch_interval,
+            shutdown.clone(),
+        );
         tracker.spawn(watch);
-        let listeners = self.http.into_iter().map(|l| (l, false)).chain(self.https.into_iter().map(|l| (l, true)));
+        let listeners = self
+            .http
+            .into_iter()
+            .map(|l| (l, false))
+            .chain(self.https.into_iter().map(|l| (l, true)));
         let accepting = TaskTracker::new();
         for (listener, tls) in listeners {
-            accepting.spawn(accept_loop(listener, tls, self.shared.clone(), tracker.clone(), shutdown.clone(), drain.clone()));
+            accepting.spawn(accept_loop(
+                listener,
+                tls,
+                self.shared.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+                drain.clone(),
+            ));
         }
         accepting.close();
         shutdown.cancelled().await;
@@ -152,11 +185,23 @@ impl Reloader {
 }
 
 fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
-    addrs.iter().map(|addr| bind(*addr).map_err(|source| ServerError::Bind { addr: *addr, source })).collect()
+    addrs
+        .iter()
+        .map(|addr| {
+            bind(*addr).map_err(|source| ServerError::Bind {
+                addr: *addr,
+                source,
+            })
+        })
+        .collect()
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     if addr.is_ipv6() {
         // So that "[::]:443" and "0.0.0.0:443" can both be listed.
         socket.set_only_v6(true)?;
@@ -168,8 +213,18 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn accept_loop(listener: TcpListener, tls: bool, shared: Arc<Shared>, tracker: TaskTracker, shutdown: CancellationToken, drain: CancellationToken) {
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+async fn accept_loop(
+    listener: TcpListener,
+    tls: bool,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+) {
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(listener = %local, tls, "listening");
     loop {
         let accepted = tokio::select! {
@@ -186,6 +241,8 @@ async fn accept_loop(listener: TcpListener, tls: bool, shared: Arc<Shared>, trac
             }
         };
         let span = tracing::info_span!("conn", client.addr = %peer, listener = %local, tls.sni = tracing::field::Empty);
-        tracker.spawn(connection::serve(stream, peer, tls, shared.clone(), drain.clone()).instrument(span));
+        tracker.spawn(
+            connection::serve(stream, peer, tls, shared.clone(), drain.clone()).instrument(span),
+        );
     }
 }

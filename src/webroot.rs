@@ -18,11 +18,17 @@ pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 const MAX_FILE: u64 = 64 * 1024;
 
 /// Serves the challenge file named by `path` (which starts with `CHALLENGE_PREFIX`).
-pub async fn serve(webroot: &Path, method: &Method, path: &str) -> Result<Response<Body>, ProxyError> {
+pub async fn serve(
+    webroot: &Path,
+    method: &Method,
+    path: &str,
+) -> Result<Response<Body>, ProxyError> {
     if method != Method::GET && method != Method::HEAD {
         return Err(ProxyError::MethodNotAllowed);
     }
-    let token = path.strip_prefix(CHALLENGE_PREFIX).ok_or(ProxyError::NotFound)?;
+    let token = path
+        .strip_prefix(CHALLENGE_PREFIX)
+        .ok_or(ProxyError::NotFound)?;
     if !is_token(token) {
         return Err(ProxyError::NotFound);
     }
@@ -37,16 +43,22 @@ pub async fn serve(webroot: &Path, method: &Method, path: &str) -> Result<Respon
     if !file.starts_with(&root) {
         return Err(ProxyError::NotFound);
     }
-    let meta = tokio::fs::metadata(&file).await.map_err(|_| ProxyError::NotFound)?;
+    let meta = tokio::fs::metadata(&file)
+        .await
+        .map_err(|_| ProxyError::NotFound)?;
     if !meta.is_file() || meta.len() > MAX_FILE {
         return Err(ProxyError::NotFound);
     }
-    let bytes = tokio::fs::read(&file).await.map_err(|_| ProxyError::NotFound)?;
+    let bytes = tokio::fs::read(&file)
+        .await
+        .map_err(|_| ProxyError::NotFound)?;
     let length = bytes.len();
     let body = if method == Method::HEAD {
         Empty::new().map_err(|never| match never {}).boxed()
     } else {
-        Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed()
+        Full::new(Bytes::from(bytes))
+            .map_err(|never| match never {})
+            .boxed()
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();
@@ -71,7 +83,9 @@ mod tests {
     #[test]
     fn only_token_shaped_names() {
         assert!(is_token("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"));
-        for bad in ["", "..", "a/b", "a%2Fb", "a%2e%2e", ".hidden", "a b", "a\\b"] {
+        for bad in [
+            "", "..", "a/b", "a%2Fb", "a%2e%2e", ".hidden", "a b", "a\\b",
+        ] {
             assert!(!is_token(bad), "{bad:?} must be refused");
         }
     }

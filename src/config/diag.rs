@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::raw::{
-    LIMITS_KEYS, LOG_KEYS, SERVER_KEYS, SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS,
-};
+use super::raw::{LIMITS_KEYS, LOG_KEYS, SERVER_KEYS, SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS};
 
 /// One config error with the place it points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +90,12 @@ impl<'a> Reporter<'a> {
                             self.table_keys(site, "[[site]]", SITE_KEYS, &mut dirty);
                             if let Some(tls) = site.get_ref().get("tls") {
                                 let before = dirty.len();
-                                self.table_keys(tls, "a site's tls table", TLS_FILE_KEYS, &mut dirty);
+                                self.table_keys(
+                                    tls,
+                                    "a site's tls table",
+                                    TLS_FILE_KEYS,
+                                    &mut dirty,
+                                );
                                 if dirty.len() > before {
                                     dirty.push(site.span());
                                 }
@@ -129,7 +132,10 @@ impl<'a> Reporter<'a> {
             Some(best) => format!("did you mean `{best}`?"),
             None => format!("valid keys are: {}", known.join(", ")),
         };
-        self.at(&key.span(), format!("unknown key `{name}` in {table}; {hint}"));
+        self.at(
+            &key.span(),
+            format!("unknown key `{name}` in {table}; {hint}"),
+        );
     }
 }
 

@@ -60,9 +60,16 @@ impl HostPattern {
             HostPattern::Exact(name) | HostPattern::Wildcard(name) => name,
         };
         !name.contains('.')
-            || [".localhost", ".local", ".lan", ".home.arpa", ".internal", ".test"]
-                .iter()
-                .any(|suffix| name.ends_with(suffix))
+            || [
+                ".localhost",
+                ".local",
+                ".lan",
+                ".home.arpa",
+                ".internal",
+                ".test",
+            ]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
     }
 }
 
@@ -133,10 +140,18 @@ mod tests {
 
     #[test]
     fn invalid_hosts_are_explained() {
-        assert!(HostPattern::parse("127.0.0.1").unwrap_err().contains("IP address"));
-        assert!(HostPattern::parse("a.com:443").unwrap_err().contains("port"));
-        assert!(HostPattern::parse("*.com").unwrap_err().contains("too broad"));
-        assert!(HostPattern::parse("bad_name.com").unwrap_err().contains("valid host"));
+        assert!(HostPattern::parse("127.0.0.1")
+            .unwrap_err()
+            .contains("IP address"));
+        assert!(HostPattern::parse("a.com:443")
+            .unwrap_err()
+            .contains("port"));
+        assert!(HostPattern::parse("*.com")
+            .unwrap_err()
+            .contains("too broad"));
+        assert!(HostPattern::parse("bad_name.com")
+            .unwrap_err()
+            .contains("valid host"));
         assert!(HostPattern::parse("-a.com").is_err());
     }
 
@@ -149,8 +164,14 @@ mod tests {
 
     #[test]
     fn normalising_incoming_hosts() {
-        assert_eq!(normalise("Jelly.Example.COM:8443").as_deref(), Some("jelly.example.com"));
-        assert_eq!(normalise("jelly.example.com.").as_deref(), Some("jelly.example.com"));
+        assert_eq!(
+            normalise("Jelly.Example.COM:8443").as_deref(),
+            Some("jelly.example.com")
+        );
+        assert_eq!(
+            normalise("jelly.example.com.").as_deref(),
+            Some("jelly.example.com")
+        );
         assert_eq!(normalise("[::1]:8443").as_deref(), Some("::1"));
         assert_eq!(normalise("user@evil.com"), None);
         assert_eq!(normalise("a.com:https"), None);

@@ -15,9 +15,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write a whole number and a unit, like \"20MiB\""))?;
+    let number: u64 = number.parse().map_err(|_| {
+        format!("`{text}` is not a size; write a whole number and a unit, like \"20MiB\"")
+    })?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "k" | "K" => 1 << 10,
@@ -53,7 +53,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        "" => return Err(format!("`{text}` has no unit; write for example \"{number}s\"")),
+        "" => {
+            return Err(format!(
+                "`{text}` has no unit; write for example \"{number}s\""
+            ))
+        }
         other => {
             return Err(format!(
                 "unknown duration unit `{other}`; valid units are ms, s, m, h, d"

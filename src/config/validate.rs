@@ -14,7 +14,9 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Reporter};
 use super::raw::{RawLimits, RawLog, RawServer, RawSite, RawTls};
 use super::units::{parse_duration, parse_size};
-use super::{Config, HostPattern, Limits, Log, LogTarget, Server, SiteConfig, TlsSource, UpstreamAddr};
+use super::{
+    Config, HostPattern, Limits, Log, LogTarget, Server, SiteConfig, TlsSource, UpstreamAddr,
+};
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
 pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
@@ -85,7 +87,11 @@ impl Validator<'_> {
 
     /// Each `[[site]]` separately, so one bad site does not hide the others'
     /// errors. Sites with an unknown key were already reported and are skipped.
-    fn sites(&mut self, value: Spanned<DeValue<'_>>, dirty: &[Range<usize>]) -> Vec<(Range<usize>, RawSite)> {
+    fn sites(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        dirty: &[Range<usize>],
+    ) -> Vec<(Range<usize>, RawSite)> {
         let span = value.span();
         let DeValue::Array(items) = value.into_inner() else {
             self.report
@@ -110,7 +116,8 @@ impl Validator<'_> {
         match parse_duration(raw.get_ref()) {
             Ok(d) if !d.is_zero() => d,
             Ok(_) => {
-                self.report.at(&raw.span(), "a duration of zero is not allowed here");
+                self.report
+                    .at(&raw.span(), "a duration of zero is not allowed here");
                 default
             }
             Err(message) => {
@@ -120,7 +127,13 @@ impl Validator<'_> {
         }
     }
 
-    fn size(&mut self, raw: Option<Spanned<String>>, default: usize, min: usize, max: usize) -> usize {
+    fn size(
+        &mut self,
+        raw: Option<Spanned<String>>,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> usize {
         let Some(raw) = raw else { return default };
         match parse_size(raw.get_ref()) {
             Ok(n) if (min as u64..=max as u64).contains(&n) => n as usize,
@@ -147,7 +160,11 @@ impl Validator<'_> {
         }
     }
 
-    fn listeners(&mut self, raw: Option<Vec<Spanned<String>>>, default: &[&str]) -> Vec<SocketAddr> {
+    fn listeners(
+        &mut self,
+        raw: Option<Vec<Spanned<String>>>,
+        default: &[&str],
+    ) -> Vec<SocketAddr> {
         let Some(raw) = raw else {
             return default.iter().filter_map(|a| a.parse().ok()).collect();
         };
@@ -172,11 +189,15 @@ impl Validator<'_> {
         let http = self.listeners(raw.http, &["0.0.0.0:80", "[::]:80"]);
         let https = self.listeners(raw.https, &["0.0.0.0:443", "[::]:443"]);
         if http.is_empty() && https.is_empty() {
-            self.report.at(&(0..0), "no listener: [server] http and https are both empty");
+            self.report.at(
+                &(0..0),
+                "no listener: [server] http and https are both empty",
+            );
         }
-        let state_dir = raw
-            .state_dir
-            .map_or_else(|| PathBuf::from("/var/lib/drawbridge"), |d| self.path(d.get_ref()));
+        let state_dir = raw.state_dir.map_or_else(
+            || PathBuf::from("/var/lib/drawbridge"),
+            |d| self.path(d.get_ref()),
+        );
         Server {
             http,
             https,
@@ -191,13 +212,18 @@ impl Validator<'_> {
         let mut count = |raw: Option<Spanned<u32>>, default: u32, max: u32| match raw {
             Some(n) if (1..=max).contains(n.get_ref()) => *n.get_ref(),
             Some(n) => {
-                self.report.at(&n.span(), format!("must be between 1 and {max}"));
+                self.report
+                    .at(&n.span(), format!("must be between 1 and {max}"));
                 default
             }
             None => default,
         };
         let max_headers = count(raw.max_headers, d.max_headers as u32, 1000) as usize;
-        let streams = count(raw.h2_max_concurrent_streams, d.h2_max_concurrent_streams, 1000);
+        let streams = count(
+            raw.h2_max_concurrent_streams,
+            d.h2_max_concurrent_streams,
+            1000,
+        );
         Limits {
             handshake_timeout: self.duration(raw.handshake_timeout, d.handshake_timeout),
             header_timeout: self.duration(raw.header_timeout, d.header_timeout),
@@ -227,7 +253,8 @@ impl Validator<'_> {
             log.error = match error.get_ref().as_str() {
                 "stderr" => LogTarget::Stderr,
                 "" => {
-                    self.report.at(&error.span(), "empty; use \"stderr\" or a file path");
+                    self.report
+                        .at(&error.span(), "empty; use \"stderr\" or a file path");
                     LogTarget::Stderr
                 }
                 file => LogTarget::File(self.path(file)),
@@ -239,23 +266,34 @@ impl Validator<'_> {
     fn all_sites(&mut self, raw: Vec<(Range<usize>, RawSite)>) -> Vec<SiteConfig> {
         let mut sites: Vec<SiteConfig> = Vec::new();
         for (span, raw) in raw {
-            let Some(site) = self.site(&span, raw, &sites) else { continue };
+            let Some(site) = self.site(&span, raw, &sites) else {
+                continue;
+            };
             sites.push(site);
         }
         sites
     }
 
-    fn site(&mut self, span: &Range<usize>, raw: RawSite, earlier: &[SiteConfig]) -> Option<SiteConfig> {
+    fn site(
+        &mut self,
+        span: &Range<usize>,
+        raw: RawSite,
+        earlier: &[SiteConfig],
+    ) -> Option<SiteConfig> {
         let errors_before = self.report.errors.len();
         let names: Vec<Spanned<String>> = match (raw.host, raw.hosts) {
             (Some(host), None) => vec![host],
             (None, Some(hosts)) if !hosts.is_empty() => hosts,
             (Some(host), Some(_)) => {
-                self.report.at(&host.span(), "write either `host` or `hosts`, not both");
+                self.report
+                    .at(&host.span(), "write either `host` or `hosts`, not both");
                 return None;
             }
             _ => {
-                self.report.at(span, "a site needs `host` (or `hosts`), e.g. host = \"jelly.example.com\"");
+                self.report.at(
+                    span,
+                    "a site needs `host` (or `hosts`), e.g. host = \"jelly.example.com\"",
+                );
                 return None;
             }
         };
@@ -277,7 +315,10 @@ impl Validator<'_> {
         let upstream = match raw.upstream {
             Some(upstream) => self.upstream(&upstream),
             None => {
-                self.report.at(span, "a site needs `upstream`, e.g. upstream = \"http://127.0.0.1:8096\"");
+                self.report.at(
+                    span,
+                    "a site needs `upstream`, e.g. upstream = \"http://127.0.0.1:8096\"",
+                );
                 None
             }
         };
@@ -288,7 +329,10 @@ impl Validator<'_> {
             if path.is_dir() {
                 Some(path)
             } else {
-                self.report.at(&dir.span(), format!("`{}` is not a folder drawbridge can read", path.display()));
+                self.report.at(
+                    &dir.span(),
+                    format!("`{}` is not a folder drawbridge can read", path.display()),
+                );
                 None
             }
         });
@@ -307,30 +351,50 @@ impl Validator<'_> {
     fn upstream(&mut self, raw: &Spanned<String>) -> Option<UpstreamAddr> {
         let text = raw.get_ref();
         let fail = |v: &mut Self, why: &str| {
-            v.report.at(&raw.span(), format!("upstream `{text}` {why}; write it like \"http://192.168.1.10:8096\""));
+            v.report.at(
+                &raw.span(),
+                format!("upstream `{text}` {why}; write it like \"http://192.168.1.10:8096\""),
+            );
             None
         };
-        let Ok(uri) = text.parse::<http::Uri>() else { return fail(self, "is not a URL") };
+        let Ok(uri) = text.parse::<http::Uri>() else {
+            return fail(self, "is not a URL");
+        };
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => return fail(self, "uses https, which is not supported for upstreams yet"),
+            Some("https") => {
+                return fail(self, "uses https, which is not supported for upstreams yet")
+            }
             _ => return fail(self, "must start with http://"),
         }
-        let Some(authority) = uri.authority() else { return fail(self, "has no host") };
+        let Some(authority) = uri.authority() else {
+            return fail(self, "has no host");
+        };
         if authority.as_str().contains('@') {
             return fail(self, "must not carry a user name or password");
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return fail(self, "must not have a path or query (a path prefix is not supported)");
+            return fail(
+                self,
+                "must not have a path or query (a path prefix is not supported)",
+            );
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         Some(UpstreamAddr {
             host: host.to_string(),
             port: authority.port_u16().unwrap_or(80),
         })
     }
 
-    fn tls(&mut self, site: &Range<usize>, raw: Option<Spanned<RawTls>>, all_local: bool) -> Option<TlsSource> {
+    fn tls(
+        &mut self,
+        site: &Range<usize>,
+        raw: Option<Spanned<RawTls>>,
+        all_local: bool,
+    ) -> Option<TlsSource> {
         let acme_unavailable = "ACME certificates are not available in this version yet; \
              use tls = \"internal\" (local CA) or tls = { cert = \"…\", key = \"…\" }";
         let Some(raw) = raw else {
@@ -345,7 +409,8 @@ impl Validator<'_> {
             RawTls::Name(name) => match name.as_str() {
                 "internal" => Some(TlsSource::Internal),
                 "acme" => {
-                    self.report.at(&span, format!("tls = \"acme\": {acme_unavailable}"));
+                    self.report
+                        .at(&span, format!("tls = \"acme\": {acme_unavailable}"));
                     None
                 }
                 other => {

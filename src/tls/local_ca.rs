@@ -51,7 +51,9 @@ pub struct LocalCa {
 
 impl std::fmt::Debug for LocalCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCa").field("cert_path", &self.cert_path).finish()
+        f.debug_struct("LocalCa")
+            .field("cert_path", &self.cert_path)
+            .finish()
     }
 }
 
@@ -73,7 +75,11 @@ impl LocalCa {
             let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
                 .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
             let issuer = Issuer::from_ca_cert_der(&cert_der, key)?;
-            return Ok(LocalCa { issuer, cert_der, cert_path });
+            return Ok(LocalCa {
+                issuer,
+                cert_der,
+                cert_path,
+            });
         }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -132,10 +138,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = LocalCa::open_or_create(dir.path()).unwrap();
         let key = dir.path().join("ca/root.key");
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let second = LocalCa::open_or_create(dir.path()).unwrap();
         assert_eq!(first.cert_der, second.cert_der, "the CA is not re-created");
-        let leaf = second.issue(&[HostPattern::parse("localhost").unwrap()]).unwrap();
+        let leaf = second
+            .issue(&[HostPattern::parse("localhost").unwrap()])
+            .unwrap();
         assert_eq!(leaf.cert.len(), 2, "leaf followed by the CA");
         assert_eq!(leaf.cert[1], first.cert_der);
     }

@@ -114,7 +114,9 @@ pub struct TlsStore {
 
 impl fmt::Debug for TlsStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsStore").field("state_dir", &self.state_dir).finish()
+        f.debug_struct("TlsStore")
+            .field("state_dir", &self.state_dir)
+            .finish()
     }
 }
 
@@ -142,7 +144,10 @@ impl TlsStore {
 
     /// The local CA certificate's path, when the local CA is in use.
     pub fn ca_cert_path(&self) -> Option<PathBuf> {
-        self.ca.load().as_ref().map(|ca| ca.cert_path().to_path_buf())
+        self.ca
+            .load()
+            .as_ref()
+            .map(|ca| ca.cert_path().to_path_buf())
     }
 
     /// Replaces the served certificates with those `config` names. Certificates
@@ -206,7 +211,9 @@ impl TlsStore {
         let mut entries = Vec::new();
         for e in &current.entries {
             let stale = match &e.source {
-                TlsSource::Files { cert, key } => e.fingerprint.as_ref() != Some(&Fingerprint::of(&[cert, key])),
+                TlsSource::Files { cert, key } => {
+                    e.fingerprint.as_ref() != Some(&Fingerprint::of(&[cert, key]))
+                }
                 TlsSource::Internal => e.renew_after.is_some_and(|t| SystemTime::now() >= t),
             };
             let fresh = if stale {
@@ -236,7 +243,12 @@ impl TlsStore {
                 renew_after: e.renew_after,
             }));
         }
-        if changed || entries.iter().zip(&current.entries).any(|(a, b)| a.fingerprint != b.fingerprint) {
+        if changed
+            || entries
+                .iter()
+                .zip(&current.entries)
+                .any(|(a, b)| a.fingerprint != b.fingerprint)
+        {
             self.table.store(Arc::new(Table::new(entries)));
         }
     }

@@ -1,0 +1,114 @@
+//! `drawbridge check`: every error with file:line:col in one run, suggestions
+//! for misspelt keys, a summary and exit 0 for a good file.
+
+use std::process::Command;
+
+use crate::support::binary;
+
+fn check(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "F");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+#[test]
+fn reports_every_error_with_line_and_column() {
+    let text = r#"[server]
+https = ["127.0.0.1:8443", "not-an-address"]
+state_dirr = "/tmp/x"
+
+[[site]]
+host = "jelly.test"
+upstream = "ftp://127.0.0.1:8096"
+tls = "internal"
+
+[[site]]
+hots = "music.test"
+upstream = "http://127.0.0.1:8097"
+
+[[site]]
+host = "jelly.test"
+upstream = "http://127.0.0.1:8098"
+tls = "internal"
+max_body = "20 lightyears"
+"#;
+    let (ok, _, stderr) = check(text);
+    assert!(!ok, "exit 1");
+    let expected = [
+        "F:3:1: unknown key `state_dirr` in [server]; did you mean `state_dir`?",
+        "F:7:12: upstream `ftp://127.0.0.1:8096` must start with http://",
+        "F:11:1: unknown key `hots` in [[site]]; did you mean `host`?",
+        "F:18:1: unknown key `max_body` in [[site]]",
+    ];
+    for line in expected {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("errors; the config is not valid"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn semantic_errors_are_all_reported() {
+    let text = "[server]\nhttps = [\"127.0.0.1:8443\", \"nowhere\"]\n\n[limits]\nheader_timeout = \"10 fortnights\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:1\"\ntls = \"internal\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:2/jellyfin\"\ntls = \"internal\"\n";
+    let (ok, _, stderr) = check(text);
+    assert!(!ok);
+    for line in [
+        "F:2:28: `nowhere` is not a listen address",
+        "F:5:18: unknown duration unit `fortnights`",
+        "F:13:8: host `a.test` is named by another site already",
+        "F:14:12: upstream `http://127.0.0.1:2/jellyfin` must not have a path",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn acme_is_reserved_and_says_it_is_not_available() {
+    let (ok, _, stderr) =
+        check("[[site]]\nhost = \"jelly.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("F:1:1:") && stderr.contains("not available in this version"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = check("[[site]]\nhost = \"jelly.example.com\"\nupstream = \"http://10.0.0.2:8096\"\ntls = \"acme\"\n");
+    assert!(!ok);
+    assert!(stderr.contains("F:4:7: tls = \"acme\""), "{stderr}");
+}
+
+#[test]
+fn a_valid_config_prints_a_summary() {
+    let (ok, stdout, stderr) = check(
+        "[server]\nhttp = [\"127.0.0.1:8080\"]\nhttps = [\"127.0.0.1:8443\"]\n\n[[site]]\nhosts = [\"localhost\", \"*.home.lan\"]\nupstream = \"http://127.0.0.1:8096\"\n",
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("the config is valid"), "{stdout}");
+    assert!(stdout.contains("site localhost, *.home.lan -> http://127.0.0.1:8096 (tls: local CA; plain http: redirected to https)"), "{stdout}");
+}
+
+#[test]
+fn bundled_quickstart_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.toml");
+    let out = Command::new(binary())
+        .args(["check", "-c", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,12 @@
+//! drawbridge's behaviour through real sockets on 127.0.0.1, real TLS and real
+//! clients. One test binary; one module per behaviour or threat.
+
+mod support;
+
+mod config_check;
+mod host_routing;
+mod port80;
+mod reload;
+mod request_limits;
+mod slow_clients;
+mod tls_handshake;

@@ -1,0 +1,292 @@
+//! Test support: a drawbridge started in-process on 127.0.0.1 port 0 with
+//! certificates made per run, a drawbridge started as a real process for
+//! signal and CLI tests, and raw TLS and TCP clients.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drawbridge::config::Config;
+use drawbridge::server::{Reloader, Server};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::RootCertStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+/// A drawbridge running inside the test process.
+pub struct TestGateway {
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub ca_pem: Option<Vec<u8>>,
+    pub reloader: Reloader,
+    shutdown: CancellationToken,
+}
+
+/// The `[server]` block every test uses: port 0 on loopback, state in `dir`.
+pub fn server_block(dir: &Path) -> String {
+    format!(
+        "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\ncert_watch_interval = \"100ms\"\n",
+        dir.join("state").display()
+    )
+}
+
+impl TestGateway {
+    /// Starts drawbridge with the `[server]` block above followed by `rest`.
+    pub async fn start(rest: &str) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, rest).await
+    }
+
+    /// Like `start`, in a folder the test prepared (for cert files, webroots).
+    pub async fn start_in(dir: tempfile::TempDir, rest: &str) -> TestGateway {
+        let text = format!("{}{rest}", server_block(dir.path()));
+        let path = dir.path().join("drawbridge.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let server = Server::bind(config).await.unwrap();
+        let http = server.http_addrs()[0];
+        let https = server.https_addrs()[0];
+        let ca_pem = server.ca_cert_path().map(|p| std::fs::read(p).unwrap());
+        let reloader = server.reloader();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone()));
+        TestGateway {
+            dir,
+            http,
+            https,
+            ca_pem,
+            reloader,
+            shutdown,
+        }
+    }
+
+    /// A rustls client config trusting the local CA, offering `alpn`.
+    pub fn tls_client(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        client_config(
+            self.ca_pem.as_deref().expect("a site uses the local CA"),
+            alpn,
+        )
+    }
+
+    /// A TLS connection to the gateway with `sni` (None sends no SNI).
+    pub async fn tls_connect(
+        &self,
+        sni: Option<&str>,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        tls_connect(self.https, self.tls_client(alpn), sni).await
+    }
+
+    /// A reqwest client that trusts the local CA and resolves `hosts` to the gateway.
+    pub fn reqwest(&self, hosts: &[&str], http2: bool) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca_pem.as_deref().unwrap()).unwrap(),
+            )
+            .redirect(reqwest::redirect::Policy::none());
+        for host in hosts {
+            builder = builder.resolve(host, self.https);
+        }
+        builder = if http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.http1_only()
+        };
+        builder.build().unwrap()
+    }
+
+    /// The URL of `path` on `host` over https.
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.https.port())
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A rustls client config trusting `ca_pem`.
+pub fn client_config(ca_pem: &[u8], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if alpn.is_empty() {
+        config.alpn_protocols.clear();
+    }
+    Arc::new(config)
+}
+
+/// Connects with TLS; `sni = None` sends no server name (as for an IP address).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    sni: Option<&str>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut config = (*config).clone();
+    let name = match sni {
+        Some(name) => ServerName::try_from(name.to_string()).unwrap(),
+        None => {
+            config.enable_sni = false;
+            // Verification still needs a name; the handshake is refused before that.
+            ServerName::try_from("no-sni.invalid").unwrap()
+        }
+    };
+    let tcp = TcpStream::connect(addr).await?;
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// Sends `request` raw and reads until the peer closes or `wait` passes.
+/// Returns the bytes received and whether the peer closed.
+pub async fn exchange<S>(stream: &mut S, request: &[u8], wait: Duration) -> (Vec<u8>, bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, true),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => return (received, false),
+        }
+    }
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn status_of(response: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// A self-signed certificate and key for `host`, as PEM.
+pub fn self_signed(host: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// drawbridge run as a real process, for signals and the command line.
+pub struct Process {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The drawbridge binary Cargo built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_drawbridge"))
+}
+
+impl Process {
+    /// Starts `drawbridge run -c config` and waits until both listeners are up.
+    pub fn start(config: &Path) -> Process {
+        let mut child = Command::new(binary())
+            .args(["run", "-c"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("listening") {
+                        let _ = tx.send(line.clone());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut http = None;
+        let mut https = None;
+        while http.is_none() || https.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("drawbridge did not start listening");
+            let addr: SocketAddr = line
+                .split("listener=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if line.contains("tls=true") {
+                https = Some(addr)
+            } else {
+                http = Some(addr)
+            }
+        }
+        Process {
+            child,
+            http: http.unwrap(),
+            https: https.unwrap(),
+            log,
+        }
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until a log line contains `needle`, up to `wait`.
+    pub fn wait_for_log(&self, needle: &str, wait: Duration) -> bool {
+        let tries = wait.as_millis() / 50;
+        for _ in 0..tries {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,91 @@
+//! The TLS door: unknown or absent SNI gets no certificate; known names
+//! negotiate h2 and http/1.1; only TLS 1.2 and 1.3.
+
+use crate::support::TestGateway;
+
+const SITE: &str = r#"
+[[site]]
+hosts = ["jelly.test", "*.media.test"]
+upstream = "http://127.0.0.1:9"
+tls = "internal"
+"#;
+
+#[tokio::test]
+async fn unknown_sni_is_refused_without_a_certificate() {
+    let gw = TestGateway::start(SITE).await;
+    let err = gw
+        .tls_connect(Some("other.test"), &[b"h2"])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("alert") || text.contains("HandshakeFailure"),
+        "refused with an alert: {text}"
+    );
+}
+
+#[tokio::test]
+async fn missing_sni_is_refused() {
+    let gw = TestGateway::start(SITE).await;
+    let err = gw.tls_connect(None, &[b"h2"]).await.unwrap_err();
+    assert!(err.to_string().contains("alert"), "{err}");
+}
+
+#[tokio::test]
+async fn known_names_negotiate_h2_or_http11() {
+    let gw = TestGateway::start(SITE).await;
+    let h2 = gw
+        .tls_connect(Some("jelly.test"), &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let h1 = gw
+        .tls_connect(Some("JELLY.test"), &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(h1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let wildcard = gw
+        .tls_connect(Some("films.media.test"), &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(wildcard.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let too_deep = gw.tls_connect(Some("a.films.media.test"), &[b"h2"]).await;
+    assert!(too_deep.is_err(), "a wildcard covers one label only");
+}
+
+#[tokio::test]
+async fn tls_below_1_2_is_refused() {
+    // rustls cannot speak TLS 1.1, so offer a hand-made TLS 1.1 ClientHello and
+    // expect an alert (content type 21) rather than a ServerHello (22).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start(SITE).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let name = b"jelly.test";
+    let mut sni = vec![0x00, 0x00];
+    let list_len = (name.len() + 3) as u16;
+    sni.extend_from_slice(&(list_len + 2).to_be_bytes());
+    sni.extend_from_slice(&list_len.to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut body = vec![0x03, 0x02];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x13, 0x00, 0x2f]);
+    body.extend_from_slice(&[0x01, 0x00]);
+    body.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    body.extend_from_slice(&sni);
+    let mut hello = vec![0x01, 0x00];
+    hello.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    record.extend_from_slice(&hello);
+    tcp.write_all(&record).await.unwrap();
+    let mut answer = [0u8; 7];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(
+        answer[0], 21,
+        "an alert record, not a ServerHello: {answer:?}"
+    );
+}
