@@ -126,3 +126,37 @@ async fn replaced_certificate_files_are_served_without_restart() {
     }
     assert!(switched, "the new certificate is served");
 }
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    let text = format!("{}{}", server_block(dir.path()), site("one.test"));
+    std::fs::write(&path, text).unwrap();
+    let mut process = Process::start(&path);
+    // An idle keep-alive connection must not hold the shutdown up.
+    let mut idle = tokio::net::TcpStream::connect(process.http).await.unwrap();
+    let (bytes, _) = exchange(
+        &mut idle,
+        b"GET / HTTP/1.1\r\nHost: one.test\r\n\r\n",
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(status_of(&bytes), 308);
+    process.signal("TERM");
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("exits well within the 30 s grace");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        tokio::net::TcpStream::connect(process.http).await.is_err(),
+        "no longer accepting"
+    );
+    assert!(process.wait_for_log("shutting down", Duration::from_secs(1)));
+}
