@@ -68,17 +68,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let h1 = Deadlines {
+        head: Some(shared.limits.header_timeout),
+        idle: shared.limits.keepalive_timeout,
+    };
     if !tls {
-        let deadlines = Deadlines {
-            head: Some(shared.limits.header_timeout),
-            idle: shared.limits.keepalive_timeout,
-        };
-        let conn = Conn {
-            client: peer,
-            sni: None,
-            tls: false,
-        };
-        return serve_http(stream, conn, deadlines, &shared, &shutdown).await;
+        return serve_http(stream, peer, None, h1, &shared, &shutdown).await;
     }
     let handshake =
         tokio::time::timeout(shared.limits.handshake_timeout, shared.tls.accept(stream)).await;
@@ -95,30 +90,23 @@ pub async fn serve(
     };
     let (_, session) = stream.get_ref();
     let sni = session.server_name().map(str::to_string);
-    let h2 = session.alpn_protocol() == Some(b"h2");
     tracing::Span::current().record("tls.sni", sni.as_deref());
-    let deadlines = if h2 {
+    let deadlines = if session.alpn_protocol() == Some(b"h2") {
         Deadlines {
             head: None,
             idle: shared.limits.h2_idle_timeout,
         }
     } else {
-        Deadlines {
-            head: Some(shared.limits.header_timeout),
-            idle: shared.limits.keepalive_timeout,
-        }
+        h1
     };
-    let conn = Conn {
-        client: peer,
-        sni,
-        tls: true,
-    };
-    serve_http(stream, conn, deadlines, &shared, &shutdown).await;
+    serve_http(stream, peer, Some(sni), deadlines, &shared, &shutdown).await;
 }
 
+/// Serves HTTP on `io`; `tls` is `Some(sni)` for TLS connections.
 async fn serve_http<IO>(
     io: IO,
-    conn: Conn,
+    peer: SocketAddr,
+    tls: Option<Option<String>>,
     deadlines: Deadlines,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
@@ -126,6 +114,12 @@ async fn serve_http<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::default());
+    let conn = Conn {
+        client: peer,
+        tls: tls.is_some(),
+        sni: tls.flatten(),
+        state: state.clone(),
+    };
     let close_door = CancellationToken::new();
     let watched = Watched::new(io, state.clone(), deadlines);
     let service = {

@@ -37,9 +37,58 @@ pub enum ProxyError {
     /// A method the resource does not allow (ACME webroot takes GET and HEAD).
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// No upstream could be reached.
-    #[error("upstream unavailable")]
-    UpstreamUnavailable,
+    /// The request body passed the site's `max_body`.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The request body paused too long or trickled below the minimum rate.
+    #[error("request body too slow")]
+    BodyTooSlow,
+    /// The client went away or broke its own body mid-request.
+    #[error("client gave up during the request body")]
+    ClientGone,
+    /// Connecting to the upstream failed or timed out.
+    #[error("cannot connect to upstream {addr}: {source}")]
+    UpstreamConnect {
+        /// The upstream, for the log.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// Opening a raw connection to the upstream failed (WebSocket).
+    #[error("cannot connect to upstream {addr}: {source}")]
+    UpstreamIo {
+        /// The upstream, for the log.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upstream broke the exchange before sending response headers.
+    #[error("upstream {addr} failed: {source}")]
+    UpstreamFailed {
+        /// The upstream, for the log.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The upstream sent no response headers in time.
+    #[error("upstream {addr} sent no response headers within {after:?}")]
+    UpstreamTimeout {
+        /// The upstream, for the log.
+        addr: String,
+        /// The response timeout.
+        after: std::time::Duration,
+    },
+    /// The upstream answered a WebSocket upgrade with something unusable.
+    #[error("upstream {addr} failed the WebSocket upgrade: {why}")]
+    UpstreamUpgrade {
+        /// The upstream, for the log.
+        addr: String,
+        /// What went wrong.
+        why: &'static str,
+    },
 }
 
 impl ProxyError {
@@ -52,14 +101,25 @@ impl ProxyError {
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientGone => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamIo { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamUpgrade { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
     /// Who caused it.
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::UpstreamUnavailable => Blame::Upstream,
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamIo { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamUpgrade { .. } => Blame::Upstream,
             _ => Blame::Client,
         }
     }
@@ -69,7 +129,12 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::UriTooLong | ProxyError::HeaderTooLarge
+            ProxyError::BadRequest(_)
+                | ProxyError::UriTooLong
+                | ProxyError::HeaderTooLarge
+                | ProxyError::PayloadTooLarge
+                | ProxyError::BodyTooSlow
+                | ProxyError::ClientGone
         )
     }
 

@@ -30,13 +30,19 @@
 //!
 //! Words are fixed in `docs/glossary.md`.
 
+pub mod access_log;
 pub mod atomic_file;
+pub mod body;
 pub mod config;
 pub mod connection;
 pub mod deadline;
 pub mod error;
+pub mod filter;
+pub mod forwarding;
 pub mod pipeline;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 pub mod webroot;
+pub mod websocket;

@@ -156,6 +156,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut user1 = signal(SignalKind::user_defined1())?;
     let signals = {
         let shutdown = shutdown.clone();
         async move {
@@ -171,6 +172,10 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
                             Err(error) => tracing::error!("reload failed; the running config is kept:\n{error}"),
                         }
                     }
+                    _ = user1.recv() => match reloader.reopen_logs() {
+                        Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                        Err(error) => tracing::error!(%error, "SIGUSR1: cannot reopen the access log"),
+                    },
                     _ = terminate.recv() => break,
                     _ = interrupt.recv() => break,
                 }

@@ -1,10 +1,11 @@
 //! THE central file: `Gateway::handle` takes one request through its phases.
 //!
 //! ```text
-//! connection (server, connection)  ban/limits later; TLS picks the certificate by SNI
-//! request    (here)                 head checks → site from Host → Host vs SNI → port 80 rules
-//! forward    (upstream, later)      stream both ways
-//! response   (here, later)          filters' on_response, access log
+//! connection (server, connection)  TLS picks the certificate by SNI; deadlines
+//! request    (here)                head checks → site from Host → framing → Host vs SNI
+//!                                  → port-80 rules → filters' on_request
+//! forward    (upstream, websocket) stream both ways to the site's fixed upstream
+//! response   (here)                filters' on_response → access log at the body's end
 //! ```
 //!
 //! Every `ProxyError` becomes a response in `error.rs`; an unknown host becomes
@@ -15,20 +16,34 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::access_log::{AccessLog, Entry};
+use crate::body::{BodyLimits, GuardedBody, Tail};
 use crate::config::{normalise_host, Limits};
-use crate::error::ProxyError;
+use crate::deadline::ConnState;
+use crate::error::{Blame, ProxyError};
+use crate::filter::{Exchange, Verdict};
+use crate::forwarding::{self, Origin};
 use crate::routes::{Routes, Site};
-use crate::webroot;
+use crate::{webroot, websocket};
 
 /// Errors a response body may end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every response drawbridge sends.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty_body() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
 
 /// What the pipeline knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -39,6 +54,8 @@ pub struct Conn {
     pub sni: Option<String>,
     /// Whether the listener is a TLS one.
     pub tls: bool,
+    /// Requests in flight on this connection (long-lived tunnels hold one).
+    pub state: Arc<ConnState>,
 }
 
 /// The request gets no response: close the connection (nginx's 444).
@@ -59,15 +76,22 @@ pub struct Gateway {
     routes: ArcSwap<Routes>,
     limits: Limits,
     https_port: Option<u16>,
+    access_log: Arc<AccessLog>,
 }
 
 impl Gateway {
     /// A gateway serving `routes`; redirects point at `https_port`.
-    pub fn new(routes: Routes, limits: Limits, https_port: Option<u16>) -> Gateway {
+    pub fn new(
+        routes: Routes,
+        limits: Limits,
+        https_port: Option<u16>,
+        access_log: Arc<AccessLog>,
+    ) -> Gateway {
         Gateway {
             routes: ArcSwap::from_pointee(routes),
             limits,
             https_port,
+            access_log,
         }
     }
 
@@ -76,38 +100,144 @@ impl Gateway {
         self.routes.store(Arc::new(routes));
     }
 
+    /// The access log (reopened on SIGUSR1).
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access_log
+    }
+
     /// Handles one request, or says the connection must close unanswered.
-    pub async fn handle<B>(
+    pub async fn handle(
         &self,
-        request: Request<B>,
+        request: Request<Incoming>,
         conn: &Conn,
     ) -> Result<Response<Body>, Closed> {
         let routes = self.routes.load_full();
         let host = match check_head(&request, &self.limits) {
             Ok(host) => host,
-            Err(error) => return Ok(answer(error, &request)),
+            Err(error) => return Ok(answer(error, request.version())),
         };
-        let Some(site) = routes.site(&host) else {
+        let Some(site) = routes.site(&host).cloned() else {
             tracing::debug!(host, "no site for this host; closing without a response");
             return Err(Closed);
         };
         let span = tracing::info_span!("req", method = %request.method(), host, path = request.uri().path(), site = site.name);
-        let _entered = span.enter();
+        let logged = site.access_log && self.access_log.enabled();
+        let mut log = logged.then(|| entry(&request, conn, &site));
+        let version = request.version();
+        let started = Instant::now();
+        let mut response = self
+            .serve(request, conn, &routes, &site, &host)
+            .instrument(span)
+            .await;
+        let exchange = Exchange { tls: conn.tls };
+        for filter in site.filters.iter().rev() {
+            filter.on_response(response.headers_mut(), exchange);
+        }
+        if version == Version::HTTP_2 {
+            // Connection-specific headers are forbidden in HTTP/2.
+            response.headers_mut().remove(header::CONNECTION);
+        }
+        if let Some(mut entry) = log.take() {
+            entry.status = response.status().as_u16();
+            let access_log = self.access_log.clone();
+            response = response.map(|body| {
+                Tail::new(body, move |bytes, complete| {
+                    entry.bytes = bytes;
+                    entry.complete = complete;
+                    entry.duration = started.elapsed();
+                    access_log.write(&entry);
+                })
+                .boxed()
+            });
+        }
+        Ok(response)
+    }
+
+    /// The request phase and the forward phase; always ends in a response.
+    async fn serve(
+        &self,
+        request: Request<Incoming>,
+        conn: &Conn,
+        routes: &Routes,
+        site: &Site,
+        host: &str,
+    ) -> Response<Body> {
+        let version = request.version();
+        if let Err(error) = forwarding::check_framing(request.headers()) {
+            return answer(error, version);
+        }
         if conn.tls {
             // SNI was checked at the handshake; the request may still name another site.
             let same_site = conn
                 .sni
                 .as_deref()
                 .and_then(|sni| routes.site(sni))
-                .is_some_and(|sni_site| Arc::ptr_eq(sni_site, site));
+                .is_some_and(|s| std::ptr::eq(s.as_ref(), site));
             if !same_site {
-                return Ok(answer(ProxyError::Misdirected, &request));
+                return answer(ProxyError::Misdirected, version);
             }
-        } else if let Some(response) = self.plain_http(&request, site, &host).await {
-            return Ok(response);
+        } else if let Some(response) = self.plain_http(&request, site, host).await {
+            return response;
         }
-        // The upstream comes with the proxy core; until then every site is down.
-        Ok(answer(ProxyError::UpstreamUnavailable, &request))
+        for filter in &site.filters {
+            if let Verdict::Respond(response) = filter.on_request(&request) {
+                return response;
+            }
+        }
+        let raw_host = raw_host(&request).to_string();
+        let origin = Origin {
+            peer: conn.client.ip(),
+            trusted: Origin::is_trusted(conn.client.ip(), &routes.trusted_proxies),
+            tls: conn.tls,
+            host: &raw_host,
+        };
+        if let Some(ask) = websocket::ask(&request) {
+            let hold = conn.state.request_started();
+            return websocket::tunnel(
+                request,
+                ask,
+                &site.upstream,
+                origin,
+                site.response_timeout,
+                hold,
+            )
+            .await
+            .unwrap_or_else(|e| answer(e, version));
+        }
+        if request.method() == Method::CONNECT {
+            return answer(ProxyError::MethodNotAllowed, version);
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > site.max_body) {
+            return answer(ProxyError::PayloadTooLarge, version);
+        }
+        let (mut parts, body) = request.into_parts();
+        forwarding::upstream_head(&mut parts, origin);
+        parts.uri = site
+            .upstream
+            .uri(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        let limits = BodyLimits {
+            max: site.max_body,
+            timeout: self.limits.body_timeout,
+            min_rate: self.limits.body_min_rate,
+        };
+        let body = GuardedBody::new(body, limits)
+            .map_err(BoxError::from)
+            .boxed();
+        match site
+            .upstream
+            .forward(Request::from_parts(parts, body))
+            .await
+        {
+            Ok(mut response) => {
+                forwarding::remove_hop_by_hop(response.headers_mut());
+                response.map(|body| body.map_err(Into::into).boxed())
+            }
+            Err(error) => answer(error, version),
+        }
     }
 
     /// Port-80 rules: ACME webroot first, then the redirect to https.
@@ -123,7 +253,7 @@ impl Gateway {
                 return Some(
                     webroot::serve(root, request.method(), path)
                         .await
-                        .unwrap_or_else(|e| answer(e, request)),
+                        .unwrap_or_else(|e| answer(e, request.version())),
                 );
             }
         }
@@ -135,21 +265,66 @@ impl Gateway {
             Some(port) => format!(":{port}"),
         };
         let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let location = format!("https://{host}{port}{target}");
-        let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+        let location = HeaderValue::from_str(&format!("https://{host}{port}{target}")).ok()?;
+        let mut response = Response::new(empty_body());
         *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        let location = HeaderValue::from_str(&location).ok()?;
         response.headers_mut().insert(header::LOCATION, location);
         Some(response)
     }
 }
 
-/// Turns an error into its page, logging it once.
-fn answer<B>(error: ProxyError, request: &Request<B>) -> Response<Body> {
-    tracing::debug!(%error, method = %request.method(), path = request.uri().path(), "request refused");
+/// The Host as the client sent it: the header, or HTTP/2's `:authority`.
+fn raw_host<B>(request: &Request<B>) -> &str {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+}
+
+/// The access-log entry of a request, before its status is known.
+fn entry<B>(request: &Request<B>, conn: &Conn, site: &Site) -> Entry {
+    let header = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Entry {
+        client: conn.client.ip(),
+        time: OffsetDateTime::now_utc(),
+        method: request.method().to_string(),
+        target: request
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string(),
+        version: match request.version() {
+            Version::HTTP_2 => "HTTP/2.0",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        site: site.name.clone(),
+        status: 0,
+        bytes: 0,
+        complete: false,
+        referer: header(header::REFERER),
+        user_agent: header(header::USER_AGENT),
+        duration: std::time::Duration::ZERO,
+    }
+}
+
+/// Turns an error into its page, logging it once: upstream failures as
+/// warnings with the upstream's address (the page never shows it).
+fn answer(error: ProxyError, version: Version) -> Response<Body> {
+    match error.blame() {
+        Blame::Upstream => tracing::warn!(%error, "upstream failure"),
+        Blame::Client => tracing::debug!(%error, "request refused"),
+    }
     let mut response = error.into_response();
-    if request.version() == Version::HTTP_2 {
-        // Connection-specific headers are forbidden in HTTP/2.
+    if version == Version::HTTP_2 {
         response.headers_mut().remove(header::CONNECTION);
     }
     response
@@ -201,7 +376,6 @@ pub fn check_head<B>(request: &Request<B>, limits: &Limits) -> Result<String, Pr
         (None, _) => Err(ProxyError::BadRequest("missing Host header")),
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::check_head;

@@ -5,35 +5,51 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Config, HostPattern, SiteConfig, TlsSource, UpstreamAddr};
+use ipnet::IpNet;
+
+use crate::config::{Config, HostPattern, SiteConfig};
+use crate::filter::{Filter, SecurityHeaders};
+use crate::upstream::Upstream;
 
 /// One site as the pipeline uses it.
 #[derive(Debug)]
 pub struct Site {
     /// Display name (its first host).
     pub name: String,
-    /// Where requests go.
-    pub upstream: UpstreamAddr,
+    /// Where requests go, with its connection pool.
+    pub upstream: Upstream,
     /// Plain-HTTP requests are redirected to https.
     pub https_redirect: bool,
     /// Folder for `/.well-known/acme-challenge/` on port 80.
     pub acme_webroot: Option<PathBuf>,
-    /// The certificate comes from the local CA.
-    pub internal_tls: bool,
+    /// Filters, in the order `on_request` runs them.
+    pub filters: Vec<Filter>,
+    /// Largest request body.
+    pub max_body: u64,
+    /// Requests go to the access log.
+    pub access_log: bool,
+    /// How long the upstream may take to send response headers.
+    pub response_timeout: Duration,
 }
 
-/// Sites by host name.
+/// Sites by host name, and who may speak for clients.
 #[derive(Debug, Default)]
 pub struct Routes {
     exact: HashMap<String, Arc<Site>>,
     wildcard: HashMap<String, Arc<Site>>,
+    /// Peers whose forwarded-for claims are kept.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Routes {
     /// Builds the snapshot for `config`.
     pub fn build(config: &Config) -> Routes {
-        let mut routes = Routes::default();
+        let mut routes = Routes {
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            ..Routes::default()
+        };
         for site in &config.sites {
             let shared = Arc::new(Site::from(site));
             for host in &site.hosts {
@@ -61,10 +77,13 @@ impl From<&SiteConfig> for Site {
     fn from(site: &SiteConfig) -> Site {
         Site {
             name: site.name(),
-            upstream: site.upstream.clone(),
+            upstream: Upstream::new(site),
             https_redirect: site.https_redirect,
             acme_webroot: site.acme_webroot.clone(),
-            internal_tls: site.tls == TlsSource::Internal,
+            filters: vec![Filter::Headers(SecurityHeaders::for_site(site))],
+            max_body: site.max_body,
+            access_log: site.access_log,
+            response_timeout: site.response_timeout,
         }
     }
 }
@@ -91,8 +110,14 @@ mod tests {
         )
         .unwrap();
         let routes = Routes::build(&config);
-        assert_eq!(routes.site("jelly.home.lan").unwrap().upstream.port, 2);
-        assert_eq!(routes.site("music.home.lan").unwrap().upstream.port, 1);
+        assert_eq!(
+            routes.site("jelly.home.lan").unwrap().upstream.authority(),
+            "127.0.0.1:2"
+        );
+        assert_eq!(
+            routes.site("music.home.lan").unwrap().upstream.authority(),
+            "127.0.0.1:1"
+        );
         assert!(routes.site("home.lan").is_none());
         assert!(routes.site("other.example").is_none());
         let a = routes.site("a.home.lan").unwrap();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::pipeline::Gateway;
@@ -33,6 +34,9 @@ pub enum ServerError {
     /// Certificates could not be prepared.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The access log file could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
     /// A reload changed something that needs a restart.
     #[error("{0} changed; restart drawbridge to apply it (the running config is kept)")]
     NeedsRestart(&'static str),
@@ -63,10 +67,12 @@ impl Server {
             .first()
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.port());
+        let access_log = AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
         let gateway = Arc::new(Gateway::new(
             Routes::build(&config),
             config.limits.clone(),
             https_port,
+            Arc::new(access_log),
         ));
         let shared = Arc::new(Shared {
             gateway,
@@ -171,6 +177,9 @@ impl Reloader {
         if config.limits != old.limits {
             return Err(ServerError::NeedsRestart("[limits]"));
         }
+        if config.log != old.log {
+            return Err(ServerError::NeedsRestart("[log]"));
+        }
         if config.server.state_dir != old.server.state_dir {
             return Err(ServerError::NeedsRestart("[server] state_dir"));
         }
@@ -181,6 +190,11 @@ impl Reloader {
             .expect("certificate preparation does not panic")?;
         self.gateway.swap_routes(Routes::build(&config));
         Ok(())
+    }
+
+    /// Reopens the access log file (SIGUSR1, after logrotate).
+    pub fn reopen_logs(&self) -> std::io::Result<()> {
+        self.gateway.access_log().reopen()
     }
 }
 

@@ -49,7 +49,7 @@ max_body = "20 lightyears"
         "F:3:1: unknown key `state_dirr` in [server]; did you mean `state_dir`?",
         "F:7:12: upstream `ftp://127.0.0.1:8096` must start with http://",
         "F:11:1: unknown key `hots` in [[site]]; did you mean `host`?",
-        "F:18:1: unknown key `max_body` in [[site]]",
+        "F:18:12: unknown size unit `lightyears`",
     ];
     for line in expected {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");

@@ -46,6 +46,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// How often certificate files are checked for changes.
     pub cert_watch_interval: Duration,
+    /// Peers whose X-Forwarded-For is believed (load balancers in front).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `[limits]`: bounds on what a client may make drawbridge hold.
@@ -69,6 +71,11 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// A request body may pause this long between bytes, and must reach
+    /// `body_min_rate` once this long has passed (slow POST).
+    pub body_timeout: Duration,
+    /// Slowest average request-body rate, in bytes per second, after `body_timeout`.
+    pub body_min_rate: u64,
 }
 
 impl Default for Limits {
@@ -83,6 +90,8 @@ impl Default for Limits {
             max_head: 32 * 1024,
             max_headers: 100,
             h2_max_concurrent_streams: 100,
+            body_timeout: Duration::from_secs(20),
+            body_min_rate: 500,
         }
     }
 }
@@ -94,6 +103,10 @@ pub struct Log {
     pub level: String,
     /// Where the error log goes.
     pub error: LogTarget,
+    /// Where the access log goes; `None` turns it off for every site.
+    pub access: Option<LogTarget>,
+    /// The access log's line format.
+    pub format: AccessFormat,
 }
 
 impl Default for Log {
@@ -101,8 +114,28 @@ impl Default for Log {
         Log {
             level: "info".to_string(),
             error: LogTarget::Stderr,
+            access: Some(LogTarget::Stderr),
+            format: AccessFormat::Combined,
         }
     }
+}
+
+/// Access log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// nginx's `combined` (what GoAccess and fail2ban read).
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Header behaviour presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Security headers that work with the Jellyfin web client, Chromecast and trailers.
+    Jellyfin,
+    /// A bare proxy: no headers added.
+    None,
 }
 
 /// A log destination.
@@ -127,6 +160,20 @@ pub struct SiteConfig {
     pub https_redirect: bool,
     /// A folder served at `/.well-known/acme-challenge/` on port 80.
     pub acme_webroot: Option<PathBuf>,
+    /// Which default headers the site gets.
+    pub preset: Preset,
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body: u64,
+    /// Whether requests are written to the access log.
+    pub access_log: bool,
+    /// Headers added to every response, replacing any of the same name.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Headers removed from every response (after `headers` and the preset).
+    pub remove_headers: Vec<http::HeaderName>,
+    /// Connecting to the upstream must succeed within this (502 beyond).
+    pub connect_timeout: Duration,
+    /// The upstream must send response headers within this (504 beyond).
+    pub response_timeout: Duration,
 }
 
 impl SiteConfig {

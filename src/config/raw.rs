@@ -16,6 +16,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "state_dir",
     "shutdown_grace",
     "cert_watch_interval",
+    "trusted_proxies",
 ];
 /// Known keys of `[limits]`.
 pub const LIMITS_KEYS: &[&str] = &[
@@ -28,9 +29,11 @@ pub const LIMITS_KEYS: &[&str] = &[
     "max_head",
     "max_headers",
     "h2_max_concurrent_streams",
+    "body_timeout",
+    "body_min_rate",
 ];
 /// Known keys of `[log]`.
-pub const LOG_KEYS: &[&str] = &["level", "error"];
+pub const LOG_KEYS: &[&str] = &["level", "error", "access", "format"];
 /// Known keys of each `[[site]]`.
 pub const SITE_KEYS: &[&str] = &[
     "host",
@@ -39,6 +42,13 @@ pub const SITE_KEYS: &[&str] = &[
     "tls",
     "https_redirect",
     "acme_webroot",
+    "preset",
+    "max_body",
+    "access_log",
+    "headers",
+    "remove_headers",
+    "connect_timeout",
+    "response_timeout",
 ];
 /// Known keys of a site's `tls = { … }` table.
 pub const TLS_FILE_KEYS: &[&str] = &["cert", "key"];
@@ -52,6 +62,7 @@ pub struct RawServer {
     pub state_dir: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub cert_watch_interval: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 /// `[limits]`.
@@ -67,6 +78,8 @@ pub struct RawLimits {
     pub max_head: Option<Spanned<String>>,
     pub max_headers: Option<Spanned<u32>>,
     pub h2_max_concurrent_streams: Option<Spanned<u32>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub body_min_rate: Option<Spanned<String>>,
 }
 
 /// `[log]`.
@@ -75,6 +88,8 @@ pub struct RawLimits {
 pub struct RawLog {
     pub level: Option<Spanned<String>>,
     pub error: Option<Spanned<String>>,
+    pub access: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
 }
 
 /// One `[[site]]`.
@@ -87,6 +102,13 @@ pub struct RawSite {
     pub tls: Option<Spanned<RawTls>>,
     pub https_redirect: Option<bool>,
     pub acme_webroot: Option<Spanned<String>>,
+    pub preset: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<String>>,
+    pub access_log: Option<bool>,
+    pub headers: Option<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub remove_headers: Option<Vec<Spanned<String>>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub response_timeout: Option<Spanned<String>>,
 }
 
 /// A site's `tls`: a source name, or certificate and key files.

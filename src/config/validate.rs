@@ -15,7 +15,8 @@ use super::diag::{Diagnostic, Reporter};
 use super::raw::{RawLimits, RawLog, RawServer, RawSite, RawTls};
 use super::units::{parse_duration, parse_size};
 use super::{
-    Config, HostPattern, Limits, Log, LogTarget, Server, SiteConfig, TlsSource, UpstreamAddr,
+    AccessFormat, Config, HostPattern, Limits, Log, LogTarget, Preset, Server, SiteConfig,
+    TlsSource, UpstreamAddr,
 };
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
@@ -204,6 +205,7 @@ impl Validator<'_> {
             state_dir,
             shutdown_grace: self.duration(raw.shutdown_grace, Duration::from_secs(30)),
             cert_watch_interval: self.duration(raw.cert_watch_interval, Duration::from_secs(5)),
+            trusted_proxies: self.cidrs(raw.trusted_proxies),
         }
     }
 
@@ -235,6 +237,9 @@ impl Validator<'_> {
             max_head: self.size(raw.max_head, d.max_head, 8192, 1 << 20),
             max_headers,
             h2_max_concurrent_streams: streams,
+            body_timeout: self.duration(raw.body_timeout, d.body_timeout),
+            body_min_rate: self.size(raw.body_min_rate, d.body_min_rate as usize, 0, 1 << 30)
+                as u64,
         }
     }
 
@@ -250,17 +255,100 @@ impl Validator<'_> {
             }
         }
         if let Some(error) = raw.error {
-            log.error = match error.get_ref().as_str() {
-                "stderr" => LogTarget::Stderr,
-                "" => {
-                    self.report
-                        .at(&error.span(), "empty; use \"stderr\" or a file path");
-                    LogTarget::Stderr
+            log.error = self.log_target(&error).unwrap_or(LogTarget::Stderr);
+        }
+        if let Some(access) = raw.access {
+            log.access = match access.get_ref().as_str() {
+                "off" => None,
+                _ => self.log_target(&access),
+            };
+        }
+        if let Some(format) = raw.format {
+            log.format = match format.get_ref().as_str() {
+                "combined" => AccessFormat::Combined,
+                "json" => AccessFormat::Json,
+                other => {
+                    self.report.at(
+                        &format.span(),
+                        format!(
+                            "unknown access log format `{other}`; use \"combined\" or \"json\""
+                        ),
+                    );
+                    AccessFormat::Combined
                 }
-                file => LogTarget::File(self.path(file)),
             };
         }
         log
+    }
+
+    fn log_target(&mut self, raw: &Spanned<String>) -> Option<LogTarget> {
+        match raw.get_ref().as_str() {
+            "stderr" => Some(LogTarget::Stderr),
+            "" => {
+                self.report
+                    .at(&raw.span(), "empty; use \"stderr\" or a file path");
+                None
+            }
+            file => Some(LogTarget::File(self.path(file))),
+        }
+    }
+
+    fn cidrs(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<ipnet::IpNet> {
+        let mut nets = Vec::new();
+        for item in raw.unwrap_or_default() {
+            let text = item.get_ref().trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => nets.push(net),
+                Err(_) if text == "cloudflare" => self.report.at(&item.span(), "the built-in `cloudflare` list is not available in this version yet; list its ranges as CIDRs"),
+                Err(_) => self.report.at(&item.span(), format!("`{text}` is not an address or CIDR range, like \"10.0.0.0/8\" or \"2001:db8::/32\"")),
+            }
+        }
+        nets
+    }
+
+    fn headers(
+        &mut self,
+        raw: Option<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let mut headers = Vec::new();
+        for (name, value) in raw.unwrap_or_default() {
+            let Ok(header) = http::HeaderName::from_bytes(name.get_ref().as_bytes()) else {
+                self.report.at(
+                    &name.span(),
+                    format!("`{}` is not a valid header name", name.get_ref()),
+                );
+                continue;
+            };
+            match http::HeaderValue::from_str(value.get_ref()) {
+                Ok(v) => headers.push((header, v)),
+                Err(_) => self.report.at(
+                    &value.span(),
+                    "not a valid header value (one line of visible characters)",
+                ),
+            }
+        }
+        headers
+    }
+
+    fn header_names(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<http::HeaderName> {
+        raw.unwrap_or_default()
+            .into_iter()
+            .filter_map(
+                |name| match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                    Ok(header) => Some(header),
+                    Err(_) => {
+                        self.report.at(
+                            &name.span(),
+                            format!("`{}` is not a valid header name", name.get_ref()),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
     }
 
     fn all_sites(&mut self, raw: Vec<(Range<usize>, RawSite)>) -> Vec<SiteConfig> {
@@ -336,6 +424,23 @@ impl Validator<'_> {
                 None
             }
         });
+        let preset = match raw.preset.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("jellyfin") => Preset::Jellyfin,
+            Some("none") => Preset::None,
+            Some(other) => {
+                let span = raw.preset.as_ref().map(Spanned::span).unwrap_or_default();
+                self.report.at(
+                    &span,
+                    format!("unknown preset `{other}`; use \"jellyfin\" or \"none\""),
+                );
+                Preset::None
+            }
+        };
+        let max_body = self.size(raw.max_body, 20 << 20, 0, usize::MAX) as u64;
+        let headers = self.headers(raw.headers);
+        let remove_headers = self.header_names(raw.remove_headers);
+        let connect_timeout = self.duration(raw.connect_timeout, Duration::from_secs(3));
+        let response_timeout = self.duration(raw.response_timeout, Duration::from_secs(60));
         if self.report.errors.len() > errors_before {
             return None;
         }
@@ -345,6 +450,13 @@ impl Validator<'_> {
             tls: tls?,
             https_redirect: raw.https_redirect.unwrap_or(true),
             acme_webroot,
+            preset,
+            max_body,
+            access_log: raw.access_log.unwrap_or(true),
+            headers,
+            remove_headers,
+            connect_timeout,
+            response_timeout,
         })
     }
 

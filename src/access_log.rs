@@ -1,0 +1,263 @@
+//! The access log: one line per request, in nginx's `combined` format (what
+//! GoAccess and fail2ban read) or JSON, written when the response body ends.
+//! Access tokens never reach it: `api_key`, `ApiKey` and other secret query
+//! values are replaced by `REDACTED` in the target and the referer, and no
+//! header that carries credentials is written at all.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{self, LineWriter, Write};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::config::{AccessFormat, Log, LogTarget};
+
+/// Query parameters whose values are secrets (Jellyfin sends tokens and, on an
+/// obsolete route, passwords in URLs). Matched without regard to case.
+const SECRET_PARAMS: [&str; 6] = [
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "pw",
+    "password",
+];
+
+/// One finished request.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The client's address.
+    pub client: IpAddr,
+    /// When the request arrived.
+    pub time: OffsetDateTime,
+    /// Method.
+    pub method: String,
+    /// Request target as sent (redacted before writing).
+    pub target: String,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub version: &'static str,
+    /// Site name.
+    pub site: String,
+    /// Response status.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// Whether the body was sent whole.
+    pub complete: bool,
+    /// Referer header (redacted before writing).
+    pub referer: Option<String>,
+    /// User-Agent header.
+    pub user_agent: Option<String>,
+    /// From request to the end of the response body.
+    pub duration: Duration,
+}
+
+/// Where access-log lines go.
+pub struct AccessLog {
+    target: Option<LogTarget>,
+    format: AccessFormat,
+    file: Mutex<Option<LineWriter<File>>>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl AccessLog {
+    /// Opens the access log `log` names (or none, when it is off).
+    pub fn open(log: &Log) -> io::Result<AccessLog> {
+        let access = AccessLog {
+            target: log.access.clone(),
+            format: log.format,
+            file: Mutex::new(None),
+        };
+        access.reopen()?;
+        Ok(access)
+    }
+
+    /// Reopens the file (after logrotate moved it; SIGUSR1).
+    pub fn reopen(&self) -> io::Result<()> {
+        if let Some(LogTarget::File(path)) = &self.target {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            *self.file.lock().expect("access log lock") = Some(LineWriter::new(file));
+        }
+        Ok(())
+    }
+
+    /// Whether lines are written at all.
+    pub fn enabled(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Writes one line for `entry`.
+    pub fn write(&self, entry: &Entry) {
+        let line = match self.format {
+            AccessFormat::Combined => combined(entry),
+            AccessFormat::Json => json(entry),
+        };
+        let result = match &self.target {
+            None => Ok(()),
+            Some(LogTarget::Stderr) => writeln!(io::stderr().lock(), "{line}"),
+            Some(LogTarget::File(_)) => match self.file.lock().expect("access log lock").as_mut() {
+                Some(file) => writeln!(file, "{line}"),
+                None => Ok(()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot write the access log");
+        }
+    }
+}
+
+/// nginx `combined`: `$remote_addr - $remote_user [$time_local] "$request"
+/// $status $body_bytes_sent "$http_referer" "$http_user_agent"`.
+pub fn combined(e: &Entry) -> String {
+    let time = e.time.format(&time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+    ));
+    format!(
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
+        e.client,
+        time.unwrap_or_default(),
+        e.method,
+        escape(&redact(&e.target)),
+        e.version,
+        e.status,
+        e.bytes,
+        e.referer
+            .as_deref()
+            .map_or(Cow::Borrowed("-"), |r| Cow::Owned(
+                escape(&redact(r)).into_owned()
+            )),
+        e.user_agent.as_deref().map_or(Cow::Borrowed("-"), escape),
+    )
+}
+
+/// One JSON object per line.
+pub fn json(e: &Entry) -> String {
+    let time = e
+        .time
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    serde_json::json!({
+        "time": time,
+        "client": e.client.to_string(),
+        "site": e.site,
+        "method": e.method,
+        "target": redact(&e.target),
+        "version": e.version,
+        "status": e.status,
+        "bytes": e.bytes,
+        "complete": e.complete,
+        "referer": e.referer.as_deref().map(redact),
+        "user_agent": e.user_agent,
+        "duration_ms": e.duration.as_millis() as u64,
+    })
+    .to_string()
+}
+
+/// Replaces the values of secret query parameters with `REDACTED`.
+pub fn redact(target: &str) -> Cow<'_, str> {
+    let Some((before, query)) = target.split_once('?') else {
+        return Cow::Borrowed(target);
+    };
+    let secret = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or("");
+        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(name))
+    };
+    if !query.split('&').any(secret) {
+        return Cow::Borrowed(target);
+    }
+    let pairs: Vec<Cow<'_, str>> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => Cow::Owned(format!("{name}=REDACTED")),
+            _ => Cow::Borrowed(pair),
+        })
+        .collect();
+    Cow::Owned(format!("{before}?{}", pairs.join("&")))
+}
+
+/// Escapes `"`, `\` and bytes outside printable ASCII as nginx does (`\xHH`).
+fn escape(text: &str) -> Cow<'_, str> {
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{combined, json, redact, Entry};
+    use std::time::Duration;
+
+    fn entry(target: &str) -> Entry {
+        Entry {
+            client: "203.0.113.9".parse().unwrap(),
+            time: time::macros::datetime!(2026-11-26 19:24:55 UTC),
+            method: "GET".into(),
+            target: target.into(),
+            version: "HTTP/1.1",
+            site: "jelly.test".into(),
+            status: 200,
+            bytes: 512,
+            complete: true,
+            referer: Some("https://jelly.test/web/?ApiKey=abc".into()),
+            user_agent: Some("Mozilla \"X\"".into()),
+            duration: Duration::from_millis(12),
+        }
+    }
+
+    #[test]
+    fn tokens_are_redacted_in_any_case() {
+        assert_eq!(
+            redact("/Videos/1/stream?api_key=s3cret&Static=true"),
+            "/Videos/1/stream?api_key=REDACTED&Static=true"
+        );
+        assert_eq!(
+            redact("/socket?ApiKey=s3cret&deviceId=x"),
+            "/socket?ApiKey=REDACTED&deviceId=x"
+        );
+        assert_eq!(
+            redact("/Users/1/Authenticate?pw=hunter2"),
+            "/Users/1/Authenticate?pw=REDACTED"
+        );
+        assert_eq!(redact("/web/index.html?x=1"), "/web/index.html?x=1");
+    }
+
+    #[test]
+    fn combined_matches_nginx() {
+        let line = combined(&entry("/Items/1/Images/Primary?api_key=s3cret"));
+        assert_eq!(
+            line,
+            "203.0.113.9 - - [26/Nov/2026:19:24:55 +0000] \"GET /Items/1/Images/Primary?api_key=REDACTED HTTP/1.1\" 200 512 \"https://jelly.test/web/?ApiKey=REDACTED\" \"Mozilla \\x22X\\x22\""
+        );
+    }
+
+    #[test]
+    fn json_lines_parse_and_hold_no_token() {
+        let line = json(&entry("/a?api_key=s3cret"));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["target"], "/a?api_key=REDACTED");
+        assert!(!line.contains("s3cret") && !line.contains("abc"));
+    }
+}

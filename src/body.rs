@@ -1,0 +1,256 @@
+//! Bodies in flight. `GuardedBody` wraps a client's request body on its way
+//! upstream: it is cut when it passes the site's `max_body`, pauses longer than
+//! `body_timeout`, or trickles below `body_min_rate` (slow POST). `Tail` counts
+//! a response body's bytes and reports once when the body is done or dropped.
+//! Neither buffers: frames pass through as they come, so memory per stream is
+//! bounded by hyper's own buffers whatever the body's size.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::pipeline::BoxError;
+
+/// Why a request body was cut.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// More bytes than `max_body`.
+    #[error("request body over the {limit}-byte limit")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Paused too long, or slower than the minimum rate.
+    #[error("request body too slow")]
+    TooSlow,
+    /// The client's side failed (connection lost, bad chunk).
+    #[error("request body from the client failed: {0}")]
+    Client(#[source] BoxError),
+}
+
+/// Limits on a request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Most bytes.
+    pub max: u64,
+    /// Longest pause, and the grace before `min_rate` applies.
+    pub timeout: Duration,
+    /// Slowest average rate after the grace, bytes per second.
+    pub min_rate: u64,
+}
+
+/// A request body checked against `BodyLimits` as it streams.
+pub struct GuardedBody<B> {
+    inner: B,
+    limits: BodyLimits,
+    seen: u64,
+    started: Instant,
+    pause: Pin<Box<Sleep>>,
+}
+
+impl<B> GuardedBody<B> {
+    /// Wraps `inner`; the clocks start now.
+    pub fn new(inner: B, limits: BodyLimits) -> Self {
+        GuardedBody {
+            inner,
+            limits,
+            seen: 0,
+            started: Instant::now(),
+            pause: Box::pin(tokio::time::sleep(limits.timeout)),
+        }
+    }
+}
+
+impl<B> HttpBody for GuardedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limits.max {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge {
+                            limit: this.limits.max,
+                        })));
+                    }
+                    let elapsed = this.started.elapsed();
+                    if elapsed > this.limits.timeout
+                        && (this.seen as f64) < this.limits.min_rate as f64 * elapsed.as_secs_f64()
+                    {
+                        return Poll::Ready(Some(Err(BodyError::TooSlow)));
+                    }
+                    this.pause
+                        .as_mut()
+                        .reset(Instant::now() + this.limits.timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(BodyError::Client(error.into()))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.pause.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::TooSlow))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that reports how many bytes it carried, once, when it ends
+/// or is dropped (the client went away), and whether it ended whole.
+pub struct Tail<B, F: FnOnce(u64, bool)> {
+    inner: B,
+    bytes: u64,
+    complete: bool,
+    report: Option<F>,
+}
+
+impl<B, F: FnOnce(u64, bool)> Tail<B, F> {
+    /// Wraps `inner`; `report(bytes, complete)` runs once at the end.
+    pub fn new(inner: B, report: F) -> Self {
+        Tail {
+            inner,
+            bytes: 0,
+            complete: false,
+            report: Some(report),
+        }
+    }
+}
+
+impl<B, F> HttpBody for Tail<B, F>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    F: FnOnce(u64, bool) + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B, F: FnOnce(u64, bool)> Drop for Tail<B, F> {
+    fn drop(&mut self) {
+        if let Some(report) = self.report.take() {
+            report(self.bytes, self.complete);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BodyError, BodyLimits, GuardedBody};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use std::time::Duration;
+
+    fn limits() -> BodyLimits {
+        BodyLimits {
+            max: 10,
+            timeout: Duration::from_secs(20),
+            min_rate: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_cut() {
+        let frames = futures_frames(&[b"12345", b"67890", b"x"]);
+        let err = GuardedBody::new(frames, limits())
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
+        let fits = futures_frames(&[b"12345", b"67890"]);
+        assert_eq!(
+            GuardedBody::new(fits, limits())
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .len(),
+            10
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_cut_after_the_pause_limit() {
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        let body = StreamBody::new(tokio_stream_from(rx));
+        let start = tokio::time::Instant::now();
+        let err = GuardedBody::new(body, limits())
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BodyError::TooSlow));
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        drop(tx);
+    }
+
+    type Frames = futures_util::stream::Iter<
+        std::vec::IntoIter<Result<http_body::Frame<Bytes>, std::io::Error>>,
+    >;
+
+    fn futures_frames(chunks: &[&'static [u8]]) -> StreamBody<Frames> {
+        let frames: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    fn tokio_stream_from<T>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Unpin {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+}

@@ -1,0 +1,304 @@
+//! The request and response heads as they cross drawbridge: framing checks
+//! that stop request smuggling, hop-by-hop headers removed both ways (RFC 9110
+//! §7.6.1), HTTP/2 translated to clean HTTP/1.1, and the forwarded headers set
+//! from what drawbridge knows, never from what the client claims.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Version};
+use ipnet::IpNet;
+
+use crate::error::ProxyError;
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Client-IP and scheme claims that only a trusted proxy may make.
+const CLAIMS: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "cf-connecting-ip",
+];
+
+/// Refuses request framing that two parsers could read differently (RFC 9112
+/// §6.1, §6.3): Content-Length with Transfer-Encoding, more than one
+/// Content-Length, a transfer coding other than a lone `chunked`, control bytes
+/// in header values. hyper rejects some of these itself; the rest land here.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    let codings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if lengths > 0 && !codings.is_empty() {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if lengths > 1 {
+        return Err(ProxyError::BadRequest("more than one Content-Length"));
+    }
+    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+        if length.is_empty() || !length.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Err(ProxyError::BadRequest("malformed Content-Length"));
+        }
+    }
+    match codings.as_slice() {
+        [] => {}
+        [only]
+            if only
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked") => {}
+        _ => {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding other than chunked",
+            ))
+        }
+    }
+    let control = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
+    if headers.values().any(|v| v.as_bytes().iter().any(control)) {
+        return Err(ProxyError::BadRequest(
+            "control character in a header value",
+        ));
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers and every header the Connection header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// What the upstream is told about the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy (its claims are kept).
+    pub trusted: bool,
+    /// The request came over TLS.
+    pub tls: bool,
+    /// The Host as the client sent it (or HTTP/2's `:authority`).
+    pub host: &'a str,
+}
+
+impl Origin<'_> {
+    /// Whether `peer` is in `trusted`.
+    pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+        trusted.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// Turns a client's request head into the HTTP/1.1 head sent upstream.
+pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    // The body is read on demand; hyper answers `100 Continue` to the client
+    // when the upstream side starts reading it.
+    headers.remove(header::EXPECT);
+    if parts.version == Version::HTTP_2 {
+        // RFC 9113 §8.2.3: HTTP/1.1 wants the cookie crumbs in one field.
+        let crumbs: Vec<&str> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if crumbs.len() > 1 {
+            if let Ok(joined) = HeaderValue::from_str(&crumbs.join("; ")) {
+                headers.insert(header::COOKIE, joined);
+            }
+        }
+    }
+    parts.version = Version::HTTP_11;
+    if let Ok(host) = HeaderValue::from_str(origin.host) {
+        headers.insert(header::HOST, host);
+    }
+    let prior_chain = if origin.trusted {
+        let chain: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!chain.is_empty()).then(|| chain.join(", "))
+    } else {
+        None
+    };
+    let claimed_proto = headers.get("x-forwarded-proto").cloned();
+    let claimed_host = headers.get("x-forwarded-host").cloned();
+    for claim in CLAIMS {
+        headers.remove(claim);
+    }
+    let peer = origin.peer.to_string();
+    let chain = match prior_chain {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.clone(),
+    };
+    let insert = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    insert(headers, "x-forwarded-for", &chain);
+    insert(headers, "x-real-ip", &peer);
+    let proto = if origin.tls { "https" } else { "http" };
+    match claimed_proto.filter(|_| origin.trusted) {
+        Some(value) => drop(headers.insert("x-forwarded-proto", value)),
+        None => insert(headers, "x-forwarded-proto", proto),
+    }
+    match claimed_host.filter(|_| origin.trusted) {
+        Some(value) => drop(headers.insert("x-forwarded-host", value)),
+        None => insert(headers, "x-forwarded-host", origin.host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_framing, upstream_head, Origin};
+    use http::{HeaderMap, Request, Version};
+
+    fn head(version: Version, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = Request::get("/x").version(version);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn origin(trusted: bool) -> Origin<'static> {
+        Origin {
+            peer: "203.0.113.9".parse().unwrap(),
+            trusted,
+            tls: true,
+            host: "jelly.test",
+        }
+    }
+
+    #[test]
+    fn forged_claims_from_untrusted_peers_are_dropped() {
+        let mut parts = head(
+            Version::HTTP_11,
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-real-ip", "1.2.3.4"),
+                ("forwarded", "for=1.2.3.4"),
+                ("x-forwarded-proto", "http"),
+            ],
+        );
+        upstream_head(&mut parts, origin(false));
+        assert_eq!(parts.headers["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(parts.headers["x-real-ip"], "203.0.113.9");
+        assert_eq!(parts.headers["x-forwarded-proto"], "https");
+        assert_eq!(parts.headers["x-forwarded-host"], "jelly.test");
+        assert!(parts.headers.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn trusted_peers_chain_is_extended() {
+        let mut parts = head(
+            Version::HTTP_11,
+            &[
+                ("x-forwarded-for", "198.51.100.1, 10.0.0.2"),
+                ("x-forwarded-proto", "https"),
+            ],
+        );
+        let mut o = origin(true);
+        o.tls = false;
+        upstream_head(&mut parts, o);
+        assert_eq!(
+            parts.headers["x-forwarded-for"],
+            "198.51.100.1, 10.0.0.2, 203.0.113.9"
+        );
+        assert_eq!(parts.headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut parts = head(
+            Version::HTTP_11,
+            &[
+                ("connection", "keep-alive, X-Secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("proxy-authorization", "x"),
+                ("upgrade", "h2c"),
+                ("expect", "100-continue"),
+                ("x-kept", "1"),
+            ],
+        );
+        upstream_head(&mut parts, origin(false));
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "upgrade",
+            "expect",
+        ] {
+            assert!(parts.headers.get(gone).is_none(), "{gone} forwarded");
+        }
+        assert_eq!(parts.headers["x-kept"], "1");
+    }
+
+    #[test]
+    fn h2_cookies_are_joined_and_version_is_1_1() {
+        let mut parts = head(Version::HTTP_2, &[("cookie", "a=1"), ("cookie", "b=2")]);
+        upstream_head(&mut parts, origin(false));
+        assert_eq!(parts.version, Version::HTTP_11);
+        let cookies: Vec<_> = parts.headers.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+        assert_eq!(parts.headers["host"], "jelly.test");
+    }
+
+    #[test]
+    fn smuggling_framings_are_refused() {
+        fn map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, http::HeaderValue::from_bytes(v).unwrap());
+            }
+            h
+        }
+        assert!(check_framing(&map(&[
+            ("content-length", b"5"),
+            ("transfer-encoding", b"chunked")
+        ]))
+        .is_err());
+        assert!(
+            check_framing(&map(&[("content-length", b"5"), ("content-length", b"5")])).is_err()
+        );
+        assert!(check_framing(&map(&[("transfer-encoding", b"chunked, gzip")])).is_err());
+        assert!(check_framing(&map(&[("transfer-encoding", b"identity")])).is_err());
+        assert!(check_framing(&map(&[
+            ("transfer-encoding", b"chunked"),
+            ("transfer-encoding", b"chunked")
+        ]))
+        .is_err());
+        assert!(check_framing(&map(&[("content-length", b"+5")])).is_err());
+        assert!(check_framing(&map(&[("transfer-encoding", b"Chunked")])).is_ok());
+        assert!(check_framing(&map(&[("content-length", b"5"), ("x-a", b"tab\there")])).is_ok());
+    }
+}

@@ -1,0 +1,198 @@
+//! A site's upstream: the fixed origin from the config, reached over a pooled
+//! keep-alive HTTP/1.1 client. Owns connecting (bounded by `connect_timeout`),
+//! waiting for response headers (bounded by `response_timeout`), the one retry
+//! of a body-less idempotent request whose pooled connection turned out dead,
+//! and turning failures into `ProxyError`s that name the upstream only in logs.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::BodyError;
+use crate::config::{SiteConfig, UpstreamAddr};
+use crate::error::ProxyError;
+use crate::pipeline::Body;
+
+/// How long an idle pooled connection is kept: below Kestrel's 130 s keep-alive,
+/// so drawbridge, not Jellyfin, closes it and a request never races the close.
+const POOL_IDLE: Duration = Duration::from_secs(50);
+
+/// One site's upstream and its connection pool.
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    authority: String,
+    addr: UpstreamAddr,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// The upstream of `site`, with an empty pool.
+    pub fn new(site: &SiteConfig) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(site.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(64)
+            // drawbridge sets Host itself: the client's, not the upstream's.
+            .set_host(false)
+            .build(connector);
+        let host = &site.upstream.host;
+        let authority = if host.contains(':') {
+            format!("[{host}]:{}", site.upstream.port)
+        } else {
+            format!("{host}:{}", site.upstream.port)
+        };
+        Upstream {
+            client,
+            authority,
+            addr: site.upstream.clone(),
+            connect_timeout: site.connect_timeout,
+            response_timeout: site.response_timeout,
+        }
+    }
+
+    /// `host:port`, for logs (never for pages).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The upstream URI for a request target.
+    pub fn uri(&self, path_and_query: &str) -> Uri {
+        format!("http://{}{path_and_query}", self.authority)
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/"))
+    }
+
+    /// Sends `request` (its URI already pointing here) and returns the response
+    /// head as soon as it arrives; the body streams on.
+    pub async fn forward(&self, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        let replay = replayable(&request).then(|| {
+            let mut copy = Request::new(());
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.version_mut() = request.version();
+            *copy.headers_mut() = request.headers().clone();
+            copy
+        });
+        match self.send(request).await {
+            Err(Failure::Client(error)) if replay.is_some() && stale_connection(&error) => {
+                tracing::debug!(upstream = %self.authority, %error, "pooled connection was dead; retrying once on a fresh one");
+                let again = replay
+                    .expect("checked")
+                    .map(|()| crate::pipeline::empty_body());
+                self.send(again).await.map_err(|f| self.classify(f))
+            }
+            other => other.map_err(|f| self.classify(f)),
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Failure> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Ok(result) => result.map_err(Failure::Client),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    fn classify(&self, failure: Failure) -> ProxyError {
+        let addr = self.authority.clone();
+        let error = match failure {
+            Failure::Timeout => {
+                return ProxyError::UpstreamTimeout {
+                    addr,
+                    after: self.response_timeout,
+                }
+            }
+            Failure::Client(error) => error,
+        };
+        match body_error(&error) {
+            Some(BodyError::TooLarge { .. }) => ProxyError::PayloadTooLarge,
+            Some(BodyError::TooSlow) => ProxyError::BodyTooSlow,
+            Some(BodyError::Client(_)) => ProxyError::ClientGone,
+            None if error.is_connect() => ProxyError::UpstreamConnect {
+                addr,
+                source: error,
+            },
+            None => ProxyError::UpstreamFailed {
+                addr,
+                source: error,
+            },
+        }
+    }
+
+    /// A fresh TCP connection to the upstream (for WebSocket upgrades, which
+    /// take the connection out of any pool).
+    pub async fn open(&self) -> Result<TcpStream, ProxyError> {
+        let target = (self.addr.host.as_str(), self.addr.port);
+        let addr = self.authority.clone();
+        match tokio::time::timeout(self.connect_timeout, TcpStream::connect(target)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(source)) => Err(ProxyError::UpstreamIo { addr, source }),
+            Err(_) => Err(ProxyError::UpstreamIo {
+                addr,
+                source: std::io::ErrorKind::TimedOut.into(),
+            }),
+        }
+    }
+}
+
+enum Failure {
+    Client(hyper_util::client::legacy::Error),
+    Timeout,
+}
+
+/// Safe to send twice: idempotent (RFC 9110 §9.2.2) and without a body to replay.
+fn replayable<B: http_body::Body>(request: &Request<B>) -> bool {
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE
+    ) && request.body().is_end_stream()
+}
+
+/// The request went out on a connection that closed before answering.
+fn stale_connection(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            return hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed();
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The request body's own failure, if that is what ended the exchange.
+fn body_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(body) = cause.downcast_ref::<BodyError>() {
+            return Some(body);
+        }
+        source = cause.source();
+    }
+    None
+}

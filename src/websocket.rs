@@ -1,0 +1,175 @@
+//! WebSocket through drawbridge: an HTTP/1.1 `Upgrade: websocket` or an
+//! HTTP/2 extended CONNECT (RFC 8441) from the client becomes an HTTP/1.1
+//! Upgrade to the upstream on a fresh connection; once both sides have switched,
+//! bytes are copied both ways until either closes. The tunnel holds its
+//! connection's in-flight mark, so no idle or head deadline applies to it, and
+//! it does not depend on the routes snapshot, so a reload never cuts it.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::deadline::InFlight;
+use crate::error::ProxyError;
+use crate::forwarding::{self, Origin};
+use crate::pipeline::{empty_body, Body};
+use crate::upstream::Upstream;
+
+/// How the client asked for a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// HTTP/1.1 `GET` with `Upgrade: websocket`.
+    Upgrade,
+    /// HTTP/2 `CONNECT` with `:protocol = websocket`.
+    ExtendedConnect,
+}
+
+const FORWARDED_WS_HEADERS: [&str; 3] = [
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "sec-websocket-version",
+];
+
+/// Whether `request` asks for a WebSocket, and how.
+pub fn ask<B>(request: &Request<B>) -> Option<Ask> {
+    if request.version() == Version::HTTP_2 {
+        let protocol = request.extensions().get::<hyper::ext::Protocol>()?;
+        return (request.method() == Method::CONNECT
+            && protocol.as_str().eq_ignore_ascii_case("websocket"))
+        .then_some(Ask::ExtendedConnect);
+    }
+    let has_token = |name: header::HeaderName, token: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    (request.method() == Method::GET
+        && has_token(header::UPGRADE, "websocket")
+        && has_token(header::CONNECTION, "upgrade"))
+    .then_some(Ask::Upgrade)
+}
+
+/// Opens the WebSocket upstream and, if it switches protocols, answers the
+/// client so that it switches too and starts copying.
+pub async fn tunnel(
+    mut request: Request<Incoming>,
+    ask: Ask,
+    upstream: &Upstream,
+    origin: Origin<'_>,
+    response_timeout: Duration,
+    hold: InFlight,
+) -> Result<Response<Body>, ProxyError> {
+    let client_side = hyper::upgrade::on(&mut request);
+    let (mut parts, _) = request.into_parts();
+    let kept: Vec<(&str, HeaderValue)> = FORWARDED_WS_HEADERS
+        .iter()
+        .filter_map(|name| parts.headers.get(*name).map(|v| (*name, v.clone())))
+        .collect();
+    let key = match ask {
+        Ask::Upgrade => parts.headers.get("sec-websocket-key").cloned(),
+        // RFC 8441 has no key; the upstream's HTTP/1.1 handshake needs one.
+        Ask::ExtendedConnect => None,
+    }
+    .unwrap_or_else(fresh_key);
+    forwarding::upstream_head(&mut parts, origin);
+    parts.method = Method::GET;
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .parse()
+        .unwrap_or_default();
+    let headers = &mut parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert("sec-websocket-key", key);
+    headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    for (name, value) in kept {
+        headers.insert(name, value);
+    }
+
+    let addr = upstream.authority().to_string();
+    let stream = upstream.open().await?;
+    let failed = |why| ProxyError::UpstreamUpgrade {
+        addr: addr.clone(),
+        why,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| failed("handshake failed"))?;
+    tokio::spawn(connection.with_upgrades());
+    let sent = sender.send_request(Request::from_parts(parts, empty_body()));
+    let mut response = match tokio::time::timeout(response_timeout, sent).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => return Err(failed("connection closed before a response")),
+        Err(_) => {
+            return Err(ProxyError::UpstreamTimeout {
+                addr,
+                after: response_timeout,
+            })
+        }
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused (401 without a token, 404…): the client gets that answer.
+        forwarding::remove_hop_by_hop(response.headers_mut());
+        return Ok(response.map(|body| body.map_err(Into::into).boxed()));
+    }
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let mut answer = Response::new(empty_body());
+    for name in ["sec-websocket-protocol", "sec-websocket-extensions"] {
+        if let Some(value) = response.headers().get(name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    match ask {
+        Ask::Upgrade => {
+            *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let accept = response
+                .headers()
+                .get("sec-websocket-accept")
+                .cloned()
+                .ok_or_else(|| failed("no Sec-WebSocket-Accept"))?;
+            let headers = answer.headers_mut();
+            headers.insert("sec-websocket-accept", accept);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        Ask::ExtendedConnect => *answer.status_mut() = StatusCode::OK,
+    }
+    tokio::spawn(async move {
+        let _hold = hold;
+        let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => tracing::debug!(up, down, "WebSocket closed"),
+            Err(error) => tracing::debug!(%error, "WebSocket ended"),
+        }
+    });
+    Ok(answer)
+}
+
+/// A random `Sec-WebSocket-Key`: 16 bytes, base64 (RFC 6455 §4.1).
+fn fresh_key() -> HeaderValue {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // The system RNG does not fail on Linux; a zero key would still be valid.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    HeaderValue::from_str(&encoded).expect("base64 is a valid header value")
+}
