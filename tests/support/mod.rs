@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod origin;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,7 +50,13 @@ impl TestGateway {
 
     /// Like `start`, in a folder the test prepared (for cert files, webroots).
     pub async fn start_in(dir: tempfile::TempDir, rest: &str) -> TestGateway {
-        let text = format!("{}{rest}", server_block(dir.path()));
+        // Access lines on stderr are noise here; tests of the log configure it.
+        let quiet = if rest.contains("[log]") {
+            ""
+        } else {
+            "[log]\naccess = \"off\"\n"
+        };
+        let text = format!("{}{quiet}{rest}", server_block(dir.path()));
         let path = dir.path().join("drawbridge.toml");
         std::fs::write(&path, &text).unwrap();
         let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
@@ -116,6 +124,11 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A `[[site]]` for `host` in front of `upstream`, with `extra` keys.
+pub fn site(host: &str, upstream: SocketAddr, extra: &str) -> String {
+    format!("[[site]]\nhost = \"{host}\"\nupstream = \"http://{upstream}\"\ntls = \"internal\"\n{extra}\n")
 }
 
 /// A rustls client config trusting `ca_pem`.

@@ -1,0 +1,374 @@
+//! A fake Jellyfin origin that behaves like the real one where a proxy can
+//! tell: status codes, Range, ETag/304, WebSocket keep-alive messages, plus an
+//! echo of the request as it arrived, a trickle, an upload counter, and
+//! misbehaving routes (hang before headers, die mid-body).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Size of the generated video.
+pub const VIDEO_LEN: usize = 4 * 1024 * 1024;
+
+/// Byte `i` of the generated video.
+pub fn video_byte(i: usize) -> u8 {
+    ((i * 31 + 7) % 251) as u8
+}
+
+/// What the origin saw.
+#[derive(Default)]
+pub struct Seen {
+    hits: Mutex<HashMap<String, usize>>,
+    /// Upload bytes received, across all uploads.
+    pub upload_bytes: AtomicU64,
+    /// Uploads whose body arrived whole.
+    pub uploads_completed: AtomicU64,
+    /// Releases the trickle's second chunk.
+    pub trickle: Notify,
+}
+
+impl Seen {
+    /// Requests for `path` (lower-case, without query).
+    pub fn hits(&self, path: &str) -> usize {
+        *self
+            .hits
+            .lock()
+            .unwrap()
+            .get(&path.to_ascii_lowercase())
+            .unwrap_or(&0)
+    }
+
+    /// All requests.
+    pub fn total(&self) -> usize {
+        self.hits.lock().unwrap().values().sum()
+    }
+}
+
+/// A running fake origin.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+}
+
+impl Origin {
+    /// Starts the origin on 127.0.0.1, port 0.
+    pub async fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| route(req, seen.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .http1_only()
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, seen }
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_ascii_lowercase();
+    *seen.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let mut response = match path.as_str() {
+        "/system/info/public" => full(
+            StatusCode::OK,
+            r#"{"ServerName":"fake","Version":"10.11.0","Id":"f00"}"#,
+        ),
+        "/users/authenticatebyname" => {
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if String::from_utf8_lossy(&body).contains(r#""Pw":"right""#) {
+                full(StatusCode::OK, r#"{"AccessToken":"t0k"}"#)
+            } else {
+                full(StatusCode::UNAUTHORIZED, "Error processing request.")
+            }
+        }
+        "/socket" => return Ok(socket(request)),
+        "/echo" => echo(&request),
+        "/trickle" => trickle(seen.clone()),
+        "/upload" => upload(request, &seen).await,
+        "/hang" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            full(StatusCode::OK, "")
+        }
+        "/die" => die(),
+        p if p.starts_with("/videos/") && p.ends_with("/stream") => video(&request),
+        p if p.starts_with("/items/") && p.contains("/images/") => image(&request),
+        p if p.starts_with("/status/") => {
+            let code = p.trim_start_matches("/status/").parse().unwrap_or(500);
+            full(
+                StatusCode::from_u16(code).unwrap(),
+                format!("origin {code}"),
+            )
+        }
+        _ => full(StatusCode::NOT_FOUND, "not found"),
+    };
+    response
+        .headers_mut()
+        .insert(header::SERVER, "Kestrel".parse().unwrap());
+    Ok(response)
+}
+
+/// The request as it arrived: method, target, version, headers in order.
+fn echo<B>(request: &Request<B>) -> Response<Body> {
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "method": request.method().as_str(),
+        "target": request.uri().to_string(),
+        "version": format!("{:?}", request.version()),
+        "headers": headers,
+    });
+    let mut response = full(StatusCode::OK, body.to_string());
+    response
+        .headers_mut()
+        .insert("x-frame-options", "ALLOWALL".parse().unwrap());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+    response
+}
+
+fn trickle(seen: Arc<Seen>) -> Response<Body> {
+    let stream = async_stream(seen);
+    Response::new(BodyExt::boxed(StreamBody::new(stream)))
+}
+
+fn async_stream(
+    seen: Arc<Seen>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
+{
+    futures_util::stream::unfold(0u8, move |step| {
+        let seen = seen.clone();
+        async move {
+            match step {
+                0 => Some((Ok(Frame::data(Bytes::from_static(b"first\n"))), 1)),
+                1 => {
+                    seen.trickle.notified().await;
+                    Some((Ok(Frame::data(Bytes::from_static(b"second\n"))), 2))
+                }
+                _ => None,
+            }
+        }
+    })
+}
+
+async fn upload(request: Request<Incoming>, seen: &Seen) -> Response<Body> {
+    let mut body = request.into_body();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    total += data.len() as u64;
+                    seen.upload_bytes
+                        .fetch_add(data.len() as u64, Ordering::SeqCst);
+                }
+            }
+            Err(_) => return full(StatusCode::BAD_REQUEST, "body broke"),
+        }
+    }
+    seen.uploads_completed.fetch_add(1, Ordering::SeqCst);
+    full(StatusCode::OK, total.to_string())
+}
+
+/// Headers and 100 of the 1000 promised bytes go out; then the origin dies.
+fn die() -> Response<Body> {
+    let stream = futures_util::stream::unfold(0u8, |step| async move {
+        match step {
+            0 => Some((Ok(Frame::data(Bytes::from(vec![b'x'; 100]))), 1)),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Err(std::io::Error::other("origin died")), 2))
+            }
+            _ => None,
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, "1000".parse().unwrap());
+    response
+}
+
+fn video<B>(request: &Request<B>) -> Response<Body> {
+    let etag = "\"v1\"";
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let if_range_ok = request
+        .headers()
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v == etag);
+    let (status, start, end) = match range
+        .filter(|_| if_range_ok)
+        .and_then(|r| r.strip_prefix("bytes="))
+    {
+        None => (StatusCode::OK, 0, VIDEO_LEN - 1),
+        Some(spec) => {
+            let (a, b) = spec.split_once('-').unwrap_or(("", ""));
+            let (start, end) = match (a.parse::<usize>().ok(), b.parse::<usize>().ok()) {
+                (Some(a), Some(b)) => (a, b.min(VIDEO_LEN - 1)),
+                (Some(a), None) => (a, VIDEO_LEN - 1),
+                (None, Some(n)) => (VIDEO_LEN.saturating_sub(n), VIDEO_LEN - 1),
+                (None, None) => (VIDEO_LEN, 0),
+            };
+            if start >= VIDEO_LEN || start > end {
+                let mut r = full(StatusCode::RANGE_NOT_SATISFIABLE, "");
+                r.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    format!("bytes */{VIDEO_LEN}").parse().unwrap(),
+                );
+                return r;
+            }
+            (StatusCode::PARTIAL_CONTENT, start, end)
+        }
+    };
+    let length = end + 1 - start;
+    let body: Body = if request.method() == http::Method::HEAD {
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed()
+    } else {
+        // Generated in 64 KiB pieces, as a file would be read.
+        let pieces = (start..=end).step_by(65536).map(move |from| {
+            let to = (from + 65536).min(end + 1);
+            Ok(Frame::data(Bytes::from(
+                (from..to).map(video_byte).collect::<Vec<u8>>(),
+            )))
+        });
+        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+            pieces.collect::<Vec<_>>(),
+        )))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_LENGTH, length.into());
+    h.insert(header::ACCEPT_RANGES, "bytes".parse().unwrap());
+    h.insert(header::ETAG, etag.parse().unwrap());
+    h.insert(header::CONTENT_TYPE, "video/mp4".parse().unwrap());
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{VIDEO_LEN}").parse().unwrap(),
+        );
+    }
+    response
+}
+
+fn image<B>(request: &Request<B>) -> Response<Body> {
+    let etag = "\"img1\"";
+    let mut response = if request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v == etag)
+    {
+        full(StatusCode::NOT_MODIFIED, "")
+    } else {
+        full(StatusCode::OK, vec![0xffu8; 2048])
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag.parse().unwrap());
+    h.insert(
+        header::CACHE_CONTROL,
+        "public, max-age=31536000, immutable".parse().unwrap(),
+    );
+    h.insert(header::CONTENT_TYPE, "image/jpeg".parse().unwrap());
+    response
+}
+
+/// Jellyfin's /socket: a token is required; then ForceKeepAlive, and
+/// KeepAlive answered with KeepAlive.
+fn socket(mut request: Request<Incoming>) -> Response<Body> {
+    let has_token = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("api_key="));
+    let key = request.headers().get("sec-websocket-key").cloned();
+    let (true, Some(key)) = (has_token, key) else {
+        return full(StatusCode::UNAUTHORIZED, "Token is required");
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let hello = r#"{"MessageType":"ForceKeepAlive","Data":60}"#;
+        if ws.send(Message::text(hello)).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Text(text) if text.contains("KeepAlive") => {
+                    let _ = ws
+                        .send(Message::text(r#"{"MessageType":"KeepAlive"}"#))
+                        .await;
+                }
+                Message::Text(text) => {
+                    let _ = ws.send(Message::text(format!("echo:{text}"))).await;
+                }
+                Message::Close(_) => return,
+                _ => {}
+            }
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = full(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+    h.insert(header::UPGRADE, "websocket".parse().unwrap());
+    h.insert("sec-websocket-accept", accept.parse().unwrap());
+    response
+}
