@@ -122,14 +122,14 @@ where
 
 /// A response body that reports how many bytes it carried, once, when it ends
 /// or is dropped (the client went away), and whether it ended whole.
-pub struct Tail<B, F: FnOnce(u64, bool)> {
+pub struct Tail<B: HttpBody, F: FnOnce(u64, bool)> {
     inner: B,
     bytes: u64,
     complete: bool,
     report: Option<F>,
 }
 
-impl<B, F: FnOnce(u64, bool)> Tail<B, F> {
+impl<B: HttpBody, F: FnOnce(u64, bool)> Tail<B, F> {
     /// Wraps `inner`; `report(bytes, complete)` runs once at the end.
     pub fn new(inner: B, report: F) -> Self {
         Tail {
@@ -175,10 +175,12 @@ where
     }
 }
 
-impl<B, F: FnOnce(u64, bool)> Drop for Tail<B, F> {
+impl<B: HttpBody, F: FnOnce(u64, bool)> Drop for Tail<B, F> {
     fn drop(&mut self) {
         if let Some(report) = self.report.take() {
-            report(self.bytes, self.complete);
+            // hyper stops polling once is_end_stream() says so, so the end may
+            // never be seen as Ready(None).
+            report(self.bytes, self.complete || self.inner.is_end_stream());
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Shared {
     pub limits: Limits,
     /// hyper's connection builder, configured once from `limits`.
     pub http: auto::Builder<TokioExecutor>,
+    /// Fired when the shutdown grace is over: every connection and tunnel ends.
+    pub kill: CancellationToken,
 }
 
 /// The connection builder with every limit set explicitly.
@@ -119,6 +121,7 @@ async fn serve_http<IO>(
         tls: tls.is_some(),
         sni: tls.flatten(),
         state: state.clone(),
+        kill: shared.kill.clone(),
     };
     let close_door = CancellationToken::new();
     let watched = Watched::new(io, state.clone(), deadlines);
@@ -160,6 +163,7 @@ async fn serve_http<IO>(
             tokio::select! {
                 _ = connection.as_mut() => {}
                 () = close_door.cancelled() => {}
+                () = shared.kill.cancelled() => {}
             }
         }
     }

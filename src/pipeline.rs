@@ -56,6 +56,8 @@ pub struct Conn {
     pub tls: bool,
     /// Requests in flight on this connection (long-lived tunnels hold one).
     pub state: Arc<ConnState>,
+    /// Fired when the shutdown grace is over (tunnels end then).
+    pub kill: tokio_util::sync::CancellationToken,
 }
 
 /// The request gets no response: close the connection (nginx's 444).
@@ -192,17 +194,14 @@ impl Gateway {
             host: &raw_host,
         };
         if let Some(ask) = websocket::ask(&request) {
-            let hold = conn.state.request_started();
-            return websocket::tunnel(
-                request,
-                ask,
-                &site.upstream,
-                origin,
-                site.response_timeout,
-                hold,
-            )
-            .await
-            .unwrap_or_else(|e| answer(e, version));
+            let tunnel = websocket::Tunnel {
+                hold: conn.state.request_started(),
+                kill: conn.kill.clone(),
+                response_timeout: site.response_timeout,
+            };
+            return websocket::tunnel(request, ask, &site.upstream, origin, tunnel)
+                .await
+                .unwrap_or_else(|e| answer(e, version));
         }
         if request.method() == Method::CONNECT {
             return answer(ProxyError::MethodNotAllowed, version);

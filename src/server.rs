@@ -79,6 +79,7 @@ impl Server {
             tls: TlsAcceptor::from(tls.server_config()?),
             limits: config.limits.clone(),
             http: connection::http_builder(&config.limits),
+            kill: CancellationToken::new(),
         });
         Ok(Server {
             http,
@@ -154,6 +155,8 @@ impl Server {
         let grace = self.started_with.server.shutdown_grace;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(grace = ?grace, "shutdown grace over; closing the remaining connections");
+            self.shared.kill.cancel();
+            tracker.wait().await;
         }
     }
 }

@@ -13,6 +13,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
 
 use crate::deadline::InFlight;
 use crate::error::ProxyError;
@@ -58,6 +59,17 @@ pub fn ask<B>(request: &Request<B>) -> Option<Ask> {
     .then_some(Ask::Upgrade)
 }
 
+/// What a tunnel keeps while it runs.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// Marks the client connection busy, so no deadline cuts it.
+    pub hold: InFlight,
+    /// Ends the tunnel when the shutdown grace is over.
+    pub kill: CancellationToken,
+    /// How long the upstream may take to answer the upgrade.
+    pub response_timeout: Duration,
+}
+
 /// Opens the WebSocket upstream and, if it switches protocols, answers the
 /// client so that it switches too and starts copying.
 pub async fn tunnel(
@@ -65,9 +77,13 @@ pub async fn tunnel(
     ask: Ask,
     upstream: &Upstream,
     origin: Origin<'_>,
-    response_timeout: Duration,
-    hold: InFlight,
+    tunnel: Tunnel,
 ) -> Result<Response<Body>, ProxyError> {
+    let Tunnel {
+        hold,
+        kill,
+        response_timeout,
+    } = tunnel;
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
     let kept: Vec<(&str, HeaderValue)> = FORWARDED_WS_HEADERS
@@ -156,9 +172,12 @@ pub async fn tunnel(
             }
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::debug!(up, down, "WebSocket closed"),
-            Err(error) => tracing::debug!(%error, "WebSocket ended"),
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
+                Ok((up, down)) => tracing::debug!(up, down, "WebSocket closed"),
+                Err(error) => tracing::debug!(%error, "WebSocket ended"),
+            },
+            () = kill.cancelled() => tracing::debug!("WebSocket closed by shutdown"),
         }
     });
     Ok(answer)

@@ -3,13 +3,17 @@
 
 mod support;
 
+mod access_log;
 mod config_check;
 mod host_routing;
 mod port80;
 mod proxy;
 mod reload;
 mod request_limits;
+mod shutdown;
 mod slow_clients;
+mod smuggling;
 mod streaming;
 mod tls_handshake;
+mod upstream_faults;
 mod websocket;

@@ -265,3 +265,26 @@ async fn login_answers_pass_through() {
         .unwrap();
     assert!(info.text().await.unwrap().contains("ServerName"));
 }
+
+#[tokio::test]
+async fn hop_by_hop_headers_from_the_upstream_stop_here() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let mut tls = gw
+        .tls_connect(Some("jelly.test"), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (bytes, _) = exchange(
+        &mut tls,
+        b"GET /hop HTTP/1.1\r\nHost: jelly.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+    assert_eq!(status_of(&bytes), 200);
+    assert!(text.contains("x-kept: 1"), "{text}");
+    assert!(
+        !text.contains("x-hop") && !text.contains("keep-alive"),
+        "{text}"
+    );
+}

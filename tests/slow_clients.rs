@@ -111,3 +111,36 @@ async fn idle_keepalive_outlives_the_head_deadline_then_closes() {
         "closed by the 3 s keep-alive timeout: {read:?}"
     );
 }
+
+#[tokio::test]
+async fn slow_request_body_is_cut_and_never_completed_upstream() {
+    let origin = crate::support::origin::Origin::start().await;
+    let config = format!(
+        "[limits]\nbody_timeout = \"1s\"\nbody_min_rate = \"100KiB\"\n\n{}",
+        crate::support::site("jelly.test", origin.addr, "https_redirect = false")
+    );
+    let gw = TestGateway::start(&config).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let (bytes, closed) = exchange(
+        &mut tcp,
+        b"POST /upload HTTP/1.1\r\nHost: jelly.test\r\nContent-Length: 100000\r\n\r\nonly a little",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        status_of(&bytes),
+        408,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(closed);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        origin
+            .seen
+            .uploads_completed
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}

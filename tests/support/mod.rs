@@ -31,6 +31,7 @@ pub struct TestGateway {
     pub ca_pem: Option<Vec<u8>>,
     pub reloader: Reloader,
     shutdown: CancellationToken,
+    run: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The `[server]` block every test uses: port 0 on loopback, state in `dir`.
@@ -50,13 +51,22 @@ impl TestGateway {
 
     /// Like `start`, in a folder the test prepared (for cert files, webroots).
     pub async fn start_in(dir: tempfile::TempDir, rest: &str) -> TestGateway {
+        Self::start_with_server_extra(dir, "", rest).await
+    }
+
+    /// Like `start_in`, with `server_extra` lines added to `[server]`.
+    pub async fn start_with_server_extra(
+        dir: tempfile::TempDir,
+        server_extra: &str,
+        rest: &str,
+    ) -> TestGateway {
         // Access lines on stderr are noise here; tests of the log configure it.
         let quiet = if rest.contains("[log]") {
             ""
         } else {
             "[log]\naccess = \"off\"\n"
         };
-        let text = format!("{}{quiet}{rest}", server_block(dir.path()));
+        let text = format!("{}{server_extra}{quiet}{rest}", server_block(dir.path()));
         let path = dir.path().join("drawbridge.toml");
         std::fs::write(&path, &text).unwrap();
         let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
@@ -66,7 +76,7 @@ impl TestGateway {
         let ca_pem = server.ca_cert_path().map(|p| std::fs::read(p).unwrap());
         let reloader = server.reloader();
         let shutdown = CancellationToken::new();
-        tokio::spawn(server.run(shutdown.clone()));
+        let run = Some(tokio::spawn(server.run(shutdown.clone())));
         TestGateway {
             dir,
             http,
@@ -74,6 +84,19 @@ impl TestGateway {
             ca_pem,
             reloader,
             shutdown,
+            run,
+        }
+    }
+
+    /// Starts the shutdown, as SIGTERM does.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the server has stopped (drained or past its grace).
+    pub async fn stopped(&mut self) {
+        if let Some(run) = self.run.take() {
+            run.await.unwrap();
         }
     }
 

@@ -134,6 +134,15 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
             full(StatusCode::OK, "")
         }
         "/die" => die(),
+        "/hop" => {
+            let mut r = full(StatusCode::OK, "hop");
+            let h = r.headers_mut();
+            h.insert(header::CONNECTION, "X-Hop".parse().unwrap());
+            h.insert("x-hop", "1".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("x-kept", "1".parse().unwrap());
+            r
+        }
         p if p.starts_with("/videos/") && p.ends_with("/stream") => video(&request),
         p if p.starts_with("/items/") && p.contains("/images/") => image(&request),
         p if p.starts_with("/status/") => {

@@ -1,0 +1,162 @@
+//! The access log: nginx `combined` or JSON, one line per request, tokens never
+//! written (in it or in the error log), reopened on SIGUSR1 for logrotate.
+
+use std::time::Duration;
+
+use crate::support::origin::Origin;
+use crate::support::{server_block, site, Process, TestGateway};
+
+async fn wait_for(path: &std::path::Path, needle: &str) -> String {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never contained {needle:?}", path.display());
+}
+
+#[tokio::test]
+async fn combined_lines_without_tokens_and_reopen_on_sigusr1() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        "{}[log]\nlevel = \"debug\"\naccess = \"{}\"\n\n{}{}{}",
+        server_block(dir.path()),
+        access.display(),
+        site("jelly.test", origin.addr, ""),
+        site("quiet.test", origin.addr, "access_log = false"),
+        site("down.test", closed, ""),
+    );
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let process = Process::start(&path);
+    let ca = std::fs::read(dir.path().join("state/ca/root.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("jelly.test", process.https)
+        .resolve("quiet.test", process.https)
+        .resolve("down.test", process.https)
+        .http1_only()
+        .build()
+        .unwrap();
+    let url = |host: &str, path: &str| format!("https://{host}:{}{path}", process.https.port());
+    let video = client
+        .get(url(
+            "jelly.test",
+            "/Videos/1/stream?api_key=SECRETONE&Static=true",
+        ))
+        .header(
+            "authorization",
+            "MediaBrowser Client=\"web\", Token=\"SECRETTWO\"",
+        )
+        .header("x-emby-token", "SECRETTHREE")
+        .header("referer", "https://jelly.test/web/?ApiKey=SECRETFOUR")
+        .header("user-agent", "TestAgent/1")
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(video.bytes().await.unwrap().len(), 10);
+    client
+        .get(url("quiet.test", "/System/Info/Public"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get(url("down.test", "/socket?api_key=SECRETFIVE"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+
+    let log = wait_for(&access, "/socket").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("/Videos/1/stream"))
+        .expect("a line for the video");
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(line.contains("\"GET /Videos/1/stream?api_key=REDACTED&Static=true HTTP/1.1\" 206 10 \"https://jelly.test/web/?ApiKey=REDACTED\" \"TestAgent/1\""), "{line}");
+    assert!(
+        !log.contains("quiet.test") && !log.contains("/System/Info/Public"),
+        "access_log = false is honoured"
+    );
+    assert!(
+        log.contains("\"GET /socket?api_key=REDACTED HTTP/1.1\" 502"),
+        "{log}"
+    );
+    let errors = process.log.lock().unwrap().join("\n");
+    assert!(
+        errors.contains(&closed.to_string()),
+        "the error log names the upstream that failed"
+    );
+    for secret in [
+        "SECRETONE",
+        "SECRETTWO",
+        "SECRETTHREE",
+        "SECRETFOUR",
+        "SECRETFIVE",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the access log");
+        assert!(!errors.contains(secret), "{secret} in the error log");
+    }
+
+    std::fs::rename(&access, dir.path().join("access.log.1")).unwrap();
+    process.signal("USR1");
+    assert!(process.wait_for_log("access log reopened", Duration::from_secs(5)));
+    client
+        .get(url("jelly.test", "/System/Info/Public"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let fresh = wait_for(&access, "/System/Info/Public").await;
+    assert_eq!(fresh.lines().count(), 1, "new lines go to the new file");
+}
+
+#[tokio::test]
+async fn json_lines() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.json");
+    let rest = format!(
+        "[log]\naccess = \"{}\"\nformat = \"json\"\n\n{}",
+        access.display(),
+        site("jelly.test", origin.addr, "")
+    );
+    let gw = TestGateway::start_in(dir, &rest).await;
+    let client = gw.reqwest(&["jelly.test"], true);
+    client
+        .get(gw.url("jelly.test", "/Items/1/Images/Primary?ApiKey=SECRET"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let text = wait_for(&access, "Images").await;
+    let value: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(value["status"], 200);
+    assert_eq!(value["bytes"], 2048);
+    assert_eq!(value["complete"], true);
+    assert_eq!(value["version"], "HTTP/2.0");
+    assert_eq!(value["target"], "/Items/1/Images/Primary?ApiKey=REDACTED");
+    assert!(!text.contains("SECRET"));
+}
