@@ -12,7 +12,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::acme::challenges::ACME_TLS_ALPN;
+use crate::config::normalise_host;
+use crate::tls::{TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -24,8 +28,10 @@ use crate::pipeline::{Body, Closed, Conn, Gateway};
 pub struct Shared {
     /// The request handler.
     pub gateway: Arc<Gateway>,
-    /// Accepts TLS with the certificate store's config.
-    pub tls: TlsAcceptor,
+    /// The rustls config (its resolver reads `certificates`).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Certificates by SNI, to wait for an ACME site's first one.
+    pub certificates: Arc<TlsStore>,
     /// Protocol limits (fixed at start).
     pub limits: Limits,
     /// hyper's connection builder, configured once from `limits`.
@@ -77,20 +83,14 @@ pub async fn serve(
     if !tls {
         return serve_http(stream, peer, None, h1, &shared, &shutdown).await;
     }
-    let handshake =
-        tokio::time::timeout(shared.limits.handshake_timeout, shared.tls.accept(stream)).await;
-    let stream = match handshake {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake not finished in time");
-            return;
-        }
+    let Some(stream) = handshake(stream, &shared).await else {
+        return;
     };
     let (_, session) = stream.get_ref();
+    if session.alpn_protocol() == Some(ACME_TLS_ALPN) {
+        // A CA validating TLS-ALPN-01: the handshake was the whole answer.
+        return;
+    }
     let sni = session.server_name().map(str::to_string);
     tracing::Span::current().record("tls.sni", sni.as_deref());
     let deadlines = if session.alpn_protocol() == Some(b"h2") {
@@ -102,6 +102,49 @@ pub async fn serve(
         h1
     };
     serve_http(stream, peer, Some(sni), deadlines, &shared, &shutdown).await;
+}
+
+/// The TLS handshake, each half bounded by `handshake_timeout`. Between
+/// them, a ClientHello for an ACME site whose first certificate is being
+/// ordered waits up to `FIRST_CERTIFICATE_WAIT`; an unknown name is refused by
+/// the resolver with an alert.
+async fn handshake(
+    stream: TcpStream,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let bound = shared.limits.handshake_timeout;
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout(bound, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "not a TLS ClientHello");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("TLS ClientHello not received in time");
+            return None;
+        }
+    };
+    if let Some(sni) = start.client_hello().server_name().and_then(normalise_host) {
+        if shared.certificates.is_pending(&sni) {
+            tracing::info!(sni, "waiting for the first certificate of this site");
+            shared
+                .certificates
+                .wait_for_first(&sni, FIRST_CERTIFICATE_WAIT)
+                .await;
+        }
+    }
+    match tokio::time::timeout(bound, start.into_stream(shared.tls.clone())).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake refused");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not finished in time");
+            None
+        }
+    }
 }
 
 /// Serves HTTP on `io`; `tls` is `Some(sni)` for TLS connections.

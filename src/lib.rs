@@ -31,6 +31,7 @@
 //! Words are fixed in `docs/glossary.md`.
 
 pub mod access_log;
+pub mod acme;
 pub mod atomic_file;
 pub mod body;
 pub mod config;

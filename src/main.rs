@@ -88,6 +88,14 @@ fn check(path: &Path) -> ExitCode {
     println!("  http listeners:  {}", list(&config.server.http));
     println!("  https listeners: {}", list(&config.server.https));
     println!("  state_dir:       {}", config.server.state_dir.display());
+    if config.sites.iter().any(|s| s.tls == TlsSource::Acme) {
+        let challenges: Vec<&str> = config.acme.challenges.iter().map(|c| c.name()).collect();
+        println!(
+            "  acme:            {} via {}",
+            config.acme.directory,
+            challenges.join(", ")
+        );
+    }
     for site in &config.sites {
         println!("  site {}", describe(site));
     }
@@ -98,6 +106,7 @@ fn describe(site: &SiteConfig) -> String {
     let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
     let tls = match &site.tls {
         TlsSource::Internal => "local CA".to_string(),
+        TlsSource::Acme => "ACME".to_string(),
         TlsSource::Files { cert, .. } => format!("file {}", cert.display()),
     };
     let plain = if site.https_redirect {

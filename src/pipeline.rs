@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, Entry};
+use crate::acme::challenges::Challenges;
 use crate::body::{BodyLimits, GuardedBody, Tail};
 use crate::config::{normalise_host, Limits};
 use crate::deadline::ConnState;
@@ -79,21 +80,25 @@ pub struct Gateway {
     limits: Limits,
     https_port: Option<u16>,
     access_log: Arc<AccessLog>,
+    challenges: Arc<Challenges>,
 }
 
 impl Gateway {
-    /// A gateway serving `routes`; redirects point at `https_port`.
+    /// A gateway serving `routes`; redirects point at `https_port`; HTTP-01
+    /// answers come from `challenges`.
     pub fn new(
         routes: Routes,
         limits: Limits,
         https_port: Option<u16>,
         access_log: Arc<AccessLog>,
+        challenges: Arc<Challenges>,
     ) -> Gateway {
         Gateway {
             routes: ArcSwap::from_pointee(routes),
             limits,
             https_port,
             access_log,
+            challenges,
         }
     }
 
@@ -239,7 +244,8 @@ impl Gateway {
         }
     }
 
-    /// Port-80 rules: ACME webroot first, then the redirect to https.
+    /// Port-80 rules: open HTTP-01 challenges first (from memory), then the
+    /// ACME webroot, then the redirect to https.
     async fn plain_http<B>(
         &self,
         request: &Request<B>,
@@ -247,6 +253,20 @@ impl Gateway {
         host: &str,
     ) -> Option<Response<Body>> {
         let path = request.uri().path();
+        if let Some(token) = path.strip_prefix(webroot::CHALLENGE_PREFIX) {
+            if let Some(key_authorization) = self.challenges.http_answer(token) {
+                let mut response = Response::new(
+                    http_body_util::Full::new(Bytes::from(key_authorization))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return Some(response);
+            }
+        }
         if let Some(root) = &site.acme_webroot {
             if path.starts_with(webroot::CHALLENGE_PREFIX) {
                 return Some(

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::access_log::AccessLog;
+use crate::acme::challenges::Challenges;
+use crate::acme::AcmeManager;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::pipeline::Gateway;
@@ -49,15 +50,20 @@ pub struct Server {
     https: Vec<TcpListener>,
     shared: Arc<Shared>,
     tls: Arc<TlsStore>,
+    acme: Arc<AcmeManager>,
+    /// Stops the ACME tasks when the server stops.
+    acme_stop: CancellationToken,
     started_with: Config,
 }
 
 impl Server {
     /// Binds every listener and prepares certificates and routes.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let challenges = Arc::new(Challenges::default());
         let tls = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || TlsStore::new(&config))
+            let challenges = challenges.clone();
+            tokio::task::spawn_blocking(move || TlsStore::new(&config, challenges))
                 .await
                 .expect("certificate preparation does not panic")?
         };
@@ -73,19 +79,25 @@ impl Server {
             config.limits.clone(),
             https_port,
             Arc::new(access_log),
+            challenges.clone(),
         ));
         let shared = Arc::new(Shared {
             gateway,
-            tls: TlsAcceptor::from(tls.server_config()?),
+            tls: tls.server_config()?,
+            certificates: tls.clone(),
             limits: config.limits.clone(),
             http: connection::http_builder(&config.limits),
             kill: CancellationToken::new(),
         });
+        let acme_stop = CancellationToken::new();
+        let acme = AcmeManager::new(&config, tls.clone(), challenges, acme_stop.clone());
         Ok(Server {
             http,
             https,
             shared,
             tls,
+            acme,
+            acme_stop,
             started_with: config,
         })
     }
@@ -116,6 +128,7 @@ impl Server {
         Reloader {
             gateway: self.shared.gateway.clone(),
             tls: self.tls.clone(),
+            acme: self.acme.clone(),
             started_with: self.started_with.clone(),
         }
     }
@@ -125,6 +138,7 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let drain = CancellationToken::new();
+        self.acme.apply(&self.started_with.sites);
         let watch = self.tls.clone().run(
             self.started_with.server.cert_watch_interval,
             shutdown.clone(),
@@ -148,6 +162,7 @@ impl Server {
         }
         accepting.close();
         shutdown.cancelled().await;
+        self.acme_stop.cancel();
         accepting.wait().await;
         tracing::info!("shutting down: no new connections; in-flight requests may finish");
         drain.cancel();
@@ -166,6 +181,7 @@ impl Server {
 pub struct Reloader {
     gateway: Arc<Gateway>,
     tls: Arc<TlsStore>,
+    acme: Arc<AcmeManager>,
     started_with: Config,
 }
 
@@ -183,6 +199,9 @@ impl Reloader {
         if config.log != old.log {
             return Err(ServerError::NeedsRestart("[log]"));
         }
+        if config.acme != old.acme {
+            return Err(ServerError::NeedsRestart("[acme]"));
+        }
         if config.server.state_dir != old.server.state_dir {
             return Err(ServerError::NeedsRestart("[server] state_dir"));
         }
@@ -192,7 +211,14 @@ impl Reloader {
             .await
             .expect("certificate preparation does not panic")?;
         self.gateway.swap_routes(Routes::build(&config));
+        self.acme.apply(&config.sites);
         Ok(())
+    }
+
+    /// Orders a new ACME certificate for `site` (its first host) now.
+    /// Returns false when no ACME site has that name.
+    pub fn renew_now(&self, site: &str) -> bool {
+        self.acme.renew_now(site)
     }
 
     /// Reopens the access log file (SIGUSR1, after logrotate).

@@ -76,17 +76,29 @@ fn semantic_errors_are_all_reported() {
 }
 
 #[test]
-fn acme_is_reserved_and_says_it_is_not_available() {
-    let (ok, _, stderr) =
+fn public_names_default_to_acme_and_wildcards_need_dns01() {
+    let (ok, stdout, stderr) =
         check("[[site]]\nhost = \"jelly.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n");
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("(tls: ACME;"), "{stdout}");
+    assert!(stdout.contains("acme:            https://acme-v02.api.letsencrypt.org/directory via tls-alpn-01, http-01"), "{stdout}");
+    let (ok, _, stderr) =
+        check("[[site]]\nhosts = [\"*.example.com\"]\nupstream = \"http://10.0.0.2:8096\"\n");
     assert!(!ok);
     assert!(
-        stderr.contains("F:1:1:") && stderr.contains("not available in this version"),
+        stderr.contains("F:1:1: a wildcard name can only be validated by DNS-01"),
         "{stderr}"
     );
-    let (ok, _, stderr) = check("[[site]]\nhost = \"jelly.example.com\"\nupstream = \"http://10.0.0.2:8096\"\ntls = \"acme\"\n");
+    let (ok, _, stderr) = check("[acme]\nchallenges = [\"dns-01\", \"smoke-signals\"]\nstaging = true\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n");
     assert!(!ok);
-    assert!(stderr.contains("F:4:7: tls = \"acme\""), "{stderr}");
+    assert!(
+        stderr.contains("F:2:15: dns-01 needs [acme] dns_hook"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("F:2:25: unknown challenge `smoke-signals`"),
+        "{stderr}"
+    );
 }
 
 #[test]

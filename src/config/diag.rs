@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::raw::{LIMITS_KEYS, LOG_KEYS, SERVER_KEYS, SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS};
+use super::raw::{
+    ACME_KEYS, LIMITS_KEYS, LOG_KEYS, SERVER_KEYS, SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS,
+};
 
 /// One config error with the place it points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,7 @@ impl<'a> Reporter<'a> {
                 "server" => self.table_keys(value, "[server]", SERVER_KEYS, &mut dirty),
                 "limits" => self.table_keys(value, "[limits]", LIMITS_KEYS, &mut dirty),
                 "log" => self.table_keys(value, "[log]", LOG_KEYS, &mut dirty),
+                "acme" => self.table_keys(value, "[acme]", ACME_KEYS, &mut dirty),
                 "site" => {
                     if let DeValue::Array(sites) = value.get_ref() {
                         for site in sites {

@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where the error log goes.
     pub log: Log,
+    /// The ACME client, for sites with `tls = "acme"`.
+    pub acme: Acme,
     /// The sites, in file order.
     pub sites: Vec<SiteConfig>,
 }
@@ -192,9 +194,69 @@ pub struct UpstreamAddr {
     pub port: u16,
 }
 
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous limits).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// `[acme]`: how certificates are ordered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// Contact address for the account (optional).
+    pub email: Option<String>,
+    /// A PEM file with the root that signs the directory's HTTPS certificate
+    /// (for test CAs such as Pebble); the system's roots otherwise.
+    pub ca_roots: Option<PathBuf>,
+    /// Challenge types, in the order they are tried.
+    pub challenges: Vec<Challenge>,
+    /// Command run as `HOOK present|cleanup DOMAIN TXT_VALUE` for DNS-01.
+    pub dns_hook: Option<PathBuf>,
+    /// External Account Binding: key id and base64url HMAC key.
+    pub eab: Option<(String, String)>,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            directory: LETS_ENCRYPT.to_string(),
+            email: None,
+            ca_roots: None,
+            challenges: vec![Challenge::TlsAlpn01, Challenge::Http01],
+            dns_hook: None,
+            eab: None,
+        }
+    }
+}
+
+/// An ACME challenge type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// RFC 8737: answered in the TLS handshake on the https listener.
+    TlsAlpn01,
+    /// Answered from memory at `/.well-known/acme-challenge/` on the http listener.
+    Http01,
+    /// A TXT record set by the `dns_hook` command.
+    Dns01,
+}
+
+impl Challenge {
+    /// The name ACME gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+            Challenge::Http01 => "http-01",
+            Challenge::Dns01 => "dns-01",
+        }
+    }
+}
+
 /// Where a site's certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
+    /// Ordered from an ACME CA, stored under `state_dir/certificates`.
+    Acme,
     /// Issued by drawbridge's local CA under `state_dir`.
     Internal,
     /// Read from PEM files, re-read when they change.

@@ -8,7 +8,18 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Known keys of the top-level table.
-pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "site"];
+pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "acme", "site"];
+/// Known keys of `[acme]`.
+pub const ACME_KEYS: &[&str] = &[
+    "email",
+    "directory",
+    "staging",
+    "ca_roots",
+    "challenges",
+    "dns_hook",
+    "eab_kid",
+    "eab_hmac_key",
+];
 /// Known keys of `[server]`.
 pub const SERVER_KEYS: &[&str] = &[
     "http",
@@ -90,6 +101,20 @@ pub struct RawLog {
     pub error: Option<Spanned<String>>,
     pub access: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+}
+
+/// `[acme]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub email: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub staging: Option<bool>,
+    pub ca_roots: Option<Spanned<String>>,
+    pub challenges: Option<Vec<Spanned<String>>>,
+    pub dns_hook: Option<Spanned<String>>,
+    pub eab_kid: Option<Spanned<String>>,
+    pub eab_hmac_key: Option<Spanned<String>>,
 }
 
 /// One `[[site]]`.

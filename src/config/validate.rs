@@ -12,11 +12,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Reporter};
-use super::raw::{RawLimits, RawLog, RawServer, RawSite, RawTls};
+use super::raw::{RawAcme, RawLimits, RawLog, RawServer, RawSite, RawTls};
 use super::units::{parse_duration, parse_size};
 use super::{
-    AccessFormat, Config, HostPattern, Limits, Log, LogTarget, Preset, Server, SiteConfig,
-    TlsSource, UpstreamAddr,
+    AccessFormat, Acme, Challenge, Config, HostPattern, Limits, Log, LogTarget, Preset, Server,
+    SiteConfig, TlsSource, UpstreamAddr,
 };
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
@@ -36,6 +36,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut raw_server = RawServer::default();
     let mut raw_limits = RawLimits::default();
     let mut raw_log = RawLog::default();
+    let mut raw_acme = RawAcme::default();
     let mut raw_sites = Vec::new();
     for (key, value) in root.into_inner() {
         if dirty.contains(&value.span()) {
@@ -45,6 +46,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             "server" => raw_server = v.section(value).unwrap_or_default(),
             "limits" => raw_limits = v.section(value).unwrap_or_default(),
             "log" => raw_log = v.section(value).unwrap_or_default(),
+            "acme" => raw_acme = v.section(value).unwrap_or_default(),
             "site" => raw_sites = v.sites(value, &dirty),
             _ => {}
         }
@@ -53,7 +55,8 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let server = v.server(raw_server);
     let limits = v.limits(raw_limits);
     let log = v.log(raw_log);
-    let sites = v.all_sites(raw_sites);
+    let acme = v.acme(raw_acme);
+    let sites = v.all_sites(raw_sites, &acme);
     if sites.is_empty() && v.report.errors.is_empty() {
         v.report.at(
             &(0..0),
@@ -66,6 +69,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             server,
             limits,
             log,
+            acme,
             sites,
         })
     } else {
@@ -351,10 +355,10 @@ impl Validator<'_> {
             .collect()
     }
 
-    fn all_sites(&mut self, raw: Vec<(Range<usize>, RawSite)>) -> Vec<SiteConfig> {
+    fn all_sites(&mut self, raw: Vec<(Range<usize>, RawSite)>, acme: &Acme) -> Vec<SiteConfig> {
         let mut sites: Vec<SiteConfig> = Vec::new();
         for (span, raw) in raw {
-            let Some(site) = self.site(&span, raw, &sites) else {
+            let Some(site) = self.site(&span, raw, &sites, acme) else {
                 continue;
             };
             sites.push(site);
@@ -367,6 +371,7 @@ impl Validator<'_> {
         span: &Range<usize>,
         raw: RawSite,
         earlier: &[SiteConfig],
+        acme: &Acme,
     ) -> Option<SiteConfig> {
         let errors_before = self.report.errors.len();
         let names: Vec<Spanned<String>> = match (raw.host, raw.hosts) {
@@ -411,7 +416,13 @@ impl Validator<'_> {
             }
         };
         let all_local = hosts.iter().all(HostPattern::is_local);
-        let tls = self.tls(span, raw.tls, all_local);
+        let tls = self.tls(raw.tls, all_local);
+        if tls == Some(TlsSource::Acme)
+            && hosts.iter().any(|h| matches!(h, HostPattern::Wildcard(_)))
+            && !acme.challenges.contains(&Challenge::Dns01)
+        {
+            self.report.at(span, "a wildcard name can only be validated by DNS-01: add \"dns-01\" to [acme] challenges and set [acme] dns_hook");
+        }
         let acme_webroot = raw.acme_webroot.and_then(|dir| {
             let path = self.path(dir.get_ref());
             if path.is_dir() {
@@ -501,30 +512,20 @@ impl Validator<'_> {
         })
     }
 
-    fn tls(
-        &mut self,
-        site: &Range<usize>,
-        raw: Option<Spanned<RawTls>>,
-        all_local: bool,
-    ) -> Option<TlsSource> {
-        let acme_unavailable = "ACME certificates are not available in this version yet; \
-             use tls = \"internal\" (local CA) or tls = { cert = \"…\", key = \"…\" }";
+    fn tls(&mut self, raw: Option<Spanned<RawTls>>, all_local: bool) -> Option<TlsSource> {
         let Some(raw) = raw else {
-            if all_local {
-                return Some(TlsSource::Internal);
-            }
-            self.report.at(site, format!("this site has a public name, so its tls defaults to \"acme\"; {acme_unavailable}"));
-            return None;
+            // No public CA signs local names; every public name gets ACME.
+            return Some(if all_local {
+                TlsSource::Internal
+            } else {
+                TlsSource::Acme
+            });
         };
         let span = raw.span();
         match raw.into_inner() {
             RawTls::Name(name) => match name.as_str() {
                 "internal" => Some(TlsSource::Internal),
-                "acme" => {
-                    self.report
-                        .at(&span, format!("tls = \"acme\": {acme_unavailable}"));
-                    None
-                }
+                "acme" => Some(TlsSource::Acme),
                 other => {
                     self.report.at(&span, format!("unknown tls source `{other}`; use \"internal\", \"acme\" or {{ cert = \"…\", key = \"…\" }}"));
                     None
@@ -539,5 +540,90 @@ impl Validator<'_> {
                 Some(TlsSource::Files { cert, key })
             }
         }
+    }
+
+    fn acme(&mut self, raw: RawAcme) -> Acme {
+        let mut acme = Acme::default();
+        if raw.staging == Some(true) {
+            acme.directory = super::LETS_ENCRYPT_STAGING.to_string();
+        }
+        if let Some(directory) = raw.directory {
+            if directory.get_ref().starts_with("https://")
+                && directory.get_ref().parse::<http::Uri>().is_ok()
+            {
+                acme.directory = directory.into_inner();
+            } else {
+                self.report.at(
+                    &directory.span(),
+                    "the ACME directory must be an https:// URL",
+                );
+            }
+        }
+        if let Some(email) = raw.email {
+            if email.get_ref().contains('@') && !email.get_ref().contains(char::is_whitespace) {
+                acme.email = Some(email.into_inner());
+            } else {
+                self.report.at(&email.span(), "not an e-mail address");
+            }
+        }
+        if let Some(roots) = raw.ca_roots {
+            let path = self.path(roots.get_ref());
+            if path.is_file() {
+                acme.ca_roots = Some(path);
+            } else {
+                self.report.at(
+                    &roots.span(),
+                    format!("`{}` is not a readable PEM file", path.display()),
+                );
+            }
+        }
+        if let Some(hook) = raw.dns_hook {
+            let path = self.path(hook.get_ref());
+            if path.is_file() {
+                acme.dns_hook = Some(path);
+            } else {
+                self.report.at(
+                    &hook.span(),
+                    format!("`{}` is not a file drawbridge can run", path.display()),
+                );
+            }
+        }
+        if let Some(list) = raw.challenges {
+            let mut challenges = Vec::new();
+            for item in list {
+                let kind = match item.get_ref().as_str() {
+                    "tls-alpn-01" => Challenge::TlsAlpn01,
+                    "http-01" => Challenge::Http01,
+                    "dns-01" => Challenge::Dns01,
+                    other => {
+                        self.report.at(&item.span(), format!("unknown challenge `{other}`; use \"tls-alpn-01\", \"http-01\" or \"dns-01\""));
+                        continue;
+                    }
+                };
+                if kind == Challenge::Dns01 && acme.dns_hook.is_none() {
+                    self.report.at(
+                        &item.span(),
+                        "dns-01 needs [acme] dns_hook, a command that sets the TXT record",
+                    );
+                }
+                if !challenges.contains(&kind) {
+                    challenges.push(kind);
+                }
+            }
+            if challenges.is_empty() {
+                self.report
+                    .at(&(0..0), "[acme] challenges is empty; list at least one");
+            }
+            acme.challenges = challenges;
+        }
+        match (raw.eab_kid, raw.eab_hmac_key) {
+            (Some(kid), Some(key)) => acme.eab = Some((kid.into_inner(), key.into_inner())),
+            (Some(one), None) | (None, Some(one)) => self.report.at(
+                &one.span(),
+                "External Account Binding needs both eab_kid and eab_hmac_key",
+            ),
+            (None, None) => {}
+        }
+        acme
     }
 }

@@ -25,6 +25,9 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::Notify;
+
+use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::config::{normalise_host, Config, HostPattern, TlsSource};
 use certfile::{CertError, Fingerprint};
 use local_ca::{CaError, LocalCa, LEAF_LIFETIME};
@@ -67,7 +70,8 @@ pub enum TlsError {
 struct Entry {
     hosts: Vec<HostPattern>,
     source: TlsSource,
-    key: Arc<CertifiedKey>,
+    /// None while an ACME site's first certificate is being ordered.
+    key: Option<Arc<CertifiedKey>>,
     fingerprint: Option<Fingerprint>,
     renew_after: Option<SystemTime>,
 }
@@ -84,16 +88,26 @@ impl Table {
     fn new(entries: Vec<Entry>) -> Table {
         let mut table = Table::default();
         for entry in &entries {
+            let Some(key) = &entry.key else { continue };
             for host in &entry.hosts {
                 let map = match host {
                     HostPattern::Exact(name) => (&mut table.exact, name),
                     HostPattern::Wildcard(suffix) => (&mut table.wildcard, suffix),
                 };
-                map.0.insert(map.1.clone(), entry.key.clone());
+                map.0.insert(map.1.clone(), key.clone());
             }
         }
         table.entries = entries;
         table
+    }
+
+    /// Whether `sni` belongs to an ACME site still waiting for its first certificate.
+    fn pending(&self, sni: &str) -> bool {
+        self.lookup(sni).is_none()
+            && self
+                .entries
+                .iter()
+                .any(|e| e.key.is_none() && e.hosts.iter().any(|h| h.matches(sni)))
     }
 
     fn lookup(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
@@ -110,7 +124,13 @@ pub struct TlsStore {
     table: ArcSwap<Table>,
     ca: ArcSwapOption<LocalCa>,
     state_dir: PathBuf,
+    challenges: Arc<Challenges>,
+    /// Woken whenever an ACME certificate is installed.
+    installed: Notify,
 }
+
+/// How long a handshake for a site whose first certificate is being ordered waits.
+pub const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for TlsStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -122,11 +142,13 @@ impl fmt::Debug for TlsStore {
 
 impl TlsStore {
     /// Prepares every site's certificate; creates the local CA when a site uses it.
-    pub fn new(config: &Config) -> Result<Arc<TlsStore>, TlsError> {
+    pub fn new(config: &Config, challenges: Arc<Challenges>) -> Result<Arc<TlsStore>, TlsError> {
         let store = TlsStore {
             table: ArcSwap::from_pointee(Table::default()),
             ca: ArcSwapOption::empty(),
             state_dir: config.server.state_dir.clone(),
+            challenges,
+            installed: Notify::new(),
         };
         store.install(config)?;
         Ok(Arc::new(store))
@@ -162,6 +184,7 @@ impl TlsStore {
                 .iter()
                 .find(|e| e.hosts == site.hosts && e.source == site.tls);
             let entry = match kept {
+                // An ACME site still waiting keeps waiting for its task's order.
                 Some(e) => Entry {
                     hosts: e.hosts.clone(),
                     source: e.source.clone(),
@@ -184,7 +207,7 @@ impl TlsStore {
                 Entry {
                     hosts: hosts.to_vec(),
                     source: source.clone(),
-                    key: Arc::new(ca.issue(hosts)?),
+                    key: Some(Arc::new(ca.issue(hosts)?)),
                     fingerprint: None,
                     renew_after: Some(SystemTime::now() + LEAF_LIFETIME * 2 / 3),
                 }
@@ -194,12 +217,71 @@ impl TlsStore {
                 Entry {
                     hosts: hosts.to_vec(),
                     source: source.clone(),
-                    key: Arc::new(certfile::load(cert, key)?),
+                    key: Some(Arc::new(certfile::load(cert, key)?)),
                     fingerprint: Some(fingerprint),
                     renew_after: None,
                 }
             }
+            TlsSource::Acme => {
+                // Whatever is stored serves at once; the ACME task decides
+                // whether it needs renewing.
+                let dir = crate::acme::store::site_dir(&self.state_dir, hosts);
+                let stored = crate::acme::store::load(&dir)
+                    .ok()
+                    .flatten()
+                    .filter(|s| s.covers(hosts));
+                Entry {
+                    hosts: hosts.to_vec(),
+                    source: source.clone(),
+                    key: stored.map(|s| Arc::new(s.key)),
+                    fingerprint: None,
+                    renew_after: None,
+                }
+            }
         })
+    }
+
+    /// Installs a new ACME certificate for the site named by `hosts`; the next
+    /// handshakes get it, open connections keep theirs.
+    pub fn install_acme(&self, hosts: &[HostPattern], key: CertifiedKey) {
+        let key = Arc::new(key);
+        let current = self.table.load();
+        let entries = current
+            .entries
+            .iter()
+            .map(|e| Entry {
+                hosts: e.hosts.clone(),
+                source: e.source.clone(),
+                key: if e.hosts == hosts && e.source == TlsSource::Acme {
+                    Some(key.clone())
+                } else {
+                    e.key.clone()
+                },
+                fingerprint: e.fingerprint.clone(),
+                renew_after: e.renew_after,
+            })
+            .collect();
+        self.table.store(Arc::new(Table::new(entries)));
+        self.installed.notify_waiters();
+    }
+
+    /// Waits up to `max` while `sni`'s first ACME certificate is being ordered.
+    pub async fn wait_for_first(&self, sni: &str, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let installed = self.installed.notified();
+            if !self.table.load().pending(sni) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, installed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Whether `sni` names an ACME site without a certificate yet.
+    pub fn is_pending(&self, sni: &str) -> bool {
+        self.table.load().pending(sni)
     }
 
     /// Re-reads certificate files that changed on disk and re-issues local CA
@@ -215,6 +297,8 @@ impl TlsStore {
                     e.fingerprint.as_ref() != Some(&Fingerprint::of(&[cert, key]))
                 }
                 TlsSource::Internal => e.renew_after.is_some_and(|t| SystemTime::now() >= t),
+                // The ACME task renews and installs these itself.
+                TlsSource::Acme => false,
             };
             let fresh = if stale {
                 match self.fresh_entry(&e.hosts, &e.source) {
@@ -275,7 +359,8 @@ impl TlsStore {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // acme-tls/1 last: only a CA validating TLS-ALPN-01 offers it alone.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         Ok(Arc::new(config))
     }
 }
@@ -292,6 +377,12 @@ impl fmt::Debug for Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = normalise_host(hello.server_name()?)?;
+        let acme_validation = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if acme_validation {
+            return self.0.challenges.alpn_certificate(&sni);
+        }
         self.0.table.load().lookup(&sni)
     }
 }
