@@ -125,7 +125,16 @@ async fn handshake(
             return None;
         }
     };
-    if let Some(sni) = start.client_hello().server_name().and_then(normalise_host) {
+    let hello = start.client_hello();
+    // A CA validating TLS-ALPN-01 is the reason the site is pending: never make it wait.
+    let validation = hello
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+    if let Some(sni) = hello
+        .server_name()
+        .and_then(normalise_host)
+        .filter(|_| !validation)
+    {
         if shared.certificates.is_pending(&sni) {
             tracing::info!(sni, "waiting for the first certificate of this site");
             shared

@@ -4,6 +4,7 @@
 mod support;
 
 mod access_log;
+mod acme;
 mod config_check;
 mod host_routing;
 mod port80;

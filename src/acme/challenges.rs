@@ -67,6 +67,31 @@ pub fn alpn_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, rcgen
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    CertifiedKey::from_der(vec![cert.der().clone()], private, &crate::tls::provider())
-        .map_err(|_| rcgen::Error::CouldNotParseKeyPair)
+    // Not CertifiedKey::from_der: its consistency check parses the certificate
+    // with webpki, which refuses the critical acmeIdentifier extension.
+    let signer = crate::tls::provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|_| rcgen::Error::CouldNotParseKeyPair)?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alpn_certificate;
+
+    #[test]
+    fn challenge_certificate_carries_the_digest_in_a_critical_extension() {
+        let digest = [7u8; 32];
+        let key = alpn_certificate("a.example.com", &digest).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(key.cert[0].as_ref()).unwrap();
+        let oid = x509_parser::oid_registry::Oid::from(&[1, 3, 6, 1, 5, 5, 7, 1, 31]).unwrap();
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid == oid)
+            .expect("acmeIdentifier present");
+        assert!(ext.critical);
+        assert!(ext.value.ends_with(&digest));
+    }
 }

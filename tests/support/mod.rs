@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod pebble;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -67,8 +68,19 @@ impl TestGateway {
             "[log]\naccess = \"off\"\n"
         };
         let text = format!("{}{server_extra}{quiet}{rest}", server_block(dir.path()));
+        Self::start_text(dir, &text).await
+    }
+
+    /// Starts drawbridge on exactly `text` (its own `[server]` block included).
+    pub async fn start_text(dir: tempfile::TempDir, text: &str) -> TestGateway {
+        // drawbridge's log goes to the test's captured output, shown on failure.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("drawbridge=debug,info")
+            .with_test_writer()
+            .with_ansi(false)
+            .try_init();
         let path = dir.path().join("drawbridge.toml");
-        std::fs::write(&path, &text).unwrap();
+        std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let server = Server::bind(config).await.unwrap();
         let http = server.http_addrs()[0];
