@@ -320,3 +320,53 @@ async fn a_failing_challenge_falls_back_then_logs_the_cas_problem() {
         .is_none());
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+#[tokio::test]
+async fn external_account_binding_is_sent_when_the_ca_requires_it() {
+    let origin = Origin::start().await;
+    let (http, https) = (free_port(), free_port());
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = Pebble::start_with_eab(http, https, Some(("kid-1", key))).await;
+    let root = pebble.root_pem().await;
+    // Without binding the CA refuses the account; with it, the certificate comes.
+    let dir = tempfile::tempdir().unwrap();
+    let bare = config(
+        dir.path(),
+        http,
+        https,
+        &pebble,
+        "challenges = [\"http-01\"]",
+        &acme_site("host = \"eab.test\"", origin.addr),
+    );
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(&path, &bare).unwrap();
+    let refused = Process::start(&path);
+    assert!(refused.wait_for_log(
+        "could not get a certificate for eab.test",
+        Duration::from_secs(30)
+    ));
+    assert!(
+        refused
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("externalAccountRequired")),
+        "{:#?}",
+        refused.log.lock().unwrap()
+    );
+    drop(refused);
+
+    let dir = tempfile::tempdir().unwrap();
+    let acme = format!("challenges = [\"http-01\"]\neab_kid = \"kid-1\"\neab_hmac_key = \"{key}\"");
+    let bound = config(
+        dir.path(),
+        http,
+        https,
+        &pebble,
+        &acme,
+        &acme_site("host = \"eab.test\"", origin.addr),
+    );
+    let gw = TestGateway::start_text(dir, &bound).await;
+    wait_served(gw.https, &root, "eab.test").await;
+}

@@ -33,6 +33,16 @@ pub struct Pebble {
 impl Pebble {
     /// Starts Pebble validating against `http_port` (HTTP-01) and `tls_port` (TLS-ALPN-01).
     pub async fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Self::start_with_eab(http_port, tls_port, None).await
+    }
+
+    /// Like `start`; with `eab = Some((kid, base64url key))` accounts need
+    /// External Account Binding with that key.
+    pub async fn start_with_eab(
+        http_port: u16,
+        tls_port: u16,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -63,7 +73,8 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": eab.is_some(),
+            "externalAccountMACKeys": eab.map(|(kid, key)| serde_json::json!({ kid: key })).unwrap_or_else(|| serde_json::json!({})),
         }});
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
