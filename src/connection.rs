@@ -16,6 +16,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::config::normalise_host;
+use crate::proxy_protocol::{self, Rewind};
 use crate::tls::{TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -67,15 +68,39 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerKind {
+    /// TLS (else plain HTTP).
+    pub tls: bool,
+    /// A PROXY protocol header comes first.
+    pub proxy_protocol: bool,
+}
+
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    tls: bool,
+    listener: ListenerKind,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let (stream, peer) = if listener.proxy_protocol {
+        match proxy_protocol::accept(stream, peer, shared.limits.handshake_timeout).await {
+            Ok((stream, client)) => {
+                tracing::Span::current().record("client.addr", tracing::field::display(client));
+                (stream, client)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "closing: this listener expects a PROXY protocol header");
+                return;
+            }
+        }
+    } else {
+        (Rewind::new(stream), peer)
+    };
+    let tls = listener.tls;
     let h1 = Deadlines {
         head: Some(shared.limits.header_timeout),
         idle: shared.limits.keepalive_timeout,
@@ -109,9 +134,9 @@ pub async fn serve(
 /// ordered waits up to `FIRST_CERTIFICATE_WAIT`; an unknown name is refused by
 /// the resolver with an alert.
 async fn handshake(
-    stream: TcpStream,
+    stream: Rewind,
     shared: &Shared,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<tokio_rustls::server::TlsStream<Rewind>> {
     let bound = shared.limits.handshake_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
     let start = match tokio::time::timeout(bound, acceptor).await {

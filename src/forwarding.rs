@@ -3,12 +3,10 @@
 //! §7.6.1), HTTP/2 translated to clean HTTP/1.1, and the forwarded headers set
 //! from what drawbridge knows, never from what the client claims.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Version};
-use ipnet::IpNet;
 
+use crate::client_ip::Client;
 use crate::error::ProxyError;
 
 /// Headers that describe one connection, never forwarded.
@@ -98,21 +96,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// What the upstream is told about the client.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
-    /// The TCP peer.
-    pub peer: IpAddr,
-    /// Whether the peer is a trusted proxy (its claims are kept).
-    pub trusted: bool,
+    /// The client, as `client_ip::identify` decided.
+    pub client: &'a Client,
     /// The request came over TLS.
     pub tls: bool,
     /// The Host as the client sent it (or HTTP/2's `:authority`).
     pub host: &'a str,
-}
-
-impl Origin<'_> {
-    /// Whether `peer` is in `trusted`.
-    pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
-        trusted.iter().any(|net| net.contains(&peer))
-    }
 }
 
 /// Turns a client's request head into the HTTP/1.1 head sent upstream.
@@ -139,39 +128,25 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
     if let Ok(host) = HeaderValue::from_str(origin.host) {
         headers.insert(header::HOST, host);
     }
-    let prior_chain = if origin.trusted {
-        let chain: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!chain.is_empty()).then(|| chain.join(", "))
-    } else {
-        None
-    };
+    let trusted = origin.client.via_trusted_proxy;
     let claimed_proto = headers.get("x-forwarded-proto").cloned();
     let claimed_host = headers.get("x-forwarded-host").cloned();
     for claim in CLAIMS {
         headers.remove(claim);
     }
-    let peer = origin.peer.to_string();
-    let chain = match prior_chain {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.clone(),
-    };
     let insert = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    insert(headers, "x-forwarded-for", &chain);
-    insert(headers, "x-real-ip", &peer);
+    insert(headers, "x-forwarded-for", &origin.client.forwarded_for);
+    insert(headers, "x-real-ip", &origin.client.ip.to_string());
     let proto = if origin.tls { "https" } else { "http" };
-    match claimed_proto.filter(|_| origin.trusted) {
+    match claimed_proto.filter(|_| trusted) {
         Some(value) => drop(headers.insert("x-forwarded-proto", value)),
         None => insert(headers, "x-forwarded-proto", proto),
     }
-    match claimed_host.filter(|_| origin.trusted) {
+    match claimed_host.filter(|_| trusted) {
         Some(value) => drop(headers.insert("x-forwarded-host", value)),
         None => insert(headers, "x-forwarded-host", origin.host),
     }
@@ -180,6 +155,7 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
 #[cfg(test)]
 mod tests {
     use super::{check_framing, upstream_head, Origin};
+    use crate::client_ip::Client;
     use http::{HeaderMap, Request, Version};
 
     fn head(version: Version, headers: &[(&str, &str)]) -> http::request::Parts {
@@ -190,10 +166,22 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
-    fn origin(trusted: bool) -> Origin<'static> {
+    fn client(trusted: bool) -> Client {
+        let peer = "203.0.113.9";
+        Client {
+            ip: if trusted { "198.51.100.1" } else { peer }.parse().unwrap(),
+            forwarded_for: if trusted {
+                format!("198.51.100.1, 10.0.0.2, {peer}")
+            } else {
+                peer.to_string()
+            },
+            via_trusted_proxy: trusted,
+        }
+    }
+
+    fn origin(client: &Client) -> Origin<'_> {
         Origin {
-            peer: "203.0.113.9".parse().unwrap(),
-            trusted,
+            client,
             tls: true,
             host: "jelly.test",
         }
@@ -210,7 +198,7 @@ mod tests {
                 ("x-forwarded-proto", "http"),
             ],
         );
-        upstream_head(&mut parts, origin(false));
+        upstream_head(&mut parts, origin(&client(false)));
         assert_eq!(parts.headers["x-forwarded-for"], "203.0.113.9");
         assert_eq!(parts.headers["x-real-ip"], "203.0.113.9");
         assert_eq!(parts.headers["x-forwarded-proto"], "https");
@@ -227,14 +215,19 @@ mod tests {
                 ("x-forwarded-proto", "https"),
             ],
         );
-        let mut o = origin(true);
+        let trusted = client(true);
+        let mut o = origin(&trusted);
         o.tls = false;
         upstream_head(&mut parts, o);
         assert_eq!(
             parts.headers["x-forwarded-for"],
             "198.51.100.1, 10.0.0.2, 203.0.113.9"
         );
-        assert_eq!(parts.headers["x-forwarded-proto"], "https");
+        assert_eq!(parts.headers["x-real-ip"], "198.51.100.1");
+        assert_eq!(
+            parts.headers["x-forwarded-proto"], "https",
+            "a trusted proxy's scheme is kept"
+        );
     }
 
     #[test]
@@ -252,7 +245,7 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        upstream_head(&mut parts, origin(false));
+        upstream_head(&mut parts, origin(&client(false)));
         for gone in [
             "connection",
             "x-secret",
@@ -270,7 +263,7 @@ mod tests {
     #[test]
     fn h2_cookies_are_joined_and_version_is_1_1() {
         let mut parts = head(Version::HTTP_2, &[("cookie", "a=1"), ("cookie", "b=2")]);
-        upstream_head(&mut parts, origin(false));
+        upstream_head(&mut parts, origin(&client(false)));
         assert_eq!(parts.version, Version::HTTP_11);
         let cookies: Vec<_> = parts.headers.get_all("cookie").iter().collect();
         assert_eq!(cookies, ["a=1; b=2"]);

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::access_log::{AccessLog, Entry};
 use crate::acme::challenges::Challenges;
 use crate::body::{BodyLimits, GuardedBody, Tail};
+use crate::client_ip::{self, Client};
 use crate::config::{normalise_host, Limits};
 use crate::deadline::ConnState;
 use crate::error::{Blame, ProxyError};
@@ -127,13 +128,16 @@ impl Gateway {
             tracing::debug!(host, "no site for this host; closing without a response");
             return Err(Closed);
         };
-        let span = tracing::info_span!("req", method = %request.method(), host, path = request.uri().path(), site = site.name);
+        // One client address for everything that follows (log, headers, guard).
+        let client =
+            client_ip::identify(conn.client.ip(), request.headers(), &routes.trusted_proxies);
+        let span = tracing::info_span!("req", method = %request.method(), host, path = request.uri().path(), site = site.name, client.ip = %client.ip);
         let logged = site.access_log && self.access_log.enabled();
-        let mut log = logged.then(|| entry(&request, conn, &site));
+        let mut log = logged.then(|| entry(&request, &client, &site));
         let version = request.version();
         let started = Instant::now();
         let mut response = self
-            .serve(request, conn, &routes, &site, &host)
+            .serve(request, conn, &client, &routes, &site, &host)
             .instrument(span)
             .await;
         let exchange = Exchange { tls: conn.tls };
@@ -165,6 +169,7 @@ impl Gateway {
         &self,
         request: Request<Incoming>,
         conn: &Conn,
+        client: &Client,
         routes: &Routes,
         site: &Site,
         host: &str,
@@ -193,8 +198,7 @@ impl Gateway {
         }
         let raw_host = raw_host(&request).to_string();
         let origin = Origin {
-            peer: conn.client.ip(),
-            trusted: Origin::is_trusted(conn.client.ip(), &routes.trusted_proxies),
+            client,
             tls: conn.tls,
             host: &raw_host,
         };
@@ -303,7 +307,7 @@ fn raw_host<B>(request: &Request<B>) -> &str {
 }
 
 /// The access-log entry of a request, before its status is known.
-fn entry<B>(request: &Request<B>, conn: &Conn, site: &Site) -> Entry {
+fn entry<B>(request: &Request<B>, client: &Client, site: &Site) -> Entry {
     let header = |name: header::HeaderName| {
         request
             .headers()
@@ -312,7 +316,7 @@ fn entry<B>(request: &Request<B>, conn: &Conn, site: &Site) -> Entry {
             .map(str::to_string)
     };
     Entry {
-        client: conn.client.ip(),
+        client: client.ip,
         time: OffsetDateTime::now_utc(),
         method: request.method().to_string(),
         target: request

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
+use crate::client_ip::TrustedProxies;
 use crate::config::{Config, HostPattern, SiteConfig};
 use crate::filter::{Filter, SecurityHeaders};
 use crate::upstream::Upstream;
@@ -40,7 +39,7 @@ pub struct Routes {
     exact: HashMap<String, Arc<Site>>,
     wildcard: HashMap<String, Arc<Site>>,
     /// Peers whose forwarded-for claims are kept.
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Routes {

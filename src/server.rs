@@ -15,7 +15,7 @@ use crate::access_log::AccessLog;
 use crate::acme::challenges::Challenges;
 use crate::acme::AcmeManager;
 use crate::config::Config;
-use crate::connection::{self, Shared};
+use crate::connection::{self, ListenerKind, Shared};
 use crate::pipeline::Gateway;
 use crate::routes::Routes;
 use crate::tls::{TlsError, TlsStore};
@@ -46,8 +46,10 @@ pub enum ServerError {
 /// A bound, ready server.
 #[derive(Debug)]
 pub struct Server {
-    http: Vec<TcpListener>,
-    https: Vec<TcpListener>,
+    /// Plain-HTTP listeners, each with whether it expects PROXY headers.
+    http: Vec<(TcpListener, bool)>,
+    /// TLS listeners, likewise.
+    https: Vec<(TcpListener, bool)>,
     shared: Arc<Shared>,
     tls: Arc<TlsStore>,
     acme: Arc<AcmeManager>,
@@ -67,11 +69,11 @@ impl Server {
                 .await
                 .expect("certificate preparation does not panic")?
         };
-        let http = bind_all(&config.server.http)?;
-        let https = bind_all(&config.server.https)?;
+        let http = bind_all(&config.server.http, &config.server.proxy_protocol)?;
+        let https = bind_all(&config.server.https, &config.server.proxy_protocol)?;
         let https_port = https
             .first()
-            .and_then(|l| l.local_addr().ok())
+            .and_then(|l| l.0.local_addr().ok())
             .map(|a| a.port());
         let access_log = AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
         let gateway = Arc::new(Gateway::new(
@@ -106,7 +108,7 @@ impl Server {
     pub fn http_addrs(&self) -> Vec<SocketAddr> {
         self.http
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|l| l.0.local_addr().ok())
             .collect()
     }
 
@@ -114,7 +116,7 @@ impl Server {
     pub fn https_addrs(&self) -> Vec<SocketAddr> {
         self.https
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|l| l.0.local_addr().ok())
             .collect()
     }
 
@@ -147,13 +149,29 @@ impl Server {
         let listeners = self
             .http
             .into_iter()
-            .map(|l| (l, false))
-            .chain(self.https.into_iter().map(|l| (l, true)));
+            .map(|(l, proxy_protocol)| {
+                (
+                    l,
+                    ListenerKind {
+                        tls: false,
+                        proxy_protocol,
+                    },
+                )
+            })
+            .chain(self.https.into_iter().map(|(l, proxy_protocol)| {
+                (
+                    l,
+                    ListenerKind {
+                        tls: true,
+                        proxy_protocol,
+                    },
+                )
+            }));
         let accepting = TaskTracker::new();
-        for (listener, tls) in listeners {
+        for (listener, kind) in listeners {
             accepting.spawn(accept_loop(
                 listener,
-                tls,
+                kind,
                 self.shared.clone(),
                 tracker.clone(),
                 shutdown.clone(),
@@ -190,7 +208,10 @@ impl Reloader {
     /// stays whole. Listener and limit changes need a restart.
     pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
         let old = &self.started_with;
-        if config.server.http != old.server.http || config.server.https != old.server.https {
+        if config.server.http != old.server.http
+            || config.server.https != old.server.https
+            || config.server.proxy_protocol != old.server.proxy_protocol
+        {
             return Err(ServerError::NeedsRestart("[server] http/https listeners"));
         }
         if config.limits != old.limits {
@@ -227,14 +248,18 @@ impl Reloader {
     }
 }
 
-fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
+fn bind_all(
+    addrs: &[SocketAddr],
+    proxy_protocol: &[SocketAddr],
+) -> Result<Vec<(TcpListener, bool)>, ServerError> {
     addrs
         .iter()
         .map(|addr| {
-            bind(*addr).map_err(|source| ServerError::Bind {
+            let listener = bind(*addr).map_err(|source| ServerError::Bind {
                 addr: *addr,
                 source,
-            })
+            })?;
+            Ok((listener, proxy_protocol.contains(addr)))
         })
         .collect()
 }
@@ -258,7 +283,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: bool,
+    kind: ListenerKind,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -268,7 +293,7 @@ async fn accept_loop(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(listener = %local, tls, "listening");
+    tracing::info!(listener = %local, tls = kind.tls, proxy_protocol = kind.proxy_protocol, "listening");
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -285,7 +310,7 @@ async fn accept_loop(
         };
         let span = tracing::info_span!("conn", client.addr = %peer, listener = %local, tls.sni = tracing::field::Empty);
         tracker.spawn(
-            connection::serve(stream, peer, tls, shared.clone(), drain.clone()).instrument(span),
+            connection::serve(stream, peer, kind, shared.clone(), drain.clone()).instrument(span),
         );
     }
 }

@@ -100,11 +100,11 @@ async fn combined_lines_without_tokens_and_reopen_on_sigusr1() {
         log.contains("\"GET /socket?api_key=REDACTED HTTP/1.1\" 502"),
         "{log}"
     );
-    let errors = process.log.lock().unwrap().join("\n");
     assert!(
-        errors.contains(&closed.to_string()),
+        process.wait_for_log(&closed.to_string(), Duration::from_secs(5)),
         "the error log names the upstream that failed"
     );
+    let errors = process.log.lock().unwrap().join("\n");
     for secret in [
         "SECRETONE",
         "SECRETTWO",

@@ -42,14 +42,16 @@ pub struct Server {
     pub http: Vec<SocketAddr>,
     /// TLS listeners.
     pub https: Vec<SocketAddr>,
+    /// The listeners (of `http` and `https`) that expect a PROXY protocol header.
+    pub proxy_protocol: Vec<SocketAddr>,
     /// Where the local CA, certificates and other state live.
     pub state_dir: PathBuf,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: Duration,
     /// How often certificate files are checked for changes.
     pub cert_watch_interval: Duration,
-    /// Peers whose X-Forwarded-For is believed (load balancers in front).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Peers whose X-Forwarded-For is believed (load balancers, Cloudflare).
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 /// `[limits]`: bounds on what a client may make drawbridge hold.

@@ -28,6 +28,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "shutdown_grace",
     "cert_watch_interval",
     "trusted_proxies",
+    "proxy_protocol",
 ];
 /// Known keys of `[limits]`.
 pub const LIMITS_KEYS: &[&str] = &[
@@ -74,6 +75,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<Spanned<String>>,
     pub cert_watch_interval: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub proxy_protocol: Option<Vec<Spanned<String>>>,
 }
 
 /// `[limits]`.

@@ -203,12 +203,20 @@ impl Validator<'_> {
             || PathBuf::from("/var/lib/drawbridge"),
             |d| self.path(d.get_ref()),
         );
+        let mut proxy_protocol = Vec::new();
+        for addr in raw.proxy_protocol.unwrap_or_default() {
+            match addr.get_ref().parse::<SocketAddr>() {
+                Ok(a) if http.contains(&a) || https.contains(&a) => proxy_protocol.push(a),
+                _ => self.report.at(&addr.span(), format!("`{}` is not one of the http or https listeners; list a listener address exactly as written there", addr.get_ref())),
+            }
+        }
         Server {
             http,
             https,
             state_dir,
             shutdown_grace: self.duration(raw.shutdown_grace, Duration::from_secs(30)),
             cert_watch_interval: self.duration(raw.cert_watch_interval, Duration::from_secs(5)),
+            proxy_protocol,
             trusted_proxies: self.cidrs(raw.trusted_proxies),
         }
     }
@@ -297,20 +305,23 @@ impl Validator<'_> {
         }
     }
 
-    fn cidrs(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<ipnet::IpNet> {
-        let mut nets = Vec::new();
+    fn cidrs(&mut self, raw: Option<Vec<Spanned<String>>>) -> crate::client_ip::TrustedProxies {
+        let mut trusted = crate::client_ip::TrustedProxies::default();
         for item in raw.unwrap_or_default() {
             let text = item.get_ref().trim();
+            if text == "cloudflare" {
+                trusted.cloudflare = crate::client_ip::cloudflare();
+                continue;
+            }
             let parsed = text
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
             match parsed {
-                Ok(net) => nets.push(net),
-                Err(_) if text == "cloudflare" => self.report.at(&item.span(), "the built-in `cloudflare` list is not available in this version yet; list its ranges as CIDRs"),
-                Err(_) => self.report.at(&item.span(), format!("`{text}` is not an address or CIDR range, like \"10.0.0.0/8\" or \"2001:db8::/32\"")),
+                Ok(net) => trusted.nets.push(net),
+                Err(_) => self.report.at(&item.span(), format!("`{text}` is not an address, a CIDR range (\"10.0.0.0/8\", \"2001:db8::/32\") or \"cloudflare\"")),
             }
         }
-        nets
+        trusted
     }
 
     fn headers(
