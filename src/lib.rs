@@ -38,6 +38,7 @@ pub mod client_ip;
 pub mod config;
 pub mod connection;
 pub mod deadline;
+pub mod dns;
 pub mod error;
 pub mod filter;
 pub mod forwarding;

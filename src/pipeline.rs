@@ -103,6 +103,11 @@ impl Gateway {
         }
     }
 
+    /// The current routes snapshot.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
     /// Replaces the routes snapshot; requests already running keep the old one.
     pub fn swap_routes(&self, routes: Routes) {
         self.routes.store(Arc::new(routes));

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client_ip::TrustedProxies;
-use crate::config::{Config, HostPattern, SiteConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, HostPattern, Preset, SiteConfig};
+use crate::dns::{Lookup, TtlBounds};
 use crate::filter::{Filter, SecurityHeaders};
 use crate::upstream::Upstream;
 
@@ -31,11 +34,14 @@ pub struct Site {
     pub access_log: bool,
     /// How long the upstream may take to send response headers.
     pub response_timeout: Duration,
+    /// The `jellyfin` preset applies (its Known proxies matter).
+    pub jellyfin: bool,
 }
 
 /// Sites by host name, and who may speak for clients.
 #[derive(Debug, Default)]
 pub struct Routes {
+    sites: Vec<Arc<Site>>,
     exact: HashMap<String, Arc<Site>>,
     wildcard: HashMap<String, Arc<Site>>,
     /// Peers whose forwarded-for claims are kept.
@@ -51,6 +57,7 @@ impl Routes {
         };
         for site in &config.sites {
             let shared = Arc::new(Site::from(site));
+            routes.sites.push(shared.clone());
             for host in &site.hosts {
                 match host {
                     HostPattern::Exact(name) => routes.exact.insert(name.clone(), shared.clone()),
@@ -61,6 +68,33 @@ impl Routes {
             }
         }
         routes
+    }
+
+    /// Starts what the sites need in the background: re-resolving upstream
+    /// names, and telling the user which address to add to Jellyfin's Known
+    /// proxies. The DNS tasks end when these routes are replaced and dropped.
+    pub fn start_background(
+        &self,
+        lookup: Option<&Arc<dyn Lookup>>,
+        bounds: TtlBounds,
+        shutdown: &CancellationToken,
+    ) {
+        for site in &self.sites {
+            if let Some(lookup) = lookup {
+                site.upstream
+                    .start_dns(lookup.clone(), bounds, shutdown.clone());
+            }
+            if site.jellyfin {
+                let site = site.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = site.upstream.announce_known_proxy(&site.name) => {}
+                        () = stop.cancelled() => {}
+                    }
+                });
+            }
+        }
     }
 
     /// The site serving `host` (normalised), exact names before wildcards.
@@ -83,6 +117,7 @@ impl From<&SiteConfig> for Site {
             max_body: site.max_body,
             access_log: site.access_log,
             response_timeout: site.response_timeout,
+            jellyfin: site.preset == Preset::Jellyfin,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::acme::challenges::Challenges;
 use crate::acme::AcmeManager;
 use crate::config::Config;
 use crate::connection::{self, ListenerKind, Shared};
+use crate::dns::{HickoryLookup, Lookup};
 use crate::pipeline::Gateway;
 use crate::routes::Routes;
 use crate::tls::{TlsError, TlsStore};
@@ -38,6 +39,9 @@ pub enum ServerError {
     /// The access log file could not be opened.
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    /// The system's DNS configuration could not be read.
+    #[error("DNS: {0}")]
+    Dns(String),
     /// A reload changed something that needs a restart.
     #[error("{0} changed; restart drawbridge to apply it (the running config is kept)")]
     NeedsRestart(&'static str),
@@ -53,8 +57,9 @@ pub struct Server {
     shared: Arc<Shared>,
     tls: Arc<TlsStore>,
     acme: Arc<AcmeManager>,
-    /// Stops the ACME tasks when the server stops.
-    acme_stop: CancellationToken,
+    /// Stops background tasks (ACME, DNS) when the server stops.
+    background: CancellationToken,
+    lookup: Option<Arc<dyn Lookup>>,
     started_with: Config,
 }
 
@@ -91,15 +96,26 @@ impl Server {
             http: connection::http_builder(&config.limits),
             kill: CancellationToken::new(),
         });
-        let acme_stop = CancellationToken::new();
-        let acme = AcmeManager::new(&config, tls.clone(), challenges, acme_stop.clone());
+        let background = CancellationToken::new();
+        let acme = AcmeManager::new(&config, tls.clone(), challenges, background.clone());
+        let named = config
+            .sites
+            .iter()
+            .any(|s| s.upstream.host.parse::<std::net::IpAddr>().is_err());
+        let lookup = if named {
+            let lookup = HickoryLookup::new(&config.server.resolvers).map_err(ServerError::Dns)?;
+            Some(Arc::new(lookup) as Arc<dyn Lookup>)
+        } else {
+            None
+        };
         Ok(Server {
             http,
             https,
             shared,
             tls,
             acme,
-            acme_stop,
+            background,
+            lookup,
             started_with: config,
         })
     }
@@ -131,6 +147,8 @@ impl Server {
             gateway: self.shared.gateway.clone(),
             tls: self.tls.clone(),
             acme: self.acme.clone(),
+            lookup: self.lookup.clone(),
+            background: self.background.clone(),
             started_with: self.started_with.clone(),
         }
     }
@@ -141,6 +159,11 @@ impl Server {
         let tracker = TaskTracker::new();
         let drain = CancellationToken::new();
         self.acme.apply(&self.started_with.sites);
+        self.shared.gateway.routes().start_background(
+            self.lookup.as_ref(),
+            self.started_with.server.dns_ttl,
+            &self.background,
+        );
         let watch = self.tls.clone().run(
             self.started_with.server.cert_watch_interval,
             shutdown.clone(),
@@ -180,7 +203,7 @@ impl Server {
         }
         accepting.close();
         shutdown.cancelled().await;
-        self.acme_stop.cancel();
+        self.background.cancel();
         accepting.wait().await;
         tracing::info!("shutting down: no new connections; in-flight requests may finish");
         drain.cancel();
@@ -200,6 +223,8 @@ pub struct Reloader {
     gateway: Arc<Gateway>,
     tls: Arc<TlsStore>,
     acme: Arc<AcmeManager>,
+    lookup: Option<Arc<dyn Lookup>>,
+    background: CancellationToken,
     started_with: Config,
 }
 
@@ -220,6 +245,13 @@ impl Reloader {
         if config.log != old.log {
             return Err(ServerError::NeedsRestart("[log]"));
         }
+        if config.server.resolvers != old.server.resolvers
+            || config.server.dns_ttl != old.server.dns_ttl
+        {
+            return Err(ServerError::NeedsRestart(
+                "[server] resolvers/dns_min_ttl/dns_max_ttl",
+            ));
+        }
         if config.acme != old.acme {
             return Err(ServerError::NeedsRestart("[acme]"));
         }
@@ -231,7 +263,22 @@ impl Reloader {
         tokio::task::spawn_blocking(move || tls.install(&for_tls))
             .await
             .expect("certificate preparation does not panic")?;
-        self.gateway.swap_routes(Routes::build(&config));
+        let named = config
+            .sites
+            .iter()
+            .any(|s| s.upstream.host.parse::<std::net::IpAddr>().is_err());
+        if named && self.lookup.is_none() {
+            return Err(ServerError::NeedsRestart(
+                "an upstream given by host name (DNS was not started)",
+            ));
+        }
+        let routes = Routes::build(&config);
+        routes.start_background(
+            self.lookup.as_ref(),
+            config.server.dns_ttl,
+            &self.background,
+        );
+        self.gateway.swap_routes(routes);
         self.acme.apply(&config.sites);
         Ok(())
     }

@@ -5,7 +5,12 @@
 //! and turning failures into `ProxyError`s that name the upstream only in logs.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -16,6 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::body::BodyError;
 use crate::config::{SiteConfig, UpstreamAddr};
+use crate::dns::{self, Addresses, Current, Lookup, TtlBounds};
 use crate::error::ProxyError;
 use crate::pipeline::Body;
 
@@ -23,9 +29,16 @@ use crate::pipeline::Body;
 /// so drawbridge, not Jellyfin, closes it and a request never races the close.
 const POOL_IDLE: Duration = Duration::from_secs(50);
 
+type Pool = Client<HttpConnector<Current>, Body>;
+
 /// One site's upstream and its connection pool.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    /// The pool, and the address epoch it was made for.
+    pool: ArcSwap<(u64, Pool)>,
+    connector: HttpConnector<Current>,
+    addresses: Arc<Addresses>,
+    /// The host name to keep resolving; None for an IP address.
+    name: Option<String>,
     authority: String,
     addr: UpstreamAddr,
     connect_timeout: Duration,
@@ -43,26 +56,26 @@ impl fmt::Debug for Upstream {
 impl Upstream {
     /// The upstream of `site`, with an empty pool.
     pub fn new(site: &SiteConfig) -> Upstream {
-        let mut connector = HttpConnector::new();
+        let host = &site.upstream.host;
+        let (addresses, name) = match host.parse::<IpAddr>() {
+            Ok(ip) => (Addresses::fixed(ip), None),
+            Err(_) => (Addresses::unresolved(), Some(host.clone())),
+        };
+        let mut connector =
+            HttpConnector::new_with_resolver(Current::new(addresses.clone(), site.connect_timeout));
         connector.set_connect_timeout(Some(site.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(64)
-            // drawbridge sets Host itself: the client's, not the upstream's.
-            .set_host(false)
-            .build(connector);
-        let host = &site.upstream.host;
         let authority = if host.contains(':') {
             format!("[{host}]:{}", site.upstream.port)
         } else {
             format!("{host}:{}", site.upstream.port)
         };
         Upstream {
-            client,
+            pool: ArcSwap::from_pointee((addresses.epoch(), pool(connector.clone()))),
+            connector,
+            addresses,
+            name,
             authority,
             addr: site.upstream.clone(),
             connect_timeout: site.connect_timeout,
@@ -105,8 +118,65 @@ impl Upstream {
         }
     }
 
+    /// The pool for the current addresses: when DNS moved the upstream, a new
+    /// pool (the old one closes as its last requests finish).
+    fn client(&self) -> Pool {
+        let epoch = self.addresses.epoch();
+        let current = self.pool.load();
+        if current.0 == epoch {
+            return current.1.clone();
+        }
+        let fresh = pool(self.connector.clone());
+        self.pool.store(Arc::new((epoch, fresh.clone())));
+        fresh
+    }
+
+    /// Starts re-resolving the upstream's name (nothing for an IP address).
+    pub fn start_dns(
+        &self,
+        lookup: Arc<dyn Lookup>,
+        bounds: TtlBounds,
+        shutdown: CancellationToken,
+    ) {
+        if let Some(name) = &self.name {
+            tokio::spawn(dns::refresh(
+                name.clone(),
+                Arc::downgrade(&self.addresses),
+                lookup,
+                bounds,
+                shutdown,
+            ));
+        }
+    }
+
+    /// Logs, once, the address drawbridge reaches the upstream from: Jellyfin
+    /// ignores X-Forwarded-For unless that address is one of its Known proxies.
+    pub async fn announce_known_proxy(&self, site: &str) {
+        for attempt in 0..10u32 {
+            match self.open().await {
+                Ok(stream) => {
+                    if let Ok(local) = stream.local_addr() {
+                        tracing::info!(
+                            site,
+                            "drawbridge reaches the upstream from {ip}: add {ip} to Jellyfin's Known proxies \
+                             (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every visitor as {ip}",
+                            ip = local.ip()
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    if attempt == 0 {
+                        tracing::warn!(site, %error, "upstream not reachable yet; will say which address to add to Jellyfin's Known proxies once it is");
+                    }
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            }
+        }
+    }
+
     async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+        match tokio::time::timeout(self.response_timeout, self.client().request(request)).await {
             Ok(result) => result.map_err(Failure::Client),
             Err(_) => Err(Failure::Timeout),
         }
@@ -141,20 +211,50 @@ impl Upstream {
     /// A fresh TCP connection to the upstream (for WebSocket upgrades, which
     /// take the connection out of any pool).
     pub async fn open(&self) -> Result<TcpStream, ProxyError> {
-        let target = (self.addr.host.as_str(), self.addr.port);
         let addr = self.authority.clone();
-        match tokio::time::timeout(self.connect_timeout, TcpStream::connect(target)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok(stream)
+        let fail = |source: std::io::Error| ProxyError::UpstreamIo {
+            addr: addr.clone(),
+            source,
+        };
+        let ips = {
+            let mut resolve = self.connector_resolver();
+            let name = "upstream"
+                .parse()
+                .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
+            tower_service::Service::call(&mut resolve, name)
+                .await
+                .map_err(fail)?
+        };
+        let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
+        for ip in ips {
+            let target = SocketAddr::new(ip.ip(), self.addr.port);
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(target)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(error)) => last = error,
+                Err(_) => last = std::io::ErrorKind::TimedOut.into(),
             }
-            Ok(Err(source)) => Err(ProxyError::UpstreamIo { addr, source }),
-            Err(_) => Err(ProxyError::UpstreamIo {
-                addr,
-                source: std::io::ErrorKind::TimedOut.into(),
-            }),
         }
+        Err(fail(last))
     }
+
+    fn connector_resolver(&self) -> Current {
+        Current::new(self.addresses.clone(), self.connect_timeout)
+    }
+}
+
+/// A pool over `connector`.
+fn pool(connector: HttpConnector<Current>) -> Pool {
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(64)
+        // drawbridge sets Host itself: the client's, not the upstream's.
+        .set_host(false)
+        .build(connector)
 }
 
 enum Failure {

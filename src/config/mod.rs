@@ -50,6 +50,10 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// How often certificate files are checked for changes.
     pub cert_watch_interval: Duration,
+    /// DNS servers for upstream names (`[]`: the system's).
+    pub resolvers: Vec<SocketAddr>,
+    /// Bounds on how long an upstream's DNS answer is kept.
+    pub dns_ttl: crate::dns::TtlBounds,
     /// Peers whose X-Forwarded-For is believed (load balancers, Cloudflare).
     pub trusted_proxies: crate::client_ip::TrustedProxies,
 }

@@ -29,6 +29,9 @@ pub const SERVER_KEYS: &[&str] = &[
     "cert_watch_interval",
     "trusted_proxies",
     "proxy_protocol",
+    "resolvers",
+    "dns_min_ttl",
+    "dns_max_ttl",
 ];
 /// Known keys of `[limits]`.
 pub const LIMITS_KEYS: &[&str] = &[
@@ -76,6 +79,9 @@ pub struct RawServer {
     pub cert_watch_interval: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub proxy_protocol: Option<Vec<Spanned<String>>>,
+    pub resolvers: Option<Vec<Spanned<String>>>,
+    pub dns_min_ttl: Option<Spanned<String>>,
+    pub dns_max_ttl: Option<Spanned<String>>,
 }
 
 /// `[limits]`.

@@ -210,10 +210,33 @@ impl Validator<'_> {
                 _ => self.report.at(&addr.span(), format!("`{}` is not one of the http or https listeners; list a listener address exactly as written there", addr.get_ref())),
             }
         }
+        let resolvers = raw
+            .resolvers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| {
+                let text = r.get_ref();
+                let parsed = text.parse::<SocketAddr>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+                if parsed.is_none() {
+                    self.report.at(&r.span(), format!("`{text}` is not a DNS server address, like \"1.1.1.1\" or \"[2606:4700:4700::1111]:53\""));
+                }
+                parsed
+            })
+            .collect();
+        let dns_ttl = crate::dns::TtlBounds {
+            min: self.duration(raw.dns_min_ttl, Duration::from_secs(5)),
+            max: self.duration(raw.dns_max_ttl, Duration::from_secs(300)),
+        };
+        if dns_ttl.min > dns_ttl.max {
+            self.report
+                .at(&(0..0), "[server] dns_min_ttl is longer than dns_max_ttl");
+        }
         Server {
             http,
             https,
             state_dir,
+            resolvers,
+            dns_ttl,
             shutdown_grace: self.duration(raw.shutdown_grace, Duration::from_secs(30)),
             cert_watch_interval: self.duration(raw.cert_watch_interval, Duration::from_secs(5)),
             proxy_protocol,
