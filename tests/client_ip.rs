@@ -194,3 +194,25 @@ async fn proxy_headers_are_never_read_where_not_enabled() {
     assert_eq!(status_of(&bytes), 400);
     assert_eq!(origin.seen.total(), 0);
 }
+
+#[tokio::test]
+async fn start_says_which_address_to_add_to_jellyfins_known_proxies() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    let text = format!(
+        "{}{}",
+        crate::support::server_block(dir.path()),
+        site("jelly.test", origin.addr, "")
+    );
+    std::fs::write(&path, text).unwrap();
+    let process = crate::support::Process::start(&path);
+    assert!(
+        process.wait_for_log(
+            "add 127.0.0.1 to Jellyfin's Known proxies",
+            Duration::from_secs(10)
+        ),
+        "{:#?}",
+        process.log.lock().unwrap()
+    );
+}

@@ -7,6 +7,7 @@ mod access_log;
 mod acme;
 mod client_ip;
 mod config_check;
+mod dns;
 mod host_routing;
 mod port80;
 mod proxy;

@@ -71,7 +71,12 @@ pub struct Origin {
 impl Origin {
     /// Starts the origin on 127.0.0.1, port 0.
     pub async fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts the origin on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> Origin {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let shared = seen.clone();
