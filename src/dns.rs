@@ -25,13 +25,19 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use tokio::sync::Notify;
 
+/// A lookup's result: the addresses and how long they may be kept.
+pub type Answer = Result<(Vec<IpAddr>, Duration), String>;
+
+/// A lookup in progress.
+pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+
 /// How a name is looked up (hickory in production, a fake in unit tests).
 pub trait Lookup: Send + Sync + std::fmt::Debug + 'static {
     /// The addresses of `name` and how long they may be kept.
     fn lookup(
         &self,
         name: &str,
-    ) -> Pin<Box<dyn Future<Output = Result<(Vec<IpAddr>, Duration), String>> + Send + '_>>;
+    ) -> Pending<'_>;
 }
 
 /// hickory's resolver: the system's name servers or `[server] resolvers`, with
@@ -82,7 +88,7 @@ impl Lookup for HickoryLookup {
     fn lookup(
         &self,
         name: &str,
-    ) -> Pin<Box<dyn Future<Output = Result<(Vec<IpAddr>, Duration), String>> + Send + '_>> {
+    ) -> Pending<'_> {
         // A trailing dot: the configured name is absolute, no search domains.
         let fqdn = format!("{}.", name.trim_end_matches('.'));
         Box::pin(async move {
@@ -269,22 +275,20 @@ impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for 
 
 #[cfg(test)]
 mod tests {
-    use super::{refresh, Addresses, Lookup, TtlBounds};
-    use std::future::Future;
+    use super::{refresh, Addresses, Answer, Lookup, Pending, TtlBounds};
     use std::net::IpAddr;
-    use std::pin::Pin;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     /// Answers from a script, one entry per lookup; the last repeats.
     #[derive(Debug)]
-    struct Script(Mutex<Vec<Result<(Vec<IpAddr>, Duration), String>>>);
+    struct Script(Mutex<Vec<Answer>>);
 
     impl Lookup for Script {
         fn lookup(
             &self,
             _: &str,
-        ) -> Pin<Box<dyn Future<Output = Result<(Vec<IpAddr>, Duration), String>> + Send + '_>>
+        ) -> Pending<'_>
         {
             let mut script = self.0.lock().unwrap();
             let next = if script.len() > 1 {
