@@ -34,10 +34,7 @@ pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 /// How a name is looked up (hickory in production, a fake in unit tests).
 pub trait Lookup: Send + Sync + std::fmt::Debug + 'static {
     /// The addresses of `name` and how long they may be kept.
-    fn lookup(
-        &self,
-        name: &str,
-    ) -> Pending<'_>;
+    fn lookup(&self, name: &str) -> Pending<'_>;
 }
 
 /// hickory's resolver: the system's name servers or `[server] resolvers`, with
@@ -85,10 +82,7 @@ impl HickoryLookup {
 }
 
 impl Lookup for HickoryLookup {
-    fn lookup(
-        &self,
-        name: &str,
-    ) -> Pending<'_> {
+    fn lookup(&self, name: &str) -> Pending<'_> {
         // A trailing dot: the configured name is absolute, no search domains.
         let fqdn = format!("{}.", name.trim_end_matches('.'));
         Box::pin(async move {
@@ -285,11 +279,7 @@ mod tests {
     struct Script(Mutex<Vec<Answer>>);
 
     impl Lookup for Script {
-        fn lookup(
-            &self,
-            _: &str,
-        ) -> Pending<'_>
-        {
+        fn lookup(&self, _: &str) -> Pending<'_> {
             let mut script = self.0.lock().unwrap();
             let next = if script.len() > 1 {
                 script.remove(0)
