@@ -16,6 +16,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::config::normalise_host;
+use crate::guard::Guard;
 use crate::proxy_protocol::{self, Rewind};
 use crate::tls::{TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub http: auto::Builder<TokioExecutor>,
     /// Fired when the shutdown grace is over: every connection and tunnel ends.
     pub kill: CancellationToken,
+    /// Bans and connection limits.
+    pub guard: Arc<Guard>,
 }
 
 /// The connection builder with every limit set explicitly.
@@ -100,13 +103,30 @@ pub async fn serve(
     } else {
         (Rewind::new(stream), peer)
     };
+    // The guard, before any TLS work: bans and connection limits.
+    let trusted = shared
+        .gateway
+        .routes()
+        .trusted_proxies
+        .contains(crate::client_ip::normalise(peer.ip()));
+    let admission = match shared
+        .guard
+        .admit(peer.ip(), trusted, tokio::time::Instant::now())
+    {
+        Ok(admission) => admission,
+        Err(refused) => {
+            tracing::debug!(%refused, "connection closed at accept");
+            return;
+        }
+    };
+    let kill = admission.kill.clone();
     let tls = listener.tls;
     let h1 = Deadlines {
         head: Some(shared.limits.header_timeout),
         idle: shared.limits.keepalive_timeout,
     };
     if !tls {
-        return serve_http(stream, peer, None, h1, &shared, &shutdown).await;
+        return serve_http(stream, peer, None, h1, &shared, &shutdown, kill).await;
     }
     let Some(stream) = handshake(stream, &shared).await else {
         return;
@@ -126,7 +146,8 @@ pub async fn serve(
     } else {
         h1
     };
-    serve_http(stream, peer, Some(sni), deadlines, &shared, &shutdown).await;
+    serve_http(stream, peer, Some(sni), deadlines, &shared, &shutdown, kill).await;
+    drop(admission);
 }
 
 /// The TLS handshake, each half bounded by `handshake_timeout`. Between
@@ -189,6 +210,7 @@ async fn serve_http<IO>(
     deadlines: Deadlines,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
+    kill: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -198,7 +220,7 @@ async fn serve_http<IO>(
         tls: tls.is_some(),
         sni: tls.flatten(),
         state: state.clone(),
-        kill: shared.kill.clone(),
+        kill: kill.clone(),
     };
     let close_door = CancellationToken::new();
     let watched = Watched::new(io, state.clone(), deadlines);
@@ -235,12 +257,14 @@ async fn serve_http<IO>(
         }
         // Dropping the connection closes the socket with nothing written.
         () = close_door.cancelled() => {}
+        // Banned, or the shutdown grace is over.
+        () = kill.cancelled() => {}
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             tokio::select! {
                 _ = connection.as_mut() => {}
                 () = close_door.cancelled() => {}
-                () = shared.kill.cancelled() => {}
+                () = kill.cancelled() => {}
             }
         }
     }

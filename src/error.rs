@@ -31,6 +31,12 @@ pub enum ProxyError {
     /// The Host names a different site than the TLS SNI did.
     #[error("host names another site than the TLS server name")]
     Misdirected,
+    /// The client may not use this site or path (allow/deny lists).
+    #[error("forbidden by the access lists")]
+    Forbidden,
+    /// Over the rate limit; may try again after this long.
+    #[error("rate limit reached")]
+    TooManyRequests(std::time::Duration),
     /// No such file (ACME webroot).
     #[error("not found")]
     NotFound,
@@ -100,6 +106,8 @@ impl ProxyError {
             ProxyError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
@@ -142,6 +150,14 @@ impl ProxyError {
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut response = page(status);
+        if let ProxyError::TooManyRequests(wait) = &self {
+            // Whole seconds, rounded up (RFC 9110 §10.2.3).
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(seconds.max(1)),
+            );
+        }
         if self.closes_connection() {
             response.headers_mut().insert(
                 header::CONNECTION,

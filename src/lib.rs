@@ -42,6 +42,7 @@ pub mod dns;
 pub mod error;
 pub mod filter;
 pub mod forwarding;
+pub mod guard;
 pub mod pipeline;
 pub mod proxy_protocol;
 pub mod routes;

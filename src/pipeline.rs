@@ -31,7 +31,7 @@ use crate::client_ip::{self, Client};
 use crate::config::{normalise_host, Limits};
 use crate::deadline::ConnState;
 use crate::error::{Blame, ProxyError};
-use crate::filter::{Exchange, Verdict};
+use crate::filter::{self, Exchange, Verdict};
 use crate::forwarding::{self, Origin};
 use crate::routes::{Routes, Site};
 use crate::{webroot, websocket};
@@ -60,6 +60,17 @@ pub struct Conn {
     pub state: Arc<ConnState>,
     /// Fired when the shutdown grace is over (tunnels end then).
     pub kill: tokio_util::sync::CancellationToken,
+}
+
+/// What `serve` knows about the request besides the request itself.
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    conn: &'a Conn,
+    client: &'a Client,
+    routes: &'a Routes,
+    site: &'a Site,
+    host: &'a str,
+    ask: filter::Ask<'a>,
 }
 
 /// The request gets no response: close the connection (nginx's 444).
@@ -141,11 +152,31 @@ impl Gateway {
         let mut log = logged.then(|| entry(&request, &client, &site));
         let version = request.version();
         let started = Instant::now();
+        let path = request.uri().path().to_string();
+        let ask = filter::Ask {
+            client: client.ip,
+            path: &path,
+            now: started,
+        };
         let mut response = self
-            .serve(request, conn, &client, &routes, &site, &host)
+            .serve(
+                request,
+                Scope {
+                    conn,
+                    client: &client,
+                    routes: &routes,
+                    site: &site,
+                    host: &host,
+                    ask,
+                },
+            )
             .instrument(span)
-            .await;
-        let exchange = Exchange { tls: conn.tls };
+            .await?;
+        let exchange = Exchange {
+            ask,
+            tls: conn.tls,
+            status: response.status(),
+        };
         for filter in site.filters.iter().rev() {
             filter.on_response(response.headers_mut(), exchange);
         }
@@ -169,19 +200,24 @@ impl Gateway {
         Ok(response)
     }
 
-    /// The request phase and the forward phase; always ends in a response.
+    /// The request phase and the forward phase: a response, or `Closed`
+    /// when a filter wants the connection closed unanswered.
     async fn serve(
         &self,
         request: Request<Incoming>,
-        conn: &Conn,
-        client: &Client,
-        routes: &Routes,
-        site: &Site,
-        host: &str,
-    ) -> Response<Body> {
+        scope: Scope<'_>,
+    ) -> Result<Response<Body>, Closed> {
+        let Scope {
+            conn,
+            client,
+            routes,
+            site,
+            host,
+            ask,
+        } = scope;
         let version = request.version();
         if let Err(error) = forwarding::check_framing(request.headers()) {
-            return answer(error, version);
+            return Ok(answer(error, version));
         }
         if conn.tls {
             // SNI was checked at the handshake; the request may still name another site.
@@ -191,14 +227,16 @@ impl Gateway {
                 .and_then(|sni| routes.site(sni))
                 .is_some_and(|s| std::ptr::eq(s.as_ref(), site));
             if !same_site {
-                return answer(ProxyError::Misdirected, version);
+                return Ok(answer(ProxyError::Misdirected, version));
             }
         } else if let Some(response) = self.plain_http(&request, site, host).await {
-            return response;
+            return Ok(response);
         }
         for filter in &site.filters {
-            if let Verdict::Respond(response) = filter.on_request(&request) {
-                return response;
+            match filter.on_request(ask) {
+                Verdict::Continue => {}
+                Verdict::Refuse(error) => return Ok(answer(error, version)),
+                Verdict::Close => return Err(Closed),
             }
         }
         let raw_host = raw_host(&request).to_string();
@@ -207,25 +245,27 @@ impl Gateway {
             tls: conn.tls,
             host: &raw_host,
         };
-        if let Some(ask) = websocket::ask(&request) {
+        if let Some(upgrade) = websocket::ask(&request) {
             let tunnel = websocket::Tunnel {
                 hold: conn.state.request_started(),
                 kill: conn.kill.clone(),
                 response_timeout: site.response_timeout,
             };
-            return websocket::tunnel(request, ask, &site.upstream, origin, tunnel)
-                .await
-                .unwrap_or_else(|e| answer(e, version));
+            return Ok(
+                websocket::tunnel(request, upgrade, &site.upstream, origin, tunnel)
+                    .await
+                    .unwrap_or_else(|e| answer(e, version)),
+            );
         }
         if request.method() == Method::CONNECT {
-            return answer(ProxyError::MethodNotAllowed, version);
+            return Ok(answer(ProxyError::MethodNotAllowed, version));
         }
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > site.max_body) {
-            return answer(ProxyError::PayloadTooLarge, version);
+            return Ok(answer(ProxyError::PayloadTooLarge, version));
         }
         let (mut parts, body) = request.into_parts();
         forwarding::upstream_head(&mut parts, origin);
@@ -240,17 +280,19 @@ impl Gateway {
         let body = GuardedBody::new(body, limits)
             .map_err(BoxError::from)
             .boxed();
-        match site
-            .upstream
-            .forward(Request::from_parts(parts, body))
-            .await
-        {
-            Ok(mut response) => {
-                forwarding::remove_hop_by_hop(response.headers_mut());
-                response.map(|body| body.map_err(Into::into).boxed())
-            }
-            Err(error) => answer(error, version),
-        }
+        Ok(
+            match site
+                .upstream
+                .forward(Request::from_parts(parts, body))
+                .await
+            {
+                Ok(mut response) => {
+                    forwarding::remove_hop_by_hop(response.headers_mut());
+                    response.map(|body| body.map_err(Into::into).boxed())
+                }
+                Err(error) => answer(error, version),
+            },
+        )
     }
 
     /// Port-80 rules: open HTTP-01 challenges first (from memory), then the

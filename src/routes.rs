@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HostPattern, Preset, SiteConfig};
 use crate::dns::{Lookup, TtlBounds};
-use crate::filter::{Filter, SecurityHeaders};
+use crate::filter::{self, Filter};
+use crate::guard::Guard;
 use crate::upstream::Upstream;
 
 /// One site as the pipeline uses it.
@@ -49,14 +50,14 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Builds the snapshot for `config`.
-    pub fn build(config: &Config) -> Routes {
+    /// Builds the snapshot for `config`; the login filters share `guard`.
+    pub fn build(config: &Config, guard: &Arc<Guard>) -> Routes {
         let mut routes = Routes {
             trusted_proxies: config.server.trusted_proxies.clone(),
             ..Routes::default()
         };
         for site in &config.sites {
-            let shared = Arc::new(Site::from(site));
+            let shared = Arc::new(Site::new(site, config, guard));
             routes.sites.push(shared.clone());
             for host in &site.hosts {
                 match host {
@@ -106,14 +107,28 @@ impl Routes {
     }
 }
 
-impl From<&SiteConfig> for Site {
-    fn from(site: &SiteConfig) -> Site {
+impl Site {
+    fn new(site: &SiteConfig, config: &Config, guard: &Arc<Guard>) -> Site {
+        let trusted = &config.server.trusted_proxies;
+        let trusted: Vec<ipnet::IpNet> = trusted
+            .nets
+            .iter()
+            .chain(&trusted.cloudflare)
+            .copied()
+            .collect();
+        let filters = filter::for_site(
+            site,
+            guard,
+            &config.guard.failure_statuses,
+            &trusted,
+            config.guard.table_size as usize,
+        );
         Site {
             name: site.name(),
             upstream: Upstream::new(site),
             https_redirect: site.https_redirect,
             acme_webroot: site.acme_webroot.clone(),
-            filters: vec![Filter::Headers(SecurityHeaders::for_site(site))],
+            filters,
             max_body: site.max_body,
             access_log: site.access_log,
             response_timeout: site.response_timeout,
@@ -126,6 +141,7 @@ impl From<&SiteConfig> for Site {
 mod tests {
     use super::Routes;
     use crate::config::Config;
+    use crate::guard::Guard;
     use std::path::Path;
     use std::sync::Arc;
 
@@ -143,7 +159,9 @@ mod tests {
             "#,
         )
         .unwrap();
-        let routes = Routes::build(&config);
+        let dir = tempfile::tempdir().unwrap();
+        let guard = Guard::new(&config.guard, dir.path(), Default::default());
+        let routes = Routes::build(&config, &guard);
         assert_eq!(
             routes.site("jelly.home.lan").unwrap().upstream.authority(),
             "127.0.0.1:2"

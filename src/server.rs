@@ -17,6 +17,7 @@ use crate::acme::AcmeManager;
 use crate::config::Config;
 use crate::connection::{self, ListenerKind, Shared};
 use crate::dns::{HickoryLookup, Lookup};
+use crate::guard::Guard;
 use crate::pipeline::Gateway;
 use crate::routes::Routes;
 use crate::tls::{TlsError, TlsStore};
@@ -81,8 +82,10 @@ impl Server {
             .and_then(|l| l.0.local_addr().ok())
             .map(|a| a.port());
         let access_log = AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
+        let kill = CancellationToken::new();
+        let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone());
         let gateway = Arc::new(Gateway::new(
-            Routes::build(&config),
+            Routes::build(&config, &guard),
             config.limits.clone(),
             https_port,
             Arc::new(access_log),
@@ -94,7 +97,8 @@ impl Server {
             certificates: tls.clone(),
             limits: config.limits.clone(),
             http: connection::http_builder(&config.limits),
-            kill: CancellationToken::new(),
+            kill,
+            guard: guard.clone(),
         });
         let background = CancellationToken::new();
         let acme = AcmeManager::new(&config, tls.clone(), challenges, background.clone());
@@ -149,8 +153,14 @@ impl Server {
             acme: self.acme.clone(),
             lookup: self.lookup.clone(),
             background: self.background.clone(),
+            guard: self.shared.guard.clone(),
             started_with: self.started_with.clone(),
         }
+    }
+
+    /// The guard (bans, connection limits), for the admin socket.
+    pub fn guard(&self) -> Arc<Guard> {
+        self.shared.guard.clone()
     }
 
     /// Serves until `shutdown`, then stops accepting and lets in-flight
@@ -225,6 +235,7 @@ pub struct Reloader {
     acme: Arc<AcmeManager>,
     lookup: Option<Arc<dyn Lookup>>,
     background: CancellationToken,
+    guard: Arc<Guard>,
     started_with: Config,
 }
 
@@ -252,6 +263,9 @@ impl Reloader {
                 "[server] resolvers/dns_min_ttl/dns_max_ttl",
             ));
         }
+        if config.guard != old.guard {
+            return Err(ServerError::NeedsRestart("[guard]"));
+        }
         if config.acme != old.acme {
             return Err(ServerError::NeedsRestart("[acme]"));
         }
@@ -272,7 +286,7 @@ impl Reloader {
                 "an upstream given by host name (DNS was not started)",
             ));
         }
-        let routes = Routes::build(&config);
+        let routes = Routes::build(&config, &self.guard);
         routes.start_background(
             self.lookup.as_ref(),
             config.server.dns_ttl,

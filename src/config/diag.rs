@@ -11,7 +11,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::raw::{
-    ACME_KEYS, LIMITS_KEYS, LOG_KEYS, SERVER_KEYS, SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS,
+    ACME_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS, SITE_KEYS, TLS_FILE_KEYS,
+    TOP_KEYS,
 };
 
 /// One config error with the place it points at.
@@ -87,10 +88,22 @@ impl<'a> Reporter<'a> {
                 "limits" => self.table_keys(value, "[limits]", LIMITS_KEYS, &mut dirty),
                 "log" => self.table_keys(value, "[log]", LOG_KEYS, &mut dirty),
                 "acme" => self.table_keys(value, "[acme]", ACME_KEYS, &mut dirty),
+                "guard" => self.table_keys(value, "[guard]", GUARD_KEYS, &mut dirty),
                 "site" => {
                     if let DeValue::Array(sites) = value.get_ref() {
                         for site in sites {
                             self.table_keys(site, "[[site]]", SITE_KEYS, &mut dirty);
+                            if let Some(DeValue::Array(paths)) =
+                                site.get_ref().get("path").map(|p| p.get_ref())
+                            {
+                                let before = dirty.len();
+                                for path in paths {
+                                    self.table_keys(path, "[[site.path]]", PATH_KEYS, &mut dirty);
+                                }
+                                if dirty.len() > before {
+                                    dirty.push(site.span());
+                                }
+                            }
                             if let Some(tls) = site.get_ref().get("tls") {
                                 let before = dirty.len();
                                 self.table_keys(

@@ -31,6 +31,8 @@ pub struct Config {
     pub log: Log,
     /// The ACME client, for sites with `tls = "acme"`.
     pub acme: Acme,
+    /// Bans and connection limits.
+    pub guard: Guard,
     /// The sites, in file order.
     pub sites: Vec<SiteConfig>,
 }
@@ -182,7 +184,40 @@ pub struct SiteConfig {
     pub connect_timeout: Duration,
     /// The upstream must send response headers within this (504 beyond).
     pub response_timeout: Duration,
+    /// Who may use the site at all.
+    pub access: AccessList,
+    /// Stricter rules under path prefixes.
+    pub paths: Vec<PathRule>,
+    /// How refused requests are answered.
+    pub refuse: Refuse,
+    /// Rate limit on the auth routes per client address (None: off).
+    pub login_rate: Option<Rate>,
+    /// Requests allowed at once before the rate applies.
+    pub login_burst: u32,
+    /// Path patterns of the auth routes (`*` = one segment, `**` = the rest).
+    pub auth_paths: Vec<String>,
 }
+
+/// Jellyfin's authentication routes, matched without regard to case.
+pub const JELLYFIN_AUTH_PATHS: &[&str] = &[
+    "/Users/AuthenticateByName",
+    "/Users/AuthenticateWithQuickConnect",
+    "/Users/*/Authenticate",
+    "/Users/ForgotPassword",
+    "/Users/ForgotPassword/Pin",
+    "/QuickConnect/**",
+];
+
+/// Where Jellyfin's unauthenticated `/metrics` may be read from: loopback and
+/// private networks, never the internet.
+pub const PRIVATE_NETWORKS: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
 
 impl SiteConfig {
     /// The name used for this site in logs and summaries.
@@ -198,6 +233,83 @@ pub struct UpstreamAddr {
     pub host: String,
     /// TCP port.
     pub port: u16,
+}
+
+/// `[guard]`: bans after failed logins, and connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// Failed logins within `window` that earn a ban.
+    pub max_failures: u32,
+    /// How far back failed logins count.
+    pub window: Duration,
+    /// A first ban's length; each repeat doubles it.
+    pub ban_time: Duration,
+    /// The longest ban.
+    pub max_ban_time: Duration,
+    /// Upstream statuses on an auth route that count as a failed login.
+    pub failure_statuses: Vec<u16>,
+    /// Addresses never banned (sites' allow lists and trusted proxies neither).
+    pub never_ban: Vec<ipnet::IpNet>,
+    /// Most open connections in all.
+    pub max_connections: u32,
+    /// Most open connections from one address (IPv6: one /64).
+    pub max_connections_per_ip: u32,
+    /// Most addresses remembered per table (rate limits, failures), so a flood
+    /// of sources cannot exhaust memory.
+    pub table_size: u32,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            // Jellyfin's own fail2ban guide: 3 failures in 12 h → 24 h.
+            max_failures: 3,
+            window: Duration::from_secs(12 * 3600),
+            ban_time: Duration::from_secs(24 * 3600),
+            max_ban_time: Duration::from_secs(30 * 86_400),
+            failure_statuses: vec![401],
+            never_ban: Vec::new(),
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            table_size: 100_000,
+        }
+    }
+}
+
+/// A rate: `count` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests…
+    pub count: u32,
+    /// …per this long.
+    pub per: Duration,
+}
+
+/// How refused requests are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refuse {
+    /// 403 Forbidden.
+    Forbidden,
+    /// The connection closed without an answer.
+    Close,
+}
+
+/// Allow and deny lists of one scope (a site, or a path prefix in it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessList {
+    /// If not empty, only these may come in.
+    pub allow: Vec<ipnet::IpNet>,
+    /// These may not.
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+/// A `[[site.path]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRule {
+    /// Lower-case path prefix.
+    pub prefix: String,
+    /// Who may request under it.
+    pub access: AccessList,
 }
 
 /// Let's Encrypt's production directory.

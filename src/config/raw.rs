@@ -8,7 +8,21 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Known keys of the top-level table.
-pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "acme", "site"];
+pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "acme", "guard", "site"];
+/// Known keys of `[guard]`.
+pub const GUARD_KEYS: &[&str] = &[
+    "max_failures",
+    "window",
+    "ban_time",
+    "max_ban_time",
+    "failure_statuses",
+    "never_ban",
+    "max_connections",
+    "max_connections_per_ip",
+    "table_size",
+];
+/// Known keys of a `[[site.path]]`.
+pub const PATH_KEYS: &[&str] = &["prefix", "allow", "deny"];
 /// Known keys of `[acme]`.
 pub const ACME_KEYS: &[&str] = &[
     "email",
@@ -64,6 +78,13 @@ pub const SITE_KEYS: &[&str] = &[
     "remove_headers",
     "connect_timeout",
     "response_timeout",
+    "allow",
+    "deny",
+    "refuse",
+    "login_rate",
+    "login_burst",
+    "auth_paths",
+    "path",
 ];
 /// Known keys of a site's `tls = { … }` table.
 pub const TLS_FILE_KEYS: &[&str] = &["cert", "key"];
@@ -125,6 +146,30 @@ pub struct RawAcme {
     pub eab_hmac_key: Option<Spanned<String>>,
 }
 
+/// `[guard]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    pub max_failures: Option<Spanned<u32>>,
+    pub window: Option<Spanned<String>>,
+    pub ban_time: Option<Spanned<String>>,
+    pub max_ban_time: Option<Spanned<String>>,
+    pub failure_statuses: Option<Vec<Spanned<u16>>>,
+    pub never_ban: Option<Vec<Spanned<String>>>,
+    pub max_connections: Option<Spanned<u32>>,
+    pub max_connections_per_ip: Option<Spanned<u32>>,
+    pub table_size: Option<Spanned<u32>>,
+}
+
+/// One `[[site.path]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPath {
+    pub prefix: Spanned<String>,
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
+}
+
 /// One `[[site]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +187,13 @@ pub struct RawSite {
     pub remove_headers: Option<Vec<Spanned<String>>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub response_timeout: Option<Spanned<String>>,
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
+    pub refuse: Option<Spanned<String>>,
+    pub login_rate: Option<Spanned<String>>,
+    pub login_burst: Option<Spanned<u32>>,
+    pub auth_paths: Option<Vec<Spanned<String>>>,
+    pub path: Option<Vec<RawPath>>,
 }
 
 /// A site's `tls`: a source name, or certificate and key files.

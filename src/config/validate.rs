@@ -12,11 +12,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Reporter};
-use super::raw::{RawAcme, RawLimits, RawLog, RawServer, RawSite, RawTls};
+use super::raw::{RawAcme, RawGuard, RawLimits, RawLog, RawPath, RawServer, RawSite, RawTls};
 use super::units::{parse_duration, parse_size};
 use super::{
-    AccessFormat, Acme, Challenge, Config, HostPattern, Limits, Log, LogTarget, Preset, Server,
-    SiteConfig, TlsSource, UpstreamAddr,
+    AccessFormat, AccessList, Acme, Challenge, Config, Guard, HostPattern, Limits, Log, LogTarget,
+    PathRule, Preset, Rate, Refuse, Server, SiteConfig, TlsSource, UpstreamAddr,
 };
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
@@ -37,6 +37,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut raw_limits = RawLimits::default();
     let mut raw_log = RawLog::default();
     let mut raw_acme = RawAcme::default();
+    let mut raw_guard = RawGuard::default();
     let mut raw_sites = Vec::new();
     for (key, value) in root.into_inner() {
         if dirty.contains(&value.span()) {
@@ -47,6 +48,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             "limits" => raw_limits = v.section(value).unwrap_or_default(),
             "log" => raw_log = v.section(value).unwrap_or_default(),
             "acme" => raw_acme = v.section(value).unwrap_or_default(),
+            "guard" => raw_guard = v.section(value).unwrap_or_default(),
             "site" => raw_sites = v.sites(value, &dirty),
             _ => {}
         }
@@ -56,6 +58,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let limits = v.limits(raw_limits);
     let log = v.log(raw_log);
     let acme = v.acme(raw_acme);
+    let guard = v.guard(raw_guard);
     let sites = v.all_sites(raw_sites, &acme);
     if sites.is_empty() && v.report.errors.is_empty() {
         v.report.at(
@@ -70,6 +73,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             limits,
             log,
             acme,
+            guard,
             sites,
         })
     } else {
@@ -484,6 +488,75 @@ impl Validator<'_> {
         let max_body = self.size(raw.max_body, 20 << 20, 0, usize::MAX) as u64;
         let headers = self.headers(raw.headers);
         let remove_headers = self.header_names(raw.remove_headers);
+        let access = AccessList {
+            allow: self.nets(raw.allow),
+            deny: self.nets(raw.deny),
+        };
+        let mut paths: Vec<PathRule> = raw
+            .path
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| self.path_rule(p))
+            .collect();
+        let refuse = match raw.refuse.as_ref().map(|r| r.get_ref().as_str()) {
+            None | Some("403") => Refuse::Forbidden,
+            Some("close") => Refuse::Close,
+            Some(other) => {
+                let span = raw.refuse.as_ref().map(Spanned::span).unwrap_or_default();
+                self.report.at(
+                    &span,
+                    format!("unknown refuse `{other}`; use \"403\" or \"close\""),
+                );
+                Refuse::Forbidden
+            }
+        };
+        let jellyfin = preset == Preset::Jellyfin;
+        let login_rate = match raw.login_rate {
+            Some(rate) if rate.get_ref() == "off" => None,
+            Some(rate) => match parse_rate(rate.get_ref()) {
+                Ok(r) => Some(r),
+                Err(message) => {
+                    self.report.at(&rate.span(), message);
+                    None
+                }
+            },
+            None if jellyfin => Some(Rate {
+                count: 5,
+                per: Duration::from_secs(60),
+            }),
+            None => None,
+        };
+        let login_burst = match raw.login_burst {
+            Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref(),
+            Some(b) => {
+                self.report.at(&b.span(), "must be between 1 and 10000");
+                1
+            }
+            None => 5,
+        };
+        let auth_paths: Vec<String> = match raw.auth_paths {
+            Some(list) => list.into_iter().filter_map(|p| {
+                if p.get_ref().starts_with('/') { Some(p.into_inner()) } else {
+                    self.report.at(&p.span(), "an auth path starts with `/`, like \"/api/login\" or \"/Users/*/Authenticate\"");
+                    None
+                }
+            }).collect(),
+            None if jellyfin => super::JELLYFIN_AUTH_PATHS.iter().map(ToString::to_string).collect(),
+            None => Vec::new(),
+        };
+        if jellyfin && !paths.iter().any(|p| p.prefix == "/metrics") {
+            let private = super::PRIVATE_NETWORKS
+                .iter()
+                .map(|n| n.parse().expect("built-in range"))
+                .collect();
+            paths.push(PathRule {
+                prefix: "/metrics".to_string(),
+                access: AccessList {
+                    allow: private,
+                    deny: Vec::new(),
+                },
+            });
+        }
         let connect_timeout = self.duration(raw.connect_timeout, Duration::from_secs(3));
         let response_timeout = self.duration(raw.response_timeout, Duration::from_secs(60));
         if self.report.errors.len() > errors_before {
@@ -502,6 +575,12 @@ impl Validator<'_> {
             remove_headers,
             connect_timeout,
             response_timeout,
+            access,
+            paths,
+            refuse,
+            login_rate,
+            login_burst,
+            auth_paths,
         })
     }
 
@@ -573,6 +652,90 @@ impl Validator<'_> {
                 }
                 Some(TlsSource::Files { cert, key })
             }
+        }
+    }
+
+    fn nets(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<ipnet::IpNet> {
+        raw.unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| {
+                let text = item.get_ref().trim();
+                let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match parsed {
+                    // ::ffff:a.b.c.d/n is written as the IPv4 range it means.
+                    Ok(net) => Some(mapped_to_v4(net)),
+                    Err(_) => {
+                        self.report.at(&item.span(), format!("`{text}` is not an address or CIDR range, like \"192.168.1.0/24\" or \"2001:db8::/48\""));
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn path_rule(&mut self, raw: RawPath) -> Option<PathRule> {
+        if !raw.prefix.get_ref().starts_with('/') {
+            self.report.at(
+                &raw.prefix.span(),
+                "a path prefix starts with `/`, like \"/System/\"",
+            );
+            return None;
+        }
+        let access = AccessList {
+            allow: self.nets(raw.allow),
+            deny: self.nets(raw.deny),
+        };
+        Some(PathRule {
+            prefix: raw.prefix.into_inner().to_ascii_lowercase(),
+            access,
+        })
+    }
+
+    fn guard(&mut self, raw: RawGuard) -> Guard {
+        let d = Guard::default();
+        let mut count = |raw: Option<Spanned<u32>>, default: u32, min: u32, max: u32| match raw {
+            Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.report
+                    .at(&n.span(), format!("must be between {min} and {max}"));
+                default
+            }
+            None => default,
+        };
+        let max_failures = count(raw.max_failures, d.max_failures, 1, 1000);
+        let max_connections = count(raw.max_connections, d.max_connections, 1, 1_000_000);
+        let max_connections_per_ip = count(
+            raw.max_connections_per_ip,
+            d.max_connections_per_ip,
+            1,
+            1_000_000,
+        );
+        let table_size = count(raw.table_size, d.table_size, 100, 10_000_000);
+        let failure_statuses = match raw.failure_statuses {
+            Some(list) => list
+                .into_iter()
+                .filter_map(|s| {
+                    if (400..600).contains(s.get_ref()) {
+                        Some(*s.get_ref())
+                    } else {
+                        self.report
+                            .at(&s.span(), "a failure status is between 400 and 599");
+                        None
+                    }
+                })
+                .collect(),
+            None => d.failure_statuses,
+        };
+        Guard {
+            max_failures,
+            window: self.duration(raw.window, d.window),
+            ban_time: self.duration(raw.ban_time, d.ban_time),
+            max_ban_time: self.duration(raw.max_ban_time, d.max_ban_time),
+            failure_statuses,
+            never_ban: self.nets(raw.never_ban),
+            max_connections,
+            max_connections_per_ip,
+            table_size,
         }
     }
 
@@ -660,4 +823,35 @@ impl Validator<'_> {
         }
         acme
     }
+}
+
+/// `::ffff:a.b.c.d/n` (n ≥ 96) as the IPv4 range `a.b.c.d/(n-96)`.
+fn mapped_to_v4(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, ipnet::IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// Parses a rate like `"5/min"`, `"10/s"`, `"100/hour"`.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let bad = || {
+        format!("`{text}` is not a rate; write requests per unit, like \"5/min\" or \"10/s\", or \"off\"")
+    };
+    let (count, unit) = text.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        _ => return Err(bad()),
+    };
+    if count == 0 {
+        return Err(bad());
+    }
+    Ok(Rate { count, per })
 }

@@ -1,51 +1,176 @@
 //! Filters: the policy steps a request and its response pass through, as a
 //! closed enum dispatched by `match` (no trait objects). Each filter is a plain
-//! struct with no I/O, so its behaviour is tested without sockets.
+//! struct; the time is passed in, so their behaviour is tested without sockets
+//! or sleeps.
 //!
-//! Owns the `Filter` and `Verdict` types and the order filters run in; each
-//! filter's logic lives in its own file.
+//! Order on a request: access lists, then the login guard (bans and the rate
+//! limit on auth routes). On a response, in reverse: the login guard counts
+//! failed logins, then the security headers are set.
 
+pub mod access;
+pub mod ban;
 pub mod headers;
+pub mod keys;
+pub mod rate_limit;
 
-use http::{HeaderMap, Request, Response};
+use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::pipeline::Body;
+use http::{HeaderMap, StatusCode};
+use tokio::time::Instant;
+
+use crate::config::{Refuse, SiteConfig};
+use crate::error::ProxyError;
+use crate::guard::Guard;
+use access::{AccessRules, RouteClass};
 pub use headers::SecurityHeaders;
+use keys::ClientKey;
+use rate_limit::RateLimit;
 
 /// A filter's answer to a request.
 #[derive(Debug)]
 pub enum Verdict {
     /// Go on to the next filter, then the upstream.
     Continue,
-    /// Answer now with this response; the upstream is not asked.
-    Respond(Response<Body>),
+    /// Answer now with this error; the upstream is not asked.
+    Refuse(ProxyError),
+    /// Close the connection without an answer.
+    Close,
+}
+
+/// What a filter sees of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The client's address (see `client_ip`).
+    pub client: IpAddr,
+    /// The request path.
+    pub path: &'a str,
+    /// Now.
+    pub now: Instant,
+}
+
+/// What `on_response` knows about the exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    /// The request as `on_request` saw it.
+    pub ask: Ask<'a>,
+    /// The response goes out over TLS.
+    pub tls: bool,
+    /// The response status.
+    pub status: StatusCode,
+}
+
+/// Allow and deny lists.
+#[derive(Debug)]
+pub struct Access {
+    rules: AccessRules,
+    refuse: Refuse,
+}
+
+/// Bans and the rate limit on a site's auth routes.
+#[derive(Debug)]
+pub struct Login {
+    site: String,
+    auth: RouteClass,
+    limit: Option<RateLimit>,
+    guard: Arc<Guard>,
+    failure_statuses: Vec<u16>,
+    /// Never banned here: the site's allow list, trusted proxies.
+    exempt: Vec<ipnet::IpNet>,
 }
 
 /// One policy step.
 #[derive(Debug)]
 pub enum Filter {
+    /// Allow and deny lists per site and path.
+    Access(Access),
+    /// Bans, and the login rate limit.
+    Login(Login),
     /// Adds, replaces and removes response headers (security headers).
     Headers(SecurityHeaders),
 }
 
-/// What `on_response` knows about the exchange.
-#[derive(Debug, Clone, Copy)]
-pub struct Exchange {
-    /// The response goes out over TLS.
-    pub tls: bool,
+/// The filters of `site`, in request order.
+pub fn for_site(
+    site: &SiteConfig,
+    guard: &Arc<Guard>,
+    failure_statuses: &[u16],
+    trusted: &[ipnet::IpNet],
+    table_size: usize,
+) -> Vec<Filter> {
+    let rules = AccessRules::new(site.access.clone(), site.paths.clone());
+    let mut exempt = rules.site_allow().to_vec();
+    exempt.extend_from_slice(trusted);
+    vec![
+        Filter::Access(Access {
+            rules,
+            refuse: site.refuse,
+        }),
+        Filter::Login(Login {
+            site: site.name(),
+            auth: RouteClass::new(&site.auth_paths),
+            limit: site
+                .login_rate
+                .map(|rate| RateLimit::new(rate, site.login_burst, table_size)),
+            guard: guard.clone(),
+            failure_statuses: failure_statuses.to_vec(),
+            exempt,
+        }),
+        Filter::Headers(SecurityHeaders::for_site(site)),
+    ]
 }
 
 impl Filter {
     /// Looks at a request before it is forwarded.
-    pub fn on_request<B>(&self, _request: &Request<B>) -> Verdict {
+    pub fn on_request(&self, ask: Ask<'_>) -> Verdict {
         match self {
+            Filter::Access(access) => {
+                if access.rules.allows(ask.client, ask.path) {
+                    Verdict::Continue
+                } else {
+                    match access.refuse {
+                        Refuse::Forbidden => Verdict::Refuse(ProxyError::Forbidden),
+                        Refuse::Close => Verdict::Close,
+                    }
+                }
+            }
+            Filter::Login(login) => {
+                let key = ClientKey::of(ask.client);
+                // Clients behind a trusted proxy were not checked at accept.
+                if login.guard.bans.is_banned(key, ask.now) {
+                    return Verdict::Close;
+                }
+                match &login.limit {
+                    Some(limit) if login.auth.matches(ask.path) => {
+                        match limit.check(key, ask.now) {
+                            Ok(()) => Verdict::Continue,
+                            Err(wait) => Verdict::Refuse(ProxyError::TooManyRequests(wait)),
+                        }
+                    }
+                    _ => Verdict::Continue,
+                }
+            }
             Filter::Headers(_) => Verdict::Continue,
         }
     }
 
-    /// Adjusts response headers, upstream's and drawbridge's own alike.
-    pub fn on_response(&self, headers: &mut HeaderMap, exchange: Exchange) {
+    /// Looks at the response: counts failed logins, sets headers (on
+    /// upstream answers and drawbridge's own pages alike).
+    pub fn on_response(&self, headers: &mut HeaderMap, exchange: Exchange<'_>) {
         match self {
+            Filter::Access(_) => {}
+            Filter::Login(login) => {
+                let failed = login.failure_statuses.contains(&exchange.status.as_u16());
+                if failed && login.auth.matches(exchange.ask.path) {
+                    let exempt = ClientKey::of(exchange.ask.client).in_any(&login.exempt);
+                    login.guard.failed_login(
+                        exchange.ask.client,
+                        &login.site,
+                        exempt,
+                        exchange.ask.now,
+                    );
+                }
+            }
             Filter::Headers(policy) => policy.apply(headers, exchange.tls),
         }
     }

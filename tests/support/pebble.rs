@@ -123,7 +123,11 @@ impl Pebble {
             _dir: dir,
         };
         for port in [listen, management, challtest] {
-            wait_for_port(port).await;
+            if !wait_for_port(port).await {
+                let log = std::fs::read_to_string(pebble._dir.path().join("pebble.log"))
+                    .unwrap_or_default();
+                panic!("pebble did not open port {port}; its log:\n{log}");
+            }
         }
         pebble
     }
@@ -171,17 +175,18 @@ impl Pebble {
     }
 }
 
-async fn wait_for_port(port: u16) {
-    for _ in 0..200 {
+/// Whether something listens on `port` within 30 s.
+async fn wait_for_port(port: u16) -> bool {
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("pebble did not open port {port}");
+    false
 }
 
 impl Drop for Pebble {

@@ -1,0 +1,170 @@
+//! Who may use a site, and stricter rules under path prefixes: allow lists
+//! (when not empty, only they may come in) and deny lists of CIDR ranges,
+//! IPv4 and IPv6. The longest matching path rule decides for its prefix, then
+//! the site's lists. Also which paths are a site's auth routes.
+
+use std::net::IpAddr;
+
+use crate::client_ip::normalise;
+use crate::config::{AccessList, PathRule};
+
+/// A site's access rules.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRules {
+    site: AccessList,
+    /// Longest prefix first.
+    paths: Vec<PathRule>,
+}
+
+impl AccessRules {
+    /// The rules of a site.
+    pub fn new(site: AccessList, mut paths: Vec<PathRule>) -> AccessRules {
+        paths.sort_by_key(|rule| std::cmp::Reverse(rule.prefix.len()));
+        AccessRules { site, paths }
+    }
+
+    /// Whether `client` may request `path`.
+    pub fn allows(&self, client: IpAddr, path: &str) -> bool {
+        let client = normalise(client);
+        let lower = path.to_ascii_lowercase();
+        if let Some(rule) = self.paths.iter().find(|r| lower.starts_with(&r.prefix)) {
+            if !permits(&rule.access, client) {
+                return false;
+            }
+        }
+        permits(&self.site, client)
+    }
+
+    /// The site's allow list (never banned).
+    pub fn site_allow(&self) -> &[ipnet::IpNet] {
+        &self.site.allow
+    }
+}
+
+fn permits(list: &AccessList, client: IpAddr) -> bool {
+    if list.deny.iter().any(|n| n.contains(&client)) {
+        return false;
+    }
+    list.allow.is_empty() || list.allow.iter().any(|n| n.contains(&client))
+}
+
+/// Path patterns of a route class: segments compared without regard to case,
+/// `*` for any one segment, a final `**` for anything below.
+#[derive(Debug, Clone, Default)]
+pub struct RouteClass {
+    patterns: Vec<Vec<String>>,
+}
+
+impl RouteClass {
+    /// A class from patterns like `/Users/*/Authenticate`.
+    pub fn new(patterns: &[String]) -> RouteClass {
+        let split = |p: &String| {
+            p.trim_matches('/')
+                .split('/')
+                .map(str::to_ascii_lowercase)
+                .collect()
+        };
+        RouteClass {
+            patterns: patterns.iter().map(split).collect(),
+        }
+    }
+
+    /// Whether `path` is in the class.
+    pub fn matches(&self, path: &str) -> bool {
+        let segments: Vec<String> = path
+            .trim_matches('/')
+            .split('/')
+            .map(str::to_ascii_lowercase)
+            .collect();
+        self.patterns.iter().any(|pattern| {
+            let mut i = 0;
+            for part in pattern {
+                if part == "**" {
+                    return i < segments.len();
+                }
+                match segments.get(i) {
+                    Some(seg) if part == "*" || part == seg => i += 1,
+                    _ => return false,
+                }
+            }
+            i == segments.len()
+        })
+    }
+
+    /// Whether the class has no pattern.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AccessRules, RouteClass};
+    use crate::config::{AccessList, PathRule, JELLYFIN_AUTH_PATHS};
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn site_and_path_rules() {
+        let rules = AccessRules::new(
+            AccessList {
+                allow: Vec::new(),
+                deny: nets(&["198.51.100.0/24"]),
+            },
+            vec![PathRule {
+                prefix: "/system/".into(),
+                access: AccessList {
+                    allow: nets(&["10.8.0.0/24", "2001:db8::/32"]),
+                    deny: Vec::new(),
+                },
+            }],
+        );
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(rules.allows(ip("203.0.113.5"), "/web/index.html"));
+        assert!(
+            !rules.allows(ip("198.51.100.7"), "/web/index.html"),
+            "denied by the site"
+        );
+        assert!(
+            !rules.allows(ip("203.0.113.5"), "/System/Info"),
+            "path rule, any case"
+        );
+        assert!(rules.allows(ip("10.8.0.4"), "/system/info"));
+        assert!(
+            rules.allows(ip("::ffff:10.8.0.4"), "/system/info"),
+            "IPv4-mapped IPv6 counts as IPv4"
+        );
+        assert!(rules.allows(ip("2001:db8::5"), "/system/info"));
+    }
+
+    #[test]
+    fn jellyfin_auth_routes_in_any_case() {
+        let class = RouteClass::new(
+            &JELLYFIN_AUTH_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        );
+        for path in [
+            "/Users/AuthenticateByName",
+            "/users/authenticatebyname",
+            "/Users/abc123/Authenticate",
+            "/QuickConnect/Initiate",
+            "/Users/ForgotPassword/Pin",
+            "/Users/AuthenticateWithQuickConnect",
+        ] {
+            assert!(class.matches(path), "{path}");
+        }
+        for path in [
+            "/Users/abc/Items",
+            "/Users",
+            "/QuickConnect",
+            "/web/index.html",
+            "/Users/AuthenticateByName/extra",
+        ] {
+            assert!(!class.matches(path), "{path}");
+        }
+    }
+}

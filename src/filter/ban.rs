@@ -1,0 +1,379 @@
+//! Bans after failed logins (fail2ban, built in). Failures are counted per
+//! client key in a sliding window; `max_failures` within `window` bans the
+//! client for `ban_time`, doubled for each repeat offence up to `max_ban_time`.
+//! Bans are kept in `state_dir/bans.json`, written atomically on every change
+//! and read back at start with their remaining time; a corrupt file is set
+//! aside and reported, never a reason not to start. Each ban and unban is one
+//! log line of a fixed shape (`ban ADDRESS until TIME …`, `unban ADDRESS …`).
+//!
+//! Pure logic on an explicit `now`; only `save`/`load` touch the disk.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::keys::{ClientKey, KeyTable};
+use crate::atomic_file::write_atomic;
+use crate::config::Guard as GuardConfig;
+
+/// One ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ban {
+    /// When it ends.
+    pub until: Instant,
+    /// How many times this client has been banned (escalation).
+    pub offences: u32,
+}
+
+/// A ban as shown and stored: wall-clock end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBan {
+    /// The address, or IPv6 /64.
+    pub address: String,
+    /// End of the ban, seconds since the Unix epoch.
+    pub until: u64,
+    /// Offences so far.
+    pub offences: u32,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BanFile {
+    bans: Vec<StoredBan>,
+}
+
+/// What recording a failure led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted; not (yet) banned.
+    Counted(usize),
+    /// Banned now.
+    Banned(Ban),
+    /// Exempt (never_ban, allow list, trusted proxy).
+    Exempt,
+}
+
+struct State {
+    bans: HashMap<ClientKey, Ban>,
+    failures: KeyTable<VecDeque<Instant>>,
+    offences: KeyTable<u32>,
+}
+
+/// All bans of the process.
+pub struct BanList {
+    config: GuardConfig,
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for BanList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BanList").field("path", &self.path).finish()
+    }
+}
+
+impl BanList {
+    /// The bans stored at `state_dir/bans.json` (a corrupt file is moved aside).
+    pub fn open(config: &GuardConfig, state_dir: &Path) -> BanList {
+        let path = state_dir.join("bans.json");
+        let list = BanList {
+            config: config.clone(),
+            path: path.clone(),
+            state: Mutex::new(State {
+                bans: HashMap::new(),
+                failures: KeyTable::new(config.table_size as usize),
+                offences: KeyTable::new(config.table_size as usize),
+            }),
+        };
+        match read(&path) {
+            Ok(stored) => {
+                let now = Instant::now();
+                let mut state = list.state.lock().expect("ban lock");
+                for ban in stored {
+                    let Some(key) = ClientKey::parse(&ban.address) else {
+                        continue;
+                    };
+                    let left = (SystemTime::UNIX_EPOCH + Duration::from_secs(ban.until))
+                        .duration_since(SystemTime::now());
+                    if let Ok(left) = left {
+                        state.bans.insert(
+                            key,
+                            Ban {
+                                until: now + left,
+                                offences: ban.offences,
+                            },
+                        );
+                        *state.offences.entry(key, || 0) = ban.offences;
+                    }
+                }
+                if !state.bans.is_empty() {
+                    tracing::info!(
+                        count = state.bans.len(),
+                        "bans restored from {}",
+                        path.display()
+                    );
+                }
+            }
+            Err(error) => {
+                let aside =
+                    path.with_extension(format!("json.corrupt-{}", unix(SystemTime::now())));
+                let moved = std::fs::rename(&path, &aside);
+                tracing::error!(%error, "the bans file {} is damaged; set aside as {} ({}), starting with no bans", path.display(), aside.display(), if moved.is_ok() { "moved" } else { "could not move it" });
+            }
+        }
+        list
+    }
+
+    /// Whether `client` is banned at `now` (an expired ban is lifted here).
+    pub fn is_banned(&self, client: ClientKey, now: Instant) -> bool {
+        let mut state = self.state.lock().expect("ban lock");
+        match state.bans.get(&client) {
+            Some(ban) if ban.until > now => true,
+            Some(_) => {
+                state.bans.remove(&client);
+                tracing::warn!("unban {client} reason=expired");
+                drop(state);
+                self.save(now);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failed login by `client` on `site`; bans on the last straw.
+    pub fn failed_login(
+        &self,
+        client: ClientKey,
+        site: &str,
+        exempt: bool,
+        now: Instant,
+    ) -> Outcome {
+        if exempt || client.in_any(&self.config.never_ban) {
+            return Outcome::Exempt;
+        }
+        let mut state = self.state.lock().expect("ban lock");
+        let window = self.config.window;
+        let failures = state.failures.entry(client, VecDeque::new);
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            failures.pop_front();
+        }
+        let count = failures.len();
+        if count < self.config.max_failures as usize {
+            return Outcome::Counted(count);
+        }
+        failures.clear();
+        let offences = {
+            let n = state.offences.entry(client, || 0);
+            *n += 1;
+            *n
+        };
+        let length = (self.config.ban_time * 2u32.saturating_pow(offences - 1))
+            .min(self.config.max_ban_time);
+        let ban = Ban {
+            until: now + length,
+            offences,
+        };
+        state.bans.insert(client, ban);
+        drop(state);
+        tracing::warn!(
+            "ban {client} until {} failures={count} offences={offences} site={site}",
+            rfc3339(now, ban.until)
+        );
+        self.save(now);
+        Outcome::Banned(ban)
+    }
+
+    /// Lifts the ban on `client`; false if there was none.
+    pub fn remove(&self, client: ClientKey, now: Instant) -> bool {
+        let removed = self
+            .state
+            .lock()
+            .expect("ban lock")
+            .bans
+            .remove(&client)
+            .is_some();
+        if removed {
+            tracing::warn!("unban {client} reason=removed");
+            self.save(now);
+        }
+        removed
+    }
+
+    /// The bans in force at `now`.
+    pub fn list(&self, now: Instant) -> Vec<StoredBan> {
+        let state = self.state.lock().expect("ban lock");
+        let mut list: Vec<StoredBan> = state
+            .bans
+            .iter()
+            .filter(|(_, b)| b.until > now)
+            .map(|(k, b)| stored(*k, b, now))
+            .collect();
+        list.sort_by(|a, b| a.address.cmp(&b.address));
+        list
+    }
+
+    fn save(&self, now: Instant) {
+        let file = BanFile {
+            bans: self.list(now),
+        };
+        let json = serde_json::to_vec_pretty(&file).expect("bans serialise");
+        if let Err(error) = write_atomic(&self.path, &json, 0o600) {
+            tracing::error!(%error, "cannot store the bans in {}", self.path.display());
+        }
+    }
+}
+
+fn stored(key: ClientKey, ban: &Ban, now: Instant) -> StoredBan {
+    let until = SystemTime::now() + ban.until.saturating_duration_since(now);
+    StoredBan {
+        address: key.to_string(),
+        until: unix(until),
+        offences: ban.offences,
+    }
+}
+
+/// The bans stored in `path` (none if there is no file).
+pub fn read(path: &Path) -> Result<Vec<StoredBan>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<BanFile>(&bytes)
+            .map(|f| f.bans)
+            .map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes `address` from the stored bans in `path` (drawbridge not running).
+pub fn remove_stored(path: &Path, address: &str) -> Result<bool, String> {
+    let mut bans = read(path)?;
+    let key = ClientKey::parse(address).ok_or_else(|| format!("`{address}` is not an address"))?;
+    let before = bans.len();
+    bans.retain(|b| ClientKey::parse(&b.address) != Some(key));
+    let json = serde_json::to_vec_pretty(&BanFile { bans: bans.clone() }).expect("bans serialise");
+    write_atomic(path, &json, 0o600).map_err(|e| e.to_string())?;
+    Ok(bans.len() < before)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rfc3339(now: Instant, until: Instant) -> String {
+    let at = SystemTime::now() + until.saturating_duration_since(now);
+    time::OffsetDateTime::from(at)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BanList, Outcome};
+    use crate::config::Guard;
+    use crate::filter::keys::ClientKey;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn key(s: &str) -> ClientKey {
+        ClientKey::of(s.parse().unwrap())
+    }
+
+    fn hours(n: u64) -> Duration {
+        Duration::from_secs(n * 3600)
+    }
+
+    #[test]
+    fn three_failures_in_the_window_ban_for_a_day_then_longer() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Guard {
+            never_ban: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Guard::default()
+        };
+        let bans = BanList::open(&config, dir.path());
+        let now = Instant::now();
+        let c = key("203.0.113.9");
+        assert_eq!(bans.failed_login(c, "s", false, now), Outcome::Counted(1));
+        // The first failure leaves the 12 h window before the third comes.
+        assert_eq!(
+            bans.failed_login(c, "s", false, now + hours(12) + Duration::from_secs(1)),
+            Outcome::Counted(1)
+        );
+        assert_eq!(
+            bans.failed_login(c, "s", false, now + hours(13)),
+            Outcome::Counted(2)
+        );
+        let Outcome::Banned(ban) = bans.failed_login(c, "s", false, now + hours(14)) else {
+            panic!("banned")
+        };
+        assert_eq!(ban.until, now + hours(14) + hours(24));
+        assert!(bans.is_banned(c, now + hours(37)));
+        assert!(
+            !bans.is_banned(c, now + hours(38) + Duration::from_secs(1)),
+            "lifted when it ends"
+        );
+        for n in 0..2 {
+            bans.failed_login(c, "s", false, now + hours(40 + n));
+        }
+        let Outcome::Banned(again) = bans.failed_login(c, "s", false, now + hours(42)) else {
+            panic!()
+        };
+        assert_eq!(
+            again.until,
+            now + hours(42) + hours(48),
+            "a repeat offender waits twice as long"
+        );
+        assert_eq!(
+            bans.failed_login(key("10.1.2.3"), "s", false, now),
+            Outcome::Exempt
+        );
+        assert_eq!(
+            bans.failed_login(key("198.51.100.1"), "s", true, now),
+            Outcome::Exempt
+        );
+    }
+
+    #[test]
+    fn bans_outlive_a_restart_and_a_corrupt_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Guard {
+            max_failures: 1,
+            ..Guard::default()
+        };
+        let now = Instant::now();
+        BanList::open(&config, dir.path()).failed_login(key("2001:db8:1:2::7"), "s", false, now);
+        let again = BanList::open(&config, dir.path());
+        assert!(
+            again.is_banned(key("2001:db8:1:2::9"), Instant::now()),
+            "restored, for the whole /64"
+        );
+        let list = again.list(Instant::now());
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].address, "2001:db8:1:2::/64");
+
+        std::fs::write(dir.path().join("bans.json"), "{ not json").unwrap();
+        let fresh = BanList::open(&config, dir.path());
+        assert!(fresh.list(Instant::now()).is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("corrupt"))
+            .collect();
+        assert_eq!(
+            aside.len(),
+            1,
+            "the damaged file is kept for a person to look at"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! The guard's process-wide state: bans (see `filter::ban`) and the register of
+//! open connections by client, which enforces the global and per-address
+//! connection limits at accept and closes a client's open connections when it
+//! is banned. Checked right after accept (after a PROXY header where one is
+//! expected), before any TLS work, so a refused connection costs almost nothing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Guard as GuardConfig;
+use crate::filter::ban::{BanList, Outcome};
+use crate::filter::keys::ClientKey;
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The client is banned.
+    #[error("banned")]
+    Banned,
+    /// `max_connections` are open.
+    #[error("too many connections")]
+    Full,
+    /// `max_connections_per_ip` are open from this client.
+    #[error("too many connections from this address")]
+    FullForClient,
+}
+
+/// Bans and open connections.
+#[derive(Debug)]
+pub struct Guard {
+    /// The bans.
+    pub bans: BanList,
+    open: Mutex<HashMap<ClientKey, Vec<(u64, CancellationToken)>>>,
+    total: AtomicUsize,
+    next: AtomicU64,
+    max_total: usize,
+    max_per_client: usize,
+    /// Parent of every connection's kill switch (fired after the shutdown grace).
+    kill: CancellationToken,
+}
+
+/// An admitted connection; dropping it frees its place.
+#[derive(Debug)]
+pub struct Admission {
+    guard: Arc<Guard>,
+    key: Option<ClientKey>,
+    id: u64,
+    /// Fired when the connection must close at once (ban, end of shutdown grace).
+    pub kill: CancellationToken,
+}
+
+impl Guard {
+    /// The guard for `config`, with bans from `state_dir`.
+    pub fn new(config: &GuardConfig, state_dir: &Path, kill: CancellationToken) -> Arc<Guard> {
+        Arc::new(Guard {
+            bans: BanList::open(config, state_dir),
+            open: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            next: AtomicU64::new(0),
+            max_total: config.max_connections as usize,
+            max_per_client: config.max_connections_per_ip as usize,
+            kill,
+        })
+    }
+
+    /// Admits a connection from `peer`. A trusted proxy carries many clients:
+    /// it is neither banned nor limited per address here (its clients are, per
+    /// request).
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        trusted_proxy: bool,
+        now: Instant,
+    ) -> Result<Admission, Refused> {
+        let key = ClientKey::of(peer);
+        if !trusted_proxy && self.bans.is_banned(key, now) {
+            return Err(Refused::Banned);
+        }
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::Full);
+        }
+        let kill = self.kill.child_token();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if trusted_proxy {
+            return Ok(Admission {
+                guard: self.clone(),
+                key: None,
+                id,
+                kill,
+            });
+        }
+        let mut open = self.open.lock().expect("guard lock");
+        let mine = open.entry(key).or_default();
+        if mine.len() >= self.max_per_client {
+            drop(open);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::FullForClient);
+        }
+        mine.push((id, kill.clone()));
+        Ok(Admission {
+            guard: self.clone(),
+            key: Some(key),
+            id,
+            kill,
+        })
+    }
+
+    /// Counts a failed login; a new ban also closes the client's open connections.
+    pub fn failed_login(&self, client: IpAddr, site: &str, exempt: bool, now: Instant) -> Outcome {
+        let key = ClientKey::of(client);
+        let outcome = self.bans.failed_login(key, site, exempt, now);
+        if matches!(outcome, Outcome::Banned(_)) {
+            if let Some(connections) = self.open.lock().expect("guard lock").get(&key) {
+                for (_, kill) in connections {
+                    kill.cancel();
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Open connections in all.
+    pub fn open_connections(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.guard.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(key) = self.key {
+            let mut open = self.guard.open.lock().expect("guard lock");
+            if let Some(mine) = open.get_mut(&key) {
+                mine.retain(|(id, _)| *id != self.id);
+                if mine.is_empty() {
+                    open.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Guard, Refused};
+    use crate::config::Guard as GuardConfig;
+    use tokio::time::Instant;
+
+    #[test]
+    fn connection_caps_and_a_ban_closing_open_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GuardConfig {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            max_failures: 1,
+            ..GuardConfig::default()
+        };
+        let guard = Guard::new(&config, dir.path(), Default::default());
+        let now = Instant::now();
+        let ip = |s: &str| s.parse().unwrap();
+        let a1 = guard.admit(ip("192.0.2.1"), false, now).unwrap();
+        let _a2 = guard.admit(ip("192.0.2.1"), false, now).unwrap();
+        assert_eq!(
+            guard.admit(ip("192.0.2.1"), false, now).unwrap_err(),
+            Refused::FullForClient
+        );
+        let _b = guard.admit(ip("192.0.2.2"), false, now).unwrap();
+        assert_eq!(
+            guard.admit(ip("192.0.2.3"), false, now).unwrap_err(),
+            Refused::Full
+        );
+        drop(a1);
+        assert_eq!(guard.open_connections(), 2);
+        let a3 = guard.admit(ip("192.0.2.1"), false, now).unwrap();
+        guard.failed_login(ip("192.0.2.1"), "s", false, now);
+        assert!(
+            a3.kill.is_cancelled(),
+            "a new ban closes the client's open connections"
+        );
+        drop(a3);
+        assert_eq!(
+            guard.admit(ip("192.0.2.1"), false, now).unwrap_err(),
+            Refused::Banned
+        );
+        assert!(
+            guard.admit(ip("192.0.2.1"), true, now).is_ok(),
+            "a trusted proxy is not refused for its clients"
+        );
+    }
+}
