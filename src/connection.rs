@@ -126,9 +126,23 @@ pub async fn serve(
         idle: shared.limits.keepalive_timeout,
     };
     if !tls {
-        return serve_http(stream, peer, None, h1, &shared, &shutdown, kill).await;
+        return serve_http(
+            stream,
+            peer,
+            None,
+            h1,
+            &shared,
+            &shutdown,
+            (kill, admission.id),
+        )
+        .await;
     }
-    let Some(stream) = handshake(stream, &shared).await else {
+    let stream = tokio::select! {
+        stream = handshake(stream, &shared) => stream,
+        // Banned meanwhile, or the shutdown grace is over.
+        () = kill.cancelled() => None,
+    };
+    let Some(stream) = stream else {
         return;
     };
     let (_, session) = stream.get_ref();
@@ -146,7 +160,16 @@ pub async fn serve(
     } else {
         h1
     };
-    serve_http(stream, peer, Some(sni), deadlines, &shared, &shutdown, kill).await;
+    serve_http(
+        stream,
+        peer,
+        Some(sni),
+        deadlines,
+        &shared,
+        &shutdown,
+        (kill, admission.id),
+    )
+    .await;
     drop(admission);
 }
 
@@ -210,7 +233,7 @@ async fn serve_http<IO>(
     deadlines: Deadlines,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
-    kill: CancellationToken,
+    (kill, id): (CancellationToken, u64),
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -221,6 +244,7 @@ async fn serve_http<IO>(
         sni: tls.flatten(),
         state: state.clone(),
         kill: kill.clone(),
+        id,
     };
     let close_door = CancellationToken::new();
     let watched = Watched::new(io, state.clone(), deadlines);

@@ -46,11 +46,14 @@ pub struct Guard {
 }
 
 /// An admitted connection; dropping it frees its place.
+///
+/// Its `id` names it to `Guard::failed_login`.
 #[derive(Debug)]
 pub struct Admission {
     guard: Arc<Guard>,
     key: Option<ClientKey>,
-    id: u64,
+    /// The connection's number.
+    pub id: u64,
     /// Fired when the connection must close at once (ban, end of shutdown grace).
     pub kill: CancellationToken,
 }
@@ -112,13 +115,22 @@ impl Guard {
         })
     }
 
-    /// Counts a failed login; a new ban also closes the client's open connections.
-    pub fn failed_login(&self, client: IpAddr, site: &str, exempt: bool, now: Instant) -> Outcome {
+    /// Counts a failed login; a new ban also closes the client's other open
+    /// connections at once. Connection `current` still delivers the answer
+    /// that earned the ban, and is refused at its next request.
+    pub fn failed_login(
+        &self,
+        client: IpAddr,
+        site: &str,
+        exempt: bool,
+        now: Instant,
+        current: u64,
+    ) -> Outcome {
         let key = ClientKey::of(client);
         let outcome = self.bans.failed_login(key, site, exempt, now);
         if matches!(outcome, Outcome::Banned(_)) {
             if let Some(connections) = self.open.lock().expect("guard lock").get(&key) {
-                for (_, kill) in connections {
+                for (_, kill) in connections.iter().filter(|(id, _)| *id != current) {
                     kill.cancel();
                 }
             }
@@ -157,7 +169,7 @@ mod tests {
     fn connection_caps_and_a_ban_closing_open_connections() {
         let dir = tempfile::tempdir().unwrap();
         let config = GuardConfig {
-            max_connections: 3,
+            max_connections: 4,
             max_connections_per_ip: 2,
             max_failures: 1,
             ..GuardConfig::default()
@@ -172,19 +184,26 @@ mod tests {
             Refused::FullForClient
         );
         let _b = guard.admit(ip("192.0.2.2"), false, now).unwrap();
+        let c = guard.admit(ip("192.0.2.3"), false, now).unwrap();
         assert_eq!(
-            guard.admit(ip("192.0.2.3"), false, now).unwrap_err(),
+            guard.admit(ip("192.0.2.4"), false, now).unwrap_err(),
             Refused::Full
         );
-        drop(a1);
+        drop((a1, c));
         assert_eq!(guard.open_connections(), 2);
         let a3 = guard.admit(ip("192.0.2.1"), false, now).unwrap();
-        guard.failed_login(ip("192.0.2.1"), "s", false, now);
+        drop(_a2);
+        let a4 = guard.admit(ip("192.0.2.1"), false, now).unwrap();
+        guard.failed_login(ip("192.0.2.1"), "s", false, now, a4.id);
         assert!(
             a3.kill.is_cancelled(),
-            "a new ban closes the client's open connections"
+            "a new ban closes the client's other connections"
         );
-        drop(a3);
+        assert!(
+            !a4.kill.is_cancelled(),
+            "the one answering the last failure finishes its answer"
+        );
+        drop((a3, a4));
         assert_eq!(
             guard.admit(ip("192.0.2.1"), false, now).unwrap_err(),
             Refused::Banned

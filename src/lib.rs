@@ -32,6 +32,7 @@
 
 pub mod access_log;
 pub mod acme;
+pub mod admin;
 pub mod atomic_file;
 pub mod body;
 pub mod client_ip;

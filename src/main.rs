@@ -35,12 +35,38 @@ enum Command {
         #[arg(short, long, default_value = "drawbridge.toml")]
         config: PathBuf,
     },
+    /// List or lift bans (of the running drawbridge, or the stored list when it is not running).
+    Bans {
+        /// The config file (for its state_dir).
+        #[arg(short, long, default_value = "drawbridge.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: BansAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BansAction {
+    /// Show the bans in force.
+    List,
+    /// Lift the ban on an address (or IPv6 /64).
+    Remove {
+        /// The banned address, as `bans list` shows it.
+        address: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Bans { config, action } => match bans(&config, &action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("drawbridge: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config } => match run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -120,6 +146,80 @@ fn describe(site: &SiteConfig) -> String {
         site.upstream.host,
         site.upstream.port
     )
+}
+
+fn bans(path: &Path, action: &BansAction) -> anyhow::Result<()> {
+    let Some(config) = load_or_report(path) else {
+        anyhow::bail!("the config is not valid");
+    };
+    let state_dir = &config.server.state_dir;
+    let socket = drawbridge::admin::socket_path(state_dir);
+    let stored = state_dir.join("bans.json");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let command = match action {
+        BansAction::List => "bans list".to_string(),
+        BansAction::Remove { address } => format!("bans remove {address}"),
+    };
+    match runtime.block_on(drawbridge::admin::request(&socket, &command)) {
+        Ok(reply) => {
+            let reply: serde_json::Value =
+                serde_json::from_str(&reply).context("unexpected answer from drawbridge")?;
+            if let Some(error) = reply.get("error").and_then(|e| e.as_str()) {
+                anyhow::bail!("{error}");
+            }
+            match action {
+                BansAction::List => print_bans(&serde_json::from_value::<
+                    Vec<drawbridge::filter::ban::StoredBan>,
+                >(reply)?),
+                BansAction::Remove { address } => {
+                    report_removed(address, reply["removed"].as_bool() == Some(true))
+                }
+            }
+        }
+        Err(_) => {
+            eprintln!(
+                "(drawbridge is not running; using the stored list {})",
+                stored.display()
+            );
+            match action {
+                BansAction::List => {
+                    print_bans(&drawbridge::filter::ban::read(&stored).map_err(anyhow::Error::msg)?)
+                }
+                BansAction::Remove { address } => {
+                    let removed = drawbridge::filter::ban::remove_stored(&stored, address)
+                        .map_err(anyhow::Error::msg)?;
+                    report_removed(address, removed);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_bans(bans: &[drawbridge::filter::ban::StoredBan]) {
+    if bans.is_empty() {
+        println!("no bans");
+    }
+    for ban in bans {
+        let until = time::OffsetDateTime::from_unix_timestamp(ban.until as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        println!("{}\tuntil {until}\toffences {}", ban.address, ban.offences);
+    }
+}
+
+fn report_removed(address: &str, removed: bool) {
+    if removed {
+        println!("ban on {address} lifted");
+    } else {
+        println!("{address} was not banned");
+    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

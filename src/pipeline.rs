@@ -58,8 +58,11 @@ pub struct Conn {
     pub tls: bool,
     /// Requests in flight on this connection (long-lived tunnels hold one).
     pub state: Arc<ConnState>,
-    /// Fired when the shutdown grace is over (tunnels end then).
+    /// Fired when the connection must end at once (a ban, the end of the
+    /// shutdown grace); tunnels end then too.
     pub kill: tokio_util::sync::CancellationToken,
+    /// The connection's number, from the guard.
+    pub id: u64,
 }
 
 /// What `serve` knows about the request besides the request itself.
@@ -157,6 +160,7 @@ impl Gateway {
             client: client.ip,
             path: &path,
             now: started,
+            connection: conn.id,
         };
         let mut response = self
             .serve(

@@ -169,6 +169,11 @@ impl Server {
         let tracker = TaskTracker::new();
         let drain = CancellationToken::new();
         self.acme.apply(&self.started_with.sites);
+        tokio::spawn(crate::admin::serve(
+            crate::admin::socket_path(&self.started_with.server.state_dir),
+            self.shared.guard.clone(),
+            self.background.clone(),
+        ));
         self.shared.gateway.routes().start_background(
             self.lookup.as_ref(),
             self.started_with.server.dns_ttl,

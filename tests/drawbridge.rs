@@ -8,6 +8,7 @@ mod acme;
 mod client_ip;
 mod config_check;
 mod dns;
+mod guard;
 mod host_routing;
 mod port80;
 mod proxy;

@@ -47,6 +47,8 @@ pub struct Ask<'a> {
     pub path: &'a str,
     /// Now.
     pub now: Instant,
+    /// The connection's number (see `guard::Admission`).
+    pub connection: u64,
 }
 
 /// What `on_response` knows about the exchange.
@@ -163,11 +165,13 @@ impl Filter {
                 let failed = login.failure_statuses.contains(&exchange.status.as_u16());
                 if failed && login.auth.matches(exchange.ask.path) {
                     let exempt = ClientKey::of(exchange.ask.client).in_any(&login.exempt);
+                    let ask = exchange.ask;
                     login.guard.failed_login(
-                        exchange.ask.client,
+                        ask.client,
                         &login.site,
                         exempt,
-                        exchange.ask.now,
+                        ask.now,
+                        ask.connection,
                     );
                 }
             }

@@ -1,0 +1,83 @@
+//! The local admin socket, `state_dir/admin.sock` (mode 0600: only the user
+//! drawbridge runs as, and root, can use it). One command per connection, one
+//! line each way: `bans list` answers a JSON array; `bans remove ADDRESS`
+//! answers `{"removed":true|false}`. The `drawbridge bans` command talks to it,
+//! and works on the stored bans file when drawbridge is not running.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::filter::keys::ClientKey;
+use crate::guard::Guard;
+
+/// The socket's path under `state_dir`.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("admin.sock")
+}
+
+/// Serves the admin socket until `shutdown`.
+pub async fn serve(path: PathBuf, guard: Arc<Guard>, shutdown: CancellationToken) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // A socket left by a previous run would make bind fail.
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot open the admin socket; `drawbridge bans` will work on the stored file only");
+            return;
+        }
+    };
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let guard = guard.clone();
+        tokio::spawn(async move {
+            let _ = answer(stream, &guard).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn answer(stream: UnixStream, guard: &Guard) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    // One short line is all a command is.
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 1024));
+    reader.read_line(&mut line).await?;
+    let now = Instant::now();
+    let reply = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["bans", "list"] => serde_json::to_string(&guard.bans.list(now)).unwrap_or_default(),
+        ["bans", "remove", address] => match ClientKey::parse(address) {
+            Some(key) => serde_json::json!({ "removed": guard.bans.remove(key, now) }).to_string(),
+            None => serde_json::json!({ "error": format!("`{address}` is not an address") }).to_string(),
+        },
+        _ => serde_json::json!({ "error": "unknown command; use `bans list` or `bans remove ADDRESS`" }).to_string(),
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.write_all(b"\n").await
+}
+
+/// Sends `command` to a running drawbridge; `Err` if none listens at `path`.
+pub async fn request(path: &Path, command: &str) -> io::Result<String> {
+    let mut stream = UnixStream::connect(path).await?;
+    stream.write_all(command.as_bytes()).await?;
+    stream.write_all(b"\n").await?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).await?;
+    Ok(reply)
+}

@@ -1,0 +1,426 @@
+//! The guard, with clients bound to different 127.x addresses standing for
+//! different people: the login rate limit (429 + Retry-After, lower-case path),
+//! bans after failed logins (closed before any TLS byte, open connections cut,
+//! kept across a restart, lifted by `drawbridge bans remove`), allow and deny
+//! lists per site and per path, and connection caps.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::support::origin::Origin;
+use crate::support::{binary, server_block, site, Process, TestGateway};
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the server closes a fresh connection from `from` at once, before
+/// any byte (a refused client), rather than waiting for its ClientHello.
+async fn closed_at_accept(from: &str, to: SocketAddr) -> bool {
+    let mut tcp = tcp_from(from, to).await;
+    let mut buf = [0u8; 8];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+fn client(gw: &TestGateway, from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(gw.ca_pem.as_deref().unwrap()).unwrap(),
+        )
+        .resolve("jelly.test", gw.https)
+        .local_address(Some(from.parse().unwrap()))
+        .http1_only()
+        .build()
+        .unwrap()
+}
+
+async fn login(
+    gw: &TestGateway,
+    client: &reqwest::Client,
+    password: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let body = format!(r#"{{"Username":"mum","Pw":"{password}"}}"#);
+    client
+        .post(gw.url("jelly.test", "/users/authenticatebyname"))
+        .body(body)
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn login_burst_then_429_with_retry_after_for_that_address_only() {
+    let origin = Origin::start().await;
+    let rest = format!(
+        "[guard]\nmax_failures = 100\n\n{}",
+        site("jelly.test", origin.addr, "login_burst = 3")
+    );
+    let gw = TestGateway::start(&rest).await;
+    let attacker = client(&gw, "127.0.0.2");
+    for _ in 0..3 {
+        assert_eq!(login(&gw, &attacker, "guess").await.unwrap().status(), 401);
+    }
+    let limited = login(&gw, &attacker, "guess").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        origin.seen.hits("/users/authenticatebyname"),
+        3,
+        "the fourth never reached Jellyfin"
+    );
+    let other = client(&gw, "127.0.0.3");
+    assert_eq!(
+        login(&gw, &other, "right").await.unwrap().status(),
+        200,
+        "another address is unaffected"
+    );
+    assert_eq!(
+        other
+            .get(gw.url("jelly.test", "/System/Info/Public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_ban_the_address_before_tls_and_close_its_connections() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "login_rate = \"off\"")).await;
+    let attacker = client(&gw, "127.0.0.4");
+    assert!(
+        !closed_at_accept("127.0.0.4", gw.https).await,
+        "not banned yet: waits for a ClientHello"
+    );
+    let mut idle = tcp_from("127.0.0.4", gw.https).await;
+    for _ in 0..3 {
+        assert_eq!(login(&gw, &attacker, "guess").await.unwrap().status(), 401);
+    }
+    // The connection that carried the third failure is refused at its next
+    // request; a new one is closed before TLS.
+    assert!(
+        login(&gw, &attacker, "guess").await.is_err(),
+        "banned: the connection is closed"
+    );
+    let mut buf = [0u8; 8];
+    let cut = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0)) | Ok(Err(_))),
+        "its other open connection is closed too: {cut:?}"
+    );
+    assert!(
+        closed_at_accept("127.0.0.4", gw.https).await,
+        "new connections closed before TLS"
+    );
+    assert!(
+        closed_at_accept("127.0.0.4", gw.http).await,
+        "on every listener"
+    );
+    assert_eq!(origin.seen.hits("/users/authenticatebyname"), 3);
+
+    // Successful logins are not failures.
+    let family = client(&gw, "127.0.0.5");
+    for password in ["typo", "typo", "right", "right", "right", "right"] {
+        login(&gw, &family, password).await.unwrap();
+    }
+    assert_eq!(
+        family
+            .get(gw.url("jelly.test", "/System/Info/Public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn allow_listed_and_never_ban_addresses_are_never_banned() {
+    let origin = Origin::start().await;
+    let rest = format!(
+        "[guard]\nnever_ban = [\"127.0.0.7\"]\n\n{}",
+        site(
+            "jelly.test",
+            origin.addr,
+            "login_rate = \"off\"\nallow = [\"127.0.0.6\", \"127.0.0.7\", \"127.0.0.1\"]"
+        )
+    );
+    let gw = TestGateway::start(&rest).await;
+    for from in ["127.0.0.6", "127.0.0.7"] {
+        let c = client(&gw, from);
+        for _ in 0..5 {
+            assert_eq!(
+                login(&gw, &c, "guess").await.unwrap().status(),
+                401,
+                "{from}"
+            );
+        }
+        assert!(!closed_at_accept(from, gw.https).await, "{from} not banned");
+    }
+    let outsider = client(&gw, "127.0.0.8");
+    assert_eq!(
+        outsider
+            .get(gw.url("jelly.test", "/web/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "not on the allow list"
+    );
+}
+
+#[tokio::test]
+async fn deny_lists_per_site_and_path_and_the_closed_door_refusal() {
+    let origin = Origin::start().await;
+    let config = format!(
+        "{}{}",
+        site("jelly.test", origin.addr, "deny = [\"127.0.0.9\"]\n[[site.path]]\nprefix = \"/System/\"\nallow = [\"127.0.0.10\", \"::ffff:127.0.0.11\"]\n"),
+        site("quiet.test", origin.addr, "deny = [\"127.0.0.9\"]\nrefuse = \"close\"")
+    );
+    let gw = TestGateway::start_with_server_extra(
+        tempfile::tempdir().unwrap(),
+        "trusted_proxies = [\"127.0.0.12\"]\n",
+        &config,
+    )
+    .await;
+    let url = |path: &str| gw.url("jelly.test", path);
+    assert_eq!(
+        client(&gw, "127.0.0.9")
+            .get(url("/web/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        client(&gw, "127.0.0.1")
+            .get(url("/system/info/public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "path rule, any case"
+    );
+    assert_eq!(
+        client(&gw, "127.0.0.10")
+            .get(url("/System/Info/Public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client(&gw, "127.0.0.11")
+            .get(url("/System/Info/Public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "an IPv4-mapped rule matches the IPv4 client"
+    );
+    assert_eq!(
+        client(&gw, "127.0.0.1")
+            .get(url("/echo"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Jellyfin's unauthenticated /metrics: private networks only.
+    assert_eq!(
+        client(&gw, "127.0.0.1")
+            .get(url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "from loopback it reaches Jellyfin"
+    );
+    let via_proxy = client(&gw, "127.0.0.12")
+        .get(url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via_proxy.status(), 403, "from the internet it is denied");
+    // refuse = "close": zero bytes.
+    let quiet = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(gw.ca_pem.as_deref().unwrap()).unwrap(),
+        )
+        .resolve("quiet.test", gw.https)
+        .local_address(Some("127.0.0.9".parse().unwrap()))
+        .build()
+        .unwrap();
+    assert!(
+        quiet.get(gw.url("quiet.test", "/")).send().await.is_err(),
+        "closed without an answer"
+    );
+}
+
+#[tokio::test]
+async fn connection_caps_close_at_accept() {
+    let origin = Origin::start().await;
+    let rest = format!(
+        "[guard]\nmax_connections = 3\nmax_connections_per_ip = 2\n\n{}",
+        site("jelly.test", origin.addr, "")
+    );
+    let gw = TestGateway::start(&rest).await;
+    let _a = tcp_from("127.0.0.13", gw.https).await;
+    let _b = tcp_from("127.0.0.13", gw.https).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        closed_at_accept("127.0.0.13", gw.https).await,
+        "a third from one address"
+    );
+    let _c = tcp_from("127.0.0.14", gw.https).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        closed_at_accept("127.0.0.15", gw.https).await,
+        "a fourth in all"
+    );
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !closed_at_accept("127.0.0.15", gw.https).await,
+        "a place came free"
+    );
+}
+
+fn bans_cli(config: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .arg("bans")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            server_block(dir.path()),
+            site(
+                "jelly.test",
+                origin.addr,
+                "login_rate = \"off\"\nhttps_redirect = false"
+            )
+        ),
+    )
+    .unwrap();
+    let process = Process::start(&path);
+    let http = process.http;
+    let fail = || async move {
+        let mut tcp = tcp_from("127.0.0.16", http).await;
+        let request = "POST /Users/AuthenticateByName HTTP/1.1\r\nHost: jelly.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        crate::support::exchange(&mut tcp, request.as_bytes(), Duration::from_secs(2))
+            .await
+            .0
+    };
+    for _ in 0..3 {
+        assert!(crate::support::status_of(&fail().await) == 401);
+    }
+    assert!(
+        process.wait_for_log("ban 127.0.0.16 until", Duration::from_secs(2)),
+        "one greppable line per ban"
+    );
+    drop(process);
+
+    let process = Process::start(&path);
+    assert!(
+        closed_at_accept("127.0.0.16", process.http).await,
+        "the ban outlived the restart"
+    );
+    let listed = bans_cli(&path, &["list"]);
+    assert!(listed.starts_with("127.0.0.16\tuntil "), "{listed}");
+    assert_eq!(
+        bans_cli(&path, &["remove", "127.0.0.16"]).trim(),
+        "ban on 127.0.0.16 lifted"
+    );
+    assert!(process.wait_for_log("unban 127.0.0.16 reason=removed", Duration::from_secs(2)));
+    assert!(
+        !closed_at_accept("127.0.0.16", process.http).await,
+        "lifted at once in the running drawbridge"
+    );
+    drop(process);
+    assert_eq!(
+        bans_cli(&path, &["list"]).trim(),
+        "no bans",
+        "stored list, drawbridge not running"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_bans_file_is_set_aside_and_drawbridge_starts() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/bans.json"), "{\"bans\": [garbage").unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            server_block(dir.path()),
+            site("jelly.test", origin.addr, "")
+        ),
+    )
+    .unwrap();
+    let process = Process::start(&path);
+    assert!(process.wait_for_log("is damaged; set aside", Duration::from_secs(2)));
+    let aside = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("corrupt")
+        })
+        .count();
+    assert_eq!(aside, 1);
+    assert!(
+        !closed_at_accept("127.0.0.1", process.https).await,
+        "serving"
+    );
+}
