@@ -1,8 +1,9 @@
 //! The local admin socket, `state_dir/admin.sock` (mode 0600: only the user
 //! drawbridge runs as, and root, can use it). One command per connection, one
 //! line each way: `bans list` answers a JSON array; `bans remove ADDRESS`
-//! answers `{"removed":true|false}`. The `drawbridge bans` command talks to it,
-//! and works on the stored bans file when drawbridge is not running.
+//! answers `{"removed":true|false}`; `cache purge [PREFIX]` answers
+//! `{"purged":N}`. The `drawbridge bans` and `drawbridge cache` commands talk to
+//! it; `bans` works on the stored bans file when drawbridge is not running.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +15,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::Cache;
 use crate::filter::keys::ClientKey;
 use crate::guard::Guard;
 
@@ -23,7 +25,12 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Serves the admin socket until `shutdown`.
-pub async fn serve(path: PathBuf, guard: Arc<Guard>, shutdown: CancellationToken) {
+pub async fn serve(
+    path: PathBuf,
+    guard: Arc<Guard>,
+    cache: Arc<Cache>,
+    shutdown: CancellationToken,
+) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -45,15 +52,15 @@ pub async fn serve(path: PathBuf, guard: Arc<Guard>, shutdown: CancellationToken
                 Err(_) => continue,
             },
         };
-        let guard = guard.clone();
+        let (guard, cache) = (guard.clone(), cache.clone());
         tokio::spawn(async move {
-            let _ = answer(stream, &guard).await;
+            let _ = answer(stream, &guard, &cache).await;
         });
     }
     let _ = std::fs::remove_file(&path);
 }
 
-async fn answer(stream: UnixStream, guard: &Guard) -> io::Result<()> {
+async fn answer(stream: UnixStream, guard: &Guard, cache: &Cache) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     // One short line is all a command is.
@@ -66,7 +73,9 @@ async fn answer(stream: UnixStream, guard: &Guard) -> io::Result<()> {
             Some(key) => serde_json::json!({ "removed": guard.bans.remove(key, now) }).to_string(),
             None => serde_json::json!({ "error": format!("`{address}` is not an address") }).to_string(),
         },
-        _ => serde_json::json!({ "error": "unknown command; use `bans list` or `bans remove ADDRESS`" }).to_string(),
+        ["cache", "purge"] => serde_json::json!({ "purged": cache.purge("") }).to_string(),
+        ["cache", "purge", prefix] => serde_json::json!({ "purged": cache.purge(prefix) }).to_string(),
+        _ => serde_json::json!({ "error": "unknown command; use `bans list`, `bans remove ADDRESS` or `cache purge [PREFIX]`" }).to_string(),
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await

@@ -35,6 +35,7 @@ pub mod acme;
 pub mod admin;
 pub mod atomic_file;
 pub mod body;
+pub mod cache;
 pub mod client_ip;
 pub mod config;
 pub mod connection;

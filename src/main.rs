@@ -43,6 +43,23 @@ enum Command {
         #[command(subcommand)]
         action: BansAction,
     },
+    /// Control the edge cache of the running drawbridge.
+    Cache {
+        /// The config file (for its state_dir).
+        #[arg(short, long, default_value = "drawbridge.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheAction {
+    /// Forget cached responses whose key (host and path) starts with PREFIX; all without one.
+    Purge {
+        /// For example `jelly.example.com/Items/`.
+        prefix: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +77,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Cache {
+            config,
+            action: CacheAction::Purge { prefix },
+        } => match purge(&config, prefix.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("drawbridge: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bans { config, action } => match bans(&config, &action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -195,6 +222,35 @@ fn bans(path: &Path, action: &BansAction) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn purge(path: &Path, prefix: Option<&str>) -> anyhow::Result<()> {
+    let Some(config) = load_or_report(path) else {
+        anyhow::bail!("the config is not valid");
+    };
+    let socket = drawbridge::admin::socket_path(&config.server.state_dir);
+    let command = match prefix {
+        Some(prefix) => format!("cache purge {prefix}"),
+        None => "cache purge".to_string(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = runtime
+        .block_on(drawbridge::admin::request(&socket, &command))
+        .with_context(|| {
+            format!(
+                "drawbridge is not running (no admin socket at {})",
+                socket.display()
+            )
+        })?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&reply).context("unexpected answer from drawbridge")?;
+    println!(
+        "{} cached responses purged",
+        reply["purged"].as_u64().unwrap_or(0)
+    );
     Ok(())
 }
 

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::access_log::{AccessLog, Entry};
 use crate::acme::challenges::Challenges;
 use crate::body::{BodyLimits, GuardedBody, Tail};
+use crate::cache::{self, Cache};
 use crate::client_ip::{self, Client};
 use crate::config::{normalise_host, Limits};
 use crate::deadline::ConnState;
@@ -96,6 +97,7 @@ pub struct Gateway {
     https_port: Option<u16>,
     access_log: Arc<AccessLog>,
     challenges: Arc<Challenges>,
+    cache: Arc<Cache>,
 }
 
 impl Gateway {
@@ -107,6 +109,7 @@ impl Gateway {
         https_port: Option<u16>,
         access_log: Arc<AccessLog>,
         challenges: Arc<Challenges>,
+        cache: Arc<Cache>,
     ) -> Gateway {
         Gateway {
             routes: ArcSwap::from_pointee(routes),
@@ -114,7 +117,13 @@ impl Gateway {
             https_port,
             access_log,
             challenges,
+            cache,
         }
+    }
+
+    /// The edge cache (purged through the admin socket).
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
     }
 
     /// The current routes snapshot.
@@ -263,6 +272,33 @@ impl Gateway {
         }
         if request.method() == Method::CONNECT {
             return Ok(answer(ProxyError::MethodNotAllowed, version));
+        }
+        let method = request.method().clone();
+        if matches!(method, Method::GET | Method::HEAD) {
+            if let Some(visibility) = site.cache.class(request.uri().path()) {
+                let (mut parts, _) = request.into_parts();
+                let headers = parts.headers.clone();
+                let uri = parts.uri.clone();
+                let key = cache::key(host, &uri);
+                forwarding::upstream_head(&mut parts, origin);
+                parts.uri = site
+                    .upstream
+                    .uri(uri.path_and_query().map_or("/", |pq| pq.as_str()));
+                let ask = cache::Ask {
+                    key,
+                    visibility,
+                    method,
+                    headers,
+                    uri,
+                    upstream_head: parts,
+                    upstream: &site.upstream,
+                };
+                return Ok(self
+                    .cache
+                    .serve(ask)
+                    .await
+                    .unwrap_or_else(|e| answer(e, version)));
+            }
         }
         let declared = request
             .headers()

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::CacheRules;
 use crate::client_ip::TrustedProxies;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,8 @@ pub struct Site {
     pub response_timeout: Duration,
     /// The `jellyfin` preset applies (its Known proxies matter).
     pub jellyfin: bool,
+    /// Which routes the edge cache serves.
+    pub cache: CacheRules,
 }
 
 /// Sites by host name, and who may speak for clients.
@@ -133,6 +136,7 @@ impl Site {
             access_log: site.access_log,
             response_timeout: site.response_timeout,
             jellyfin: site.preset == Preset::Jellyfin,
+            cache: CacheRules::new(site),
         }
     }
 }

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::access_log::AccessLog;
 use crate::acme::challenges::Challenges;
 use crate::acme::AcmeManager;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::connection::{self, ListenerKind, Shared};
 use crate::dns::{HickoryLookup, Lookup};
@@ -90,6 +91,7 @@ impl Server {
             https_port,
             Arc::new(access_log),
             challenges.clone(),
+            Cache::new(&config.cache, &config.server.state_dir),
         ));
         let shared = Arc::new(Shared {
             gateway,
@@ -172,6 +174,11 @@ impl Server {
         tokio::spawn(crate::admin::serve(
             crate::admin::socket_path(&self.started_with.server.state_dir),
             self.shared.guard.clone(),
+            self.shared.gateway.cache().clone(),
+            self.background.clone(),
+        ));
+        tokio::spawn(self.shared.gateway.cache().clone().report(
+            self.started_with.cache.stats_interval,
             self.background.clone(),
         ));
         self.shared.gateway.routes().start_background(
@@ -267,6 +274,9 @@ impl Reloader {
             return Err(ServerError::NeedsRestart(
                 "[server] resolvers/dns_min_ttl/dns_max_ttl",
             ));
+        }
+        if config.cache != old.cache {
+            return Err(ServerError::NeedsRestart("[cache]"));
         }
         if config.guard != old.guard {
             return Err(ServerError::NeedsRestart("[guard]"));

@@ -11,8 +11,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::raw::{
-    ACME_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS, SITE_KEYS, TLS_FILE_KEYS,
-    TOP_KEYS,
+    ACME_KEYS, CACHE_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS, SITE_KEYS,
+    TLS_FILE_KEYS, TOP_KEYS,
 };
 
 /// One config error with the place it points at.
@@ -89,6 +89,7 @@ impl<'a> Reporter<'a> {
                 "log" => self.table_keys(value, "[log]", LOG_KEYS, &mut dirty),
                 "acme" => self.table_keys(value, "[acme]", ACME_KEYS, &mut dirty),
                 "guard" => self.table_keys(value, "[guard]", GUARD_KEYS, &mut dirty),
+                "cache" => self.table_keys(value, "[cache]", CACHE_KEYS, &mut dirty),
                 "site" => {
                     if let DeValue::Array(sites) = value.get_ref() {
                         for site in sites {

@@ -33,6 +33,8 @@ pub struct Config {
     pub acme: Acme,
     /// Bans and connection limits.
     pub guard: Guard,
+    /// The edge cache's bounds.
+    pub cache: Cache,
     /// The sites, in file order.
     pub sites: Vec<SiteConfig>,
 }
@@ -196,6 +198,11 @@ pub struct SiteConfig {
     pub login_burst: u32,
     /// Path patterns of the auth routes (`*` = one segment, `**` = the rest).
     pub auth_paths: Vec<String>,
+    /// Cacheable routes; a request with credentials bypasses the cache.
+    pub cache_paths: Vec<String>,
+    /// Cacheable routes whose answers are the same for everyone: credentials
+    /// in the request do not bypass, and tokens are left out of the key.
+    pub cache_public_paths: Vec<String>,
 }
 
 /// Jellyfin's authentication routes, matched without regard to case.
@@ -275,6 +282,46 @@ impl Default for Guard {
         }
     }
 }
+
+/// `[cache]`: the edge cache's bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    /// Bytes kept in memory.
+    pub memory: u64,
+    /// Bytes kept on disk under `state_dir/cache` (0: no disk tier).
+    pub disk: u64,
+    /// Largest object stored.
+    pub max_object: u64,
+    /// Whether responses on cache routes say `X-Cache: HIT|MISS|STALE|BYPASS`.
+    pub status_header: bool,
+    /// How often the hit ratio is logged.
+    pub stats_interval: Duration,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            memory: 64 << 20,
+            disk: 1 << 30,
+            max_object: 8 << 20,
+            status_header: true,
+            stats_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Jellyfin's routes that are safe to cache for everyone (anonymous images and
+/// the web client's files); tokens are left out of their cache keys.
+pub const JELLYFIN_CACHE_PATHS: &[&str] = &[
+    "/Items/*/Images/**",
+    "/Artists/*/Images/**",
+    "/Genres/*/Images/**",
+    "/MusicGenres/*/Images/**",
+    "/Persons/*/Images/**",
+    "/Studios/*/Images/**",
+    "/Users/*/Images/**",
+    "/web/**",
+];
 
 /// A rate: `count` per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,15 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Known keys of the top-level table.
-pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "acme", "guard", "site"];
+pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "acme", "guard", "cache", "site"];
+/// Known keys of `[cache]`.
+pub const CACHE_KEYS: &[&str] = &[
+    "memory",
+    "disk",
+    "max_object",
+    "status_header",
+    "stats_interval",
+];
 /// Known keys of `[guard]`.
 pub const GUARD_KEYS: &[&str] = &[
     "max_failures",
@@ -85,6 +93,9 @@ pub const SITE_KEYS: &[&str] = &[
     "login_burst",
     "auth_paths",
     "path",
+    "cache",
+    "cache_paths",
+    "cache_public_paths",
 ];
 /// Known keys of a site's `tls = { … }` table.
 pub const TLS_FILE_KEYS: &[&str] = &["cert", "key"];
@@ -161,6 +172,17 @@ pub struct RawGuard {
     pub table_size: Option<Spanned<u32>>,
 }
 
+/// `[cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub memory: Option<Spanned<String>>,
+    pub disk: Option<Spanned<String>>,
+    pub max_object: Option<Spanned<String>>,
+    pub status_header: Option<bool>,
+    pub stats_interval: Option<Spanned<String>>,
+}
+
 /// One `[[site.path]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,6 +216,9 @@ pub struct RawSite {
     pub login_burst: Option<Spanned<u32>>,
     pub auth_paths: Option<Vec<Spanned<String>>>,
     pub path: Option<Vec<RawPath>>,
+    pub cache: Option<bool>,
+    pub cache_paths: Option<Vec<Spanned<String>>>,
+    pub cache_public_paths: Option<Vec<Spanned<String>>>,
 }
 
 /// A site's `tls`: a source name, or certificate and key files.

@@ -12,11 +12,13 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Reporter};
-use super::raw::{RawAcme, RawGuard, RawLimits, RawLog, RawPath, RawServer, RawSite, RawTls};
+use super::raw::{
+    RawAcme, RawCache, RawGuard, RawLimits, RawLog, RawPath, RawServer, RawSite, RawTls,
+};
 use super::units::{parse_duration, parse_size};
 use super::{
-    AccessFormat, AccessList, Acme, Challenge, Config, Guard, HostPattern, Limits, Log, LogTarget,
-    PathRule, Preset, Rate, Refuse, Server, SiteConfig, TlsSource, UpstreamAddr,
+    AccessFormat, AccessList, Acme, Cache, Challenge, Config, Guard, HostPattern, Limits, Log,
+    LogTarget, PathRule, Preset, Rate, Refuse, Server, SiteConfig, TlsSource, UpstreamAddr,
 };
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
@@ -38,6 +40,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut raw_log = RawLog::default();
     let mut raw_acme = RawAcme::default();
     let mut raw_guard = RawGuard::default();
+    let mut raw_cache = RawCache::default();
     let mut raw_sites = Vec::new();
     for (key, value) in root.into_inner() {
         if dirty.contains(&value.span()) {
@@ -49,6 +52,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             "log" => raw_log = v.section(value).unwrap_or_default(),
             "acme" => raw_acme = v.section(value).unwrap_or_default(),
             "guard" => raw_guard = v.section(value).unwrap_or_default(),
+            "cache" => raw_cache = v.section(value).unwrap_or_default(),
             "site" => raw_sites = v.sites(value, &dirty),
             _ => {}
         }
@@ -59,6 +63,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let log = v.log(raw_log);
     let acme = v.acme(raw_acme);
     let guard = v.guard(raw_guard);
+    let cache = v.cache(raw_cache);
     let sites = v.all_sites(raw_sites, &acme);
     if sites.is_empty() && v.report.errors.is_empty() {
         v.report.at(
@@ -74,6 +79,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             log,
             acme,
             guard,
+            cache,
             sites,
         })
     } else {
@@ -557,6 +563,23 @@ impl Validator<'_> {
                 },
             });
         }
+        let caching = raw.cache.unwrap_or(jellyfin);
+        let cache_paths = self.patterns(raw.cache_paths).unwrap_or_default();
+        let cache_public_paths = self.patterns(raw.cache_public_paths).unwrap_or_else(|| {
+            if jellyfin {
+                super::JELLYFIN_CACHE_PATHS
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        });
+        let (cache_paths, cache_public_paths) = if caching {
+            (cache_paths, cache_public_paths)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let connect_timeout = self.duration(raw.connect_timeout, Duration::from_secs(3));
         let response_timeout = self.duration(raw.response_timeout, Duration::from_secs(60));
         if self.report.errors.len() > errors_before {
@@ -581,6 +604,8 @@ impl Validator<'_> {
             login_rate,
             login_burst,
             auth_paths,
+            cache_paths,
+            cache_public_paths,
         })
     }
 
@@ -688,6 +713,32 @@ impl Validator<'_> {
         Some(PathRule {
             prefix: raw.prefix.into_inner().to_ascii_lowercase(),
             access,
+        })
+    }
+
+    fn cache(&mut self, raw: RawCache) -> Cache {
+        let d = Cache::default();
+        Cache {
+            memory: self.size(raw.memory, d.memory as usize, 0, usize::MAX) as u64,
+            disk: self.size(raw.disk, d.disk as usize, 0, usize::MAX) as u64,
+            max_object: self.size(raw.max_object, d.max_object as usize, 1, usize::MAX) as u64,
+            status_header: raw.status_header.unwrap_or(d.status_header),
+            stats_interval: self.duration(raw.stats_interval, d.stats_interval),
+        }
+    }
+
+    fn patterns(&mut self, raw: Option<Vec<Spanned<String>>>) -> Option<Vec<String>> {
+        raw.map(|list| {
+            list.into_iter()
+                .filter_map(|p| {
+                    if p.get_ref().starts_with('/') {
+                        Some(p.into_inner())
+                    } else {
+                        self.report.at(&p.span(), "a path pattern starts with `/`, like \"/web/**\" or \"/Items/*/Images/**\"");
+                        None
+                    }
+                })
+                .collect()
         })
     }
 

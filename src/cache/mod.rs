@@ -1,0 +1,713 @@
+//! The edge cache: posters and the web client served from the VPS, following
+//! the upstream's own Cache-Control and validators (RFC 9111 decisions come
+//! from `http-cache-semantics`, none are written here), and served stale when
+//! home is unreachable rather than a broken page.
+//!
+//! Only GET/HEAD on a site's cache routes take part; media and HLS never do.
+//! Keys are host, path and query, with access tokens left out and parameters
+//! sorted. A response is stored only when complete, under the object cap,
+//! without Set-Cookie and storable for a shared cache; it is filled by a tee on
+//! the streaming body, so the client never waits for the cache. Concurrent
+//! misses for one key wait for the first to finish instead of all going home.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+
+use crate::config::SiteConfig;
+use crate::error::ProxyError;
+use crate::filter::access::RouteClass;
+use crate::forwarding;
+use crate::pipeline::{empty_body, Body};
+use crate::upstream::Upstream;
+use store::{Entry, Store};
+
+/// Query parameters that carry credentials: never part of a key.
+const TOKEN_PARAMS: [&str; 3] = ["api_key", "apikey", "x-emby-token"];
+
+/// Request headers that carry credentials.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "cookie",
+    "x-emby-token",
+    "x-mediabrowser-token",
+    "x-emby-authorization",
+];
+
+/// Whether a cache route's answers are the same for everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Credentials in the request do not matter (Jellyfin's images, web files).
+    Public,
+    /// A request with credentials bypasses the cache.
+    Private,
+}
+
+/// Which of a site's routes are cached.
+#[derive(Debug, Default)]
+pub struct CacheRules {
+    private: RouteClass,
+    public: RouteClass,
+}
+
+impl CacheRules {
+    /// The rules of `site`.
+    pub fn new(site: &SiteConfig) -> CacheRules {
+        CacheRules {
+            private: RouteClass::new(&site.cache_paths),
+            public: RouteClass::new(&site.cache_public_paths),
+        }
+    }
+
+    /// Whether `path` is a cache route, and of which kind. Media and HLS never are.
+    pub fn class(&self, path: &str) -> Option<Visibility> {
+        let lower = path.to_ascii_lowercase();
+        let media = lower.starts_with("/videos/") || lower.starts_with("/audio/");
+        let hls = [".m3u8", ".ts", ".m4s"]
+            .iter()
+            .any(|ext| lower.ends_with(ext));
+        if media || hls {
+            return None;
+        }
+        if self.public.matches(path) {
+            Some(Visibility::Public)
+        } else if self.private.matches(path) {
+            Some(Visibility::Private)
+        } else {
+            None
+        }
+    }
+}
+
+/// The cache key of a request: host, path, and the query without tokens, its
+/// parameters sorted (so `?b=1&a=2` and `?a=2&b=1&api_key=x` share one entry).
+pub fn key(host: &str, uri: &Uri) -> String {
+    let mut params: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or("");
+            !TOKEN_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    params.sort_unstable();
+    let query = if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", params.join("&"))
+    };
+    format!("{host}{}{query}", uri.path())
+}
+
+/// Whether the request carries credentials (headers or token parameters).
+fn has_credentials(headers: &HeaderMap, uri: &Uri) -> bool {
+    CREDENTIAL_HEADERS.iter().any(|h| headers.contains_key(*h))
+        || uri.query().is_some_and(|q| {
+            q.split('&').any(|p| {
+                TOKEN_PARAMS
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(p.split('=').next().unwrap_or("")))
+            })
+        })
+}
+
+/// Hit, miss, stale and bypass counts.
+#[derive(Debug, Default)]
+pub struct Stats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+    bypass: AtomicU64,
+    bytes_served: AtomicU64,
+}
+
+/// The process's cache.
+#[derive(Debug)]
+pub struct Cache {
+    store: Store,
+    inflight: Mutex<HashMap<String, Arc<Notify>>>,
+    stats: Stats,
+    max_object: u64,
+    status_header: bool,
+}
+
+/// A request on a cache route, as the cache needs it.
+#[derive(Debug)]
+pub struct Ask<'a> {
+    /// The key (see `key`).
+    pub key: String,
+    /// The kind of route.
+    pub visibility: Visibility,
+    /// Method, as the client sent it.
+    pub method: Method,
+    /// The client's headers (conditions, Range, Vary, credentials).
+    pub headers: HeaderMap,
+    /// The client's target (for credentials in the query).
+    pub uri: Uri,
+    /// The request already rewritten for the upstream.
+    pub upstream_head: http::request::Parts,
+    /// Where to forward misses and revalidations.
+    pub upstream: &'a Upstream,
+}
+
+impl Cache {
+    /// A cache with `config`'s bounds, its disk tier under `state_dir/cache`.
+    pub fn new(config: &crate::config::Cache, state_dir: &Path) -> Arc<Cache> {
+        Arc::new(Cache {
+            store: Store::open(config.memory, config.disk, &state_dir.join("cache")),
+            inflight: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            max_object: config.max_object,
+            status_header: config.status_header,
+        })
+    }
+
+    /// Forgets every key starting with `prefix`.
+    pub fn purge(&self, prefix: &str) -> usize {
+        self.store.purge(prefix)
+    }
+
+    /// Logs the hit ratio every `interval` until `shutdown`.
+    pub async fn report(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let s = &self.stats;
+            let (hits, misses) = (
+                s.hits.load(Ordering::Relaxed),
+                s.misses.load(Ordering::Relaxed),
+            );
+            if hits + misses == 0 {
+                continue;
+            }
+            let (memory, disk) = self.store.bytes();
+            tracing::info!(
+                hits,
+                misses,
+                stale = s.stale.load(Ordering::Relaxed),
+                bypass = s.bypass.load(Ordering::Relaxed),
+                hit_ratio = format!("{:.1}%", 100.0 * hits as f64 / (hits + misses) as f64),
+                bytes_served = s.bytes_served.load(Ordering::Relaxed),
+                memory_bytes = memory,
+                disk_bytes = disk,
+                "cache"
+            );
+        }
+    }
+
+    /// Answers a request on a cache route.
+    pub async fn serve(self: &Arc<Self>, ask: Ask<'_>) -> Result<Response<Body>, ProxyError> {
+        let bypass =
+            ask.visibility == Visibility::Private && has_credentials(&ask.headers, &ask.uri);
+        if bypass || !matches!(ask.method, Method::GET | Method::HEAD) {
+            self.stats.bypass.fetch_add(1, Ordering::Relaxed);
+            let response = send(ask.upstream, &ask.upstream_head).await?;
+            return Ok(self.label(pass_on(response), "BYPASS"));
+        }
+        let view = view(&ask);
+        let mut waited = false;
+        loop {
+            let now = SystemTime::now();
+            let cached = self.store.get(&ask.key);
+            if let Some(entry) = cached.clone() {
+                match entry.policy.before_request(&view, now) {
+                    BeforeRequest::Fresh(parts) => {
+                        return Ok(self.hit(&entry, parts.headers, &ask, "HIT"))
+                    }
+                    BeforeRequest::Stale {
+                        request,
+                        matches: true,
+                    } => return self.revalidate(&ask, &view, entry, &request.headers).await,
+                    BeforeRequest::Stale { .. } => {}
+                }
+            }
+            if ask.headers.contains_key(header::RANGE) {
+                // Parts of objects are never stored; only a whole cached one serves ranges.
+                self.stats.bypass.fetch_add(1, Ordering::Relaxed);
+                let response = send(ask.upstream, &ask.upstream_head).await?;
+                return Ok(self.label(pass_on(response), "BYPASS"));
+            }
+            let (leader, notify) = {
+                let mut inflight = self.inflight.lock().expect("cache lock");
+                match inflight.get(&ask.key) {
+                    Some(notify) if !waited => (false, notify.clone()),
+                    Some(_) => (false, Arc::new(Notify::new())),
+                    None => {
+                        let notify = Arc::new(Notify::new());
+                        inflight.insert(ask.key.clone(), notify.clone());
+                        (true, notify)
+                    }
+                }
+            };
+            if !leader && !waited {
+                // Another request is fetching this key: wait for it, then look again.
+                let done = notify.notified();
+                let _ = tokio::time::timeout(Duration::from_secs(30), done).await;
+                waited = true;
+                continue;
+            }
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            let done = Done {
+                cache: self.clone(),
+                key: ask.key.clone(),
+                leader,
+            };
+            let result = send(ask.upstream, &ask.upstream_head).await;
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
+                    drop(done);
+                    return match cached {
+                        Some(entry)
+                            if ask.visibility == Visibility::Public && unreachable(&error) =>
+                        {
+                            Ok(self.stale(&entry, &ask))
+                        }
+                        _ => Err(error),
+                    };
+                }
+            };
+            return Ok(self.fill(response, &ask, &view, done));
+        }
+    }
+
+    /// A stale entry: ask the upstream whether it changed.
+    async fn revalidate(
+        self: &Arc<Self>,
+        ask: &Ask<'_>,
+        view: &Request<()>,
+        entry: Arc<Entry>,
+        validators: &HeaderMap,
+    ) -> Result<Response<Body>, ProxyError> {
+        let mut head = clone_head(&ask.upstream_head);
+        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+            if let Some(value) = validators.get(&name) {
+                head.headers.insert(name, value.clone());
+            }
+        }
+        let response = match send(ask.upstream, &head).await {
+            Ok(response) => response,
+            Err(error) if ask.visibility == Visibility::Public && unreachable(&error) => {
+                return Ok(self.stale(&entry, ask))
+            }
+            Err(error) => return Err(error),
+        };
+        if response.status() == StatusCode::NOT_MODIFIED {
+            let now = SystemTime::now();
+            let updated = match entry.policy.after_response(view, &response, now) {
+                AfterResponse::NotModified(policy, parts)
+                | AfterResponse::Modified(policy, parts) => Entry {
+                    policy,
+                    headers: parts.headers,
+                    ..(*entry).clone()
+                },
+            };
+            let headers = updated.policy.before_request(view, now);
+            let headers = match headers {
+                BeforeRequest::Fresh(parts) => parts.headers,
+                BeforeRequest::Stale { .. } => updated.headers.clone(),
+            };
+            let stored = updated.clone();
+            let cache = self.clone();
+            tokio::task::spawn_blocking(move || cache.store.put(stored));
+            return Ok(self.hit(&updated, headers, ask, "HIT"));
+        }
+        if response.status().is_server_error() && ask.visibility == Visibility::Public {
+            return Ok(self.stale(&entry, ask));
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let done = Done {
+            cache: self.clone(),
+            key: ask.key.clone(),
+            leader: false,
+        };
+        Ok(self.fill(response, ask, view, done))
+    }
+
+    /// A response from the upstream on a miss: passed on at once, and stored
+    /// through a tee when it may be.
+    fn fill(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        ask: &Ask<'_>,
+        view: &Request<()>,
+        done: Done,
+    ) -> Response<Body> {
+        let mut response = pass_on(response);
+        let policy = CachePolicy::new(view, &response);
+        let declared = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let storable = ask.method == Method::GET
+            && policy.is_storable()
+            && !response.headers().contains_key(header::SET_COOKIE)
+            && declared.is_none_or(|n| n <= self.max_object);
+        if storable {
+            let status = response.status();
+            let headers = response.headers().clone();
+            let key = ask.key.clone();
+            let max = self.max_object;
+            let cache = self.clone();
+            response = response.map(|body| {
+                Tee::new(body, max, move |whole| {
+                    if let Some(body) = whole {
+                        let entry = Entry {
+                            key,
+                            policy,
+                            status,
+                            headers,
+                            body,
+                        };
+                        tokio::task::spawn_blocking(move || cache.store.put(entry));
+                    }
+                    drop(done);
+                })
+                .boxed()
+            });
+        } else {
+            drop(done);
+        }
+        self.label(response, "MISS")
+    }
+
+    /// An answer from `entry`: 304 for a matching If-None-Match, a slice for
+    /// one Range, else the whole object (HEAD: its headers).
+    fn hit(
+        &self,
+        entry: &Entry,
+        headers: HeaderMap,
+        ask: &Ask<'_>,
+        label: &'static str,
+    ) -> Response<Body> {
+        let counter = if label == "STALE" {
+            &self.stats.stale
+        } else {
+            &self.stats.hits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut response = Response::new(empty_body());
+        *response.status_mut() = entry.status;
+        *response.headers_mut() = headers;
+        let etag = entry.headers.get(header::ETAG);
+        let matches = ask
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .zip(etag)
+            .is_some_and(|(wanted, have)| {
+                wanted.to_str().is_ok_and(|w| {
+                    w == "*"
+                        || w.split(',')
+                            .any(|t| t.trim() == have.to_str().unwrap_or(""))
+                })
+            });
+        if matches {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            return self.label(response, label);
+        }
+        let mut body = entry.body.clone();
+        if let Some(range) = ask.headers.get(header::RANGE).and_then(|r| r.to_str().ok()) {
+            match slice(range, body.len()) {
+                Some((start, end)) => {
+                    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    let value = format!("bytes {start}-{end}/{}", body.len());
+                    response.headers_mut().insert(
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&value).expect("ascii"),
+                    );
+                    body = body.slice(start..=end);
+                }
+                None => {
+                    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                    let value = format!("bytes */{}", body.len());
+                    response.headers_mut().insert(
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&value).expect("ascii"),
+                    );
+                    body = Bytes::new();
+                }
+            }
+        }
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if ask.method != Method::HEAD {
+            self.stats
+                .bytes_served
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            *response.body_mut() = Full::new(body).map_err(|never| match never {}).boxed();
+        }
+        self.label(response, label)
+    }
+
+    /// `entry` served although stale, because home did not answer.
+    fn stale(&self, entry: &Entry, ask: &Ask<'_>) -> Response<Body> {
+        let mut headers = entry.headers.clone();
+        let age = entry.policy.age(SystemTime::now()).as_secs();
+        headers.insert(header::AGE, HeaderValue::from(age));
+        tracing::warn!(key = %entry.key, "upstream unreachable; serving a stale copy");
+        self.hit(entry, headers, ask, "STALE")
+    }
+
+    fn label<B>(&self, mut response: Response<B>, label: &'static str) -> Response<B> {
+        if self.status_header {
+            response
+                .headers_mut()
+                .insert("x-cache", HeaderValue::from_static(label));
+        }
+        response
+    }
+}
+
+/// Ends a miss's claim on its key (waiters look again).
+struct Done {
+    cache: Arc<Cache>,
+    key: String,
+    leader: bool,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.leader {
+            if let Some(notify) = self
+                .cache
+                .inflight
+                .lock()
+                .expect("cache lock")
+                .remove(&self.key)
+            {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
+/// The request as the cache's policy sees it: the key as its URI, so tokens
+/// and parameter order do not make two requests differ.
+fn view(ask: &Ask<'_>) -> Request<()> {
+    let mut view = Request::new(());
+    *view.method_mut() = Method::GET;
+    *view.uri_mut() = format!("http://{}", ask.key).parse().unwrap_or_default();
+    *view.headers_mut() = ask.headers.clone();
+    view
+}
+
+fn clone_head(head: &http::request::Parts) -> http::request::Parts {
+    let mut copy = Request::new(()).into_parts().0;
+    copy.method = head.method.clone();
+    copy.uri = head.uri.clone();
+    copy.version = Version::HTTP_11;
+    copy.headers = head.headers.clone();
+    copy
+}
+
+async fn send(
+    upstream: &Upstream,
+    head: &http::request::Parts,
+) -> Result<Response<Incoming>, ProxyError> {
+    upstream
+        .forward(Request::from_parts(clone_head(head), empty_body()))
+        .await
+}
+
+fn pass_on(mut response: Response<Incoming>) -> Response<Body> {
+    forwarding::remove_hop_by_hop(response.headers_mut());
+    response.map(|body| body.map_err(Into::into).boxed())
+}
+
+/// The upstream did not answer at all (home down, too slow).
+fn unreachable(error: &ProxyError) -> bool {
+    matches!(
+        error,
+        ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamFailed { .. }
+    )
+}
+
+/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range of a `len`-byte object.
+fn slice(range: &str, len: usize) -> Option<(usize, usize)> {
+    let spec = range.strip_prefix("bytes=")?;
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (
+        a.trim().parse::<usize>().ok(),
+        b.trim().parse::<usize>().ok(),
+    ) {
+        (Some(a), Some(b)) => (a, b.min(len - 1)),
+        (Some(a), None) if b.trim().is_empty() => (a, len - 1),
+        (None, Some(n)) if a.trim().is_empty() && n > 0 => (len.saturating_sub(n), len - 1),
+        _ => return None,
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
+/// Passes a body on frame by frame and keeps a copy up to `max` bytes; calls
+/// `done` once: with the whole body if it ended complete and within `max`, else
+/// with None (too large, cut short, client gone).
+struct Tee<F: FnOnce(Option<Bytes>)> {
+    inner: Body,
+    copy: Option<BytesMut>,
+    max: u64,
+    ended: bool,
+    done: Option<F>,
+}
+
+impl<F: FnOnce(Option<Bytes>)> Tee<F> {
+    fn new(inner: Body, max: u64, done: F) -> Self {
+        Tee {
+            inner,
+            copy: Some(BytesMut::new()),
+            max,
+            ended: false,
+            done: Some(done),
+        }
+    }
+}
+
+impl<F: FnOnce(Option<Bytes>) + Unpin> HttpBody for Tee<F> {
+    type Data = Bytes;
+    type Error = crate::pipeline::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let max = self.max;
+                    let over = self
+                        .copy
+                        .as_ref()
+                        .is_some_and(|c| (c.len() + data.len()) as u64 > max);
+                    if over {
+                        // Too large to keep: stream on, store nothing.
+                        self.copy = None;
+                    } else if let Some(copy) = self.copy.as_mut() {
+                        copy.extend_from_slice(data);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.copy = None,
+            Poll::Ready(None) => self.ended = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<F: FnOnce(Option<Bytes>)> Drop for Tee<F> {
+    fn drop(&mut self) {
+        let complete = self.ended || self.inner.is_end_stream();
+        let whole = if complete {
+            self.copy.take().map(BytesMut::freeze)
+        } else {
+            None
+        };
+        if let Some(done) = self.done.take() {
+            done(whole);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{has_credentials, key, slice, CacheRules, Visibility};
+    use crate::config::Config;
+    use http::{HeaderMap, Uri};
+    use std::path::Path;
+
+    #[test]
+    fn keys_leave_tokens_out_and_sort_parameters() {
+        let k = |u: &str| key("jelly.test", &u.parse::<Uri>().unwrap());
+        assert_eq!(
+            k("/Items/1/Images/Primary?tag=abc&quality=90&api_key=s3cret"),
+            "jelly.test/Items/1/Images/Primary?quality=90&tag=abc"
+        );
+        assert_eq!(
+            k("/Items/1/Images/Primary?ApiKey=x&quality=90&tag=abc"),
+            k("/Items/1/Images/Primary?tag=abc&quality=90")
+        );
+        assert_ne!(
+            k("/Items/1/Images/Primary?tag=abc"),
+            k("/Items/1/Images/Primary?tag=abd")
+        );
+        assert_eq!(k("/web/index.html"), "jelly.test/web/index.html");
+    }
+
+    #[test]
+    fn jellyfin_routes_and_never_media() {
+        let config = Config::parse(Path::new("t.toml"), "[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:1\"\ncache_paths = [\"/private/**\"]\n").unwrap();
+        let rules = CacheRules::new(&config.sites[0]);
+        assert_eq!(
+            rules.class("/Items/abc/Images/Primary"),
+            Some(Visibility::Public)
+        );
+        assert_eq!(rules.class("/web/main.bundle.js"), Some(Visibility::Public));
+        assert_eq!(rules.class("/private/x"), Some(Visibility::Private));
+        for never in [
+            "/Videos/abc/stream",
+            "/Audio/x/universal",
+            "/Videos/x/master.m3u8",
+            "/web/seg.ts",
+            "/Users/x/Items",
+        ] {
+            assert_eq!(rules.class(never), None, "{never}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_seen_in_headers_and_query() {
+        let uri = |u: &str| u.parse::<Uri>().unwrap();
+        let mut headers = HeaderMap::new();
+        assert!(!has_credentials(&headers, &uri("/a?tag=1")));
+        assert!(has_credentials(&headers, &uri("/a?api_key=1")));
+        headers.insert("authorization", "MediaBrowser Token=\"x\"".parse().unwrap());
+        assert!(has_credentials(&headers, &uri("/a")));
+    }
+
+    #[test]
+    fn ranges_of_a_cached_object() {
+        assert_eq!(slice("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(slice("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(slice("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(slice("bytes=95-200", 100), Some((95, 99)));
+        assert_eq!(slice("bytes=100-", 100), None);
+        assert_eq!(slice("bytes=0-1,5-6", 100), None);
+    }
+}

@@ -1,0 +1,434 @@
+//! Where cached responses live: a memory tier and a disk tier, each bounded in
+//! bytes and evicting the least recently used first. A disk entry is one file,
+//! `state_dir/cache/<sha256 of the key>`, written atomically, holding its own
+//! length and checksum: a file damaged by a crash is found and deleted at start
+//! (or when read), never served. When the disk fails (full, unwritable) the disk
+//! tier stops storing, says so once, and serving goes on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_cache_semantics::CachePolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::write_atomic;
+
+/// One cached response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// The cache key it was stored under.
+    pub key: String,
+    /// RFC 9111 state: freshness, validators, Vary.
+    pub policy: CachePolicy,
+    /// Status of the stored response.
+    #[serde(with = "http_serde::status_code")]
+    pub status: StatusCode,
+    /// Headers of the stored response.
+    #[serde(with = "http_serde::header_map")]
+    pub headers: HeaderMap,
+    /// The whole body.
+    #[serde(skip)]
+    pub body: Bytes,
+}
+
+impl Entry {
+    /// Bytes it takes, roughly.
+    pub fn weight(&self) -> u64 {
+        self.body.len() as u64
+            + 512
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>() as u64
+    }
+}
+
+/// A byte-bounded map that forgets the least recently used first.
+#[derive(Debug)]
+pub struct Lru<V> {
+    map: HashMap<String, (V, u64, u64)>,
+    order: BTreeMap<u64, String>,
+    bytes: u64,
+    cap: u64,
+    tick: u64,
+}
+
+impl<V> Lru<V> {
+    /// A map of at most `cap` bytes.
+    pub fn new(cap: u64) -> Lru<V> {
+        Lru {
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            bytes: 0,
+            cap,
+            tick: 0,
+        }
+    }
+
+    /// The value of `key`, marked as used.
+    pub fn get(&mut self, key: &str) -> Option<&V> {
+        self.tick += 1;
+        let (_, used, _) = self.map.get_mut(key)?;
+        self.order.remove(used);
+        *used = self.tick;
+        self.order.insert(self.tick, key.to_string());
+        self.map.get(key).map(|(v, _, _)| v)
+    }
+
+    /// Stores `value` of `weight` bytes; returns what was evicted to make room.
+    pub fn insert(&mut self, key: String, value: V, weight: u64) -> Vec<(String, V)> {
+        let mut evicted = Vec::new();
+        if let Some(old) = self.remove(&key) {
+            drop(old);
+        }
+        if weight > self.cap {
+            return evicted;
+        }
+        while self.bytes + weight > self.cap {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((v, _, w)) = self.map.remove(&oldest) {
+                self.bytes -= w;
+                evicted.push((oldest, v));
+            }
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, key.clone());
+        self.map.insert(key, (value, self.tick, weight));
+        self.bytes += weight;
+        evicted
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        let (v, used, w) = self.map.remove(key)?;
+        self.order.remove(&used);
+        self.bytes -= w;
+        Some(v)
+    }
+
+    /// Keys held.
+    pub fn keys(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Both tiers.
+#[derive(Debug)]
+pub struct Store {
+    memory: Mutex<Lru<Arc<Entry>>>,
+    disk: Option<Disk>,
+}
+
+#[derive(Debug)]
+struct Disk {
+    dir: PathBuf,
+    index: Mutex<Lru<()>>,
+    failed: AtomicBool,
+}
+
+const MAGIC: &[u8; 8] = b"DBCACHE1";
+
+impl Store {
+    /// A store of `memory` bytes, and `disk` bytes under `dir` (0: none). Disk
+    /// entries left by an earlier run are checked and indexed; damaged ones are
+    /// deleted.
+    pub fn open(memory: u64, disk: u64, dir: &Path) -> Store {
+        let disk = (disk > 0).then(|| {
+            let disk = Disk {
+                dir: dir.to_path_buf(),
+                index: Mutex::new(Lru::new(disk)),
+                failed: AtomicBool::new(false),
+            };
+            disk.scan();
+            disk
+        });
+        Store {
+            memory: Mutex::new(Lru::new(memory)),
+            disk,
+        }
+    }
+
+    /// The entry for `key`, from memory, else from disk (then kept in memory).
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.memory.lock().expect("cache lock").get(key) {
+            return Some(entry.clone());
+        }
+        let disk = self.disk.as_ref()?;
+        let name = file_name(key);
+        disk.index.lock().expect("cache lock").get(&name)?;
+        match read_entry(&disk.dir.join(&name)) {
+            Some(entry) if entry.key == key => {
+                let entry = Arc::new(entry);
+                let weight = entry.weight();
+                self.memory.lock().expect("cache lock").insert(
+                    key.to_string(),
+                    entry.clone(),
+                    weight,
+                );
+                Some(entry)
+            }
+            _ => {
+                disk.index.lock().expect("cache lock").remove(&name);
+                let _ = std::fs::remove_file(disk.dir.join(&name));
+                None
+            }
+        }
+    }
+
+    /// Stores `entry` in memory and (blocking) on disk.
+    pub fn put(&self, entry: Entry) {
+        let entry = Arc::new(entry);
+        let weight = entry.weight();
+        self.memory
+            .lock()
+            .expect("cache lock")
+            .insert(entry.key.clone(), entry.clone(), weight);
+        if let Some(disk) = &self.disk {
+            disk.write(&entry);
+        }
+    }
+
+    /// Forgets every key starting with `prefix`; returns how many.
+    pub fn purge(&self, prefix: &str) -> usize {
+        let mut memory = self.memory.lock().expect("cache lock");
+        let mut purged = 0;
+        for key in memory.keys().into_iter().filter(|k| k.starts_with(prefix)) {
+            memory.remove(&key);
+            purged += 1;
+        }
+        drop(memory);
+        if let Some(disk) = &self.disk {
+            let names: Vec<String> = disk.index.lock().expect("cache lock").keys();
+            for name in names {
+                let path = disk.dir.join(&name);
+                if read_key(&path).is_some_and(|k| k.starts_with(prefix)) {
+                    disk.index.lock().expect("cache lock").remove(&name);
+                    let _ = std::fs::remove_file(path);
+                    purged += 1;
+                }
+            }
+        }
+        purged
+    }
+
+    /// Bytes held in memory and on disk.
+    pub fn bytes(&self) -> (u64, u64) {
+        let memory = self.memory.lock().expect("cache lock").bytes();
+        let disk = self
+            .disk
+            .as_ref()
+            .map_or(0, |d| d.index.lock().expect("cache lock").bytes());
+        (memory, disk)
+    }
+}
+
+impl Disk {
+    fn scan(&self) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let Ok(files) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut damaged = 0;
+        let mut index = self.index.lock().expect("cache lock");
+        for file in files.flatten() {
+            let path = file.path();
+            let name = file.file_name().to_string_lossy().into_owned();
+            match read_entry(&path) {
+                Some(entry) if file_name(&entry.key) == name => {
+                    for (old, ()) in index.insert(name, (), entry.weight()) {
+                        let _ = std::fs::remove_file(self.dir.join(old));
+                    }
+                }
+                _ => {
+                    damaged += 1;
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        if damaged > 0 {
+            tracing::warn!(
+                damaged,
+                "cache: discarded damaged files in {}",
+                self.dir.display()
+            );
+        }
+    }
+
+    fn write(&self, entry: &Entry) {
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let name = file_name(&entry.key);
+        let bytes = encode(entry);
+        match write_atomic(&self.dir.join(&name), &bytes, 0o600) {
+            Ok(()) => {
+                let evicted =
+                    self.index
+                        .lock()
+                        .expect("cache lock")
+                        .insert(name, (), entry.weight());
+                for (old, ()) in evicted {
+                    let _ = std::fs::remove_file(self.dir.join(old));
+                }
+            }
+            Err(error) => {
+                if !self.failed.swap(true, Ordering::AcqRel) {
+                    tracing::error!(%error, "cache: cannot write to {}; no longer storing on disk (serving goes on)", self.dir.display());
+                }
+            }
+        }
+    }
+}
+
+fn file_name(key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `MAGIC`, meta length (u32), meta JSON, body, SHA-256 of all before it.
+fn encode(entry: &Entry) -> Vec<u8> {
+    let meta = serde_json::to_vec(entry).expect("entry serialises");
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + entry.body.len() + 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&entry.body);
+    let sum = ring::digest::digest(&ring::digest::SHA256, &out);
+    out.extend_from_slice(sum.as_ref());
+    out
+}
+
+fn read_entry(path: &Path) -> Option<Entry> {
+    let bytes = std::fs::read(path).ok()?;
+    decode(&bytes)
+}
+
+fn decode(bytes: &[u8]) -> Option<Entry> {
+    if bytes.len() < MAGIC.len() + 4 + 32 || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let (content, sum) = bytes.split_at(bytes.len() - 32);
+    if ring::digest::digest(&ring::digest::SHA256, content).as_ref() != sum {
+        return None;
+    }
+    let meta_len = u32::from_be_bytes(content[8..12].try_into().ok()?) as usize;
+    let meta = content.get(12..12 + meta_len)?;
+    let mut entry: Entry = serde_json::from_slice(meta).ok()?;
+    entry.body = Bytes::copy_from_slice(&content[12 + meta_len..]);
+    Some(entry)
+}
+
+fn read_key(path: &Path) -> Option<String> {
+    read_entry(path).map(|e| e.key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode, Entry, Lru, Store};
+    use bytes::Bytes;
+    use http::{HeaderMap, Request, Response, StatusCode};
+    use http_cache_semantics::CachePolicy;
+
+    fn entry(key: &str, size: usize) -> Entry {
+        let req = Request::get(format!("http://a.test{key}"))
+            .body(())
+            .unwrap();
+        let res = Response::builder()
+            .header("cache-control", "public, max-age=60")
+            .body(())
+            .unwrap();
+        Entry {
+            key: key.to_string(),
+            policy: CachePolicy::new(&req, &res),
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![7u8; size]),
+        }
+    }
+
+    #[test]
+    fn lru_stays_within_bytes_and_forgets_the_least_recent() {
+        let mut lru = Lru::new(300);
+        lru.insert("a".into(), 1, 100);
+        lru.insert("b".into(), 2, 100);
+        lru.insert("c".into(), 3, 100);
+        lru.get("a");
+        let evicted = lru.insert("d".into(), 4, 100);
+        assert_eq!(
+            evicted.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert!(lru.bytes() <= 300);
+        assert!(
+            lru.insert("huge".into(), 5, 301).is_empty() && lru.get("huge").is_none(),
+            "larger than the cap: not kept"
+        );
+    }
+
+    #[test]
+    fn disk_tier_survives_a_restart_and_damage_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(1 << 20, 1 << 20, dir.path());
+        store.put(entry("/a", 1000));
+        store.put(entry("/b", 1000));
+        drop(store);
+        // Truncate one file as a crash would.
+        let victim = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let bytes = std::fs::read(&victim).unwrap();
+        std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+        let store = Store::open(1 << 20, 1 << 20, dir.path());
+        let kept = ["/a", "/b"]
+            .iter()
+            .filter(|k| store.get(k).is_some())
+            .count();
+        assert_eq!(kept, 1, "the intact entry is back, the damaged one gone");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn both_bounds_hold_when_filled_past_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(100_000, 200_000, dir.path());
+        for n in 0..100 {
+            store.put(entry(&format!("/img/{n}"), 10_000));
+        }
+        let (memory, disk) = store.bytes();
+        assert!(memory <= 100_000 && disk <= 200_000, "{memory} {disk}");
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            on_disk <= 200_000 + 100 * 2048,
+            "files on disk follow the index: {on_disk}"
+        );
+        assert!(store.get("/img/99").is_some() && store.get("/img/0").is_none());
+    }
+
+    #[test]
+    fn encoding_round_trips_and_detects_flipped_bits() {
+        let original = entry("/x", 64);
+        let mut bytes = encode(&original);
+        assert_eq!(decode(&bytes).unwrap().body, original.body);
+        let last = bytes.len() - 40;
+        bytes[last] ^= 1;
+        assert!(decode(&bytes).is_none());
+    }
+}
