@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod acme;
+mod cache;
 mod client_ip;
 mod config_check;
 mod dns;

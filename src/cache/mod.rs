@@ -329,9 +329,9 @@ impl Cache {
                 BeforeRequest::Fresh(parts) => parts.headers,
                 BeforeRequest::Stale { .. } => updated.headers.clone(),
             };
-            let stored = updated.clone();
+            let stored = self.store.put(updated.clone());
             let cache = self.clone();
-            tokio::task::spawn_blocking(move || cache.store.put(stored));
+            tokio::task::spawn_blocking(move || cache.store.persist(&stored));
             return Ok(self.hit(&updated, headers, ask, "HIT"));
         }
         if response.status().is_server_error() && ask.visibility == Visibility::Public {
@@ -374,14 +374,15 @@ impl Cache {
             response = response.map(|body| {
                 Tee::new(body, max, move |whole| {
                     if let Some(body) = whole {
-                        let entry = Entry {
+                        // In memory before the waiters wake; to disk in the background.
+                        let entry = cache.store.put(Entry {
                             key,
                             policy,
                             status,
                             headers,
                             body,
-                        };
-                        tokio::task::spawn_blocking(move || cache.store.put(entry));
+                        });
+                        tokio::task::spawn_blocking(move || cache.store.persist(&entry));
                     }
                     drop(done);
                 })
@@ -510,8 +511,14 @@ impl Drop for Done {
 fn view(ask: &Ask<'_>) -> Request<()> {
     let mut view = Request::new(());
     *view.method_mut() = Method::GET;
-    *view.uri_mut() = format!("http://{}", ask.key).parse().unwrap_or_default();
-    *view.headers_mut() = ask.headers.clone();
+    let uri: Uri = format!("http://{}", ask.key).parse().unwrap_or_default();
+    let mut headers = ask.headers.clone();
+    // The policy compares Host too: the key's host, without a port, like the key.
+    if let Some(host) = uri.host().and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(header::HOST, host);
+    }
+    *view.uri_mut() = uri;
+    *view.headers_mut() = headers;
     view
 }
 

@@ -187,16 +187,21 @@ impl Store {
         }
     }
 
-    /// Stores `entry` in memory and (blocking) on disk.
-    pub fn put(&self, entry: Entry) {
+    /// Stores `entry` in memory.
+    pub fn put(&self, entry: Entry) -> Arc<Entry> {
         let entry = Arc::new(entry);
         let weight = entry.weight();
         self.memory
             .lock()
             .expect("cache lock")
             .insert(entry.key.clone(), entry.clone(), weight);
+        entry
+    }
+
+    /// Writes `entry` to the disk tier (blocking; call off the async threads).
+    pub fn persist(&self, entry: &Entry) {
         if let Some(disk) = &self.disk {
-            disk.write(&entry);
+            disk.write(entry);
         }
     }
 
@@ -381,8 +386,10 @@ mod tests {
     fn disk_tier_survives_a_restart_and_damage_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(1 << 20, 1 << 20, dir.path());
-        store.put(entry("/a", 1000));
-        store.put(entry("/b", 1000));
+        for key in ["/a", "/b"] {
+            let stored = store.put(entry(key, 1000));
+            store.persist(&stored);
+        }
         drop(store);
         // Truncate one file as a crash would.
         let victim = std::fs::read_dir(dir.path())
@@ -407,7 +414,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(100_000, 200_000, dir.path());
         for n in 0..100 {
-            store.put(entry(&format!("/img/{n}"), 10_000));
+            let stored = store.put(entry(&format!("/img/{n}"), 10_000));
+            store.persist(&stored);
         }
         let (memory, disk) = store.bytes();
         assert!(memory <= 100_000 && disk <= 200_000, "{memory} {disk}");
@@ -430,5 +438,40 @@ mod tests {
         let last = bytes.len() - 40;
         bytes[last] ^= 1;
         assert!(decode(&bytes).is_none());
+    }
+}
+
+#[cfg(test)]
+mod roundtrip {
+    use super::{decode, encode, Entry};
+    use http::{HeaderMap, Request, Response, StatusCode};
+    use http_cache_semantics::{BeforeRequest, CachePolicy};
+
+    #[test]
+    fn a_policy_read_back_from_disk_still_matches() {
+        let req = Request::get("http://jelly.test/Items/abc/Images/Primary?tag=keep")
+            .body(())
+            .unwrap();
+        let res = Response::builder()
+            .header("cache-control", "public, max-age=600")
+            .body(())
+            .unwrap();
+        let entry = Entry {
+            key: "k".into(),
+            policy: CachePolicy::new(&req, &res),
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"x"),
+        };
+        let back = decode(&encode(&entry)).unwrap();
+        match back
+            .policy
+            .before_request(&req, std::time::SystemTime::now())
+        {
+            BeforeRequest::Fresh(_) => {}
+            BeforeRequest::Stale { matches, .. } => {
+                panic!("stale after a round trip, matches={matches}")
+            }
+        }
     }
 }

@@ -66,6 +66,14 @@ impl Seen {
 pub struct Origin {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Origin {
+    /// Stops accepting and closes every open connection, as a home going offline.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
 }
 
 impl Origin {
@@ -80,22 +88,33 @@ impl Origin {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let shared = seen.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopping = stop.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+                let accepted = tokio::select! {
+                    () = stopping.cancelled() => return,
+                    accepted = listener.accept() => accepted,
                 };
+                let Ok((stream, _)) = accepted else { return };
                 let seen = shared.clone();
+                let stopping = stopping.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| route(req, seen.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .http1_only()
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder.http1().keep_alive(true);
+                    let builder = builder.http1_only();
+                    let serving =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = serving => {}
+                        () = stopping.cancelled() => {}
+                    }
                 });
             }
         });
-        Origin { addr, seen }
+        Origin { addr, seen, stop }
     }
 }
 
@@ -139,6 +158,69 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
             full(StatusCode::OK, "")
         }
         "/die" => die(),
+        "/web/index.html" => {
+            let etag = "\"web1\"";
+            let mut r = if request
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v == etag)
+            {
+                full(StatusCode::NOT_MODIFIED, "")
+            } else {
+                full(StatusCode::OK, "<html>jellyfin web</html>")
+            };
+            r.headers_mut().insert(header::ETAG, etag.parse().unwrap());
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, "no-cache".parse().unwrap());
+            r
+        }
+        "/videos/x/master.m3u8" => {
+            let mut r = full(StatusCode::OK, "#EXTM3U\n");
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                "public, max-age=600".parse().unwrap(),
+            );
+            r
+        }
+        "/private/x" => {
+            let mut r = full(StatusCode::OK, "private");
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                "public, max-age=600".parse().unwrap(),
+            );
+            r
+        }
+        p if p.starts_with("/items/big/images/") => {
+            let mut r = full(StatusCode::OK, vec![b'b'; 64 * 1024]);
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                "public, max-age=600".parse().unwrap(),
+            );
+            r
+        }
+        p if p.starts_with("/items/die/images/") => {
+            let mut r = die();
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                "public, max-age=600".parse().unwrap(),
+            );
+            r
+        }
+        p if p.starts_with("/items/slow/images/") => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut r = full(StatusCode::OK, vec![b's'; 1024]);
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                "public, max-age=600".parse().unwrap(),
+            );
+            r
+        }
+        p if p.starts_with("/items/short/images/") => {
+            let mut r = full(StatusCode::OK, vec![b'p'; 1024]);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, "public, max-age=1".parse().unwrap());
+            r
+        }
         "/hop" => {
             let mut r = full(StatusCode::OK, "hop");
             let h = r.headers_mut();
