@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: drawbridge against nginx (4 KiB and 64 KiB proxy
+buffers), Caddy and HAProxy, each set up as the same Jellyfin-style reverse
+proxy (TLS with one certificate, HTTP/2, no response buffering, upstream
+keep-alive, the same security and forwarded headers, no access log) in front of
+one origin (nginx serving files). Every proxy runs pinned to CPU 0, every load
+generator to CPU 1, all on 127.0.0.1, each case bounded in time.
+
+    bench/run            full run, writes docs/performance.md
+    bench/run --quick    a few seconds per case, prints the table only
+
+Needs (Debian): nginx haproxy caddy wrk nghttp2-client curl openssl; the run
+script installs them.
+"""
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ORIGIN = 18100
+PROXIES = {
+    # name: (https port, plain http port)
+    "drawbridge": (18443, 18080),
+    "nginx-4k": (18444, 18081),
+    "nginx-64k": (18445, 18082),
+    "caddy": (18446, 18083),
+    "haproxy": (18447, 18084),
+}
+HEADERS = {
+    "Content-Security-Policy": "default-src https: data: blob:; img-src 'self' https://* data: blob:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' https://www.gstatic.com https://www.youtube.com blob:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; font-src 'self' data:; frame-ancestors 'self'; base-uri 'self'",
+    "Permissions-Policy": "accelerometer=(), camera=(), geolocation=(), microphone=(), payment=(), usb=()",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def pinned(cpu, cmd):
+    return f"taskset -c {cpu} {cmd}"
+
+
+class Bench:
+    def __init__(self, work, quick):
+        self.work = pathlib.Path(work)
+        self.quick = quick
+        self.procs = {}
+
+    # ---------------------------------------------------------------- setup
+    def certificates(self):
+        w = self.work
+        sh(f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {w}/ca.key -out {w}/ca.pem -days 2 -subj /CN=bench-ca")
+        sh(f"openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {w}/key.pem -out {w}/leaf.csr -subj /CN=localhost")
+        (w / "ext.cnf").write_text("subjectAltName=DNS:localhost\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+        sh(f"openssl x509 -req -in {w}/leaf.csr -CA {w}/ca.pem -CAkey {w}/ca.key -CAcreateserial -out {w}/cert.pem -days 2 -extfile {w}/ext.cnf")
+        (w / "combined.pem").write_text((w / "cert.pem").read_text() + (w / "key.pem").read_text())
+
+    def origin_files(self):
+        # nginx's workers run as another user: they must be able to read these.
+        os.chmod(self.work, 0o755)
+        www = self.work / "www"
+        www.mkdir(mode=0o755)
+        (www / "small.json").write_text('{"ServerName":"bench","pad":"' + "x" * 990 + '"}')
+        (www / "image.jpg").write_bytes(os.urandom(100 * 1024))
+        with open(www / "big.bin", "wb") as f:
+            f.truncate(1 << 30)
+
+    def nginx_conf(self, name, body):
+        prefix = self.work / name
+        (prefix / "logs").mkdir(parents=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+daemon off;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  keepalive_requests 100000;
+  {body}
+}}""")
+        return conf
+
+    def start_all(self):
+        w = self.work
+        conf = self.nginx_conf("origin", f"""
+  sendfile on; tcp_nopush on;
+  server {{ listen 127.0.0.1:{ORIGIN}; root {w}/www; location / {{ add_header Cache-Control "public, max-age=60"; }} }}""")
+        self.spawn("origin", f"nginx -c {conf}", cpu=1, env={})
+
+        adds = "\n".join(f"add_header {k} \"{v}\" always;" for k, v in HEADERS.items())
+        for name, buf in (("nginx-4k", "proxy_buffer_size 4k;"), ("nginx-64k", "proxy_buffer_size 64k; proxy_buffers 8 64k; proxy_busy_buffers_size 128k;")):
+            tls, plain = PROXIES[name]
+            location = f"""location / {{
+      proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_buffering off; {buf} client_max_body_size 20M;
+      {adds}
+    }}"""
+            conf = self.nginx_conf(name, f"""
+  upstream origin {{ server 127.0.0.1:{ORIGIN}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{tls} ssl http2; server_name localhost;
+    ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
+    {location} }}
+  server {{ listen 127.0.0.1:{plain}; server_name localhost; {location} }}""")
+            self.spawn(name, f"nginx -c {conf}")
+
+        tls, plain = PROXIES["caddy"]
+        hdr = "\n".join(f'    {k} "{v}"' for k, v in HEADERS.items())
+        site = f"""reverse_proxy 127.0.0.1:{ORIGIN} {{
+    flush_interval -1
+    header_up X-Real-IP {{remote_host}}
+  }}
+  header {{
+{hdr}
+  }}"""
+        caddyfile = w / "Caddyfile"
+        caddyfile.write_text(f"""{{
+  admin off
+  auto_https off
+}}
+https://localhost:{tls} {{
+  tls {w}/cert.pem {w}/key.pem
+  {site}
+}}
+http://localhost:{plain} {{
+  {site}
+}}
+""")
+        self.spawn("caddy", f"caddy run --config {caddyfile} --adapter caddyfile", env={"GOMAXPROCS": "1", "XDG_DATA_HOME": str(w), "XDG_CONFIG_HOME": str(w)})
+
+        tls, plain = PROXIES["haproxy"]
+        sets = "\n".join(f'  http-response set-header {k} "{v}"' for k, v in HEADERS.items())
+        cfg = w / "haproxy.cfg"
+        cfg.write_text(f"""global
+  nbthread 1
+  maxconn 5000
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:{tls} ssl crt {w}/combined.pem alpn h2,http/1.1
+  bind 127.0.0.1:{plain}
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+{sets}
+  default_backend origin
+backend origin
+  http-reuse always
+  server o1 127.0.0.1:{ORIGIN}
+""")
+        self.spawn("haproxy", f"haproxy -f {cfg}")
+
+        tls, plain = PROXIES["drawbridge"]
+        toml = w / "drawbridge.toml"
+        toml.write_text(f"""[server]
+http = ["127.0.0.1:{plain}"]
+https = ["127.0.0.1:{tls}"]
+state_dir = "{w}/drawbridge-state"
+
+[guard]
+max_connections = 50000
+max_connections_per_ip = 50000
+
+[log]
+level = "warn"
+access = "off"
+
+[[site]]
+host = "localhost"
+upstream = "http://127.0.0.1:{ORIGIN}"
+tls = {{ cert = "{w}/cert.pem", key = "{w}/key.pem" }}
+https_redirect = false
+cache = false
+login_rate = "off"
+""")
+        binary = ROOT / "target/release/drawbridge"
+        self.spawn("drawbridge", f"{binary} run -c {toml}", env={"TOKIO_WORKER_THREADS": "1"})
+        time.sleep(2)
+        for name, (tls, plain) in PROXIES.items():
+            for port in (tls, plain):
+                wait_port(port, name)
+        wait_port(ORIGIN, "origin")
+
+    def spawn(self, name, cmd, cpu=0, env=None):
+        full_env = dict(os.environ, **(env or {}))
+        log = open(self.work / f"{name}.out", "w")
+        self.procs[name] = subprocess.Popen(pinned(cpu, cmd), shell=True, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop_all(self):
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def rss(self, name):
+        """Resident memory (KiB) of a proxy's whole process group."""
+        pgid = self.procs[name].pid
+        total = 0
+        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:  # process group id
+                    status = (stat.parent / "status").read_text()
+                    total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            except (OSError, AttributeError, ValueError, IndexError):
+                continue
+        return total
+
+    # ------------------------------------------------------------- measures
+    def seconds(self):
+        return 3 if self.quick else 10
+
+    def wrk(self, port, extra=""):
+        out = sh(pinned(1, f"wrk -t1 -c64 -d{self.seconds()}s --latency {extra} https://localhost:{port}/small.json"))
+        check_wrk(out, port)
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+        return rps, to_ms(lat.get("50")), to_ms(lat.get("99"))
+
+    def h2load(self, port):
+        log = self.work / "h2load.log"
+        out = sh(pinned(1, f"h2load -c 64 -m 10 -D {self.seconds()} --log-file={log} https://localhost:{port}/small.json"))
+        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        if not codes or int(codes.group(3)) + int(codes.group(4)) > 0:
+            raise SystemExit(f"h2load on {port}: not every answer was a success:\n{out}")
+        rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+        durations = sorted(int(line.split()[2]) for line in log.read_text().splitlines() if line.strip())
+        pct = lambda p: durations[min(len(durations) - 1, int(len(durations) * p))] / 1000.0
+        return rps, pct(0.50), pct(0.99)
+
+    def handshakes(self, port):
+        out = sh(pinned(1, f"wrk -t1 -c32 -d{self.seconds()}s -H 'Connection: close' https://localhost:{port}/small.json"))
+        check_wrk(out, port)
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def stream(self, url):
+        size = (128 if self.quick else 512) << 20
+        ca = f"--cacert {self.work}/ca.pem"
+        out = sh(pinned(1, f"curl -s --http1.1 {ca} -o /dev/null -r 0-{size - 1} -w '%{{speed_download}} %{{size_download}} %{{http_code}}' {url}"))
+        speed, size_got, code = out.split()
+        if int(size_got) != size or code != "206":
+            raise SystemExit(f"stream from {url}: HTTP {code}, {size_got} of {size} bytes")
+        return float(speed) / (1 << 20)
+
+    def slow_stream_rss(self, name, port):
+        size = (128 if self.quick else 512) << 20
+        rate = "32M" if self.quick else "64M"
+        before = self.rss(name)
+        peak = before
+        curl = subprocess.Popen(pinned(1, f"curl -s --http1.1 --cacert {self.work}/ca.pem --limit-rate {rate} -o /dev/null -r 0-{size - 1} https://localhost:{port}/big.bin"), shell=True)
+        while curl.poll() is None:
+            peak = max(peak, self.rss(name))
+            time.sleep(0.1)
+        return before, peak - before
+
+    def idle_connections(self, name, port, count=1000):
+        context = ssl.create_default_context(cafile=str(self.work / "ca.pem"))
+        time.sleep(0.5)
+        before = self.rss(name)
+        conns = []
+        for _ in range(count):
+            raw = socket.create_connection(("127.0.0.1", port))
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"GET /small.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            read_response(tls)
+            conns.append(tls)
+        time.sleep(1)
+        after = self.rss(name)
+        for c in conns:
+            c.close()
+        return before, after - before
+
+
+def check_wrk(out, port):
+    """A case counts only if every answer was a success."""
+    if "Non-2xx or 3xx responses" in out or "Socket errors" in out and "Connection: close" not in out:
+        raise SystemExit(f"wrk on {port}: not every answer was a success:\n{out}")
+    if "Non-2xx or 3xx responses" in out:
+        raise SystemExit(f"wrk on {port}: errors:\n{out}")
+
+
+def read_response(tls):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += tls.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    while len(body) < length:
+        body += tls.recv(65536)
+
+
+def to_ms(text):
+    if not text:
+        return float("nan")
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wait_port(port, name):
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{name} did not listen on {port}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few seconds per case; print only")
+    parser.add_argument("--write", action="store_true", help="write docs/performance.md even in quick mode")
+    args = parser.parse_args()
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if os.cpu_count() < 2:
+        raise SystemExit("needs 2 CPUs: proxies on CPU 0, load generators on CPU 1")
+    work = tempfile.mkdtemp(prefix="drawbridge-bench-")
+    bench = Bench(work, args.quick)
+    results = {name: {} for name in PROXIES}
+    failed = True
+    try:
+        bench.certificates()
+        bench.origin_files()
+        bench.start_all()
+        results["origin"] = {}
+        # One case at a time across all proxies (interleaved), so a noisy
+        # moment hurts every proxy alike.
+        for name, (tls, _) in PROXIES.items():
+            results[name]["rest_kib"] = bench.rss(name)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["h1"] = bench.wrk(tls)
+            print(f"h1 {name}: {results[name]['h1']}", file=sys.stderr)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["h2"] = bench.h2load(tls)
+            print(f"h2 {name}: {results[name]['h2']}", file=sys.stderr)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["handshakes"] = bench.handshakes(tls)
+            print(f"handshakes {name}: {results[name]['handshakes']}", file=sys.stderr)
+        results["origin"]["plain"] = bench.stream(f"http://127.0.0.1:{ORIGIN}/big.bin")
+        for name, (tls, plain) in PROXIES.items():
+            results[name]["plain"] = bench.stream(f"http://localhost:{plain}/big.bin")
+            results[name]["tls"] = bench.stream(f"https://localhost:{tls}/big.bin")
+            print(f"stream {name}: {results[name]['plain']:.0f} / {results[name]['tls']:.0f} MiB/s", file=sys.stderr)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["idle"] = bench.idle_connections(name, tls)
+        failed = False
+    finally:
+        bench.stop_all()
+        if failed:
+            print(f"kept {work} for a look at the proxies' output (*.out)", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    table = render(results, args.quick)
+    print(table)
+    if not args.quick or args.write:
+        (ROOT / "docs/performance.md").write_text(document(table, args.quick))
+        print(f"written to {ROOT / 'docs/performance.md'}", file=sys.stderr)
+
+
+def render(r, quick):
+    names = list(PROXIES)
+    best_nginx = lambda key, f=max: f(r["nginx-4k"][key], r["nginx-64k"][key])
+    rows = []
+
+    def row(label, values, unit, nginx, higher=True, fmt="{:.0f}"):
+        cells = []
+        for v in values:
+            ratio = (v / nginx) if nginx else float("nan")
+            cells.append(f"{fmt.format(v)} {unit} ({ratio:.2f}×)")
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {'higher' if higher else 'lower'} is better |")
+
+    row("HTTP/1.1+TLS small requests/s", [r[n]["h1"][0] for n in names], "", max(r["nginx-4k"]["h1"][0], r["nginx-64k"]["h1"][0]))
+    row("HTTP/1.1+TLS p50 latency", [r[n]["h1"][1] for n in names], "ms", min(r["nginx-4k"]["h1"][1], r["nginx-64k"]["h1"][1]), False, "{:.2f}")
+    row("HTTP/1.1+TLS p99 latency", [r[n]["h1"][2] for n in names], "ms", min(r["nginx-4k"]["h1"][2], r["nginx-64k"]["h1"][2]), False, "{:.2f}")
+    row("HTTP/2 small requests/s", [r[n]["h2"][0] for n in names], "", max(r["nginx-4k"]["h2"][0], r["nginx-64k"]["h2"][0]))
+    row("HTTP/2 p50 latency", [r[n]["h2"][1] for n in names], "ms", min(r["nginx-4k"]["h2"][1], r["nginx-64k"]["h2"][1]), False, "{:.2f}")
+    row("HTTP/2 p99 latency", [r[n]["h2"][2] for n in names], "ms", min(r["nginx-4k"]["h2"][2], r["nginx-64k"]["h2"][2]), False, "{:.2f}")
+    row("full TLS handshakes/s", [r[n]["handshakes"] for n in names], "", best_nginx("handshakes"))
+    row("large stream, plain", [r[n]["plain"] for n in names], "MiB/s", best_nginx("plain"))
+    row("large stream, TLS", [r[n]["tls"] for n in names], "MiB/s", best_nginx("tls"))
+    row("RSS growth during a slow stream", [r[n]["stream_rss"][1] for n in names], "KiB", max(1, min(r["nginx-4k"]["stream_rss"][1], r["nginx-64k"]["stream_rss"][1])), False, "{:.0f}")
+    row("memory at rest", [r[n]["rest_kib"] / 1024 for n in names], "MiB", min(r["nginx-4k"]["rest_kib"], r["nginx-64k"]["rest_kib"]) / 1024, False, "{:.1f}")
+    row("memory per 1,000 idle TLS keep-alive connections", [r[n]["idle"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle"][1], r["nginx-64k"]["idle"][1]) / 1024, False, "{:.1f}")
+    head = "| case | " + " | ".join(names) + " | |\n|---|" + "---|" * len(names) + "---|"
+    origin = f"\nOrigin served directly (the ceiling for streams): {r['origin']['plain']:.0f} MiB/s plain.\n"
+    mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (10 s per case, 512 MiB streams)"
+    return f"{head}\n" + "\n".join(rows) + f"\n{origin}\nRatios in parentheses are against the better of the two nginx settings; {mode}.\n"
+
+
+def document(table, quick):
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    versions = "; ".join(
+        v.strip().splitlines()[0]
+        for v in (
+            subprocess.run("nginx -v 2>&1", shell=True, capture_output=True, text=True).stdout,
+            subprocess.run("caddy version", shell=True, capture_output=True, text=True).stdout,
+            subprocess.run("haproxy -v", shell=True, capture_output=True, text=True).stdout,
+        )
+        if v.strip()
+    )
+    method = (ROOT / "bench/METHOD.md").read_text() if (ROOT / "bench/METHOD.md").exists() else ""
+    return f"""# Performance
+
+Measured {now} on {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()},
+by `bench/run{' --quick' if quick else ''}`. Peers: {versions}.
+
+{table}
+{method}
+"""
+
+
+if __name__ == "__main__":
+    main()
