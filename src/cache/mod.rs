@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use crate::config::SiteConfig;
 use crate::error::ProxyError;
-use crate::filter::access::RouteClass;
+use crate::filter::access::{starts_with_ignore_case, RouteClass};
 use crate::forwarding;
 use crate::pipeline::{empty_body, Body};
 use crate::upstream::Upstream;
@@ -75,12 +75,16 @@ impl CacheRules {
 
     /// Whether `path` is a cache route, and of which kind. Media and HLS never are.
     pub fn class(&self, path: &str) -> Option<Visibility> {
-        let lower = path.to_ascii_lowercase();
-        let media = lower.starts_with("/videos/") || lower.starts_with("/audio/");
-        let hls = [".m3u8", ".ts", ".m4s"]
-            .iter()
-            .any(|ext| lower.ends_with(ext));
-        if media || hls {
+        if self.public.is_empty() && self.private.is_empty() {
+            return None;
+        }
+        let ends = |ext: &str| {
+            path.len() >= ext.len()
+                && path.as_bytes()[path.len() - ext.len()..].eq_ignore_ascii_case(ext.as_bytes())
+        };
+        let media =
+            starts_with_ignore_case(path, "/videos/") || starts_with_ignore_case(path, "/audio/");
+        if media || [".m3u8", ".ts", ".m4s"].iter().any(|ext| ends(ext)) {
             return None;
         }
         if self.public.matches(path) {

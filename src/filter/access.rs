@@ -26,8 +26,11 @@ impl AccessRules {
     /// Whether `client` may request `path`.
     pub fn allows(&self, client: IpAddr, path: &str) -> bool {
         let client = normalise(client);
-        let lower = path.to_ascii_lowercase();
-        if let Some(rule) = self.paths.iter().find(|r| lower.starts_with(&r.prefix)) {
+        if let Some(rule) = self
+            .paths
+            .iter()
+            .find(|r| starts_with_ignore_case(path, &r.prefix))
+        {
             if !permits(&rule.access, client) {
                 return false;
             }
@@ -39,6 +42,13 @@ impl AccessRules {
     pub fn site_allow(&self) -> &[ipnet::IpNet] {
         &self.site.allow
     }
+}
+
+/// Whether `text` starts with `prefix` (lower-case), ignoring ASCII case,
+/// without allocating: this runs on every request.
+pub fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len()
+        && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 fn permits(list: &AccessList, client: IpAddr) -> bool {

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -67,6 +68,9 @@ pub struct BanList {
     config: GuardConfig,
     path: PathBuf,
     state: Mutex<State>,
+    /// Bans held (expired ones included until noticed): lets the per-request
+    /// and per-connection check skip the lock when there are none.
+    held: AtomicUsize,
 }
 
 impl std::fmt::Debug for BanList {
@@ -87,6 +91,7 @@ impl BanList {
                 failures: KeyTable::new(config.table_size as usize),
                 offences: KeyTable::new(config.table_size as usize),
             }),
+            held: AtomicUsize::new(0),
         };
         match read(&path) {
             Ok(stored) => {
@@ -109,6 +114,7 @@ impl BanList {
                         *state.offences.entry(key, || 0) = ban.offences;
                     }
                 }
+                list.held.store(state.bans.len(), Ordering::Release);
                 if !state.bans.is_empty() {
                     tracing::info!(
                         count = state.bans.len(),
@@ -129,11 +135,15 @@ impl BanList {
 
     /// Whether `client` is banned at `now` (an expired ban is lifted here).
     pub fn is_banned(&self, client: ClientKey, now: Instant) -> bool {
+        if self.held.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let mut state = self.state.lock().expect("ban lock");
         match state.bans.get(&client) {
             Some(ban) if ban.until > now => true,
             Some(_) => {
                 state.bans.remove(&client);
+                self.held.store(state.bans.len(), Ordering::Release);
                 tracing::warn!("unban {client} reason=expired");
                 drop(state);
                 self.save(now);
@@ -181,6 +191,7 @@ impl BanList {
             offences,
         };
         state.bans.insert(client, ban);
+        self.held.store(state.bans.len(), Ordering::Release);
         drop(state);
         tracing::warn!(
             "ban {client} until {} failures={count} offences={offences} site={site}",
@@ -192,13 +203,12 @@ impl BanList {
 
     /// Lifts the ban on `client`; false if there was none.
     pub fn remove(&self, client: ClientKey, now: Instant) -> bool {
-        let removed = self
-            .state
-            .lock()
-            .expect("ban lock")
-            .bans
-            .remove(&client)
-            .is_some();
+        let removed = {
+            let mut state = self.state.lock().expect("ban lock");
+            let removed = state.bans.remove(&client).is_some();
+            self.held.store(state.bans.len(), Ordering::Release);
+            removed
+        };
         if removed {
             tracing::warn!("unban {client} reason=removed");
             self.save(now);
