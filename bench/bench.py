@@ -437,7 +437,8 @@ def document(table, quick):
         )
         if v.strip()
     )
-    method = (ROOT / "bench/METHOD.md").read_text() if (ROOT / "bench/METHOD.md").exists() else ""
+    notes = [ROOT / "bench/METHOD.md", ROOT / "bench/FINDINGS.md"]
+    method = "\n".join(p.read_text() for p in notes if p.exists())
     return f"""# Performance
 
 Measured {now} on {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()},

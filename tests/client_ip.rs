@@ -9,19 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::origin::Origin;
+use crate::support::origin::{seen, Origin};
 use crate::support::pebble::free_port;
 use crate::support::{client_config, exchange, site, status_of, TestGateway};
-
-fn seen(echo: &Value, name: &str) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[tokio::test]
 async fn forwarded_chain_counts_only_from_trusted_peers() {
@@ -39,17 +29,7 @@ async fn forwarded_chain_counts_only_from_trusted_peers() {
         &rest,
     )
     .await;
-    let ca = gw.ca_pem.clone().unwrap();
-    let client_from = |local: &str| {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .resolve("jelly.test", gw.https)
-            .local_address(Some(local.parse().unwrap()))
-            .build()
-            .unwrap()
-    };
+    let client_from = |local: &str| gw.reqwest_from("jelly.test", local);
     let url = gw.url("jelly.test", "/echo");
     let chain = "6.6.6.6, 198.51.100.7, 10.1.2.3";
 

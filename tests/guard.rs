@@ -33,17 +33,7 @@ async fn closed_at_accept(from: &str, to: SocketAddr) -> bool {
 }
 
 fn client(gw: &TestGateway, from: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(gw.ca_pem.as_deref().unwrap()).unwrap(),
-        )
-        .resolve("jelly.test", gw.https)
-        .local_address(Some(from.parse().unwrap()))
-        .http1_only()
-        .build()
-        .unwrap()
+    gw.reqwest_from("jelly.test", from)
 }
 
 async fn login(
@@ -269,16 +259,7 @@ async fn deny_lists_per_site_and_path_and_the_closed_door_refusal() {
         .unwrap();
     assert_eq!(via_proxy.status(), 403, "from the internet it is denied");
     // refuse = "close": zero bytes.
-    let quiet = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(gw.ca_pem.as_deref().unwrap()).unwrap(),
-        )
-        .resolve("quiet.test", gw.https)
-        .local_address(Some("127.0.0.9".parse().unwrap()))
-        .build()
-        .unwrap();
+    let quiet = gw.reqwest_from("quiet.test", "127.0.0.9");
     assert!(
         quiet.get(gw.url("quiet.test", "/")).send().await.is_err(),
         "closed without an answer"

@@ -6,19 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::origin::Origin;
+use crate::support::origin::{seen, Origin};
 use crate::support::{exchange, site, status_of, TestGateway};
-
-/// Header values the origin saw under `name`.
-fn seen(echo: &Value, name: &str) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[tokio::test]
 async fn origin_sees_clean_forwarded_headers_over_h1_and_h2() {

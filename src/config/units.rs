@@ -11,14 +11,10 @@ use std::time::Duration;
 /// decimal units (`KB`, `MB`, `GB`) in 1000s; no unit or `B` means bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
+    let (number, unit) = split(text).ok_or_else(|| {
         format!("`{text}` is not a size; write a whole number and a unit, like \"20MiB\"")
     })?;
-    let factor: u64 = match unit.trim() {
+    let factor: u64 = match unit {
         "" | "B" => 1,
         "KiB" | "k" | "K" => 1 << 10,
         "MiB" | "m" | "M" => 1 << 20,
@@ -40,14 +36,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a duration: a whole number with a unit (`ms`, `s`, `m`, `h`, `d`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
+    let (number, unit) = split(text).ok_or_else(|| {
         format!("`{text}` is not a duration; write a whole number and a unit, like \"75s\"")
     })?;
-    let millis_per_unit: u64 = match unit.trim() {
+    let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" | "min" => 60_000,
@@ -68,6 +60,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+/// The leading whole number of `text` and the (trimmed) unit after it.
+fn split(text: &str) -> Option<(u64, &str)> {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(end);
+    Some((number.parse().ok()?, unit.trim()))
 }
 
 #[cfg(test)]

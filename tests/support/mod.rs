@@ -150,6 +150,22 @@ impl TestGateway {
         builder.build().unwrap()
     }
 
+    /// An HTTP/1.1 reqwest client for `host` from the loopback address `from`
+    /// (different 127.x addresses stand for different people).
+    pub fn reqwest_from(&self, host: &str, from: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca_pem.as_deref().unwrap()).unwrap(),
+            )
+            .resolve(host, self.https)
+            .local_address(Some(from.parse().unwrap()))
+            .http1_only()
+            .build()
+            .unwrap()
+    }
+
     /// The URL of `path` on `host` over https.
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.https.port())

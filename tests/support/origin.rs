@@ -247,6 +247,17 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
     Ok(response)
 }
 
+/// The values of header `name` in an `/echo` answer, in the order they arrived.
+pub fn seen(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == name)
+        .map(|h| h[1].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The request as it arrived: method, target, version, headers in order.
 fn echo<B>(request: &Request<B>) -> Response<Body> {
     let headers: Vec<(String, String)> = request
