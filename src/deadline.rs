@@ -29,6 +29,8 @@ pub struct ConnState {
     upgraded: AtomicBool,
     /// Woken when a request ends, so the idle clock restarts at once.
     waker: atomic_waker::AtomicWaker,
+    /// The head being read named both Content-Length and Transfer-Encoding.
+    ambiguous: AtomicBool,
 }
 
 impl ConnState {
@@ -37,6 +39,13 @@ impl ConnState {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
+    }
+
+    /// Whether the last request head named both Content-Length and
+    /// Transfer-Encoding (read from the raw bytes: hyper drops Content-Length
+    /// in that case before the head reaches us). Clears the mark.
+    pub fn take_ambiguous_framing(&self) -> bool {
+        self.ambiguous.swap(false, Ordering::AcqRel)
     }
 
     /// The connection now carries an upgraded protocol: no deadlines any more.
@@ -75,6 +84,7 @@ pub struct Watched<IO> {
     /// Whether the first bytes were looked at (an h2c preface turns `head` off).
     sniffed: bool,
     seen_epoch: u64,
+    scan: HeadScan,
     head: Option<Pin<Box<Sleep>>>,
     idle: Pin<Box<Sleep>>,
 }
@@ -88,6 +98,7 @@ impl<IO> Watched<IO> {
             deadlines,
             sniffed: false,
             seen_epoch: 0,
+            scan: HeadScan::default(),
             head: None,
             idle: Box::pin(tokio::time::sleep(deadlines.idle)),
         }
@@ -133,6 +144,55 @@ impl<IO> Watched<IO> {
     }
 }
 
+/// Watches the header names of an HTTP/1 request head as its bytes arrive.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// The request (epoch) whose head is being scanned.
+    epoch: u64,
+    /// The head has ended; nothing more until the next request.
+    done: bool,
+    /// The current line's first bytes, lower-cased.
+    line: [u8; 18],
+    len: usize,
+    content_length: bool,
+    transfer_encoding: bool,
+}
+
+impl HeadScan {
+    /// Feeds bytes read for the head of request `epoch`; true when the head
+    /// turns out to name both Content-Length and Transfer-Encoding.
+    fn feed(&mut self, epoch: u64, bytes: &[u8]) -> bool {
+        if epoch != self.epoch {
+            *self = HeadScan {
+                epoch,
+                ..HeadScan::default()
+            };
+        }
+        for &b in bytes {
+            if self.done {
+                return false;
+            }
+            if b == b'\n' {
+                let blank = self.len == 0 || (self.len == 1 && self.line[0] == b'\r');
+                if blank && self.content_length | self.transfer_encoding {
+                    self.done = true;
+                    return self.content_length && self.transfer_encoding;
+                }
+                self.done = blank;
+                self.len = 0;
+                continue;
+            }
+            if self.len < self.line.len() {
+                self.line[self.len] = b.to_ascii_lowercase();
+            }
+            self.len += 1;
+            self.content_length |= self.len == 15 && &self.line[..15] == b"content-length:";
+            self.transfer_encoding |= self.len == 18 && &self.line[..18] == b"transfer-encoding:";
+        }
+        false
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -150,6 +210,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                     }
                 }
                 let idle_now = this.state.in_flight.load(Ordering::Acquire) == 0;
+                if idle_now && this.deadlines.head.is_some() {
+                    let epoch = this.state.epoch.load(Ordering::Acquire);
+                    if this.scan.feed(epoch, &buf.filled()[before..]) {
+                        this.state.ambiguous.store(true, Ordering::Release);
+                    }
+                }
                 if let (true, None, Some(limit)) = (idle_now, &this.head, this.deadlines.head) {
                     this.head = Some(Box::pin(tokio::time::sleep(limit)));
                 }
@@ -194,6 +260,38 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::HeadScan;
+
+    #[test]
+    fn both_framing_headers_in_one_head_are_seen_across_reads() {
+        let mut scan = HeadScan::default();
+        assert!(!scan.feed(
+            0,
+            b"POST / HTTP/1.1\r\nHost: a\r\nConTent-LENGTH: 5\r\nTransfer-En"
+        ));
+        assert!(scan.feed(0, b"coding: chunked\r\n\r\n0\r\n\r\n"));
+    }
+
+    #[test]
+    fn one_of_them_or_both_in_a_body_is_fine() {
+        let mut scan = HeadScan::default();
+        let request = b"POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\ntransfer-encoding: chunked\r\ncontent-length: 1\r\n\r\n";
+        assert!(!scan.feed(0, request), "after the blank line it is body");
+        let mut scan = HeadScan::default();
+        assert!(!scan.feed(
+            0,
+            b"GET / HTTP/1.1\r\nX-Note: content-length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        // The next request on the connection is scanned afresh.
+        assert!(scan.feed(
+            1,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        ));
     }
 }
 

@@ -229,6 +229,12 @@ impl Gateway {
             ask,
         } = scope;
         let version = request.version();
+        if conn.state.take_ambiguous_framing() {
+            return Ok(answer(
+                ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
+                version,
+            ));
+        }
         if let Err(error) = forwarding::check_framing(request.headers()) {
             return Ok(answer(error, version));
         }
