@@ -127,10 +127,18 @@ impl AcmeManager {
         let mut failures = 0u32;
         loop {
             let now = SystemTime::now();
-            let wait = match (&current, failures) {
-                (_, n) if n > 0 => schedule::jitter(schedule::backoff(n), nanos(now)),
-                (None, _) => Duration::ZERO,
-                (Some(c), _) => schedule::until(schedule::renew_at(c.not_before, c.not_after), now),
+            // When an order is due, and when to look again without ordering
+            // (the CA's ARI Retry-After, or at least daily: clocks jump).
+            let (due, recheck) = match (&current, failures) {
+                (_, n) if n > 0 => (schedule::jitter(schedule::backoff(n), nanos(now)), None),
+                (None, _) => (Duration::ZERO, None),
+                (Some(c), _) => {
+                    let due = schedule::until(schedule::renew_at(c.not_before, c.not_after), now);
+                    match self.renewal_info(c, now).await {
+                        Some((window_pick, recheck)) => (due.min(window_pick), Some(recheck)),
+                        None => (due, None),
+                    }
+                }
             };
             if let Some(c) = &current {
                 let left = schedule::until(c.not_after, now);
@@ -144,16 +152,20 @@ impl AcmeManager {
                     tracing::info!(
                         "certificate valid until {}; renewal in {} days",
                         date(c.not_after),
-                        wait.as_secs() / 86_400
+                        due.as_secs() / 86_400
                     );
                 }
             }
+            let nap = due
+                .min(recheck.unwrap_or(Duration::MAX))
+                .min(Duration::from_secs(86_400));
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 () = poke.notified() => {}
-                () = tokio::time::sleep(wait.min(Duration::from_secs(86_400))) => {
-                    // Re-check at least daily (clocks jump, long sleeps drift).
-                    if wait > Duration::from_secs(86_400) { continue; }
+                () = tokio::time::sleep(nap) => {
+                    if nap < due {
+                        continue;
+                    }
                 }
             }
             match self.order(&hosts, &name).await {
@@ -176,6 +188,32 @@ impl AcmeManager {
                     };
                     tracing::error!("could not get a certificate for {name}: {message}; retrying in about {} min; {serving}", retry.as_secs() / 60);
                 }
+            }
+        }
+    }
+
+    /// When the CA's ACME Renewal Information (RFC 9773) says to renew `current`,
+    /// and when to ask again; None when the CA offers no ARI or cannot be asked.
+    async fn renewal_info(
+        &self,
+        current: &Stored,
+        now: SystemTime,
+    ) -> Option<(Duration, Duration)> {
+        let id = current.ari_id.as_ref()?;
+        let account = self.account().await.ok()?;
+        match account.renewal_info(id).await {
+            Ok((info, retry_after)) => {
+                let window = info.suggested_window;
+                let pick = schedule::ari_pick(window.start.into(), window.end.into(), nanos(now));
+                let recheck =
+                    retry_after.clamp(Duration::from_secs(3600), Duration::from_secs(86_400));
+                tracing::debug!(start = %window.start, end = %window.end, "ACME renewal window");
+                Some((schedule::until(pick, now), recheck))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => None,
+            Err(error) => {
+                tracing::debug!(%error, "ACME renewal information unavailable; renewing by the certificate's lifetime");
+                None
             }
         }
     }

@@ -24,6 +24,16 @@ pub fn backoff(failures: u32) -> Duration {
     }
 }
 
+/// A renewal time within the CA's suggested ARI window (RFC 9773 §4.2: a
+/// uniformly random point of it), decided by `seed`. A pick already in the
+/// past means "now" to the caller (`until` is then zero).
+pub fn ari_pick(start: SystemTime, end: SystemTime, seed: u64) -> SystemTime {
+    let width = end.duration_since(start).unwrap_or_default();
+    let fraction =
+        (seed.wrapping_mul(6_364_136_223_846_793_005) >> 11) as f64 / (1u64 << 53) as f64;
+    start + width.mul_f64(fraction)
+}
+
 /// `delay` moved by up to ±10 %, decided by `seed` (any varying number).
 pub fn jitter(delay: Duration, seed: u64) -> Duration {
     let permille = (seed.wrapping_mul(6_364_136_223_846_793_005) >> 33) % 201; // 0..=200
@@ -49,6 +59,28 @@ mod tests {
             start + Duration::from_secs(60 * 86_400)
         );
         assert_eq!(until(renew_at(start, end), end), Duration::ZERO);
+    }
+
+    #[test]
+    fn ari_picks_inside_the_window() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let start = now + Duration::from_secs(3600);
+        let end = start + Duration::from_secs(86_400);
+        let picks: Vec<SystemTime> = (0..200)
+            .map(|seed| super::ari_pick(start, end, seed))
+            .collect();
+        assert!(picks.iter().all(|p| *p >= start && *p <= end));
+        assert!(
+            picks.iter().any(|p| *p != picks[0]),
+            "spread over the window"
+        );
+        let past = now - Duration::from_secs(7200);
+        let pick = super::ari_pick(past, now - Duration::from_secs(10), 7);
+        assert_eq!(
+            super::until(pick, now),
+            Duration::ZERO,
+            "a window in the past: renew now"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Stored {
     pub not_after: SystemTime,
     /// The DNS names it covers.
     pub names: Vec<String>,
+    /// Its identity for ACME Renewal Information (authority key id and serial).
+    pub ari_id: Option<instant_acme::CertificateIdentifier<'static>>,
 }
 
 impl Stored {
@@ -122,12 +124,30 @@ fn describe(key: CertifiedKey) -> Option<Stored> {
                 .collect()
         })
         .unwrap_or_default();
+    let ari_id = authority_key_id(&parsed).map(|aki| {
+        let serial = parsed.tbs_certificate.raw_serial();
+        instant_acme::CertificateIdentifier::new(aki.into(), serial.into()).into_owned()
+    });
     Some(Stored {
         not_before: time(validity.not_before),
         not_after: time(validity.not_after),
         names,
+        ari_id,
         key,
     })
+}
+
+fn authority_key_id<'a>(
+    cert: &'a x509_parser::certificate::X509Certificate<'_>,
+) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0)
+            }
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -162,6 +182,34 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_ca_signed_certificate_has_its_renewal_information_identity() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(vec!["a.example.com".to_string()]).unwrap();
+        leaf.use_authority_key_identifier_extension = true;
+        leaf.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0c, 0xaf, 0xe0]));
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &cert.pem(), &key.serialize_pem()).unwrap();
+        let id = load(dir.path())
+            .unwrap()
+            .unwrap()
+            .ari_id
+            .expect("authority key id and serial");
+        assert_eq!(id.serial, "DK_g", "base64url of the serial's DER bytes");
+        assert!(!id.authority_key_identifier.is_empty());
+        let (self_cert, self_key) = pair("b.example.com");
+        save(dir.path(), &self_cert, &self_key).unwrap();
+        assert!(
+            load(dir.path()).unwrap().unwrap().ari_id.is_none(),
+            "no authority key id: no ARI"
+        );
     }
 
     #[test]
