@@ -38,7 +38,7 @@ enum Command {
     /// List or lift bans (of the running drawbridge, or the stored list when it is not running).
     Bans {
         /// The config file (for its state_dir).
-        #[arg(short, long, default_value = "drawbridge.toml")]
+        #[arg(short, long, default_value = "drawbridge.toml", global = true)]
         config: PathBuf,
         #[command(subcommand)]
         action: BansAction,
@@ -46,7 +46,7 @@ enum Command {
     /// Control the edge cache of the running drawbridge.
     Cache {
         /// The config file (for its state_dir).
-        #[arg(short, long, default_value = "drawbridge.toml")]
+        #[arg(short, long, default_value = "drawbridge.toml", global = true)]
         config: PathBuf,
         #[command(subcommand)]
         action: CacheAction,
