@@ -36,6 +36,16 @@ fn client(gw: &TestGateway, from: &str) -> reqwest::Client {
     gw.reqwest_from("jelly.test", from)
 }
 
+/// The status of GET `path` on jelly.test from the loopback address `from`.
+async fn status(gw: &TestGateway, from: &str, path: &str) -> u16 {
+    let response = client(gw, from)
+        .get(gw.url("jelly.test", path))
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
 async fn login(
     gw: &TestGateway,
     client: &reqwest::Client,
@@ -193,61 +203,22 @@ async fn deny_lists_per_site_and_path_and_the_closed_door_refusal() {
     )
     .await;
     let url = |path: &str| gw.url("jelly.test", path);
+    assert_eq!(status(&gw, "127.0.0.9", "/web/").await, 403);
     assert_eq!(
-        client(&gw, "127.0.0.9")
-            .get(url("/web/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        client(&gw, "127.0.0.1")
-            .get(url("/system/info/public"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(&gw, "127.0.0.1", "/system/info/public").await,
         403,
         "path rule, any case"
     );
+    assert_eq!(status(&gw, "127.0.0.10", "/System/Info/Public").await, 200);
     assert_eq!(
-        client(&gw, "127.0.0.10")
-            .get(url("/System/Info/Public"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client(&gw, "127.0.0.11")
-            .get(url("/System/Info/Public"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(&gw, "127.0.0.11", "/System/Info/Public").await,
         200,
         "an IPv4-mapped rule matches the IPv4 client"
     );
-    assert_eq!(
-        client(&gw, "127.0.0.1")
-            .get(url("/echo"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&gw, "127.0.0.1", "/echo").await, 200);
     // Jellyfin's unauthenticated /metrics: private networks only.
     assert_eq!(
-        client(&gw, "127.0.0.1")
-            .get(url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(&gw, "127.0.0.1", "/metrics").await,
         404,
         "from loopback it reaches Jellyfin"
     );
