@@ -10,126 +10,31 @@
 //! the streaming body, so the client never waits for the cache. Concurrent
 //! misses for one key wait for the first to finish instead of all going home.
 
+pub mod rules;
 pub mod store;
+mod tee;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
-use crate::config::SiteConfig;
 use crate::error::ProxyError;
-use crate::filter::access::{starts_with_ignore_case, RouteClass};
 use crate::forwarding;
 use crate::pipeline::{empty_body, Body};
 use crate::upstream::Upstream;
+use rules::has_credentials;
+pub use rules::{key, CacheRules, Visibility};
 use store::{Entry, Store};
-
-/// Query parameters that carry credentials: never part of a key.
-const TOKEN_PARAMS: [&str; 3] = ["api_key", "apikey", "x-emby-token"];
-
-/// Request headers that carry credentials.
-const CREDENTIAL_HEADERS: [&str; 5] = [
-    "authorization",
-    "cookie",
-    "x-emby-token",
-    "x-mediabrowser-token",
-    "x-emby-authorization",
-];
-
-/// Whether a cache route's answers are the same for everyone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
-    /// Credentials in the request do not matter (Jellyfin's images, web files).
-    Public,
-    /// A request with credentials bypasses the cache.
-    Private,
-}
-
-/// Which of a site's routes are cached.
-#[derive(Debug, Default)]
-pub struct CacheRules {
-    private: RouteClass,
-    public: RouteClass,
-}
-
-impl CacheRules {
-    /// The rules of `site`.
-    pub fn new(site: &SiteConfig) -> CacheRules {
-        CacheRules {
-            private: RouteClass::new(&site.cache_paths),
-            public: RouteClass::new(&site.cache_public_paths),
-        }
-    }
-
-    /// Whether `path` is a cache route, and of which kind. Media and HLS never are.
-    pub fn class(&self, path: &str) -> Option<Visibility> {
-        if self.public.is_empty() && self.private.is_empty() {
-            return None;
-        }
-        let ends = |ext: &str| {
-            path.len() >= ext.len()
-                && path.as_bytes()[path.len() - ext.len()..].eq_ignore_ascii_case(ext.as_bytes())
-        };
-        let media =
-            starts_with_ignore_case(path, "/videos/") || starts_with_ignore_case(path, "/audio/");
-        if media || [".m3u8", ".ts", ".m4s"].iter().any(|ext| ends(ext)) {
-            return None;
-        }
-        if self.public.matches(path) {
-            Some(Visibility::Public)
-        } else if self.private.matches(path) {
-            Some(Visibility::Private)
-        } else {
-            None
-        }
-    }
-}
-
-/// The cache key of a request: host, path, and the query without tokens, its
-/// parameters sorted (so `?b=1&a=2` and `?a=2&b=1&api_key=x` share one entry).
-pub fn key(host: &str, uri: &Uri) -> String {
-    let mut params: Vec<&str> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter(|p| {
-            let name = p.split('=').next().unwrap_or("");
-            !TOKEN_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(name))
-        })
-        .collect();
-    params.sort_unstable();
-    let query = if params.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", params.join("&"))
-    };
-    format!("{host}{}{query}", uri.path())
-}
-
-/// Whether the request carries credentials (headers or token parameters).
-fn has_credentials(headers: &HeaderMap, uri: &Uri) -> bool {
-    CREDENTIAL_HEADERS.iter().any(|h| headers.contains_key(*h))
-        || uri.query().is_some_and(|q| {
-            q.split('&').any(|p| {
-                TOKEN_PARAMS
-                    .iter()
-                    .any(|t| t.eq_ignore_ascii_case(p.split('=').next().unwrap_or("")))
-            })
-        })
-}
+use tee::Tee;
 
 /// Hit, miss, stale and bypass counts.
 #[derive(Debug, Default)]
@@ -578,139 +483,9 @@ fn slice(range: &str, len: usize) -> Option<(usize, usize)> {
     (start <= end && start < len).then_some((start, end))
 }
 
-/// Passes a body on frame by frame and keeps a copy up to `max` bytes; calls
-/// `done` once: with the whole body if it ended complete and within `max`, else
-/// with None (too large, cut short, client gone).
-struct Tee<F: FnOnce(Option<Bytes>)> {
-    inner: Body,
-    copy: Option<BytesMut>,
-    max: u64,
-    ended: bool,
-    done: Option<F>,
-}
-
-impl<F: FnOnce(Option<Bytes>)> Tee<F> {
-    fn new(inner: Body, max: u64, done: F) -> Self {
-        Tee {
-            inner,
-            copy: Some(BytesMut::new()),
-            max,
-            ended: false,
-            done: Some(done),
-        }
-    }
-}
-
-impl<F: FnOnce(Option<Bytes>) + Unpin> HttpBody for Tee<F> {
-    type Data = Bytes;
-    type Error = crate::pipeline::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let max = self.max;
-                    let over = self
-                        .copy
-                        .as_ref()
-                        .is_some_and(|c| (c.len() + data.len()) as u64 > max);
-                    if over {
-                        // Too large to keep: stream on, store nothing.
-                        self.copy = None;
-                    } else if let Some(copy) = self.copy.as_mut() {
-                        copy.extend_from_slice(data);
-                    }
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.copy = None,
-            Poll::Ready(None) => self.ended = true,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<F: FnOnce(Option<Bytes>)> Drop for Tee<F> {
-    fn drop(&mut self) {
-        let complete = self.ended || self.inner.is_end_stream();
-        let whole = if complete {
-            self.copy.take().map(BytesMut::freeze)
-        } else {
-            None
-        };
-        if let Some(done) = self.done.take() {
-            done(whole);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{has_credentials, key, slice, CacheRules, Visibility};
-    use crate::config::Config;
-    use http::{HeaderMap, Uri};
-    use std::path::Path;
-
-    #[test]
-    fn keys_leave_tokens_out_and_sort_parameters() {
-        let k = |u: &str| key("jelly.test", &u.parse::<Uri>().unwrap());
-        assert_eq!(
-            k("/Items/1/Images/Primary?tag=abc&quality=90&api_key=s3cret"),
-            "jelly.test/Items/1/Images/Primary?quality=90&tag=abc"
-        );
-        assert_eq!(
-            k("/Items/1/Images/Primary?ApiKey=x&quality=90&tag=abc"),
-            k("/Items/1/Images/Primary?tag=abc&quality=90")
-        );
-        assert_ne!(
-            k("/Items/1/Images/Primary?tag=abc"),
-            k("/Items/1/Images/Primary?tag=abd")
-        );
-        assert_eq!(k("/web/index.html"), "jelly.test/web/index.html");
-    }
-
-    #[test]
-    fn jellyfin_routes_and_never_media() {
-        let config = Config::parse(Path::new("t.toml"), "[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:1\"\ncache_paths = [\"/private/**\"]\n").unwrap();
-        let rules = CacheRules::new(&config.sites[0]);
-        assert_eq!(
-            rules.class("/Items/abc/Images/Primary"),
-            Some(Visibility::Public)
-        );
-        assert_eq!(rules.class("/web/main.bundle.js"), Some(Visibility::Public));
-        assert_eq!(rules.class("/private/x"), Some(Visibility::Private));
-        for never in [
-            "/Videos/abc/stream",
-            "/Audio/x/universal",
-            "/Videos/x/master.m3u8",
-            "/web/seg.ts",
-            "/Users/x/Items",
-        ] {
-            assert_eq!(rules.class(never), None, "{never}");
-        }
-    }
-
-    #[test]
-    fn credentials_are_seen_in_headers_and_query() {
-        let uri = |u: &str| u.parse::<Uri>().unwrap();
-        let mut headers = HeaderMap::new();
-        assert!(!has_credentials(&headers, &uri("/a?tag=1")));
-        assert!(has_credentials(&headers, &uri("/a?api_key=1")));
-        headers.insert("authorization", "MediaBrowser Token=\"x\"".parse().unwrap());
-        assert!(has_credentials(&headers, &uri("/a")));
-    }
+    use super::slice;
 
     #[test]
     fn ranges_of_a_cached_object() {
