@@ -12,14 +12,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Reporter};
-use super::raw::{
-    RawAcme, RawCache, RawGuard, RawLimits, RawLog, RawPath, RawServer, RawSite, RawTls,
-};
+use super::raw::{RawAcme, RawCache, RawGuard, RawLimits, RawLog, RawServer, RawSite};
 use super::units::{parse_duration, parse_size};
-use super::{
-    AccessFormat, AccessList, Acme, Cache, Challenge, Config, Guard, HostPattern, Limits, Log,
-    LogTarget, PathRule, Preset, Rate, Refuse, Server, SiteConfig, TlsSource, UpstreamAddr,
-};
+use super::{AccessFormat, Acme, Cache, Challenge, Config, Guard, Limits, Log, LogTarget, Server};
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
 pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
@@ -86,6 +81,8 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         Err(v.report.errors)
     }
 }
+
+mod site;
 
 struct Validator<'a> {
     report: Reporter<'a>,
@@ -357,329 +354,6 @@ impl Validator<'_> {
         trusted
     }
 
-    fn headers(
-        &mut self,
-        raw: Option<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>,
-    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
-        let mut headers = Vec::new();
-        for (name, value) in raw.unwrap_or_default() {
-            let Ok(header) = http::HeaderName::from_bytes(name.get_ref().as_bytes()) else {
-                self.report.at(
-                    &name.span(),
-                    format!("`{}` is not a valid header name", name.get_ref()),
-                );
-                continue;
-            };
-            match http::HeaderValue::from_str(value.get_ref()) {
-                Ok(v) => headers.push((header, v)),
-                Err(_) => self.report.at(
-                    &value.span(),
-                    "not a valid header value (one line of visible characters)",
-                ),
-            }
-        }
-        headers
-    }
-
-    fn header_names(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<http::HeaderName> {
-        raw.unwrap_or_default()
-            .into_iter()
-            .filter_map(
-                |name| match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
-                    Ok(header) => Some(header),
-                    Err(_) => {
-                        self.report.at(
-                            &name.span(),
-                            format!("`{}` is not a valid header name", name.get_ref()),
-                        );
-                        None
-                    }
-                },
-            )
-            .collect()
-    }
-
-    fn all_sites(&mut self, raw: Vec<(Range<usize>, RawSite)>, acme: &Acme) -> Vec<SiteConfig> {
-        let mut sites: Vec<SiteConfig> = Vec::new();
-        for (span, raw) in raw {
-            let Some(site) = self.site(&span, raw, &sites, acme) else {
-                continue;
-            };
-            sites.push(site);
-        }
-        sites
-    }
-
-    fn site(
-        &mut self,
-        span: &Range<usize>,
-        raw: RawSite,
-        earlier: &[SiteConfig],
-        acme: &Acme,
-    ) -> Option<SiteConfig> {
-        let errors_before = self.report.errors.len();
-        let names: Vec<Spanned<String>> = match (raw.host, raw.hosts) {
-            (Some(host), None) => vec![host],
-            (None, Some(hosts)) if !hosts.is_empty() => hosts,
-            (Some(host), Some(_)) => {
-                self.report
-                    .at(&host.span(), "write either `host` or `hosts`, not both");
-                return None;
-            }
-            _ => {
-                self.report.at(
-                    span,
-                    "a site needs `host` (or `hosts`), e.g. host = \"jelly.example.com\"",
-                );
-                return None;
-            }
-        };
-        let mut hosts = Vec::new();
-        for name in names {
-            match HostPattern::parse(name.get_ref()) {
-                Ok(pattern) => {
-                    let taken = earlier.iter().any(|s| s.hosts.contains(&pattern))
-                        || hosts.contains(&pattern);
-                    if taken {
-                        self.report.at(&name.span(), format!("host `{pattern}` is named by another site already; each host belongs to one site"));
-                    } else {
-                        hosts.push(pattern);
-                    }
-                }
-                Err(message) => self.report.at(&name.span(), message),
-            }
-        }
-        let upstream = match raw.upstream {
-            Some(upstream) => self.upstream(&upstream),
-            None => {
-                self.report.at(
-                    span,
-                    "a site needs `upstream`, e.g. upstream = \"http://127.0.0.1:8096\"",
-                );
-                None
-            }
-        };
-        let all_local = hosts.iter().all(HostPattern::is_local);
-        let tls = self.tls(raw.tls, all_local);
-        if tls == Some(TlsSource::Acme)
-            && hosts.iter().any(|h| matches!(h, HostPattern::Wildcard(_)))
-            && !acme.challenges.contains(&Challenge::Dns01)
-        {
-            self.report.at(span, "a wildcard name can only be validated by DNS-01: add \"dns-01\" to [acme] challenges and set [acme] dns_hook");
-        }
-        let acme_webroot = raw.acme_webroot.and_then(|dir| {
-            let path = self.path(dir.get_ref());
-            if path.is_dir() {
-                Some(path)
-            } else {
-                self.report.at(
-                    &dir.span(),
-                    format!("`{}` is not a folder drawbridge can read", path.display()),
-                );
-                None
-            }
-        });
-        let preset = match raw.preset.as_ref().map(|p| p.get_ref().as_str()) {
-            None | Some("jellyfin") => Preset::Jellyfin,
-            Some("none") => Preset::None,
-            Some(other) => {
-                let span = raw.preset.as_ref().map(Spanned::span).unwrap_or_default();
-                self.report.at(
-                    &span,
-                    format!("unknown preset `{other}`; use \"jellyfin\" or \"none\""),
-                );
-                Preset::None
-            }
-        };
-        let max_body = self.size(raw.max_body, 20 << 20, 0, usize::MAX) as u64;
-        let headers = self.headers(raw.headers);
-        let remove_headers = self.header_names(raw.remove_headers);
-        let access = AccessList {
-            allow: self.nets(raw.allow),
-            deny: self.nets(raw.deny),
-        };
-        let mut paths: Vec<PathRule> = raw
-            .path
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| self.path_rule(p))
-            .collect();
-        let refuse = match raw.refuse.as_ref().map(|r| r.get_ref().as_str()) {
-            None | Some("403") => Refuse::Forbidden,
-            Some("close") => Refuse::Close,
-            Some(other) => {
-                let span = raw.refuse.as_ref().map(Spanned::span).unwrap_or_default();
-                self.report.at(
-                    &span,
-                    format!("unknown refuse `{other}`; use \"403\" or \"close\""),
-                );
-                Refuse::Forbidden
-            }
-        };
-        let jellyfin = preset == Preset::Jellyfin;
-        let login_rate = match raw.login_rate {
-            Some(rate) if rate.get_ref() == "off" => None,
-            Some(rate) => match parse_rate(rate.get_ref()) {
-                Ok(r) => Some(r),
-                Err(message) => {
-                    self.report.at(&rate.span(), message);
-                    None
-                }
-            },
-            None if jellyfin => Some(Rate {
-                count: 5,
-                per: Duration::from_secs(60),
-            }),
-            None => None,
-        };
-        let login_burst = match raw.login_burst {
-            Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref(),
-            Some(b) => {
-                self.report.at(&b.span(), "must be between 1 and 10000");
-                1
-            }
-            None => 5,
-        };
-        let auth_paths: Vec<String> = match raw.auth_paths {
-            Some(list) => list.into_iter().filter_map(|p| {
-                if p.get_ref().starts_with('/') { Some(p.into_inner()) } else {
-                    self.report.at(&p.span(), "an auth path starts with `/`, like \"/api/login\" or \"/Users/*/Authenticate\"");
-                    None
-                }
-            }).collect(),
-            None if jellyfin => super::JELLYFIN_AUTH_PATHS.iter().map(ToString::to_string).collect(),
-            None => Vec::new(),
-        };
-        if jellyfin && !paths.iter().any(|p| p.prefix == "/metrics") {
-            let private = super::PRIVATE_NETWORKS
-                .iter()
-                .map(|n| n.parse().expect("built-in range"))
-                .collect();
-            paths.push(PathRule {
-                prefix: "/metrics".to_string(),
-                access: AccessList {
-                    allow: private,
-                    deny: Vec::new(),
-                },
-            });
-        }
-        let caching = raw.cache.unwrap_or(jellyfin);
-        let cache_paths = self.patterns(raw.cache_paths).unwrap_or_default();
-        let cache_public_paths = self.patterns(raw.cache_public_paths).unwrap_or_else(|| {
-            if jellyfin {
-                super::JELLYFIN_CACHE_PATHS
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        });
-        let (cache_paths, cache_public_paths) = if caching {
-            (cache_paths, cache_public_paths)
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        let connect_timeout = self.duration(raw.connect_timeout, Duration::from_secs(3));
-        let response_timeout = self.duration(raw.response_timeout, Duration::from_secs(60));
-        if self.report.errors.len() > errors_before {
-            return None;
-        }
-        Some(SiteConfig {
-            hosts,
-            upstream: upstream?,
-            tls: tls?,
-            https_redirect: raw.https_redirect.unwrap_or(true),
-            acme_webroot,
-            preset,
-            max_body,
-            access_log: raw.access_log.unwrap_or(true),
-            headers,
-            remove_headers,
-            connect_timeout,
-            response_timeout,
-            access,
-            paths,
-            refuse,
-            login_rate,
-            login_burst,
-            auth_paths,
-            cache_paths,
-            cache_public_paths,
-        })
-    }
-
-    fn upstream(&mut self, raw: &Spanned<String>) -> Option<UpstreamAddr> {
-        let text = raw.get_ref();
-        let fail = |v: &mut Self, why: &str| {
-            v.report.at(
-                &raw.span(),
-                format!("upstream `{text}` {why}; write it like \"http://192.168.1.10:8096\""),
-            );
-            None
-        };
-        let Ok(uri) = text.parse::<http::Uri>() else {
-            return fail(self, "is not a URL");
-        };
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return fail(self, "uses https, which is not supported for upstreams yet")
-            }
-            _ => return fail(self, "must start with http://"),
-        }
-        let Some(authority) = uri.authority() else {
-            return fail(self, "has no host");
-        };
-        if authority.as_str().contains('@') {
-            return fail(self, "must not carry a user name or password");
-        }
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return fail(
-                self,
-                "must not have a path or query (a path prefix is not supported)",
-            );
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        Some(UpstreamAddr {
-            host: host.to_string(),
-            port: authority.port_u16().unwrap_or(80),
-        })
-    }
-
-    fn tls(&mut self, raw: Option<Spanned<RawTls>>, all_local: bool) -> Option<TlsSource> {
-        let Some(raw) = raw else {
-            // No public CA signs local names; every public name gets ACME.
-            return Some(if all_local {
-                TlsSource::Internal
-            } else {
-                TlsSource::Acme
-            });
-        };
-        let span = raw.span();
-        match raw.into_inner() {
-            RawTls::Name(name) => match name.as_str() {
-                "internal" => Some(TlsSource::Internal),
-                "acme" => Some(TlsSource::Acme),
-                other => {
-                    self.report.at(&span, format!("unknown tls source `{other}`; use \"internal\", \"acme\" or {{ cert = \"…\", key = \"…\" }}"));
-                    None
-                }
-            },
-            RawTls::Files { cert, key } => {
-                let (cert, key) = (self.path(&cert), self.path(&key));
-                if let Err(e) = crate::tls::certfile::load(&cert, &key) {
-                    self.report.at(&span, e.to_string());
-                    return None;
-                }
-                Some(TlsSource::Files { cert, key })
-            }
-        }
-    }
-
     fn nets(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<ipnet::IpNet> {
         raw.unwrap_or_default()
             .into_iter()
@@ -698,24 +372,6 @@ impl Validator<'_> {
             .collect()
     }
 
-    fn path_rule(&mut self, raw: RawPath) -> Option<PathRule> {
-        if !raw.prefix.get_ref().starts_with('/') {
-            self.report.at(
-                &raw.prefix.span(),
-                "a path prefix starts with `/`, like \"/System/\"",
-            );
-            return None;
-        }
-        let access = AccessList {
-            allow: self.nets(raw.allow),
-            deny: self.nets(raw.deny),
-        };
-        Some(PathRule {
-            prefix: raw.prefix.into_inner().to_ascii_lowercase(),
-            access,
-        })
-    }
-
     fn cache(&mut self, raw: RawCache) -> Cache {
         let d = Cache::default();
         Cache {
@@ -725,21 +381,6 @@ impl Validator<'_> {
             status_header: raw.status_header.unwrap_or(d.status_header),
             stats_interval: self.duration(raw.stats_interval, d.stats_interval),
         }
-    }
-
-    fn patterns(&mut self, raw: Option<Vec<Spanned<String>>>) -> Option<Vec<String>> {
-        raw.map(|list| {
-            list.into_iter()
-                .filter_map(|p| {
-                    if p.get_ref().starts_with('/') {
-                        Some(p.into_inner())
-                    } else {
-                        self.report.at(&p.span(), "a path pattern starts with `/`, like \"/web/**\" or \"/Items/*/Images/**\"");
-                        None
-                    }
-                })
-                .collect()
-        })
     }
 
     fn guard(&mut self, raw: RawGuard) -> Guard {
@@ -885,24 +526,4 @@ fn mapped_to_v4(net: ipnet::IpNet) -> ipnet::IpNet {
         },
         other => other,
     }
-}
-
-/// Parses a rate like `"5/min"`, `"10/s"`, `"100/hour"`.
-fn parse_rate(text: &str) -> Result<Rate, String> {
-    let bad = || {
-        format!("`{text}` is not a rate; write requests per unit, like \"5/min\" or \"10/s\", or \"off\"")
-    };
-    let (count, unit) = text.split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    let per = match unit.trim() {
-        "s" | "sec" | "second" => Duration::from_secs(1),
-        "m" | "min" | "minute" => Duration::from_secs(60),
-        "h" | "hour" => Duration::from_secs(3600),
-        "d" | "day" => Duration::from_secs(86_400),
-        _ => return Err(bad()),
-    };
-    if count == 0 {
-        return Err(bad());
-    }
-    Ok(Rate { count, per })
 }
