@@ -1,11 +1,9 @@
 //! `ProxyError`: every way a request can fail, with the status it becomes and
 //! who is to blame. This is the one place an error turns into a response.
 
-use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
-use crate::pipeline::Body;
+use crate::pipeline::{full_body, Body};
 
 /// Who caused a failure: decides the log level and wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,11 +174,7 @@ pub fn page(status: StatusCode) -> Response<Body> {
          <body><h1>{code} {reason}</h1></body></html>\n",
         code = status.as_u16()
     );
-    let mut response = Response::new(
-        Full::new(Bytes::from(html))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut response = Response::new(full_body(html));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -48,6 +48,13 @@ pub fn empty_body() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// A body of `bytes`, all at once.
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// What the pipeline knows about the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -352,11 +359,7 @@ impl Gateway {
         let path = request.uri().path();
         if let Some(token) = path.strip_prefix(webroot::CHALLENGE_PREFIX) {
             if let Some(key_authorization) = self.challenges.http_answer(token) {
-                let mut response = Response::new(
-                    http_body_util::Full::new(Bytes::from(key_authorization))
-                        .map_err(|never| match never {})
-                        .boxed(),
-                );
+                let mut response = Response::new(full_body(key_authorization));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),

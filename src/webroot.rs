@@ -4,12 +4,10 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response};
-use http_body_util::{BodyExt, Empty, Full};
 
 use crate::error::ProxyError;
-use crate::pipeline::Body;
+use crate::pipeline::{empty_body, full_body, Body};
 
 /// The path prefix of HTTP-01 challenges.
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -54,11 +52,9 @@ pub async fn serve(
         .map_err(|_| ProxyError::NotFound)?;
     let length = bytes.len();
     let body = if method == Method::HEAD {
-        Empty::new().map_err(|never| match never {}).boxed()
+        empty_body()
     } else {
-        Full::new(Bytes::from(bytes))
-            .map_err(|never| match never {})
-            .boxed()
+        full_body(bytes)
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();

@@ -22,14 +22,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use crate::error::ProxyError;
 use crate::forwarding;
-use crate::pipeline::{empty_body, Body};
+use crate::pipeline::{empty_body, full_body, Body};
 use crate::upstream::Upstream;
 use rules::has_credentials;
 pub use rules::{key, CacheRules, Visibility};
@@ -368,7 +368,7 @@ impl Cache {
             self.stats
                 .bytes_served
                 .fetch_add(body.len() as u64, Ordering::Relaxed);
-            *response.body_mut() = Full::new(body).map_err(|never| match never {}).boxed();
+            *response.body_mut() = full_body(body);
         }
         self.label(response, label)
     }
