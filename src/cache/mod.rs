@@ -161,8 +161,7 @@ impl Cache {
             let (leader, notify) = {
                 let mut inflight = self.inflight.lock().expect("cache lock");
                 match inflight.get(&ask.key) {
-                    Some(notify) if !waited => (false, notify.clone()),
-                    Some(_) => (false, Arc::new(Notify::new())),
+                    Some(notify) => (false, notify.clone()),
                     None => {
                         let notify = Arc::new(Notify::new());
                         inflight.insert(ask.key.clone(), notify.clone());
