@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Limits;
-use crate::deadline::{ConnState, Deadlines, Watched};
+use crate::deadline::{ConnState, Deadlines, Parked, Readiness};
 use crate::pipeline::{Body, Closed, Conn, Gateway};
 
 /// Everything a connection needs, shared by all connections of the process.
@@ -225,7 +226,10 @@ async fn handshake(
     }
 }
 
-/// Serves HTTP on `io`; `tls` is `Some(sni)` for TLS connections.
+/// Serves HTTP on `io`; `tls` is `Some(sni)` for TLS connections. A quiet
+/// HTTP/1.1 keep-alive connection is parked between requests (see
+/// `deadline::Watched`): its hyper connection is dropped, and a new one is made
+/// when the client sends again.
 async fn serve_http<IO>(
     io: IO,
     peer: SocketAddr,
@@ -235,7 +239,7 @@ async fn serve_http<IO>(
     shutdown: &CancellationToken,
     (kill, id): (CancellationToken, u64),
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::default());
     let conn = Conn {
@@ -247,7 +251,7 @@ async fn serve_http<IO>(
         id,
     };
     let close_door = CancellationToken::new();
-    let watched = Watched::new(io, state.clone(), deadlines);
+    let mut parked = Parked::new(io, state.clone(), deadlines);
     let service = {
         let gateway = shared.gateway.clone();
         let close_door = close_door.clone();
@@ -269,27 +273,49 @@ async fn serve_http<IO>(
             .in_current_span()
         })
     };
-    let connection = shared
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(watched), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(error = %error, "connection ended with an error");
+    loop {
+        let (watched, mut back) = parked.wake();
+        // Boxed: while parked, the task keeps no room for a hyper connection.
+        let mut connection = Box::pin(
+            shared
+                .http
+                .serve_connection_with_upgrades(TokioIo::new(watched), service.clone()),
+        );
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+            }
+            // Dropping the connection closes the socket with nothing written.
+            () = close_door.cancelled() => return,
+            // Banned, or the shutdown grace is over.
+            () = kill.cancelled() => return,
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    () = close_door.cancelled() => {}
+                    () = kill.cancelled() => {}
+                }
+                return;
             }
         }
-        // Dropping the connection closes the socket with nothing written.
-        () = close_door.cancelled() => {}
-        // Banned, or the shutdown grace is over.
-        () = kill.cancelled() => {}
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = close_door.cancelled() => {}
-                () = kill.cancelled() => {}
+        drop(connection);
+        // Parked, when hyper ended because the connection went quiet (the
+        // drop above sent it back); else it closed or was upgraded.
+        let Ok(back) = back.try_recv() else {
+            return;
+        };
+        parked = back;
+        tokio::select! {
+            ready = parked.readable() => {
+                if ready.is_err() {
+                    return;
+                }
             }
+            () = kill.cancelled() => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -309,6 +335,12 @@ fn hold_until_sent(
         })
         .boxed()
     })
+}
+
+impl Readiness for tokio_rustls::server::TlsStream<Rewind> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
 }
 
 impl std::fmt::Debug for Shared {

@@ -18,7 +18,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
+
+use crate::head_scan::HeadScan;
 
 /// What the service tells the IO about the connection.
 #[derive(Debug, Default)]
@@ -76,8 +79,30 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
-/// A connection's IO with its deadlines.
+/// How long an HTTP/1.1 keep-alive connection waits, answered and quiet,
+/// before it is parked: hyper's connection (its 8 KiB read and write buffers)
+/// is dropped and only the socket, its TLS state and its clocks stay, until the
+/// client sends again. Long enough that a client sending request after request
+/// keeps its hyper connection.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// A connection's IO with its deadlines, as hyper sees it.
+///
+/// Made by [`Parked::wake`], it can end the hyper connection of a quiet
+/// HTTP/1.1 client by reporting end-of-stream to hyper — only when nothing of
+/// the connection is in hyper's hands: the last request's head ended the last
+/// read and announced no body, its response is done and flushed. hyper then
+/// finishes without a word to the client, and dropping this hands the socket
+/// back as a [`Parked`] connection.
 pub struct Watched<IO> {
+    /// Always present until dropped.
+    live: Option<Parked<IO>>,
+    /// Where a parked connection goes back to; `None`: never park.
+    home: Option<oneshot::Sender<Parked<IO>>>,
+}
+
+/// A connection's IO and clocks, without a hyper connection.
+pub struct Parked<IO> {
     io: IO,
     state: Arc<ConnState>,
     deadlines: Deadlines,
@@ -87,12 +112,45 @@ pub struct Watched<IO> {
     scan: HeadScan,
     head: Option<Pin<Box<Sleep>>>,
     idle: Pin<Box<Sleep>>,
+    /// Runs from the end of a response while the connection may park.
+    quiet: Pin<Box<Sleep>>,
+    quiet_armed: bool,
+    /// The last read ended exactly with a body-less head (see `HeadScan`).
+    at_boundary: bool,
+    /// The epoch at which the IO last reported everything written.
+    flushed_epoch: u64,
+    /// hyper was told end-of-stream to park the connection.
+    parking: bool,
 }
 
 impl<IO> Watched<IO> {
-    /// Wraps `io`; the idle clock starts now.
+    /// Wraps `io`; the idle clock starts now. Never parks.
     pub fn new(io: IO, state: Arc<ConnState>, deadlines: Deadlines) -> Self {
         Watched {
+            live: Some(Parked::new(io, state, deadlines)),
+            home: None,
+        }
+    }
+
+    fn live(&mut self) -> &mut Parked<IO> {
+        self.live.as_mut().expect("present until dropped")
+    }
+}
+
+impl<IO> Drop for Watched<IO> {
+    fn drop(&mut self) {
+        if let (Some(live), Some(home)) = (self.live.take(), self.home.take()) {
+            if live.parking {
+                let _ = home.send(live);
+            }
+        }
+    }
+}
+
+impl<IO> Parked<IO> {
+    /// A connection's IO; the idle clock starts now.
+    pub fn new(io: IO, state: Arc<ConnState>, deadlines: Deadlines) -> Self {
+        Parked {
             io,
             state,
             deadlines,
@@ -101,12 +159,48 @@ impl<IO> Watched<IO> {
             scan: HeadScan::default(),
             head: None,
             idle: Box::pin(tokio::time::sleep(deadlines.idle)),
+            quiet: Box::pin(tokio::time::sleep(PARK_AFTER)),
+            quiet_armed: false,
+            at_boundary: false,
+            flushed_epoch: 0,
+            parking: false,
         }
+    }
+
+    /// The IO for a new hyper connection, and where it comes back when parked.
+    pub fn wake(mut self) -> (Watched<IO>, oneshot::Receiver<Parked<IO>>) {
+        self.parking = false;
+        self.quiet_armed = false;
+        self.at_boundary = false;
+        let (home, back) = oneshot::channel();
+        let watched = Watched {
+            live: Some(self),
+            home: Some(home),
+        };
+        (watched, back)
     }
 
     /// The wrapped IO.
     pub fn get_ref(&self) -> &IO {
         &self.io
+    }
+
+    /// Waits until the client sends again (or closes); an error when the idle
+    /// deadline passes first.
+    pub async fn readable(&mut self) -> io::Result<()>
+    where
+        IO: Readiness,
+    {
+        std::future::poll_fn(|cx| {
+            if self.idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle connection",
+                )));
+            }
+            self.io.poll_read_ready(cx)
+        })
+        .await
     }
 
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -117,16 +211,20 @@ impl<IO> Watched<IO> {
         // dropped; the drop wakes us through this.
         self.state.waker.register(cx.waker());
         let epoch = self.state.epoch.load(Ordering::Acquire);
+        let in_flight = self.state.in_flight.load(Ordering::Acquire);
         if epoch != self.seen_epoch {
             // A request started or ended: the head being timed is complete, and
             // idleness counts from now.
             self.seen_epoch = epoch;
             self.head = None;
-            self.idle
-                .as_mut()
-                .reset(Instant::now() + self.deadlines.idle);
+            let now = Instant::now();
+            self.idle.as_mut().reset(now + self.deadlines.idle);
+            self.quiet_armed = in_flight == 0;
+            if self.quiet_armed {
+                self.quiet.as_mut().reset(now + PARK_AFTER);
+            }
         }
-        if self.state.in_flight.load(Ordering::Acquire) > 0 {
+        if in_flight > 0 {
             return Poll::Pending;
         }
         if let Some(head) = self.head.as_mut() {
@@ -142,55 +240,23 @@ impl<IO> Watched<IO> {
         }
         Poll::Pending
     }
-}
 
-/// Watches the header names of an HTTP/1 request head as its bytes arrive.
-#[derive(Debug, Default)]
-struct HeadScan {
-    /// The request (epoch) whose head is being scanned.
-    epoch: u64,
-    /// The head has ended; nothing more until the next request.
-    done: bool,
-    /// The current line's first bytes, lower-cased.
-    line: [u8; 18],
-    len: usize,
-    content_length: bool,
-    transfer_encoding: bool,
-}
-
-impl HeadScan {
-    /// Feeds bytes read for the head of request `epoch`; true when the head
-    /// turns out to name both Content-Length and Transfer-Encoding.
-    fn feed(&mut self, epoch: u64, bytes: &[u8]) -> bool {
-        if epoch != self.epoch {
-            *self = HeadScan {
-                epoch,
-                ..HeadScan::default()
-            };
-        }
-        for &b in bytes {
-            if self.done {
-                return false;
-            }
-            if b == b'\n' {
-                let blank = self.len == 0 || (self.len == 1 && self.line[0] == b'\r');
-                if blank && self.content_length | self.transfer_encoding {
-                    self.done = true;
-                    return self.content_length && self.transfer_encoding;
-                }
-                self.done = blank;
-                self.len = 0;
-                continue;
-            }
-            if self.len < self.line.len() {
-                self.line[self.len] = b.to_ascii_lowercase();
-            }
-            self.len += 1;
-            self.content_length |= self.len == 15 && &self.line[..15] == b"content-length:";
-            self.transfer_encoding |= self.len == 18 && &self.line[..18] == b"transfer-encoding:";
-        }
-        false
+    /// Whether hyper holds nothing of this connection: its last head ended the
+    /// last read and announced no body, and the answer is done and flushed.
+    fn may_park(&self) -> bool {
+        self.quiet_armed
+            && self.at_boundary
+            && !self.state.upgraded.load(Ordering::Acquire)
+            && self.deadlines.head.is_some()
+            && self.flushed_epoch == self.seen_epoch
+            && self.state.epoch.load(Ordering::Acquire) == self.seen_epoch
     }
+}
+
+/// Tells when a parked connection's client has sent something.
+pub trait Readiness {
+    /// Ready when a read would not wait (data, end of stream or an error).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
@@ -199,7 +265,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
+        let may_park = self.home.is_some();
+        let this = self.live();
+        if this.parking {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
@@ -210,24 +280,35 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                     }
                 }
                 let idle_now = this.state.in_flight.load(Ordering::Acquire) == 0;
+                this.at_boundary = false;
                 if idle_now && this.deadlines.head.is_some() {
                     let epoch = this.state.epoch.load(Ordering::Acquire);
-                    if this.scan.feed(epoch, &buf.filled()[before..]) {
+                    let scanned = this.scan.feed(epoch, &buf.filled()[before..]);
+                    if scanned.ambiguous {
                         this.state.ambiguous.store(true, Ordering::Release);
                     }
+                    this.at_boundary = scanned.at_boundary;
                 }
                 if let (true, None, Some(limit)) = (idle_now, &this.head, this.deadlines.head) {
                     this.head = Some(Box::pin(tokio::time::sleep(limit)));
                 }
+                this.quiet_armed = false;
                 this.idle
                     .as_mut()
                     .reset(Instant::now() + this.deadlines.idle);
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => match this.check(cx) {
-                Poll::Ready(error) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if let Poll::Ready(error) = this.check(cx) {
+                    return Poll::Ready(Err(error));
+                }
+                if may_park && this.may_park() && this.quiet.as_mut().poll(cx).is_ready() {
+                    // End-of-stream for hyper; the socket stays open.
+                    this.parking = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
             other => other,
         }
     }
@@ -239,7 +320,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut self.live().io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -247,57 +328,39 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.live().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.live
+            .as_ref()
+            .is_some_and(|live| live.io.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let this = self.live();
+        // Sampled first: a request ending during the flush must not count as flushed.
+        let epoch = this.state.epoch.load(Ordering::Acquire);
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            this.flushed_epoch = epoch;
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod scan_tests {
-    use super::HeadScan;
-
-    #[test]
-    fn both_framing_headers_in_one_head_are_seen_across_reads() {
-        let mut scan = HeadScan::default();
-        assert!(!scan.feed(
-            0,
-            b"POST / HTTP/1.1\r\nHost: a\r\nConTent-LENGTH: 5\r\nTransfer-En"
-        ));
-        assert!(scan.feed(0, b"coding: chunked\r\n\r\n0\r\n\r\n"));
-    }
-
-    #[test]
-    fn one_of_them_or_both_in_a_body_is_fine() {
-        let mut scan = HeadScan::default();
-        let request = b"POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\ntransfer-encoding: chunked\r\ncontent-length: 1\r\n\r\n";
-        assert!(!scan.feed(0, request), "after the blank line it is body");
-        let mut scan = HeadScan::default();
-        assert!(!scan.feed(
-            0,
-            b"GET / HTTP/1.1\r\nX-Note: content-length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
-        // The next request on the connection is scanned afresh.
-        assert!(scan.feed(
-            1,
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
-        ));
+        let this = self.live();
+        if this.parking {
+            // hyper closes its side; the client's connection stays open.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{ConnState, Deadlines, Watched};
+    use super::{ConnState, Deadlines, Parked, Watched, PARK_AFTER};
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -384,5 +447,109 @@ mod tests {
         let mut buf = [0u8; 8];
         let read = tokio::time::timeout(Duration::from_secs(86_400), watched.read(&mut buf)).await;
         assert!(read.is_err(), "still open after a day of silence");
+    }
+
+    /// A Watched that may park, after one request read and answered.
+    async fn answered(
+        request: &[u8],
+    ) -> (
+        tokio::io::DuplexStream,
+        Watched<tokio::io::DuplexStream>,
+        tokio::sync::oneshot::Receiver<Parked<tokio::io::DuplexStream>>,
+        Arc<ConnState>,
+    ) {
+        let (mut client, server) = tokio::io::duplex(256);
+        let state = Arc::new(ConnState::default());
+        let (mut watched, back) = Parked::new(server, state.clone(), deadlines()).wake();
+        client.write_all(request).await.unwrap();
+        let mut buf = [0u8; 256];
+        assert_eq!(watched.read(&mut buf).await.unwrap(), request.len());
+        let in_flight = state.request_started();
+        watched.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        drop(in_flight);
+        watched.flush().await.unwrap();
+        (client, watched, back, state)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_answered_connection_parks_and_comes_back() {
+        let (mut client, mut watched, mut back, _state) =
+            answered(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let start = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            watched.read(&mut buf).await.unwrap(),
+            0,
+            "end-of-stream for hyper"
+        );
+        assert_eq!(start.elapsed(), PARK_AFTER);
+        watched.shutdown().await.unwrap();
+        assert!(back.try_recv().is_err(), "still with hyper until dropped");
+        drop(watched);
+        let parked = back.try_recv().expect("handed back on drop");
+        // The client's side is still open, and what it sends next is there.
+        client
+            .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let (mut watched, _back) = parked.wake();
+        let n = watched.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /next HTTP/1.1\r\n\r\n");
+    }
+
+    /// Reads until the idle deadline: an error, never a parking end-of-stream.
+    async fn never_parks(mut watched: Watched<tokio::io::DuplexStream>) {
+        let mut buf = [0u8; 64];
+        let read = watched.read(&mut buf).await;
+        assert!(read.is_err(), "the idle deadline, not parking: {read:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_parks_with_bytes_hyper_may_hold() {
+        // A pipelined request read together with the first.
+        let (_c, watched, _b, _s) =
+            answered(b"GET / HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n").await;
+        never_parks(watched).await;
+        // A request with a body.
+        let (_c, watched, _b, _s) =
+            answered(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").await;
+        never_parks(watched).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_parks_while_answering_or_unflushed_or_upgraded() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let state = Arc::new(ConnState::default());
+        let (mut watched, _back) = Parked::new(server, state.clone(), deadlines()).wake();
+        let mut buf = [0u8; 64];
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(watched.read(&mut buf).await.unwrap(), 18);
+        let in_flight = state.request_started();
+        let read = tokio::time::timeout(Duration::from_secs(60), watched.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "no end-of-stream while a request is answered"
+        );
+        drop(in_flight);
+        // Answered but never flushed.
+        never_parks(watched).await;
+        let (_c, watched, _b, state) = answered(b"GET /ws HTTP/1.1\r\n\r\n").await;
+        state.mark_upgraded();
+        let mut watched = watched;
+        let read = tokio::time::timeout(Duration::from_secs(600), watched.read(&mut buf)).await;
+        assert!(read.is_err(), "an upgraded connection is never parked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn plain_watched_never_parks() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched::new(server, state.clone(), deadlines());
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(watched.read(&mut buf).await.unwrap(), 18);
+        drop(state.request_started());
+        watched.flush().await.unwrap();
+        never_parks(watched).await;
     }
 }

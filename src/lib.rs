@@ -45,6 +45,7 @@ pub mod error;
 pub mod filter;
 pub mod forwarding;
 pub mod guard;
+pub mod head_scan;
 pub mod pipeline;
 pub mod proxy_protocol;
 pub mod routes;

@@ -114,6 +114,15 @@ impl Rewind {
     }
 }
 
+impl crate::deadline::Readiness for Rewind {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_read_ready(cx)
+    }
+}
+
 impl AsyncRead for Rewind {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -11,6 +11,7 @@ mod config_check;
 mod dns;
 mod guard;
 mod host_routing;
+mod parking;
 mod port80;
 mod proxy;
 mod reload;
