@@ -280,10 +280,12 @@ login_rate = "off"
         rate = "32M" if self.quick else "64M"
         before = self.rss(name)
         peak = before
-        curl = subprocess.Popen(pinned(1, f"curl -s --http1.1 --cacert {self.work}/ca.pem --limit-rate {rate} -o /dev/null -r 0-{size - 1} https://localhost:{port}/big.bin"), shell=True)
+        curl = subprocess.Popen(pinned(1, f"curl -sf --http1.1 --cacert {self.work}/ca.pem --limit-rate {rate} -o /dev/null -r 0-{size - 1} https://localhost:{port}/big.bin"), shell=True)
         while curl.poll() is None:
             peak = max(peak, self.rss(name))
             time.sleep(0.1)
+        if curl.returncode != 0:
+            raise SystemExit(f"slow stream through {name}: curl failed ({curl.returncode})")
         return before, peak - before
 
     def idle_connections(self, name, port, count=1000):
@@ -297,7 +299,9 @@ login_rate = "off"
             tls.sendall(b"GET /small.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
             read_response(tls)
             conns.append(tls)
-        time.sleep(1)
+        # Long enough for every proxy to settle idle connections (drawbridge
+        # parks a keep-alive connection after 250 ms of quiet).
+        time.sleep(2)
         after = self.rss(name)
         for c in conns:
             c.close()
@@ -360,8 +364,17 @@ def main():
         results["origin"] = {}
         # One case at a time across all proxies (interleaved), so a noisy
         # moment hurts every proxy alike.
+        # Memory first, on fresh processes: after the loads every heap has
+        # room to spare, and growth would say more about that than about
+        # what a connection or a stream costs.
         for name, (tls, _) in PROXIES.items():
             results[name]["rest_kib"] = bench.rss(name)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["idle"] = bench.idle_connections(name, tls)
+            print(f"idle {name}: {results[name]['idle'][1]} KiB", file=sys.stderr)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
+            print(f"slow stream {name}: {results[name]['stream_rss'][1]} KiB", file=sys.stderr)
         for name, (tls, _) in PROXIES.items():
             results[name]["h1"] = bench.wrk(tls)
             print(f"h1 {name}: {results[name]['h1']}", file=sys.stderr)
@@ -376,10 +389,6 @@ def main():
             results[name]["plain"] = bench.stream(f"http://localhost:{plain}/big.bin")
             results[name]["tls"] = bench.stream(f"https://localhost:{tls}/big.bin")
             print(f"stream {name}: {results[name]['plain']:.0f} / {results[name]['tls']:.0f} MiB/s", file=sys.stderr)
-        for name, (tls, _) in PROXIES.items():
-            results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
-        for name, (tls, _) in PROXIES.items():
-            results[name]["idle"] = bench.idle_connections(name, tls)
         failed = False
     finally:
         bench.stop_all()

@@ -91,7 +91,13 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (stream, peer) = if listener.proxy_protocol {
-        match proxy_protocol::accept(stream, peer, shared.limits.handshake_timeout).await {
+        match Box::pin(proxy_protocol::accept(
+            stream,
+            peer,
+            shared.limits.handshake_timeout,
+        ))
+        .await
+        {
             Ok((stream, client)) => {
                 tracing::Span::current().record("client.addr", tracing::field::display(client));
                 (stream, client)
@@ -138,8 +144,10 @@ pub async fn serve(
         )
         .await;
     }
+    // Boxed: the handshake's state is freed once it is done, and the task
+    // keeps only what an open connection needs.
     let stream = tokio::select! {
-        stream = handshake(stream, &shared) => stream,
+        stream = Box::pin(handshake(stream, &shared)) => stream,
         // Banned meanwhile, or the shutdown grace is over.
         () = kill.cancelled() => None,
     };

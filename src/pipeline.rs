@@ -294,9 +294,7 @@ impl Gateway {
                 let uri = parts.uri.clone();
                 let key = cache::key(host, &uri);
                 forwarding::upstream_head(&mut parts, origin);
-                parts.uri = site
-                    .upstream
-                    .uri(uri.path_and_query().map_or("/", |pq| pq.as_str()));
+                parts.uri = site.upstream.uri(uri.path_and_query());
                 let ask = cache::Ask {
                     key,
                     visibility,
@@ -322,9 +320,7 @@ impl Gateway {
         }
         let (mut parts, body) = request.into_parts();
         forwarding::upstream_head(&mut parts, origin);
-        parts.uri = site
-            .upstream
-            .uri(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        parts.uri = site.upstream.uri(parts.uri.path_and_query());
         let limits = BodyLimits {
             max: site.max_body,
             timeout: self.limits.body_timeout,

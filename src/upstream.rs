@@ -12,10 +12,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 
@@ -47,6 +48,8 @@ pub struct Upstream {
     /// The host name to keep resolving; None for an IP address.
     name: Option<String>,
     authority: String,
+    /// `authority` as the request URI carries it.
+    uri_authority: Authority,
     addr: UpstreamAddr,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -83,6 +86,9 @@ impl Upstream {
             connector,
             addresses,
             name,
+            uri_authority: authority
+                .parse()
+                .unwrap_or_else(|_| Authority::from_static("invalid")),
             authority,
             addr: site.upstream.clone(),
             connect_timeout: site.connect_timeout,
@@ -96,10 +102,16 @@ impl Upstream {
     }
 
     /// The upstream URI for a request target.
-    pub fn uri(&self, path_and_query: &str) -> Uri {
-        format!("http://{}{path_and_query}", self.authority)
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/"))
+    pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.uri_authority.clone());
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
 
     /// Sends `request` (its URI already pointing here) and returns the response
@@ -125,17 +137,18 @@ impl Upstream {
         }
     }
 
-    /// The pool for the current addresses: when DNS moved the upstream, a new
-    /// pool (the old one closes as its last requests finish).
-    fn client(&self) -> Pool {
+    /// Sends on the pool for the current addresses: when DNS moved the
+    /// upstream, on a new pool (the old one closes as its last requests finish).
+    fn request(&self, request: Request<Body>) -> ResponseFuture {
         let epoch = self.addresses.epoch();
         let current = self.pool.load();
         if current.0 == epoch {
-            return current.1.clone();
+            return current.1.request(request);
         }
         let fresh = pool(self.connector.clone());
-        self.pool.store(Arc::new((epoch, fresh.clone())));
-        fresh
+        let sent = fresh.request(request);
+        self.pool.store(Arc::new((epoch, fresh)));
+        sent
     }
 
     /// Starts re-resolving the upstream's name (nothing for an IP address).
@@ -183,7 +196,7 @@ impl Upstream {
     }
 
     async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.response_timeout, self.client().request(request)).await {
+        match tokio::time::timeout(self.response_timeout, self.request(request)).await {
             Ok(result) => result.map_err(Failure::Client),
             Err(_) => Err(Failure::Timeout),
         }
