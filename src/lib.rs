@@ -24,7 +24,8 @@
 //! - [`webroot`]: `/.well-known/acme-challenge/` from a folder.
 //! - [`server`]: listeners, accept loop, reload, shutdown.
 //! - [`connection`]: one connection: handshake, hyper, limits.
-//! - [`deadline`]: request-head and idle deadlines on a connection's IO.
+//! - [`deadline`]: request-head and idle deadlines on a connection's IO, and
+//!   parking of quiet HTTP/1.1 keep-alive connections ([`head_scan`] tells when).
 //! - [`tls`]: rustls config, certificates by SNI, local CA, file reload.
 //! - [`atomic_file`]: crash-safe writes for keys and certificates.
 //!
