@@ -277,11 +277,15 @@ impl Gateway {
                 kill: conn.kill.clone(),
                 response_timeout: site.response_timeout,
             };
-            return Ok(
-                websocket::tunnel(request, upgrade, &site.upstream, origin, tunnel)
-                    .await
-                    .unwrap_or_else(|e| answer(e, version)),
-            );
+            return Ok(Box::pin(websocket::tunnel(
+                request,
+                upgrade,
+                &site.upstream,
+                origin,
+                tunnel,
+            ))
+            .await
+            .unwrap_or_else(|e| answer(e, version)));
         }
         if request.method() == Method::CONNECT {
             return Ok(answer(ProxyError::MethodNotAllowed, version));
@@ -304,9 +308,9 @@ impl Gateway {
                     upstream_head: parts,
                     upstream: &site.upstream,
                 };
-                return Ok(self
-                    .cache
-                    .serve(ask)
+                // Boxed, like the WebSocket tunnel: the cache's future is
+                // twice the forward's, and every request's task would carry it.
+                return Ok(Box::pin(self.cache.serve(ask))
                     .await
                     .unwrap_or_else(|e| answer(e, version)));
             }
