@@ -19,7 +19,7 @@ use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::config::normalise_host;
 use crate::guard::Guard;
 use crate::proxy_protocol::{self, Rewind};
-use crate::tls::{TlsStore, FIRST_CERTIFICATE_WAIT};
+use crate::tls::{ServerConfigs, TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,7 +32,7 @@ pub struct Shared {
     /// The request handler.
     pub gateway: Arc<Gateway>,
     /// The rustls config (its resolver reads `certificates`).
-    pub tls: Arc<rustls::ServerConfig>,
+    pub tls: ServerConfigs,
     /// Certificates by SNI, to wait for an ACME site's first one.
     pub certificates: Arc<TlsStore>,
     /// Protocol limits (fixed at start).
@@ -208,6 +208,7 @@ async fn handshake(
     let validation = hello
         .alpn()
         .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+    let config = shared.tls.for_hello(&hello);
     if let Some(sni) = hello
         .server_name()
         .and_then(normalise_host)
@@ -221,7 +222,7 @@ async fn handshake(
                 .await;
         }
     }
-    match tokio::time::timeout(bound, start.into_stream(shared.tls.clone())).await {
+    match tokio::time::timeout(bound, start.into_stream(config)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(error)) => {
             tracing::debug!(%error, "TLS handshake refused");

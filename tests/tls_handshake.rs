@@ -1,7 +1,9 @@
 //! The TLS door: unknown or absent SNI gets no certificate; known names
 //! negotiate h2 and http/1.1; only TLS 1.2 and 1.3.
 
-use crate::support::TestGateway;
+use std::sync::Arc;
+
+use crate::support::{tls_connect, TestGateway};
 
 const SITE: &str = r#"
 [[site]]
@@ -87,5 +89,78 @@ async fn tls_below_1_2_is_refused() {
     assert_eq!(
         answer[0], 21,
         "an alert record, not a ServerHello: {answer:?}"
+    );
+}
+
+/// The suite negotiated when a client offers `offered`, in that order, over `version`.
+async fn negotiated(
+    gw: &TestGateway,
+    offered: &[rustls::SupportedCipherSuite],
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::CipherSuite {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(gw.ca_pem.as_deref().unwrap()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: offered.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let stream = tls_connect(gw.https, Arc::new(config), Some("jelly.test"))
+        .await
+        .unwrap();
+    stream
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .unwrap()
+        .suite()
+}
+
+#[tokio::test]
+async fn aes_128_first_unless_the_client_prefers_chacha20() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    use rustls::version::{TLS12, TLS13};
+    use rustls::CipherSuite as Suite;
+    let gw = TestGateway::start(SITE).await;
+    // OpenSSL's order (AES-256 first): ours wins.
+    let openssl = [
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(&gw, &openssl, &TLS13).await,
+        Suite::TLS13_AES_128_GCM_SHA256
+    );
+    // A client without AES hardware asks for ChaCha20 first and gets it.
+    let phone = [
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(&gw, &phone, &TLS13).await,
+        Suite::TLS13_CHACHA20_POLY1305_SHA256
+    );
+    // Only AES-256 offered: still served.
+    assert_eq!(
+        negotiated(&gw, &[cs::TLS13_AES_256_GCM_SHA384], &TLS13).await,
+        Suite::TLS13_AES_256_GCM_SHA384
+    );
+    // TLS 1.2 the same way.
+    let tls12 = [
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(&gw, &tls12, &TLS12).await,
+        Suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
     );
 }
