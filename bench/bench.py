@@ -239,6 +239,19 @@ login_rate = "off"
                 continue
         return total
 
+    def cpu_seconds(self, name):
+        """User + system CPU time (s) of a proxy's whole process group."""
+        pgid = self.procs[name].pid
+        ticks = 0
+        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, ValueError, IndexError):
+                continue
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     # ------------------------------------------------------------- measures
     def seconds(self):
         return 3 if self.quick else 10
@@ -248,7 +261,7 @@ login_rate = "off"
         check_wrk(out, port)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-        return rps, to_ms(lat.get("50")), to_ms(lat.get("99"))
+        return rps, to_ms(lat.get("50")), to_ms(lat.get("99")), wrk_count(out)
 
     def h2load(self, port):
         log = self.work / "h2load.log"
@@ -259,12 +272,13 @@ login_rate = "off"
         rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
         durations = sorted(int(line.split()[2]) for line in log.read_text().splitlines() if line.strip())
         pct = lambda p: durations[min(len(durations) - 1, int(len(durations) * p))] / 1000.0
-        return rps, pct(0.50), pct(0.99)
+        done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
+        return rps, pct(0.50), pct(0.99), done
 
     def handshakes(self, port):
         out = sh(pinned(1, f"wrk -t1 -c32 -d{self.seconds()}s -H 'Connection: close' https://localhost:{port}/small.json"))
         check_wrk(out, port)
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), wrk_count(out)
 
     def stream(self, url):
         size = (128 if self.quick else 512) << 20
@@ -306,6 +320,10 @@ login_rate = "off"
         for c in conns:
             c.close()
         return before, after - before
+
+
+def wrk_count(out):
+    return int(re.search(r"(\d+) requests in", out).group(1))
 
 
 def check_wrk(out, port):
@@ -375,14 +393,20 @@ def main():
         for name, (tls, _) in PROXIES.items():
             results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
             print(f"slow stream {name}: {results[name]['stream_rss'][1]} KiB", file=sys.stderr)
+        def measured(name, run):
+            """A case's result, and the proxy's CPU per request (µs) during it."""
+            before = bench.cpu_seconds(name)
+            result = run()
+            return result, (bench.cpu_seconds(name) - before) * 1e6 / result[-1]
+
         for name, (tls, _) in PROXIES.items():
-            results[name]["h1"] = bench.wrk(tls)
+            results[name]["h1"], results[name]["h1_cpu"] = measured(name, lambda: bench.wrk(tls))
             print(f"h1 {name}: {results[name]['h1']}", file=sys.stderr)
         for name, (tls, _) in PROXIES.items():
-            results[name]["h2"] = bench.h2load(tls)
+            results[name]["h2"], results[name]["h2_cpu"] = measured(name, lambda: bench.h2load(tls))
             print(f"h2 {name}: {results[name]['h2']}", file=sys.stderr)
         for name, (tls, _) in PROXIES.items():
-            results[name]["handshakes"] = bench.handshakes(tls)
+            results[name]["handshakes"], results[name]["hs_cpu"] = measured(name, lambda: bench.handshakes(tls))
             print(f"handshakes {name}: {results[name]['handshakes']}", file=sys.stderr)
         results["origin"]["plain"] = bench.stream(f"http://127.0.0.1:{ORIGIN}/big.bin")
         for name, (tls, plain) in PROXIES.items():
@@ -421,7 +445,10 @@ def render(r, quick):
     row("HTTP/2 small requests/s", [r[n]["h2"][0] for n in names], "", max(r["nginx-4k"]["h2"][0], r["nginx-64k"]["h2"][0]))
     row("HTTP/2 p50 latency", [r[n]["h2"][1] for n in names], "ms", min(r["nginx-4k"]["h2"][1], r["nginx-64k"]["h2"][1]), False, "{:.2f}")
     row("HTTP/2 p99 latency", [r[n]["h2"][2] for n in names], "ms", min(r["nginx-4k"]["h2"][2], r["nginx-64k"]["h2"][2]), False, "{:.2f}")
-    row("full TLS handshakes/s", [r[n]["handshakes"] for n in names], "", best_nginx("handshakes"))
+    row("full TLS handshakes/s", [r[n]["handshakes"][0] for n in names], "", max(r["nginx-4k"]["handshakes"][0], r["nginx-64k"]["handshakes"][0]))
+    row("proxy CPU per HTTP/1.1 request", [r[n]["h1_cpu"] for n in names], "µs", min(r["nginx-4k"]["h1_cpu"], r["nginx-64k"]["h1_cpu"]), False)
+    row("proxy CPU per HTTP/2 request", [r[n]["h2_cpu"] for n in names], "µs", min(r["nginx-4k"]["h2_cpu"], r["nginx-64k"]["h2_cpu"]), False)
+    row("proxy CPU per full TLS handshake", [r[n]["hs_cpu"] for n in names], "µs", min(r["nginx-4k"]["hs_cpu"], r["nginx-64k"]["hs_cpu"]), False)
     row("large stream, plain", [r[n]["plain"] for n in names], "MiB/s", best_nginx("plain"))
     row("large stream, TLS", [r[n]["tls"] for n in names], "MiB/s", best_nginx("tls"))
     # nginx's workers allocate up front: their growth is often 0, where a ratio says nothing.
