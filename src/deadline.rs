@@ -110,11 +110,15 @@ pub struct Parked<IO> {
     sniffed: bool,
     seen_epoch: u64,
     scan: HeadScan,
-    head: Option<Pin<Box<Sleep>>>,
-    idle: Pin<Box<Sleep>>,
-    /// Runs from the end of a response while the connection may park.
-    quiet: Pin<Box<Sleep>>,
-    quiet_armed: bool,
+    /// When the head being read must be complete.
+    head_at: Option<Instant>,
+    /// When the connection closes unless something happens.
+    idle_at: Instant,
+    /// When a quiet, answered connection may park (from the answer's end).
+    quiet_at: Option<Instant>,
+    /// One timer for the three: re-armed only when it would wake too late or
+    /// has fired, not on every request (a reset takes the timer driver's lock).
+    timer: Pin<Box<Sleep>>,
     /// The last read ended exactly with a body-less head (see `HeadScan`).
     at_boundary: bool,
     /// The epoch at which the IO last reported everything written.
@@ -157,10 +161,10 @@ impl<IO> Parked<IO> {
             sniffed: false,
             seen_epoch: 0,
             scan: HeadScan::default(),
-            head: None,
-            idle: Box::pin(tokio::time::sleep(deadlines.idle)),
-            quiet: Box::pin(tokio::time::sleep(PARK_AFTER)),
-            quiet_armed: false,
+            head_at: None,
+            idle_at: Instant::now() + deadlines.idle,
+            quiet_at: None,
+            timer: Box::pin(tokio::time::sleep(deadlines.idle)),
             at_boundary: false,
             flushed_epoch: 0,
             parking: false,
@@ -170,7 +174,7 @@ impl<IO> Parked<IO> {
     /// The IO for a new hyper connection, and where it comes back when parked.
     pub fn wake(mut self) -> (Watched<IO>, oneshot::Receiver<Parked<IO>>) {
         self.parking = false;
-        self.quiet_armed = false;
+        self.quiet_at = None;
         self.at_boundary = false;
         let (home, back) = oneshot::channel();
         let watched = Watched {
@@ -192,65 +196,88 @@ impl<IO> Parked<IO> {
         IO: Readiness,
     {
         std::future::poll_fn(|cx| {
-            if self.idle.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.idle_at {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "idle connection",
                 )));
             }
+            let idle_at = self.idle_at;
+            self.wake_by(idle_at, cx);
             self.io.poll_read_ready(cx)
         })
         .await
     }
 
-    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    /// Makes sure the task is woken by `at`: the timer is moved only when it
+    /// would wake later than that, or has already fired.
+    fn wake_by(&mut self, at: Instant, cx: &mut Context<'_>) {
+        let set = self.timer.deadline();
+        if set > at || set <= Instant::now() {
+            self.timer.as_mut().reset(at);
+        }
+        // Registers the waker; an early wake only re-runs the checks.
+        let _ = self.timer.as_mut().poll(cx);
+    }
+
+    /// The clocks, while hyper waits to read: an expired deadline, the moment
+    /// to park (only asked when `may_park`), or nothing yet.
+    fn check(&mut self, cx: &mut Context<'_>, may_park: bool) -> Due {
         if self.state.upgraded.load(Ordering::Acquire) {
-            return Poll::Pending;
+            return Due::Wait;
         }
         // hyper may poll for the next request before the last response body is
         // dropped; the drop wakes us through this.
         self.state.waker.register(cx.waker());
         let epoch = self.state.epoch.load(Ordering::Acquire);
         let in_flight = self.state.in_flight.load(Ordering::Acquire);
+        let now = Instant::now();
         if epoch != self.seen_epoch {
             // A request started or ended: the head being timed is complete, and
             // idleness counts from now.
             self.seen_epoch = epoch;
-            self.head = None;
-            let now = Instant::now();
-            self.idle.as_mut().reset(now + self.deadlines.idle);
-            self.quiet_armed = in_flight == 0;
-            if self.quiet_armed {
-                self.quiet.as_mut().reset(now + PARK_AFTER);
-            }
+            self.head_at = None;
+            self.idle_at = now + self.deadlines.idle;
+            self.quiet_at = (in_flight == 0).then(|| now + PARK_AFTER);
         }
         if in_flight > 0 {
-            return Poll::Pending;
+            return Due::Wait;
         }
-        if let Some(head) = self.head.as_mut() {
-            if head.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head not received in time",
-                ));
-            }
+        if self.head_at.is_some_and(|at| now >= at) {
+            return Due::Expired("request head not received in time");
         }
-        if self.idle.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "idle connection"));
+        if now >= self.idle_at {
+            return Due::Expired("idle connection");
         }
-        Poll::Pending
+        let park_at = self.quiet_at.filter(|_| may_park && self.may_park());
+        if park_at.is_some_and(|at| now >= at) {
+            return Due::Park;
+        }
+        let next = [self.head_at, park_at]
+            .into_iter()
+            .flatten()
+            .fold(self.idle_at, Instant::min);
+        self.wake_by(next, cx);
+        Due::Wait
     }
 
     /// Whether hyper holds nothing of this connection: its last head ended the
     /// last read and announced no body, and the answer is done and flushed.
     fn may_park(&self) -> bool {
-        self.quiet_armed
+        self.quiet_at.is_some()
             && self.at_boundary
             && !self.state.upgraded.load(Ordering::Acquire)
             && self.deadlines.head.is_some()
             && self.flushed_epoch == self.seen_epoch
             && self.state.epoch.load(Ordering::Acquire) == self.seen_epoch
     }
+}
+
+/// What the clocks say while hyper waits to read.
+enum Due {
+    Wait,
+    Expired(&'static str),
+    Park,
 }
 
 /// Tells when a parked connection's client has sent something.
@@ -289,26 +316,23 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                     }
                     this.at_boundary = scanned.at_boundary;
                 }
-                if let (true, None, Some(limit)) = (idle_now, &this.head, this.deadlines.head) {
-                    this.head = Some(Box::pin(tokio::time::sleep(limit)));
+                let now = Instant::now();
+                if let (true, None, Some(limit)) = (idle_now, this.head_at, this.deadlines.head) {
+                    this.head_at = Some(now + limit);
                 }
-                this.quiet_armed = false;
-                this.idle
-                    .as_mut()
-                    .reset(Instant::now() + this.deadlines.idle);
+                this.quiet_at = None;
+                this.idle_at = now + this.deadlines.idle;
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                if let Poll::Ready(error) = this.check(cx) {
-                    return Poll::Ready(Err(error));
-                }
-                if may_park && this.may_park() && this.quiet.as_mut().poll(cx).is_ready() {
+            Poll::Pending => match this.check(cx, may_park) {
+                Due::Wait => Poll::Pending,
+                Due::Expired(why) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why))),
+                Due::Park => {
                     // End-of-stream for hyper; the socket stays open.
                     this.parking = true;
-                    return Poll::Ready(Ok(()));
+                    Poll::Ready(Ok(()))
                 }
-                Poll::Pending
-            }
+            },
             other => other,
         }
     }

@@ -22,15 +22,20 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Client-IP and scheme claims that only a trusted proxy may make.
-const CLAIMS: [&str; 7] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "forwarded",
-    "cf-connecting-ip",
+const CLAIMS: [HeaderName; 7] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-port"),
+    X_REAL_IP,
+    header::FORWARDED,
+    HeaderName::from_static("cf-connecting-ip"),
 ];
 
 /// Refuses request framing that two parsers could read differently (RFC 9112
@@ -129,32 +134,59 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
         headers.insert(header::HOST, host);
     }
     let trusted = origin.client.via_trusted_proxy;
-    let claimed_proto = headers.get("x-forwarded-proto").cloned();
-    let claimed_host = headers.get("x-forwarded-host").cloned();
+    let claimed_proto = headers.get(X_FORWARDED_PROTO).cloned();
+    let claimed_host = headers.get(X_FORWARDED_HOST).cloned();
     for claim in CLAIMS {
         headers.remove(claim);
     }
-    let insert = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+    // The four below in one growth of the map.
+    headers.reserve(4);
+    let insert = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    insert(headers, "x-forwarded-for", &origin.client.forwarded_for);
-    insert(headers, "x-real-ip", &origin.client.ip.to_string());
+    insert(headers, X_FORWARDED_FOR, &origin.client.forwarded_for);
+    let mut ip = [0u8; 45];
+    let ip = format_ip(origin.client.ip, &mut ip);
+    insert(headers, X_REAL_IP, ip);
     let proto = if origin.tls { "https" } else { "http" };
     match claimed_proto.filter(|_| trusted) {
-        Some(value) => drop(headers.insert("x-forwarded-proto", value)),
-        None => insert(headers, "x-forwarded-proto", proto),
+        Some(value) => drop(headers.insert(X_FORWARDED_PROTO, value)),
+        None => drop(headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))),
     }
     match claimed_host.filter(|_| trusted) {
-        Some(value) => drop(headers.insert("x-forwarded-host", value)),
-        None => insert(headers, "x-forwarded-host", origin.host),
+        Some(value) => drop(headers.insert(X_FORWARDED_HOST, value)),
+        None => insert(headers, X_FORWARDED_HOST, origin.host),
     }
+}
+
+/// An address as text, written into `buf` (45 bytes hold any IPv6 address).
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 45]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{check_framing, upstream_head, Origin};
+    use super::{check_framing, format_ip, upstream_head, Origin};
+
+    #[test]
+    fn addresses_as_text_whole() {
+        for text in [
+            "203.0.113.9",
+            "255.255.255.255",
+            "2001:db8::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:192.0.2.1",
+        ] {
+            let mut buf = [0u8; 45];
+            assert_eq!(format_ip(text.parse().unwrap(), &mut buf), text);
+        }
+    }
     use crate::client_ip::Client;
     use http::{HeaderMap, Request, Version};
 
