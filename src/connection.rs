@@ -51,7 +51,7 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Head and idle deadlines are ours (deadline.rs): hyper's would also
+        // Head and idle deadlines are ours (deadline/): hyper's would also
         // run while a keep-alive connection waits.
         .header_read_timeout(None)
         .max_headers(limits.max_headers)

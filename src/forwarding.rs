@@ -43,7 +43,7 @@ const CLAIMS: [HeaderName; 7] = [
 /// Content-Length, a transfer coding other than a lone `chunked`, control bytes
 /// in header values. For HTTP/1.1, hyper has already answered most of these
 /// with 400, and resolves two of them itself before we see the head: with both
-/// CL and TE it drops CL (the raw head is watched for that in `deadline.rs`),
+/// CL and TE it drops CL (the raw head is watched for that in `head_scan.rs`),
 /// and it folds identical duplicate CLs into one (RFC 9110 §8.6). This check is
 /// the second line for whatever reaches the pipeline by any protocol.
 pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
