@@ -458,7 +458,8 @@ def render(r, quick):
     head = "| case | " + " | ".join(names) + " | |\n|---|" + "---|" * len(names) + "---|"
     origin = f"\nOrigin served directly (the ceiling for streams): {r['origin']['plain']:.0f} MiB/s plain.\n"
     mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (10 s per case, 512 MiB streams)"
-    return f"{head}\n" + "\n".join(rows) + f"\n{origin}\nRatios in parentheses are against the better of the two nginx settings; {mode}.\n"
+    pinning = "Proxies pinned to CPU 0; load generators and the origin to CPU 1."
+    return f"{head}\n" + "\n".join(rows) + f"\n{origin}\nRatios in parentheses are against the better of the two nginx settings; {mode}. {pinning}\n"
 
 
 def document(table, quick):
