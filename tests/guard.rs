@@ -323,6 +323,13 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
         closed_at_accept("127.0.0.16", process.http).await,
         "the ban outlived the restart"
     );
+    use std::os::unix::fs::PermissionsExt;
+    let admin = std::fs::metadata(dir.path().join("state/admin.sock")).unwrap();
+    assert_eq!(
+        admin.permissions().mode() & 0o777,
+        0o600,
+        "only drawbridge's own user may use the admin socket"
+    );
     let listed = bans_cli(&path, &["list"]);
     assert!(listed.starts_with("127.0.0.16\tuntil "), "{listed}");
     assert_eq!(
