@@ -369,4 +369,55 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(*addresses.get(), [ip("192.0.2.4")]);
     }
+
+    /// Log lines written while the test runs on this thread.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_resolver_is_logged_once_then_its_recovery() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _log = tracing::subscriber::set_default(subscriber);
+        let script = Script(Mutex::new(vec![
+            Ok((vec![ip("192.0.2.1")], Duration::from_secs(5))),
+            Err("SERVFAIL".into()),
+            Err("SERVFAIL".into()),
+            Err("SERVFAIL".into()),
+            Err("SERVFAIL".into()),
+            Ok((vec![ip("192.0.2.1")], Duration::from_secs(60))),
+        ]));
+        let addresses = Addresses::unresolved();
+        tokio::spawn(refresh(
+            "home.test".into(),
+            Arc::downgrade(&addresses),
+            Arc::new(script),
+            bounds(),
+            Default::default(),
+        ));
+        // Four failures with backoff (10, 20, 40, 80 s), then an answer.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            log.matches("cannot resolve the upstream").count(),
+            1,
+            "once, not per failure: {log}"
+        );
+        assert_eq!(log.matches("DNS answers again").count(), 1, "{log}");
+        assert_eq!(*addresses.get(), [ip("192.0.2.1")]);
+    }
 }
