@@ -217,7 +217,11 @@ impl<IO> Parked<IO> {
             self.timer.as_mut().reset(at);
         }
         // Registers the waker; an early wake only re-runs the checks.
-        let _ = self.timer.as_mut().poll(cx);
+        if self.timer.as_mut().poll(cx).is_ready() {
+            // It fired since the checks ran (no waker is kept then): run them
+            // again at once rather than never.
+            cx.waker().wake_by_ref();
+        }
     }
 
     /// The clocks, while hyper waits to read: an expired deadline, the moment
