@@ -160,3 +160,48 @@ async fn json_lines() {
     assert_eq!(value["target"], "/Items/1/Images/Primary?ApiKey=REDACTED");
     assert!(!text.contains("SECRET"));
 }
+
+#[tokio::test]
+async fn the_error_log_goes_to_its_file_not_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let error_log = dir.path().join("error.log");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        "{}[log]\nerror = \"{}\"\n\n{}",
+        server_block(dir.path()),
+        error_log.display(),
+        site("down.test", closed, "https_redirect = false"),
+    );
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    // Its ports are read from the file: the start-up lines went there.
+    let process = Process::start_logging_to(&path, Some(&error_log));
+    let mut tcp = tokio::net::TcpStream::connect(process.http).await.unwrap();
+    let (bytes, _) = crate::support::exchange(
+        &mut tcp,
+        b"GET /web/ HTTP/1.1\r\nHost: down.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(crate::support::status_of(&bytes), 502);
+    assert!(
+        process.wait_for_log("upstream failure", Duration::from_secs(3)),
+        "the 502's cause is in the file"
+    );
+    let on_stderr: Vec<String> = process
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("STDERR ") && !l.contains("\"GET /web/ HTTP/1.1\" 502"))
+        .cloned()
+        .collect();
+    assert!(
+        on_stderr.is_empty(),
+        "only the access log (stderr by default) on stderr: {on_stderr:?}"
+    );
+}

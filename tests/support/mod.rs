@@ -276,6 +276,12 @@ pub fn binary() -> PathBuf {
 impl Process {
     /// Starts `drawbridge run -c config` and waits until both listeners are up.
     pub fn start(config: &Path) -> Process {
+        Process::start_logging_to(config, None)
+    }
+
+    /// Like `start`, for a config whose `[log] error` is `log_file`: the log
+    /// is read from that file (stderr must stay empty of it).
+    pub fn start_logging_to(config: &Path, log_file: Option<&Path>) -> Process {
         let mut child = Command::new(binary())
             .args(["run", "-c"])
             .arg(config)
@@ -286,16 +292,45 @@ impl Process {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("listening") {
-                        let _ = tx.send(line.clone());
+        let keep = move |line: String, log: &std::sync::Mutex<Vec<String>>| {
+            if line.contains("listening") {
+                let _ = tx.send(line.clone());
+            }
+            log.lock().unwrap().push(line);
+        };
+        match log_file {
+            None => {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        keep(line, &log);
                     }
-                    log.lock().unwrap().push(line);
-                }
-            });
+                });
+            }
+            Some(path) => {
+                let path = path.to_path_buf();
+                let weak = Arc::downgrade(&log);
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    // Until the Process is dropped: new complete lines of the file.
+                    while let Some(log) = weak.upgrade() {
+                        let text = std::fs::read_to_string(&path).unwrap_or_default();
+                        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+                        for line in text[seen.min(complete)..complete].lines() {
+                            keep(line.to_string(), &log);
+                        }
+                        seen = complete;
+                        drop(log);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                });
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        log.lock().unwrap().push(format!("STDERR {line}"));
+                    }
+                });
+            }
         }
         let mut http = None;
         let mut https = None;
