@@ -10,6 +10,7 @@ mod client_ip;
 mod config_check;
 mod dns;
 mod guard;
+mod h2_abuse;
 mod host_routing;
 mod parking;
 mod port80;

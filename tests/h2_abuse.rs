@@ -1,0 +1,97 @@
+//! HTTP/2 abuse: the Rapid Reset flood (CVE-2023-44487) — streams opened and
+//! cancelled at once, faster than they can be served — ends with GOAWAY
+//! ENHANCE_YOUR_CALM, and the flood never reaches Jellyfin.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::origin::Origin;
+use crate::support::{site, TestGateway};
+
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// GET / for jelly.test in HPACK: static-table method, scheme and path, and
+/// :authority as a literal that is not indexed.
+fn get_block() -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, 10];
+    block.extend_from_slice(b"jelly.test");
+    block
+}
+
+#[tokio::test]
+async fn rapid_reset_flood_gets_goaway_and_never_reaches_the_upstream() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let mut tls = gw.tls_connect(Some("jelly.test"), &[b"h2"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    // 1,000 streams, each opened and cancelled, in one write.
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend(frame(SETTINGS, 0, 0, &[]));
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        flood.extend(frame(HEADERS, 0x4 | 0x1, stream, &get_block()));
+        flood.extend(frame(RST_STREAM, 0, stream, &0x8u32.to_be_bytes()));
+    }
+    // The server may close before taking all of it.
+    let _ = tls.write_all(&flood).await;
+
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16384];
+    let mut goaway = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while goaway.is_none() {
+        match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+        let mut at = 0;
+        while received.len() >= at + 9 {
+            let len =
+                u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
+            if received.len() < at + 9 + len {
+                break;
+            }
+            if received[at + 3] == GOAWAY && len >= 8 {
+                let payload = &received[at + 9..at + 9 + len];
+                goaway = Some(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+            at += 9 + len;
+        }
+    }
+    assert_eq!(
+        goaway,
+        Some(ENHANCE_YOUR_CALM),
+        "the flood is told to calm down"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        origin.seen.total() < 25,
+        "the flood stays at the door: {} requests reached the upstream",
+        origin.seen.total()
+    );
+    // Everyone else is still served.
+    let client = gw.reqwest(&["jelly.test"], true);
+    let status = client
+        .get(gw.url("jelly.test", "/System/Info/Public"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+}
