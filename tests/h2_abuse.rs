@@ -1,6 +1,7 @@
 //! HTTP/2 abuse: the Rapid Reset flood (CVE-2023-44487) — streams opened and
 //! cancelled at once, faster than they can be served — ends with GOAWAY
-//! ENHANCE_YOUR_CALM, and the flood never reaches Jellyfin.
+//! ENHANCE_YOUR_CALM, and a CONTINUATION flood (a header block that never
+//! ends) ends the connection; neither reaches Jellyfin.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -29,6 +31,81 @@ fn get_block() -> Vec<u8> {
     let mut block = vec![0x82, 0x87, 0x84, 0x01, 10];
     block.extend_from_slice(b"jelly.test");
     block
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// GOAWAY with this error code.
+    GoAway(u32),
+    /// Closed without a GOAWAY.
+    Closed,
+    /// Still open after 5 s.
+    Open,
+}
+
+/// Reads the server's frames until a GOAWAY, the end of the connection, or 5 s.
+async fn goaway_or_close<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Ended {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16384];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ended::Closed,
+            Err(_) => return Ended::Open,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+        let mut at = 0;
+        while received.len() >= at + 9 {
+            let len =
+                u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
+            if received.len() < at + 9 + len {
+                break;
+            }
+            if received[at + 3] == GOAWAY && len >= 8 {
+                let code = &received[at + 9 + 4..at + 9 + 8];
+                return Ended::GoAway(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+            }
+            at += 9 + len;
+        }
+    }
+}
+
+#[tokio::test]
+async fn continuation_flood_ends_the_connection_before_the_upstream() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let mut tls = gw.tls_connect(Some("jelly.test"), &[b"h2"]).await.unwrap();
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend(frame(SETTINGS, 0, 0, &[]));
+    // A header block that never ends: HEADERS without END_HEADERS, then
+    // CONTINUATION frames of 1 KiB headers each (x-a: 1000 × 'a', literal).
+    flood.extend(frame(HEADERS, 0x1, 1, &get_block()));
+    let mut header = vec![0x00, 3, b'x', b'-', b'a', 0x7f, 0xe9, 0x06];
+    header.extend(std::iter::repeat_n(b'a', 1000));
+    let mut ended = Ended::Open;
+    for _ in 0..64 {
+        for _ in 0..16 {
+            flood.extend(frame(CONTINUATION, 0, 1, &header));
+        }
+        if tls.write_all(&flood).await.is_err() {
+            ended = Ended::Closed;
+            break;
+        }
+        flood.clear();
+    }
+    if ended == Ended::Open {
+        ended = goaway_or_close(&mut tls).await;
+    }
+    assert_ne!(ended, Ended::Open, "a 1 MiB header block is not waited for");
+    assert_eq!(origin.seen.total(), 0, "nothing reached the upstream");
+    let client = gw.reqwest(&["jelly.test"], true);
+    let status = client
+        .get(gw.url("jelly.test", "/System/Info/Public"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200, "everyone else is still served");
 }
 
 #[tokio::test]
@@ -49,34 +126,9 @@ async fn rapid_reset_flood_gets_goaway_and_never_reaches_the_upstream() {
     // The server may close before taking all of it.
     let _ = tls.write_all(&flood).await;
 
-    let mut received = Vec::new();
-    let mut buf = [0u8; 16384];
-    let mut goaway = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while goaway.is_none() {
-        match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-        }
-        let mut at = 0;
-        while received.len() >= at + 9 {
-            let len =
-                u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
-            if received.len() < at + 9 + len {
-                break;
-            }
-            if received[at + 3] == GOAWAY && len >= 8 {
-                let payload = &received[at + 9..at + 9 + len];
-                goaway = Some(u32::from_be_bytes([
-                    payload[4], payload[5], payload[6], payload[7],
-                ]));
-            }
-            at += 9 + len;
-        }
-    }
     assert_eq!(
-        goaway,
-        Some(ENHANCE_YOUR_CALM),
+        goaway_or_close(&mut tls).await,
+        Ended::GoAway(ENHANCE_YOUR_CALM),
         "the flood is told to calm down"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
