@@ -29,7 +29,7 @@ use crate::acme::challenges::Challenges;
 use crate::body::{BodyLimits, GuardedBody, Tail};
 use crate::cache::{self, Cache};
 use crate::client_ip::{self, Client};
-use crate::config::{normalise_host, Limits};
+use crate::config::Limits;
 use crate::deadline::ConnState;
 use crate::error::{Blame, ProxyError};
 use crate::filter::{self, Exchange, Verdict};
@@ -42,6 +42,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every response drawbridge sends.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+mod head;
+pub use head::check_head;
+use head::raw_host;
 
 /// An empty body.
 pub fn empty_body() -> Body {
@@ -392,16 +396,6 @@ impl Gateway {
     }
 }
 
-/// The Host as the client sent it: the header, or HTTP/2's `:authority`.
-fn raw_host<B>(request: &Request<B>) -> &str {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or_default()
-}
-
 /// The access-log entry of a request, before its status is known.
 fn entry<B>(request: &Request<B>, client: &Client, site: &Site) -> Entry {
     let header = |name: header::HeaderName| {
@@ -447,110 +441,4 @@ fn answer(error: ProxyError, version: Version) -> Response<Body> {
         response.headers_mut().remove(header::CONNECTION);
     }
     response
-}
-
-/// Checks what hyper lets through but a proxy must not (RFC 9112 §3.2, §3.2.2):
-/// sizes of the target and header lines, exactly one Host, and an absolute-form
-/// target or `:authority` that agrees with it. Returns the normalised host.
-pub fn check_head<B>(request: &Request<B>, limits: &Limits) -> Result<String, ProxyError> {
-    let uri = request.uri();
-    let target_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
-    if target_len > limits.max_request_line {
-        return Err(ProxyError::UriTooLong);
-    }
-    for (name, value) in request.headers() {
-        if name.as_str().len() + value.len() + 2 > limits.max_header_line {
-            return Err(ProxyError::HeaderTooLarge);
-        }
-    }
-    let mut hosts = request.headers().get_all(header::HOST).iter();
-    let header_host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
-    }
-    let header_host = match header_host {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(normalise_host)
-                .ok_or(ProxyError::BadRequest("malformed Host header"))?,
-        ),
-        None => None,
-    };
-    let target_host = match uri.authority() {
-        Some(authority) => Some(
-            normalise_host(authority.as_str())
-                .ok_or(ProxyError::BadRequest("malformed request target authority"))?,
-        ),
-        None => None,
-    };
-    match (header_host, target_host) {
-        (Some(h), Some(t)) if h != t => Err(ProxyError::BadRequest(
-            "request target and Host name different hosts",
-        )),
-        (Some(h), _) => Ok(h),
-        // HTTP/2 carries the host in :authority alone (RFC 9113 §8.3.1).
-        (None, Some(t)) if request.version() == Version::HTTP_2 => Ok(t),
-        (None, _) => Err(ProxyError::BadRequest("missing Host header")),
-    }
-}
-#[cfg(test)]
-mod tests {
-    use super::check_head;
-    use crate::config::Limits;
-    use crate::error::ProxyError;
-    use http::{Request, Version};
-
-    fn req(uri: &str, hosts: &[&str], version: Version) -> Request<()> {
-        let mut builder = Request::builder().uri(uri).version(version);
-        for h in hosts {
-            builder = builder.header("host", *h);
-        }
-        builder.body(()).unwrap()
-    }
-
-    #[test]
-    fn host_rules() {
-        let l = Limits::default();
-        let ok = |r| check_head(&r, &l).map_err(|e: ProxyError| e.to_string());
-        assert_eq!(
-            ok(req("/", &["A.test:8443"], Version::HTTP_11)),
-            Ok("a.test".into())
-        );
-        assert!(ok(req("/", &[], Version::HTTP_11))
-            .unwrap_err()
-            .contains("missing Host"));
-        assert!(ok(req("/", &["a.test", "b.test"], Version::HTTP_11))
-            .unwrap_err()
-            .contains("more than one"));
-        assert!(ok(req("http://b.test/", &["a.test"], Version::HTTP_11))
-            .unwrap_err()
-            .contains("different hosts"));
-        assert_eq!(
-            ok(req("http://a.test/x", &["a.test"], Version::HTTP_11)),
-            Ok("a.test".into())
-        );
-        assert_eq!(
-            ok(req("https://a.test/x", &[], Version::HTTP_2)),
-            Ok("a.test".into())
-        );
-        assert!(ok(req("https://a.test/x", &["b.test"], Version::HTTP_2)).is_err());
-        assert!(ok(req("/", &["bad host"], Version::HTTP_11)).is_err());
-    }
-
-    #[test]
-    fn size_limits() {
-        let l = Limits::default();
-        let long = format!("/{}", "a".repeat(9000));
-        let r = req(&long, &["a.test"], Version::HTTP_11);
-        assert!(matches!(check_head(&r, &l), Err(ProxyError::UriTooLong)));
-        let mut r = req("/", &["a.test"], Version::HTTP_11);
-        r.headers_mut()
-            .insert("x-big", "b".repeat(9000).parse().unwrap());
-        assert!(matches!(
-            check_head(&r, &l),
-            Err(ProxyError::HeaderTooLarge)
-        ));
-    }
 }
