@@ -1,7 +1,8 @@
 //! HTTP/2 abuse: the Rapid Reset flood (CVE-2023-44487) — streams opened and
 //! cancelled at once, faster than they can be served — ends with GOAWAY
-//! ENHANCE_YOUR_CALM, and a CONTINUATION flood (a header block that never
-//! ends) ends the connection; neither reaches Jellyfin.
+//! ENHANCE_YOUR_CALM, as does MadeYouReset (CVE-2025-8671: streams the client
+//! makes the server reset), and a CONTINUATION flood (a header block that
+//! never ends) ends the connection; none of them reaches Jellyfin.
 
 use std::time::Duration;
 
@@ -146,4 +147,34 @@ async fn rapid_reset_flood_gets_goaway_and_never_reaches_the_upstream() {
         .unwrap()
         .status();
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn made_you_reset_flood_gets_goaway_and_never_reaches_the_upstream() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let mut tls = gw.tls_connect(Some("jelly.test"), &[b"h2"]).await.unwrap();
+    // 2,000 malformed requests (no :path), each a stream error the server
+    // must answer with a reset of its own. (A zero window increment, the other
+    // classic trigger, already costs the whole connection: PROTOCOL_ERROR.)
+    let mut malformed = vec![0x82, 0x87, 0x01, 10];
+    malformed.extend_from_slice(b"jelly.test");
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend(frame(SETTINGS, 0, 0, &[]));
+    for i in 0..2000u32 {
+        let stream = 2 * i + 1;
+        flood.extend(frame(HEADERS, 0x4 | 0x1, stream, &malformed));
+    }
+    let _ = tls.write_all(&flood).await;
+    assert_eq!(
+        goaway_or_close(&mut tls).await,
+        Ended::GoAway(ENHANCE_YOUR_CALM),
+        "the flood is told to calm down"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        origin.seen.total() < 25,
+        "the flood stays at the door: {} requests reached the upstream",
+        origin.seen.total()
+    );
 }
