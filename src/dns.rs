@@ -301,12 +301,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn switches_after_the_ttl_not_before() {
-        let script = Script(Mutex::new(vec![
-            Ok((vec![ip("192.0.2.1")], Duration::from_secs(60))),
-            Ok((vec![ip("192.0.2.2")], Duration::from_secs(60))),
-        ]));
+    /// Addresses kept fresh from `script` by a running `refresh` task.
+    fn watch(script: Script) -> (Arc<Addresses>, tokio::task::JoinHandle<()>) {
         let addresses = Addresses::unresolved();
         let task = tokio::spawn(refresh(
             "home.test".into(),
@@ -315,6 +311,16 @@ mod tests {
             bounds(),
             Default::default(),
         ));
+        (addresses, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn switches_after_the_ttl_not_before() {
+        let script = Script(Mutex::new(vec![
+            Ok((vec![ip("192.0.2.1")], Duration::from_secs(60))),
+            Ok((vec![ip("192.0.2.2")], Duration::from_secs(60))),
+        ]));
+        let (addresses, task) = watch(script);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(*addresses.get(), [ip("192.0.2.1")]);
         tokio::time::sleep(Duration::from_secs(58)).await;
@@ -343,14 +349,7 @@ mod tests {
             )),
             Ok((vec![ip("192.0.2.4")], Duration::from_secs(60))),
         ]));
-        let addresses = Addresses::unresolved();
-        tokio::spawn(refresh(
-            "home.test".into(),
-            Arc::downgrade(&addresses),
-            Arc::new(script),
-            bounds(),
-            Default::default(),
-        ));
+        let (addresses, _task) = watch(script);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(*addresses.get(), [ip("192.0.2.1")]);
         // TTL 0 is raised to the 5 s minimum; the failure then keeps 192.0.2.1.
@@ -401,14 +400,7 @@ mod tests {
             Err("SERVFAIL".into()),
             Ok((vec![ip("192.0.2.1")], Duration::from_secs(60))),
         ]));
-        let addresses = Addresses::unresolved();
-        tokio::spawn(refresh(
-            "home.test".into(),
-            Arc::downgrade(&addresses),
-            Arc::new(script),
-            bounds(),
-            Default::default(),
-        ));
+        let (addresses, _task) = watch(script);
         // Four failures with backoff (10, 20, 40, 80 s), then an answer.
         tokio::time::sleep(Duration::from_secs(200)).await;
         let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
