@@ -22,11 +22,7 @@ async fn combined_lines_without_tokens_and_reopen_on_sigusr1() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let access = dir.path().join("access.log");
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = crate::support::closed_addr().await;
     let text = format!(
         "{}[log]\nlevel = \"debug\"\naccess = \"{}\"\n\n{}{}{}",
         server_block(dir.path()),
@@ -165,11 +161,7 @@ async fn json_lines() {
 async fn the_error_log_goes_to_its_file_not_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let error_log = dir.path().join("error.log");
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = crate::support::closed_addr().await;
     let text = format!(
         "{}[log]\nerror = \"{}\"\n\n{}",
         server_block(dir.path()),

@@ -96,11 +96,7 @@ async fn hop_by_hop_headers_and_h2_cookie_crumbs() {
 #[tokio::test]
 async fn security_headers_on_upstream_answers_and_on_drawbridges_own_pages() {
     let origin = Origin::start().await;
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = crate::support::closed_addr().await;
     let config = format!(
         "{}{}",
         site("jelly.test", origin.addr, ""),

@@ -14,11 +14,7 @@ use crate::support::{site, TestGateway};
 
 #[tokio::test]
 async fn refused_upstream_is_a_quick_502_without_the_address() {
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = crate::support::closed_addr().await;
     let gw = TestGateway::start(&site("jelly.test", closed, "")).await;
     let client = gw.reqwest(&["jelly.test"], false);
     let started = tokio::time::Instant::now();

@@ -20,7 +20,7 @@ use drawbridge::server::{Reloader, Server};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::RootCertStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
@@ -241,6 +241,15 @@ where
             Err(_) => return (received, false),
         }
     }
+}
+
+/// An address on 127.0.0.1 where nothing listens: a port bound, then let go.
+pub async fn closed_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// The status code of a raw HTTP/1.1 response.
