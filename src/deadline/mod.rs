@@ -196,14 +196,15 @@ impl<IO> Parked<IO> {
         IO: Readiness,
     {
         std::future::poll_fn(|cx| {
-            if Instant::now() >= self.idle_at {
+            let now = Instant::now();
+            if now >= self.idle_at {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "idle connection",
                 )));
             }
             let idle_at = self.idle_at;
-            self.wake_by(idle_at, cx);
+            self.wake_by(idle_at, now, cx);
             self.io.poll_read_ready(cx)
         })
         .await
@@ -211,9 +212,9 @@ impl<IO> Parked<IO> {
 
     /// Makes sure the task is woken by `at`: the timer is moved only when it
     /// would wake later than that, or has already fired.
-    fn wake_by(&mut self, at: Instant, cx: &mut Context<'_>) {
+    fn wake_by(&mut self, at: Instant, now: Instant, cx: &mut Context<'_>) {
         let set = self.timer.deadline();
-        if set > at || set <= Instant::now() {
+        if set > at || set <= now {
             self.timer.as_mut().reset(at);
         }
         // Registers the waker; an early wake only re-runs the checks.
@@ -261,7 +262,7 @@ impl<IO> Parked<IO> {
             .into_iter()
             .flatten()
             .fold(self.idle_at, Instant::min);
-        self.wake_by(next, cx);
+        self.wake_by(next, now, cx);
         Due::Wait
     }
 
