@@ -1,9 +1,9 @@
 //! Upstreams given by name (a home on dynamic DNS): the name is resolved in
 //! the background, A and AAAA together, and again when the answer's TTL runs
 //! out, clamped to `[server] dns_min_ttl` and `dns_max_ttl`. Requests never wait
-//! for DNS: connections take the latest addresses from an `ArcSwap` (hyper-util's
-//! connector then races IPv6 and IPv4 Happy-Eyeballs style and moves on from an
-//! address that refuses). A failed lookup keeps the last good addresses, is
+//! for DNS: connections take the latest addresses from an `ArcSwap` (the
+//! upstream then races them Happy-Eyeballs style, alternating IPv6 and IPv4,
+//! and moves on from an address that refuses). A failed lookup keeps the last good addresses, is
 //! logged once, and is retried with backoff. A change bumps an epoch that tells
 //! the upstream to retire its pooled connections; streams in flight finish.
 //!
@@ -16,7 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -149,6 +148,25 @@ impl Addresses {
         self.current.load_full()
     }
 
+    /// The latest addresses; until the first answer arrives, waits for it,
+    /// at most `first_wait`.
+    pub async fn resolved(&self, first_wait: Duration) -> io::Result<Arc<Vec<IpAddr>>> {
+        let deadline = tokio::time::Instant::now() + first_wait;
+        loop {
+            let waiting = self.first.notified();
+            let ips = self.get();
+            if !ips.is_empty() {
+                return Ok(ips);
+            }
+            if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the upstream name has not resolved yet",
+                ));
+            }
+        }
+    }
+
     /// Changes every time the addresses change.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -212,58 +230,6 @@ pub async fn refresh(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-    }
-}
-
-/// Resolver for hyper-util's connector: the latest addresses, at once. Until
-/// the first answer arrives it waits for it, at most `first_wait`.
-#[derive(Clone, Debug)]
-pub struct Current {
-    addresses: Arc<Addresses>,
-    first_wait: Duration,
-}
-
-impl Current {
-    /// Reads `addresses`.
-    pub fn new(addresses: Arc<Addresses>, first_wait: Duration) -> Current {
-        Current {
-            addresses,
-            first_wait,
-        }
-    }
-}
-
-impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for Current {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
-        let addresses = self.addresses.clone();
-        let first_wait = self.first_wait;
-        Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + first_wait;
-            loop {
-                let waiting = addresses.first.notified();
-                let ips = addresses.get();
-                if !ips.is_empty() {
-                    // The port is set by the connector from the upstream URL.
-                    let all: Vec<SocketAddr> =
-                        ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
-                    return Ok(all.into_iter());
-                }
-                if tokio::time::timeout_at(deadline, waiting).await.is_err() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "the upstream name has not resolved yet",
-                    ));
-                }
-            }
-        })
     }
 }
 

@@ -57,15 +57,6 @@ pub enum ProxyError {
         addr: String,
         /// The cause.
         #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    /// Opening a raw connection to the upstream failed (WebSocket).
-    #[error("cannot connect to upstream {addr}: {source}")]
-    UpstreamIo {
-        /// The upstream, for the log.
-        addr: String,
-        /// The cause.
-        #[source]
         source: std::io::Error,
     },
     /// The upstream broke the exchange before sending response headers.
@@ -75,7 +66,7 @@ pub enum ProxyError {
         addr: String,
         /// The cause.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     /// The upstream sent no response headers in time.
     #[error("upstream {addr} sent no response headers within {after:?}")]
@@ -111,7 +102,6 @@ impl ProxyError {
             ProxyError::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientGone => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamConnect { .. }
-            | ProxyError::UpstreamIo { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -122,7 +112,6 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             ProxyError::UpstreamConnect { .. }
-            | ProxyError::UpstreamIo { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamUpgrade { .. } => Blame::Upstream,

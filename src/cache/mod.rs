@@ -24,13 +24,12 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use crate::error::ProxyError;
 use crate::forwarding;
 use crate::pipeline::{empty_body, full_body, Body};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamBody};
 use rules::has_credentials;
 pub use rules::{key, CacheRules, Visibility};
 use store::{Entry, Store};
@@ -258,7 +257,7 @@ impl Cache {
     /// through a tee when it may be.
     fn fill(
         self: &Arc<Self>,
-        response: Response<Incoming>,
+        response: Response<UpstreamBody>,
         ask: &Ask<'_>,
         view: &Request<()>,
         done: Done,
@@ -442,13 +441,13 @@ fn clone_head(head: &http::request::Parts) -> http::request::Parts {
 async fn send(
     upstream: &Upstream,
     head: &http::request::Parts,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     upstream
         .forward(Request::from_parts(clone_head(head), empty_body()))
         .await
 }
 
-fn pass_on(mut response: Response<Incoming>) -> Response<Body> {
+fn pass_on(mut response: Response<UpstreamBody>) -> Response<Body> {
     forwarding::remove_hop_by_hop(response.headers_mut());
     response.map(|body| body.map_err(Into::into).boxed())
 }

@@ -1,0 +1,355 @@
+//! A site's upstream: the fixed origin from the config, reached over a pooled
+//! keep-alive HTTP/1.1 client. Owns connecting (bounded by `connect_timeout`),
+//! waiting for response headers (bounded by `response_timeout`), the one retry
+//! of a body-less idempotent request whose pooled connection turned out dead,
+//! and turning failures into `ProxyError`s that name the upstream only in logs.
+
+mod pool;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use http::uri::{self, PathAndQuery};
+use http::{Method, Request, Response, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::body::BodyError;
+use crate::config::{SiteConfig, UpstreamAddr};
+use crate::dns::{self, Addresses, Lookup, TtlBounds};
+use crate::error::ProxyError;
+use crate::pipeline::Body;
+
+pub use pool::UpstreamBody;
+use pool::{Lease, Pool, Sender};
+
+/// After this long without an answer from one address, the next one is tried
+/// alongside it (RFC 8305's connection attempt delay): an address that drops
+/// packets costs a quarter second, not the whole `connect_timeout`.
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// One site's upstream and its connection pool.
+pub struct Upstream {
+    pool: Arc<Pool>,
+    addresses: Arc<Addresses>,
+    /// The host name to keep resolving; None for an IP address.
+    name: Option<String>,
+    authority: String,
+    addr: UpstreamAddr,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// The upstream of `site`, with an empty pool.
+    pub fn new(site: &SiteConfig) -> Upstream {
+        let host = &site.upstream.host;
+        let (addresses, name) = match host.parse::<IpAddr>() {
+            Ok(ip) => (Addresses::fixed(ip), None),
+            Err(_) => (Addresses::unresolved(), Some(host.clone())),
+        };
+        let authority = if host.contains(':') {
+            format!("[{host}]:{}", site.upstream.port)
+        } else {
+            format!("{host}:{}", site.upstream.port)
+        };
+        Upstream {
+            pool: Arc::default(),
+            addresses,
+            name,
+            authority,
+            addr: site.upstream.clone(),
+            connect_timeout: site.connect_timeout,
+            response_timeout: site.response_timeout,
+        }
+    }
+
+    /// `host:port`, for logs (never for pages).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The request target to send upstream (origin form: the connection
+    /// already says which server it is; the Host header is set separately).
+    pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+        let mut parts = uri::Parts::default();
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+    }
+
+    /// Sends `request` (its URI already pointing here) and returns the response
+    /// head as soon as it arrives; the body streams on.
+    pub async fn forward(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let replay = replayable(&request).then(|| {
+            let mut copy = Request::new(());
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.version_mut() = request.version();
+            *copy.headers_mut() = request.headers().clone();
+            copy
+        });
+        match self.send(request).await {
+            Err(Failure::Exchange(error)) if replay.is_some() && stale_connection(&error) => {
+                tracing::debug!(upstream = %self.authority, %error, "pooled connection was dead; retrying once on a fresh one");
+                let again = replay
+                    .expect("checked")
+                    .map(|()| crate::pipeline::empty_body());
+                self.send(again).await.map_err(|f| self.classify(f))
+            }
+            other => other.map_err(|f| self.classify(f)),
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Result<Response<UpstreamBody>, Failure> {
+        match tokio::time::timeout(self.response_timeout, self.exchange(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    /// One exchange: on an idle pooled connection if there is one, else on a
+    /// new one. A request a pooled connection closed before taking goes out
+    /// again on a new connection, whatever its method: nothing of it was sent.
+    async fn exchange(&self, request: Request<Body>) -> Result<Response<UpstreamBody>, Failure> {
+        // Read before connecting: a connection made while DNS moves is
+        // pooled under the older epoch and retired at the next checkout.
+        let epoch = self.addresses.epoch();
+        let mut request = request;
+        if let Some(mut sender) = self.pool.checkout(epoch) {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.lend(response, sender, epoch)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(Failure::Exchange(error.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(Failure::Exchange)?;
+        Ok(self.lend(response, sender, epoch))
+    }
+
+    fn lend(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        sender: Sender,
+        epoch: u64,
+    ) -> Response<UpstreamBody> {
+        let pool = self.pool.clone();
+        response.map(|body| {
+            UpstreamBody::new(
+                body,
+                Lease {
+                    sender,
+                    epoch,
+                    pool,
+                },
+            )
+        })
+    }
+
+    /// A new keep-alive connection; its connection task runs on its own
+    /// until the upstream or drawbridge closes it.
+    async fn connect(&self) -> Result<Sender, Failure> {
+        let stream = self.dial().await.map_err(Failure::Connect)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(Failure::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Starts re-resolving the upstream's name (nothing for an IP address).
+    pub fn start_dns(
+        &self,
+        lookup: Arc<dyn Lookup>,
+        bounds: TtlBounds,
+        shutdown: CancellationToken,
+    ) {
+        if let Some(name) = &self.name {
+            tokio::spawn(dns::refresh(
+                name.clone(),
+                Arc::downgrade(&self.addresses),
+                lookup,
+                bounds,
+                shutdown,
+            ));
+        }
+    }
+
+    /// Logs, once, the address drawbridge reaches the upstream from: Jellyfin
+    /// ignores X-Forwarded-For unless that address is one of its Known proxies.
+    pub async fn announce_known_proxy(&self, site: &str) {
+        for attempt in 0..10u32 {
+            match self.open().await {
+                Ok(stream) => {
+                    if let Ok(local) = stream.local_addr() {
+                        tracing::info!(
+                            site,
+                            "drawbridge reaches the upstream from {ip}: add {ip} to Jellyfin's Known proxies \
+                             (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every visitor as {ip}",
+                            ip = local.ip()
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    if attempt == 0 {
+                        tracing::warn!(site, %error, "upstream not reachable yet; will say which address to add to Jellyfin's Known proxies once it is");
+                    }
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            }
+        }
+    }
+
+    fn classify(&self, failure: Failure) -> ProxyError {
+        let addr = self.authority.clone();
+        match failure {
+            Failure::Timeout => ProxyError::UpstreamTimeout {
+                addr,
+                after: self.response_timeout,
+            },
+            Failure::Connect(source) => ProxyError::UpstreamConnect { addr, source },
+            Failure::Exchange(error) => match body_error(&error) {
+                Some(BodyError::TooLarge { .. }) => ProxyError::PayloadTooLarge,
+                Some(BodyError::TooSlow) => ProxyError::BodyTooSlow,
+                Some(BodyError::Client(_)) => ProxyError::ClientGone,
+                None => ProxyError::UpstreamFailed {
+                    addr,
+                    source: error,
+                },
+            },
+        }
+    }
+
+    /// A fresh TCP connection to the upstream, outside the pool (for
+    /// WebSocket upgrades, which take the connection for themselves).
+    pub async fn open(&self) -> Result<TcpStream, ProxyError> {
+        self.dial()
+            .await
+            .map_err(|source| ProxyError::UpstreamConnect {
+                addr: self.authority.clone(),
+                source,
+            })
+    }
+
+    /// Connects to the upstream's current addresses, within `connect_timeout`.
+    /// With several (a name with A and AAAA records), the next address is
+    /// tried as soon as one refuses or after `ATTEMPT_DELAY` without an
+    /// answer, alternating families; the first to connect wins.
+    async fn dial(&self) -> io::Result<TcpStream> {
+        let port = self.addr.port;
+        let attempts = async {
+            let ips = self.addresses.resolved(self.connect_timeout).await?;
+            let mut queue = interleaved(&ips).into_iter();
+            let mut racing = JoinSet::new();
+            let mut last = io::Error::from(io::ErrorKind::NotFound);
+            loop {
+                if let Some(ip) = queue.next() {
+                    racing.spawn(TcpStream::connect(SocketAddr::new(ip, port)));
+                } else if racing.is_empty() {
+                    return Err(last);
+                }
+                let more = queue.len() > 0;
+                tokio::select! {
+                    Some(done) = racing.join_next() => match done {
+                        Ok(Ok(stream)) => return Ok(stream),
+                        Ok(Err(error)) => last = error,
+                        Err(error) => last = io::Error::other(error),
+                    },
+                    () = tokio::time::sleep(ATTEMPT_DELAY), if more => {}
+                }
+            }
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, attempts)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+        stream.set_nodelay(true)?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+        Ok(stream)
+    }
+}
+
+/// The addresses to try, in order: the first one's family first, then
+/// alternating (RFC 8305 §4), so a broken IPv6 route costs one attempt delay.
+fn interleaved(ips: &[IpAddr]) -> Vec<IpAddr> {
+    let Some(first) = ips.first() else {
+        return Vec::new();
+    };
+    let (same, other): (Vec<IpAddr>, Vec<IpAddr>) =
+        ips.iter().partition(|ip| ip.is_ipv6() == first.is_ipv6());
+    let mut other = other.into_iter();
+    let mut order = Vec::with_capacity(ips.len());
+    for ip in same {
+        order.push(ip);
+        order.extend(other.next());
+    }
+    order.extend(other);
+    order
+}
+
+enum Failure {
+    /// No connection could be made.
+    Connect(io::Error),
+    /// The connection broke the exchange (or the request body failed).
+    Exchange(hyper::Error),
+    Timeout,
+}
+
+/// Safe to send twice: idempotent (RFC 9110 §9.2.2) and without a body to replay.
+fn replayable<B: http_body::Body>(request: &Request<B>) -> bool {
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE
+    ) && request.body().is_end_stream()
+}
+
+/// The request went out on a connection that closed before answering.
+fn stale_connection(error: &hyper::Error) -> bool {
+    error.is_incomplete_message() || error.is_canceled() || error.is_closed()
+}
+
+/// The request body's own failure, if that is what ended the exchange.
+fn body_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(body) = cause.downcast_ref::<BodyError>() {
+            return Some(body);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

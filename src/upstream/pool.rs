@@ -1,0 +1,183 @@
+//! The upstream's keep-alive pool: idle HTTP/1.1 connections, the most
+//! recently used taken first. A connection comes back when the body of its
+//! last answer has been read to the end (`UpstreamBody`); one dropped half-read
+//! is closed, since its connection is mid-message.
+//!
+//! Each connection is a hyper `http1::SendRequest` whose connection task runs
+//! on its own; a request hands its head to that task and gets the answer back,
+//! with no pool task or lookup per request in between.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use crate::pipeline::Body;
+
+/// A connection's request side.
+pub(super) type Sender = SendRequest<Body>;
+
+/// How long an idle pooled connection is kept: below Kestrel's 130 s keep-alive,
+/// so drawbridge, not Jellyfin, closes it and a request never races the close.
+pub(super) const POOL_IDLE: Duration = Duration::from_secs(50);
+
+/// How many idle connections the pool keeps. HTTP/1.1 carries one request
+/// at a time, so a browser's burst of 100 poster requests over HTTP/2 needs
+/// 100 upstream connections; a pool smaller than the bursts closes and reopens
+/// connections on every burst (at 64, a third of the CPU of an HTTP/2 load went
+/// to connect and close). Unused ones close after `POOL_IDLE`.
+pub(super) const POOL_IDLE_MAX: usize = 256;
+
+/// Idle connections to one upstream.
+#[derive(Debug, Default)]
+pub(super) struct Pool {
+    inner: Mutex<Idle>,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    /// The address epoch the idle connections were made for.
+    epoch: u64,
+    /// Oldest first.
+    senders: VecDeque<(Sender, Instant)>,
+}
+
+impl Pool {
+    /// An idle connection ready for a request, made for the addresses of
+    /// `epoch`. Connections that closed, aged past `POOL_IDLE`, or lead to
+    /// addresses DNS has moved away from are dropped on the way.
+    pub(super) fn checkout(&self, epoch: u64) -> Option<Sender> {
+        let now = Instant::now();
+        let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.epoch != epoch {
+            idle.epoch = epoch;
+            idle.senders.clear();
+        }
+        while idle
+            .senders
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE)
+        {
+            idle.senders.pop_front();
+        }
+        let mut at = idle.senders.len();
+        while at > 0 {
+            at -= 1;
+            let sender = &idle.senders[at].0;
+            if sender.is_closed() {
+                idle.senders.remove(at);
+            } else if sender.is_ready() {
+                return idle.senders.remove(at).map(|(sender, _)| sender);
+            }
+            // Else still finishing its last answer: left for a later request.
+        }
+        None
+    }
+
+    /// Takes `sender` back, unless it closed or DNS moved on from `epoch`.
+    fn checkin(&self, sender: Sender, epoch: u64) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.epoch != epoch {
+            return;
+        }
+        if idle.senders.len() >= POOL_IDLE_MAX {
+            idle.senders.pop_front();
+        }
+        idle.senders.push_back((sender, now));
+    }
+
+    /// How many idle connections the pool holds (for tests).
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .senders
+            .len()
+    }
+}
+
+/// A connection lent to one exchange.
+#[derive(Debug)]
+pub(super) struct Lease {
+    pub(super) sender: Sender,
+    pub(super) epoch: u64,
+    pub(super) pool: Arc<Pool>,
+}
+
+/// An upstream answer's body. Read to its end, it gives its connection back
+/// to the pool.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl UpstreamBody {
+    pub(super) fn new(inner: Incoming, lease: Lease) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            lease: Some(lease),
+        }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(Lease {
+            sender,
+            epoch,
+            pool,
+        }) = self.lease.take()
+        {
+            pool.checkin(sender, epoch);
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            None => self.give_back(),
+            // The connection is mid-message: it cannot carry another.
+            Some(Err(_)) => self.lease = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper stops reading a body once it says it has ended, without
+        // asking for the end: that counts as read to the end.
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
