@@ -270,16 +270,20 @@ async fn serve_http<IO>(
             let close_door = close_door.clone();
             let conn = conn.clone();
             let in_flight = state.request_started();
-            async move {
-                match gateway.handle(request, &conn).await {
-                    Ok(response) => Ok::<_, Closed>(hold_until_sent(response, in_flight)),
-                    Err(Closed) => {
-                        close_door.cancel();
-                        Err(Closed)
+            // Boxed: hyper moves the future into a task per HTTP/2 stream,
+            // and a pointer moves faster than the multi-KB future itself.
+            Box::pin(
+                async move {
+                    match gateway.handle(request, &conn).await {
+                        Ok(response) => Ok::<_, Closed>(hold_until_sent(response, in_flight)),
+                        Err(Closed) => {
+                            close_door.cancel();
+                            Err(Closed)
+                        }
                     }
                 }
-            }
-            .in_current_span()
+                .in_current_span(),
+            )
         })
     };
     loop {
