@@ -259,7 +259,10 @@ async fn serve_http<IO>(
         kill: kill.clone(),
         id,
     };
-    let close_door = CancellationToken::new();
+    // Closes the connection unanswered: a filter's verdict, or `kill` (banned,
+    // or the shutdown grace is over). One token, so a wake of the connection
+    // polls two cancellations, not three.
+    let close_door = kill.child_token();
     let mut parked = Parked::new(io, state.clone(), deadlines);
     let service = {
         let gateway = shared.gateway.clone();
@@ -302,14 +305,11 @@ async fn serve_http<IO>(
             }
             // Dropping the connection closes the socket with nothing written.
             () = close_door.cancelled() => return,
-            // Banned, or the shutdown grace is over.
-            () = kill.cancelled() => return,
             () = shutdown.cancelled() => {
                 connection.as_mut().graceful_shutdown();
                 tokio::select! {
                     _ = connection.as_mut() => {}
                     () = close_door.cancelled() => {}
-                    () = kill.cancelled() => {}
                 }
                 return;
             }
@@ -327,7 +327,7 @@ async fn serve_http<IO>(
                     return;
                 }
             }
-            () = kill.cancelled() => return,
+            () = close_door.cancelled() => return,
             () = shutdown.cancelled() => return,
         }
     }
