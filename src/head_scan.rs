@@ -41,34 +41,45 @@ impl HeadScan {
             };
         }
         let mut scanned = Scanned::default();
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut rest = bytes;
+        while !rest.is_empty() {
             if self.done {
                 // Bytes past the head's end: a body, or a pipelined request.
                 scanned.at_boundary = false;
                 return scanned;
             }
-            if b == b'\n' {
-                let blank = self.len == 0 || (self.len == 1 && self.line[0] == b'\r');
-                self.len = 0;
-                if blank && self.started {
-                    self.done = true;
-                    let framed = self.content_length || self.transfer_encoding;
-                    scanned.ambiguous = self.content_length && self.transfer_encoding;
-                    scanned.at_boundary = !framed && i + 1 == bytes.len();
-                }
-                continue;
+            let Some(newline) = memchr::memchr(b'\n', rest) else {
+                self.line_part(rest);
+                break;
+            };
+            self.line_part(&rest[..newline]);
+            rest = &rest[newline + 1..];
+            let blank = self.len == 0 || (self.len == 1 && self.line[0] == b'\r');
+            self.len = 0;
+            if blank && self.started {
+                self.done = true;
+                let framed = self.content_length || self.transfer_encoding;
+                scanned.ambiguous = self.content_length && self.transfer_encoding;
+                scanned.at_boundary = !framed && rest.is_empty();
             }
-            if b != b'\r' {
-                self.started = true;
-            }
-            if self.len < self.line.len() {
-                self.line[self.len] = b.to_ascii_lowercase();
-            }
-            self.len += 1;
-            self.content_length |= self.len == 15 && &self.line[..15] == b"content-length:";
-            self.transfer_encoding |= self.len == 18 && &self.line[..18] == b"transfer-encoding:";
         }
         scanned
+    }
+
+    /// Bytes of the current line (no newline among them): only its first
+    /// few are kept, enough to recognise the two framing header names.
+    fn line_part(&mut self, part: &[u8]) {
+        if part.iter().any(|&b| b != b'\r') {
+            self.started = true;
+        }
+        let before = self.len;
+        for (slot, b) in self.line.iter_mut().skip(before).zip(part) {
+            *slot = b.to_ascii_lowercase();
+        }
+        self.len += part.len();
+        let reached = |n: usize| before < n && self.len >= n;
+        self.content_length |= reached(15) && &self.line[..15] == b"content-length:";
+        self.transfer_encoding |= reached(18) && &self.line[..18] == b"transfer-encoding:";
     }
 }
 
@@ -111,6 +122,69 @@ mod tests {
             1,
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
         ));
+    }
+
+    /// The scan byte by byte, as it was first written: the line-wise scan
+    /// must agree with it however the bytes are split into reads.
+    fn byte_by_byte(reads: &[&[u8]]) -> Vec<Scanned> {
+        let (mut started, mut done, mut cl, mut te) = (false, false, false, false);
+        let (mut line, mut len) = ([0u8; 18], 0usize);
+        let mut out = Vec::new();
+        for bytes in reads {
+            let mut scanned = Scanned::default();
+            for (i, &b) in bytes.iter().enumerate() {
+                if done {
+                    scanned.at_boundary = false;
+                    break;
+                }
+                if b == b'\n' {
+                    let blank = len == 0 || (len == 1 && line[0] == b'\r');
+                    len = 0;
+                    if blank && started {
+                        done = true;
+                        scanned.ambiguous = cl && te;
+                        scanned.at_boundary = !(cl || te) && i + 1 == bytes.len();
+                    }
+                    continue;
+                }
+                started |= b != b'\r';
+                if len < 18 {
+                    line[len] = b.to_ascii_lowercase();
+                }
+                len += 1;
+                cl |= len == 15 && &line[..15] == b"content-length:";
+                te |= len == 18 && &line[..18] == b"transfer-encoding:";
+            }
+            out.push(scanned);
+        }
+        out
+    }
+
+    #[test]
+    fn every_split_of_a_head_scans_as_one_byte_at_a_time_would() {
+        let heads: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+            b"\r\n\r\nPOST /x HTTP/1.1\r\nCONTENT-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
+            b"POST / HTTP/1.1\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\ncontent-lengthy: 2\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\r\n\r\n",
+            b"GET /a-very-long-target-that-goes-on HTTP/1.1\r\nTransfer-Encoding:chunked\r\n\r\n",
+        ];
+        for head in heads {
+            for first in 0..=head.len() {
+                for second in first..=head.len() {
+                    let reads = [&head[..first], &head[first..second], &head[second..]];
+                    let mut scan = HeadScan::default();
+                    let lined: Vec<Scanned> = reads.iter().map(|r| scan.feed(0, r)).collect();
+                    assert_eq!(
+                        lined,
+                        byte_by_byte(&reads),
+                        "{:?} split at {first}, {second}",
+                        String::from_utf8_lossy(head)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

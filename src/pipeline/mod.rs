@@ -334,9 +334,15 @@ impl Gateway {
             timeout: self.limits.body_timeout,
             min_rate: self.limits.body_min_rate,
         };
-        let body = GuardedBody::new(body, limits)
-            .map_err(BoxError::from)
-            .boxed();
+        // No body (a GET, or HTTP/2 headers that end the stream): nothing to
+        // guard, and no clock to start.
+        let body = if http_body::Body::is_end_stream(&body) {
+            empty_body()
+        } else {
+            GuardedBody::new(body, limits)
+                .map_err(BoxError::from)
+                .boxed()
+        };
         Ok(
             match site
                 .upstream
