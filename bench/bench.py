@@ -6,8 +6,10 @@ keep-alive, the same security and forwarded headers, no access log) in front of
 one origin (nginx serving files). Every proxy runs pinned to CPU 0, every load
 generator to CPU 1, all on 127.0.0.1, each case bounded in time.
 
-    bench/run            full run, writes docs/performance.md
-    bench/run --quick    a few seconds per case, prints the table only
+    bench/run                 full run, writes docs/performance.md
+    bench/run --quick         a few seconds per case, prints the table only
+    bench/run --instructions  drawbridge alone under callgrind: instructions
+                              per request, to compare a change with the last
 
 Needs (Debian): nginx haproxy caddy wrk nghttp2-client curl openssl; the run
 script installs them.
