@@ -84,10 +84,44 @@ pub fn normalise(ip: IpAddr) -> IpAddr {
 pub struct Client {
     /// The client's address.
     pub ip: IpAddr,
-    /// The client, then the trusted hops, then the peer.
+    /// The client, then the trusted hops, then the peer; it begins with the
+    /// client's address as `ip_text` gives it.
     pub forwarded_for: String,
     /// Whether the peer was a trusted proxy (its other claims are kept).
     pub via_trusted_proxy: bool,
+}
+
+impl Client {
+    /// The client's address as text (X-Real-IP): the start of `forwarded_for`,
+    /// so the address is formatted once per request.
+    pub fn ip_text(&self) -> &str {
+        self.forwarded_for
+            .split_once(", ")
+            .map_or(&self.forwarded_for, |(first, _)| first)
+    }
+}
+
+/// An address as text, as `Display` writes it. IPv4 without the formatting
+/// machinery, which cost 1,500 instructions per address (callgrind) — a few
+/// per cent of a small proxied request, paid on every one.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 /// Decides the client of a request that came from `peer` with `headers`.
@@ -96,7 +130,7 @@ pub fn identify(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> 
     if !trusted.contains(peer) {
         return Client {
             ip: peer,
-            forwarded_for: peer.to_string(),
+            forwarded_for: ip_text(peer),
             via_trusted_proxy: false,
         };
     }
@@ -108,7 +142,7 @@ pub fn identify(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> 
         if let Some(ip) = claimed.map(normalise) {
             return Client {
                 ip,
-                forwarded_for: format!("{ip}, {peer}"),
+                forwarded_for: format!("{}, {}", ip_text(ip), ip_text(peer)),
                 via_trusted_proxy: true,
             };
         }
@@ -135,8 +169,8 @@ pub fn identify(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> 
     }
     // Every hop trusted (or nothing usable): the left-most trusted hop is all we know.
     let ip = client.unwrap_or_else(|| hops.pop().expect("the peer is a hop"));
-    let mut forwarded = vec![ip.to_string()];
-    forwarded.extend(hops.iter().rev().map(ToString::to_string));
+    let mut forwarded = vec![ip_text(ip)];
+    forwarded.extend(hops.iter().rev().map(|hop| ip_text(*hop)));
     Client {
         ip,
         forwarded_for: forwarded.join(", "),
@@ -146,7 +180,7 @@ pub fn identify(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::{cloudflare, identify, normalise, TrustedProxies};
+    use super::{cloudflare, identify, ip_text, normalise, TrustedProxies};
     use http::HeaderMap;
     use std::net::IpAddr;
 
@@ -234,5 +268,31 @@ mod tests {
         );
         assert_eq!(only_trusted.ip, ip("10.0.0.2"));
         assert_eq!(only_trusted.forwarded_for, "10.0.0.2");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in [0u8, 1, 9, 10, 42, 99, 100, 101, 199, 200, 255] {
+            for b in [0u8, 7, 10, 100, 255] {
+                let ip = IpAddr::from([a, b, 255 - a, b / 3]);
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_text(v6), "2001:db8::1");
+    }
+
+    #[test]
+    fn the_client_address_text_is_the_first_forwarded_entry() {
+        let trusted = TrustedProxies {
+            nets: vec!["10.0.0.0/8".parse().unwrap()],
+            ..TrustedProxies::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        let via = identify("10.0.0.2".parse().unwrap(), &headers, &trusted);
+        assert_eq!(via.ip_text(), "198.51.100.7");
+        let direct = identify("203.0.113.9".parse().unwrap(), &headers, &trusted);
+        assert_eq!(direct.ip_text(), "203.0.113.9");
     }
 }

@@ -158,7 +158,7 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
         }
     };
     insert(headers, X_FORWARDED_FOR, &origin.client.forwarded_for);
-    insert(headers, X_REAL_IP, &origin.client.ip.to_string());
+    insert(headers, X_REAL_IP, origin.client.ip_text());
     let proto = if origin.tls { "https" } else { "http" };
     match claimed_proto.filter(|_| trusted) {
         Some(value) => drop(headers.insert(X_FORWARDED_PROTO, value)),
