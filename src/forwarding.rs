@@ -28,12 +28,8 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Client-IP and scheme claims that only a trusted proxy may make.
-const CLAIMS: [HeaderName; 7] = [
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
+const CLAIMS: [HeaderName; 3] = [
     HeaderName::from_static("x-forwarded-port"),
-    X_REAL_IP,
     header::FORWARDED,
     HeaderName::from_static("cf-connecting-ip"),
 ];
@@ -145,26 +141,39 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
         headers.insert(header::HOST, host);
     }
     let trusted = origin.client.via_trusted_proxy;
-    let claimed_proto = headers.get(X_FORWARDED_PROTO).cloned();
-    let claimed_host = headers.get(X_FORWARDED_HOST).cloned();
-    for claim in CLAIMS {
-        headers.remove(claim);
+    let (claimed_proto, claimed_host) = if trusted {
+        (
+            headers.get(X_FORWARDED_PROTO).cloned(),
+            headers.get(X_FORWARDED_HOST).cloned(),
+        )
+    } else {
+        (None, None)
+    };
+    // Claims drawbridge does not make itself are dropped (one pass over the
+    // names present first: most requests carry none); the four it makes
+    // replace whatever the client sent.
+    if headers.keys().any(|name| CLAIMS.contains(name)) {
+        for claim in CLAIMS {
+            headers.remove(claim);
+        }
     }
     // The four below in one growth of the map.
     headers.reserve(4);
     let insert = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
+        match HeaderValue::from_str(value) {
+            Ok(value) => drop(headers.insert(name, value)),
+            // Never leave the client's own claim in place.
+            Err(_) => drop(headers.remove(name)),
         }
     };
     insert(headers, X_FORWARDED_FOR, &origin.client.forwarded_for);
     insert(headers, X_REAL_IP, origin.client.ip_text());
     let proto = if origin.tls { "https" } else { "http" };
-    match claimed_proto.filter(|_| trusted) {
+    match claimed_proto {
         Some(value) => drop(headers.insert(X_FORWARDED_PROTO, value)),
         None => drop(headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))),
     }
-    match claimed_host.filter(|_| trusted) {
+    match claimed_host {
         Some(value) => drop(headers.insert(X_FORWARDED_HOST, value)),
         None => insert(headers, X_FORWARDED_HOST, origin.host),
     }
@@ -216,12 +225,30 @@ mod tests {
                 ("x-forwarded-proto", "http"),
             ],
         );
+        parts
+            .headers
+            .append("x-forwarded-for", "5.6.7.8".parse().unwrap());
+        parts
+            .headers
+            .append("x-forwarded-host", "evil.test".parse().unwrap());
         upstream_head(&mut parts, origin(&client(false)));
-        assert_eq!(parts.headers["x-forwarded-for"], "203.0.113.9");
-        assert_eq!(parts.headers["x-real-ip"], "203.0.113.9");
-        assert_eq!(parts.headers["x-forwarded-proto"], "https");
-        assert_eq!(parts.headers["x-forwarded-host"], "jelly.test");
+        let all = |name: &str| -> Vec<&str> {
+            let values = parts.headers.get_all(name).iter();
+            values.map(|v| v.to_str().unwrap()).collect()
+        };
+        assert_eq!(all("x-forwarded-for"), ["203.0.113.9"]);
+        assert_eq!(all("x-real-ip"), ["203.0.113.9"]);
+        assert_eq!(all("x-forwarded-proto"), ["https"]);
+        assert_eq!(all("x-forwarded-host"), ["jelly.test"]);
         assert!(parts.headers.get("forwarded").is_none());
+
+        // A Host that is no header value: no X-Forwarded-Host, not the forged one.
+        let mut parts = head(Version::HTTP_11, &[("x-forwarded-host", "evil.test")]);
+        let untrusted = client(false);
+        let mut o = origin(&untrusted);
+        o.host = "jelly\u{7f}.test";
+        upstream_head(&mut parts, o);
+        assert!(parts.headers.get("x-forwarded-host").is_none());
     }
 
     #[test]
