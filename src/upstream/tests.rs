@@ -1,5 +1,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -13,9 +14,9 @@ use super::interleaved;
 use super::pool::{Lease, Pool, Sender, UpstreamBody};
 use crate::pipeline::empty_body;
 
-/// An origin answering every request on a connection with `answer`, then
-/// closing the connection if `close` is set.
-async fn origin(answer: &'static [u8], close: bool) -> SocketAddr {
+/// An origin answering every request on a connection with `answer`; with
+/// `close_after`, it closes the connection that long after its first answer.
+async fn origin(answer: &'static [u8], close_after: Option<Duration>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -23,7 +24,11 @@ async fn origin(answer: &'static [u8], close: bool) -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 || stream.write_all(answer).await.is_err() || close {
+                    if n == 0 || stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if let Some(after) = close_after {
+                        tokio::time::sleep(after).await;
                         return;
                     }
                 }
@@ -58,7 +63,7 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 #[tokio::test]
 async fn a_body_read_to_its_end_gives_its_connection_back_for_the_next_request() {
-    let addr = origin(OK, false).await;
+    let addr = origin(OK, None).await;
     let pool = Arc::new(Pool::default());
     let body = get(connect(addr).await, &pool, 0).await;
     assert_eq!(pool.idle(), 0, "lent while the body is read");
@@ -74,7 +79,7 @@ async fn a_body_read_to_its_end_gives_its_connection_back_for_the_next_request()
 #[tokio::test]
 async fn a_body_dropped_after_its_last_frame_counts_as_read() {
     // hyper stops polling a body that says it has ended.
-    let addr = origin(OK, false).await;
+    let addr = origin(OK, None).await;
     let pool = Arc::new(Pool::default());
     let mut body = get(connect(addr).await, &pool, 0).await;
     let frame = body.frame().await.unwrap().unwrap();
@@ -86,7 +91,7 @@ async fn a_body_dropped_after_its_last_frame_counts_as_read() {
 
 #[tokio::test]
 async fn a_body_dropped_half_read_takes_its_connection_with_it() {
-    let addr = origin(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok", false).await;
+    let addr = origin(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok", None).await;
     let pool = Arc::new(Pool::default());
     let mut body = get(connect(addr).await, &pool, 0).await;
     let _ = body.frame().await;
@@ -96,7 +101,7 @@ async fn a_body_dropped_half_read_takes_its_connection_with_it() {
 
 #[tokio::test]
 async fn dns_moving_on_retires_idle_connections() {
-    let addr = origin(OK, false).await;
+    let addr = origin(OK, None).await;
     let pool = Arc::new(Pool::default());
     let body = get(connect(addr).await, &pool, 0).await;
     body.collect().await.unwrap();
@@ -111,31 +116,31 @@ async fn dns_moving_on_retires_idle_connections() {
 
 #[tokio::test]
 async fn a_connection_the_upstream_closed_is_never_checked_out() {
-    let addr = origin(OK, true).await;
+    let addr = origin(OK, Some(Duration::from_millis(100))).await;
     let pool = Arc::new(Pool::default());
     let sender = connect(addr).await;
     let body = get(sender, &pool, 0).await;
     body.collect().await.unwrap();
-    // Give the connection task the upstream's close.
-    for _ in 0..100 {
-        if pool.checkout(0).is_none() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("a closed connection was offered");
+    assert_eq!(pool.idle(), 1, "given back before the close arrives");
+    // The upstream closes it 100 ms after answering.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        pool.checkout(0).is_none(),
+        "a closed connection was offered"
+    );
+    assert_eq!(pool.idle(), 0, "and it was dropped, not kept");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_idle_past_the_pool_idle_time_is_closed_not_reused() {
-    let addr = origin(OK, false).await;
+    let addr = origin(OK, None).await;
     let pool = Arc::new(Pool::default());
     get(connect(addr).await, &pool, 0)
         .await
         .collect()
         .await
         .unwrap();
-    tokio::time::advance(super::pool::POOL_IDLE - std::time::Duration::from_secs(1)).await;
+    tokio::time::advance(super::pool::POOL_IDLE - Duration::from_secs(1)).await;
     let sender = pool.checkout(0).expect("not yet aged");
     get(sender, &pool, 0).await.collect().await.unwrap();
     tokio::time::advance(super::pool::POOL_IDLE).await;
