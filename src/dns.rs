@@ -3,9 +3,10 @@
 //! out, clamped to `[server] dns_min_ttl` and `dns_max_ttl`. Requests never wait
 //! for DNS: connections take the latest addresses from an `ArcSwap` (the
 //! upstream then races them Happy-Eyeballs style, alternating IPv6 and IPv4,
-//! and moves on from an address that refuses). A failed lookup keeps the last good addresses, is
-//! logged once, and is retried with backoff. A change bumps an epoch that tells
-//! the upstream to retire its pooled connections; streams in flight finish.
+//! and moves on from an address that refuses). A failed lookup keeps the last
+//! good addresses, is logged once, and is retried with backoff. A change bumps
+//! an epoch that tells the upstream to retire its idle pooled connections;
+//! streams in flight finish.
 //!
 //! The refresh task holds the state weakly and ends once its upstream is gone
 //! (a reload replaced it).
