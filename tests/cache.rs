@@ -3,12 +3,12 @@
 //! variants sharing an entry, credentials bypassing a private route, concurrent
 //! misses collapsed, the object cap and broken bodies respected, a stale
 //! poster when home is down, the disk tier kept across a restart, a failing
-//! disk tolerated, and purging.
+//! disk tolerated, purging, and the hit-ratio line in the log.
 
 use std::time::Duration;
 
 use crate::support::origin::Origin;
-use crate::support::{server_block, site, TestGateway};
+use crate::support::{server_block, site, Process, TestGateway};
 
 async fn fetch(client: &reqwest::Client, url: &str) -> (u16, Option<String>, Vec<u8>) {
     let response = client.get(url).send().await.unwrap();
@@ -236,4 +236,49 @@ async fn a_failing_disk_does_not_stop_serving() {
         (200, Some("HIT"), 2048),
         "served from memory"
     );
+}
+
+#[tokio::test]
+async fn the_hit_ratio_is_logged_every_stats_interval() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[log]\naccess = \"off\"\n\n[cache]\nstats_interval = \"300ms\"\n\n{}",
+        server_block(dir.path()),
+        site(
+            "jelly.test",
+            origin.addr,
+            "cache_paths = [\"/private/**\"]\nhttps_redirect = false"
+        )
+    );
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let process = Process::start(&path);
+    let client = reqwest::Client::builder()
+        .resolve("jelly.test", process.http)
+        .build()
+        .unwrap();
+    let url = format!(
+        "http://jelly.test:{}/Items/abc/Images/Primary?tag=r",
+        process.http.port()
+    );
+    let mut labels = Vec::new();
+    for _ in 0..4 {
+        labels.push(fetch(&client, &url).await.1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        labels.iter().map(Option::as_deref).collect::<Vec<_>>(),
+        [Some("MISS"), Some("HIT"), Some("HIT"), Some("HIT")]
+    );
+    assert!(
+        process.wait_for_log("hits=3 misses=1", Duration::from_secs(3)),
+        "{:#?}",
+        process.log.lock().unwrap()
+    );
+    let log = process.log.lock().unwrap();
+    let line = log.iter().find(|l| l.contains("hits=3 misses=1")).unwrap();
+    assert!(line.contains("hit_ratio=\"75.0%\""), "{line}");
+    // The three hits, 2 KiB each; what went home is not counted.
+    assert!(line.contains("bytes_served=6144"), "{line}");
 }
