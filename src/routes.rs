@@ -75,8 +75,9 @@ impl Routes {
     }
 
     /// Starts what the sites need in the background: re-resolving upstream
-    /// names, and telling the user which address to add to Jellyfin's Known
-    /// proxies. The DNS tasks end when these routes are replaced and dropped.
+    /// names, closing idle upstream connections on time, and telling the user
+    /// which address to add to Jellyfin's Known proxies. The DNS and pool
+    /// tasks end when these routes are replaced and dropped.
     pub fn start_background(
         &self,
         lookup: Option<&Arc<dyn Lookup>>,
@@ -84,6 +85,7 @@ impl Routes {
         shutdown: &CancellationToken,
     ) {
         for site in &self.sites {
+            site.upstream.start_pool_sweep(shutdown.clone());
             if let Some(lookup) = lookup {
                 site.upstream
                     .start_dns(lookup.clone(), bounds, shutdown.clone());

@@ -206,6 +206,11 @@ impl Upstream {
         }
     }
 
+    /// Starts closing idle pooled connections on time (see `pool::sweep`).
+    pub fn start_pool_sweep(&self, shutdown: CancellationToken) {
+        tokio::spawn(pool::sweep(Arc::downgrade(&self.pool), shutdown));
+    }
+
     /// Logs, once, the address drawbridge reaches the upstream from: Jellyfin
     /// ignores X-Forwarded-For unless that address is one of its Known proxies.
     pub async fn announce_known_proxy(&self, site: &str) {

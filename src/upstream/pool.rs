@@ -9,11 +9,12 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -38,6 +39,9 @@ pub(super) const POOL_IDLE: Duration = Duration::from_secs(50);
 /// `POOL_IDLE`, so the bound only matters after a burst.
 pub(super) const POOL_IDLE_MAX: usize = 1024;
 
+/// How often idle connections are looked over for age and closes.
+pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// Idle connections to one upstream.
 #[derive(Debug, Default)]
 pub(super) struct Pool {
@@ -57,19 +61,12 @@ impl Pool {
     /// `epoch`. Connections that closed, aged past `POOL_IDLE`, or lead to
     /// addresses DNS has moved away from are dropped on the way.
     pub(super) fn checkout(&self, epoch: u64) -> Option<Sender> {
-        let now = Instant::now();
         let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.epoch != epoch {
             idle.epoch = epoch;
             idle.senders.clear();
         }
-        while idle
-            .senders
-            .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE)
-        {
-            idle.senders.pop_front();
-        }
+        idle.expire(Instant::now());
         let mut at = idle.senders.len();
         while at > 0 {
             at -= 1;
@@ -100,6 +97,14 @@ impl Pool {
         idle.senders.push_back((sender, now));
     }
 
+    /// Closes the idle connections that aged past `POOL_IDLE` or that the
+    /// upstream closed, without waiting for a request to come by.
+    fn sweep(&self) {
+        let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.expire(Instant::now());
+        idle.senders.retain(|(sender, _)| !sender.is_closed());
+    }
+
     /// How many idle connections the pool holds (for tests).
     #[cfg(test)]
     pub(super) fn idle(&self) -> usize {
@@ -108,6 +113,36 @@ impl Pool {
             .unwrap_or_else(PoisonError::into_inner)
             .senders
             .len()
+    }
+}
+
+impl Idle {
+    /// Drops the connections idle for `POOL_IDLE` or longer.
+    fn expire(&mut self, now: Instant) {
+        while self
+            .senders
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= POOL_IDLE)
+        {
+            self.senders.pop_front();
+        }
+    }
+}
+
+/// Sweeps `pool` every `SWEEP_EVERY` until `shutdown` or until the pool is
+/// dropped (its routes replaced by a reload): on a server gone quiet, idle
+/// connections close at most `SWEEP_EVERY` after `POOL_IDLE` instead of
+/// lingering until the next request.
+pub(super) async fn sweep(pool: Weak<Pool>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        match pool.upgrade() {
+            Some(pool) => pool.sweep(),
+            None => return,
+        }
     }
 }
 

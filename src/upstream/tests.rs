@@ -9,22 +9,38 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::interleaved;
-use super::pool::{Lease, Pool, Sender, UpstreamBody};
+use super::pool::{Lease, Pool, Sender, UpstreamBody, POOL_IDLE, SWEEP_EVERY};
 use crate::pipeline::empty_body;
 
 /// An origin answering every request on a connection with `answer`; with
 /// `close_after`, it closes the connection that long after its first answer.
 async fn origin(answer: &'static [u8], close_after: Option<Duration>) -> SocketAddr {
+    origin_telling_closes(answer, close_after).await.0
+}
+
+/// `origin`, also telling when drawbridge closed one of its connections.
+async fn origin_telling_closes(
+    answer: &'static [u8],
+    close_after: Option<Duration>,
+) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (closed, closes) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let closed = closed.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 || stream.write_all(answer).await.is_err() {
+                    if n == 0 {
+                        let _ = closed.send(());
+                        return;
+                    }
+                    if stream.write_all(answer).await.is_err() {
                         return;
                     }
                     if let Some(after) = close_after {
@@ -35,7 +51,7 @@ async fn origin(answer: &'static [u8], close_after: Option<Duration>) -> SocketA
             });
         }
     });
-    addr
+    (addr, closes)
 }
 
 async fn connect(addr: SocketAddr) -> Sender {
@@ -140,12 +156,34 @@ async fn a_connection_idle_past_the_pool_idle_time_is_closed_not_reused() {
         .collect()
         .await
         .unwrap();
-    tokio::time::advance(super::pool::POOL_IDLE - Duration::from_secs(1)).await;
+    tokio::time::advance(POOL_IDLE - Duration::from_secs(1)).await;
     let sender = pool.checkout(0).expect("not yet aged");
     get(sender, &pool, 0).await.collect().await.unwrap();
-    tokio::time::advance(super::pool::POOL_IDLE).await;
+    tokio::time::advance(POOL_IDLE).await;
     assert!(pool.checkout(0).is_none(), "aged past POOL_IDLE");
     assert_eq!(pool.idle(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_closes_connections_idle_past_the_pool_idle_time_with_no_request_coming() {
+    let (addr, mut closes) = origin_telling_closes(OK, None).await;
+    let pool = Arc::new(Pool::default());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(super::pool::sweep(Arc::downgrade(&pool), shutdown.clone()));
+    get(connect(addr).await, &pool, 0)
+        .await
+        .collect()
+        .await
+        .unwrap();
+    tokio::time::advance(POOL_IDLE - SWEEP_EVERY).await;
+    assert_eq!(pool.idle(), 1, "not yet aged");
+    tokio::time::advance(2 * SWEEP_EVERY).await;
+    assert_eq!(pool.idle(), 0, "swept without a checkout");
+    closes
+        .recv()
+        .await
+        .expect("the origin saw the connection close");
+    shutdown.cancel();
 }
 
 #[test]
