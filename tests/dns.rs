@@ -1,6 +1,6 @@
 //! Upstreams that move: a name re-resolved by its TTL through a real DNS
 //! server on 127.0.0.1, the last good address kept while DNS fails, AAAA-only
-//! and mixed answers where one address refuses.
+//! and mixed answers where one address refuses or never answers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -92,6 +92,33 @@ async fn aaaa_only_and_mixed_answers() {
         "mixed answer, refusing address skipped"
     );
     assert_eq!(origin.seen.hits("/system/info/public"), 2);
+}
+
+#[tokio::test]
+async fn an_address_that_never_answers_costs_the_attempt_delay_not_the_connect_timeout() {
+    let origin = Origin::start_on("127.0.0.3:0".parse().unwrap()).await;
+    let port = origin.addr.port();
+    // A listener whose accept queue (backlog 0) holds one connection nobody
+    // accepts: the kernel drops every further SYN, like a host that is gone.
+    let silent = tokio::net::TcpSocket::new_v4().unwrap();
+    silent
+        .bind(SocketAddr::from(([127, 0, 0, 2], port)))
+        .unwrap();
+    let silent = silent.listen(0).unwrap();
+    let _queued = tokio::net::TcpStream::connect(silent.local_addr().unwrap())
+        .await
+        .unwrap();
+    let dns = DnsServer::start().await;
+    dns.set("gone.test", &["127.0.0.2", "127.0.0.3"], 60);
+    let gw = gateway(&dns, "gone.test", port).await;
+    // With connect_timeout at its 3 s default, trying the silent address
+    // alone would end in a 502.
+    assert_eq!(
+        get(&gw, &gw.reqwest(&["jelly.test"], true)).await,
+        200,
+        "the second address tried while the first stays silent"
+    );
+    assert_eq!(origin.seen.hits("/system/info/public"), 1);
 }
 
 #[tokio::test]
