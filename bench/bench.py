@@ -351,24 +351,57 @@ login_rate = "off"
             raise SystemExit(f"slow stream through {name}: curl failed ({curl.returncode})")
         return before, peak - before
 
-    def idle_connections(self, name, port, count=1000):
+    def idle_connections(self, name, port, http2=False, count=1000):
+        """RSS before and growth after `count` idle TLS keep-alive connections,
+        each having made one request; the connections are returned open."""
         context = ssl.create_default_context(cafile=str(self.work / "ca.pem"))
+        context.set_alpn_protocols(["h2" if http2 else "http/1.1"])
         time.sleep(0.5)
         before = self.rss(name)
         conns = []
         for _ in range(count):
             raw = socket.create_connection(("127.0.0.1", port))
             tls = context.wrap_socket(raw, server_hostname="localhost")
-            tls.sendall(b"GET /small.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            read_response(tls)
+            if http2:
+                h2_get(tls)
+            else:
+                tls.sendall(b"GET /small.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                read_response(tls)
             conns.append(tls)
         # Long enough for every proxy to settle idle connections (drawbridge
         # parks a keep-alive connection after 250 ms of quiet).
         time.sleep(2)
         after = self.rss(name)
-        for c in conns:
-            c.close()
-        return before, after - before
+        return (before, after - before), conns
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_get(tls):
+    """One GET /small.json over HTTP/2 on stream 1, read to its end; the
+    server's SETTINGS acknowledged, as a browser would."""
+    if tls.selected_alpn_protocol() != "h2":
+        raise SystemExit("HTTP/2 idle connections: the proxy did not choose h2")
+    path, authority = b"/small.json", b"localhost"
+    # HPACK: GET and https from the static table, :path and :authority literal.
+    block = b"\x82\x87\x04" + bytes([len(path)]) + path + b"\x01" + bytes([len(authority)]) + authority
+    tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) + h2_frame(1, 5, 1, block))
+    data = b""
+    while True:
+        while len(data) < 9 or len(data) < 9 + int.from_bytes(data[:3], "big"):
+            chunk = tls.recv(65536)
+            if not chunk:
+                raise SystemExit("HTTP/2 idle connections: closed before the answer ended")
+            data += chunk
+        length, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
+        stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+        data = data[9 + length:]
+        if kind == 4 and not flags & 1:
+            tls.sendall(h2_frame(4, 1, 0))
+        if stream == 1 and kind in (0, 1) and flags & 1:
+            return
 
 
 def wrk_count(out):
@@ -441,8 +474,13 @@ def main():
         for name, (tls, _) in PROXIES.items():
             results[name]["rest_kib"] = bench.rss(name)
         for name, (tls, _) in PROXIES.items():
-            results[name]["idle"] = bench.idle_connections(name, tls)
-            print(f"idle {name}: {results[name]['idle'][1]} KiB", file=sys.stderr)
+            # HTTP/2 measured while the HTTP/1.1 connections stay open, so
+            # that neither reuses memory the other freed on closing.
+            results[name]["idle"], h1 = bench.idle_connections(name, tls)
+            results[name]["idle_h2"], h2 = bench.idle_connections(name, tls, http2=True)
+            for conn in h1 + h2:
+                conn.close()
+            print(f"idle {name}: {results[name]['idle'][1]} KiB HTTP/1.1, {results[name]['idle_h2'][1]} KiB HTTP/2", file=sys.stderr)
         for name, (tls, _) in PROXIES.items():
             results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
             print(f"slow stream {name}: {results[name]['stream_rss'][1]} KiB", file=sys.stderr)
@@ -532,7 +570,8 @@ def render(r, quick):
     # nginx's workers allocate up front: their growth is often 0, where a ratio says nothing.
     row("RSS growth during a slow stream", [r[n]["stream_rss"][1] for n in names], "KiB", min(r["nginx-4k"]["stream_rss"][1], r["nginx-64k"]["stream_rss"][1]), False, "{:.0f}")
     row("memory at rest", [r[n]["rest_kib"] / 1024 for n in names], "MiB", min(r["nginx-4k"]["rest_kib"], r["nginx-64k"]["rest_kib"]) / 1024, False, "{:.1f}")
-    row("memory per 1,000 idle TLS keep-alive connections", [r[n]["idle"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle"][1], r["nginx-64k"]["idle"][1]) / 1024, False, "{:.1f}")
+    row("memory per 1,000 idle HTTP/1.1 TLS keep-alive connections", [r[n]["idle"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle"][1], r["nginx-64k"]["idle"][1]) / 1024, False, "{:.1f}")
+    row("memory per 1,000 idle HTTP/2 TLS connections", [r[n]["idle_h2"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle_h2"][1], r["nginx-64k"]["idle_h2"][1]) / 1024, False, "{:.1f}")
     head = "| case | " + " | ".join(names) + " | |\n|---|" + "---|" * len(names) + "---|"
     origin = f"\nOrigin served directly (the ceiling for streams): {r['origin']['plain']:.0f} MiB/s plain.\n"
     mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (10 s per case, 512 MiB streams)"
