@@ -289,8 +289,15 @@ async fn serve_http<IO>(
             )
         })
     };
+    // HTTP/2 by ALPN (no head clock): never parked, so no way back is made.
+    let parks = deadlines.head.is_some();
     loop {
-        let (watched, mut back) = parked.wake();
+        let (watched, back) = if parks {
+            let (watched, back) = parked.wake();
+            (watched, Some(back))
+        } else {
+            (parked.keep(), None)
+        };
         // Boxed: while parked, the task keeps no room for a hyper connection.
         let mut connection = Box::pin(
             shared
@@ -317,7 +324,7 @@ async fn serve_http<IO>(
         drop(connection);
         // Parked, when hyper ended because the connection went quiet (the
         // drop above sent it back); else it closed or was upgraded.
-        let Ok(back) = back.try_recv() else {
+        let Some(Ok(back)) = back.map(|mut back| back.try_recv()) else {
             return;
         };
         parked = back;

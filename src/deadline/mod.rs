@@ -184,6 +184,16 @@ impl<IO> Parked<IO> {
         (watched, back)
     }
 
+    /// The IO for a hyper connection that keeps it to the end (HTTP/2,
+    /// whose HPACK and stream state cannot be dropped while quiet): no
+    /// channel back, whose room for a whole parked IO would live as long.
+    pub fn keep(self) -> Watched<IO> {
+        Watched {
+            live: Some(self),
+            home: None,
+        }
+    }
+
     /// The wrapped IO.
     pub fn get_ref(&self) -> &IO {
         &self.io
