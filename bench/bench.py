@@ -204,7 +204,6 @@ max_connections = 50000
 max_connections_per_ip = 50000
 
 [log]
-level = "warn"
 access = "off"
 
 [[site]]

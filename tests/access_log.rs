@@ -184,6 +184,25 @@ async fn the_error_log_goes_to_its_file_not_stderr() {
         process.wait_for_log("upstream failure", Duration::from_secs(3)),
         "the 502's cause is in the file"
     );
+    let line = process
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("upstream failure"))
+        .cloned()
+        .unwrap();
+    // One line says which request failed, where it went, and for whom.
+    for part in [
+        "method=GET",
+        "host=\"down.test\"",
+        "path=\"/web/\"",
+        "site=\"down.test\"",
+        "client.ip=127.0.0.1",
+        &closed.to_string(),
+    ] {
+        assert!(line.contains(part), "{part} missing from {line}");
+    }
     let on_stderr: Vec<String> = process
         .log
         .lock()
