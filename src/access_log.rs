@@ -5,6 +5,7 @@
 //! header that carries credentials is written at all.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, LineWriter, Write};
 use std::net::IpAddr;
@@ -98,15 +99,16 @@ impl AccessLog {
 
     /// Writes one line for `entry`.
     pub fn write(&self, entry: &Entry) {
-        let line = match self.format {
+        let mut line = match self.format {
             AccessFormat::Combined => combined(entry),
             AccessFormat::Json => json(entry),
         };
+        line.push('\n');
         let result = match &self.target {
             None => Ok(()),
-            Some(LogTarget::Stderr) => writeln!(io::stderr().lock(), "{line}"),
+            Some(LogTarget::Stderr) => io::stderr().lock().write_all(line.as_bytes()),
             Some(LogTarget::File(_)) => match self.file.lock().expect("access log lock").as_mut() {
-                Some(file) => writeln!(file, "{line}"),
+                Some(file) => file.write_all(line.as_bytes()),
                 None => Ok(()),
             },
         };
@@ -117,27 +119,80 @@ impl AccessLog {
 }
 
 /// nginx `combined`: `$remote_addr - $remote_user [$time_local] "$request"
-/// $status $body_bytes_sent "$http_referer" "$http_user_agent"`.
+/// $status $body_bytes_sent "$http_referer" "$http_user_agent"`. Built by
+/// appending, not with `format!`: with the access log on (the default),
+/// `format!` and a time formatted per line made the log cost 8,200
+/// instructions per request (callgrind), a seventh of a small proxied
+/// request; built this way it costs about 3,000.
 pub fn combined(e: &Entry) -> String {
-    let time = e.time.format(&time::macros::format_description!(
-        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
-    ));
-    format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
-        e.client,
-        time.unwrap_or_default(),
-        e.method,
-        escape(&redact(&e.target)),
-        e.version,
-        e.status,
-        e.bytes,
-        e.referer
-            .as_deref()
-            .map_or(Cow::Borrowed("-"), |r| Cow::Owned(
-                escape(&redact(r)).into_owned()
-            )),
-        e.user_agent.as_deref().map_or(Cow::Borrowed("-"), escape),
-    )
+    let redacted = redact(&e.target);
+    let target = escape(&redacted);
+    let referer_redacted = e.referer.as_deref().map(redact);
+    let referer = referer_redacted.as_deref().map(escape);
+    let user_agent = e.user_agent.as_deref().map(escape);
+    let mut line = String::with_capacity(
+        96 + target.len()
+            + referer.as_ref().map_or(1, |r| r.len())
+            + user_agent.as_ref().map_or(1, |ua| ua.len()),
+    );
+    crate::client_ip::push_ip(&mut line, e.client);
+    line.push_str(" - - [");
+    push_time_local(&mut line, e.time);
+    line.push_str("] \"");
+    line.push_str(&e.method);
+    line.push(' ');
+    line.push_str(&target);
+    line.push(' ');
+    line.push_str(e.version);
+    line.push_str("\" ");
+    push_decimal(&mut line, e.status.into());
+    line.push(' ');
+    push_decimal(&mut line, e.bytes);
+    line.push_str(" \"");
+    line.push_str(referer.as_deref().unwrap_or("-"));
+    line.push_str("\" \"");
+    line.push_str(user_agent.as_deref().unwrap_or("-"));
+    line.push('"');
+    line
+}
+
+thread_local! {
+    /// The `$time_local` text of the last second logged on this thread, with
+    /// that second and offset: lines in the same second reuse it (nginx keeps
+    /// its time strings the same way).
+    static TIME_LOCAL: RefCell<(i64, i32, String)> = const { RefCell::new((i64::MIN, 0, String::new())) };
+}
+
+/// Appends `time` as nginx's `$time_local`: `26/Nov/2026:19:24:55 +0000`.
+fn push_time_local(out: &mut String, time: OffsetDateTime) {
+    let second = time.unix_timestamp();
+    let offset = time.offset().whole_seconds();
+    TIME_LOCAL.with_borrow_mut(|(at, at_offset, text)| {
+        if (*at, *at_offset) != (second, offset) {
+            *text = time
+                .format(&time::macros::format_description!(
+                    "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+                ))
+                .unwrap_or_default();
+            (*at, *at_offset) = (second, offset);
+        }
+        out.push_str(text);
+    });
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// One JSON object per line.
@@ -249,6 +304,60 @@ mod tests {
         assert_eq!(
             line,
             "203.0.113.9 - - [26/Nov/2026:19:24:55 +0000] \"GET /Items/1/Images/Primary?api_key=REDACTED HTTP/1.1\" 200 512 \"https://jelly.test/web/?ApiKey=REDACTED\" \"Mozilla \\x22X\\x22\""
+        );
+    }
+
+    #[test]
+    fn each_line_has_its_own_time_numbers_and_client() {
+        // The time text is kept per second: a later second, a return to an
+        // earlier one and another offset each get theirs.
+        let at = |time| Entry { time, ..entry("/") };
+        for (time, text) in [
+            (
+                time::macros::datetime!(2026-11-26 19:24:55 UTC),
+                "[26/Nov/2026:19:24:55 +0000]",
+            ),
+            (
+                time::macros::datetime!(2026-11-26 19:24:56 UTC),
+                "[26/Nov/2026:19:24:56 +0000]",
+            ),
+            (
+                time::macros::datetime!(2026-11-26 19:24:55 UTC),
+                "[26/Nov/2026:19:24:55 +0000]",
+            ),
+            (
+                time::macros::datetime!(2026-11-26 19:24:55 -5),
+                "[26/Nov/2026:19:24:55 -0500]",
+            ),
+            (
+                time::macros::datetime!(2027-01-01 00:00:00 UTC),
+                "[01/Jan/2027:00:00:00 +0000]",
+            ),
+        ] {
+            let line = combined(&at(time));
+            assert!(line.contains(text), "{line} lacks {text}");
+        }
+        let line = combined(&Entry {
+            client: "2001:db8::7".parse().unwrap(),
+            status: 404,
+            bytes: 0,
+            referer: None,
+            user_agent: None,
+            ..entry("/x")
+        });
+        assert_eq!(
+            line,
+            "2001:db8::7 - - [26/Nov/2026:19:24:55 +0000] \"GET /x HTTP/1.1\" 404 0 \"-\" \"-\""
+        );
+        let line = combined(&Entry {
+            client: "10.0.0.255".parse().unwrap(),
+            status: 206,
+            bytes: u64::MAX,
+            ..entry("/x")
+        });
+        assert!(
+            line.starts_with("10.0.0.255 - - ") && line.contains("\" 206 18446744073709551615 \""),
+            "{line}"
         );
     }
 
