@@ -79,25 +79,23 @@ impl RouteClass {
         }
     }
 
-    /// Whether `path` is in the class.
+    /// Whether `path` is in the class. Segments are compared in place (the
+    /// patterns are lower case): this runs for every request, two or three
+    /// times with the Jellyfin preset (cache routes, auth routes).
     pub fn matches(&self, path: &str) -> bool {
-        let segments: Vec<String> = path
-            .trim_matches('/')
-            .split('/')
-            .map(str::to_ascii_lowercase)
-            .collect();
+        let path = path.trim_matches('/');
         self.patterns.iter().any(|pattern| {
-            let mut i = 0;
+            let mut segments = path.split('/');
             for part in pattern {
                 if part == "**" {
-                    return i < segments.len();
+                    return segments.next().is_some();
                 }
-                match segments.get(i) {
-                    Some(seg) if part == "*" || part == seg => i += 1,
+                match segments.next() {
+                    Some(segment) if part == "*" || segment.eq_ignore_ascii_case(part) => {}
                     _ => return false,
                 }
             }
-            i == segments.len()
+            segments.next().is_none()
         })
     }
 
@@ -175,6 +173,59 @@ mod tests {
             "/Users/AuthenticateByName/extra",
         ] {
             assert!(!class.matches(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn wildcards_and_case_match_segment_by_segment() {
+        // The segment-list reading of a pattern, as an oracle.
+        fn oracle(pattern: &str, path: &str) -> bool {
+            let split = |p: &str| -> Vec<String> {
+                p.trim_matches('/')
+                    .split('/')
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            };
+            let (pattern, segments) = (split(pattern), split(path));
+            let mut i = 0;
+            for part in &pattern {
+                if part == "**" {
+                    return i < segments.len();
+                }
+                match segments.get(i) {
+                    Some(seg) if part == "*" || part == seg => i += 1,
+                    _ => return false,
+                }
+            }
+            i == segments.len()
+        }
+        let patterns = ["/Items/*/Images/**", "/web/**", "/*", "/", "/a/*/c", "/**"];
+        let paths = [
+            "/",
+            "",
+            "//",
+            "/web",
+            "/web/",
+            "/WEB/index.html",
+            "/web/a/b",
+            "/Items/1/Images",
+            "/items/1/images/Primary",
+            "/Items/1/Images/Primary/0",
+            "/a/b/c",
+            "/a//c",
+            "/A/x/C/",
+            "/a/b/c/d",
+            "/x",
+        ];
+        for pattern in patterns {
+            let class = RouteClass::new(&[pattern.to_string()]);
+            for path in paths {
+                assert_eq!(
+                    class.matches(path),
+                    oracle(pattern, path),
+                    "{pattern} against {path:?}"
+                );
+            }
         }
     }
 }
