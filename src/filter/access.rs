@@ -79,30 +79,47 @@ impl RouteClass {
         }
     }
 
-    /// Whether `path` is in the class. Segments are compared in place (the
-    /// patterns are lower case): this runs for every request, two or three
-    /// times with the Jellyfin preset (cache routes, auth routes).
+    /// Whether `path` is in the class. The path is split once, into a list
+    /// on the stack (the patterns are lower case and compared without a
+    /// copy): this runs for every request, two or three times with the
+    /// Jellyfin preset (cache routes, auth routes).
     pub fn matches(&self, path: &str) -> bool {
+        const MOST: usize = 16;
         let path = path.trim_matches('/');
-        self.patterns.iter().any(|pattern| {
-            let mut segments = path.split('/');
-            for part in pattern {
-                if part == "**" {
-                    return segments.next().is_some();
-                }
-                match segments.next() {
-                    Some(segment) if part == "*" || segment.eq_ignore_ascii_case(part) => {}
-                    _ => return false,
-                }
+        let mut segments = [""; MOST];
+        let mut count = 0;
+        for segment in path.split('/') {
+            if count == MOST {
+                let long: Vec<&str> = path.split('/').collect();
+                return self.patterns.iter().any(|pattern| fits(pattern, &long));
             }
-            segments.next().is_none()
-        })
+            segments[count] = segment;
+            count += 1;
+        }
+        let segments = &segments[..count];
+        self.patterns.iter().any(|pattern| fits(pattern, segments))
     }
 
     /// Whether the class has no pattern.
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
+}
+
+/// Whether `segments` fit `pattern`: `*` any one segment, a final `**` one
+/// or more.
+fn fits(pattern: &[String], segments: &[&str]) -> bool {
+    let mut i = 0;
+    for part in pattern {
+        if part == "**" {
+            return i < segments.len();
+        }
+        match segments.get(i) {
+            Some(segment) if part == "*" || segment.eq_ignore_ascii_case(part) => i += 1,
+            _ => return false,
+        }
+    }
+    i == segments.len()
 }
 
 #[cfg(test)]
