@@ -130,10 +130,7 @@ pub struct Parked<IO> {
 impl<IO> Watched<IO> {
     /// Wraps `io`; the idle clock starts now. Never parks.
     pub fn new(io: IO, state: Arc<ConnState>, deadlines: Deadlines) -> Self {
-        Watched {
-            live: Some(Parked::new(io, state, deadlines)),
-            home: None,
-        }
+        Parked::new(io, state, deadlines).keep()
     }
 
     fn live(&mut self) -> &mut Parked<IO> {
