@@ -62,7 +62,7 @@ max_body = "20 lightyears"
 
 #[test]
 fn semantic_errors_are_all_reported() {
-    let text = "[server]\nhttps = [\"127.0.0.1:8443\", \"nowhere\"]\n\n[limits]\nheader_timeout = \"10 fortnights\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:1\"\ntls = \"internal\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:2/jellyfin\"\ntls = \"internal\"\n";
+    let text = "[server]\nhttps = [\"127.0.0.1:8443\", \"nowhere\"]\n\n[limits]\nheader_timeout = \"10 fortnights\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:1\"\ntls = \"internal\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:2/jellyfin\"\ntls = \"internal\"\n\n[acme]\nca_roots = \"/nonexistent/roots.pem\"\ndns_hook = \"/nonexistent/hook\"\n";
     let (ok, _, stderr) = check(text);
     assert!(!ok);
     for line in [
@@ -70,6 +70,8 @@ fn semantic_errors_are_all_reported() {
         "F:5:18: unknown duration unit `fortnights`",
         "F:13:8: host `a.test` is named by another site already",
         "F:14:12: upstream `http://127.0.0.1:2/jellyfin` must not have a path",
+        "F:18:12: `/nonexistent/roots.pem` is not a readable PEM file",
+        "F:19:12: `/nonexistent/hook` is not a file drawbridge can run",
     ] {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
     }

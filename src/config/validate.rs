@@ -164,6 +164,18 @@ impl Validator<'_> {
         }
     }
 
+    /// The file `raw` names (relative to the config's folder); reported at
+    /// `raw`, with `problem` after its path, when there is no such file.
+    fn file(&mut self, raw: &Spanned<String>, problem: &str) -> Option<PathBuf> {
+        let path = self.path(raw.get_ref());
+        if path.is_file() {
+            return Some(path);
+        }
+        self.report
+            .at(&raw.span(), format!("`{}` {problem}", path.display()));
+        None
+    }
+
     fn path(&self, text: &str) -> PathBuf {
         let path = Path::new(text);
         if path.is_absolute() {

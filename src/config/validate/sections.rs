@@ -215,28 +215,12 @@ impl Validator<'_> {
                 self.report.at(&email.span(), "not an e-mail address");
             }
         }
-        if let Some(roots) = raw.ca_roots {
-            let path = self.path(roots.get_ref());
-            if path.is_file() {
-                acme.ca_roots = Some(path);
-            } else {
-                self.report.at(
-                    &roots.span(),
-                    format!("`{}` is not a readable PEM file", path.display()),
-                );
-            }
-        }
-        if let Some(hook) = raw.dns_hook {
-            let path = self.path(hook.get_ref());
-            if path.is_file() {
-                acme.dns_hook = Some(path);
-            } else {
-                self.report.at(
-                    &hook.span(),
-                    format!("`{}` is not a file drawbridge can run", path.display()),
-                );
-            }
-        }
+        acme.ca_roots = raw
+            .ca_roots
+            .and_then(|roots| self.file(&roots, "is not a readable PEM file"));
+        acme.dns_hook = raw
+            .dns_hook
+            .and_then(|hook| self.file(&hook, "is not a file drawbridge can run"));
         if let Some(list) = raw.challenges {
             let mut challenges = Vec::new();
             for item in list {
