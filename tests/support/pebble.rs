@@ -9,13 +9,24 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1, for a server that must listen on a port known
+/// before it starts (Pebble validates HTTP-01 and TLS-ALPN-01 on fixed ports).
+/// Taken below Linux's ephemeral range (32768 up), one after another: a
+/// server another test binds to port 0 meanwhile, or an outgoing connection,
+/// cannot take it before its test binds it (a CI run failed that way).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering::SeqCst};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Apart from another test process running at the same time.
+    let start = 20_000 + (std::process::id() % 500) as u16 * 20;
+    let _ = NEXT.compare_exchange(0, start, SeqCst, SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, SeqCst);
+        assert!(port < 32_768, "no free port left below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running Pebble and challenge test server.
