@@ -302,7 +302,11 @@ login_rate = "off"
 
     # ------------------------------------------------------------- measures
     def seconds(self):
-        return 3 if self.quick else 10
+        """Length of one measure; the rate cases are measured `rounds()` times."""
+        return 3 if self.quick else 6
+
+    def rounds(self):
+        return 1 if self.quick else 3
 
     def wrk(self, port, extra=""):
         out = sh(pinned(1, f"wrk -t1 -c64 -d{self.seconds()}s --latency {extra} https://localhost:{port}/small.json"))
@@ -403,6 +407,17 @@ def h2_get(tls):
             return
 
 
+def median_round(measures):
+    """One proxy's rounds of a case, each (figures..., requests) with its CPU
+    seconds: the median of each figure, and CPU per request (µs) over all
+    rounds together."""
+    figures = [result[:-1] for result, _ in measures]
+    medians = tuple(statistics.median(column) for column in zip(*figures))
+    requests = sum(result[-1] for result, _ in measures)
+    cpu = sum(seconds for _, seconds in measures)
+    return medians + (requests,), cpu * 1e6 / requests
+
+
 def wrk_count(out):
     return int(re.search(r"(\d+) requests in", out).group(1))
 
@@ -432,6 +447,16 @@ def to_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def ports_free():
+    """Refuses to start while an earlier run's servers still hold the ports:
+    the run would measure them, with the wrong certificate."""
+    ports = [ORIGIN] + [port for pair in PROXIES.values() for port in pair]
+    for port in ports:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"port {port} is already in use (a server left from an earlier run?); stop it and run again")
+
+
 def wait_port(port, name, timeout=10):
     for _ in range(timeout * 10):
         try:
@@ -458,6 +483,7 @@ def main():
     bench = Bench(work, args.quick)
     if args.instructions:
         return count_instructions(bench, work)
+    ports_free()
     results = {name: {} for name in PROXIES}
     failed = True
     try:
@@ -484,20 +510,28 @@ def main():
             results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
             print(f"slow stream {name}: {results[name]['stream_rss'][1]} KiB", file=sys.stderr)
         def measured(name, run):
-            """A case's result, and the proxy's CPU per request (µs) during it."""
+            """A case's result, and the proxy's CPU seconds during it."""
             before = bench.cpu_seconds(name)
             result = run()
-            return result, (bench.cpu_seconds(name) - before) * 1e6 / result[-1]
+            return result, bench.cpu_seconds(name) - before
 
-        for name, (tls, _) in PROXIES.items():
-            results[name]["h1"], results[name]["h1_cpu"] = measured(name, lambda: bench.wrk(tls))
-            print(f"h1 {name}: {results[name]['h1']}", file=sys.stderr)
-        for name, (tls, _) in PROXIES.items():
-            results[name]["h2"], results[name]["h2_cpu"] = measured(name, lambda: bench.h2load(tls))
-            print(f"h2 {name}: {results[name]['h2']}", file=sys.stderr)
-        for name, (tls, _) in PROXIES.items():
-            results[name]["handshakes"], results[name]["hs_cpu"] = measured(name, lambda: bench.handshakes(tls))
-            print(f"handshakes {name}: {results[name]['handshakes']}", file=sys.stderr)
+        # The rate cases run in rounds, each proxy's turn rotating, and
+        # report each proxy's median round: one noisy moment on this shared
+        # machine then moves a figure only if it hits most of the rounds.
+        cases = (
+            ("h1", "h1_cpu", bench.wrk),
+            ("h2", "h2_cpu", bench.h2load),
+            ("handshakes", "hs_cpu", bench.handshakes),
+        )
+        for key, cpu_key, run in cases:
+            rounds = {name: [] for name in PROXIES}
+            for turn in range(bench.rounds()):
+                names = list(PROXIES)
+                for name in names[turn:] + names[:turn]:
+                    rounds[name].append(measured(name, lambda: run(PROXIES[name][0])))
+                    print(f"{key} round {turn + 1} {name}: {rounds[name][-1]}", file=sys.stderr)
+            for name, measures in rounds.items():
+                results[name][key], results[name][cpu_key] = median_round(measures)
         results["origin"]["plain"] = bench.stream(f"http://127.0.0.1:{ORIGIN}/big.bin")
         for name, (tls, plain) in PROXIES.items():
             results[name]["plain"] = bench.stream(f"http://localhost:{plain}/big.bin")
@@ -573,7 +607,7 @@ def render(r, quick):
     row("memory per 1,000 idle HTTP/2 TLS connections", [r[n]["idle_h2"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle_h2"][1], r["nginx-64k"]["idle_h2"][1]) / 1024, False, "{:.1f}")
     head = "| case | " + " | ".join(names) + " | |\n|---|" + "---|" * len(names) + "---|"
     origin = f"\nOrigin served directly (the ceiling for streams): {r['origin']['plain']:.0f} MiB/s plain.\n"
-    mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (10 s per case, 512 MiB streams)"
+    mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (the median of 3 rounds of 6 s for the request, latency and handshake rows, in turn order rotated each round; 512 MiB streams)"
     pinning = "Proxies pinned to CPU 0; load generators and the origin to CPU 1."
     return f"{head}\n" + "\n".join(rows) + f"\n{origin}\nRatios in parentheses are against the better of the two nginx settings; {mode}. {pinning}\n"
 
