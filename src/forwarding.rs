@@ -83,25 +83,35 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
 /// Removes hop-by-hop headers and every header the Connection header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the dozen names present, not a hash lookup for each of
-    // the nine hop-by-hop names: most heads have none of them.
-    let mut named: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(name))
-        .cloned()
-        .collect();
-    if named.is_empty() {
+    // the nine hop-by-hop names: most heads have none of them, and most of
+    // the rest only `Connection`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << at;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    named.extend(listed);
-    for name in &named {
-        headers.remove(name);
+    // The options `Connection` lists (usually one value, `keep-alive` or
+    // `close`), each removed by its text: no list of names is built.
+    if present & 1 != 0 {
+        let mut at = 0;
+        while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(at).cloned() {
+            at += 1;
+            for option in value.to_str().unwrap_or_default().split(',') {
+                let option = option.trim();
+                if !option.is_empty() && !option.eq_ignore_ascii_case("connection") {
+                    headers.remove(option);
+                }
+            }
+        }
+    }
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << at) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -282,7 +292,11 @@ mod tests {
             &[
                 ("connection", "keep-alive, X-Secret"),
                 ("x-secret", "1"),
+                ("connection", " ,x-other ,connection"),
+                ("x-other", "2"),
                 ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("trailer", "x-checksum"),
                 ("te", "trailers"),
                 ("proxy-authorization", "x"),
                 ("upgrade", "h2c"),
@@ -294,7 +308,10 @@ mod tests {
         for gone in [
             "connection",
             "x-secret",
+            "x-other",
             "keep-alive",
+            "proxy-connection",
+            "trailer",
             "te",
             "proxy-authorization",
             "upgrade",
