@@ -27,6 +27,10 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// How many headers the upstream request's map is made to hold: it carries
+/// the answer's head too (see `upstream_head`).
+const ANSWER_ROOM: usize = 24;
+
 /// Client-IP and scheme claims that only a trusted proxy may make.
 const CLAIMS: [HeaderName; 3] = [
     HeaderName::from_static("x-forwarded-port"),
@@ -167,8 +171,12 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
             headers.remove(claim);
         }
     }
-    // The four below in one growth of the map.
-    headers.reserve(4);
+    // The four below in one growth of the map, with room for the answer:
+    // once the head is written, hyper's client keeps this map and parses the
+    // upstream's answer into it, to which the security headers are then
+    // added. Growing it here once spares growing it (and rehashing every
+    // header) again there.
+    headers.reserve(ANSWER_ROOM.saturating_sub(headers.len()).max(4));
     let insert = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
         match HeaderValue::from_str(value) {
             Ok(value) => drop(headers.insert(name, value)),
