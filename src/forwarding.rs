@@ -9,7 +9,8 @@ use http::{request, Version};
 use crate::client_ip::Client;
 use crate::error::ProxyError;
 
-/// Headers that describe one connection, never forwarded.
+/// Headers that describe one connection, never forwarded. `Connection`
+/// first: `remove_hop_by_hop` reads the options it lists when bit 0 is set.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -300,7 +301,7 @@ mod tests {
             &[
                 ("connection", "keep-alive, X-Secret"),
                 ("x-secret", "1"),
-                ("connection", " ,x-other ,connection"),
+                ("connection", " ,x-other ,connection, not a name"),
                 ("x-other", "2"),
                 ("keep-alive", "timeout=5"),
                 ("proxy-connection", "keep-alive"),
