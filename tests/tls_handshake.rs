@@ -2,8 +2,9 @@
 //! negotiate h2 and http/1.1; only TLS 1.2 and 1.3.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::support::{tls_connect, TestGateway};
+use crate::support::{exchange, status_of, tls_connect, TestGateway};
 
 const SITE: &str = r#"
 [[site]]
@@ -92,12 +93,14 @@ async fn tls_below_1_2_is_refused() {
     );
 }
 
-/// The suite negotiated when a client offers `offered`, in that order, over `version`.
-async fn negotiated(
+/// A client trusting the gateway's CA that offers `offered`, in that order,
+/// over `version`; its one session store is shared by every connection made
+/// with it.
+fn client_with(
     gw: &TestGateway,
     offered: &[rustls::SupportedCipherSuite],
     version: &'static rustls::SupportedProtocolVersion,
-) -> rustls::CipherSuite {
+) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(gw.ca_pem.as_deref().unwrap()) {
@@ -112,15 +115,62 @@ async fn negotiated(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let stream = tls_connect(gw.https, Arc::new(config), Some("jelly.test"))
-        .await
-        .unwrap();
+    Arc::new(config)
+}
+
+/// The suite negotiated when a client offers `offered`, in that order, over `version`.
+async fn negotiated(
+    gw: &TestGateway,
+    offered: &[rustls::SupportedCipherSuite],
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::CipherSuite {
+    let stream = tls_connect(
+        gw.https,
+        client_with(gw, offered, version),
+        Some("jelly.test"),
+    )
+    .await
+    .unwrap();
     stream
         .get_ref()
         .1
         .negotiated_cipher_suite()
         .unwrap()
         .suite()
+}
+
+#[tokio::test]
+async fn a_returning_client_resumes_its_session_over_tls_1_3_and_1_2() {
+    // An app or browser coming back resumes: no certificate sent or checked,
+    // no signature made (and over TLS 1.2 one round trip less).
+    use rustls::version::{TLS12, TLS13};
+    use rustls::HandshakeKind;
+    let gw = TestGateway::start(SITE).await;
+    let suites = rustls::crypto::ring::default_provider().cipher_suites;
+    for version in [&TLS13, &TLS12] {
+        let client = client_with(&gw, &suites, version);
+        let mut first = tls_connect(gw.https, client.clone(), Some("jelly.test"))
+            .await
+            .unwrap();
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Full),
+            "{version:?}"
+        );
+        // TLS 1.3 tickets come after the handshake: reading the answer takes them in.
+        let request = b"GET / HTTP/1.1\r\nHost: jelly.test\r\nConnection: close\r\n\r\n";
+        let (answer, closed) = exchange(&mut first, request, Duration::from_secs(5)).await;
+        assert!(closed);
+        assert_eq!(status_of(&answer), 502, "no upstream behind the site");
+        let again = tls_connect(gw.https, client, Some("jelly.test"))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Resumed),
+            "{version:?}"
+        );
+    }
 }
 
 #[tokio::test]
