@@ -3,6 +3,7 @@
 //! §7.6.1), HTTP/2 translated to clean HTTP/1.1, and the forwarded headers set
 //! from what drawbridge knows, never from what the client claims.
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Version};
 
@@ -152,8 +153,10 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
         }
     }
     parts.version = Version::HTTP_11;
-    if let Ok(host) = HeaderValue::from_str(origin.host) {
-        headers.insert(header::HOST, host);
+    // Host and X-Forwarded-Host share one copy of the name.
+    let host = HeaderValue::from_str(origin.host).ok();
+    if let Some(host) = &host {
+        headers.insert(header::HOST, host.clone());
     }
     let trusted = origin.client.via_trusted_proxy;
     let (claimed_proto, claimed_host) = if trusted {
@@ -178,15 +181,26 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
     // added. Growing it here once spares growing it (and rehashing every
     // header) again there.
     headers.reserve(ANSWER_ROOM.saturating_sub(headers.len()).max(4));
-    let insert = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
-        match HeaderValue::from_str(value) {
-            Ok(value) => drop(headers.insert(name, value)),
+    let insert = |headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>| {
+        match value {
+            Some(value) => drop(headers.insert(name, value)),
             // Never leave the client's own claim in place.
-            Err(_) => drop(headers.remove(name)),
+            None => drop(headers.remove(name)),
         }
     };
-    insert(headers, X_FORWARDED_FOR, &origin.client.forwarded_for);
-    insert(headers, X_REAL_IP, origin.client.ip_text());
+    // X-Real-IP is the start of X-Forwarded-For's text: one copy for both.
+    let forwarded = Bytes::copy_from_slice(origin.client.forwarded_for.as_bytes());
+    let real_ip = forwarded.slice(..origin.client.ip_text().len());
+    insert(
+        headers,
+        X_FORWARDED_FOR,
+        HeaderValue::from_maybe_shared(forwarded).ok(),
+    );
+    insert(
+        headers,
+        X_REAL_IP,
+        HeaderValue::from_maybe_shared(real_ip).ok(),
+    );
     let proto = if origin.tls { "https" } else { "http" };
     match claimed_proto {
         Some(value) => drop(headers.insert(X_FORWARDED_PROTO, value)),
@@ -194,7 +208,7 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
     }
     match claimed_host {
         Some(value) => drop(headers.insert(X_FORWARDED_HOST, value)),
-        None => insert(headers, X_FORWARDED_HOST, origin.host),
+        None => insert(headers, X_FORWARDED_HOST, host),
     }
 }
 
