@@ -17,6 +17,7 @@ script installs them.
 
 import argparse
 import datetime
+import math
 import os
 import pathlib
 import platform
@@ -332,6 +333,25 @@ login_rate = "off"
         check_wrk(out, port)
         return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), wrk_count(out)
 
+    def resumed(self, port):
+        """Sequential TLS connections, each resuming the session the one
+        before left (TLS 1.3 tickets are single-use) and making one small
+        request: connections/s (bound by this Python client), the share
+        resumed, and the count."""
+        context = ssl.create_default_context(cafile=str(self.work / "ca.pem"))
+        context.set_alpn_protocols(["http/1.1"])
+        session, count, reused = None, 0, 0
+        start = time.monotonic()
+        while time.monotonic() < start + self.seconds():
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                    tls.sendall(b"GET /small.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    read_response(tls)
+                    reused += tls.session_reused
+                    session = tls.session
+            count += 1
+        return count / (time.monotonic() - start), reused / count, count
+
     def stream(self, url):
         size = (128 if self.quick else 512) << 20
         ca = f"--cacert {self.work}/ca.pem"
@@ -479,6 +499,9 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if os.cpu_count() < 2:
         raise SystemExit("needs 2 CPUs: proxies on CPU 0, load generators on CPU 1")
+    # This process is a load generator too (idle connections, resumed
+    # sessions); what it starts on CPU 0 is pinned there explicitly.
+    os.sched_setaffinity(0, {1})
     work = tempfile.mkdtemp(prefix="drawbridge-bench-")
     bench = Bench(work, args.quick)
     if args.instructions:
@@ -522,6 +545,7 @@ def main():
             ("h1", "h1_cpu", bench.wrk),
             ("h2", "h2_cpu", bench.h2load),
             ("handshakes", "hs_cpu", bench.handshakes),
+            ("resumed", "resumed_cpu", bench.resumed),
         )
         for key, cpu_key, run in cases:
             rounds = {name: [] for name in PROXIES}
@@ -584,7 +608,10 @@ def render(r, quick):
     def row(label, values, unit, nginx, higher=True, fmt="{:.0f}"):
         cells = []
         for v in values:
-            ratio = f"{v / nginx:.2f}×" if nginx else "n/a"
+            if math.isnan(v):
+                cells.append("n/a")
+                continue
+            ratio = f"{v / nginx:.2f}×" if nginx and not math.isnan(nginx) else "n/a"
             cells.append(f"{fmt.format(v)} {unit} ({ratio})")
         rows.append(f"| {label} | " + " | ".join(cells) + f" | {'higher' if higher else 'lower'} is better |")
 
@@ -598,6 +625,10 @@ def render(r, quick):
     row("proxy CPU per HTTP/1.1 request", [r[n]["h1_cpu"] for n in names], "µs", min(r["nginx-4k"]["h1_cpu"], r["nginx-64k"]["h1_cpu"]), False)
     row("proxy CPU per HTTP/2 request", [r[n]["h2_cpu"] for n in names], "µs", min(r["nginx-4k"]["h2_cpu"], r["nginx-64k"]["h2_cpu"]), False)
     row("proxy CPU per full TLS handshake", [r[n]["hs_cpu"] for n in names], "µs", min(r["nginx-4k"]["hs_cpu"], r["nginx-64k"]["hs_cpu"]), False)
+    # A proxy that did not resume most sessions did full handshakes instead: no figure.
+    resumed_cpu = [r[n]["resumed_cpu"] if r[n]["resumed"][1] >= 0.9 else float("nan") for n in names]
+    nginx_resumed = [v for n, v in zip(names, resumed_cpu) if n.startswith("nginx") and not math.isnan(v)]
+    row("proxy CPU per resumed TLS connection (one request each)", resumed_cpu, "µs", min(nginx_resumed, default=float("nan")), False)
     row("large stream, plain", [r[n]["plain"] for n in names], "MiB/s", best_nginx("plain"))
     row("large stream, TLS", [r[n]["tls"] for n in names], "MiB/s", best_nginx("tls"))
     # nginx's workers allocate up front: their growth is often 0, where a ratio says nothing.
@@ -607,7 +638,7 @@ def render(r, quick):
     row("memory per 1,000 idle HTTP/2 TLS connections", [r[n]["idle_h2"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle_h2"][1], r["nginx-64k"]["idle_h2"][1]) / 1024, False, "{:.1f}")
     head = "| case | " + " | ".join(names) + " | |\n|---|" + "---|" * len(names) + "---|"
     origin = f"\nOrigin served directly (the ceiling for streams): {r['origin']['plain']:.0f} MiB/s plain.\n"
-    mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (the median of 3 rounds of 6 s for the request, latency and handshake rows, in turn order rotated each round; 512 MiB streams)"
+    mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (the median of 3 rounds of 6 s for the request, latency, handshake and resumption rows, in turn order rotated each round; 512 MiB streams)"
     pinning = "Proxies pinned to CPU 0; load generators and the origin to CPU 1."
     return f"{head}\n" + "\n".join(rows) + f"\n{origin}\nRatios in parentheses are against the better of the two nginx settings; {mode}. {pinning}\n"
 
