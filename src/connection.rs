@@ -3,6 +3,7 @@
 //! `[limits]`, until the client leaves, a deadline passes, the pipeline closes
 //! the door, or shutdown drains it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -144,30 +145,36 @@ pub async fn serve(
         )
         .await;
     }
-    // Boxed: the handshake's state is freed once it is done, and the task
-    // keeps only what an open connection needs.
-    let stream = tokio::select! {
-        stream = Box::pin(handshake(stream, &shared)) => stream,
-        // Banned meanwhile, or the shutdown grace is over.
-        () = kill.cancelled() => None,
-    };
-    let Some(stream) = stream else {
-        return;
-    };
-    let (_, session) = stream.get_ref();
-    if session.alpn_protocol() == Some(ACME_TLS_ALPN) {
-        // A CA validating TLS-ALPN-01: the handshake was the whole answer.
-        return;
-    }
-    let sni = session.server_name().map(str::to_string);
-    tracing::Span::current().record("tls.sni", sni.as_deref());
-    let deadlines = if session.alpn_protocol() == Some(b"h2") {
-        Deadlines {
-            head: None,
-            idle: shared.limits.h2_idle_timeout,
+    // In a block: a local that was borrowed stays in the task's state until
+    // its scope ends, moved or not, and this one (1.2 KiB) is moved into
+    // `serve_http` for the connection's whole life.
+    let (stream, sni, deadlines) = {
+        // Boxed: the handshake's state is freed once it is done, and the task
+        // keeps only what an open connection needs.
+        let stream = tokio::select! {
+            stream = Box::pin(handshake(stream, &shared)) => stream,
+            // Banned meanwhile, or the shutdown grace is over.
+            () = kill.cancelled() => None,
+        };
+        let Some(stream) = stream else {
+            return;
+        };
+        let (_, session) = stream.get_ref();
+        if session.alpn_protocol() == Some(ACME_TLS_ALPN) {
+            // A CA validating TLS-ALPN-01: the handshake was the whole answer.
+            return;
         }
-    } else {
-        h1
+        let sni = session.server_name().map(str::to_string);
+        tracing::Span::current().record("tls.sni", sni.as_deref());
+        let deadlines = if session.alpn_protocol() == Some(b"h2") {
+            Deadlines {
+                head: None,
+                idle: shared.limits.h2_idle_timeout,
+            }
+        } else {
+            h1
+        };
+        (stream, sni, deadlines)
     };
     serve_http(
         stream,
@@ -239,15 +246,21 @@ async fn handshake(
 /// HTTP/1.1 keep-alive connection is parked between requests (see
 /// `deadline::Watched`): its hyper connection is dropped, and a new one is made
 /// when the client sends again.
-async fn serve_http<IO>(
+///
+/// Not an `async fn`: the setup runs before the future is made, so the future
+/// holds `io` once, inside `Parked`. An `async fn` keeps its arguments in
+/// every state, and `io` (a TLS stream is 1.2 KiB) would be held twice for as
+/// long as the connection is open.
+fn serve_http<'a, IO>(
     io: IO,
     peer: SocketAddr,
     tls: Option<Option<String>>,
     deadlines: Deadlines,
-    shared: &Arc<Shared>,
-    shutdown: &CancellationToken,
+    shared: &'a Arc<Shared>,
+    shutdown: &'a CancellationToken,
     (kill, id): (CancellationToken, u64),
-) where
+) -> impl Future<Output = ()> + Send + 'a
+where
     IO: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::default());
@@ -291,51 +304,53 @@ async fn serve_http<IO>(
     };
     // HTTP/2 by ALPN (no head clock): never parked, so no way back is made.
     let parks = deadlines.head.is_some();
-    loop {
-        let (watched, back) = if parks {
-            let (watched, back) = parked.wake();
-            (watched, Some(back))
-        } else {
-            (parked.keep(), None)
-        };
-        // Boxed: while parked, the task keeps no room for a hyper connection.
-        let mut connection = Box::pin(
-            shared
-                .http
-                .serve_connection_with_upgrades(TokioIo::new(watched), service.clone()),
-        );
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(error = %error, "connection ended with an error");
+    async move {
+        loop {
+            let (watched, back) = if parks {
+                let (watched, back) = parked.wake();
+                (watched, Some(back))
+            } else {
+                (parked.keep(), None)
+            };
+            // Boxed: while parked, the task keeps no room for a hyper connection.
+            let mut connection = Box::pin(
+                shared
+                    .http
+                    .serve_connection_with_upgrades(TokioIo::new(watched), service.clone()),
+            );
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
                 }
-            }
-            // Dropping the connection closes the socket with nothing written.
-            () = close_door.cancelled() => return,
-            () = shutdown.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                tokio::select! {
-                    _ = connection.as_mut() => {}
-                    () = close_door.cancelled() => {}
-                }
-                return;
-            }
-        }
-        drop(connection);
-        // Parked, when hyper ended because the connection went quiet (the
-        // drop above sent it back); else it closed or was upgraded.
-        let Some(Ok(back)) = back.map(|mut back| back.try_recv()) else {
-            return;
-        };
-        parked = back;
-        tokio::select! {
-            ready = parked.readable() => {
-                if ready.is_err() {
+                // Dropping the connection closes the socket with nothing written.
+                () = close_door.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = close_door.cancelled() => {}
+                    }
                     return;
                 }
             }
-            () = close_door.cancelled() => return,
-            () = shutdown.cancelled() => return,
+            drop(connection);
+            // Parked, when hyper ended because the connection went quiet (the
+            // drop above sent it back); else it closed or was upgraded.
+            let Some(Ok(back)) = back.map(|mut back| back.try_recv()) else {
+                return;
+            };
+            parked = back;
+            tokio::select! {
+                ready = parked.readable() => {
+                    if ready.is_err() {
+                        return;
+                    }
+                }
+                () = close_door.cancelled() => return,
+                () = shutdown.cancelled() => return,
+            }
         }
     }
 }
