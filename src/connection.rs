@@ -24,6 +24,7 @@ use crate::tls::{ServerConfigs, TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::coalesce::Coalesce;
 use crate::config::Limits;
 use crate::deadline::{ConnState, Deadlines, Parked, Readiness};
 use crate::pipeline::{Body, Closed, Conn, Gateway};
@@ -166,7 +167,8 @@ pub async fn serve(
         }
         let sni = session.server_name().map(str::to_string);
         tracing::Span::current().record("tls.sni", sni.as_deref());
-        let deadlines = if session.alpn_protocol() == Some(b"h2") {
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let deadlines = if h2 {
             Deadlines {
                 head: None,
                 idle: shared.limits.h2_idle_timeout,
@@ -174,7 +176,8 @@ pub async fn serve(
         } else {
             h1
         };
-        (stream, sni, deadlines)
+        // HTTP/2's answers leave in shared TLS records (see `coalesce`).
+        (Coalesce::new(stream, h2), sni, deadlines)
     };
     serve_http(
         stream,

@@ -24,6 +24,7 @@
 //! - [`webroot`]: `/.well-known/acme-challenge/` from a folder.
 //! - [`server`]: listeners, accept loop, reload, shutdown.
 //! - [`connection`]: one connection: handshake, hyper, limits.
+//! - [`coalesce`]: an HTTP/2 connection's writes gathered into full TLS records.
 //! - [`deadline`]: request-head and idle deadlines on a connection's IO, and
 //!   parking of quiet HTTP/1.1 keep-alive connections ([`head_scan`] tells when).
 //! - [`tls`]: rustls config, certificates by SNI, local CA, file reload.
@@ -38,6 +39,7 @@ pub mod atomic_file;
 pub mod body;
 pub mod cache;
 pub mod client_ip;
+pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod deadline;

@@ -12,6 +12,7 @@ mod dns;
 mod guard;
 mod h2_abuse;
 mod host_routing;
+mod http2_records;
 mod parking;
 mod port80;
 mod proxy;
