@@ -17,6 +17,7 @@ script installs them.
 
 import argparse
 import datetime
+import http.client
 import math
 import os
 import pathlib
@@ -42,13 +43,17 @@ PROXIES = {
     "caddy": (18446, 18083),
     "haproxy": (18447, 18084),
 }
+# drawbridge's `jellyfin` preset (src/filter/headers.rs), which every proxy
+# adds to every answer; HSTS only over TLS, as drawbridge sends it. Checked
+# against each proxy's answer before any measure (`same_headers`).
 HEADERS = {
+    "Permissions-Policy": "accelerometer=(), ambient-light-sensor=(), battery=(), bluetooth=(), camera=(), clipboard-read=(), display-capture=(), document-domain=(), encrypted-media=(), gamepad=(), geolocation=(), gyroscope=(), hid=(), idle-detection=(), interest-cohort=(), keyboard-map=(), local-fonts=(), magnetometer=(), microphone=(), payment=(), publickey-credentials-get=(), serial=(), sync-xhr=(), usb=(), xr-spatial-tracking=()",
     "Content-Security-Policy": "default-src https: data: blob:; img-src 'self' https://* data: blob:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' https://www.gstatic.com https://www.youtube.com blob:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; font-src 'self' data:; frame-ancestors 'self'; base-uri 'self'",
-    "Permissions-Policy": "accelerometer=(), camera=(), geolocation=(), microphone=(), payment=(), usb=()",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "SAMEORIGIN",
 }
+TLS_HEADERS = {"Strict-Transport-Security": "max-age=63072000"}
 
 
 def sh(cmd, **kw):
@@ -115,28 +120,32 @@ http {{
         w = self.work
         self.start_origin()
 
-        adds = "\n".join(f"add_header {k} \"{v}\" always;" for k, v in HEADERS.items())
+        def adds(tls):
+            headers = {**HEADERS, **TLS_HEADERS} if tls else HEADERS
+            return "\n".join(f"add_header {k} \"{v}\" always;" for k, v in headers.items())
         for name, buf in (("nginx-4k", "proxy_buffer_size 4k;"), ("nginx-64k", "proxy_buffer_size 64k; proxy_buffers 8 64k; proxy_busy_buffers_size 128k;")):
             tls, plain = PROXIES[name]
-            location = f"""location / {{
+            location = lambda tls: f"""location / {{
       proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host;
       proxy_buffering off; {buf} client_max_body_size 20M;
-      {adds}
+      {adds(tls)}
     }}"""
             conf = self.nginx_conf(name, f"""
   upstream origin {{ server 127.0.0.1:{ORIGIN}; keepalive 64; }}
   server {{ listen 127.0.0.1:{tls} ssl http2; server_name localhost;
     ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    {location} }}
-  server {{ listen 127.0.0.1:{plain}; server_name localhost; {location} }}""")
+    {location(True)} }}
+  server {{ listen 127.0.0.1:{plain}; server_name localhost; {location(False)} }}""")
             self.spawn(name, f"nginx -c {conf}")
 
         tls, plain = PROXIES["caddy"]
-        hdr = "\n".join(f'    {k} "{v}"' for k, v in HEADERS.items())
-        site = f"""reverse_proxy 127.0.0.1:{ORIGIN} {{
+        def site(tls):
+            headers = {**HEADERS, **TLS_HEADERS} if tls else HEADERS
+            hdr = "\n".join(f'    {k} "{v}"' for k, v in headers.items())
+            return f"""reverse_proxy 127.0.0.1:{ORIGIN} {{
     flush_interval -1
     header_up X-Real-IP {{remote_host}}
   }}
@@ -150,16 +159,19 @@ http {{
 }}
 https://localhost:{tls} {{
   tls {w}/cert.pem {w}/key.pem
-  {site}
+  {site(True)}
 }}
 http://localhost:{plain} {{
-  {site}
+  {site(False)}
 }}
 """)
         self.spawn("caddy", f"caddy run --config {caddyfile} --adapter caddyfile", env={"GOMAXPROCS": "1", "XDG_DATA_HOME": str(w), "XDG_CONFIG_HOME": str(w)})
 
         tls, plain = PROXIES["haproxy"]
-        sets = "\n".join(f'  http-response set-header {k} "{v}"' for k, v in HEADERS.items())
+        sets = "\n".join(
+            [f'  http-response set-header {k} "{v}"' for k, v in HEADERS.items()]
+            + [f'  http-response set-header {k} "{v}" if {{ ssl_fc }}' for k, v in TLS_HEADERS.items()]
+        )
         cfg = w / "haproxy.cfg"
         cfg.write_text(f"""global
   nbthread 1
@@ -190,6 +202,22 @@ backend origin
             for port in (tls, plain):
                 wait_port(port, name, timeout)
         wait_port(ORIGIN, "origin")
+
+    def same_headers(self):
+        """Refuses to measure unless every proxy adds exactly the benchmark's
+        security headers over TLS: the same job for everyone."""
+        context = ssl.create_default_context(cafile=str(self.work / "ca.pem"))
+        want = {k.lower(): v for k, v in {**HEADERS, **TLS_HEADERS}.items()}
+        for name, (tls, _) in PROXIES.items():
+            conn = http.client.HTTPSConnection("localhost", tls, context=context, timeout=10)
+            conn.request("GET", "/small.json")
+            answer = conn.getresponse()
+            answer.read()
+            conn.close()
+            got = {k.lower(): answer.headers.get_all(k) for k in want}
+            wrong = {k: v for k, v in got.items() if v != [want[k]]}
+            if answer.status != 200 or wrong:
+                raise SystemExit(f"{name} does not answer as the others do: status {answer.status}, headers {wrong}")
 
     def start_drawbridge(self):
         w = self.work
@@ -431,11 +459,35 @@ def median_round(measures):
     """One proxy's rounds of a case, each (figures..., requests) with its CPU
     seconds: the median of each figure, and CPU per request (µs) over all
     rounds together."""
-    figures = [result[:-1] for result, _ in measures]
+    figures = [result[:-1] for result, _, _ in measures]
     medians = tuple(statistics.median(column) for column in zip(*figures))
-    requests = sum(result[-1] for result, _ in measures)
-    cpu = sum(seconds for _, seconds in measures)
+    requests = sum(result[-1] for result, _, _ in measures)
+    cpu = sum(seconds for _, seconds, _ in measures)
     return medians + (requests,), cpu * 1e6 / requests
+
+
+def cpu_ticks():
+    """(busy, total) ticks of CPU 0 and CPU 1 so far, from /proc/stat."""
+    ticks = []
+    for line in open("/proc/stat"):
+        if line.startswith(("cpu0 ", "cpu1 ")):
+            fields = [int(f) for f in line.split()[1:]]
+            idle = fields[3] + fields[4]  # idle, iowait
+            ticks.append((sum(fields[:8]) - idle, sum(fields[:8])))
+    return ticks
+
+
+def busy_since(before):
+    """The share of time CPU 0 and CPU 1 were busy since `before`."""
+    return tuple(
+        (busy - busy0) / max(1, total - total0)
+        for (busy, total), (busy0, total0) in zip(cpu_ticks(), before)
+    )
+
+
+def busy_over(measures):
+    """CPU 0's and CPU 1's busy share, averaged over a case's rounds."""
+    return tuple(statistics.mean(column) for column in zip(*(busy for _, _, busy in measures)))
 
 
 def wrk_count(out):
@@ -513,6 +565,7 @@ def main():
         bench.certificates()
         bench.origin_files()
         bench.start_all()
+        bench.same_headers()
         results["origin"] = {}
         # One case at a time across all proxies (interleaved), so a noisy
         # moment hurts every proxy alike.
@@ -533,10 +586,11 @@ def main():
             results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
             print(f"slow stream {name}: {results[name]['stream_rss'][1]} KiB", file=sys.stderr)
         def measured(name, run):
-            """A case's result, and the proxy's CPU seconds during it."""
-            before = bench.cpu_seconds(name)
+            """A case's result, the proxy's CPU seconds during it, and how
+            busy each CPU was meanwhile."""
+            before, ticks = bench.cpu_seconds(name), cpu_ticks()
             result = run()
-            return result, bench.cpu_seconds(name) - before
+            return result, bench.cpu_seconds(name) - before, busy_since(ticks)
 
         # The rate cases run in rounds, each proxy's turn rotating, and
         # report each proxy's median round: one noisy moment on this shared
@@ -556,6 +610,7 @@ def main():
                     print(f"{key} round {turn + 1} {name}: {rounds[name][-1]}", file=sys.stderr)
             for name, measures in rounds.items():
                 results[name][key], results[name][cpu_key] = median_round(measures)
+                results[name][key + "_busy"] = busy_over(measures)
         results["origin"]["plain"] = bench.stream(f"http://127.0.0.1:{ORIGIN}/big.bin")
         for name, (tls, plain) in PROXIES.items():
             results[name]["plain"] = bench.stream(f"http://localhost:{plain}/big.bin")
@@ -636,6 +691,12 @@ def render(r, quick):
     row("memory at rest", [r[n]["rest_kib"] / 1024 for n in names], "MiB", min(r["nginx-4k"]["rest_kib"], r["nginx-64k"]["rest_kib"]) / 1024, False, "{:.1f}")
     row("memory per 1,000 idle HTTP/1.1 TLS keep-alive connections", [r[n]["idle"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle"][1], r["nginx-64k"]["idle"][1]) / 1024, False, "{:.1f}")
     row("memory per 1,000 idle HTTP/2 TLS connections", [r[n]["idle_h2"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle_h2"][1], r["nginx-64k"]["idle_h2"][1]) / 1024, False, "{:.1f}")
+    # Which side bounds a rate: a CPU near 100 % busy is the limit. With the
+    # load generators' CPU 1 saturated, the rate says more about them than
+    # about the proxy, and the CPU rows above are the comparison.
+    for label, key in (("HTTP/1.1", "h1_busy"), ("HTTP/2", "h2_busy"), ("full-handshake", "handshakes_busy")):
+        cells = [f"{100 * r[n][key][0]:.0f} / {100 * r[n][key][1]:.0f} %" for n in names]
+        rows.append(f"| CPU 0 (proxy) / CPU 1 (load, origin) busy during the {label} case | " + " | ".join(cells) + " | which side was the limit |")
     head = "| case | " + " | ".join(names) + " | |\n|---|" + "---|" * len(names) + "---|"
     origin = f"\nOrigin served directly (the ceiling for streams): {r['origin']['plain']:.0f} MiB/s plain.\n"
     mode = "quick mode (3 s per case, 128 MiB streams)" if quick else "full mode (the median of 3 rounds of 6 s for the request, latency, handshake and resumption rows, in turn order rotated each round; 512 MiB streams)"
