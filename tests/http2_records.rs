@@ -1,6 +1,8 @@
 //! Answers that are ready together on one HTTP/2 connection leave together:
 //! in shared TLS records, not one record (and one system call, and one
-//! decryption for the client) per answer; and every answer arrives whole.
+//! decryption for the client) per answer; and every answer arrives whole,
+//! also when the client stops reading for a while with large and small
+//! answers on their way.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -13,10 +15,16 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::task::Waker;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
 use tokio::sync::Barrier;
 
+use crate::support::origin::{video_byte, Origin, VIDEO_LEN};
 use crate::support::{site, TestGateway};
 
 /// Answers held until this many requests are in, then all sent at once.
@@ -161,6 +169,114 @@ async fn answers_ready_together_share_tls_records_and_arrive_whole() {
         assert!(
             used <= TOGETHER / 2,
             "round {round}: {TOGETHER} answers ready together came in {used} TLS records"
+        );
+    }
+}
+
+/// A TCP stream whose reads can be held: while `held`, the client reads
+/// nothing, so the proxy's socket fills.
+struct Holding {
+    tcp: TcpStream,
+    held: Arc<AtomicBool>,
+    waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+impl AsyncRead for Holding {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.held.load(Ordering::Acquire) {
+            *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+            // Checked again: a release between the two would be missed.
+            if self.held.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Holding {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn large_and_small_answers_arrive_whole_after_the_client_stops_reading() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let held = Arc::new(AtomicBool::new(true));
+    let waiting = Arc::new(Mutex::new(None::<Waker>));
+    // A small receive buffer, so that the proxy's socket fills soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = Holding {
+        tcp: socket.connect(gw.https).await.unwrap(),
+        held: held.clone(),
+        waiting: waiting.clone(),
+    };
+    held.store(false, Ordering::Release);
+    let tls = tokio_rustls::TlsConnector::from(gw.tls_client(&[b"h2"]))
+        .connect("jelly.test".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Held while the answers are on their way: the proxy's socket fills with
+    // the videos, and small answers queue behind them.
+    held.store(true, Ordering::Release);
+    let get = |path: &'static str| {
+        let mut sender = sender.clone();
+        let uri = format!("https://jelly.test:{}{path}", gw.https.port());
+        tokio::spawn(async move {
+            let request = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    let videos: Vec<_> = (0..3).map(|_| get("/videos/v/stream")).collect();
+    let smalls: Vec<_> = (0..12).map(|_| get("/system/info/public")).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held.store(false, Ordering::Release);
+    if let Some(waker) = waiting.lock().unwrap().take() {
+        waker.wake();
+    }
+    let whole: Vec<u8> = (0..VIDEO_LEN).map(video_byte).collect();
+    for video in videos {
+        let body = tokio::time::timeout(Duration::from_secs(10), video)
+            .await
+            .expect("the video arrives once the client reads again")
+            .unwrap();
+        assert!(
+            body == whole,
+            "video whole and in order ({} bytes)",
+            body.len()
+        );
+    }
+    for small in smalls {
+        let body = small.await.unwrap();
+        assert!(
+            body.starts_with(b"{") && body.ends_with(b"}"),
+            "small answer whole: {body:?}"
         );
     }
 }
