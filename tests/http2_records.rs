@@ -60,16 +60,68 @@ async fn origin_answering_together() -> std::net::SocketAddr {
     addr
 }
 
-/// A TCP stream that counts the TLS records it receives once `counting`.
-struct Counting {
+/// The client's TCP stream: counts the TLS records it receives, and can hold
+/// its reads (while `held` the client reads nothing, so the proxy's socket
+/// fills).
+struct ClientIo {
     tcp: TcpStream,
     records: Arc<AtomicUsize>,
     /// Bytes of the current record's header seen, and of its body still to skip.
     header: Vec<u8>,
     skip: usize,
+    held: Arc<AtomicBool>,
+    waiting: Arc<Mutex<Option<Waker>>>,
 }
 
-impl Counting {
+/// What a test sees of and does to its client's stream.
+#[derive(Clone, Default)]
+struct Watch {
+    records: Arc<AtomicUsize>,
+    held: Arc<AtomicBool>,
+    waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Watch {
+    fn hold(&self) {
+        self.held.store(true, Ordering::Release);
+    }
+
+    fn release(&self) {
+        self.held.store(false, Ordering::Release);
+        if let Some(waker) = self.waiting.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// An HTTP/2 client on `tcp` to the gateway, and the watch on its stream.
+async fn h2_client(
+    gw: &TestGateway,
+    tcp: TcpStream,
+) -> (hyper::client::conn::http2::SendRequest<Empty<Bytes>>, Watch) {
+    let watch = Watch::default();
+    let io = ClientIo {
+        tcp,
+        records: watch.records.clone(),
+        header: Vec::new(),
+        skip: 0,
+        held: watch.held.clone(),
+        waiting: watch.waiting.clone(),
+    };
+    let tls = tokio_rustls::TlsConnector::from(gw.tls_client(&[b"h2"]))
+        .connect("jelly.test".try_into().unwrap(), io)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    (sender, watch)
+}
+
+impl ClientIo {
     fn scan(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if self.skip > 0 {
@@ -90,12 +142,19 @@ impl Counting {
     }
 }
 
-impl AsyncRead for Counting {
+impl AsyncRead for ClientIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.held.load(Ordering::Acquire) {
+            *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+            // Checked again: a release between the two would be missed.
+            if self.held.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
         let fresh = buf.filled()[before..].to_vec();
@@ -104,7 +163,7 @@ impl AsyncRead for Counting {
     }
 }
 
-impl AsyncWrite for Counting {
+impl AsyncWrite for ClientIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -126,23 +185,8 @@ impl AsyncWrite for Counting {
 async fn answers_ready_together_share_tls_records_and_arrive_whole() {
     let origin = origin_answering_together().await;
     let gw = TestGateway::start(&site("jelly.test", origin, "")).await;
-    let records = Arc::new(AtomicUsize::new(0));
-    let tcp = Counting {
-        tcp: TcpStream::connect(gw.https).await.unwrap(),
-        records: records.clone(),
-        header: Vec::new(),
-        skip: 0,
-    };
-    let tls = tokio_rustls::TlsConnector::from(gw.tls_client(&[b"h2"]))
-        .connect("jelly.test".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (sender, watch) = h2_client(&gw, TcpStream::connect(gw.https).await.unwrap()).await;
+    let records = watch.records;
 
     // Twice: the first round also opens the upstream connections.
     for round in 0..2 {
@@ -173,76 +217,17 @@ async fn answers_ready_together_share_tls_records_and_arrive_whole() {
     }
 }
 
-/// A TCP stream whose reads can be held: while `held`, the client reads
-/// nothing, so the proxy's socket fills.
-struct Holding {
-    tcp: TcpStream,
-    held: Arc<AtomicBool>,
-    waiting: Arc<Mutex<Option<Waker>>>,
-}
-
-impl AsyncRead for Holding {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.held.load(Ordering::Acquire) {
-            *self.waiting.lock().unwrap() = Some(cx.waker().clone());
-            // Checked again: a release between the two would be missed.
-            if self.held.load(Ordering::Acquire) {
-                return Poll::Pending;
-            }
-        }
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Holding {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-}
-
 #[tokio::test]
 async fn large_and_small_answers_arrive_whole_after_the_client_stops_reading() {
     let origin = Origin::start().await;
     let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
-    let held = Arc::new(AtomicBool::new(true));
-    let waiting = Arc::new(Mutex::new(None::<Waker>));
     // A small receive buffer, so that the proxy's socket fills soon.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let tcp = Holding {
-        tcp: socket.connect(gw.https).await.unwrap(),
-        held: held.clone(),
-        waiting: waiting.clone(),
-    };
-    held.store(false, Ordering::Release);
-    let tls = tokio_rustls::TlsConnector::from(gw.tls_client(&[b"h2"]))
-        .connect("jelly.test".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (sender, watch) = h2_client(&gw, socket.connect(gw.https).await.unwrap()).await;
     // Held while the answers are on their way: the proxy's socket fills with
     // the videos, and small answers queue behind them.
-    held.store(true, Ordering::Release);
+    watch.hold();
     let get = |path: &'static str| {
         let mut sender = sender.clone();
         let uri = format!("https://jelly.test:{}{path}", gw.https.port());
@@ -256,10 +241,7 @@ async fn large_and_small_answers_arrive_whole_after_the_client_stops_reading() {
     let videos: Vec<_> = (0..3).map(|_| get("/videos/v/stream")).collect();
     let smalls: Vec<_> = (0..12).map(|_| get("/system/info/public")).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    held.store(false, Ordering::Release);
-    if let Some(waker) = waiting.lock().unwrap().take() {
-        waker.wake();
-    }
+    watch.release();
     let whole: Vec<u8> = (0..VIDEO_LEN).map(video_byte).collect();
     for video in videos {
         let body = tokio::time::timeout(Duration::from_secs(10), video)
