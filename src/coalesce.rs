@@ -15,7 +15,9 @@
 //!
 //! Only for HTTP/2: hyper's HTTP/1.1 server writes one answer per flush and
 //! may not read again before the client does, so there is nothing to gather
-//! and a put-off flush would wait for the client. Owns the order of the
+//! and a put-off flush would wait for the client. A client that negotiated
+//! `h2` but does not open with HTTP/2's preface turns gathering off before
+//! anything is written. Owns the order of the
 //! connection's outgoing bytes, nothing else: TLS, deadlines and parking are
 //! in [`crate::connection`] and [`crate::deadline`].
 
@@ -33,6 +35,9 @@ const RECORD: usize = 16 * 1024;
 /// The buffer's first size; it grows up to `RECORD` when a batch needs it.
 const FIRST_CAPACITY: usize = 4 * 1024;
 
+/// How an HTTP/2 client's first bytes begin (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
 /// A connection's IO whose writes are gathered into records when `on`.
 #[derive(Debug)]
 pub struct Coalesce<IO> {
@@ -46,6 +51,8 @@ pub struct Coalesce<IO> {
     /// A flush was reported done while `pending` held bytes: they are written
     /// at the next read, write or shutdown, and the task was woken for it.
     owed: bool,
+    /// How many of the client's first bytes were checked against `PREFACE`.
+    checked: usize,
 }
 
 impl<IO> Coalesce<IO> {
@@ -57,6 +64,7 @@ impl<IO> Coalesce<IO> {
             pending: Vec::new(),
             written: 0,
             owed: false,
+            checked: if on { 0 } else { PREFACE.len() },
         }
     }
 }
@@ -96,7 +104,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<IO> {
                 return Poll::Ready(Err(error));
             }
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if this.checked < PREFACE.len() {
+            let fresh = &buf.filled()[before..];
+            let n = fresh.len().min(PREFACE.len() - this.checked);
+            if fresh[..n] != PREFACE[this.checked..this.checked + n] {
+                // Not HTTP/2: hyper-util serves it as HTTP/1.1, whose
+                // dispatcher may not read again before writing out.
+                this.on = false;
+                this.checked = PREFACE.len();
+            } else {
+                this.checked += n;
+            }
+        }
+        polled
     }
 }
 
@@ -116,6 +138,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesce<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if !this.on {
+            if !this.pending.is_empty() {
+                ready!(this.poll_write_out(cx))?;
+            }
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         }
         if this.pending.len() >= RECORD {
@@ -153,6 +178,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesce<IO> {
         let this = &mut *self;
         if this.pending.is_empty() {
             return Pin::new(&mut this.io).poll_flush(cx);
+        }
+        if !this.on {
+            return this.poll_write_out(cx);
         }
         if !this.owed {
             // Put off to the next poll, which reads first and so writes out.
@@ -319,6 +347,76 @@ mod tests {
         assert_eq!(io.io.writes[2], rest);
         let sent: usize = io.io.writes.iter().map(Vec::len).sum();
         assert_eq!(sent, 100 + 2 * big.len());
+    }
+
+    /// Reads `incoming`, then end of stream.
+    struct Client {
+        incoming: Vec<u8>,
+        out: Recorder,
+    }
+
+    impl AsyncRead for Client {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.incoming.len().min(buf.remaining());
+            buf.put_slice(&self.incoming[..n]);
+            self.incoming.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Client {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.out).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.out).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_client_without_the_http2_preface_gets_every_flush_at_once() {
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let mut cx = Context::from_waker(&waker);
+        for (first, gathers) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], true),
+            (b"GET / HTTP/1.1\r\n\r\n", false),
+            (b"PRI * HTTP/1.1\r\n", false),
+        ] {
+            let client = Client {
+                incoming: first.to_vec(),
+                out: Recorder::default(),
+            };
+            let mut io = Coalesce::new(client, true);
+            // Read in pieces smaller than the preface.
+            for _ in 0..4 {
+                let mut space = [0u8; 5];
+                let mut buf = ReadBuf::new(&mut space);
+                assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_ready());
+            }
+            assert!(matches!(
+                Pin::new(&mut io).poll_write(&mut cx, b"answer"),
+                Poll::Ready(Ok(6))
+            ));
+            assert!(matches!(
+                Pin::new(&mut io).poll_flush(&mut cx),
+                Poll::Ready(Ok(()))
+            ));
+            let sent = !io.io.out.writes.is_empty();
+            assert_eq!(sent, !gathers, "{:?}", String::from_utf8_lossy(first));
+        }
     }
 
     #[test]
