@@ -211,19 +211,24 @@ mod tests {
 
     use super::*;
 
-    /// Records each write it takes and each flush; reads see end of stream.
+    /// Records each write it takes and each flush; reads give `incoming`,
+    /// then end of stream.
     #[derive(Default)]
     struct Recorder {
         writes: Vec<Vec<u8>>,
         flushes: usize,
+        incoming: Vec<u8>,
     }
 
     impl AsyncRead for Recorder {
         fn poll_read(
-            self: Pin<&mut Self>,
+            mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
-            _: &mut ReadBuf<'_>,
+            buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
+            let n = self.incoming.len().min(buf.remaining());
+            buf.put_slice(&self.incoming[..n]);
+            self.incoming.drain(..n);
             Poll::Ready(Ok(()))
         }
     }
@@ -349,43 +354,6 @@ mod tests {
         assert_eq!(sent, 100 + 2 * big.len());
     }
 
-    /// Reads `incoming`, then end of stream.
-    struct Client {
-        incoming: Vec<u8>,
-        out: Recorder,
-    }
-
-    impl AsyncRead for Client {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let n = self.incoming.len().min(buf.remaining());
-            buf.put_slice(&self.incoming[..n]);
-            self.incoming.drain(..n);
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl AsyncWrite for Client {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.out).poll_write(cx, buf)
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.out).poll_flush(cx)
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     #[test]
     fn a_client_without_the_http2_preface_gets_every_flush_at_once() {
         let waker = Waker::from(Arc::new(Wakes::default()));
@@ -395,9 +363,9 @@ mod tests {
             (b"GET / HTTP/1.1\r\n\r\n", false),
             (b"PRI * HTTP/1.1\r\n", false),
         ] {
-            let client = Client {
+            let client = Recorder {
                 incoming: first.to_vec(),
-                out: Recorder::default(),
+                ..Recorder::default()
             };
             let mut io = Coalesce::new(client, true);
             // Read in pieces smaller than the preface.
@@ -414,7 +382,7 @@ mod tests {
                 Pin::new(&mut io).poll_flush(&mut cx),
                 Poll::Ready(Ok(()))
             ));
-            let sent = !io.io.out.writes.is_empty();
+            let sent = !io.io.writes.is_empty();
             assert_eq!(sent, !gathers, "{:?}", String::from_utf8_lossy(first));
         }
     }
