@@ -48,8 +48,9 @@ pub struct Coalesce<IO> {
     pending: Vec<u8>,
     /// How much of `pending` `io` has taken.
     written: usize,
-    /// A flush was reported done while `pending` held bytes: they are written
-    /// at the next read, write or shutdown, and the task was woken for it.
+    /// A flush was reported done while `pending` held bytes, and the task was
+    /// woken to write them at its next read: no second wake is needed until
+    /// they have left (while the socket is full, its own wake comes instead).
     owed: bool,
     /// How many of the client's first bytes were checked against `PREFACE`.
     checked: usize,
@@ -83,10 +84,11 @@ impl<IO: AsyncWrite + Unpin> Coalesce<IO> {
             // Given back: an idle connection keeps no buffer.
             self.pending = Vec::new();
             self.written = 0;
+            // Cleared here, not after the flush below: if that waits, bytes
+            // written meanwhile still need a wake of their own.
+            self.owed = false;
         }
-        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        self.owed = false;
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 }
 
@@ -124,10 +126,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<IO> {
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesce<IO> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if !self.on && self.pending.is_empty() {
+            return Pin::new(&mut self.io).poll_write(cx, buf);
+        }
         self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
@@ -218,6 +223,8 @@ mod tests {
         writes: Vec<Vec<u8>>,
         flushes: usize,
         incoming: Vec<u8>,
+        /// How many flushes wait (a full socket) before they succeed.
+        stalls: usize,
     }
 
     impl AsyncRead for Recorder {
@@ -255,6 +262,10 @@ mod tests {
         }
 
         fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.stalls > 0 {
+                self.stalls -= 1;
+                return Poll::Pending;
+            }
             self.flushes += 1;
             Poll::Ready(Ok(()))
         }
@@ -319,6 +330,32 @@ mod tests {
         flush(&mut io, &mut cx);
         assert_eq!(io.io.flushes, 2);
         assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn bytes_written_while_the_last_flush_waits_get_a_wake_of_their_own() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let recorder = Recorder {
+            stalls: 1,
+            ..Recorder::default()
+        };
+        let mut io = Coalesce::new(recorder, true);
+        write(&mut io, &mut cx, b"one");
+        flush(&mut io, &mut cx);
+        // Written out at the read; the flush under it waits (socket full).
+        read(&mut io, &mut cx);
+        assert_eq!(io.io.writes, [b"one".to_vec()]);
+        write(&mut io, &mut cx, b"two");
+        flush(&mut io, &mut cx);
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            2,
+            "the second batch is not left asleep"
+        );
+        read(&mut io, &mut cx);
+        assert_eq!(io.io.writes, [b"one".to_vec(), b"two".to_vec()]);
     }
 
     #[test]
