@@ -56,6 +56,11 @@ HEADERS = {
 TLS_HEADERS = {"Strict-Transport-Security": "max-age=63072000"}
 
 
+def security_headers(tls):
+    """The headers every proxy adds on a TLS or a plain listener."""
+    return {**HEADERS, **TLS_HEADERS} if tls else HEADERS
+
+
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw).stdout
 
@@ -121,8 +126,7 @@ http {{
         self.start_origin()
 
         def adds(tls):
-            headers = {**HEADERS, **TLS_HEADERS} if tls else HEADERS
-            return "\n".join(f"add_header {k} \"{v}\" always;" for k, v in headers.items())
+            return "\n".join(f"add_header {k} \"{v}\" always;" for k, v in security_headers(tls).items())
         for name, buf in (("nginx-4k", "proxy_buffer_size 4k;"), ("nginx-64k", "proxy_buffer_size 64k; proxy_buffers 8 64k; proxy_busy_buffers_size 128k;")):
             tls, plain = PROXIES[name]
             location = lambda tls: f"""location / {{
@@ -143,8 +147,7 @@ http {{
 
         tls, plain = PROXIES["caddy"]
         def site(tls):
-            headers = {**HEADERS, **TLS_HEADERS} if tls else HEADERS
-            hdr = "\n".join(f'    {k} "{v}"' for k, v in headers.items())
+            hdr = "\n".join(f'    {k} "{v}"' for k, v in security_headers(tls).items())
             return f"""reverse_proxy 127.0.0.1:{ORIGIN} {{
     flush_interval -1
     header_up X-Real-IP {{remote_host}}
@@ -207,7 +210,7 @@ backend origin
         """Refuses to measure unless every proxy adds exactly the benchmark's
         security headers over TLS: the same job for everyone."""
         context = ssl.create_default_context(cafile=str(self.work / "ca.pem"))
-        want = {k.lower(): v for k, v in {**HEADERS, **TLS_HEADERS}.items()}
+        want = {k.lower(): v for k, v in security_headers(True).items()}
         for name, (tls, _) in PROXIES.items():
             conn = http.client.HTTPSConnection("localhost", tls, context=context, timeout=10)
             conn.request("GET", "/small.json")
