@@ -225,7 +225,7 @@ pub fn redact(target: &str) -> Cow<'_, str> {
     };
     let secret = |pair: &str| {
         let name = pair.split('=').next().unwrap_or("");
-        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(name))
+        crate::canonical::param_is(name, &SECRET_PARAMS)
     };
     if !query.split('&').any(secret) {
         return Cow::Borrowed(target);
@@ -296,6 +296,10 @@ mod tests {
             "/Users/1/Authenticate?pw=REDACTED"
         );
         assert_eq!(redact("/web/index.html?x=1"), "/web/index.html?x=1");
+        assert_eq!(
+            redact("/Videos/1/stream?api%5Fkey=s3cret"),
+            "/Videos/1/stream?api%5Fkey=REDACTED"
+        );
     }
 
     #[test]

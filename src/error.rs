@@ -38,9 +38,9 @@ pub enum ProxyError {
     /// No such file (ACME webroot).
     #[error("not found")]
     NotFound,
-    /// A method the resource does not allow (ACME webroot takes GET and HEAD).
+    /// A method the resource does not allow; `Allow` lists the ones it does.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// The request body passed the site's `max_body`.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -97,7 +97,7 @@ impl ProxyError {
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientGone => StatusCode::BAD_REQUEST,
@@ -144,6 +144,11 @@ impl ProxyError {
                 header::RETRY_AFTER,
                 header::HeaderValue::from(seconds.max(1)),
             );
+        }
+        if let ProxyError::MethodNotAllowed(allow) = &self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         }
         if self.closes_connection() {
             response.headers_mut().insert(

@@ -18,6 +18,7 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML file → validated `Config`, errors as `file:line:col`.
+//! - [`canonical`]: the canonical path every rule reads and the upstream receives.
 //! - [`routes`]: the immutable routes snapshot, swapped whole on reload.
 //! - [`pipeline`]: the request phases.
 //! - [`error`]: `ProxyError` → status and page.
@@ -38,6 +39,7 @@ pub mod admin;
 pub mod atomic_file;
 pub mod body;
 pub mod cache;
+pub mod canonical;
 pub mod client_ip;
 pub mod coalesce;
 pub mod config;

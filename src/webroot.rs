@@ -22,7 +22,7 @@ pub async fn serve(
     path: &str,
 ) -> Result<Response<Body>, ProxyError> {
     if method != Method::GET && method != Method::HEAD {
-        return Err(ProxyError::MethodNotAllowed);
+        return Err(ProxyError::MethodNotAllowed("GET, HEAD"));
     }
     let token = path
         .strip_prefix(CHALLENGE_PREFIX)

@@ -14,6 +14,7 @@ mod h2_abuse;
 mod host_routing;
 mod http2_records;
 mod parking;
+mod path_spelling;
 mod port80;
 mod proxy;
 mod reload;

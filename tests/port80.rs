@@ -50,17 +50,26 @@ async fn webroot_serves_tokens_and_refuses_escapes() {
     let ok = get("/.well-known/acme-challenge/tok_EN-123").await;
     assert_eq!(status_of(&ok), 200);
     assert!(String::from_utf8_lossy(&ok).ends_with("tok_EN-123.thumbprint"));
-    for path in [
-        "/.well-known/acme-challenge/escape",
-        "/.well-known/acme-challenge/../../secret",
-        "/.well-known/acme-challenge/..%2F..%2Fsecret",
-        "/.well-known/acme-challenge/%2e%2e/%2e%2e/secret",
-        "/.well-known/acme-challenge/",
+    // Dot segments leave the challenge folder before the webroot sees the
+    // path (its canonical path is `/secret`, redirected like any other);
+    // encoded slashes are refused outright.
+    for (path, expected) in [
+        ("/.well-known/acme-challenge/escape", 404),
+        ("/.well-known/acme-challenge/../../secret", 308),
+        ("/.well-known/acme-challenge/..%2F..%2Fsecret", 400),
+        ("/.well-known/acme-challenge/%2e%2e/%2e%2e/secret", 308),
+        ("/.well-known/acme-challenge/", 404),
     ] {
         let bytes = get(path).await;
         let text = String::from_utf8_lossy(&bytes);
-        assert_eq!(status_of(&bytes), 404, "{path}: {text}");
+        assert_eq!(status_of(&bytes), expected, "{path}: {text}");
         assert!(!text.contains("top secret"), "{path} leaked the file");
+        if expected == 308 {
+            assert!(
+                text.contains("/secret\r\n"),
+                "redirected to the canonical path: {text}"
+            );
+        }
     }
     // Outside the challenge prefix, port 80 still redirects.
     assert_eq!(status_of(&get("/.well-known/other").await), 308);

@@ -4,6 +4,7 @@
 
 use http::{HeaderMap, Uri};
 
+use crate::canonical::param_is;
 use crate::config::SiteConfig;
 use crate::filter::access::{starts_with_ignore_case, RouteClass};
 
@@ -78,7 +79,7 @@ pub fn key(host: &str, uri: &Uri) -> String {
         .filter(|p| !p.is_empty())
         .filter(|p| {
             let name = p.split('=').next().unwrap_or("");
-            !TOKEN_PARAMS.iter().any(|t| t.eq_ignore_ascii_case(name))
+            !param_is(name, &TOKEN_PARAMS)
         })
         .collect();
     params.sort_unstable();
@@ -94,11 +95,8 @@ pub fn key(host: &str, uri: &Uri) -> String {
 pub fn has_credentials(headers: &HeaderMap, uri: &Uri) -> bool {
     CREDENTIAL_HEADERS.iter().any(|h| headers.contains_key(*h))
         || uri.query().is_some_and(|q| {
-            q.split('&').any(|p| {
-                TOKEN_PARAMS
-                    .iter()
-                    .any(|t| t.eq_ignore_ascii_case(p.split('=').next().unwrap_or("")))
-            })
+            q.split('&')
+                .any(|p| param_is(p.split('=').next().unwrap_or(""), &TOKEN_PARAMS))
         })
 }
 
@@ -125,6 +123,10 @@ mod tests {
             k("/Items/1/Images/Primary?tag=abd")
         );
         assert_eq!(k("/web/index.html"), "jelly.test/web/index.html");
+        assert_eq!(
+            k("/Items/1/Images/Primary?%61pi_key=s3cret&tag=abc"),
+            "jelly.test/Items/1/Images/Primary?tag=abc"
+        );
     }
 
     #[test]
@@ -154,6 +156,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert!(!has_credentials(&headers, &uri("/a?tag=1")));
         assert!(has_credentials(&headers, &uri("/a?api_key=1")));
+        assert!(has_credentials(&headers, &uri("/a?api%5Fkey=1")));
         headers.insert("authorization", "MediaBrowser Token=\"x\"".parse().unwrap());
         assert!(has_credentials(&headers, &uri("/a")));
     }

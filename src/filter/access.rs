@@ -26,11 +26,7 @@ impl AccessRules {
     /// Whether `client` may request `path`.
     pub fn allows(&self, client: IpAddr, path: &str) -> bool {
         let client = normalise(client);
-        if let Some(rule) = self
-            .paths
-            .iter()
-            .find(|r| starts_with_ignore_case(path, &r.prefix))
-        {
+        if let Some(rule) = self.paths.iter().find(|r| under_prefix(path, &r.prefix)) {
             if !permits(&rule.access, client) {
                 return false;
             }
@@ -49,6 +45,16 @@ impl AccessRules {
 pub fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
     text.len() >= prefix.len()
         && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Whether `path` is under a rule's `prefix`: it starts with it, or it is
+/// the prefix without its trailing `/` (the upstream's router takes `/System`
+/// and `/System/` for one route).
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    starts_with_ignore_case(path, prefix)
+        || prefix
+            .strip_suffix('/')
+            .is_some_and(|bare| path.eq_ignore_ascii_case(bare))
 }
 
 fn permits(list: &AccessList, client: IpAddr) -> bool {
@@ -157,6 +163,11 @@ mod tests {
             "path rule, any case"
         );
         assert!(rules.allows(ip("10.8.0.4"), "/system/info"));
+        assert!(
+            !rules.allows(ip("203.0.113.5"), "/System"),
+            "the prefix without its slash"
+        );
+        assert!(rules.allows(ip("203.0.113.5"), "/Systems"));
         assert!(
             rules.allows(ip("::ffff:10.8.0.4"), "/system/info"),
             "IPv4-mapped IPv6 counts as IPv4"

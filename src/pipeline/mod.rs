@@ -28,6 +28,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::acme::challenges::Challenges;
 use crate::body::{BodyLimits, GuardedBody, Tail};
 use crate::cache::{self, Cache};
+use crate::canonical;
 use crate::client_ip::{self, Client};
 use crate::config::Limits;
 use crate::deadline::ConnState;
@@ -167,6 +168,17 @@ impl Gateway {
             tracing::debug!(host, "no site for this host; closing without a response");
             return Err(Closed);
         };
+        // From here on every rule, the log and the upstream read the
+        // canonical path; a spelling drawbridge will not guess about, or a
+        // method it never forwards, is answered before anything reads it.
+        let mut request = request;
+        let refused = if refused_method(&request) {
+            Some(ProxyError::MethodNotAllowed(ALLOWED_METHODS))
+        } else {
+            canonical::apply(&mut request)
+                .err()
+                .map(ProxyError::BadRequest)
+        };
         // One client address for everything that follows (log, headers, guard).
         let client =
             client_ip::identify(conn.client.ip(), request.headers(), &routes.trusted_proxies);
@@ -189,6 +201,7 @@ impl Gateway {
         let mut response = self
             .serve(
                 request,
+                refused,
                 Scope {
                     conn,
                     client: &client,
@@ -236,6 +249,7 @@ impl Gateway {
     async fn serve(
         &self,
         request: Request<Incoming>,
+        refused: Option<ProxyError>,
         scope: Scope<'_>,
     ) -> Result<Response<Body>, Closed> {
         let Scope {
@@ -247,6 +261,9 @@ impl Gateway {
             ask,
         } = scope;
         let version = request.version();
+        if let Some(error) = refused {
+            return Ok(answer(error, version));
+        }
         if conn.state.take_ambiguous_framing() {
             return Ok(answer(
                 ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
@@ -276,6 +293,14 @@ impl Gateway {
                 Verdict::Close => return Err(Closed),
             }
         }
+        if request.uri().path() == "*" {
+            // `OPTIONS *` asks about drawbridge itself, not a resource.
+            let mut response = Response::new(empty_body());
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            return Ok(response);
+        }
         let raw_host = raw_host(&request).to_string();
         let origin = Origin {
             client,
@@ -297,9 +322,6 @@ impl Gateway {
             ))
             .await
             .unwrap_or_else(|e| answer(e, version)));
-        }
-        if request.method() == Method::CONNECT {
-            return Ok(answer(ProxyError::MethodNotAllowed, version));
         }
         let method = request.method().clone();
         if matches!(method, Method::GET | Method::HEAD) {
@@ -407,6 +429,20 @@ impl Gateway {
         response.headers_mut().insert(header::LOCATION, location);
         Some(response)
     }
+}
+
+/// The methods drawbridge forwards (`OPTIONS *` answers with them).
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+
+/// Methods never forwarded: TRACE and TRACK would echo the client's cookies
+/// and tokens back (cross-site tracing), and a CONNECT that is not a
+/// WebSocket would make drawbridge a tunnel to anywhere.
+fn refused_method<B>(request: &Request<B>) -> bool {
+    let method = request.method();
+    // Kestrel compares method names without regard to case.
+    method.as_str().eq_ignore_ascii_case("TRACE")
+        || method.as_str().eq_ignore_ascii_case("TRACK")
+        || (*method == Method::CONNECT && websocket::ask(request).is_none())
 }
 
 /// The access-log entry of a request, before its status is known.

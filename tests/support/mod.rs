@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod origin;
 pub mod pebble;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -46,13 +46,13 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Requests for `path` (lower-case, without query).
+    /// Requests Kestrel would route to `path` (see `kestrel_route`).
     pub fn hits(&self, path: &str) -> usize {
         *self
             .hits
             .lock()
             .unwrap()
-            .get(&path.to_ascii_lowercase())
+            .get(&kestrel_route(path))
             .unwrap_or(&0)
     }
 
@@ -128,8 +128,77 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
+/// The route Jellyfin's server sees for a request path, written apart from
+/// drawbridge's own normalisation so the two can be held against each other.
+/// Kestrel decodes every percent-escape except `%2F` (an escape that does not
+/// decode to UTF-8 stays as written), then removes `.` and `..` segments by
+/// RFC 3986 §5.2.4 (a `..` above the root stays at the root); ASP.NET Core's
+/// router then ignores case and a trailing `/`. `//` stays an empty segment.
+pub fn kestrel_route(raw: &str) -> String {
+    let path = kestrel_path(raw).to_ascii_lowercase();
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed.to_string(),
+        _ => path,
+    }
+}
+
+/// The path Kestrel hands the application: escapes decoded (but `%2F`), dot
+/// segments removed, case and a trailing `/` kept.
+pub fn kestrel_path(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|&b| (b as char).to_digit(16))
+                .map(|d| d as u8)
+        };
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) if h * 16 + l != b'/' => {
+                decoded.push(h * 16 + l);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8(decoded).unwrap_or_else(|_| raw.to_string());
+    // RFC 3986 §5.2.4 on an absolute path.
+    let mut input = text.as_str();
+    let mut output: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    while let Some(rest) = input.strip_prefix('/') {
+        let (segment, after) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        trailing = after.is_empty();
+        match segment {
+            "." => {}
+            ".." => {
+                output.pop();
+            }
+            _ => {
+                output.push(segment);
+                trailing = false;
+            }
+        }
+        input = after;
+    }
+    let mut path = String::new();
+    for segment in &output {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if trailing || path.is_empty() {
+        path.push('/');
+    }
+    path
+}
+
 async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<Body>, Infallible> {
-    let path = request.uri().path().to_ascii_lowercase();
+    let path = kestrel_route(request.uri().path());
     *seen.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     let mut response = match path.as_str() {
         "/system/info/public" => full(
@@ -148,6 +217,21 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
             } else {
                 full(StatusCode::UNAUTHORIZED, "Error processing request.")
             }
+        }
+        // A personalised answer an origin wrongly marks public: only the
+        // cache's route rules keep it from other visitors.
+        "/users/me" => {
+            let token = request
+                .headers()
+                .get("x-emby-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("anonymous");
+            let mut r = full(StatusCode::OK, format!("user:{token}"));
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                "public, max-age=600".parse().unwrap(),
+            );
+            r
         }
         "/socket" => return Ok(socket(request)),
         "/echo" => echo(&request),
