@@ -245,6 +245,10 @@ tls = {{ cert = "{w}/cert.pem", key = "{w}/key.pem" }}
 https_redirect = false
 cache = false
 login_rate = "off"
+# One load-generator address with up to 640 streams, and the peers have no
+# upstream cap either: lifted like the guard's connection caps above.
+upstream_max_conns = 1024
+upstream_max_conns_per_client = 1024
 """)
         binary = ROOT / "target/release/drawbridge"
         self.spawn("drawbridge", f"{binary} run -c {toml}", env={"TOKIO_WORKER_THREADS": "1"})

@@ -112,8 +112,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<IO> {
             let fresh = &buf.filled()[before..];
             let n = fresh.len().min(PREFACE.len() - this.checked);
             if fresh[..n] != PREFACE[this.checked..this.checked + n] {
-                // Not HTTP/2: hyper-util serves it as HTTP/1.1, whose
-                // dispatcher may not read again before writing out.
+                // Not HTTP/2: the connection is ending (hyper's HTTP/2
+                // server refuses it); whatever it writes goes out at once.
                 this.on = false;
                 this.checked = PREFACE.len();
             } else {

@@ -1,17 +1,21 @@
-//! One accepted connection: the TLS handshake (bounded in time), then HTTP/1.1
-//! or HTTP/2 through hyper-util's auto builder, with the protocol limits of
-//! `[limits]`, until the client leaves, a deadline passes, the pipeline closes
-//! the door, or shutdown drains it.
+//! One accepted connection: the TLS handshake (bounded in time), then exactly
+//! the protocol ALPN agreed (RFC 7301: `h2` is HTTP/2, anything else or no
+//! ALPN is HTTP/1.1, plain HTTP too) with the protocol limits of `[limits]`,
+//! until the client leaves, a deadline passes, the pipeline closes the door,
+//! or shutdown drains it. No guessing from the first bytes: an HTTP/1.1
+//! request after `h2` ends the connection (hyper's HTTP/2 server closes it),
+//! an HTTP/2 preface after `http/1.1` gets HTTP/1.1's 400.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -39,39 +43,73 @@ pub struct Shared {
     pub certificates: Arc<TlsStore>,
     /// Protocol limits (fixed at start).
     pub limits: Limits,
-    /// hyper's connection builder, configured once from `limits`.
-    pub http: auto::Builder<TokioExecutor>,
+    /// hyper's connection builders, configured once from `limits`.
+    pub http: HttpBuilders,
     /// Fired when the shutdown grace is over: every connection and tunnel ends.
     pub kill: CancellationToken,
     /// Bans and connection limits.
     pub guard: Arc<Guard>,
 }
 
-/// The connection builder with every limit set explicitly.
-pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Head and idle deadlines are ours (deadline/): hyper's would also
-        // run while a keep-alive connection waits.
-        .header_read_timeout(None)
-        .max_headers(limits.max_headers)
-        // A head that does not fit the read buffer gets 431.
-        .max_buf_size(limits.max_head)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(16 * 1024)
-        // Rapid Reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671) bounds.
-        .max_pending_accept_reset_streams(20)
-        .max_local_error_reset_streams(1024)
-        .initial_stream_window_size(1024 * 1024)
-        .initial_connection_window_size(2 * 1024 * 1024)
-        .enable_connect_protocol();
-    builder
+/// hyper's builders for the two protocols, each serving only its own (not
+/// hyper-util's auto builder, which guesses the protocol from the first
+/// bytes whatever ALPN said).
+#[derive(Debug, Clone)]
+pub struct HttpBuilders {
+    /// HTTP/1.1.
+    pub h1: http1::Builder,
+    /// HTTP/2.
+    pub h2: http2::Builder<TokioExecutor>,
+}
+
+impl HttpBuilders {
+    /// Both builders with every limit of `limits` set explicitly.
+    pub fn new(limits: &Limits) -> HttpBuilders {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // Head and idle deadlines are ours (deadline/): hyper's would also
+            // run while a keep-alive connection waits.
+            .header_read_timeout(None)
+            .max_headers(limits.max_headers)
+            // A head over `max_head` gets 431, whether it arrives in
+            // pieces (the read buffer's bound) or in one read (the parsed
+            // head's).
+            .max_buf_size(limits.max_head)
+            .max_header_size(limits.max_head)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(16 * 1024)
+            // Rapid Reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671) bounds.
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .initial_stream_window_size(1024 * 1024)
+            .initial_connection_window_size(2 * 1024 * 1024)
+            .enable_connect_protocol();
+        HttpBuilders { h1, h2 }
+    }
+}
+
+/// A connection being served, in one of the two protocols.
+enum Serving<H1, H2> {
+    H1(Pin<Box<H1>>),
+    H2(Pin<Box<H2>>),
+}
+
+impl<H1, H2> Future for Serving<H1, H2>
+where
+    H1: Future<Output = hyper::Result<()>>,
+    H2: Future<Output = hyper::Result<()>>,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Serving::H1(connection) => connection.as_mut().poll(cx),
+            Serving::H2(connection) => connection.as_mut().poll(cx),
+        }
+    }
 }
 
 /// What a listener speaks.
@@ -306,7 +344,8 @@ where
         })
     };
     // HTTP/2 by ALPN (no head clock): never parked, so no way back is made.
-    let parks = deadlines.head.is_some();
+    let h2 = deadlines.head.is_none();
+    let parks = !h2;
     async move {
         loop {
             let (watched, back) = if parks {
@@ -316,23 +355,44 @@ where
                 (parked.keep(), None)
             };
             // Boxed: while parked, the task keeps no room for a hyper connection.
-            let mut connection = Box::pin(
-                shared
-                    .http
-                    .serve_connection_with_upgrades(TokioIo::new(watched), service.clone()),
-            );
+            let io = TokioIo::new(watched);
+            let mut connection = if h2 {
+                Serving::H2(Box::pin(
+                    shared.http.h2.serve_connection(io, service.clone()),
+                ))
+            } else {
+                Serving::H1(Box::pin(
+                    shared
+                        .http
+                        .h1
+                        .serve_connection(io, service.clone())
+                        .with_upgrades(),
+                ))
+            };
             tokio::select! {
-                result = connection.as_mut() => {
+                result = &mut connection => {
                     if let Err(error) = result {
                         tracing::debug!(error = %error, "connection ended with an error");
                     }
                 }
-                // Dropping the connection closes the socket with nothing written.
-                () = close_door.cancelled() => return,
+                () = close_door.cancelled() => {
+                    // An unknown :authority on HTTP/2 ends the connection
+                    // with GOAWAY, briefly; on HTTP/1.1, and when banned or
+                    // past the shutdown grace, dropping the connection
+                    // closes the socket with nothing written.
+                    if let (Serving::H2(c), false) = (&mut connection, kill.is_cancelled()) {
+                        c.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(GOAWAY_GRACE, &mut connection).await;
+                    }
+                    return;
+                }
                 () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
+                    match &mut connection {
+                        Serving::H1(c) => c.as_mut().graceful_shutdown(),
+                        Serving::H2(c) => c.as_mut().graceful_shutdown(),
+                    }
                     tokio::select! {
-                        _ = connection.as_mut() => {}
+                        _ = &mut connection => {}
                         () = close_door.cancelled() => {}
                     }
                     return;
@@ -357,6 +417,10 @@ where
         }
     }
 }
+
+/// How long an HTTP/2 connection refused for an unknown `:authority` may
+/// take to see its GOAWAY before it is closed.
+const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Keeps the request counted as in flight until its response body is done.
 fn hold_until_sent(

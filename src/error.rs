@@ -76,6 +76,15 @@ pub enum ProxyError {
         /// The response timeout.
         after: std::time::Duration,
     },
+    /// No connection to the upstream could be had in time: its client keeps
+    /// its whole share busy, or every connection under the cap is taken.
+    #[error("no connection to upstream {addr} in time ({busy:?} at its cap)")]
+    UpstreamBusy {
+        /// The upstream, for the log.
+        addr: String,
+        /// Whose limit was reached.
+        busy: crate::upstream::Busy,
+    },
     /// The upstream answered a WebSocket upgrade with something unusable.
     #[error("upstream {addr} failed the WebSocket upgrade: {why}")]
     UpstreamUpgrade {
@@ -105,6 +114,7 @@ impl ProxyError {
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -114,7 +124,11 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::UpstreamUpgrade { .. } => Blame::Upstream,
+            | ProxyError::UpstreamUpgrade { .. }
+            | ProxyError::UpstreamBusy {
+                busy: crate::upstream::Busy::Upstream,
+                ..
+            } => Blame::Upstream,
             _ => Blame::Client,
         }
     }
@@ -137,6 +151,12 @@ impl ProxyError {
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut response = page(status);
+        if let ProxyError::UpstreamBusy { .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(BUSY_RETRY_AFTER),
+            );
+        }
         if let ProxyError::TooManyRequests(wait) = &self {
             // Whole seconds, rounded up (RFC 9110 §10.2.3).
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -159,6 +179,10 @@ impl ProxyError {
         response
     }
 }
+
+/// Seconds a client is asked to wait after a 503 for want of upstream
+/// connections: long enough for a stream or a burst to end.
+const BUSY_RETRY_AFTER: &str = "5";
 
 /// A minimal HTML page for `status`.
 pub fn page(status: StatusCode) -> Response<Body> {

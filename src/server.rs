@@ -98,7 +98,7 @@ impl Server {
             tls: tls.server_config()?,
             certificates: tls.clone(),
             limits: config.limits.clone(),
-            http: connection::http_builder(&config.limits),
+            http: connection::HttpBuilders::new(&config.limits),
             kill,
             guard: guard.clone(),
         });

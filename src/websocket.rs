@@ -115,7 +115,7 @@ pub async fn tunnel(
     }
 
     let addr = upstream.authority().to_string();
-    let stream = upstream.open().await?;
+    let (stream, place) = upstream.open(origin.client.ip).await?;
     let failed = |why| ProxyError::UpstreamUpgrade {
         addr: addr.clone(),
         why,
@@ -163,7 +163,7 @@ pub async fn tunnel(
         Ask::ExtendedConnect => *answer.status_mut() = StatusCode::OK,
     }
     tokio::spawn(async move {
-        let _hold = hold;
+        let _hold = (hold, place);
         let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
             Ok(pair) => pair,
             Err(error) => {

@@ -6,72 +6,16 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::support::h2::{
+    frame, get_block, goaway_or_close, Ended, CONTINUATION, ENHANCE_YOUR_CALM, HEADERS, RST_STREAM,
+    SETTINGS,
+};
 use crate::support::origin::Origin;
 use crate::support::{site, TestGateway};
-
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const GOAWAY: u8 = 0x7;
-const CONTINUATION: u8 = 0x9;
-const ENHANCE_YOUR_CALM: u32 = 0xb;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// GET / for jelly.test in HPACK: static-table method, scheme and path, and
-/// :authority as a literal that is not indexed.
-fn get_block() -> Vec<u8> {
-    let mut block = vec![0x82, 0x87, 0x84, 0x01, 10];
-    block.extend_from_slice(b"jelly.test");
-    block
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    /// GOAWAY with this error code.
-    GoAway(u32),
-    /// Closed without a GOAWAY.
-    Closed,
-    /// Still open after 5 s.
-    Open,
-}
-
-/// Reads the server's frames until a GOAWAY, the end of the connection, or 5 s.
-async fn goaway_or_close<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Ended {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 16384];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Ended::Closed,
-            Err(_) => return Ended::Open,
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-        }
-        let mut at = 0;
-        while received.len() >= at + 9 {
-            let len =
-                u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
-            if received.len() < at + 9 + len {
-                break;
-            }
-            if received[at + 3] == GOAWAY && len >= 8 {
-                let code = &received[at + 9 + 4..at + 9 + 8];
-                return Ended::GoAway(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
-            }
-            at += 9 + len;
-        }
-    }
-}
 
 /// An h2 connection to a gateway in front of a fake Jellyfin, with the
 /// client preface and SETTINGS already in `flood`.

@@ -15,6 +15,7 @@ pub mod store;
 mod tee;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,8 @@ pub struct Ask<'a> {
     pub upstream_head: http::request::Parts,
     /// Where to forward misses and revalidations.
     pub upstream: &'a Upstream,
+    /// The client's address (its share of the upstream's connections).
+    pub client: IpAddr,
 }
 
 impl Cache {
@@ -131,7 +134,7 @@ impl Cache {
             ask.visibility == Visibility::Private && has_credentials(&ask.headers, &ask.uri);
         if bypass || !matches!(ask.method, Method::GET | Method::HEAD) {
             self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-            let response = send(ask.upstream, &ask.upstream_head).await?;
+            let response = send(ask.upstream, ask.client, &ask.upstream_head).await?;
             return Ok(self.label(pass_on(response), "BYPASS"));
         }
         let view = view(&ask);
@@ -154,7 +157,7 @@ impl Cache {
             if ask.headers.contains_key(header::RANGE) {
                 // Parts of objects are never stored; only a whole cached one serves ranges.
                 self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-                let response = send(ask.upstream, &ask.upstream_head).await?;
+                let response = send(ask.upstream, ask.client, &ask.upstream_head).await?;
                 return Ok(self.label(pass_on(response), "BYPASS"));
             }
             let (leader, notify) = {
@@ -181,7 +184,7 @@ impl Cache {
                 key: ask.key.clone(),
                 leader,
             };
-            let result = send(ask.upstream, &ask.upstream_head).await;
+            let result = send(ask.upstream, ask.client, &ask.upstream_head).await;
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
@@ -214,7 +217,7 @@ impl Cache {
                 head.headers.insert(name, value.clone());
             }
         }
-        let response = match send(ask.upstream, &head).await {
+        let response = match send(ask.upstream, ask.client, &head).await {
             Ok(response) => response,
             Err(error) if ask.visibility == Visibility::Public && unreachable(&error) => {
                 return Ok(self.stale(&entry, ask))
@@ -440,10 +443,11 @@ fn clone_head(head: &http::request::Parts) -> http::request::Parts {
 
 async fn send(
     upstream: &Upstream,
+    client: IpAddr,
     head: &http::request::Parts,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     upstream
-        .forward(Request::from_parts(clone_head(head), empty_body()))
+        .forward(Request::from_parts(clone_head(head), empty_body()), client)
         .await
 }
 

@@ -186,6 +186,10 @@ pub struct SiteConfig {
     pub connect_timeout: Duration,
     /// The upstream must send response headers within this (504 beyond).
     pub response_timeout: Duration,
+    /// Most connections open to the upstream at once (idle, busy, WebSocket).
+    pub upstream_max_conns: u32,
+    /// Most of them one client address may keep busy at once.
+    pub upstream_max_conns_per_client: u32,
     /// Who may use the site at all.
     pub access: AccessList,
     /// Stricter rules under path prefixes.

@@ -340,6 +340,7 @@ impl Gateway {
                     uri,
                     upstream_head: parts,
                     upstream: &site.upstream,
+                    client: client.ip,
                 };
                 // Boxed, like the WebSocket tunnel: the cache's future is
                 // twice the forward's, and every request's task would carry it.
@@ -375,7 +376,7 @@ impl Gateway {
         Ok(
             match site
                 .upstream
-                .forward(Request::from_parts(parts, body))
+                .forward(Request::from_parts(parts, body), client.ip)
                 .await
             {
                 Ok(mut response) => {

@@ -4,6 +4,7 @@
 //! of a body-less idempotent request whose pooled connection turned out dead,
 //! and turning failures into `ProxyError`s that name the upstream only in logs.
 
+mod limit;
 mod pool;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use http::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::body::BodyError;
 use crate::config::{SiteConfig, UpstreamAddr};
@@ -26,8 +28,10 @@ use crate::dns::{self, Addresses, Lookup, TtlBounds};
 use crate::error::ProxyError;
 use crate::pipeline::Body;
 
+pub use limit::Busy;
+use limit::{ConnPermit, Limit, Share};
 pub use pool::UpstreamBody;
-use pool::{Lease, Pool, Sender};
+use pool::{Conn, Lease, Pool};
 
 /// After this long without an answer from one address, the next one is tried
 /// alongside it (RFC 8305's connection attempt delay): an address that drops
@@ -37,6 +41,7 @@ const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// One site's upstream and its connection pool.
 pub struct Upstream {
     pool: Arc<Pool>,
+    limit: Arc<Limit>,
     addresses: Arc<Addresses>,
     /// The host name to keep resolving; None for an IP address.
     name: Option<String>,
@@ -69,6 +74,10 @@ impl Upstream {
         };
         Upstream {
             pool: Arc::default(),
+            limit: Limit::new(
+                site.upstream_max_conns as usize,
+                site.upstream_max_conns_per_client as usize,
+            ),
             addresses,
             name,
             authority,
@@ -95,11 +104,32 @@ impl Upstream {
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
 
-    /// Sends `request` (its URI already pointing here) and returns the response
-    /// head as soon as it arrives; the body streams on.
+    /// Sends `request` (its URI already pointing here) for `client` and
+    /// returns the response head as soon as it arrives; the body streams on.
+    /// Waits up to `response_timeout` for a connection under the cap (503
+    /// beyond), then up to `response_timeout` for the head (504 beyond).
     pub async fn forward(
         &self,
         request: Request<Body>,
+        client: IpAddr,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let deadline = Instant::now() + self.response_timeout;
+        let share = self
+            .limit
+            .share(client, deadline)
+            .await
+            .map_err(|busy| self.classify(Failure::Busy(busy)))?;
+        let mut response = self.forward_once_more(request, deadline).await?;
+        response.body_mut().hold(share);
+        Ok(response)
+    }
+
+    /// `forward` under a share already held: one retry of a replayable
+    /// request whose pooled connection turned out dead.
+    async fn forward_once_more(
+        &self,
+        request: Request<Body>,
+        deadline: Instant,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let replay = replayable(&request).then(|| {
             let mut copy = Request::new(());
@@ -109,73 +139,113 @@ impl Upstream {
             *copy.headers_mut() = request.headers().clone();
             copy
         });
-        match self.send(request).await {
+        match self.send(request, deadline).await {
             Err(Failure::Exchange(error)) if replay.is_some() && stale_connection(&error) => {
                 tracing::debug!(upstream = %self.authority, %error, "pooled connection was dead; retrying once on a fresh one");
                 let again = replay
                     .expect("checked")
                     .map(|()| crate::pipeline::empty_body());
-                self.send(again).await.map_err(|f| self.classify(f))
+                self.send(again, deadline)
+                    .await
+                    .map_err(|f| self.classify(f))
             }
             other => other.map_err(|f| self.classify(f)),
         }
     }
 
-    async fn send(&self, request: Request<Body>) -> Result<Response<UpstreamBody>, Failure> {
-        match tokio::time::timeout(self.response_timeout, self.exchange(request)).await {
+    /// A connection under the cap (waiting up to `deadline`), then one
+    /// exchange on it within `response_timeout`.
+    async fn send(
+        &self,
+        request: Request<Body>,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        // Read before connecting: a connection made while DNS moves is
+        // pooled under the older epoch and retired at the next checkout.
+        let epoch = self.addresses.epoch();
+        let acquired = self.acquire(epoch, deadline).await.map_err(Failure::Busy)?;
+        match tokio::time::timeout(
+            self.response_timeout,
+            self.exchange(request, acquired, epoch),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout),
         }
     }
 
-    /// One exchange: on an idle pooled connection if there is one, else on a
-    /// new one. A request a pooled connection closed before taking goes out
-    /// again on a new connection, whatever its method: nothing of it was sent.
-    async fn exchange(&self, request: Request<Body>) -> Result<Response<UpstreamBody>, Failure> {
-        // Read before connecting: a connection made while DNS moves is
-        // pooled under the older epoch and retired at the next checkout.
-        let epoch = self.addresses.epoch();
-        let mut request = request;
-        if let Some(mut sender) = self.pool.checkout(epoch) {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.lend(response, sender, epoch)),
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(Failure::Exchange(error.into_error())),
-                },
+    /// An idle pooled connection, or the permit to open a new one, waiting
+    /// up to `deadline` for either. An idle connection that cannot be used
+    /// (still finishing its last answer) is closed to make room.
+    async fn acquire(&self, epoch: u64, deadline: Instant) -> Result<Acquired, Busy> {
+        loop {
+            if let Some(conn) = self.pool.checkout(epoch) {
+                return Ok(Acquired::Pooled(conn));
+            }
+            if let Some(permit) = self.limit.try_conn() {
+                return Ok(Acquired::Permit(permit));
+            }
+            if self.pool.evict_oldest() {
+                continue;
+            }
+            if let Some(permit) = self
+                .limit
+                .conn_or_returned(&self.pool.returned, deadline)
+                .await?
+            {
+                return Ok(Acquired::Permit(permit));
             }
         }
+    }
+
+    /// One exchange: on the pooled connection, or on a new one. A request a
+    /// pooled connection closed before taking goes out again on a new
+    /// connection (in the dead one's place under the cap), whatever its
+    /// method: nothing of it was sent.
+    async fn exchange(
+        &self,
+        request: Request<Body>,
+        acquired: Acquired,
+        epoch: u64,
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let mut request = request;
+        let permit = match acquired {
+            Acquired::Permit(permit) => permit,
+            Acquired::Pooled(mut conn) => match conn.sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.lend(response, conn, epoch)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => {
+                        request = unsent;
+                        conn.permit
+                    }
+                    None => return Err(Failure::Exchange(error.into_error())),
+                },
+            },
+        };
         // Boxed: connecting is rare, and its future would size every exchange.
-        let mut sender = Box::pin(self.connect()).await?;
-        let response = sender
+        let mut conn = Box::pin(self.connect(permit)).await?;
+        let response = conn
+            .sender
             .send_request(request)
             .await
             .map_err(Failure::Exchange)?;
-        Ok(self.lend(response, sender, epoch))
+        Ok(self.lend(response, conn, epoch))
     }
 
     fn lend(
         &self,
         response: Response<hyper::body::Incoming>,
-        sender: Sender,
+        conn: Conn,
         epoch: u64,
     ) -> Response<UpstreamBody> {
         let pool = self.pool.clone();
-        response.map(|body| {
-            UpstreamBody::new(
-                body,
-                Lease {
-                    sender,
-                    epoch,
-                    pool,
-                },
-            )
-        })
+        response.map(|body| UpstreamBody::new(body, Lease { conn, epoch, pool }))
     }
 
-    /// A new keep-alive connection; its connection task runs on its own
-    /// until the upstream or drawbridge closes it.
-    async fn connect(&self) -> Result<Sender, Failure> {
+    /// A new keep-alive connection in `permit`'s place; its connection task
+    /// runs on its own until the upstream or drawbridge closes it.
+    async fn connect(&self, permit: ConnPermit) -> Result<Conn, Failure> {
         let stream = self.dial().await.map_err(Failure::Connect)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -185,7 +255,7 @@ impl Upstream {
                 tracing::debug!(%error, "upstream connection ended");
             }
         });
-        Ok(sender)
+        Ok(Conn { sender, permit })
     }
 
     /// Starts re-resolving the upstream's name (nothing for an IP address).
@@ -215,7 +285,7 @@ impl Upstream {
     /// ignores X-Forwarded-For unless that address is one of its Known proxies.
     pub async fn announce_known_proxy(&self, site: &str) {
         for attempt in 0..10u32 {
-            match self.open().await {
+            match self.dial().await {
                 Ok(stream) => {
                     if let Ok(local) = stream.local_addr() {
                         tracing::info!(
@@ -240,6 +310,7 @@ impl Upstream {
     fn classify(&self, failure: Failure) -> ProxyError {
         let addr = self.authority.clone();
         match failure {
+            Failure::Busy(busy) => ProxyError::UpstreamBusy { addr, busy },
             Failure::Timeout => ProxyError::UpstreamTimeout {
                 addr,
                 after: self.response_timeout,
@@ -257,15 +328,50 @@ impl Upstream {
         }
     }
 
-    /// A fresh TCP connection to the upstream, outside the pool (for
-    /// WebSocket upgrades, which take the connection for themselves).
-    pub async fn open(&self) -> Result<TcpStream, ProxyError> {
-        self.dial()
+    /// A fresh TCP connection to the upstream for `client`, outside the
+    /// pool (for WebSocket upgrades, which take the connection for
+    /// themselves), with its place under the cap: keep the `Hold` as long as
+    /// the connection.
+    pub async fn open(&self, client: IpAddr) -> Result<(TcpStream, Hold), ProxyError> {
+        let deadline = Instant::now() + self.response_timeout;
+        let busy = |busy| self.classify(Failure::Busy(busy));
+        let share = self.limit.share(client, deadline).await.map_err(busy)?;
+        let permit = loop {
+            if let Some(permit) = self.limit.try_conn() {
+                break permit;
+            }
+            if self.pool.evict_oldest() {
+                continue;
+            }
+            let returned = tokio::sync::Notify::new();
+            if let Some(permit) = self
+                .limit
+                .conn_or_returned(&returned, deadline)
+                .await
+                .map_err(busy)?
+            {
+                break permit;
+            }
+        };
+        let stream = self
+            .dial()
             .await
             .map_err(|source| ProxyError::UpstreamConnect {
                 addr: self.authority.clone(),
                 source,
-            })
+            })?;
+        Ok((
+            stream,
+            Hold {
+                _share: share,
+                _permit: permit,
+            },
+        ))
+    }
+
+    /// Connections open to the upstream now, pooled or not.
+    pub fn open_connections(&self) -> usize {
+        self.limit.open()
     }
 
     /// Connects to the upstream's current addresses, within `connect_timeout`.
@@ -324,7 +430,25 @@ fn interleaved(ips: &[IpAddr]) -> Vec<IpAddr> {
     order
 }
 
+/// A connection's place under the cap and its client's share, held by a
+/// WebSocket for as long as it is open.
+#[derive(Debug)]
+pub struct Hold {
+    _share: Share,
+    _permit: ConnPermit,
+}
+
+/// What a request got to go out on.
+enum Acquired {
+    /// An idle pooled connection.
+    Pooled(Conn),
+    /// The place for a new one.
+    Permit(ConnPermit),
+}
+
 enum Failure {
+    /// No turn under the cap before the deadline.
+    Busy(Busy),
     /// No connection could be made.
     Connect(io::Error),
     /// The connection broke the exchange (or the request body failed).

@@ -21,10 +21,19 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use super::limit::{ConnPermit, Share};
 use crate::pipeline::Body;
 
 /// A connection's request side.
 pub(super) type Sender = SendRequest<Body>;
+
+/// A connection's request side with its place under the upstream's cap:
+/// dropping it closes the connection and frees the place.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) sender: Sender,
+    pub(super) permit: ConnPermit,
+}
 
 /// How long an idle pooled connection is kept: below Kestrel's 130 s keep-alive,
 /// so drawbridge, not Jellyfin, closes it and a request never races the close.
@@ -46,6 +55,8 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(super) struct Pool {
     inner: Mutex<Idle>,
+    /// A connection came back (requests waiting for the cap try again).
+    pub(super) returned: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -53,14 +64,14 @@ struct Idle {
     /// The address epoch the idle connections were made for.
     epoch: u64,
     /// Oldest first.
-    senders: VecDeque<(Sender, Instant)>,
+    senders: VecDeque<(Conn, Instant)>,
 }
 
 impl Pool {
     /// An idle connection ready for a request, made for the addresses of
     /// `epoch`. Connections that closed, aged past `POOL_IDLE`, or lead to
     /// addresses DNS has moved away from are dropped on the way.
-    pub(super) fn checkout(&self, epoch: u64) -> Option<Sender> {
+    pub(super) fn checkout(&self, epoch: u64) -> Option<Conn> {
         let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.epoch != epoch {
             idle.epoch = epoch;
@@ -70,20 +81,20 @@ impl Pool {
         let mut at = idle.senders.len();
         while at > 0 {
             at -= 1;
-            let sender = &idle.senders[at].0;
+            let sender = &idle.senders[at].0.sender;
             if sender.is_closed() {
                 idle.senders.remove(at);
             } else if sender.is_ready() {
-                return idle.senders.remove(at).map(|(sender, _)| sender);
+                return idle.senders.remove(at).map(|(conn, _)| conn);
             }
             // Else still finishing its last answer: left for a later request.
         }
         None
     }
 
-    /// Takes `sender` back, unless it closed or DNS moved on from `epoch`.
-    fn checkin(&self, sender: Sender, epoch: u64) {
-        if sender.is_closed() {
+    /// Takes `conn` back, unless it closed or DNS moved on from `epoch`.
+    fn checkin(&self, conn: Conn, epoch: u64) {
+        if conn.sender.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -94,7 +105,17 @@ impl Pool {
         if idle.senders.len() >= POOL_IDLE_MAX {
             idle.senders.pop_front();
         }
-        idle.senders.push_back((sender, now));
+        idle.senders.push_back((conn, now));
+        drop(idle);
+        self.returned.notify_one();
+    }
+
+    /// Closes the oldest idle connection, freeing its place under the cap
+    /// for a new one (to addresses DNS moved to, or past one that is still
+    /// finishing its last answer). False when none is idle.
+    pub(super) fn evict_oldest(&self) -> bool {
+        let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.senders.pop_front().is_some()
     }
 
     /// Closes the idle connections that aged past `POOL_IDLE` or that the
@@ -102,7 +123,7 @@ impl Pool {
     fn sweep(&self) {
         let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         idle.expire(Instant::now());
-        idle.senders.retain(|(sender, _)| !sender.is_closed());
+        idle.senders.retain(|(conn, _)| !conn.sender.is_closed());
     }
 
     /// How many idle connections the pool holds (for tests).
@@ -149,7 +170,7 @@ pub(super) async fn sweep(pool: Weak<Pool>, shutdown: CancellationToken) {
 /// A connection lent to one exchange.
 #[derive(Debug)]
 pub(super) struct Lease {
-    pub(super) sender: Sender,
+    pub(super) conn: Conn,
     pub(super) epoch: u64,
     pub(super) pool: Arc<Pool>,
 }
@@ -160,6 +181,9 @@ pub(super) struct Lease {
 pub struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease>,
+    /// The client's share of the upstream's connections, given back with
+    /// the connection.
+    share: Option<Share>,
 }
 
 impl UpstreamBody {
@@ -167,18 +191,20 @@ impl UpstreamBody {
         UpstreamBody {
             inner,
             lease: Some(lease),
+            share: None,
         }
     }
 
+    /// Keeps `share` until the body has been read or dropped.
+    pub(super) fn hold(&mut self, share: Share) {
+        self.share = Some(share);
+    }
+
     fn give_back(&mut self) {
-        if let Some(Lease {
-            sender,
-            epoch,
-            pool,
-        }) = self.lease.take()
-        {
-            pool.checkin(sender, epoch);
+        if let Some(Lease { conn, epoch, pool }) = self.lease.take() {
+            pool.checkin(conn, epoch);
         }
+        self.share = None;
     }
 }
 
@@ -194,7 +220,10 @@ impl HttpBody for UpstreamBody {
         match &frame {
             None => self.give_back(),
             // The connection is mid-message: it cannot carry another.
-            Some(Err(_)) => self.lease = None,
+            Some(Err(_)) => {
+                self.lease = None;
+                self.share = None;
+            }
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::interleaved;
-use super::pool::{Lease, Pool, Sender, UpstreamBody, POOL_IDLE, SWEEP_EVERY};
+use super::pool::{Conn, Lease, Pool, UpstreamBody, POOL_IDLE, SWEEP_EVERY};
 use crate::pipeline::empty_body;
 
 /// An origin answering every request on a connection with `answer`; with
@@ -54,21 +54,24 @@ async fn origin_telling_closes(
     (addr, closes)
 }
 
-async fn connect(addr: SocketAddr) -> Sender {
+async fn connect(addr: SocketAddr) -> Conn {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(connection);
-    sender
+    let permit = Arc::new(tokio::sync::Semaphore::new(1))
+        .try_acquire_owned()
+        .unwrap();
+    Conn { sender, permit }
 }
 
-/// Sends one GET on `sender` and returns its body, leased from `pool`.
-async fn get(mut sender: Sender, pool: &Arc<Pool>, epoch: u64) -> UpstreamBody {
+/// Sends one GET on `conn` and returns its body, leased from `pool`.
+async fn get(mut conn: Conn, pool: &Arc<Pool>, epoch: u64) -> UpstreamBody {
     let request = Request::get("/").body(empty_body()).unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let response = conn.sender.send_request(request).await.unwrap();
     let lease = Lease {
-        sender,
+        conn,
         epoch,
         pool: pool.clone(),
     };

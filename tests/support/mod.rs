@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod h2;
 pub mod origin;
 pub mod pebble;
 pub mod raw;

@@ -43,6 +43,10 @@ pub struct Seen {
     pub uploads_completed: AtomicU64,
     /// Releases the trickle's second chunk.
     pub trickle: Notify,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// The most connections ever open at once.
+    pub most_open: AtomicU64,
 }
 
 impl Seen {
@@ -99,7 +103,10 @@ impl Origin {
                 let Ok((stream, _)) = accepted else { return };
                 let seen = shared.clone();
                 let stopping = stopping.clone();
+                let now = seen.open.fetch_add(1, Ordering::SeqCst) + 1;
+                seen.most_open.fetch_max(now, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let counted = seen.clone();
                     let service = hyper::service::service_fn(move |req| route(req, seen.clone()));
                     let mut builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -111,6 +118,7 @@ impl Origin {
                         _ = serving => {}
                         () = stopping.cancelled() => {}
                     }
+                    counted.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });

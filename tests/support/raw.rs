@@ -103,13 +103,19 @@ async fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     socket.connect(to).await
 }
 
-async fn tls(gw: &TestGateway, raw: &Raw<'_>) -> std::io::Result<TlsStream<TcpStream>> {
-    let alpn: &[&[u8]] = match raw.proto {
+/// A TLS connection to the gateway from `from`, for `host`, offering `proto`.
+pub async fn tls(
+    gw: &TestGateway,
+    from: &str,
+    host: &str,
+    proto: Proto,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let alpn: &[&[u8]] = match proto {
         Proto::H1 => &[b"http/1.1"],
         Proto::H2 => &[b"h2"],
     };
-    let tcp = tcp_from(raw.from, gw.https).await?;
-    let name = ServerName::try_from(raw.host.to_string()).unwrap();
+    let tcp = tcp_from(from, gw.https).await?;
+    let name = ServerName::try_from(host.to_string()).unwrap();
     TlsConnector::from(Arc::new((*gw.tls_client(alpn)).clone()))
         .connect(name, tcp)
         .await
@@ -117,7 +123,7 @@ async fn tls(gw: &TestGateway, raw: &Raw<'_>) -> std::io::Result<TlsStream<TcpSt
 
 /// Sends `raw` on a new TLS connection to the gateway and returns the answer.
 pub async fn send(gw: &TestGateway, raw: Raw<'_>) -> Answer {
-    let Ok(mut stream) = tls(gw, &raw).await else {
+    let Ok(mut stream) = tls(gw, raw.from, raw.host, raw.proto).await else {
         return Answer::Closed;
     };
     match raw.proto {

@@ -13,6 +13,11 @@ use crate::config::{
     TlsSource, UpstreamAddr,
 };
 
+/// Connections to one upstream at once: a household's streams, WebSockets
+/// and a browser's poster burst fit; a flood from one client does not bring
+/// the home server down (see `docs/config.md`).
+const DEFAULT_UPSTREAM_MAX_CONNS: u32 = 128;
+
 impl Validator<'_> {
     fn headers(
         &mut self,
@@ -243,6 +248,25 @@ impl Validator<'_> {
         };
         let connect_timeout = self.duration(raw.connect_timeout, Duration::from_secs(3));
         let response_timeout = self.duration(raw.response_timeout, Duration::from_secs(60));
+        let upstream_max_conns = match raw.upstream_max_conns {
+            Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.report.at(&n.span(), "must be between 1 and 100000");
+                DEFAULT_UPSTREAM_MAX_CONNS
+            }
+            None => DEFAULT_UPSTREAM_MAX_CONNS,
+        };
+        let upstream_max_conns_per_client = match raw.upstream_max_conns_per_client {
+            Some(n) if (1..=upstream_max_conns).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.report.at(
+                    &n.span(),
+                    format!("must be between 1 and upstream_max_conns ({upstream_max_conns})"),
+                );
+                upstream_max_conns.div_ceil(2)
+            }
+            None => upstream_max_conns.div_ceil(2),
+        };
         if self.report.errors.len() > errors_before {
             return None;
         }
@@ -259,6 +283,8 @@ impl Validator<'_> {
             remove_headers,
             connect_timeout,
             response_timeout,
+            upstream_max_conns,
+            upstream_max_conns_per_client,
             access,
             paths,
             refuse,
