@@ -1,7 +1,8 @@
 //! The local admin socket, `state_dir/admin.sock` (mode 0600: only the user
 //! drawbridge runs as, and root, can use it). One command per connection, one
 //! line each way: `bans list` answers a JSON array; `bans remove ADDRESS`
-//! answers `{"removed":true|false}`; `cache purge [PREFIX]` answers
+//! answers `{"removed":true|false}` once the change is on disk, or
+//! `{"error":…}` when it could not be stored; `cache purge [PREFIX]` answers
 //! `{"purged":N}`. The `drawbridge bans` and `drawbridge cache` commands talk to
 //! it; `bans` works on the stored bans file when drawbridge is not running.
 
@@ -54,13 +55,13 @@ pub async fn serve(
         };
         let (guard, cache) = (guard.clone(), cache.clone());
         tokio::spawn(async move {
-            let _ = answer(stream, &guard, &cache).await;
+            let _ = answer(stream, guard, &cache).await;
         });
     }
     let _ = std::fs::remove_file(&path);
 }
 
-async fn answer(stream: UnixStream, guard: &Guard, cache: &Cache) -> io::Result<()> {
+async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     // One short line is all a command is.
@@ -70,11 +71,25 @@ async fn answer(stream: UnixStream, guard: &Guard, cache: &Cache) -> io::Result<
     let reply = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
         ["bans", "list"] => serde_json::to_string(&guard.bans.list(now)).unwrap_or_default(),
         ["bans", "remove", address] => match ClientKey::parse(address) {
-            Some(key) => serde_json::json!({ "removed": guard.bans.remove(key, now) }).to_string(),
+            Some(key) => {
+                let removed = guard.bans.remove(key, now);
+                // Lifted only when it stays lifted after a restart.
+                let stored = tokio::task::spawn_blocking(move || guard.bans.flush())
+                    .await
+                    .unwrap_or_else(|_| Err("the bans writer stopped".into()));
+                match stored {
+                    Ok(()) => serde_json::json!({ "removed": removed }).to_string(),
+                    Err(error) => serde_json::json!({ "error": format!("lifted in the running drawbridge, but not stored ({error}): the ban returns at the next start") }).to_string(),
+                }
+            }
             None => serde_json::json!({ "error": format!("`{address}` is not an address") }).to_string(),
         },
-        ["cache", "purge"] => serde_json::json!({ "purged": cache.purge("") }).to_string(),
-        ["cache", "purge", prefix] => serde_json::json!({ "purged": cache.purge(prefix) }).to_string(),
+        ["cache", "purge", rest @ ..] if rest.len() <= 1 => {
+            match cache.purge(rest.first().copied().unwrap_or("")) {
+                Ok(purged) => serde_json::json!({ "purged": purged }).to_string(),
+                Err(error) => serde_json::json!({ "error": format!("cannot remove cached responses from the disk ({error}): they would come back at the next start") }).to_string(),
+            }
+        }
         _ => serde_json::json!({ "error": "unknown command; use `bans list`, `bans remove ADDRESS` or `cache purge [PREFIX]`" }).to_string(),
     };
     write.write_all(reply.as_bytes()).await?;

@@ -1,26 +1,46 @@
 //! Crash-safe file writes for state that must never be half-written: keys,
-//! certificates, and later bans and ACME accounts.
+//! certificates, bans, cache entries.
 //!
-//! Owns the temp-file, fsync, rename, fsync-folder sequence; owns no formats.
+//! Owns the temp-file, fsync, rename, fsync-folder sequence (each write with
+//! a temporary name of its own, so writes at once never share one), clearing
+//! temporary files a crash left, setting a damaged file aside under a name
+//! of its own, and `Coalesced`: a file rewritten off the runtime threads,
+//! bursts of saves folded into one write. Owns no formats.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::SystemTime;
+
+/// Makes every temporary or set-aside name of this process unique.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// `.NAME.tmp` (the prefix of every temporary file of `NAME`).
+fn temp_prefix(file_name: &str) -> String {
+    format!(".{file_name}.tmp")
+}
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new
 /// one, never a mix: a temp file beside it, fsync, rename over, fsync the folder.
-/// `mode` is the new file's permission bits (0o600 for private keys).
+/// `mode` is the new file's permission bits (0o600 for private keys). The new
+/// file keeps the old one's owner where the writer may set it (root running
+/// `drawbridge bans remove` must not take the file from the service's user).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
     let folder = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(folder)?;
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let temp = folder.join(format!(
-        ".{}.tmp{}",
-        file_name.to_string_lossy(),
-        std::process::id()
+        "{}{}-{}",
+        temp_prefix(&file_name.to_string_lossy()),
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -30,6 +50,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&temp)?;
         file.write_all(bytes)?;
+        if let Some((uid, gid)) = owner {
+            // Not permitted unless root or already the owner: then it is ours.
+            let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+        }
         file.sync_all()?;
         fs::rename(&temp, path)?;
         File::open(folder)?.sync_all()
@@ -39,6 +63,136 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Removes the temporary files of `path` that a crash mid-write left behind
+/// (call it at start, before anything writes `path`); returns how many.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let prefix = temp_prefix(&name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Moves a damaged `path` aside as `NAME.TAG-SECONDS-N`, a name no other
+/// call uses, and returns the new path.
+pub fn set_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
+    let seconds = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let aside = path.with_file_name(format!(
+        "{}.{tag}-{seconds}-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
+/// A file rewritten in the background: `store` hands over its newest content
+/// and returns at once; one thread writes it with `write_atomic`, so saves
+/// of the file never overlap, and a burst of saves costs one or two writes.
+/// `flush` waits until what was handed over is on disk.
+#[derive(Debug)]
+pub struct Coalesced {
+    shared: Arc<(Mutex<Pending>, Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// The newest content not yet taken by the writer.
+    latest: Option<Vec<u8>>,
+    /// How many contents were handed over, and how many of them are settled
+    /// (written, or replaced by a newer one before being written).
+    handed: u64,
+    settled: u64,
+    /// The last write's failure, if it failed.
+    failed: Option<String>,
+    closed: bool,
+}
+
+impl Coalesced {
+    /// Starts the writer of `path`, whose files get `mode`; `what` names the
+    /// file in error lines ("the bans").
+    pub fn new(path: PathBuf, mode: u32, what: &'static str) -> Coalesced {
+        let shared = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("drawbridge-save".into())
+            .spawn(move || write_loop(&writer, &path, mode, what))
+            .expect("a thread can be started");
+        Coalesced { shared }
+    }
+
+    /// Hands over `bytes` as the file's new content.
+    pub fn store(&self, bytes: Vec<u8>) {
+        let (lock, wake) = &*self.shared;
+        let mut pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.latest = Some(bytes);
+        pending.handed += 1;
+        wake.notify_all();
+    }
+
+    /// Waits until everything handed over so far is settled; the error of
+    /// the write that settled it, if that write failed.
+    pub fn flush(&self) -> Result<(), String> {
+        let (lock, wake) = &*self.shared;
+        let mut pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let target = pending.handed;
+        while pending.settled < target {
+            pending = wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
+        }
+        pending.failed.clone().map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Coalesced {
+    /// Waits for the last content handed over to be written (at shutdown,
+    /// or a restart in tests), then lets the writer end.
+    fn drop(&mut self) {
+        let _ = self.flush();
+        let (lock, wake) = &*self.shared;
+        lock.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+        wake.notify_all();
+    }
+}
+
+/// The writer thread: takes the newest content, writes it, until closed and
+/// nothing is left.
+fn write_loop(shared: &(Mutex<Pending>, Condvar), path: &Path, mode: u32, what: &str) {
+    let (lock, wake) = shared;
+    let mut pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let Some(bytes) = pending.latest.take() else {
+            if pending.closed {
+                return;
+            }
+            pending = wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
+            continue;
+        };
+        let upto = pending.handed;
+        drop(pending);
+        let result = write_atomic(path, &bytes, mode);
+        if let Err(error) = &result {
+            tracing::error!(%error, "cannot store {what} in {}", path.display());
+        }
+        pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.settled = upto;
+        pending.failed = result.err().map(|e| e.to_string());
+        wake.notify_all();
+    }
 }
 
 /// Writes `bytes` to `path` (created with `mode`, truncated) and fsyncs it;
@@ -62,8 +216,63 @@ pub fn rename_synced(from: &Path, to: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::write_atomic;
+    use super::{remove_stale_temps, set_aside, write_atomic, Coalesced};
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_at_once_each_use_their_own_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bans.json");
+        std::thread::scope(|scope| {
+            for i in 0..16 {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        let body = format!("{{\"writer\":{i}}}").repeat(200);
+                        write_atomic(path, body.as_bytes(), 0o600).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.len() > 1000 && text.starts_with("{\"writer\":"),
+            "whole"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_set_aside_names_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bans.json");
+        std::fs::write(dir.path().join(".bans.json.tmp123-4"), b"half").unwrap();
+        std::fs::write(dir.path().join(".other.tmp1-1"), b"not ours").unwrap();
+        assert_eq!(remove_stale_temps(&path), 1);
+        assert!(dir.path().join(".other.tmp1-1").exists());
+        let mut asides = Vec::new();
+        for _ in 0..3 {
+            std::fs::write(&path, b"damaged").unwrap();
+            asides.push(set_aside(&path, "corrupt").unwrap());
+        }
+        asides.dedup();
+        assert_eq!(asides.len(), 3, "each damaged copy kept: {asides:?}");
+    }
+
+    #[test]
+    fn a_burst_of_saves_ends_with_the_newest_content_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bans.json");
+        let file = Coalesced::new(path.clone(), 0o600, "the test file");
+        for i in 0..500 {
+            file.store(format!("content {i}").into_bytes());
+        }
+        file.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "content 499");
+        let unwritable = Coalesced::new(dir.path().join("no/such\0name"), 0o600, "x");
+        unwritable.store(b"x".to_vec());
+        assert!(unwritable.flush().is_err(), "a failed write is reported");
+    }
 
     #[test]
     fn replaces_whole_file_with_given_mode() {

@@ -1,9 +1,12 @@
-//! Bodies in flight. `GuardedBody` wraps a client's request body on its way
-//! upstream: it is cut when it passes the site's `max_body`, pauses longer than
-//! `body_timeout`, or trickles below `body_min_rate` (slow POST). `Tail` counts
-//! a response body's bytes and reports once when the body is done or dropped.
-//! Neither buffers: frames pass through as they come, so memory per stream is
-//! bounded by hyper's own buffers whatever the body's size.
+//! Bodies in flight. `ClientBody` is a client's request body as hyper hands it
+//! over; dropped before its end (an early answer such as 413 or 403), it is
+//! read and thrown away for a while, so the client, still uploading, reads the
+//! answer instead of a reset (nginx's lingering close). `GuardedBody` wraps it
+//! on its way upstream: it is cut when it passes the site's `max_body`, pauses
+//! longer than `body_timeout`, or trickles below `body_min_rate` (slow POST).
+//! `Tail` counts a response body's bytes and reports once when the body is
+//! done or dropped. None buffers: frames pass through as they come, so memory
+//! per stream is bounded by hyper's own buffers whatever the body's size.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::pipeline::BoxError;
@@ -31,6 +35,81 @@ pub enum BodyError {
     /// The client's side failed (connection lost, bad chunk).
     #[error("request body from the client failed: {0}")]
     Client(#[source] BoxError),
+}
+
+/// How much of a request body is read and thrown away after an early
+/// answer, and for how long, before the stream is reset.
+pub const LINGER_BYTES: u64 = 1024 * 1024;
+/// See `LINGER_BYTES`.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// A client's request body. Dropped before its end, it is read and thrown
+/// away in the background, up to `LINGER_BYTES` or `LINGER_TIME`, then
+/// dropped (which resets an HTTP/2 stream or ends an HTTP/1.1 connection).
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: Option<Incoming>,
+}
+
+impl ClientBody {
+    /// Wraps the body hyper handed over.
+    pub fn new(inner: Incoming) -> ClientBody {
+        ClientBody { inner: Some(inner) }
+    }
+}
+
+impl HttpBody for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if inner.is_end_stream() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(inner));
+        }
+    }
+}
+
+/// Reads `body` and throws it away, up to `LINGER_BYTES` or `LINGER_TIME`.
+async fn linger(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut read = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if read > LINGER_BYTES {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// Limits on a request body.

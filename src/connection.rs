@@ -28,6 +28,7 @@ use crate::tls::{ServerConfigs, TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::body::ClientBody;
 use crate::coalesce::Coalesce;
 use crate::config::Limits;
 use crate::deadline::{ConnState, Deadlines, Parked, Readiness};
@@ -331,7 +332,7 @@ where
             // and a pointer moves faster than the multi-KB future itself.
             Box::pin(
                 async move {
-                    match gateway.handle(request, &conn).await {
+                    match gateway.handle(request.map(ClientBody::new), &conn).await {
                         Ok(response) => Ok::<_, Closed>(hold_until_sent(response, in_flight)),
                         Err(Closed) => {
                             close_door.cancel();

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Guard as GuardConfig;
-use crate::filter::ban::{BanList, Outcome};
+use crate::filter::ban::{BanList, BansFileError, Outcome};
 use crate::filter::keys::ClientKey;
 
 /// Why a connection was refused at accept.
@@ -60,16 +60,20 @@ pub struct Admission {
 
 impl Guard {
     /// The guard for `config`, with bans from `state_dir`.
-    pub fn new(config: &GuardConfig, state_dir: &Path, kill: CancellationToken) -> Arc<Guard> {
-        Arc::new(Guard {
-            bans: BanList::open(config, state_dir),
+    pub fn new(
+        config: &GuardConfig,
+        state_dir: &Path,
+        kill: CancellationToken,
+    ) -> Result<Arc<Guard>, BansFileError> {
+        Ok(Arc::new(Guard {
+            bans: BanList::open(config, state_dir)?,
             open: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
             next: AtomicU64::new(0),
             max_total: config.max_connections as usize,
             max_per_client: config.max_connections_per_ip as usize,
             kill,
-        })
+        }))
     }
 
     /// Admits a connection from `peer`. A trusted proxy carries many clients:
@@ -174,7 +178,7 @@ mod tests {
             max_failures: 1,
             ..GuardConfig::default()
         };
-        let guard = Guard::new(&config, dir.path(), Default::default());
+        let guard = Guard::new(&config, dir.path(), Default::default()).unwrap();
         let now = Instant::now();
         let ip = |s: &str| s.parse().unwrap();
         let a1 = guard.admit(ip("192.0.2.1"), false, now).unwrap();

@@ -83,21 +83,21 @@ fn main() -> ExitCode {
         } => match purge(&config, prefix.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("drawbridge: {error:#}");
+                eprintln!("drawbridge: {}", report(&error));
                 ExitCode::FAILURE
             }
         },
         Command::Bans { config, action } => match bans(&config, &action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("drawbridge: {error:#}");
+                eprintln!("drawbridge: {}", report(&error));
                 ExitCode::FAILURE
             }
         },
         Command::Run { config } => match run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("drawbridge: {error:#}");
+                eprintln!("drawbridge: {}", report(&error));
                 ExitCode::FAILURE
             }
         },
@@ -247,11 +247,31 @@ fn purge(path: &Path, prefix: Option<&str>) -> anyhow::Result<()> {
         })?;
     let reply: serde_json::Value =
         serde_json::from_str(&reply).context("unexpected answer from drawbridge")?;
+    if let Some(error) = reply.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("{error}");
+    }
     println!(
         "{} cached responses purged",
         reply["purged"].as_u64().unwrap_or(0)
     );
     Ok(())
+}
+
+/// An error and its causes, each said once: a cause whose text the message
+/// already carries (`cannot listen on …: Permission denied`) is not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let line = cause.to_string();
+        if text.contains(&line) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&line);
+    }
+    text
 }
 
 fn print_bans(bans: &[drawbridge::filter::ban::StoredBan]) {

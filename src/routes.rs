@@ -166,7 +166,7 @@ mod tests {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let guard = Guard::new(&config.guard, dir.path(), Default::default());
+        let guard = Guard::new(&config.guard, dir.path(), Default::default()).unwrap();
         let routes = Routes::build(&config, &guard);
         assert_eq!(
             routes.site("jelly.home.lan").unwrap().upstream.authority(),

@@ -44,6 +44,9 @@ pub enum ServerError {
     /// The system's DNS configuration could not be read.
     #[error("DNS: {0}")]
     Dns(String),
+    /// The stored bans cannot be read.
+    #[error(transparent)]
+    Bans(#[from] crate::filter::ban::BansFileError),
     /// A reload changed something that needs a restart.
     #[error("{0} changed; restart drawbridge to apply it (the running config is kept)")]
     NeedsRestart(&'static str),
@@ -84,7 +87,7 @@ impl Server {
             .map(|a| a.port());
         let access_log = AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
         let kill = CancellationToken::new();
-        let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone());
+        let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone())?;
         let gateway = Arc::new(Gateway::new(
             Routes::build(&config, &guard),
             config.limits.clone(),

@@ -11,10 +11,10 @@ use base64::Engine as _;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::ClientBody;
 use crate::deadline::InFlight;
 use crate::error::ProxyError;
 use crate::forwarding::{self, Origin};
@@ -73,7 +73,7 @@ pub struct Tunnel {
 /// Opens the WebSocket upstream and, if it switches protocols, answers the
 /// client so that it switches too and starts copying.
 pub async fn tunnel(
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     ask: Ask,
     upstream: &Upstream,
     origin: Origin<'_>,

@@ -5,10 +5,12 @@ mod support;
 
 mod access_log;
 mod acme;
+mod ban_store;
 mod cache;
 mod client_ip;
 mod config_check;
 mod dns;
+mod early_answers;
 mod guard;
 mod h2_abuse;
 mod host_routing;

@@ -316,6 +316,18 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
         process.wait_for_log("ban 127.0.0.16 until", Duration::from_secs(2)),
         "one greppable line per ban"
     );
+    // The writer thread stores it a moment after the line; the kill below is
+    // a SIGKILL, which nothing flushes before.
+    let bans = dir.path().join("state/bans.json");
+    let mut stored = false;
+    for _ in 0..100 {
+        stored = std::fs::read_to_string(&bans).is_ok_and(|t| t.contains("127.0.0.16"));
+        if stored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stored, "the ban never reached bans.json");
     drop(process);
 
     let process = Process::start(&path);

@@ -90,7 +90,7 @@ impl Cache {
     }
 
     /// Forgets every key starting with `prefix`.
-    pub fn purge(&self, prefix: &str) -> usize {
+    pub fn purge(&self, prefix: &str) -> Result<usize, std::io::Error> {
         self.store.purge(prefix)
     }
 

@@ -2,13 +2,17 @@
 //! bytes and evicting the least recently used first. A disk entry is one file,
 //! `state_dir/cache/<sha256 of the key>`, written atomically, holding its own
 //! length and checksum: a file damaged by a crash is found and deleted at start
-//! (or when read), never served. When the disk fails (full, unwritable) the disk
-//! tier stops storing, says so once, and serving goes on.
+//! (or when read), never served. A failed write costs that entry only; when
+//! failures last (disk full, read-only, unwritable, or three in a row) the disk
+//! tier rests for `DISK_REST`, says so once, and tries again after; serving
+//! goes on throughout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -131,11 +135,26 @@ pub struct Store {
     disk: Option<Disk>,
 }
 
+/// How long the disk tier rests after failures that last.
+pub const DISK_REST: Duration = Duration::from_secs(60);
+
+/// Failed writes in a row that make the disk tier rest.
+const FAILURES_BEFORE_REST: u32 = 3;
+
 #[derive(Debug)]
 struct Disk {
     dir: PathBuf,
     index: Mutex<Lru<()>>,
-    failed: AtomicBool,
+    health: Mutex<Health>,
+}
+
+/// How the disk has been doing.
+#[derive(Debug, Default)]
+struct Health {
+    /// Failed writes in a row.
+    failures: u32,
+    /// Not storing until then.
+    resting_until: Option<Instant>,
 }
 
 const MAGIC: &[u8; 8] = b"DBCACHE1";
@@ -149,7 +168,7 @@ impl Store {
             let disk = Disk {
                 dir: dir.to_path_buf(),
                 index: Mutex::new(Lru::new(disk)),
-                failed: AtomicBool::new(false),
+                health: Mutex::new(Health::default()),
             };
             disk.scan();
             disk
@@ -205,27 +224,34 @@ impl Store {
         }
     }
 
-    /// Forgets every key starting with `prefix`; returns how many.
-    pub fn purge(&self, prefix: &str) -> usize {
+    /// Forgets every key starting with `prefix`; returns how many responses
+    /// (a key in memory and on disk is one), or why some stay on disk and
+    /// would come back at the next start.
+    pub fn purge(&self, prefix: &str) -> Result<usize, std::io::Error> {
         let mut memory = self.memory.lock().expect("cache lock");
-        let mut purged = 0;
+        let mut purged: std::collections::HashSet<String> = std::collections::HashSet::new();
         for key in memory.keys().into_iter().filter(|k| k.starts_with(prefix)) {
             memory.remove(&key);
-            purged += 1;
+            purged.insert(key);
         }
         drop(memory);
         if let Some(disk) = &self.disk {
             let names: Vec<String> = disk.index.lock().expect("cache lock").keys();
             for name in names {
                 let path = disk.dir.join(&name);
-                if read_key(&path).is_some_and(|k| k.starts_with(prefix)) {
-                    disk.index.lock().expect("cache lock").remove(&name);
-                    let _ = std::fs::remove_file(path);
-                    purged += 1;
+                let Some(key) = read_key(&path).filter(|k| k.starts_with(prefix)) else {
+                    continue;
+                };
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
                 }
+                disk.index.lock().expect("cache lock").remove(&name);
+                purged.insert(key);
             }
         }
-        purged
+        Ok(purged.len())
     }
 
     /// Bytes held in memory and on disk.
@@ -272,13 +298,22 @@ impl Disk {
     }
 
     fn write(&self, entry: &Entry) {
-        if self.failed.load(Ordering::Acquire) {
-            return;
+        {
+            let mut health = self.health.lock().expect("cache lock");
+            match health.resting_until {
+                Some(until) if Instant::now() < until => return,
+                Some(_) => {
+                    health.resting_until = None;
+                    tracing::info!("cache: storing on disk in {} again", self.dir.display());
+                }
+                None => {}
+            }
         }
         let name = file_name(&entry.key);
         let bytes = encode(entry);
         match write_atomic(&self.dir.join(&name), &bytes, 0o600) {
             Ok(()) => {
+                self.health.lock().expect("cache lock").failures = 0;
                 let evicted =
                     self.index
                         .lock()
@@ -289,12 +324,33 @@ impl Disk {
                 }
             }
             Err(error) => {
-                if !self.failed.swap(true, Ordering::AcqRel) {
-                    tracing::error!(%error, "cache: cannot write to {}; no longer storing on disk (serving goes on)", self.dir.display());
+                let mut health = self.health.lock().expect("cache lock");
+                health.failures += 1;
+                if lasting(&error) || health.failures >= FAILURES_BEFORE_REST {
+                    health.resting_until = Some(Instant::now() + DISK_REST);
+                    health.failures = 0;
+                    tracing::error!(%error, "cache: cannot write to {}; not storing on disk for the next {} s (serving goes on)", self.dir.display(), DISK_REST.as_secs());
+                } else {
+                    tracing::warn!(%error, "cache: one entry not stored in {}", self.dir.display());
                 }
             }
         }
     }
+}
+
+/// A write error that the next write would meet too.
+fn lasting(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::StorageFull
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::PermissionDenied
+            | ErrorKind::NotADirectory
+            // A file where the cache folder should be.
+            | ErrorKind::AlreadyExists
+            | ErrorKind::QuotaExceeded
+    )
 }
 
 fn file_name(key: &str) -> String {
@@ -341,7 +397,7 @@ fn read_key(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode, encode, Entry, Lru, Store};
+    use super::{decode, encode, Entry, Lru, Store, DISK_REST};
     use bytes::Bytes;
     use http::{HeaderMap, Request, Response, StatusCode};
     use http_cache_semantics::CachePolicy;
@@ -438,6 +494,26 @@ mod tests {
         let last = bytes.len() - 40;
         bytes[last] ^= 1;
         assert!(decode(&bytes).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_disk_rests_then_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("cache");
+        // A file where the folder should be: every write fails at once.
+        std::fs::write(&folder, b"not a folder").unwrap();
+        let store = Store::open(1 << 20, 1 << 20, &folder);
+        store.persist(&entry("/a", 10));
+        std::fs::remove_file(&folder).unwrap();
+        store.persist(&entry("/b", 10));
+        assert!(!folder.exists(), "resting: nothing written");
+        tokio::time::advance(DISK_REST).await;
+        store.persist(&entry("/c", 10));
+        assert_eq!(
+            std::fs::read_dir(&folder).unwrap().count(),
+            1,
+            "stored on disk again after the rest"
+        );
     }
 }
 

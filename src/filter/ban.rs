@@ -1,12 +1,16 @@
 //! Bans after failed logins (fail2ban, built in). Failures are counted per
 //! client key in a sliding window; `max_failures` within `window` bans the
 //! client for `ban_time`, doubled for each repeat offence up to `max_ban_time`.
-//! Bans are kept in `state_dir/bans.json`, written atomically on every change
-//! and read back at start with their remaining time; a corrupt file is set
-//! aside and reported, never a reason not to start. Each ban and unban is one
-//! log line of a fixed shape (`ban ADDRESS until TIME …`, `unban ADDRESS …`).
+//! Bans are kept in `state_dir/bans.json`, written atomically after every
+//! change by a writer thread (never on the runtime's threads; a burst of bans
+//! is one or two writes) and read back at start with their remaining time. A
+//! corrupt file is set aside under a name of its own and reported, never a
+//! reason not to start; a file that cannot be read (its owner or mode) is a
+//! reason not to start, since starting without it would serve banned
+//! clients. Each ban and unban is one log line of a fixed shape (`ban ADDRESS
+//! until TIME …`, `unban ADDRESS …`).
 //!
-//! Pure logic on an explicit `now`; only `save`/`load` touch the disk.
+//! Pure logic on an explicit `now`; only `open` and the writer touch the disk.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -18,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::keys::{ClientKey, KeyTable};
-use crate::atomic_file::write_atomic;
+use crate::atomic_file::{remove_stale_temps, set_aside, write_atomic, Coalesced};
 use crate::config::Guard as GuardConfig;
 
 /// One ban.
@@ -63,10 +67,25 @@ struct State {
     offences: KeyTable<u32>,
 }
 
+/// Why the stored bans could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BansFileError {
+    /// The file exists but cannot be read (owner, mode, a folder in the way).
+    #[error("cannot read the bans file {path}: {source}; drawbridge will not start without its bans (fix the file's owner or mode, or move it away to start with none)")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// All bans of the process.
 pub struct BanList {
     config: GuardConfig,
     path: PathBuf,
+    file: Coalesced,
     state: Mutex<State>,
     /// Bans held (expired ones included until noticed): lets the per-request
     /// and per-connection check skip the lock when there are none.
@@ -80,12 +99,21 @@ impl std::fmt::Debug for BanList {
 }
 
 impl BanList {
-    /// The bans stored at `state_dir/bans.json` (a corrupt file is moved aside).
-    pub fn open(config: &GuardConfig, state_dir: &Path) -> BanList {
+    /// The bans stored at `state_dir/bans.json` (a corrupt file is moved
+    /// aside; an unreadable one is an error).
+    pub fn open(config: &GuardConfig, state_dir: &Path) -> Result<BanList, BansFileError> {
         let path = state_dir.join("bans.json");
+        let stale = remove_stale_temps(&path);
+        if stale > 0 {
+            tracing::info!(
+                "removed {stale} temporary file(s) of {} left by an interrupted write",
+                path.display()
+            );
+        }
         let list = BanList {
             config: config.clone(),
             path: path.clone(),
+            file: Coalesced::new(path.clone(), 0o600, "the bans"),
             state: Mutex::new(State {
                 bans: HashMap::new(),
                 failures: KeyTable::new(config.table_size as usize),
@@ -93,7 +121,8 @@ impl BanList {
             }),
             held: AtomicUsize::new(0),
         };
-        match read(&path) {
+        match read_file(&path) {
+            Err(ReadError::Io(source)) => return Err(BansFileError::Unreadable { path, source }),
             Ok(stored) => {
                 let now = Instant::now();
                 let mut state = list.state.lock().expect("ban lock");
@@ -123,14 +152,21 @@ impl BanList {
                     );
                 }
             }
-            Err(error) => {
-                let aside =
-                    path.with_extension(format!("json.corrupt-{}", unix(SystemTime::now())));
-                let moved = std::fs::rename(&path, &aside);
-                tracing::error!(%error, "the bans file {} is damaged; set aside as {} ({}), starting with no bans", path.display(), aside.display(), if moved.is_ok() { "moved" } else { "could not move it" });
-            }
+            Err(ReadError::Damaged(error)) => match set_aside(&path, "corrupt") {
+                Ok(aside) => {
+                    tracing::error!(%error, "the bans file {} is damaged; set aside as {}, starting with no bans", path.display(), aside.display())
+                }
+                Err(moving) => {
+                    tracing::error!(%error, %moving, "the bans file {} is damaged and cannot be moved aside; starting with no bans", path.display())
+                }
+            },
         }
-        list
+        Ok(list)
+    }
+
+    /// Waits until every change so far is on disk; the write's error if not.
+    pub fn flush(&self) -> Result<(), String> {
+        self.file.flush()
     }
 
     /// Whether `client` is banned at `now` (an expired ban is lifted here).
@@ -145,8 +181,7 @@ impl BanList {
                 state.bans.remove(&client);
                 self.held.store(state.bans.len(), Ordering::Release);
                 tracing::warn!("unban {client} reason=expired");
-                drop(state);
-                self.save(now);
+                self.save(&state, now);
                 false
             }
             None => false,
@@ -192,33 +227,45 @@ impl BanList {
         };
         state.bans.insert(client, ban);
         self.held.store(state.bans.len(), Ordering::Release);
-        drop(state);
         tracing::warn!(
             "ban {client} until {} failures={count} offences={offences} site={site}",
             rfc3339(now, ban.until)
         );
-        self.save(now);
+        self.save(&state, now);
         Outcome::Banned(ban)
     }
 
     /// Lifts the ban on `client`; false if there was none.
     pub fn remove(&self, client: ClientKey, now: Instant) -> bool {
-        let removed = {
-            let mut state = self.state.lock().expect("ban lock");
-            let removed = state.bans.remove(&client).is_some();
-            self.held.store(state.bans.len(), Ordering::Release);
-            removed
-        };
+        let mut state = self.state.lock().expect("ban lock");
+        let removed = state.bans.remove(&client).is_some();
+        self.held.store(state.bans.len(), Ordering::Release);
         if removed {
             tracing::warn!("unban {client} reason=removed");
-            self.save(now);
+            self.save(&state, now);
         }
         removed
     }
 
     /// The bans in force at `now`.
     pub fn list(&self, now: Instant) -> Vec<StoredBan> {
-        let state = self.state.lock().expect("ban lock");
+        listed(&self.state.lock().expect("ban lock"), now)
+    }
+
+    /// Hands the bans in `state` to the writer. Called under the lock, so
+    /// the newest state is always the last handed over.
+    fn save(&self, state: &State, now: Instant) {
+        let file = BanFile {
+            bans: listed(state, now),
+        };
+        let json = serde_json::to_vec_pretty(&file).expect("bans serialise");
+        self.file.store(json);
+    }
+}
+
+/// The bans of `state` in force at `now`, by address.
+fn listed(state: &State, now: Instant) -> Vec<StoredBan> {
+    {
         let mut list: Vec<StoredBan> = state
             .bans
             .iter()
@@ -227,16 +274,6 @@ impl BanList {
             .collect();
         list.sort_by(|a, b| a.address.cmp(&b.address));
         list
-    }
-
-    fn save(&self, now: Instant) {
-        let file = BanFile {
-            bans: self.list(now),
-        };
-        let json = serde_json::to_vec_pretty(&file).expect("bans serialise");
-        if let Err(error) = write_atomic(&self.path, &json, 0o600) {
-            tracing::error!(%error, "cannot store the bans in {}", self.path.display());
-        }
     }
 }
 
@@ -251,12 +288,27 @@ fn stored(key: ClientKey, ban: &Ban, now: Instant) -> StoredBan {
 
 /// The bans stored in `path` (none if there is no file).
 pub fn read(path: &Path) -> Result<Vec<StoredBan>, String> {
+    read_file(path).map_err(|e| match e {
+        ReadError::Io(e) => e.to_string(),
+        ReadError::Damaged(e) => e,
+    })
+}
+
+/// Why a bans file was not read.
+enum ReadError {
+    /// It could not be read at all.
+    Io(std::io::Error),
+    /// It was read, and is not a bans file.
+    Damaged(String),
+}
+
+fn read_file(path: &Path) -> Result<Vec<StoredBan>, ReadError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice::<BanFile>(&bytes)
             .map(|f| f.bans)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| ReadError::Damaged(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(ReadError::Io(e)),
     }
 }
 
@@ -311,7 +363,7 @@ mod tests {
             never_ban: vec!["10.0.0.0/8".parse().unwrap()],
             ..Guard::default()
         };
-        let bans = BanList::open(&config, dir.path());
+        let bans = BanList::open(&config, dir.path()).unwrap();
         let now = Instant::now();
         let c = key("203.0.113.9");
         assert_eq!(bans.failed_login(c, "s", false, now), Outcome::Counted(1));
@@ -362,8 +414,13 @@ mod tests {
             ..Guard::default()
         };
         let now = Instant::now();
-        BanList::open(&config, dir.path()).failed_login(key("2001:db8:1:2::7"), "s", false, now);
-        let again = BanList::open(&config, dir.path());
+        BanList::open(&config, dir.path()).unwrap().failed_login(
+            key("2001:db8:1:2::7"),
+            "s",
+            false,
+            now,
+        );
+        let again = BanList::open(&config, dir.path()).unwrap();
         assert!(
             again.is_banned(key("2001:db8:1:2::9"), Instant::now()),
             "restored, for the whole /64"
@@ -373,7 +430,7 @@ mod tests {
         assert_eq!(list[0].address, "2001:db8:1:2::/64");
 
         std::fs::write(dir.path().join("bans.json"), "{ not json").unwrap();
-        let fresh = BanList::open(&config, dir.path());
+        let fresh = BanList::open(&config, dir.path()).unwrap();
         assert!(fresh.list(Instant::now()).is_empty());
         let aside: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

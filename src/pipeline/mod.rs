@@ -19,14 +19,13 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::acme::challenges::Challenges;
-use crate::body::{BodyLimits, GuardedBody, Tail};
+use crate::body::{BodyLimits, ClientBody, GuardedBody, Tail};
 use crate::cache::{self, Cache};
 use crate::canonical;
 use crate::client_ip::{self, Client};
@@ -156,7 +155,7 @@ impl Gateway {
     /// Handles one request, or says the connection must close unanswered.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         conn: &Conn,
     ) -> Result<Response<Body>, Closed> {
         let routes = self.routes.load_full();
@@ -248,7 +247,7 @@ impl Gateway {
     /// when a filter wants the connection closed unanswered.
     async fn serve(
         &self,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         refused: Option<ProxyError>,
         scope: Scope<'_>,
     ) -> Result<Response<Body>, Closed> {
@@ -290,6 +289,11 @@ impl Gateway {
             match filter.on_request(ask) {
                 Verdict::Continue => {}
                 Verdict::Refuse(error) => return Ok(answer(error, version)),
+                // Behind a trusted proxy the connection carries other
+                // clients' requests too: refuse this one alone.
+                Verdict::Close if client.ip != client_ip::normalise(conn.client.ip()) => {
+                    return Ok(answer(ProxyError::Forbidden, version))
+                }
                 Verdict::Close => return Err(Closed),
             }
         }

@@ -1,0 +1,173 @@
+//! The stored bans survive what a busy server and its admin do to them: many
+//! bans at once (each save with its own temporary file, bursts folded into
+//! few writes), a `kill -9` in the middle of them, a file drawbridge cannot
+//! read (refuse to start rather than serve banned clients), and root editing
+//! the file for a service that runs as another user.
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::net::TcpSocket;
+
+use crate::support::origin::Origin;
+use crate::support::{binary, server_block, site, Process};
+
+/// Three failed logins from `from`, at once, over plain HTTP to `http`.
+async fn three_failures(from: String, http: std::net::SocketAddr) {
+    for _ in 0..3 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let Ok(mut tcp) = socket.connect(http).await else {
+            return;
+        };
+        let request = "POST /Users/AuthenticateByName HTTP/1.1\r\nHost: jelly.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        crate::support::exchange(&mut tcp, request.as_bytes(), Duration::from_secs(5)).await;
+    }
+}
+
+fn config(dir: &std::path::Path, origin: std::net::SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[guard]\nmax_connections_per_ip = 10000\n\n{}",
+            server_block(dir),
+            site(
+                "jelly.test",
+                origin,
+                "login_rate = \"off\"\nhttps_redirect = false"
+            )
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn stored_bans(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("state/bans.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("bans.json is damaged ({e}): {} bytes", text.len()));
+    file["bans"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_hundred_and_fifty_bans_at_once_are_all_stored_and_survive_kill_9() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), origin.addr);
+    let process = Process::start(&path);
+    let mut attackers = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        attackers.spawn(three_failures(format!("127.0.6.{}", i + 1), process.http));
+    }
+    while attackers.join_next().await.is_some() {}
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = stored_bans(dir.path()).len();
+        if stored == 150 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, 150, "every ban reached the file");
+    let log = process.log.lock().unwrap().join("\n");
+    assert!(!log.contains("cannot store"), "a save failed:\n{log}");
+    drop(process);
+
+    // kill -9 while another 150 bans are being written.
+    let process = Process::start(&path);
+    let mut attackers = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        attackers.spawn(three_failures(format!("127.0.7.{}", i + 1), process.http));
+    }
+    // Waits without blocking the attackers' tasks.
+    let mut banning = false;
+    for _ in 0..200 {
+        banning = process
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("ban 127.0.7."));
+        if banning {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(banning, "no ban before the kill");
+    let mut process = process;
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    attackers.abort_all();
+    assert!(
+        stored_bans(dir.path()).len() >= 150,
+        "the earlier bans are kept whole"
+    );
+    let process = Process::start(&path);
+    let log = process.log.lock().unwrap().join("\n");
+    assert!(!log.contains("damaged"), "{log}");
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_bans_file_stops_the_start_and_says_why() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), origin.addr);
+    // Unreadable for drawbridge even as root: a folder in its place.
+    std::fs::create_dir_all(dir.path().join("state/bans.json")).unwrap();
+    let out = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started without its bans");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the bans file") && stderr.contains("bans.json"),
+        "{stderr}"
+    );
+    assert!(
+        dir.path().join("state/bans.json").is_dir(),
+        "nothing was set aside or replaced"
+    );
+}
+
+#[test]
+fn the_cli_keeps_the_bans_files_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "127.0.0.1:9".parse().unwrap());
+    let bans = dir.path().join("state/bans.json");
+    std::fs::create_dir_all(bans.parent().unwrap()).unwrap();
+    std::fs::write(
+        &bans,
+        r#"{"bans":[{"address":"203.0.113.9","until":99999999999,"offences":1}]}"#,
+    )
+    .unwrap();
+    // The service's own user (tests run as root, which may give files away).
+    std::os::unix::fs::chown(&bans, Some(65534), Some(65534)).unwrap();
+    let out = Command::new(binary())
+        .args(["bans", "-c"])
+        .arg(&path)
+        .args(["remove", "203.0.113.9"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(&bans).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "the file was taken over"
+    );
+    assert!(stored_bans(dir.path()).is_empty());
+}
