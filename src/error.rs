@@ -180,6 +180,26 @@ impl ProxyError {
     }
 }
 
+/// `error` and every cause behind it, each said once (`a: b: c`): a cause
+/// whose text the line already carries is not repeated. For log lines and
+/// the command line, where one `Display` would hide the cause that matters
+/// (`client error (Connect)` without `dns error: …`).
+pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// Seconds a client is asked to wait after a 503 for want of upstream
 /// connections: long enough for a stream or a burst to end.
 const BUSY_RETRY_AFTER: &str = "5";

@@ -83,21 +83,21 @@ fn main() -> ExitCode {
         } => match purge(&config, prefix.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("drawbridge: {}", report(&error));
+                eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
                 ExitCode::FAILURE
             }
         },
         Command::Bans { config, action } => match bans(&config, &action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("drawbridge: {}", report(&error));
+                eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
                 ExitCode::FAILURE
             }
         },
         Command::Run { config } => match run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("drawbridge: {}", report(&error));
+                eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
                 ExitCode::FAILURE
             }
         },
@@ -255,23 +255,6 @@ fn purge(path: &Path, prefix: Option<&str>) -> anyhow::Result<()> {
         reply["purged"].as_u64().unwrap_or(0)
     );
     Ok(())
-}
-
-/// An error and its causes, each said once: a cause whose text the message
-/// already carries (`cannot listen on …: Permission denied`) is not repeated.
-fn report(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let line = cause.to_string();
-        if text.contains(&line) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&line);
-    }
-    text
 }
 
 fn print_bans(bans: &[drawbridge::filter::ban::StoredBan]) {

@@ -76,13 +76,16 @@ impl Routes {
 
     /// Starts what the sites need in the background: re-resolving upstream
     /// names, closing idle upstream connections on time, and telling the user
-    /// which address to add to Jellyfin's Known proxies. The DNS and pool
-    /// tasks end when these routes are replaced and dropped.
+    /// which address to add to Jellyfin's Known proxies — once per site and
+    /// upstream, not again at a reload that left them as they were
+    /// (`previous`). The DNS and pool tasks end when these routes are
+    /// replaced and dropped.
     pub fn start_background(
         &self,
         lookup: Option<&Arc<dyn Lookup>>,
         bounds: TtlBounds,
         shutdown: &CancellationToken,
+        previous: Option<&Routes>,
     ) {
         for site in &self.sites {
             site.upstream.start_pool_sweep(shutdown.clone());
@@ -90,7 +93,14 @@ impl Routes {
                 site.upstream
                     .start_dns(lookup.clone(), bounds, shutdown.clone());
             }
-            if site.jellyfin {
+            let told = previous.is_some_and(|previous| {
+                previous.sites.iter().any(|p| {
+                    p.jellyfin
+                        && p.name == site.name
+                        && p.upstream.authority() == site.upstream.authority()
+                })
+            });
+            if site.jellyfin && !told {
                 let site = site.clone();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {

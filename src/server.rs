@@ -188,6 +188,7 @@ impl Server {
             self.lookup.as_ref(),
             self.started_with.server.dns_ttl,
             &self.background,
+            None,
         );
         let watch = self.tls.clone().run(
             self.started_with.server.cert_watch_interval,
@@ -309,6 +310,7 @@ impl Reloader {
             self.lookup.as_ref(),
             config.server.dns_ttl,
             &self.background,
+            Some(&self.gateway.routes()),
         );
         self.gateway.swap_routes(routes);
         self.acme.apply(&config.sites);

@@ -370,3 +370,51 @@ async fn external_account_binding_is_sent_when_the_ca_requires_it() {
     let gw = TestGateway::start_text(dir, &bound).await;
     wait_served(gw.https, &root, "eab.test").await;
 }
+
+#[tokio::test]
+async fn an_unreachable_ca_is_explained_and_handshakes_are_not_kept_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\n\n[log]\naccess = \"off\"\n\n[acme]\ndirectory = \"https://acme-directory.invalid/dir\"\n\n[[site]]\nhost = \"jelly.example.com\"\nupstream = \"http://127.0.0.1:9\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let process = Process::start(&path);
+    let https = process.https;
+    let failed = tokio::task::spawn_blocking(move || {
+        let seen = process.wait_for_log("could not get a certificate", Duration::from_secs(20));
+        (seen, process)
+    });
+    let (seen, process) = failed.await.unwrap();
+    assert!(seen, "the failed order was not logged");
+    let line = process
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("could not get a certificate"))
+        .cloned()
+        .unwrap();
+    assert!(
+        line.contains("dns error") || line.contains("failed to lookup"),
+        "the cause is hidden: {line}"
+    );
+    // No order runs now: a handshake is refused at once, not after the
+    // ten seconds a first order is waited for.
+    let (cert, _) = crate::support::self_signed("unrelated.test");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_connect(
+            https,
+            client_config(cert.as_bytes(), &[b"h2"]),
+            Some("jelly.example.com"),
+        ),
+    )
+    .await
+    .expect("the handshake was kept waiting for an order that is not running");
+    assert!(refused.is_err(), "a certificate was shown");
+}

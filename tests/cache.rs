@@ -286,3 +286,15 @@ async fn the_hit_ratio_is_logged_every_stats_interval() {
     // The three hits, 2 KiB each; what went home is not counted.
     assert!(line.contains("bytes_served=6144"), "{line}");
 }
+
+#[tokio::test]
+async fn an_error_page_on_a_cache_route_says_it_was_a_miss() {
+    let gw = TestGateway::start(&cache_site(crate::support::closed_addr().await)).await;
+    let client = gw.reqwest(&["jelly.test"], false);
+    let (status, label, _) = fetch(
+        &client,
+        &gw.url("jelly.test", "/Items/none/Images/Primary?tag=x"),
+    )
+    .await;
+    assert_eq!((status, label.as_deref()), (502, Some("MISS")));
+}

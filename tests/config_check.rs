@@ -1,5 +1,6 @@
 //! `drawbridge check`: every error with file:line:col in one run, suggestions
-//! for misspelt keys, a summary and exit 0 for a good file.
+//! for misspelt keys, a summary and exit 0 for a good file; and `run`'s start
+//! errors, each cause said once and naming the file at fault.
 
 use std::process::Command;
 
@@ -125,4 +126,70 @@ fn bundled_quickstart_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `drawbridge run` on `text` (its state under `dir`), expected to stop at
+/// once; its stderr.
+fn run_fails(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("drawbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_start_error_says_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_fails(
+        dir.path(),
+        &format!(
+            "[server]\nhttp = [\"{}\"]\nhttps = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\n[[site]]\nhost = \"jelly.test\"\nupstream = \"http://127.0.0.1:9\"\ntls = \"internal\"\n",
+            taken.local_addr().unwrap(),
+            dir.path().join("state").display()
+        ),
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("drawbridge:"))
+        .unwrap_or_default();
+    assert!(line.contains("cannot listen on"), "{stderr}");
+    assert_eq!(line.matches("Address already in use").count(), 1, "{line}");
+}
+
+#[test]
+fn a_damaged_local_ca_key_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("state/ca");
+    std::fs::create_dir_all(&ca).unwrap();
+    std::fs::write(
+        ca.join("root.key"),
+        "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(ca.join("root.pem"), "not a certificate").unwrap();
+    let stderr = run_fails(
+        dir.path(),
+        &format!(
+            "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\n[[site]]\nhost = \"jelly.test\"\nupstream = \"http://127.0.0.1:9\"\ntls = \"internal\"\n",
+            dir.path().join("state").display()
+        ),
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("drawbridge:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("root.key") && line.contains("damaged"),
+        "{stderr}"
+    );
+    let causes: Vec<&str> = line.split(": ").collect();
+    let mut unique = causes.clone();
+    unique.dedup();
+    assert_eq!(causes, unique, "a cause said twice: {line}");
 }

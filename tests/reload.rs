@@ -160,3 +160,50 @@ async fn sigterm_stops_accepting_and_exits_cleanly() {
     );
     assert!(process.wait_for_log("shutting down", Duration::from_secs(1)));
 }
+
+#[test]
+fn a_reload_does_not_repeat_the_known_proxies_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[[site]]\nhost = \"jelly.test\"\nupstream = \"http://{}\"\ntls = \"internal\"\n",
+            crate::support::server_block(dir.path()),
+            origin.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let process = Process::start(&path);
+    assert!(process.wait_for_log("Known proxies", Duration::from_secs(5)));
+    for round in 1..=3 {
+        process.signal("HUP");
+        let reloaded = || {
+            process
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("config reloaded"))
+                .count()
+        };
+        for _ in 0..100 {
+            if reloaded() >= round {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(reloaded(), round);
+    }
+    // Time for a repeated announcement to be made, had one been started.
+    std::thread::sleep(Duration::from_millis(300));
+    let told = process
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("Known proxies"))
+        .count();
+    assert_eq!(told, 1, "said again at every reload");
+}

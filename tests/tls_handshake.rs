@@ -57,6 +57,22 @@ async fn known_names_negotiate_h2_or_http11() {
 }
 
 #[tokio::test]
+async fn the_local_ca_sends_the_leaf_without_its_root() {
+    let gw = TestGateway::start(SITE).await;
+    let tls = gw.tls_connect(Some("jelly.test"), &[b"h2"]).await.unwrap();
+    let chain = tls.get_ref().1.peer_certificates().unwrap();
+    assert_eq!(
+        chain.len(),
+        1,
+        "the root is the client's to trust, not to be sent"
+    );
+    use rustls::pki_types::pem::PemObject;
+    let root =
+        rustls::pki_types::CertificateDer::from_pem_slice(gw.ca_pem.as_ref().unwrap()).unwrap();
+    assert_ne!(chain[0], root);
+}
+
+#[tokio::test]
 async fn tls_below_1_2_is_refused() {
     // rustls cannot speak TLS 1.1, so offer a hand-made TLS 1.1 ClientHello and
     // expect an alert (content type 21) rather than a ServerHello (22).

@@ -143,3 +143,34 @@ async fn a_dead_pooled_connection_is_retried_once_for_get_never_for_post() {
         "the origin saw the POST once"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_failing_mid_body_is_in_the_error_log() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            crate::support::server_block(dir.path()),
+            site("jelly.test", origin.addr, "https_redirect = false")
+        ),
+    )
+    .unwrap();
+    let process = crate::support::Process::start(&path);
+    let mut tcp = tokio::net::TcpStream::connect(process.http).await.unwrap();
+    let (bytes, _) = crate::support::exchange(
+        &mut tcp,
+        b"GET /die HTTP/1.1\r\nHost: jelly.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(crate::support::status_of(&bytes), 200, "the head went out");
+    let logged = tokio::task::spawn_blocking(move || {
+        process.wait_for_log("failed mid-body", Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert!(logged, "a cut film leaves no trace in the error log");
+}

@@ -168,7 +168,12 @@ impl AcmeManager {
                     }
                 }
             }
-            match self.order(&hosts, &name).await {
+            self.tls.order_running(&hosts, true);
+            let ordered = self.order(&hosts, &name).await;
+            // A failure lets handshakes for a site without a certificate be
+            // refused at once until the next try (success installs one).
+            self.tls.order_running(&hosts, ordered.is_ok());
+            match ordered {
                 Ok(stored) => {
                     tracing::info!(
                         "got the certificate for {name}, valid until {}",
@@ -222,8 +227,9 @@ impl AcmeManager {
     async fn order(&self, hosts: &[HostPattern], name: &str) -> Result<Stored, String> {
         let account = self.account().await.map_err(|e| {
             format!(
-                "ACME account at {}: {e}{}",
+                "ACME account at {}: {}{}",
                 self.config.directory,
+                crate::error::causes(&e),
                 hint_for_connect()
             )
         })?;
@@ -252,8 +258,9 @@ impl AcmeManager {
                 }
                 Err(error) => {
                     tracing::warn!(
-                        "{} failed for {name}: {error}{}",
+                        "{} failed for {name}: {}{}",
                         challenge.name(),
+                        crate::error::causes(&error),
                         hint(&error)
                     );
                     errors.push(format!("{}: {error}", challenge.name()));

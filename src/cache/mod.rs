@@ -383,7 +383,8 @@ impl Cache {
         self.hit(entry, headers, ask, "STALE")
     }
 
-    fn label<B>(&self, mut response: Response<B>, label: &'static str) -> Response<B> {
+    /// Marks `response` with `X-Cache: label` when `status_header` is on.
+    pub fn label<B>(&self, mut response: Response<B>, label: &'static str) -> Response<B> {
         if self.status_header {
             response
                 .headers_mut()

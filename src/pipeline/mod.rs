@@ -350,7 +350,7 @@ impl Gateway {
                 // twice the forward's, and every request's task would carry it.
                 return Ok(Box::pin(self.cache.serve(ask))
                     .await
-                    .unwrap_or_else(|e| answer(e, version)));
+                    .unwrap_or_else(|e| self.cache.label(answer(e, version), "MISS")));
             }
         }
         let declared = request
@@ -492,7 +492,7 @@ struct UpstreamFailure(String);
 /// warnings with the upstream's address (the page never shows it).
 fn answer(error: ProxyError, version: Version) -> Response<Body> {
     let failure = match error.blame() {
-        Blame::Upstream => Some(UpstreamFailure(error.to_string())),
+        Blame::Upstream => Some(UpstreamFailure(crate::error::causes(&error))),
         Blame::Client => {
             tracing::debug!(%error, "request refused");
             None

@@ -34,18 +34,26 @@ pub enum CaError {
         #[source]
         source: std::io::Error,
     },
-    /// rcgen could not parse or produce a certificate or key.
-    #[error("local CA: {0}")]
+    /// A stored CA file is not a usable key or certificate.
+    #[error("local CA file {} is damaged; move the ca folder away to make a new CA (browsers must then trust the new root)", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// rcgen could not produce a certificate or key.
+    #[error("local CA: cannot issue a certificate")]
     Cert(#[from] rcgen::Error),
     /// rustls refused the issued pair.
-    #[error("local CA: issued certificate unusable: {0}")]
+    #[error("local CA: issued certificate unusable")]
     Rustls(#[from] rustls::Error),
 }
 
 /// The local CA: its signing key and certificate.
 pub struct LocalCa {
     issuer: Issuer<'static, KeyPair>,
-    cert_der: CertificateDer<'static>,
     cert_path: PathBuf,
 }
 
@@ -71,15 +79,16 @@ impl LocalCa {
         if cert_path.exists() && key_path.exists() {
             let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
             let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
-            let key = KeyPair::from_pem(&key_pem)?;
+            let damaged = |path: &Path| {
+                let path = path.to_path_buf();
+                move |source| CaError::Damaged { path, source }
+            };
+            let key = KeyPair::from_pem(&key_pem).map_err(damaged(&key_path))?;
             let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-                .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
-            let issuer = Issuer::from_ca_cert_der(&cert_der, key)?;
-            return Ok(LocalCa {
-                issuer,
-                cert_der,
-                cert_path,
-            });
+                .map_err(|_| rcgen::Error::CouldNotParseCertificate)
+                .map_err(damaged(&cert_path))?;
+            let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(damaged(&cert_path))?;
+            return Ok(LocalCa { issuer, cert_path });
         }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -95,7 +104,6 @@ impl LocalCa {
         write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600).map_err(io(&key_path))?;
         write_atomic(&cert_path, cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
         Ok(LocalCa {
-            cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
             cert_path,
         })
@@ -122,7 +130,9 @@ impl LocalCa {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let chain = vec![cert.der().clone(), self.cert_der.clone()];
+        // The leaf alone: a client either trusts the root already or cannot
+        // be helped by being sent it (RFC 8446 §4.4.2 lets the root be left out).
+        let chain = vec![cert.der().clone()];
         Ok(CertifiedKey::from_der(chain, private, &super::provider())?)
     }
 }
@@ -142,12 +152,20 @@ mod tests {
             std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        let root = std::fs::read(dir.path().join("ca/root.pem")).unwrap();
+        drop(first);
         let second = LocalCa::open_or_create(dir.path()).unwrap();
-        assert_eq!(first.cert_der, second.cert_der, "the CA is not re-created");
+        assert_eq!(
+            std::fs::read(dir.path().join("ca/root.pem")).unwrap(),
+            root,
+            "the CA is not re-created"
+        );
         let leaf = second
             .issue(&[HostPattern::parse("localhost").unwrap()])
             .unwrap();
-        assert_eq!(leaf.cert.len(), 2, "leaf followed by the CA");
-        assert_eq!(leaf.cert[1], first.cert_der);
+        assert_eq!(leaf.cert.len(), 1, "the leaf alone, not the root");
+        use rustls::pki_types::pem::PemObject;
+        let root = rustls::pki_types::CertificateDer::from_pem_slice(&root).unwrap();
+        assert_ne!(leaf.cert[0], root);
     }
 }

@@ -15,7 +15,7 @@ pub mod local_ca;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -101,13 +101,16 @@ impl Table {
         table
     }
 
-    /// Whether `sni` belongs to an ACME site still waiting for its first certificate.
-    fn pending(&self, sni: &str) -> bool {
-        self.lookup(sni).is_none()
-            && self
-                .entries
-                .iter()
-                .any(|e| e.key.is_none() && e.hosts.iter().any(|h| h.matches(sni)))
+    /// The names of the ACME site `sni` belongs to, when it has no
+    /// certificate yet.
+    fn pending(&self, sni: &str) -> Option<&[HostPattern]> {
+        if self.lookup(sni).is_some() {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|e| e.key.is_none() && e.hosts.iter().any(|h| h.matches(sni)))
+            .map(|e| e.hosts.as_slice())
     }
 
     fn lookup(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
@@ -125,8 +128,11 @@ pub struct TlsStore {
     ca: ArcSwapOption<LocalCa>,
     state_dir: PathBuf,
     challenges: Arc<Challenges>,
-    /// Woken whenever an ACME certificate is installed.
+    /// Woken whenever an ACME certificate is installed, or an order fails.
     installed: Notify,
+    /// ACME sites (by their names) whose last order failed, while no new
+    /// order runs: a handshake for them is refused at once, not kept waiting.
+    failed: std::sync::Mutex<Vec<Vec<HostPattern>>>,
 }
 
 /// How long a handshake for a site whose first certificate is being ordered waits.
@@ -149,6 +155,7 @@ impl TlsStore {
             state_dir: config.server.state_dir.clone(),
             challenges,
             installed: Notify::new(),
+            failed: std::sync::Mutex::default(),
         };
         store.install(config)?;
         Ok(Arc::new(store))
@@ -270,7 +277,7 @@ impl TlsStore {
         let deadline = tokio::time::Instant::now() + max;
         loop {
             let installed = self.installed.notified();
-            if !self.table.load().pending(sni) {
+            if !self.is_pending(sni) {
                 return;
             }
             if tokio::time::timeout_at(deadline, installed).await.is_err() {
@@ -279,9 +286,27 @@ impl TlsStore {
         }
     }
 
-    /// Whether `sni` names an ACME site without a certificate yet.
+    /// Whether `sni` names an ACME site without a certificate yet whose
+    /// order is running (or has not been tried).
     pub fn is_pending(&self, sni: &str) -> bool {
-        self.table.load().pending(sni)
+        let table = self.table.load();
+        let Some(hosts) = table.pending(sni) else {
+            return false;
+        };
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        !failed.iter().any(|f| f == hosts)
+    }
+
+    /// Says whether an order for the site named by `hosts` runs now
+    /// (`running`), or has just failed; waiting handshakes are told.
+    pub fn order_running(&self, hosts: &[HostPattern], running: bool) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.retain(|f| f != hosts);
+        if !running {
+            failed.push(hosts.to_vec());
+            drop(failed);
+            self.installed.notify_waiters();
+        }
     }
 
     /// Re-reads certificate files that changed on disk and re-issues local CA

@@ -220,7 +220,8 @@ impl HttpBody for UpstreamBody {
         match &frame {
             None => self.give_back(),
             // The connection is mid-message: it cannot carry another.
-            Some(Err(_)) => {
+            Some(Err(error)) => {
+                tracing::warn!(%error, "the upstream failed mid-body; the client's response is cut short");
                 self.lease = None;
                 self.share = None;
             }
