@@ -32,22 +32,26 @@ pub async fn serve(
     cache: Arc<Cache>,
     shutdown: CancellationToken,
 ) {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    // A socket left by a previous run would make bind fail.
-    let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::warn!(%error, path = %path.display(), "cannot open the admin socket; `drawbridge bans` will work on the stored file only");
-            return;
-        }
+    let Some(mut listener) = bind(&path) else {
+        return;
     };
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    let mut look = tokio::time::interval(SOCKET_CHECK);
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = look.tick() => {
+                // Deleted under the running process (the state folder
+                // removed by hand): a new one, or the commands would wrongly
+                // think drawbridge is not running and edit the stored file.
+                if !path.exists() {
+                    tracing::warn!(path = %path.display(), "the admin socket was removed; making a new one");
+                    match bind(&path) {
+                        Some(new) => listener = new,
+                        None => return,
+                    }
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(_) => continue,
@@ -59,6 +63,29 @@ pub async fn serve(
         });
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// How often the socket's file is checked for.
+const SOCKET_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A listener at `path` (mode 0600), its folder made and an old socket
+/// replaced; None, with a warning, when it cannot be had.
+fn bind(path: &Path) -> Option<UnixListener> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // A socket left by a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    match UnixListener::bind(path) {
+        Ok(listener) => {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            Some(listener)
+        }
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot open the admin socket; `drawbridge bans` will work on the stored file only");
+            None
+        }
+    }
 }
 
 async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache) -> io::Result<()> {

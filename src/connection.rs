@@ -24,6 +24,7 @@ use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::config::normalise_host;
 use crate::guard::Guard;
 use crate::proxy_protocol::{self, Rewind};
+use crate::tls::failures::{Failure, HandshakeFailures};
 use crate::tls::{ServerConfigs, TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub kill: CancellationToken,
     /// Bans and connection limits.
     pub guard: Arc<Guard>,
+    /// Failed handshakes, summed up once a minute.
+    pub handshake_failures: Arc<HandshakeFailures>,
 }
 
 /// hyper's builders for the two protocols, each serving only its own (not
@@ -245,10 +248,12 @@ async fn handshake(
         Ok(Ok(start)) => start,
         Ok(Err(error)) => {
             tracing::debug!(%error, "not a TLS ClientHello");
+            shared.handshake_failures.count(Failure::NotTls);
             return None;
         }
         Err(_) => {
             tracing::debug!("TLS ClientHello not received in time");
+            shared.handshake_failures.count(Failure::TimedOut);
             return None;
         }
     };
@@ -264,7 +269,7 @@ async fn handshake(
         .filter(|_| !validation)
     {
         if shared.certificates.is_pending(&sni) {
-            tracing::info!(sni, "waiting for the first certificate of this site");
+            tracing::debug!(sni, "waiting for the first certificate of this site");
             shared
                 .certificates
                 .wait_for_first(&sni, FIRST_CERTIFICATE_WAIT)
@@ -275,10 +280,12 @@ async fn handshake(
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(error)) => {
             tracing::debug!(%error, "TLS handshake refused");
+            shared.handshake_failures.count(Failure::Refused);
             None
         }
         Err(_) => {
             tracing::debug!("TLS handshake not finished in time");
+            shared.handshake_failures.count(Failure::TimedOut);
             None
         }
     }

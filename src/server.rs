@@ -104,6 +104,7 @@ impl Server {
             http: connection::HttpBuilders::new(&config.limits),
             kill,
             guard: guard.clone(),
+            handshake_failures: Arc::default(),
         });
         let background = CancellationToken::new();
         let acme = AcmeManager::new(&config, tls.clone(), challenges, background.clone());
@@ -180,6 +181,9 @@ impl Server {
             self.shared.gateway.cache().clone(),
             self.background.clone(),
         ));
+        let failures = self.shared.handshake_failures.clone();
+        let stop = self.background.clone();
+        tokio::spawn(async move { failures.report(stop).await });
         tokio::spawn(self.shared.gateway.cache().clone().report(
             self.started_with.cache.stats_interval,
             self.background.clone(),

@@ -171,3 +171,35 @@ fn the_cli_keeps_the_bans_files_owner() {
     );
     assert!(stored_bans(dir.path()).is_empty());
 }
+
+#[test]
+fn the_admin_socket_comes_back_when_the_state_folder_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "127.0.0.1:9".parse().unwrap());
+    let process = Process::start(&path);
+    let socket = dir.path().join("state/admin.sock");
+    assert!(socket.exists());
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let mut back = false;
+    for _ in 0..200 {
+        back = socket.exists();
+        if back {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(back, "no new admin socket");
+    let out = Command::new(binary())
+        .args(["bans", "-c"])
+        .arg(&path)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not running"),
+        "the command thought drawbridge had stopped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(process);
+}

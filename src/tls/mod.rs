@@ -10,6 +10,7 @@
 //! CA leaves near expiry); owns no sockets.
 
 pub mod certfile;
+pub mod failures;
 pub mod local_ca;
 
 use std::collections::HashMap;
