@@ -20,20 +20,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::config::normalise_host;
 use crate::guard::Guard;
 use crate::proxy_protocol::{self, Rewind};
+use crate::tls::challenges::ACME_TLS_ALPN;
 use crate::tls::failures::{Failure, HandshakeFailures};
 use crate::tls::{ServerConfigs, TlsStore, FIRST_CERTIFICATE_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::body::ClientBody;
+use crate::body::{Body, ClientBody};
 use crate::coalesce::Coalesce;
 use crate::config::Limits;
 use crate::deadline::{ConnState, Deadlines, Parked, Readiness};
-use crate::pipeline::{Body, Closed, Conn, Gateway};
+use crate::pipeline::{Closed, Conn, Gateway};
 
 /// Everything a connection needs, shared by all connections of the process.
 pub struct Shared {
@@ -53,6 +53,9 @@ pub struct Shared {
     pub guard: Arc<Guard>,
     /// Failed handshakes, summed up once a minute.
     pub handshake_failures: Arc<HandshakeFailures>,
+    /// Every connection's task and every WebSocket tunnel: shutdown waits
+    /// for them, up to its grace.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// hyper's builders for the two protocols, each serving only its own (not
@@ -319,6 +322,8 @@ where
         sni: tls.flatten(),
         state: state.clone(),
         kill: kill.clone(),
+        drain: shutdown.clone(),
+        tasks: shared.tasks.clone(),
         id,
     };
     // Closes the connection unanswered: a filter's verdict, or `kill` (banned,

@@ -3,7 +3,7 @@
 
 use http::{header, Response, StatusCode};
 
-use crate::pipeline::{full_body, Body};
+use crate::body::{full_body, Body};
 
 /// Who caused a failure: decides the log level and wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,6 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::access_log::AccessLog;
-use crate::acme::challenges::Challenges;
 use crate::acme::AcmeManager;
 use crate::cache::Cache;
 use crate::config::Config;
@@ -21,6 +20,7 @@ use crate::dns::{HickoryLookup, Lookup};
 use crate::guard::Guard;
 use crate::pipeline::Gateway;
 use crate::routes::Routes;
+use crate::tls::challenges::Challenges;
 use crate::tls::{TlsError, TlsStore};
 
 /// Why the server could not start or reload.
@@ -105,6 +105,7 @@ impl Server {
             kill,
             guard: guard.clone(),
             handshake_failures: Arc::default(),
+            tasks: TaskTracker::new(),
         });
         let background = CancellationToken::new();
         let acme = AcmeManager::new(&config, tls.clone(), challenges, background.clone());
@@ -172,7 +173,7 @@ impl Server {
     /// Serves until `shutdown`, then stops accepting and lets in-flight
     /// requests finish for up to `[server] shutdown_grace`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
+        let tracker = self.shared.tasks.clone();
         let drain = CancellationToken::new();
         self.acme.apply(&self.started_with.sites);
         tokio::spawn(crate::admin::serve(

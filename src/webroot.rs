@@ -6,8 +6,8 @@ use std::path::Path;
 
 use http::{header, HeaderValue, Method, Response};
 
+use crate::body::{empty_body, full_body, Body};
 use crate::error::ProxyError;
-use crate::pipeline::{empty_body, full_body, Body};
 
 /// The path prefix of HTTP-01 challenges.
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";

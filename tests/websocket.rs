@@ -1,7 +1,8 @@
 //! WebSocket through drawbridge: HTTP/1.1 Upgrade and HTTP/2 extended CONNECT
 //! (RFC 8441) from the client, HTTP/1.1 Upgrade to Jellyfin; the socket
 //! survives silence longer than every idle timeout; a refused upgrade's answer
-//! reaches the client.
+//! reaches the client; open sockets get Close 1001 (Going Away) when shutdown
+//! begins.
 
 use std::time::Duration;
 
@@ -149,4 +150,39 @@ async fn a_reload_does_not_cut_an_open_socket() {
         ws.next().await.unwrap().unwrap(),
         Message::text("echo:still here")
     );
+}
+
+#[tokio::test]
+async fn open_sockets_are_told_going_away_at_shutdown() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let origin = Origin::start().await;
+    let gw = TestGateway::start_with_server_extra(
+        tempfile::tempdir().unwrap(),
+        "shutdown_grace = \"1s\"\n",
+        &site("jelly.test", origin.addr, ""),
+    )
+    .await;
+    let tls = gw
+        .tls_connect(Some("jelly.test"), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let url = format!("wss://jelly.test:{}/socket?api_key=secret", gw.https.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    let _hello = ws.next().await.unwrap().unwrap();
+    // A frame in flight when the grace ends must not be broken by the Close.
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("echo:ping")
+    );
+    gw.begin_shutdown();
+    let last = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the socket was left hanging")
+        .expect("closed without a Close frame")
+        .expect("a broken frame instead of a Close");
+    match last {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("not Close 1001: {other:?}"),
+    }
 }

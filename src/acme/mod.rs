@@ -8,7 +8,6 @@
 //!
 //! Owns ordering and scheduling; `tls` owns serving, `store` the files.
 
-pub mod challenges;
 pub mod order;
 pub mod schedule;
 pub mod store;
@@ -24,8 +23,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Acme, HostPattern, SiteConfig, TlsSource};
+use crate::tls::challenges::Challenges;
 use crate::tls::TlsStore;
-use challenges::Challenges;
 use order::{obtain, Ask, OrderError};
 use store::Stored;
 
@@ -124,6 +123,10 @@ impl AcmeManager {
                 None
             }
         };
+        if let Some(stored) = &current {
+            // Served at once; the loop below decides whether it needs renewing.
+            self.tls.install_acme(&hosts, stored.key.clone());
+        }
         let mut failures = 0u32;
         loop {
             let now = SystemTime::now();

@@ -11,8 +11,8 @@ use instant_acme::{
     RetryPolicy,
 };
 
-use super::challenges::{alpn_certificate, Challenges};
 use crate::config::{Challenge, HostPattern};
+use crate::tls::challenges::{alpn_certificate, Challenges};
 
 /// A new certificate and its key, as PEM.
 #[derive(Debug)]

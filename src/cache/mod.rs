@@ -27,9 +27,9 @@ use http_body_util::BodyExt;
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
 use tokio::sync::Notify;
 
+use crate::body::{empty_body, full_body, Body};
 use crate::error::ProxyError;
 use crate::forwarding;
-use crate::pipeline::{empty_body, full_body, Body};
 use crate::upstream::{Upstream, UpstreamBody};
 use rules::has_credentials;
 pub use rules::{key, CacheRules, Visibility};

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::pipeline::Body;
+use crate::body::Body;
 
 /// Passes a body on frame by frame and keeps a copy up to `max` bytes; calls
 /// `done` once: with the whole body if it ended complete and within `max`, else
@@ -36,7 +36,7 @@ impl<F: FnOnce(Option<Bytes>)> Tee<F> {
 
 impl<F: FnOnce(Option<Bytes>) + Unpin> HttpBody for Tee<F> {
     type Data = Bytes;
-    type Error = crate::pipeline::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -15,17 +15,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, Entry};
-use crate::acme::challenges::Challenges;
-use crate::body::{BodyLimits, ClientBody, GuardedBody, Tail};
+use crate::body::{
+    empty_body, full_body, Body, BodyLimits, BoxError, ClientBody, GuardedBody, Tail,
+};
 use crate::cache::{self, Cache};
 use crate::canonical;
 use crate::client_ip::{self, Client};
@@ -35,29 +34,12 @@ use crate::error::{Blame, ProxyError};
 use crate::filter::{self, Exchange, Verdict};
 use crate::forwarding::{self, Origin};
 use crate::routes::{Routes, Site};
+use crate::tls::challenges::Challenges;
 use crate::{webroot, websocket};
-
-/// Errors a response body may end with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of every response drawbridge sends.
-pub type Body = BoxBody<Bytes, BoxError>;
 
 mod head;
 pub use head::check_head;
 use head::raw_host;
-
-/// An empty body.
-pub fn empty_body() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
-
-/// A body of `bytes`, all at once.
-pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
 
 /// What the pipeline knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -73,6 +55,11 @@ pub struct Conn {
     /// Fired when the connection must end at once (a ban, the end of the
     /// shutdown grace); tunnels end then too.
     pub kill: tokio_util::sync::CancellationToken,
+    /// Fired when shutdown begins (no new requests; WebSockets say goodbye).
+    pub drain: tokio_util::sync::CancellationToken,
+    /// Where long-lived tasks of the connection (WebSocket tunnels) run, so
+    /// shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
     /// The connection's number, from the guard.
     pub id: u64,
 }
@@ -315,6 +302,8 @@ impl Gateway {
             let tunnel = websocket::Tunnel {
                 hold: conn.state.request_started(),
                 kill: conn.kill.clone(),
+                drain: conn.drain.clone(),
+                tasks: conn.tasks.clone(),
                 response_timeout: site.response_timeout,
             };
             return Ok(Box::pin(websocket::tunnel(

@@ -10,6 +10,7 @@
 //! CA leaves near expiry); owns no sockets.
 
 pub mod certfile;
+pub mod challenges;
 pub mod failures;
 pub mod local_ca;
 
@@ -28,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::sync::Notify;
 
-use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::config::{normalise_host, Config, HostPattern, TlsSource};
 use certfile::{CertError, Fingerprint};
+use challenges::{Challenges, ACME_TLS_ALPN};
 use local_ca::{CaError, LocalCa, LEAF_LIFETIME};
 
 /// The crypto provider: ring, with Mozilla's "intermediate" cipher suites
@@ -231,17 +232,12 @@ impl TlsStore {
                 }
             }
             TlsSource::Acme => {
-                // Whatever is stored serves at once; the ACME task decides
-                // whether it needs renewing.
-                let dir = crate::acme::store::site_dir(&self.state_dir, hosts);
-                let stored = crate::acme::store::load(&dir)
-                    .ok()
-                    .flatten()
-                    .filter(|s| s.covers(hosts));
+                // The ACME task installs what is stored as it starts, or
+                // what it orders; handshakes wait for it meanwhile.
                 Entry {
                     hosts: hosts.to_vec(),
                     source: source.clone(),
-                    key: stored.map(|s| Arc::new(s.key)),
+                    key: None,
                     fingerprint: None,
                     renew_after: None,
                 }

@@ -22,11 +22,11 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::body::Body;
 use crate::body::BodyError;
 use crate::config::{SiteConfig, UpstreamAddr};
 use crate::dns::{self, Addresses, Lookup, TtlBounds};
 use crate::error::ProxyError;
-use crate::pipeline::Body;
 
 pub use limit::Busy;
 use limit::{ConnPermit, Limit, Share};
@@ -142,9 +142,7 @@ impl Upstream {
         match self.send(request, deadline).await {
             Err(Failure::Exchange(error)) if replay.is_some() && stale_connection(&error) => {
                 tracing::debug!(upstream = %self.authority, %error, "pooled connection was dead; retrying once on a fresh one");
-                let again = replay
-                    .expect("checked")
-                    .map(|()| crate::pipeline::empty_body());
+                let again = replay.expect("checked").map(|()| crate::body::empty_body());
                 self.send(again, deadline)
                     .await
                     .map_err(|f| self.classify(f))

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::limit::{ConnPermit, Share};
-use crate::pipeline::Body;
+use crate::body::Body;
 
 /// A connection's request side.
 pub(super) type Sender = SendRequest<Body>;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::interleaved;
 use super::pool::{Conn, Lease, Pool, UpstreamBody, POOL_IDLE, SWEEP_EVERY};
-use crate::pipeline::empty_body;
+use crate::body::empty_body;
 
 /// An origin answering every request on a connection with `answer`; with
 /// `close_after`, it closes the connection that long after its first answer.

@@ -3,7 +3,11 @@
 //! Upgrade to the upstream on a fresh connection; once both sides have switched,
 //! bytes are copied both ways until either closes. The tunnel holds its
 //! connection's in-flight mark, so no idle or head deadline applies to it, and
-//! it does not depend on the routes snapshot, so a reload never cuts it.
+//! it does not depend on the routes snapshot, so a reload never cuts it. When
+//! shutdown begins, each side gets Close 1001 (`going_away`): a socket never
+//! ends by itself, and the app reconnects to the restarted drawbridge at once.
+
+mod going_away;
 
 use std::time::Duration;
 
@@ -14,11 +18,10 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::ClientBody;
+use crate::body::{empty_body, Body, ClientBody};
 use crate::deadline::InFlight;
 use crate::error::ProxyError;
 use crate::forwarding::{self, Origin};
-use crate::pipeline::{empty_body, Body};
 use crate::upstream::Upstream;
 
 /// How the client asked for a WebSocket.
@@ -64,8 +67,12 @@ pub fn ask<B>(request: &Request<B>) -> Option<Ask> {
 pub struct Tunnel {
     /// Marks the client connection busy, so no deadline cuts it.
     pub hold: InFlight,
-    /// Ends the tunnel when the shutdown grace is over.
+    /// Ends the tunnel at once (a ban, or the shutdown grace is over).
     pub kill: CancellationToken,
+    /// Shutdown began: the tunnel says Going Away to both sides and ends.
+    pub drain: CancellationToken,
+    /// Where the tunnel runs (shutdown waits for it).
+    pub tasks: tokio_util::task::TaskTracker,
     /// How long the upstream may take to answer the upgrade.
     pub response_timeout: Duration,
 }
@@ -82,6 +89,8 @@ pub async fn tunnel(
     let Tunnel {
         hold,
         kill,
+        drain,
+        tasks,
         response_timeout,
     } = tunnel;
     let client_side = hyper::upgrade::on(&mut request);
@@ -162,7 +171,7 @@ pub async fn tunnel(
         }
         Ask::ExtendedConnect => *answer.status_mut() = StatusCode::OK,
     }
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let _hold = (hold, place);
         let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
             Ok(pair) => pair,
@@ -171,17 +180,35 @@ pub async fn tunnel(
                 return;
             }
         };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
-                Ok((up, down)) => tracing::debug!(up, down, "WebSocket closed"),
-                Err(error) => tracing::debug!(%error, "WebSocket ended"),
-            },
-            () = kill.cancelled() => tracing::debug!("WebSocket closed by shutdown"),
+        let mut client = going_away::Side::new(TokioIo::new(client));
+        let mut upstream = going_away::Side::new(TokioIo::new(upstream));
+        let cut = tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                match copied {
+                    Ok((up, down)) => tracing::debug!(up, down, "WebSocket closed"),
+                    Err(error) => tracing::debug!(%error, "WebSocket ended"),
+                }
+                false
+            }
+            () = kill.cancelled() => true,
+            // A WebSocket never finishes by itself: at shutdown the app is
+            // told to reconnect (to the restarted drawbridge) at once.
+            () = drain.cancelled() => true,
+        };
+        if cut {
+            tracing::debug!("WebSocket closed by shutdown (1001 Going Away)");
+            let goodbyes = async {
+                client.going_away(false).await;
+                upstream.going_away(true).await;
+            };
+            let _ = tokio::time::timeout(GOODBYE_TIME, goodbyes).await;
         }
     });
     Ok(answer)
 }
+
+/// How long the Close frames may take to leave at shutdown.
+const GOODBYE_TIME: Duration = Duration::from_secs(1);
 
 /// A random `Sec-WebSocket-Key`: 16 bytes, base64 (RFC 6455 §4.1).
 fn fresh_key() -> HeaderValue {
