@@ -14,6 +14,15 @@ pub enum Blame {
     Upstream,
 }
 
+/// Why a request got no connection to the upstream in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Its client already keeps its whole share busy.
+    Client,
+    /// Every connection to the upstream is taken.
+    Upstream,
+}
+
 /// A request that cannot be served normally.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -83,7 +92,7 @@ pub enum ProxyError {
         /// The upstream, for the log.
         addr: String,
         /// Whose limit was reached.
-        busy: crate::upstream::Busy,
+        busy: Busy,
     },
     /// The upstream answered a WebSocket upgrade with something unusable.
     #[error("upstream {addr} failed the WebSocket upgrade: {why}")]
@@ -126,7 +135,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamUpgrade { .. }
             | ProxyError::UpstreamBusy {
-                busy: crate::upstream::Busy::Upstream,
+                busy: Busy::Upstream,
                 ..
             } => Blame::Upstream,
             _ => Blame::Client,

@@ -21,6 +21,12 @@
 //! - [`canonical`]: the canonical path every rule reads and the upstream receives.
 //! - [`routes`]: the immutable routes snapshot, swapped whole on reload.
 //! - [`pipeline`]: the request phases.
+//! - [`filter`]: access lists, the login guard, security headers; [`guard`]
+//!   holds bans and connection caps for the whole process.
+//! - [`forwarding`]: the head as the upstream sees it; [`upstream`]: the
+//!   connection pool, the connection cap, forwarding; [`websocket`]: tunnels.
+//! - [`cache`]: the edge cache; [`body`]: the body types and the guards on
+//!   bodies in flight.
 //! - [`error`]: `ProxyError` → status and page.
 //! - [`webroot`]: `/.well-known/acme-challenge/` from a folder.
 //! - [`server`]: listeners, accept loop, reload, shutdown.
@@ -28,8 +34,10 @@
 //! - [`coalesce`]: an HTTP/2 connection's writes gathered into full TLS records.
 //! - [`deadline`]: request-head and idle deadlines on a connection's IO, and
 //!   parking of quiet HTTP/1.1 keep-alive connections ([`head_scan`] tells when).
-//! - [`tls`]: rustls config, certificates by SNI, local CA, file reload.
-//! - [`atomic_file`]: crash-safe writes for keys and certificates.
+//! - [`tls`]: rustls config, certificates by SNI, local CA, file reload,
+//!   ACME challenge answers; [`acme`]: ordering and renewing certificates.
+//! - [`dns`], [`client_ip`], [`proxy_protocol`], [`access_log`], [`admin`].
+//! - [`atomic_file`]: crash-safe writes for keys, certificates and bans.
 //!
 //! Words are fixed in `docs/glossary.md`.
 

@@ -19,20 +19,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::error::Busy;
 use crate::filter::keys::ClientKey;
 
 /// How many requests may wait for a turn, per permitted connection: a burst
 /// waits, a flood gets 503 at once.
 const WAITING_PER_CONN: usize = 4;
-
-/// Why a request got no turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Busy {
-    /// Its client already keeps its whole share busy.
-    Client,
-    /// Every connection to the upstream is taken.
-    Upstream,
-}
 
 /// One upstream's cap and the clients' shares of it.
 #[derive(Debug)]

@@ -28,7 +28,7 @@ use crate::config::{SiteConfig, UpstreamAddr};
 use crate::dns::{self, Addresses, Lookup, TtlBounds};
 use crate::error::ProxyError;
 
-pub use limit::Busy;
+use crate::error::Busy;
 use limit::{ConnPermit, Limit, Share};
 pub use pool::UpstreamBody;
 use pool::{Conn, Lease, Pool};
