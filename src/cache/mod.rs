@@ -15,22 +15,21 @@ pub mod store;
 mod tee;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
 use tokio::sync::Notify;
 
 use crate::body::{empty_body, full_body, Body};
 use crate::error::ProxyError;
-use crate::forwarding;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::forwarding::Origin;
+use crate::upstream::Upstream;
 use rules::has_credentials;
 pub use rules::{key, CacheRules, Visibility};
 use store::{Entry, Store};
@@ -65,16 +64,14 @@ pub struct Ask<'a> {
     pub visibility: Visibility,
     /// Method, as the client sent it.
     pub method: Method,
-    /// The client's headers (conditions, Range, Vary, credentials).
-    pub headers: HeaderMap,
-    /// The client's target (for credentials in the query).
-    pub uri: Uri,
-    /// The request already rewritten for the upstream.
-    pub upstream_head: http::request::Parts,
+    /// The client's head: its headers (conditions, Range, Vary,
+    /// credentials) and target (credentials in the query); a copy of it is
+    /// forwarded on a miss or a revalidation.
+    pub head: http::request::Parts,
+    /// Who the client is, for the forward step.
+    pub origin: Origin<'a>,
     /// Where to forward misses and revalidations.
     pub upstream: &'a Upstream,
-    /// The client's address (its share of the upstream's connections).
-    pub client: IpAddr,
 }
 
 impl Cache {
@@ -130,12 +127,12 @@ impl Cache {
 
     /// Answers a request on a cache route.
     pub async fn serve(self: &Arc<Self>, ask: Ask<'_>) -> Result<Response<Body>, ProxyError> {
-        let bypass =
-            ask.visibility == Visibility::Private && has_credentials(&ask.headers, &ask.uri);
+        let bypass = ask.visibility == Visibility::Private
+            && has_credentials(&ask.head.headers, &ask.head.uri);
         if bypass || !matches!(ask.method, Method::GET | Method::HEAD) {
             self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-            let response = send(ask.upstream, ask.client, &ask.upstream_head).await?;
-            return Ok(self.label(pass_on(response), "BYPASS"));
+            let response = send(&ask, &ask.head).await?;
+            return Ok(self.label(response, "BYPASS"));
         }
         let view = view(&ask);
         let mut waited = false;
@@ -154,11 +151,11 @@ impl Cache {
                     BeforeRequest::Stale { .. } => {}
                 }
             }
-            if ask.headers.contains_key(header::RANGE) {
+            if ask.head.headers.contains_key(header::RANGE) {
                 // Parts of objects are never stored; only a whole cached one serves ranges.
                 self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-                let response = send(ask.upstream, ask.client, &ask.upstream_head).await?;
-                return Ok(self.label(pass_on(response), "BYPASS"));
+                let response = send(&ask, &ask.head).await?;
+                return Ok(self.label(response, "BYPASS"));
             }
             let (leader, notify) = {
                 let mut inflight = self.inflight.lock().expect("cache lock");
@@ -184,7 +181,7 @@ impl Cache {
                 key: ask.key.clone(),
                 leader,
             };
-            let result = send(ask.upstream, ask.client, &ask.upstream_head).await;
+            let result = send(&ask, &ask.head).await;
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
@@ -211,13 +208,13 @@ impl Cache {
         entry: Arc<Entry>,
         validators: &HeaderMap,
     ) -> Result<Response<Body>, ProxyError> {
-        let mut head = clone_head(&ask.upstream_head);
+        let mut head = copy_head(&ask.head);
         for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
             if let Some(value) = validators.get(&name) {
                 head.headers.insert(name, value.clone());
             }
         }
-        let response = match send(ask.upstream, ask.client, &head).await {
+        let response = match send(ask, &head).await {
             Ok(response) => response,
             Err(error) if ask.visibility == Visibility::Public && unreachable(&error) => {
                 return Ok(self.stale(&entry, ask))
@@ -260,12 +257,12 @@ impl Cache {
     /// through a tee when it may be.
     fn fill(
         self: &Arc<Self>,
-        response: Response<UpstreamBody>,
+        response: Response<Body>,
         ask: &Ask<'_>,
         view: &Request<()>,
         done: Done,
     ) -> Response<Body> {
-        let mut response = pass_on(response);
+        let mut response = response;
         let policy = CachePolicy::new(view, &response);
         let declared = response
             .headers()
@@ -324,6 +321,7 @@ impl Cache {
         *response.headers_mut() = headers;
         let etag = entry.headers.get(header::ETAG);
         let matches = ask
+            .head
             .headers
             .get(header::IF_NONE_MATCH)
             .zip(etag)
@@ -340,7 +338,12 @@ impl Cache {
             return self.label(response, label);
         }
         let mut body = entry.body.clone();
-        if let Some(range) = ask.headers.get(header::RANGE).and_then(|r| r.to_str().ok()) {
+        if let Some(range) = ask
+            .head
+            .headers
+            .get(header::RANGE)
+            .and_then(|r| r.to_str().ok())
+        {
             match slice(range, body.len()) {
                 Some((start, end)) => {
                     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -423,7 +426,7 @@ fn view(ask: &Ask<'_>) -> Request<()> {
     let mut view = Request::new(());
     *view.method_mut() = Method::GET;
     let uri: Uri = format!("http://{}", ask.key).parse().unwrap_or_default();
-    let mut headers = ask.headers.clone();
+    let mut headers = ask.head.headers.clone();
     // The policy compares Host too: the key's host, without a port, like the key.
     if let Some(host) = uri.host().and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert(header::HOST, host);
@@ -433,28 +436,21 @@ fn view(ask: &Ask<'_>) -> Request<()> {
     view
 }
 
-fn clone_head(head: &http::request::Parts) -> http::request::Parts {
+/// A copy of a request head (`Parts` holds extensions and is not `Clone`).
+fn copy_head(head: &http::request::Parts) -> http::request::Parts {
     let mut copy = Request::new(()).into_parts().0;
     copy.method = head.method.clone();
     copy.uri = head.uri.clone();
-    copy.version = Version::HTTP_11;
+    copy.version = head.version;
     copy.headers = head.headers.clone();
     copy
 }
 
-async fn send(
-    upstream: &Upstream,
-    client: IpAddr,
-    head: &http::request::Parts,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    upstream
-        .forward(Request::from_parts(clone_head(head), empty_body()), client)
+/// `head` (the client's, or a revalidation's) through the forward step, without a body.
+async fn send(ask: &Ask<'_>, head: &http::request::Parts) -> Result<Response<Body>, ProxyError> {
+    ask.upstream
+        .forward(copy_head(head), empty_body(), ask.origin)
         .await
-}
-
-fn pass_on(mut response: Response<UpstreamBody>) -> Response<Body> {
-    forwarding::remove_hop_by_hop(response.headers_mut());
-    response.map(|body| body.map_err(Into::into).boxed())
 }
 
 /// The upstream did not answer at all (home down, too slow).

@@ -319,21 +319,14 @@ impl Gateway {
         let method = request.method().clone();
         if matches!(method, Method::GET | Method::HEAD) {
             if let Some(visibility) = site.cache.class(request.uri().path()) {
-                let (mut parts, _) = request.into_parts();
-                let headers = parts.headers.clone();
-                let uri = parts.uri.clone();
-                let key = cache::key(host, &uri);
-                forwarding::upstream_head(&mut parts, origin);
-                parts.uri = site.upstream.uri(uri.path_and_query());
+                let (head, _) = request.into_parts();
                 let ask = cache::Ask {
-                    key,
+                    key: cache::key(host, &head.uri),
                     visibility,
                     method,
-                    headers,
-                    uri,
-                    upstream_head: parts,
+                    head,
+                    origin,
                     upstream: &site.upstream,
-                    client: client.ip,
                 };
                 // Boxed, like the WebSocket tunnel: the cache's future is
                 // twice the forward's, and every request's task would carry it.
@@ -349,9 +342,7 @@ impl Gateway {
         if declared.is_some_and(|length| length > site.max_body) {
             return Ok(answer(ProxyError::PayloadTooLarge, version));
         }
-        let (mut parts, body) = request.into_parts();
-        forwarding::upstream_head(&mut parts, origin);
-        parts.uri = site.upstream.uri(parts.uri.path_and_query());
+        let (parts, body) = request.into_parts();
         let limits = BodyLimits {
             max: site.max_body,
             timeout: self.limits.body_timeout,
@@ -366,19 +357,11 @@ impl Gateway {
                 .map_err(BoxError::from)
                 .boxed()
         };
-        Ok(
-            match site
-                .upstream
-                .forward(Request::from_parts(parts, body), client.ip)
-                .await
-            {
-                Ok(mut response) => {
-                    forwarding::remove_hop_by_hop(response.headers_mut());
-                    response.map(|body| body.map_err(Into::into).boxed())
-                }
-                Err(error) => answer(error, version),
-            },
-        )
+        Ok(site
+            .upstream
+            .forward(parts, body, origin)
+            .await
+            .unwrap_or_else(|error| answer(error, version)))
     }
 
     /// Port-80 rules: open HTTP-01 challenges first (from memory), then the

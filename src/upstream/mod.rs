@@ -1,9 +1,11 @@
 //! A site's upstream: the fixed origin from the config, reached over a pooled
-//! keep-alive HTTP/1.1 client. Owns connecting (bounded by `connect_timeout`),
+//! keep-alive HTTP/1.1 client; `forward.rs` is the forward step every request
+//! leaves by. Owns connecting (bounded by `connect_timeout`),
 //! waiting for response headers (bounded by `response_timeout`), the one retry
 //! of a body-less idempotent request whose pooled connection turned out dead,
 //! and turning failures into `ProxyError`s that name the upstream only in logs.
 
+mod forward;
 mod limit;
 mod pool;
 
@@ -104,11 +106,12 @@ impl Upstream {
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
 
-    /// Sends `request` (its URI already pointing here) for `client` and
-    /// returns the response head as soon as it arrives; the body streams on.
-    /// Waits up to `response_timeout` for a connection under the cap (503
-    /// beyond), then up to `response_timeout` for the head (504 beyond).
-    pub async fn forward(
+    /// Sends `request` (already the upstream's head, see `forward`) for
+    /// `client` and returns the response head as soon as it arrives; the
+    /// body streams on. Waits up to `response_timeout` for a connection under
+    /// the cap (503 beyond), then up to `response_timeout` for the head (504
+    /// beyond).
+    async fn send_rewritten(
         &self,
         request: Request<Body>,
         client: IpAddr,

@@ -105,14 +105,8 @@ pub async fn tunnel(
         Ask::ExtendedConnect => None,
     }
     .unwrap_or_else(fresh_key);
-    forwarding::upstream_head(&mut parts, origin);
+    upstream.rewrite(&mut parts, origin);
     parts.method = Method::GET;
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .parse()
-        .unwrap_or_default();
     let headers = &mut parts.headers;
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
