@@ -56,6 +56,41 @@ pub struct Entry {
     pub duration: Duration,
 }
 
+impl Entry {
+    /// The entry of `request` by `client` on `site`, before its status is known.
+    pub fn start<B>(request: &http::Request<B>, client: IpAddr, site: &str) -> Entry {
+        let header = |name: http::header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Entry {
+            client,
+            time: OffsetDateTime::now_utc(),
+            method: request.method().to_string(),
+            target: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_string(),
+            version: match request.version() {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            site: site.to_string(),
+            status: 0,
+            bytes: 0,
+            complete: false,
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            duration: std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// Where access-log lines go.
 pub struct AccessLog {
     target: Option<LogTarget>,

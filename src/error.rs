@@ -209,6 +209,33 @@ pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// An upstream failure behind a response, for the pipeline to log once with
+/// the request it failed (the page never shows the upstream's address).
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure(pub String);
+
+/// Turns an error into its page, as sent over `version`. Upstream failures
+/// ride along as an `UpstreamFailure` extension; refusals of the client are
+/// logged here at debug level.
+pub fn answer(error: ProxyError, version: http::Version) -> Response<Body> {
+    let failure = match error.blame() {
+        Blame::Upstream => Some(UpstreamFailure(causes(&error))),
+        Blame::Client => {
+            tracing::debug!(%error, "request refused");
+            None
+        }
+    };
+    let mut response = error.into_response();
+    if let Some(failure) = failure {
+        response.extensions_mut().insert(failure);
+    }
+    if version == http::Version::HTTP_2 {
+        // Connection-specific headers are forbidden in HTTP/2.
+        response.headers_mut().remove(header::CONNECTION);
+    }
+    response
+}
+
 /// Seconds a client is asked to wait after a 503 for want of upstream
 /// connections: long enough for a stream or a burst to end.
 const BUSY_RETRY_AFTER: &str = "5";

@@ -15,22 +15,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Method, Request, Response, Version};
 use http_body_util::BodyExt;
-use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, Entry};
-use crate::body::{
-    empty_body, full_body, Body, BodyLimits, BoxError, ClientBody, GuardedBody, Tail,
-};
+use crate::body::{empty_body, Body, BodyLimits, BoxError, ClientBody, GuardedBody, Tail};
 use crate::cache::{self, Cache};
 use crate::canonical;
 use crate::client_ip::{self, Client};
 use crate::config::Limits;
 use crate::deadline::ConnState;
-use crate::error::{Blame, ProxyError};
+use crate::error::{answer, ProxyError, UpstreamFailure};
 use crate::filter::{self, Exchange, Verdict};
 use crate::forwarding::{self, Origin};
 use crate::routes::{Routes, Site};
@@ -173,7 +170,7 @@ impl Gateway {
         // request's CPU; the one request-time warning carries the same fields.
         let span = tracing::debug_span!("req", method = %request.method(), host, path = request.uri().path(), site = site.name, client.ip = %client.ip);
         let logged = site.access_log && self.access_log.enabled();
-        let mut log = logged.then(|| entry(&request, &client, &site));
+        let mut log = logged.then(|| Entry::start(&request, client.ip, &site.name));
         let version = request.version();
         let method = request.method().clone();
         let started = Instant::now();
@@ -269,8 +266,16 @@ impl Gateway {
             if !same_site {
                 return Ok(answer(ProxyError::Misdirected, version));
             }
-        } else if let Some(response) = self.plain_http(&request, site, host).await {
-            return Ok(response);
+        } else {
+            let port80 = webroot::Port80 {
+                challenges: &self.challenges,
+                webroot: site.acme_webroot.as_deref(),
+                https_redirect: site.https_redirect,
+                https_port: self.https_port,
+            };
+            if let Some(answered) = port80.answer(&request, host).await {
+                return Ok(answered.unwrap_or_else(|e| answer(e, version)));
+            }
         }
         for filter in &site.filters {
             match filter.on_request(ask) {
@@ -363,49 +368,6 @@ impl Gateway {
             .await
             .unwrap_or_else(|error| answer(error, version)))
     }
-
-    /// Port-80 rules: open HTTP-01 challenges first (from memory), then the
-    /// ACME webroot, then the redirect to https.
-    async fn plain_http<B>(
-        &self,
-        request: &Request<B>,
-        site: &Site,
-        host: &str,
-    ) -> Option<Response<Body>> {
-        let path = request.uri().path();
-        if let Some(token) = path.strip_prefix(webroot::CHALLENGE_PREFIX) {
-            if let Some(key_authorization) = self.challenges.http_answer(token) {
-                let mut response = Response::new(full_body(key_authorization));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                return Some(response);
-            }
-        }
-        if let Some(root) = &site.acme_webroot {
-            if path.starts_with(webroot::CHALLENGE_PREFIX) {
-                return Some(
-                    webroot::serve(root, request.method(), path)
-                        .await
-                        .unwrap_or_else(|e| answer(e, request.version())),
-                );
-            }
-        }
-        if !site.https_redirect {
-            return None;
-        }
-        let port = match self.https_port {
-            Some(443) | None => String::new(),
-            Some(port) => format!(":{port}"),
-        };
-        let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let location = HeaderValue::from_str(&format!("https://{host}{port}{target}")).ok()?;
-        let mut response = Response::new(empty_body());
-        *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        response.headers_mut().insert(header::LOCATION, location);
-        Some(response)
-    }
 }
 
 /// The methods drawbridge forwards (`OPTIONS *` answers with them).
@@ -420,62 +382,4 @@ fn refused_method<B>(request: &Request<B>) -> bool {
     method.as_str().eq_ignore_ascii_case("TRACE")
         || method.as_str().eq_ignore_ascii_case("TRACK")
         || (*method == Method::CONNECT && websocket::ask(request).is_none())
-}
-
-/// The access-log entry of a request, before its status is known.
-fn entry<B>(request: &Request<B>, client: &Client, site: &Site) -> Entry {
-    let header = |name: header::HeaderName| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    Entry {
-        client: client.ip,
-        time: OffsetDateTime::now_utc(),
-        method: request.method().to_string(),
-        target: request
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string(),
-        version: match request.version() {
-            Version::HTTP_2 => "HTTP/2.0",
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        },
-        site: site.name.clone(),
-        status: 0,
-        bytes: 0,
-        complete: false,
-        referer: header(header::REFERER),
-        user_agent: header(header::USER_AGENT),
-        duration: std::time::Duration::ZERO,
-    }
-}
-
-/// An upstream failure behind a response, logged once by `handle` with the
-/// request it failed.
-#[derive(Clone)]
-struct UpstreamFailure(String);
-
-/// Turns an error into its page. Upstream failures are logged by `handle` as
-/// warnings with the upstream's address (the page never shows it).
-fn answer(error: ProxyError, version: Version) -> Response<Body> {
-    let failure = match error.blame() {
-        Blame::Upstream => Some(UpstreamFailure(crate::error::causes(&error))),
-        Blame::Client => {
-            tracing::debug!(%error, "request refused");
-            None
-        }
-    };
-    let mut response = error.into_response();
-    if let Some(failure) = failure {
-        response.extensions_mut().insert(failure);
-    }
-    if version == Version::HTTP_2 {
-        response.headers_mut().remove(header::CONNECTION);
-    }
-    response
 }
