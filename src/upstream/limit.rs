@@ -10,7 +10,6 @@
 //! lent); a client's share lives as long as its exchange (until the answer's
 //! body ends or is dropped, or the WebSocket closes).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,7 +31,9 @@ pub struct Limit {
     conns: Arc<Semaphore>,
     max_conns: usize,
     per_client: usize,
-    busy: Mutex<HashMap<ClientKey, usize>>,
+    /// Busy connections per client: a short list (clients with requests
+    /// in flight), searched in place, cheaper than hashing on every request.
+    busy: Mutex<Vec<(ClientKey, usize)>>,
     /// A client's share came back.
     share_freed: Notify,
     waiting: AtomicUsize,
@@ -55,7 +56,7 @@ impl Limit {
             conns: Arc::new(Semaphore::new(max_conns)),
             max_conns,
             per_client: per_client.clamp(1, max_conns),
-            busy: Mutex::new(HashMap::new()),
+            busy: Mutex::new(Vec::new()),
             share_freed: Notify::new(),
             waiting: AtomicUsize::new(0),
         })
@@ -63,11 +64,16 @@ impl Limit {
 
     /// Waits until `client` may keep one more connection busy, up to
     /// `deadline`.
-    pub async fn share(self: &Arc<Self>, client: IpAddr, deadline: Instant) -> Result<Share, Busy> {
+    pub async fn share(
+        self: &Arc<Self>,
+        client: IpAddr,
+        deadline: &Deadline,
+    ) -> Result<Share, Busy> {
         let key = ClientKey::of(client);
         if self.try_share(key) {
             return Ok(self.share_of(key));
         }
+        let deadline = deadline.at();
         let _waiting = self.wait_turn().ok_or(Busy::Client)?;
         loop {
             let mut freed = pin!(self.share_freed.notified());
@@ -91,12 +97,16 @@ impl Limit {
 
     fn try_share(&self, key: ClientKey) -> bool {
         let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = busy.entry(key).or_default();
-        if *count < self.per_client {
-            *count += 1;
-            true
-        } else {
-            false
+        match busy.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, count)) if *count >= self.per_client => false,
+            Some((_, count)) => {
+                *count += 1;
+                true
+            }
+            None => {
+                busy.push((key, 1));
+                true
+            }
         }
     }
 
@@ -110,9 +120,10 @@ impl Limit {
     pub async fn conn_or_returned(
         &self,
         returned: &Notify,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> Result<Option<ConnPermit>, Busy> {
         let _waiting = self.wait_turn().ok_or(Busy::Upstream)?;
+        let deadline = deadline.at();
         tokio::select! {
             permit = self.conns.clone().acquire_owned() => Ok(permit.ok()),
             () = returned.notified() => Ok(None),
@@ -145,45 +156,68 @@ impl Drop for Waiting<'_> {
 
 impl Drop for Share {
     fn drop(&mut self) {
-        let mut busy = self
-            .limit
-            .busy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = busy.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                busy.remove(&self.key);
+        let limit = &self.limit;
+        let mut busy = limit.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = busy.iter().position(|(k, _)| *k == self.key) {
+            busy[at].1 -= 1;
+            if busy[at].1 == 0 {
+                busy.swap_remove(at);
             }
         }
         drop(busy);
-        self.limit.share_freed.notify_waiters();
+        if limit.waiting.load(Ordering::Acquire) > 0 {
+            limit.share_freed.notify_waiters();
+        }
+    }
+}
+
+/// When a wait for a turn ends: `wait` after the first time it is asked
+/// for, so a request that never waits never reads the clock.
+#[derive(Debug)]
+pub struct Deadline {
+    wait: std::time::Duration,
+    at: std::sync::OnceLock<Instant>,
+}
+
+impl Deadline {
+    /// A deadline `wait` from when it is first needed.
+    pub fn after(wait: std::time::Duration) -> Deadline {
+        Deadline {
+            wait,
+            at: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The instant itself.
+    pub fn at(&self) -> Instant {
+        *self.at.get_or_init(|| Instant::now() + self.wait)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Busy, Limit};
+    use super::{Busy, Deadline, Limit};
     use std::time::Duration;
     use tokio::sync::Notify;
-    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn a_client_waits_for_its_share_then_gets_busy() {
         let limit = Limit::new(4, 2);
         let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let soon = Instant::now() + Duration::from_secs(1);
-        let first = limit.share(a, soon).await.unwrap();
-        let _second = limit.share(a, soon).await.unwrap();
-        assert_eq!(limit.share(a, soon).await.unwrap_err(), Busy::Client);
+        let soon = Deadline::after(Duration::from_secs(1));
+        let first = limit.share(a, &soon).await.unwrap();
+        let _second = limit.share(a, &soon).await.unwrap();
+        assert_eq!(limit.share(a, &soon).await.unwrap_err(), Busy::Client);
         let _other = limit
-            .share(b, soon)
+            .share(b, &soon)
             .await
             .expect("another client has its own share");
-        let later = Instant::now() + Duration::from_secs(5);
         let waiter = {
             let limit = limit.clone();
-            tokio::spawn(async move { limit.share(a, later).await.is_ok() })
+            tokio::spawn(async move {
+                let later = Deadline::after(Duration::from_secs(5));
+                limit.share(a, &later).await.is_ok()
+            })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(first);
@@ -198,15 +232,15 @@ mod tests {
         let _two = limit.try_conn().unwrap();
         assert!(limit.try_conn().is_none());
         assert_eq!(limit.open(), 2);
-        let soon = Instant::now() + Duration::from_millis(100);
+        let soon = Deadline::after(Duration::from_millis(100));
         assert_eq!(
-            limit.conn_or_returned(&returned, soon).await.unwrap_err(),
+            limit.conn_or_returned(&returned, &soon).await.unwrap_err(),
             Busy::Upstream
         );
         drop(one);
-        let later = Instant::now() + Duration::from_secs(1);
+        let later = Deadline::after(Duration::from_secs(1));
         assert!(limit
-            .conn_or_returned(&returned, later)
+            .conn_or_returned(&returned, &later)
             .await
             .unwrap()
             .is_some());

@@ -22,7 +22,6 @@ use http::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::body::Body;
 use crate::body::BodyError;
@@ -31,7 +30,7 @@ use crate::dns::{self, Addresses, Lookup, TtlBounds};
 use crate::error::ProxyError;
 
 use crate::error::Busy;
-use limit::{ConnPermit, Limit, Share};
+use limit::{ConnPermit, Deadline, Limit, Share};
 pub use pool::UpstreamBody;
 use pool::{Conn, Lease, Pool};
 
@@ -116,13 +115,13 @@ impl Upstream {
         request: Request<Body>,
         client: IpAddr,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let deadline = Instant::now() + self.response_timeout;
+        let deadline = Deadline::after(self.response_timeout);
         let share = self
             .limit
-            .share(client, deadline)
+            .share(client, &deadline)
             .await
             .map_err(|busy| self.classify(Failure::Busy(busy)))?;
-        let mut response = self.forward_once_more(request, deadline).await?;
+        let mut response = self.forward_once_more(request, &deadline).await?;
         response.body_mut().hold(share);
         Ok(response)
     }
@@ -132,7 +131,7 @@ impl Upstream {
     async fn forward_once_more(
         &self,
         request: Request<Body>,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let replay = replayable(&request).then(|| {
             let mut copy = Request::new(());
@@ -159,7 +158,7 @@ impl Upstream {
     async fn send(
         &self,
         request: Request<Body>,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> Result<Response<UpstreamBody>, Failure> {
         // Read before connecting: a connection made while DNS moves is
         // pooled under the older epoch and retired at the next checkout.
@@ -179,7 +178,7 @@ impl Upstream {
     /// An idle pooled connection, or the permit to open a new one, waiting
     /// up to `deadline` for either. An idle connection that cannot be used
     /// (still finishing its last answer) is closed to make room.
-    async fn acquire(&self, epoch: u64, deadline: Instant) -> Result<Acquired, Busy> {
+    async fn acquire(&self, epoch: u64, deadline: &Deadline) -> Result<Acquired, Busy> {
         loop {
             if let Some(conn) = self.pool.checkout(epoch) {
                 return Ok(Acquired::Pooled(conn));
@@ -334,9 +333,9 @@ impl Upstream {
     /// themselves), with its place under the cap: keep the `Hold` as long as
     /// the connection.
     pub async fn open(&self, client: IpAddr) -> Result<(TcpStream, Hold), ProxyError> {
-        let deadline = Instant::now() + self.response_timeout;
+        let deadline = Deadline::after(self.response_timeout);
         let busy = |busy| self.classify(Failure::Busy(busy));
-        let share = self.limit.share(client, deadline).await.map_err(busy)?;
+        let share = self.limit.share(client, &deadline).await.map_err(busy)?;
         let permit = loop {
             if let Some(permit) = self.limit.try_conn() {
                 break permit;
@@ -347,7 +346,7 @@ impl Upstream {
             let returned = tokio::sync::Notify::new();
             if let Some(permit) = self
                 .limit
-                .conn_or_returned(&returned, deadline)
+                .conn_or_returned(&returned, &deadline)
                 .await
                 .map_err(busy)?
             {
