@@ -181,21 +181,20 @@ impl Gateway {
             now: started,
             connection: conn.id,
         };
-        let mut response = self
-            .serve(
-                request,
-                refused,
-                Scope {
+        let mut response = match refused {
+            Some(error) => answer(error, version),
+            None => {
+                let scope = Scope {
                     conn,
                     client: &client,
                     routes: &routes,
                     site: &site,
                     host: &host,
                     ask,
-                },
-            )
-            .instrument(span)
-            .await?;
+                };
+                self.serve(request, scope).instrument(span).await?
+            }
+        };
         if let Some(UpstreamFailure(error)) = response.extensions_mut().remove() {
             tracing::warn!(%error, %method, host, path, site = site.name, client.ip = %client.ip, "upstream failure");
         }
@@ -232,7 +231,6 @@ impl Gateway {
     async fn serve(
         &self,
         request: Request<ClientBody>,
-        refused: Option<ProxyError>,
         scope: Scope<'_>,
     ) -> Result<Response<Body>, Closed> {
         let Scope {
@@ -244,9 +242,6 @@ impl Gateway {
             ask,
         } = scope;
         let version = request.version();
-        if let Some(error) = refused {
-            return Ok(answer(error, version));
-        }
         if conn.state.take_ambiguous_framing() {
             return Ok(answer(
                 ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
