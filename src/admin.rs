@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::filter::keys::ClientKey;
+use crate::guard::keys::ClientKey;
 use crate::guard::Guard;
 
 /// The socket's path under `state_dir`.

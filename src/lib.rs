@@ -22,7 +22,7 @@
 //! - [`routes`]: the immutable routes snapshot, swapped whole on reload.
 //! - [`pipeline`]: the request phases.
 //! - [`filter`]: access lists, the login guard, security headers; [`guard`]
-//!   holds bans and connection caps for the whole process.
+//!   holds bans (by client key) and connection caps for the whole process.
 //! - [`forwarding`]: the head as the upstream sees it; [`upstream`]: the
 //!   connection pool, the connection cap, forwarding; [`websocket`]: tunnels.
 //! - [`cache`]: the edge cache; [`body`]: the body types and the guards on
@@ -37,7 +37,8 @@
 //! - [`tls`]: rustls config, certificates by SNI, local CA, file reload,
 //!   ACME challenge answers; [`acme`]: ordering and renewing certificates.
 //! - [`dns`], [`client_ip`], [`proxy_protocol`], [`access_log`], [`admin`].
-//! - [`atomic_file`]: crash-safe writes for keys, certificates and bans.
+//! - [`atomic_file`]: crash-safe writes for keys, certificates and bans;
+//!   [`certfile`]: certificate and key pairs read from PEM files.
 //!
 //! Words are fixed in `docs/glossary.md`.
 
@@ -48,6 +49,7 @@ pub mod atomic_file;
 pub mod body;
 pub mod cache;
 pub mod canonical;
+pub mod certfile;
 pub mod client_ip;
 pub mod coalesce;
 pub mod config;

@@ -198,7 +198,7 @@ fn bans(path: &Path, action: &BansAction) -> anyhow::Result<()> {
             }
             match action {
                 BansAction::List => print_bans(&serde_json::from_value::<
-                    Vec<drawbridge::filter::ban::StoredBan>,
+                    Vec<drawbridge::guard::ban::StoredBan>,
                 >(reply)?),
                 BansAction::Remove { address } => {
                     report_removed(address, reply["removed"].as_bool() == Some(true))
@@ -212,10 +212,10 @@ fn bans(path: &Path, action: &BansAction) -> anyhow::Result<()> {
             );
             match action {
                 BansAction::List => {
-                    print_bans(&drawbridge::filter::ban::read(&stored).map_err(anyhow::Error::msg)?)
+                    print_bans(&drawbridge::guard::ban::read(&stored).map_err(anyhow::Error::msg)?)
                 }
                 BansAction::Remove { address } => {
-                    let removed = drawbridge::filter::ban::remove_stored(&stored, address)
+                    let removed = drawbridge::guard::ban::remove_stored(&stored, address)
                         .map_err(anyhow::Error::msg)?;
                     report_removed(address, removed);
                 }
@@ -257,7 +257,7 @@ fn purge(path: &Path, prefix: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_bans(bans: &[drawbridge::filter::ban::StoredBan]) {
+fn print_bans(bans: &[drawbridge::guard::ban::StoredBan]) {
     if bans.is_empty() {
         println!("no bans");
     }

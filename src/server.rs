@@ -46,7 +46,7 @@ pub enum ServerError {
     Dns(String),
     /// The stored bans cannot be read.
     #[error(transparent)]
-    Bans(#[from] crate::filter::ban::BansFileError),
+    Bans(#[from] crate::guard::ban::BansFileError),
     /// A reload changed something that needs a restart.
     #[error("{0} changed; restart drawbridge to apply it (the running config is kept)")]
     NeedsRestart(&'static str),

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use rustls::sign::CertifiedKey;
 
 use crate::atomic_file::{rename_synced, write_atomic, write_synced};
+use crate::certfile;
 use crate::config::HostPattern;
-use crate::tls::certfile;
 
 /// A certificate read back from disk.
 #[derive(Debug)]

@@ -8,9 +8,7 @@
 //! failed logins, then the security headers are set.
 
 pub mod access;
-pub mod ban;
 pub mod headers;
-pub mod keys;
 pub mod rate_limit;
 
 use std::net::IpAddr;
@@ -21,10 +19,10 @@ use tokio::time::Instant;
 
 use crate::config::{Refuse, SiteConfig};
 use crate::error::ProxyError;
+use crate::guard::keys::ClientKey;
 use crate::guard::Guard;
 use access::{AccessRules, RouteClass};
 pub use headers::SecurityHeaders;
-use keys::ClientKey;
 use rate_limit::RateLimit;
 
 /// A filter's answer to a request.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::keys::{ClientKey, KeyTable};
 use crate::config::Rate;
+use crate::guard::keys::{ClientKey, KeyTable};
 
 /// A rate limit over many clients.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl RateLimit {
 mod tests {
     use super::RateLimit;
     use crate::config::Rate;
-    use crate::filter::keys::ClientKey;
+    use crate::guard::keys::ClientKey;
     use std::time::Duration;
     use tokio::time::Instant;
 

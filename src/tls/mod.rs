@@ -9,7 +9,6 @@
 //! Owns certificates in memory and their refresh (files changed on disk, local
 //! CA leaves near expiry); owns no sockets.
 
-pub mod certfile;
 pub mod challenges;
 pub mod failures;
 pub mod local_ca;
@@ -29,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::sync::Notify;
 
+use crate::certfile::{self, CertError, Fingerprint};
 use crate::config::{normalise_host, Config, HostPattern, TlsSource};
-use certfile::{CertError, Fingerprint};
 use challenges::{Challenges, ACME_TLS_ALPN};
 use local_ca::{CaError, LocalCa, LEAF_LIFETIME};
 

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::Busy;
-use crate::filter::keys::ClientKey;
+use crate::guard::keys::ClientKey;
 
 /// How many requests may wait for a turn, per permitted connection: a burst
 /// waits, a flood gets 503 at once.

@@ -358,7 +358,7 @@ impl Validator<'_> {
             },
             RawTls::Files { cert, key } => {
                 let (cert, key) = (self.path(&cert), self.path(&key));
-                if let Err(e) = crate::tls::certfile::load(&cert, &key) {
+                if let Err(e) = crate::certfile::load(&cert, &key) {
                     self.report.at(&span, e.to_string());
                     return None;
                 }

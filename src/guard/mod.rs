@@ -1,4 +1,4 @@
-//! The guard's process-wide state: bans (see `filter::ban`) and the register of
+//! The guard's process-wide state: bans (`ban`, by client key: `keys`) and the register of
 //! open connections by client, which enforces the global and per-address
 //! connection limits at accept and closes a client's open connections when it
 //! is banned. Checked right after accept (after a PROXY header where one is
@@ -14,8 +14,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Guard as GuardConfig;
-use crate::filter::ban::{BanList, BansFileError, Outcome};
-use crate::filter::keys::ClientKey;
+pub mod ban;
+pub mod keys;
+
+use ban::{BanList, BansFileError, Outcome};
+use keys::ClientKey;
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

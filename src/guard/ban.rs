@@ -344,7 +344,7 @@ fn rfc3339(now: Instant, until: Instant) -> String {
 mod tests {
     use super::{BanList, Outcome};
     use crate::config::Guard;
-    use crate::filter::keys::ClientKey;
+    use crate::guard::keys::ClientKey;
     use std::time::Duration;
     use tokio::time::Instant;
 

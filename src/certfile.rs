@@ -64,12 +64,13 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
         path: key.to_path_buf(),
         what: "private key",
     })?;
-    CertifiedKey::from_der(chain, private, &super::provider()).map_err(|source| {
-        CertError::Unusable {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            source,
-        }
+    // Only the key provider matters for loading a key (and checking it
+    // matches the certificate): ring's, as in the TLS config.
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, private, &provider).map_err(|source| CertError::Unusable {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
     })
 }
 
