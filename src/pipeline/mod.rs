@@ -2,16 +2,17 @@
 //!
 //! ```text
 //! connection (server, connection)  TLS picks the certificate by SNI; deadlines
-//! request    (here)                head checks → site from Host → framing → Host vs SNI
-//!                                  → port-80 rules → filters' on_request
-//! forward    (upstream, websocket) stream both ways to the site's fixed upstream
-//! response   (here)                filters' on_response → access log at the body's end
+//! request    handle → check        head checks → site from Host → method and
+//!                                  canonical path → client address; framing →
+//!                                  Host vs SNI → port-80 rules → filters' on_request
+//! forward    forward               WebSocket tunnel | edge cache | the forward
+//!                                  step to the site's fixed upstream
+//! response   respond → handle      filters' on_response → access log at the body's end
 //! ```
 //!
 //! Every `ProxyError` becomes a response in `error.rs`; an unknown host becomes
 //! `Closed`: the connection ends with no response at all (nginx's `return 444`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -26,7 +27,6 @@ use crate::cache::{self, Cache};
 use crate::canonical;
 use crate::client_ip::{self, Client};
 use crate::config::Limits;
-use crate::deadline::ConnState;
 use crate::error::{answer, ProxyError, UpstreamFailure};
 use crate::filter::{self, Exchange, Verdict};
 use crate::forwarding::{self, Origin};
@@ -34,34 +34,13 @@ use crate::routes::{Routes, Site};
 use crate::tls::challenges::Challenges;
 use crate::{webroot, websocket};
 
+mod conn;
 mod head;
+pub use conn::{Closed, Conn};
 pub use head::check_head;
 use head::raw_host;
 
-/// What the pipeline knows about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct Conn {
-    /// The TCP peer.
-    pub client: SocketAddr,
-    /// The TLS server name, when the request came over TLS.
-    pub sni: Option<String>,
-    /// Whether the listener is a TLS one.
-    pub tls: bool,
-    /// Requests in flight on this connection (long-lived tunnels hold one).
-    pub state: Arc<ConnState>,
-    /// Fired when the connection must end at once (a ban, the end of the
-    /// shutdown grace); tunnels end then too.
-    pub kill: tokio_util::sync::CancellationToken,
-    /// Fired when shutdown begins (no new requests; WebSockets say goodbye).
-    pub drain: tokio_util::sync::CancellationToken,
-    /// Where long-lived tasks of the connection (WebSocket tunnels) run, so
-    /// shutdown waits for them.
-    pub tasks: tokio_util::task::TaskTracker,
-    /// The connection's number, from the guard.
-    pub id: u64,
-}
-
-/// What `serve` knows about the request besides the request itself.
+/// What the phases know about the request besides the request itself.
 #[derive(Debug, Clone, Copy)]
 struct Scope<'a> {
     conn: &'a Conn,
@@ -71,18 +50,6 @@ struct Scope<'a> {
     host: &'a str,
     ask: filter::Ask<'a>,
 }
-
-/// The request gets no response: close the connection (nginx's 444).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
-
-impl std::fmt::Display for Closed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection closed without a response")
-    }
-}
-
-impl std::error::Error for Closed {}
 
 /// The request handler shared by every connection.
 #[derive(Debug)]
@@ -181,7 +148,7 @@ impl Gateway {
             now: started,
             connection: conn.id,
         };
-        let mut response = match refused {
+        let response = match refused {
             Some(error) => answer(error, version),
             None => {
                 let scope = Scope {
@@ -192,23 +159,18 @@ impl Gateway {
                     host: &host,
                     ask,
                 };
-                self.serve(request, scope).instrument(span).await?
+                let served = async {
+                    match self.check(&request, scope).await? {
+                        Some(early) => Ok(early),
+                        None => Ok(self.forward(request, scope).await),
+                    }
+                };
+                served.instrument(span).await?
             }
         };
+        let mut response = self.respond(response, &site, ask, conn.tls, version);
         if let Some(UpstreamFailure(error)) = response.extensions_mut().remove() {
             tracing::warn!(%error, %method, host, path, site = site.name, client.ip = %client.ip, "upstream failure");
-        }
-        let exchange = Exchange {
-            ask,
-            tls: conn.tls,
-            status: response.status(),
-        };
-        for filter in site.filters.iter().rev() {
-            filter.on_response(response.headers_mut(), exchange);
-        }
-        if version == Version::HTTP_2 {
-            // Connection-specific headers are forbidden in HTTP/2.
-            response.headers_mut().remove(header::CONNECTION);
         }
         if let Some(mut entry) = log.take() {
             entry.status = response.status().as_u16();
@@ -226,13 +188,14 @@ impl Gateway {
         Ok(response)
     }
 
-    /// The request phase and the forward phase: a response, or `Closed`
-    /// when a filter wants the connection closed unanswered.
-    async fn serve(
+    /// The rest of the request phase: framing, Host against SNI, port-80
+    /// rules, the filters' `on_request`, `OPTIONS *`. An answer ends the
+    /// request here; `Closed` when a filter wants the connection closed.
+    async fn check(
         &self,
-        request: Request<ClientBody>,
+        request: &Request<ClientBody>,
         scope: Scope<'_>,
-    ) -> Result<Response<Body>, Closed> {
+    ) -> Result<Option<Response<Body>>, Closed> {
         let Scope {
             conn,
             client,
@@ -243,13 +206,11 @@ impl Gateway {
         } = scope;
         let version = request.version();
         if conn.state.take_ambiguous_framing() {
-            return Ok(answer(
-                ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
-                version,
-            ));
+            let error = ProxyError::BadRequest("both Content-Length and Transfer-Encoding");
+            return Ok(Some(answer(error, version)));
         }
         if let Err(error) = forwarding::check_framing(request.headers()) {
-            return Ok(answer(error, version));
+            return Ok(Some(answer(error, version)));
         }
         if conn.tls {
             // SNI was checked at the handshake; the request may still name another site.
@@ -259,7 +220,7 @@ impl Gateway {
                 .and_then(|sni| routes.site(sni))
                 .is_some_and(|s| std::ptr::eq(s.as_ref(), site));
             if !same_site {
-                return Ok(answer(ProxyError::Misdirected, version));
+                return Ok(Some(answer(ProxyError::Misdirected, version)));
             }
         } else {
             let port80 = webroot::Port80 {
@@ -268,18 +229,18 @@ impl Gateway {
                 https_redirect: site.https_redirect,
                 https_port: self.https_port,
             };
-            if let Some(answered) = port80.answer(&request, host).await {
-                return Ok(answered.unwrap_or_else(|e| answer(e, version)));
+            if let Some(answered) = port80.answer(request, host).await {
+                return Ok(Some(answered.unwrap_or_else(|e| answer(e, version))));
             }
         }
         for filter in &site.filters {
             match filter.on_request(ask) {
                 Verdict::Continue => {}
-                Verdict::Refuse(error) => return Ok(answer(error, version)),
+                Verdict::Refuse(error) => return Ok(Some(answer(error, version))),
                 // Behind a trusted proxy the connection carries other
                 // clients' requests too: refuse this one alone.
                 Verdict::Close if client.ip != client_ip::normalise(conn.client.ip()) => {
-                    return Ok(answer(ProxyError::Forbidden, version))
+                    return Ok(Some(answer(ProxyError::Forbidden, version)))
                 }
                 Verdict::Close => return Err(Closed),
             }
@@ -290,8 +251,22 @@ impl Gateway {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
-            return Ok(response);
+            return Ok(Some(response));
         }
+        Ok(None)
+    }
+
+    /// The forward phase: a WebSocket tunnel, the edge cache, or the
+    /// upstream through the forward step (`upstream/forward.rs`).
+    async fn forward(&self, request: Request<ClientBody>, scope: Scope<'_>) -> Response<Body> {
+        let Scope {
+            conn,
+            client,
+            site,
+            host,
+            ..
+        } = scope;
+        let version = request.version();
         let raw_host = raw_host(&request).to_string();
         let origin = Origin {
             client,
@@ -306,15 +281,10 @@ impl Gateway {
                 tasks: conn.tasks.clone(),
                 response_timeout: site.response_timeout,
             };
-            return Ok(Box::pin(websocket::tunnel(
-                request,
-                upgrade,
-                &site.upstream,
-                origin,
-                tunnel,
-            ))
-            .await
-            .unwrap_or_else(|e| answer(e, version)));
+            let upgraded = websocket::tunnel(request, upgrade, &site.upstream, origin, tunnel);
+            return Box::pin(upgraded)
+                .await
+                .unwrap_or_else(|e| answer(e, version));
         }
         let method = request.method().clone();
         if matches!(method, Method::GET | Method::HEAD) {
@@ -330,9 +300,9 @@ impl Gateway {
                 };
                 // Boxed, like the WebSocket tunnel: the cache's future is
                 // twice the forward's, and every request's task would carry it.
-                return Ok(Box::pin(self.cache.serve(ask))
+                return Box::pin(self.cache.serve(ask))
                     .await
-                    .unwrap_or_else(|e| self.cache.label(answer(e, version), "MISS")));
+                    .unwrap_or_else(|e| self.cache.label(answer(e, version), "MISS"));
             }
         }
         let declared = request
@@ -340,7 +310,7 @@ impl Gateway {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > site.max_body) {
-            return Ok(answer(ProxyError::PayloadTooLarge, version));
+            return answer(ProxyError::PayloadTooLarge, version);
         }
         let (parts, body) = request.into_parts();
         let limits = BodyLimits {
@@ -357,11 +327,36 @@ impl Gateway {
                 .map_err(BoxError::from)
                 .boxed()
         };
-        Ok(site
-            .upstream
+        site.upstream
             .forward(parts, body, origin)
             .await
-            .unwrap_or_else(|error| answer(error, version)))
+            .unwrap_or_else(|error| answer(error, version))
+    }
+
+    /// The response phase: the filters' `on_response` (failed logins
+    /// counted, security headers set) on every answer, drawbridge's own
+    /// pages included.
+    fn respond(
+        &self,
+        mut response: Response<Body>,
+        site: &Site,
+        ask: filter::Ask<'_>,
+        tls: bool,
+        version: Version,
+    ) -> Response<Body> {
+        let exchange = Exchange {
+            ask,
+            tls,
+            status: response.status(),
+        };
+        for filter in site.filters.iter().rev() {
+            filter.on_response(response.headers_mut(), exchange);
+        }
+        if version == Version::HTTP_2 {
+            // Connection-specific headers are forbidden in HTTP/2.
+            response.headers_mut().remove(header::CONNECTION);
+        }
+        response
     }
 }
 
