@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpSocket;
 
 use crate::support::origin::Origin;
-use crate::support::{binary, server_block, site, Process};
+use crate::support::{binary, config_file, site, Process};
 
 /// Three failed logins from `from`, at once, over plain HTTP to `http`.
 async fn three_failures(from: String, http: std::net::SocketAddr) {
@@ -27,21 +27,15 @@ async fn three_failures(from: String, http: std::net::SocketAddr) {
 }
 
 fn config(dir: &std::path::Path, origin: std::net::SocketAddr) -> std::path::PathBuf {
-    let path = dir.join("drawbridge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}[guard]\nmax_connections_per_ip = 10000\n\n{}",
-            server_block(dir),
-            site(
-                "jelly.test",
-                origin,
-                "login_rate = \"off\"\nhttps_redirect = false"
-            )
-        ),
+    let site = site(
+        "jelly.test",
+        origin,
+        "login_rate = \"off\"\nhttps_redirect = false",
+    );
+    config_file(
+        dir,
+        &format!("[guard]\nmax_connections_per_ip = 10000\n\n{site}"),
     )
-    .unwrap();
-    path
 }
 
 fn stored_bans(dir: &std::path::Path) -> Vec<serde_json::Value> {

@@ -165,16 +165,13 @@ async fn sigterm_stops_accepting_and_exits_cleanly() {
 fn a_reload_does_not_repeat_the_known_proxies_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let path = dir.path().join("drawbridge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}[[site]]\nhost = \"jelly.test\"\nupstream = \"http://{}\"\ntls = \"internal\"\n",
-            crate::support::server_block(dir.path()),
+    let path = crate::support::config_file(
+        dir.path(),
+        &format!(
+            "[[site]]\nhost = \"jelly.test\"\nupstream = \"http://{}\"\ntls = \"internal\"\n",
             origin.local_addr().unwrap()
         ),
-    )
-    .unwrap();
+    );
     let process = Process::start(&path);
     assert!(process.wait_for_log("Known proxies", Duration::from_secs(5)));
     for round in 1..=3 {

@@ -148,16 +148,10 @@ async fn a_dead_pooled_connection_is_retried_once_for_get_never_for_post() {
 async fn an_upstream_failing_mid_body_is_in_the_error_log() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("drawbridge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}{}",
-            crate::support::server_block(dir.path()),
-            site("jelly.test", origin.addr, "https_redirect = false")
-        ),
-    )
-    .unwrap();
+    let path = crate::support::config_file(
+        dir.path(),
+        &site("jelly.test", origin.addr, "https_redirect = false"),
+    );
     let process = crate::support::Process::start(&path);
     let mut tcp = tokio::net::TcpStream::connect(process.http).await.unwrap();
     let (bytes, _) = crate::support::exchange(

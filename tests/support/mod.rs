@@ -180,6 +180,14 @@ impl Drop for TestGateway {
     }
 }
 
+/// Writes `dir/drawbridge.toml`: the test `[server]` block, then `rest`;
+/// returns its path (for `Process::start` and the command line).
+pub fn config_file(dir: &Path, rest: &str) -> PathBuf {
+    let path = dir.join("drawbridge.toml");
+    std::fs::write(&path, format!("{}{rest}", server_block(dir))).unwrap();
+    path
+}
+
 /// A `[[site]]` for `host` in front of `upstream`, with `extra` keys.
 pub fn site(host: &str, upstream: SocketAddr, extra: &str) -> String {
     format!("[[site]]\nhost = \"{host}\"\nupstream = \"http://{upstream}\"\ntls = \"internal\"\n{extra}\n")
