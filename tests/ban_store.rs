@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpSocket;
 
 use crate::support::origin::Origin;
-use crate::support::{binary, config_file, site, Process};
+use crate::support::{bans_cli, binary, config_file, site, Process};
 
 /// Three failed logins from `from`, at once, over plain HTTP to `http`.
 async fn three_failures(from: String, http: std::net::SocketAddr) {
@@ -146,17 +146,7 @@ fn the_cli_keeps_the_bans_files_owner() {
     .unwrap();
     // The service's own user (tests run as root, which may give files away).
     std::os::unix::fs::chown(&bans, Some(65534), Some(65534)).unwrap();
-    let out = Command::new(binary())
-        .args(["bans", "-c"])
-        .arg(&path)
-        .args(["remove", "203.0.113.9"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bans_cli(&path, &["remove", "203.0.113.9"]);
     let meta = std::fs::metadata(&bans).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid()),
@@ -183,17 +173,10 @@ fn the_admin_socket_comes_back_when_the_state_folder_is_deleted() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(back, "no new admin socket");
-    let out = Command::new(binary())
-        .args(["bans", "-c"])
-        .arg(&path)
-        .arg("list")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (_, stderr) = bans_cli(&path, &["list"]);
     assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("not running"),
-        "the command thought drawbridge had stopped: {}",
-        String::from_utf8_lossy(&out.stderr)
+        !stderr.contains("not running"),
+        "the command thought drawbridge had stopped: {stderr}"
     );
     drop(process);
 }

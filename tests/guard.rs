@@ -5,14 +5,13 @@
 //! lists per site and per path, and connection caps.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::origin::Origin;
-use crate::support::{binary, server_block, site, Process, TestGateway};
+use crate::support::{bans_cli, server_block, site, Process, TestGateway};
 
 /// A TCP connection to `to` from the loopback address `from`.
 async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
@@ -266,22 +265,6 @@ async fn connection_caps_close_at_accept() {
     );
 }
 
-fn bans_cli(config: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(binary())
-        .arg("bans")
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
     let origin = Origin::start().await;
@@ -342,10 +325,10 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
         0o600,
         "only drawbridge's own user may use the admin socket"
     );
-    let listed = bans_cli(&path, &["list"]);
+    let listed = bans_cli(&path, &["list"]).0;
     assert!(listed.starts_with("127.0.0.16\tuntil "), "{listed}");
     assert_eq!(
-        bans_cli(&path, &["remove", "127.0.0.16"]).trim(),
+        bans_cli(&path, &["remove", "127.0.0.16"]).0.trim(),
         "ban on 127.0.0.16 lifted"
     );
     assert!(process.wait_for_log("unban 127.0.0.16 reason=removed", Duration::from_secs(2)));
@@ -355,7 +338,7 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
     );
     drop(process);
     assert_eq!(
-        bans_cli(&path, &["list"]).trim(),
+        bans_cli(&path, &["list"]).0.trim(),
         "no bans",
         "stored list, drawbridge not running"
     );

@@ -121,10 +121,10 @@ async fn refused_upgrade_answer_reaches_the_client() {
     }
 }
 
-#[tokio::test]
-async fn a_reload_does_not_cut_an_open_socket() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+/// A Jellyfin socket through `gw` over HTTP/1.1, its first message read.
+async fn open_socket(
+    gw: &TestGateway,
+) -> WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tls = gw
         .tls_connect(Some("jelly.test"), &[b"http/1.1"])
         .await
@@ -132,6 +132,14 @@ async fn a_reload_does_not_cut_an_open_socket() {
     let url = format!("wss://jelly.test:{}/socket?api_key=secret", gw.https.port());
     let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
     let _hello = ws.next().await.unwrap().unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn a_reload_does_not_cut_an_open_socket() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let mut ws = open_socket(&gw).await;
     // Reload to a config where the site is gone: new requests are refused,
     // the open socket carries on.
     let path = gw.dir.path().join("drawbridge.toml");
@@ -162,13 +170,7 @@ async fn open_sockets_are_told_going_away_at_shutdown() {
         &site("jelly.test", origin.addr, ""),
     )
     .await;
-    let tls = gw
-        .tls_connect(Some("jelly.test"), &[b"http/1.1"])
-        .await
-        .unwrap();
-    let url = format!("wss://jelly.test:{}/socket?api_key=secret", gw.https.port());
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
-    let _hello = ws.next().await.unwrap().unwrap();
+    let mut ws = open_socket(&gw).await;
     // A frame in flight when the grace ends must not be broken by the Close.
     ws.send(Message::text("ping")).await.unwrap();
     assert_eq!(

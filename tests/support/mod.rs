@@ -287,6 +287,20 @@ pub struct Process {
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// `drawbridge bans -c config ARGS…`, which must succeed: its stdout and stderr.
+pub fn bans_cli(config: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(binary())
+        .arg("bans")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 /// The drawbridge binary Cargo built for these tests.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_drawbridge"))
