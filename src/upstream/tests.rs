@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::interleaved;
+use super::dial::interleaved;
 use super::pool::{Conn, Lease, Pool, UpstreamBody, POOL_IDLE, SWEEP_EVERY};
 use crate::body::empty_body;
 
