@@ -39,8 +39,7 @@ ORIGIN = 18100
 # where the proxies run (CPU 0), plain and over TLS: the ceiling of the stream
 # rows. (The origin itself shares CPU 1 with curl, which made "direct" slower
 # than any proxy path.) It reads the file into 1 MiB buffers instead of
-# sendfile: on loopback, sendfile with tcp_nopush streamed 1.5–2.0 GiB/s and
-# buffered writes 2.3–2.9 GiB/s.
+# sendfile, which is the slower of the two on loopback (docs/performance.md).
 CEILING, CEILING_TLS = 18101, 18102
 PROXIES = {
     # name: (https port, plain http port)
