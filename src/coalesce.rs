@@ -15,9 +15,8 @@
 //!
 //! Only for HTTP/2: hyper's HTTP/1.1 server writes one answer per flush and
 //! may not read again before the client does, so there is nothing to gather
-//! and a put-off flush would wait for the client. A client that negotiated
-//! `h2` but does not open with HTTP/2's preface turns gathering off before
-//! anything is written. Owns the order of the
+//! and a put-off flush would wait for the client (a client that negotiated
+//! `h2` is served HTTP/2 only, see `connection`). Owns the order of the
 //! connection's outgoing bytes, nothing else: TLS, deadlines and parking are
 //! in [`crate::connection`] and [`crate::deadline`].
 
@@ -35,9 +34,6 @@ const RECORD: usize = 16 * 1024;
 /// The buffer's first size; it grows up to `RECORD` when a batch needs it.
 const FIRST_CAPACITY: usize = 4 * 1024;
 
-/// How an HTTP/2 client's first bytes begin (RFC 9113 §3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0";
-
 /// A connection's IO whose writes are gathered into records when `on`.
 #[derive(Debug)]
 pub struct Coalesce<IO> {
@@ -52,8 +48,6 @@ pub struct Coalesce<IO> {
     /// woken to write them at its next read: no second wake is needed until
     /// they have left (while the socket is full, its own wake comes instead).
     owed: bool,
-    /// How many of the client's first bytes were checked against `PREFACE`.
-    checked: usize,
 }
 
 impl<IO> Coalesce<IO> {
@@ -65,7 +59,6 @@ impl<IO> Coalesce<IO> {
             pending: Vec::new(),
             written: 0,
             owed: false,
-            checked: if on { 0 } else { PREFACE.len() },
         }
     }
 }
@@ -106,21 +99,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<IO> {
                 return Poll::Ready(Err(error));
             }
         }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if this.checked < PREFACE.len() {
-            let fresh = &buf.filled()[before..];
-            let n = fresh.len().min(PREFACE.len() - this.checked);
-            if fresh[..n] != PREFACE[this.checked..this.checked + n] {
-                // Not HTTP/2: the connection is ending (hyper's HTTP/2
-                // server refuses it); whatever it writes goes out at once.
-                this.on = false;
-                this.checked = PREFACE.len();
-            } else {
-                this.checked += n;
-            }
-        }
-        polled
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -389,39 +368,6 @@ mod tests {
         assert_eq!(io.io.writes[2], rest);
         let sent: usize = io.io.writes.iter().map(Vec::len).sum();
         assert_eq!(sent, 100 + 2 * big.len());
-    }
-
-    #[test]
-    fn a_client_without_the_http2_preface_gets_every_flush_at_once() {
-        let waker = Waker::from(Arc::new(Wakes::default()));
-        let mut cx = Context::from_waker(&waker);
-        for (first, gathers) in [
-            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], true),
-            (b"GET / HTTP/1.1\r\n\r\n", false),
-            (b"PRI * HTTP/1.1\r\n", false),
-        ] {
-            let client = Recorder {
-                incoming: first.to_vec(),
-                ..Recorder::default()
-            };
-            let mut io = Coalesce::new(client, true);
-            // Read in pieces smaller than the preface.
-            for _ in 0..4 {
-                let mut space = [0u8; 5];
-                let mut buf = ReadBuf::new(&mut space);
-                assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_ready());
-            }
-            assert!(matches!(
-                Pin::new(&mut io).poll_write(&mut cx, b"answer"),
-                Poll::Ready(Ok(6))
-            ));
-            assert!(matches!(
-                Pin::new(&mut io).poll_flush(&mut cx),
-                Poll::Ready(Ok(()))
-            ));
-            let sent = !io.io.writes.is_empty();
-            assert_eq!(sent, !gathers, "{:?}", String::from_utf8_lossy(first));
-        }
     }
 
     #[test]

@@ -139,7 +139,8 @@ impl Limit {
         (before < bound).then_some(place)
     }
 
-    /// Connections open now (for tests and the log).
+    /// Connections open now.
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.max_conns - self.conns.available_permits()
     }

@@ -159,7 +159,10 @@ impl Upstream {
         // Read before connecting: a connection made while DNS moves is
         // pooled under the older epoch and retired at the next checkout.
         let epoch = self.addresses.epoch();
-        let acquired = self.acquire(epoch, deadline).await.map_err(Failure::Busy)?;
+        let acquired = self
+            .acquire(Some(epoch), deadline)
+            .await
+            .map_err(Failure::Busy)?;
         match tokio::time::timeout(
             self.response_timeout,
             self.exchange(request, acquired, epoch),
@@ -171,12 +174,13 @@ impl Upstream {
         }
     }
 
-    /// An idle pooled connection, or the permit to open a new one, waiting
-    /// up to `deadline` for either. An idle connection that cannot be used
-    /// (still finishing its last answer) is closed to make room.
-    async fn acquire(&self, epoch: u64, deadline: &Deadline) -> Result<Acquired, Busy> {
+    /// An idle pooled connection made for `pooled` (the address epoch; None
+    /// for a connection of its own), or the permit to open a new one,
+    /// waiting up to `deadline`. An idle connection that cannot be used is
+    /// closed to make room.
+    async fn acquire(&self, pooled: Option<u64>, deadline: &Deadline) -> Result<Acquired, Busy> {
         loop {
-            if let Some(conn) = self.pool.checkout(epoch) {
+            if let Some(conn) = pooled.and_then(|epoch| self.pool.checkout(epoch)) {
                 return Ok(Acquired::Pooled(conn));
             }
             if let Some(permit) = self.limit.try_conn() {
@@ -332,22 +336,10 @@ impl Upstream {
         let deadline = Deadline::after(self.response_timeout);
         let busy = |busy| self.classify(Failure::Busy(busy));
         let share = self.limit.share(client, &deadline).await.map_err(busy)?;
-        let permit = loop {
-            if let Some(permit) = self.limit.try_conn() {
-                break permit;
-            }
-            if self.pool.evict_oldest() {
-                continue;
-            }
-            let returned = tokio::sync::Notify::new();
-            if let Some(permit) = self
-                .limit
-                .conn_or_returned(&returned, &deadline)
-                .await
-                .map_err(busy)?
-            {
-                break permit;
-            }
+        let permit = match self.acquire(None, &deadline).await.map_err(busy)? {
+            Acquired::Permit(permit) => permit,
+            // Not offered without an epoch; its place would do all the same.
+            Acquired::Pooled(conn) => conn.permit,
         };
         let stream = self
             .dial()
@@ -363,11 +355,6 @@ impl Upstream {
                 _permit: permit,
             },
         ))
-    }
-
-    /// Connections open to the upstream now, pooled or not.
-    pub fn open_connections(&self) -> usize {
-        self.limit.open()
     }
 }
 
