@@ -171,11 +171,13 @@ impl AcmeManager {
                     }
                 }
             }
-            self.tls.order_running(&hosts, true);
+            self.tls.order_started(&hosts);
             let ordered = self.order(&hosts, &name).await;
-            // A failure lets handshakes for a site without a certificate be
-            // refused at once until the next try (success installs one).
-            self.tls.order_running(&hosts, ordered.is_ok());
+            if ordered.is_err() {
+                // Handshakes for a site without a certificate are refused at
+                // once until the next try (success installs one).
+                self.tls.order_failed(&hosts);
+            }
             match ordered {
                 Ok(stored) => {
                     tracing::info!(

@@ -257,12 +257,11 @@ impl Cache {
     /// through a tee when it may be.
     fn fill(
         self: &Arc<Self>,
-        response: Response<Body>,
+        mut response: Response<Body>,
         ask: &Ask<'_>,
         view: &Request<()>,
         done: Done,
     ) -> Response<Body> {
-        let mut response = response;
         let policy = CachePolicy::new(view, &response);
         let declared = response
             .headers()

@@ -293,16 +293,21 @@ impl TlsStore {
         !failed.iter().any(|f| f == hosts)
     }
 
-    /// Says whether an order for the site named by `hosts` runs now
-    /// (`running`), or has just failed; waiting handshakes are told.
-    pub fn order_running(&self, hosts: &[HostPattern], running: bool) {
+    /// An order for the site named by `hosts` starts: its handshakes wait
+    /// for it again.
+    pub fn order_started(&self, hosts: &[HostPattern]) {
         let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         failed.retain(|f| f != hosts);
-        if !running {
-            failed.push(hosts.to_vec());
-            drop(failed);
-            self.installed.notify_waiters();
-        }
+    }
+
+    /// The order for the site named by `hosts` failed: until the next one
+    /// starts, its handshakes are refused at once (and those waiting are told).
+    pub fn order_failed(&self, hosts: &[HostPattern]) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hosts.to_vec());
+        self.installed.notify_waiters();
     }
 
     /// Re-reads certificate files that changed on disk and re-issues local CA
