@@ -9,11 +9,15 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, LineWriter, Write};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::Response;
+use http_body_util::BodyExt;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 
+use crate::body::{Body, Tail};
 use crate::config::{AccessFormat, Log, LogTarget};
 
 /// Query parameters whose values are secrets (Jellyfin sends tokens and, on an
@@ -130,6 +134,27 @@ impl AccessLog {
     /// Whether lines are written at all.
     pub fn enabled(&self) -> bool {
         self.target.is_some()
+    }
+
+    /// `response` with `entry` written when its body ends: status now,
+    /// bytes, completeness and duration (from `started`) then.
+    pub fn follow(
+        self: &Arc<Self>,
+        mut entry: Entry,
+        response: Response<Body>,
+        started: Instant,
+    ) -> Response<Body> {
+        entry.status = response.status().as_u16();
+        let access_log = self.clone();
+        response.map(|body| {
+            Tail::new(body, move |bytes, complete| {
+                entry.bytes = bytes;
+                entry.complete = complete;
+                entry.duration = started.elapsed();
+                access_log.write(&entry);
+            })
+            .boxed()
+        })
     }
 
     /// Writes one line for `entry`.

@@ -141,6 +141,27 @@ pub struct BodyLimits {
     pub min_rate: u64,
 }
 
+impl BodyLimits {
+    /// The request body to forward: guarded as it streams, or `Err` at once
+    /// when its declared length is over `max`. A body that is already over
+    /// (a GET, HTTP/2 headers that end the stream) starts no clock.
+    pub fn guard(&self, body: ClientBody, declared: Option<u64>) -> Result<Body, TooLarge> {
+        if declared.is_some_and(|length| length > self.max) {
+            return Err(TooLarge);
+        }
+        if HttpBody::is_end_stream(&body) {
+            return Ok(empty_body());
+        }
+        Ok(GuardedBody::new(body, *self)
+            .map_err(BoxError::from)
+            .boxed())
+    }
+}
+
+/// A declared length over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge;
+
 /// A request body checked against `BodyLimits` as it streams.
 pub struct GuardedBody<B> {
     inner: B,

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! connection (server, connection)  TLS picks the certificate by SNI; deadlines
-//! request    handle → check        head checks → site from Host → method and
-//!                                  canonical path → client address; framing →
-//!                                  Host vs SNI → port-80 rules → filters' on_request
-//! forward    forward               WebSocket tunnel | edge cache | the forward
-//!                                  step to the site's fixed upstream
-//! response   respond → handle      filters' on_response → access log at the body's end
+//! request    handle (here)         head checks (head.rs) → site from Host →
+//!                                  method and canonical path → client address
+//!            check (request.rs)    framing → Host vs SNI → port-80 rules →
+//!                                  filters' on_request → OPTIONS *
+//! forward    forward (forward.rs)  WebSocket tunnel | edge cache | the forward
+//!                                  step to the site's upstream
+//! response   respond (here)        filters' on_response → access log at the
+//!                                  body's end (access_log.rs)
 //! ```
 //!
 //! Every `ProxyError` becomes a response in `error.rs`; an unknown host becomes
@@ -16,29 +18,28 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{header, HeaderValue, Method, Request, Response, Version};
-use http_body_util::BodyExt;
+use http::{header, Request, Response, Version};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, Entry};
-use crate::body::{empty_body, Body, BodyLimits, BoxError, ClientBody, GuardedBody, Tail};
-use crate::cache::{self, Cache};
+use crate::body::{Body, ClientBody};
+use crate::cache::Cache;
 use crate::canonical;
 use crate::client_ip::{self, Client};
 use crate::config::Limits;
 use crate::error::{answer, ProxyError, UpstreamFailure};
-use crate::filter::{self, Exchange, Verdict};
-use crate::forwarding::{self, Origin};
+use crate::filter::{self, Exchange};
 use crate::routes::{Routes, Site};
 use crate::tls::challenges::Challenges;
-use crate::{webroot, websocket};
+use request::{refused_method, ALLOWED_METHODS};
 
 mod conn;
+mod forward;
 mod head;
+mod request;
 pub use conn::{Closed, Conn};
 pub use head::check_head;
-use head::raw_host;
 
 /// What the phases know about the request besides the request itself.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +138,7 @@ impl Gateway {
         // request's CPU; the one request-time warning carries the same fields.
         let span = tracing::debug_span!("req", method = %request.method(), host, path = request.uri().path(), site = site.name, client.ip = %client.ip);
         let logged = site.access_log && self.access_log.enabled();
-        let mut log = logged.then(|| Entry::start(&request, client.ip, &site.name));
+        let log = logged.then(|| Entry::start(&request, client.ip, &site.name));
         let version = request.version();
         let method = request.method().clone();
         let started = Instant::now();
@@ -172,165 +173,10 @@ impl Gateway {
         if let Some(UpstreamFailure(error)) = response.extensions_mut().remove() {
             tracing::warn!(%error, %method, host, path, site = site.name, client.ip = %client.ip, "upstream failure");
         }
-        if let Some(mut entry) = log.take() {
-            entry.status = response.status().as_u16();
-            let access_log = self.access_log.clone();
-            response = response.map(|body| {
-                Tail::new(body, move |bytes, complete| {
-                    entry.bytes = bytes;
-                    entry.complete = complete;
-                    entry.duration = started.elapsed();
-                    access_log.write(&entry);
-                })
-                .boxed()
-            });
-        }
-        Ok(response)
-    }
-
-    /// The rest of the request phase: framing, Host against SNI, port-80
-    /// rules, the filters' `on_request`, `OPTIONS *`. An answer ends the
-    /// request here; `Closed` when a filter wants the connection closed.
-    async fn check(
-        &self,
-        request: &Request<ClientBody>,
-        scope: Scope<'_>,
-    ) -> Result<Option<Response<Body>>, Closed> {
-        let Scope {
-            conn,
-            client,
-            routes,
-            site,
-            host,
-            ask,
-        } = scope;
-        let version = request.version();
-        if conn.state.take_ambiguous_framing() {
-            let error = ProxyError::BadRequest("both Content-Length and Transfer-Encoding");
-            return Ok(Some(answer(error, version)));
-        }
-        if let Err(error) = forwarding::check_framing(request.headers()) {
-            return Ok(Some(answer(error, version)));
-        }
-        if conn.tls {
-            // SNI was checked at the handshake; the request may still name another site.
-            let same_site = conn
-                .sni
-                .as_deref()
-                .and_then(|sni| routes.site(sni))
-                .is_some_and(|s| std::ptr::eq(s.as_ref(), site));
-            if !same_site {
-                return Ok(Some(answer(ProxyError::Misdirected, version)));
-            }
-        } else {
-            let port80 = webroot::Port80 {
-                challenges: &self.challenges,
-                webroot: site.acme_webroot.as_deref(),
-                https_redirect: site.https_redirect,
-                https_port: self.https_port,
-            };
-            if let Some(answered) = port80.answer(request, host).await {
-                return Ok(Some(answered.unwrap_or_else(|e| answer(e, version))));
-            }
-        }
-        for filter in &site.filters {
-            match filter.on_request(ask) {
-                Verdict::Continue => {}
-                Verdict::Refuse(error) => return Ok(Some(answer(error, version))),
-                // Behind a trusted proxy the connection carries other
-                // clients' requests too: refuse this one alone.
-                Verdict::Close if client.ip != client_ip::normalise(conn.client.ip()) => {
-                    return Ok(Some(answer(ProxyError::Forbidden, version)))
-                }
-                Verdict::Close => return Err(Closed),
-            }
-        }
-        if request.uri().path() == "*" {
-            // `OPTIONS *` asks about drawbridge itself, not a resource.
-            let mut response = Response::new(empty_body());
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
-            return Ok(Some(response));
-        }
-        Ok(None)
-    }
-
-    /// The forward phase: a WebSocket tunnel, the edge cache, or the
-    /// upstream through the forward step (`upstream/forward.rs`).
-    async fn forward(&self, request: Request<ClientBody>, scope: Scope<'_>) -> Response<Body> {
-        let Scope {
-            conn,
-            client,
-            site,
-            host,
-            ..
-        } = scope;
-        let version = request.version();
-        let raw_host = raw_host(&request).to_string();
-        let origin = Origin {
-            client,
-            tls: conn.tls,
-            host: &raw_host,
-        };
-        if let Some(upgrade) = websocket::ask(&request) {
-            let tunnel = websocket::Tunnel {
-                hold: conn.state.request_started(),
-                kill: conn.kill.clone(),
-                drain: conn.drain.clone(),
-                tasks: conn.tasks.clone(),
-                response_timeout: site.response_timeout,
-            };
-            let upgraded = websocket::tunnel(request, upgrade, &site.upstream, origin, tunnel);
-            return Box::pin(upgraded)
-                .await
-                .unwrap_or_else(|e| answer(e, version));
-        }
-        let method = request.method().clone();
-        if matches!(method, Method::GET | Method::HEAD) {
-            if let Some(visibility) = site.cache.class(request.uri().path()) {
-                let (head, _) = request.into_parts();
-                let ask = cache::Ask {
-                    key: cache::key(host, &head.uri),
-                    visibility,
-                    method,
-                    head,
-                    origin,
-                    upstream: &site.upstream,
-                };
-                // Boxed, like the WebSocket tunnel: the cache's future is
-                // twice the forward's, and every request's task would carry it.
-                return Box::pin(self.cache.serve(ask))
-                    .await
-                    .unwrap_or_else(|e| self.cache.label(answer(e, version), "MISS"));
-            }
-        }
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > site.max_body) {
-            return answer(ProxyError::PayloadTooLarge, version);
-        }
-        let (parts, body) = request.into_parts();
-        let limits = BodyLimits {
-            max: site.max_body,
-            timeout: self.limits.body_timeout,
-            min_rate: self.limits.body_min_rate,
-        };
-        // No body (a GET, or HTTP/2 headers that end the stream): nothing to
-        // guard, and no clock to start.
-        let body = if http_body::Body::is_end_stream(&body) {
-            empty_body()
-        } else {
-            GuardedBody::new(body, limits)
-                .map_err(BoxError::from)
-                .boxed()
-        };
-        site.upstream
-            .forward(parts, body, origin)
-            .await
-            .unwrap_or_else(|error| answer(error, version))
+        Ok(match log {
+            Some(entry) => self.access_log.follow(entry, response, started),
+            None => response,
+        })
     }
 
     /// The response phase: the filters' `on_response` (failed logins
@@ -358,18 +204,4 @@ impl Gateway {
         }
         response
     }
-}
-
-/// The methods drawbridge forwards (`OPTIONS *` answers with them).
-const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
-
-/// Methods never forwarded: TRACE and TRACK would echo the client's cookies
-/// and tokens back (cross-site tracing), and a CONNECT that is not a
-/// WebSocket would make drawbridge a tunnel to anywhere.
-fn refused_method<B>(request: &Request<B>) -> bool {
-    let method = request.method();
-    // Kestrel compares method names without regard to case.
-    method.as_str().eq_ignore_ascii_case("TRACE")
-        || method.as_str().eq_ignore_ascii_case("TRACK")
-        || (*method == Method::CONNECT && websocket::ask(request).is_none())
 }

@@ -1,0 +1,86 @@
+//! The forward phase: a WebSocket tunnel, the edge cache, or the forward
+//! step to the site's upstream (`upstream/forward.rs`).
+
+use http::{header, Method, Request, Response};
+
+use super::head::raw_host;
+use super::{Gateway, Scope};
+use crate::body::{Body, BodyLimits, ClientBody};
+use crate::cache;
+use crate::error::{answer, ProxyError};
+use crate::forwarding::Origin;
+use crate::websocket;
+
+impl Gateway {
+    /// The forward phase: a WebSocket tunnel, the edge cache, or the
+    /// upstream through the forward step (`upstream/forward.rs`).
+    pub(super) async fn forward(
+        &self,
+        request: Request<ClientBody>,
+        scope: Scope<'_>,
+    ) -> Response<Body> {
+        let Scope {
+            conn,
+            client,
+            site,
+            host,
+            ..
+        } = scope;
+        let version = request.version();
+        let raw_host = raw_host(&request).to_string();
+        let origin = Origin {
+            client,
+            tls: conn.tls,
+            host: &raw_host,
+        };
+        if let Some(upgrade) = websocket::ask(&request) {
+            let tunnel = websocket::Tunnel {
+                hold: conn.state.request_started(),
+                kill: conn.kill.clone(),
+                drain: conn.drain.clone(),
+                tasks: conn.tasks.clone(),
+                response_timeout: site.response_timeout,
+            };
+            let upgraded = websocket::tunnel(request, upgrade, &site.upstream, origin, tunnel);
+            return Box::pin(upgraded)
+                .await
+                .unwrap_or_else(|e| answer(e, version));
+        }
+        let method = request.method().clone();
+        if matches!(method, Method::GET | Method::HEAD) {
+            if let Some(visibility) = site.cache.class(request.uri().path()) {
+                let (head, _) = request.into_parts();
+                let ask = cache::Ask {
+                    key: cache::key(host, &head.uri),
+                    visibility,
+                    method,
+                    head,
+                    origin,
+                    upstream: &site.upstream,
+                };
+                // Boxed, like the WebSocket tunnel: the cache's future is
+                // twice the forward's, and every request's task would carry it.
+                return Box::pin(self.cache.serve(ask))
+                    .await
+                    .unwrap_or_else(|e| self.cache.label(answer(e, version), "MISS"));
+            }
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let (parts, body) = request.into_parts();
+        let limits = BodyLimits {
+            max: site.max_body,
+            timeout: self.limits.body_timeout,
+            min_rate: self.limits.body_min_rate,
+        };
+        let Ok(body) = limits.guard(body, declared) else {
+            return answer(ProxyError::PayloadTooLarge, version);
+        };
+        site.upstream
+            .forward(parts, body, origin)
+            .await
+            .unwrap_or_else(|error| answer(error, version))
+    }
+}
