@@ -1,10 +1,9 @@
 //! The local admin socket, `state_dir/admin.sock` (mode 0600: only the user
-//! drawbridge runs as, and root, can use it). One command per connection, one
-//! line each way: `bans list` answers a JSON array; `bans remove ADDRESS`
-//! answers `{"removed":true|false}` once the change is on disk, or
-//! `{"error":…}` when it could not be stored; `cache purge [PREFIX]` answers
-//! `{"purged":N}`. The `drawbridge bans` and `drawbridge cache` commands talk to
-//! it; `bans` works on the stored bans file when drawbridge is not running.
+//! drawbridge runs as, and root, can use it). One [`Command`] per connection
+//! and one [`Reply`], each a line of JSON. `bans remove` is answered once the
+//! change is on disk (or with an error saying it is not). The `drawbridge
+//! bans` and `drawbridge cache` commands talk to it through [`request`];
+//! `bans` works on the stored bans file when drawbridge is not running.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -16,9 +15,44 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use serde::{Deserialize, Serialize};
+
 use crate::cache::Cache;
+use crate::guard::ban::StoredBan;
 use crate::guard::keys::ClientKey;
 use crate::guard::Guard;
+
+/// What the CLI asks the running process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// The bans in force.
+    BansList,
+    /// Lift the ban on an address (or an IPv6 /64).
+    BansRemove {
+        /// As the user typed it.
+        address: String,
+    },
+    /// Drop cached responses whose key starts with `prefix` (all when empty).
+    CachePurge {
+        /// `host/path` prefix.
+        prefix: String,
+    },
+}
+
+/// What the running process answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// The bans in force.
+    Bans(Vec<StoredBan>),
+    /// Whether there was a ban to lift (it is lifted on disk too).
+    Removed(bool),
+    /// How many cached responses were dropped.
+    Purged(u64),
+    /// The command could not be done; the sentence says why.
+    Error(String),
+}
 
 /// The socket's path under `state_dir`.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -94,41 +128,53 @@ async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache) -> io::Res
     // One short line is all a command is.
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 1024));
     reader.read_line(&mut line).await?;
-    let now = Instant::now();
-    let reply = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-        ["bans", "list"] => serde_json::to_string(&guard.bans.list(now)).unwrap_or_default(),
-        ["bans", "remove", address] => match ClientKey::parse(address) {
-            Some(key) => {
-                let removed = guard.bans.remove(key, now);
-                // Lifted only when it stays lifted after a restart.
-                let stored = tokio::task::spawn_blocking(move || guard.bans.flush())
-                    .await
-                    .unwrap_or_else(|_| Err("the bans writer stopped".into()));
-                match stored {
-                    Ok(()) => serde_json::json!({ "removed": removed }).to_string(),
-                    Err(error) => serde_json::json!({ "error": format!("lifted in the running drawbridge, but not stored ({error}): the ban returns at the next start") }).to_string(),
-                }
-            }
-            None => serde_json::json!({ "error": format!("`{address}` is not an address") }).to_string(),
-        },
-        ["cache", "purge", rest @ ..] if rest.len() <= 1 => {
-            match cache.purge(rest.first().copied().unwrap_or("")) {
-                Ok(purged) => serde_json::json!({ "purged": purged }).to_string(),
-                Err(error) => serde_json::json!({ "error": format!("cannot remove cached responses from the disk ({error}): they would come back at the next start") }).to_string(),
-            }
-        }
-        _ => serde_json::json!({ "error": "unknown command; use `bans list`, `bans remove ADDRESS` or `cache purge [PREFIX]`" }).to_string(),
+    let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(command) => execute(command, guard, cache).await,
+        Err(error) => Reply::Error(format!("not a command drawbridge knows ({error})")),
     };
-    write.write_all(reply.as_bytes()).await?;
-    write.write_all(b"\n").await
+    let mut reply = serde_json::to_string(&reply).unwrap_or_default();
+    reply.push('\n');
+    write.write_all(reply.as_bytes()).await
 }
 
-/// Sends `command` to a running drawbridge; `Err` if none listens at `path`.
-pub async fn request(path: &Path, command: &str) -> io::Result<String> {
+async fn execute(command: Command, guard: Arc<Guard>, cache: &Cache) -> Reply {
+    let now = Instant::now();
+    match command {
+        Command::BansList => Reply::Bans(guard.bans.list(now)),
+        Command::BansRemove { address } => {
+            let Some(key) = ClientKey::parse(&address) else {
+                return Reply::Error(format!("`{address}` is not an address"));
+            };
+            let removed = guard.bans.remove(key, now);
+            // Lifted only when it stays lifted after a restart.
+            let stored = tokio::task::spawn_blocking(move || guard.bans.flush())
+                .await
+                .unwrap_or_else(|_| Err("the bans writer stopped".into()));
+            match stored {
+                Ok(()) => Reply::Removed(removed),
+                Err(error) => Reply::Error(format!("lifted in the running drawbridge, but not stored ({error}): the ban returns at the next start")),
+            }
+        }
+        Command::CachePurge { prefix } => match cache.purge(&prefix) {
+            Ok(purged) => Reply::Purged(purged as u64),
+            Err(error) => Reply::Error(format!("cannot remove cached responses from the disk ({error}): they would come back at the next start")),
+        },
+    }
+}
+
+/// Sends `command` to a running drawbridge; `Err` if none listens at `path`
+/// (`NotFound`/`ConnectionRefused`) or its answer is not a `Reply`.
+pub async fn request(path: &Path, command: &Command) -> io::Result<Reply> {
     let mut stream = UnixStream::connect(path).await?;
-    stream.write_all(command.as_bytes()).await?;
-    stream.write_all(b"\n").await?;
+    let mut line = serde_json::to_string(command).map_err(io::Error::other)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).await?;
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply).await?;
-    Ok(reply)
+    serde_json::from_str(&reply).map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected answer from drawbridge: {error}"),
+        )
+    })
 }

@@ -123,7 +123,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// What the upstream is told about the client.
 #[derive(Debug, Clone, Copy)]
-pub struct Origin<'a> {
+pub struct Visitor<'a> {
     /// The client, as `client_ip::identify` decided.
     pub client: &'a Client,
     /// The request came over TLS.
@@ -133,7 +133,7 @@ pub struct Origin<'a> {
 }
 
 /// Turns a client's request head into the HTTP/1.1 head sent upstream.
-pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
+pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     // The body is read on demand; hyper answers `100 Continue` to the client
@@ -154,11 +154,11 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
     }
     parts.version = Version::HTTP_11;
     // Host and X-Forwarded-Host share one copy of the name.
-    let host = HeaderValue::from_str(origin.host).ok();
+    let host = HeaderValue::from_str(visitor.host).ok();
     if let Some(host) = &host {
         headers.insert(header::HOST, host.clone());
     }
-    let trusted = origin.client.via_trusted_proxy;
+    let trusted = visitor.client.via_trusted_proxy;
     let (claimed_proto, claimed_host) = if trusted {
         (
             headers.get(X_FORWARDED_PROTO).cloned(),
@@ -189,8 +189,8 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
         }
     };
     // X-Real-IP is the start of X-Forwarded-For's text: one copy for both.
-    let forwarded = Bytes::copy_from_slice(origin.client.forwarded_for.as_bytes());
-    let real_ip = forwarded.slice(..origin.client.ip_text().len());
+    let forwarded = Bytes::copy_from_slice(visitor.client.forwarded_for.as_bytes());
+    let real_ip = forwarded.slice(..visitor.client.ip_text().len());
     insert(
         headers,
         X_FORWARDED_FOR,
@@ -201,7 +201,7 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
         X_REAL_IP,
         HeaderValue::from_maybe_shared(real_ip).ok(),
     );
-    let proto = if origin.tls { "https" } else { "http" };
+    let proto = if visitor.tls { "https" } else { "http" };
     match claimed_proto {
         Some(value) => drop(headers.insert(X_FORWARDED_PROTO, value)),
         None => drop(headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto))),
@@ -214,7 +214,7 @@ pub fn upstream_head(parts: &mut request::Parts, origin: Origin<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_framing, upstream_head, Origin};
+    use super::{check_framing, upstream_head, Visitor};
     use crate::client_ip::Client;
     use http::{HeaderMap, Request, Version};
 
@@ -239,8 +239,8 @@ mod tests {
         }
     }
 
-    fn origin(client: &Client) -> Origin<'_> {
-        Origin {
+    fn visitor(client: &Client) -> Visitor<'_> {
+        Visitor {
             client,
             tls: true,
             host: "jelly.test",
@@ -264,7 +264,7 @@ mod tests {
         parts
             .headers
             .append("x-forwarded-host", "evil.test".parse().unwrap());
-        upstream_head(&mut parts, origin(&client(false)));
+        upstream_head(&mut parts, visitor(&client(false)));
         let all = |name: &str| -> Vec<&str> {
             let values = parts.headers.get_all(name).iter();
             values.map(|v| v.to_str().unwrap()).collect()
@@ -278,7 +278,7 @@ mod tests {
         // A Host that is no header value: no X-Forwarded-Host, not the forged one.
         let mut parts = head(Version::HTTP_11, &[("x-forwarded-host", "evil.test")]);
         let untrusted = client(false);
-        let mut o = origin(&untrusted);
+        let mut o = visitor(&untrusted);
         o.host = "jelly\u{7f}.test";
         upstream_head(&mut parts, o);
         assert!(parts.headers.get("x-forwarded-host").is_none());
@@ -294,7 +294,7 @@ mod tests {
             ],
         );
         let trusted = client(true);
-        let mut o = origin(&trusted);
+        let mut o = visitor(&trusted);
         o.tls = false;
         upstream_head(&mut parts, o);
         assert_eq!(
@@ -327,7 +327,7 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        upstream_head(&mut parts, origin(&client(false)));
+        upstream_head(&mut parts, visitor(&client(false)));
         for gone in [
             "connection",
             "x-secret",
@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn h2_cookies_are_joined_and_version_is_1_1() {
         let mut parts = head(Version::HTTP_2, &[("cookie", "a=1"), ("cookie", "b=2")]);
-        upstream_head(&mut parts, origin(&client(false)));
+        upstream_head(&mut parts, visitor(&client(false)));
         assert_eq!(parts.version, Version::HTTP_11);
         let cookies: Vec<_> = parts.headers.get_all("cookie").iter().collect();
         assert_eq!(cookies, ["a=1; b=2"]);

@@ -3,42 +3,36 @@
 //!
 //! # Architecture in one page
 //!
-//! A request goes through four phases (see `docs/architecture.md`):
+//! A request goes through four phases (see `docs/architecture.md`, whose
+//! "reading path" lists the ten files to open in request order):
 //!
-//! 1. **connection** — [`server`] accepts; [`connection`] runs the TLS handshake,
-//!    where [`tls`] picks the certificate by SNI (an unknown name gets no
-//!    certificate), then hyper serves HTTP/1.1 or HTTP/2 under the
-//!    [`deadline`]s.
+//! 1. **connection** — [`server`] accepts; [`connection`] admits (the
+//!    [`guard`]), runs the TLS handshake, where [`tls`] picks the certificate
+//!    by SNI, then hyper serves HTTP/1.1 or HTTP/2 over the I/O layers of
+//!    [`socket`].
 //! 2. **request** — [`pipeline::Gateway::handle`] checks the head, finds the
 //!    site in the [`routes`] snapshot from Host (an unknown host gets the door
-//!    closed), checks Host against SNI, and applies port-80 rules.
-//! 3. **forward** — to the site's fixed upstream (the proxy core).
-//! 4. **response** — errors become short pages in one place, [`error`].
+//!    closed), puts the [`canonical`] path in place, checks Host against SNI,
+//!    applies port-80 rules ([`webroot`]) and the site's [`filter`]s.
+//! 3. **forward** — a [`websocket`] tunnel, the edge [`cache`], or the one
+//!    forward step of the [`upstream`] ([`forwarding`] writes the head).
+//! 4. **response** — filters' `on_response`; errors become short pages in
+//!    [`error`]; the [`access_log`] line is written when the body ends.
 //!
-//! # Layout
+//! # Layout (modules by floor: each imports only from those below it)
 //!
-//! - [`config`]: the TOML file → validated `Config`, errors as `file:line:col`.
-//! - [`canonical`]: the canonical path every rule reads and the upstream receives.
-//! - [`routes`]: the immutable routes snapshot, swapped whole on reload.
-//! - [`pipeline`]: the request phases.
-//! - [`filter`]: access lists, the login guard, security headers; [`guard`]
-//!   holds bans (by client key) and connection caps for the whole process.
-//! - [`forwarding`]: the head as the upstream sees it; [`upstream`]: the
-//!   connection pool, the connection cap, forwarding; [`websocket`]: tunnels.
-//! - [`cache`]: the edge cache; [`body`]: the body types and the guards on
-//!   bodies in flight.
-//! - [`error`]: `ProxyError` → status and page.
-//! - [`webroot`]: `/.well-known/acme-challenge/` from a folder.
-//! - [`server`]: listeners, accept loop, reload, shutdown.
-//! - [`connection`]: one connection: handshake, hyper, limits.
-//! - [`coalesce`]: an HTTP/2 connection's writes gathered into full TLS records.
-//! - [`deadline`]: request-head and idle deadlines on a connection's IO, and
-//!   parking of quiet HTTP/1.1 keep-alive connections ([`head_scan`] tells when).
-//! - [`tls`]: rustls config, certificates by SNI, local CA, file reload,
-//!   ACME challenge answers; [`acme`]: ordering and renewing certificates.
-//! - [`dns`], [`client_ip`], [`proxy_protocol`], [`access_log`], [`admin`].
-//! - [`atomic_file`]: crash-safe writes for keys, certificates and bans;
-//!   [`certfile`]: certificate and key pairs read from PEM files.
+//! - [`main`](../drawbridge/index.html) is CLI, logging and signals; [`admin`]
+//!   is the admin socket, its protocol typed in [`admin::Command`].
+//! - [`server`], [`connection`], [`pipeline`]: accept, one connection, one request.
+//! - [`routes`], [`cache`], [`websocket`], [`upstream`], [`filter`], [`acme`]:
+//!   what a request is served by.
+//! - [`tls`], [`guard`], [`access_log`], [`forwarding`], [`socket`]:
+//!   certificates by SNI, bans and caps, the log, the upstream's head, the
+//!   layers under hyper.
+//! - [`config`], [`error`]: the validated config (errors as `file:line:col`)
+//!   and `ProxyError` → status and page.
+//! - [`body`], [`canonical`], [`client_ip`], [`dns`], [`atomic_file`],
+//!   [`certfile`]: leaves with no drawbridge imports above them.
 //!
 //! Words are fixed in `docs/glossary.md`.
 
@@ -51,20 +45,17 @@ pub mod cache;
 pub mod canonical;
 pub mod certfile;
 pub mod client_ip;
-pub mod coalesce;
 pub mod config;
 pub mod connection;
-pub mod deadline;
 pub mod dns;
 pub mod error;
 pub mod filter;
 pub mod forwarding;
 pub mod guard;
-pub mod head_scan;
 pub mod pipeline;
-pub mod proxy_protocol;
 pub mod routes;
 pub mod server;
+pub mod socket;
 pub mod tls;
 pub mod upstream;
 pub mod webroot;

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use drawbridge::admin::{self, Reply};
 use drawbridge::config::{Config, LoadError, LogTarget, SiteConfig, TlsSource};
 use drawbridge::server::Server;
 use tokio::signal::unix::{signal, SignalKind};
@@ -186,25 +187,21 @@ fn bans(path: &Path, action: &BansAction) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let command = match action {
-        BansAction::List => "bans list".to_string(),
-        BansAction::Remove { address } => format!("bans remove {address}"),
+        BansAction::List => admin::Command::BansList,
+        BansAction::Remove { address } => admin::Command::BansRemove {
+            address: address.clone(),
+        },
     };
     match runtime.block_on(drawbridge::admin::request(&socket, &command)) {
-        Ok(reply) => {
-            let reply: serde_json::Value =
-                serde_json::from_str(&reply).context("unexpected answer from drawbridge")?;
-            if let Some(error) = reply.get("error").and_then(|e| e.as_str()) {
-                anyhow::bail!("{error}");
-            }
-            match action {
-                BansAction::List => print_bans(&serde_json::from_value::<
-                    Vec<drawbridge::guard::ban::StoredBan>,
-                >(reply)?),
-                BansAction::Remove { address } => {
-                    report_removed(address, reply["removed"].as_bool() == Some(true))
-                }
+        Ok(Reply::Bans(bans)) => print_bans(&bans),
+        Ok(Reply::Removed(removed)) => {
+            if let BansAction::Remove { address } = action {
+                report_removed(address, removed);
             }
         }
+        Ok(Reply::Error(error)) => anyhow::bail!("{error}"),
+        Ok(other) => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => return Err(error.into()),
         Err(_) => {
             eprintln!(
                 "(drawbridge is not running; using the stored list {})",
@@ -230,9 +227,8 @@ fn purge(path: &Path, prefix: Option<&str>) -> anyhow::Result<()> {
         anyhow::bail!("the config is not valid");
     };
     let socket = drawbridge::admin::socket_path(&config.server.state_dir);
-    let command = match prefix {
-        Some(prefix) => format!("cache purge {prefix}"),
-        None => "cache purge".to_string(),
+    let command = admin::Command::CachePurge {
+        prefix: prefix.unwrap_or_default().to_string(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -245,15 +241,11 @@ fn purge(path: &Path, prefix: Option<&str>) -> anyhow::Result<()> {
                 socket.display()
             )
         })?;
-    let reply: serde_json::Value =
-        serde_json::from_str(&reply).context("unexpected answer from drawbridge")?;
-    if let Some(error) = reply.get("error").and_then(|e| e.as_str()) {
-        anyhow::bail!("{error}");
+    match reply {
+        Reply::Purged(purged) => println!("{purged} cached responses purged"),
+        Reply::Error(error) => anyhow::bail!("{error}"),
+        other => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
     }
-    println!(
-        "{} cached responses purged",
-        reply["purged"].as_u64().unwrap_or(0)
-    );
     Ok(())
 }
 

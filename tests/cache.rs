@@ -209,13 +209,14 @@ async fn the_disk_tier_outlives_a_restart_and_purge_forgets() {
     assert_eq!(origin.seen.hits("/items/abc/images/primary"), 1);
 
     let socket = drawbridge::admin::socket_path(&dir.path().join("state"));
-    let reply = drawbridge::admin::request(&socket, "cache purge jelly.test/Items/")
-        .await
-        .unwrap();
+    let purge = drawbridge::admin::Command::CachePurge {
+        prefix: "jelly.test/Items/".into(),
+    };
+    let reply = drawbridge::admin::request(&socket, &purge).await.unwrap();
     // In memory (the hit read it back) and on disk: one response.
     assert_eq!(
-        reply.trim(),
-        r#"{"purged":1}"#,
+        reply,
+        drawbridge::admin::Reply::Purged(1),
         "counts responses, not copies"
     );
     let (_, label, _) = fetch(&client, &gw.url("jelly.test", url)).await;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Acme, HostPattern, SiteConfig, TlsSource};
 use crate::tls::challenges::Challenges;
 use crate::tls::TlsStore;
-use order::{obtain, Ask, OrderError};
+use order::{obtain, OrderError, OrderPlan};
 use store::Stored;
 
 /// Keeps every ACME site's certificate valid.
@@ -245,13 +245,13 @@ impl AcmeManager {
                 continue;
             }
             tracing::info!("ordering certificate for {name} via {}…", challenge.name());
-            let ask = Ask {
+            let plan = OrderPlan {
                 hosts,
                 challenge,
                 challenges: &self.challenges,
                 dns_hook: self.config.dns_hook.as_deref(),
             };
-            match obtain(account, ask).await {
+            match obtain(account, plan).await {
                 Ok(issued) => {
                     let dir = store::site_dir(&self.state_dir, hosts);
                     store::save(&dir, &issued.chain_pem, &issued.key_pem).map_err(|e| {

@@ -83,7 +83,7 @@ impl OrderError {
 }
 
 /// What an order needs besides the account.
-pub struct Ask<'a> {
+pub struct OrderPlan<'a> {
     /// The names, as the site lists them.
     pub hosts: &'a [HostPattern],
     /// The one challenge type to use.
@@ -94,16 +94,16 @@ pub struct Ask<'a> {
     pub dns_hook: Option<&'a Path>,
 }
 
-/// Orders a certificate for `ask.hosts`.
-pub async fn obtain(account: &Account, ask: Ask<'_>) -> Result<Issued, OrderError> {
-    let identifiers: Vec<Identifier> = ask
+/// Orders a certificate for `plan.hosts`.
+pub async fn obtain(account: &Account, plan: OrderPlan<'_>) -> Result<Issued, OrderError> {
+    let identifiers: Vec<Identifier> = plan
         .hosts
         .iter()
         .map(|h| Identifier::Dns(h.to_string()))
         .collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     let mut cleanup = Vec::new();
-    let result = answer_all(&mut order, &ask, &mut cleanup).await;
+    let result = answer_all(&mut order, &plan, &mut cleanup).await;
     let ready = match result {
         Ok(()) => {
             order
@@ -115,11 +115,11 @@ pub async fn obtain(account: &Account, ask: Ask<'_>) -> Result<Issued, OrderErro
                 .await
         }
         Err(e) => {
-            take_down(&ask, cleanup).await;
+            take_down(&plan, cleanup).await;
             return Err(e);
         }
     };
-    take_down(&ask, cleanup).await;
+    take_down(&plan, cleanup).await;
     match ready? {
         OrderStatus::Ready => {}
         _ => {
@@ -128,7 +128,7 @@ pub async fn obtain(account: &Account, ask: Ask<'_>) -> Result<Issued, OrderErro
             })
         }
     }
-    let names: Vec<String> = ask.hosts.iter().map(ToString::to_string).collect();
+    let names: Vec<String> = plan.hosts.iter().map(ToString::to_string).collect();
     let mut params = rcgen::CertificateParams::new(names)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     let key = rcgen::KeyPair::generate()?;
@@ -152,10 +152,10 @@ enum Posted {
 
 async fn answer_all(
     order: &mut Order,
-    ask: &Ask<'_>,
+    plan: &OrderPlan<'_>,
     posted: &mut Vec<Posted>,
 ) -> Result<(), OrderError> {
-    let kind = match ask.challenge {
+    let kind = match plan.challenge {
         Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
         Challenge::Http01 => ChallengeType::Http01,
         Challenge::Dns01 => ChallengeType::Dns01,
@@ -178,13 +178,13 @@ async fn answer_all(
             authorization
                 .challenge(kind.clone())
                 .ok_or_else(|| OrderError::NoChallenge {
-                    kind: ask.challenge.name(),
+                    kind: plan.challenge.name(),
                     name: name.clone(),
                 })?;
         let key_authorization = challenge.key_authorization();
-        match ask.challenge {
+        match plan.challenge {
             Challenge::Http01 => {
-                ask.challenges.put_http(
+                plan.challenges.put_http(
                     challenge.token.clone(),
                     key_authorization.as_str().to_string(),
                 );
@@ -192,14 +192,14 @@ async fn answer_all(
             }
             Challenge::TlsAlpn01 => {
                 let certificate = alpn_certificate(&name, key_authorization.digest().as_ref())?;
-                ask.challenges.put_alpn(name.clone(), certificate);
+                plan.challenges.put_alpn(name.clone(), certificate);
                 posted.push(Posted::Alpn(name.clone()));
             }
             Challenge::Dns01 => {
                 // The TXT record of `*.example.com` lives at `_acme-challenge.example.com`.
                 let domain = name.trim_start_matches("*.").to_string();
                 let value = key_authorization.dns_value();
-                run_hook(ask.dns_hook, "present", &domain, &value).await?;
+                run_hook(plan.dns_hook, "present", &domain, &value).await?;
                 posted.push(Posted::Txt(domain, value));
             }
         }
@@ -208,13 +208,13 @@ async fn answer_all(
     Ok(())
 }
 
-async fn take_down(ask: &Ask<'_>, posted: Vec<Posted>) {
+async fn take_down(plan: &OrderPlan<'_>, posted: Vec<Posted>) {
     for item in posted {
         match item {
-            Posted::Http(token) => ask.challenges.remove_http(&token),
-            Posted::Alpn(name) => ask.challenges.remove_alpn(&name),
+            Posted::Http(token) => plan.challenges.remove_http(&token),
+            Posted::Alpn(name) => plan.challenges.remove_alpn(&name),
             Posted::Txt(domain, value) => {
-                if let Err(error) = run_hook(ask.dns_hook, "cleanup", &domain, &value).await {
+                if let Err(error) = run_hook(plan.dns_hook, "cleanup", &domain, &value).await {
                     tracing::warn!(%error, "DNS-01 cleanup failed; remove the TXT record by hand");
                 }
             }

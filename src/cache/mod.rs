@@ -28,11 +28,11 @@ use tokio::sync::Notify;
 
 use crate::body::{empty_body, full_body, Body};
 use crate::error::ProxyError;
-use crate::forwarding::Origin;
+use crate::forwarding::Visitor;
 use crate::upstream::Upstream;
 use rules::has_credentials;
 pub use rules::{key, CacheRules, Visibility};
-use store::{Entry, Store};
+use store::{Cached, Store};
 use tee::Tee;
 
 /// Hit, miss, stale and bypass counts.
@@ -57,7 +57,7 @@ pub struct Cache {
 
 /// A request on a cache route, as the cache needs it.
 #[derive(Debug)]
-pub struct Ask<'a> {
+pub struct Lookup<'a> {
     /// The key (see `key`).
     pub key: String,
     /// The kind of route.
@@ -69,7 +69,7 @@ pub struct Ask<'a> {
     /// forwarded on a miss or a revalidation.
     pub head: http::request::Parts,
     /// Who the client is, for the forward step.
-    pub origin: Origin<'a>,
+    pub visitor: Visitor<'a>,
     /// Where to forward misses and revalidations.
     pub upstream: &'a Upstream,
 }
@@ -126,44 +126,48 @@ impl Cache {
     }
 
     /// Answers a request on a cache route.
-    pub async fn serve(self: &Arc<Self>, ask: Ask<'_>) -> Result<Response<Body>, ProxyError> {
-        let bypass = ask.visibility == Visibility::Private
-            && has_credentials(&ask.head.headers, &ask.head.uri);
-        if bypass || !matches!(ask.method, Method::GET | Method::HEAD) {
+    pub async fn serve(self: &Arc<Self>, lookup: Lookup<'_>) -> Result<Response<Body>, ProxyError> {
+        let bypass = lookup.visibility == Visibility::Private
+            && has_credentials(&lookup.head.headers, &lookup.head.uri);
+        if bypass || !matches!(lookup.method, Method::GET | Method::HEAD) {
             self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-            let response = send(&ask, &ask.head).await?;
+            let response = send(&lookup, &lookup.head).await?;
             return Ok(self.label(response, "BYPASS"));
         }
-        let view = view(&ask);
+        let view = view(&lookup);
         let mut waited = false;
         loop {
             let now = SystemTime::now();
-            let cached = self.store.get(&ask.key);
+            let cached = self.store.get(&lookup.key);
             if let Some(entry) = cached.clone() {
                 match entry.policy.before_request(&view, now) {
                     BeforeRequest::Fresh(parts) => {
-                        return Ok(self.hit(&entry, parts.headers, &ask, "HIT"))
+                        return Ok(self.hit(&entry, parts.headers, &lookup, "HIT"))
                     }
                     BeforeRequest::Stale {
                         request,
                         matches: true,
-                    } => return self.revalidate(&ask, &view, entry, &request.headers).await,
+                    } => {
+                        return self
+                            .revalidate(&lookup, &view, entry, &request.headers)
+                            .await
+                    }
                     BeforeRequest::Stale { .. } => {}
                 }
             }
-            if ask.head.headers.contains_key(header::RANGE) {
+            if lookup.head.headers.contains_key(header::RANGE) {
                 // Parts of objects are never stored; only a whole cached one serves ranges.
                 self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-                let response = send(&ask, &ask.head).await?;
+                let response = send(&lookup, &lookup.head).await?;
                 return Ok(self.label(response, "BYPASS"));
             }
             let (leader, notify) = {
                 let mut inflight = self.inflight.lock().expect("cache lock");
-                match inflight.get(&ask.key) {
+                match inflight.get(&lookup.key) {
                     Some(notify) => (false, notify.clone()),
                     None => {
                         let notify = Arc::new(Notify::new());
-                        inflight.insert(ask.key.clone(), notify.clone());
+                        inflight.insert(lookup.key.clone(), notify.clone());
                         (true, notify)
                     }
                 }
@@ -178,46 +182,46 @@ impl Cache {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             let done = Done {
                 cache: self.clone(),
-                key: ask.key.clone(),
+                key: lookup.key.clone(),
                 leader,
             };
-            let result = send(&ask, &ask.head).await;
+            let result = send(&lookup, &lookup.head).await;
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
                     drop(done);
                     return match cached {
                         Some(entry)
-                            if ask.visibility == Visibility::Public && unreachable(&error) =>
+                            if lookup.visibility == Visibility::Public && unreachable(&error) =>
                         {
-                            Ok(self.stale(&entry, &ask))
+                            Ok(self.stale(&entry, &lookup))
                         }
                         _ => Err(error),
                     };
                 }
             };
-            return Ok(self.fill(response, &ask, &view, done));
+            return Ok(self.fill(response, &lookup, &view, done));
         }
     }
 
     /// A stale entry: ask the upstream whether it changed.
     async fn revalidate(
         self: &Arc<Self>,
-        ask: &Ask<'_>,
+        lookup: &Lookup<'_>,
         view: &Request<()>,
-        entry: Arc<Entry>,
+        entry: Arc<Cached>,
         validators: &HeaderMap,
     ) -> Result<Response<Body>, ProxyError> {
-        let mut head = copy_head(&ask.head);
+        let mut head = copy_head(&lookup.head);
         for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
             if let Some(value) = validators.get(&name) {
                 head.headers.insert(name, value.clone());
             }
         }
-        let response = match send(ask, &head).await {
+        let response = match send(lookup, &head).await {
             Ok(response) => response,
-            Err(error) if ask.visibility == Visibility::Public && unreachable(&error) => {
-                return Ok(self.stale(&entry, ask))
+            Err(error) if lookup.visibility == Visibility::Public && unreachable(&error) => {
+                return Ok(self.stale(&entry, lookup))
             }
             Err(error) => return Err(error),
         };
@@ -225,7 +229,7 @@ impl Cache {
             let now = SystemTime::now();
             let updated = match entry.policy.after_response(view, &response, now) {
                 AfterResponse::NotModified(policy, parts)
-                | AfterResponse::Modified(policy, parts) => Entry {
+                | AfterResponse::Modified(policy, parts) => Cached {
                     policy,
                     headers: parts.headers,
                     ..(*entry).clone()
@@ -239,18 +243,18 @@ impl Cache {
             let stored = self.store.put(updated.clone());
             let cache = self.clone();
             tokio::task::spawn_blocking(move || cache.store.persist(&stored));
-            return Ok(self.hit(&updated, headers, ask, "HIT"));
+            return Ok(self.hit(&updated, headers, lookup, "HIT"));
         }
-        if response.status().is_server_error() && ask.visibility == Visibility::Public {
-            return Ok(self.stale(&entry, ask));
+        if response.status().is_server_error() && lookup.visibility == Visibility::Public {
+            return Ok(self.stale(&entry, lookup));
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let done = Done {
             cache: self.clone(),
-            key: ask.key.clone(),
+            key: lookup.key.clone(),
             leader: false,
         };
-        Ok(self.fill(response, ask, view, done))
+        Ok(self.fill(response, lookup, view, done))
     }
 
     /// A response from the upstream on a miss: passed on at once, and stored
@@ -258,7 +262,7 @@ impl Cache {
     fn fill(
         self: &Arc<Self>,
         mut response: Response<Body>,
-        ask: &Ask<'_>,
+        lookup: &Lookup<'_>,
         view: &Request<()>,
         done: Done,
     ) -> Response<Body> {
@@ -267,21 +271,21 @@ impl Cache {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let storable = ask.method == Method::GET
+        let storable = lookup.method == Method::GET
             && policy.is_storable()
             && !response.headers().contains_key(header::SET_COOKIE)
             && declared.is_none_or(|n| n <= self.max_object);
         if storable {
             let status = response.status();
             let headers = response.headers().clone();
-            let key = ask.key.clone();
+            let key = lookup.key.clone();
             let max = self.max_object;
             let cache = self.clone();
             response = response.map(|body| {
                 Tee::new(body, max, move |whole| {
                     if let Some(body) = whole {
                         // In memory before the waiters wake; to disk in the background.
-                        let entry = cache.store.put(Entry {
+                        let entry = cache.store.put(Cached {
                             key,
                             policy,
                             status,
@@ -304,9 +308,9 @@ impl Cache {
     /// one Range, else the whole object (HEAD: its headers).
     fn hit(
         &self,
-        entry: &Entry,
+        entry: &Cached,
         headers: HeaderMap,
-        ask: &Ask<'_>,
+        lookup: &Lookup<'_>,
         label: &'static str,
     ) -> Response<Body> {
         let counter = if label == "STALE" {
@@ -319,7 +323,7 @@ impl Cache {
         *response.status_mut() = entry.status;
         *response.headers_mut() = headers;
         let etag = entry.headers.get(header::ETAG);
-        let matches = ask
+        let matches = lookup
             .head
             .headers
             .get(header::IF_NONE_MATCH)
@@ -337,7 +341,7 @@ impl Cache {
             return self.label(response, label);
         }
         let mut body = entry.body.clone();
-        if let Some(range) = ask
+        if let Some(range) = lookup
             .head
             .headers
             .get(header::RANGE)
@@ -367,7 +371,7 @@ impl Cache {
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        if ask.method != Method::HEAD {
+        if lookup.method != Method::HEAD {
             self.stats
                 .bytes_served
                 .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -377,12 +381,12 @@ impl Cache {
     }
 
     /// `entry` served although stale, because home did not answer.
-    fn stale(&self, entry: &Entry, ask: &Ask<'_>) -> Response<Body> {
+    fn stale(&self, entry: &Cached, lookup: &Lookup<'_>) -> Response<Body> {
         let mut headers = entry.headers.clone();
         let age = entry.policy.age(SystemTime::now()).as_secs();
         headers.insert(header::AGE, HeaderValue::from(age));
         tracing::warn!(key = %entry.key, "upstream unreachable; serving a stale copy");
-        self.hit(entry, headers, ask, "STALE")
+        self.hit(entry, headers, lookup, "STALE")
     }
 
     /// Marks `response` with `X-Cache: label` when `status_header` is on.
@@ -421,11 +425,11 @@ impl Drop for Done {
 
 /// The request as the cache's policy sees it: the key as its URI, so tokens
 /// and parameter order do not make two requests differ.
-fn view(ask: &Ask<'_>) -> Request<()> {
+fn view(lookup: &Lookup<'_>) -> Request<()> {
     let mut view = Request::new(());
     *view.method_mut() = Method::GET;
-    let uri: Uri = format!("http://{}", ask.key).parse().unwrap_or_default();
-    let mut headers = ask.head.headers.clone();
+    let uri: Uri = format!("http://{}", lookup.key).parse().unwrap_or_default();
+    let mut headers = lookup.head.headers.clone();
     // The policy compares Host too: the key's host, without a port, like the key.
     if let Some(host) = uri.host().and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert(header::HOST, host);
@@ -446,9 +450,13 @@ fn copy_head(head: &http::request::Parts) -> http::request::Parts {
 }
 
 /// `head` (the client's, or a revalidation's) through the forward step, without a body.
-async fn send(ask: &Ask<'_>, head: &http::request::Parts) -> Result<Response<Body>, ProxyError> {
-    ask.upstream
-        .forward(copy_head(head), empty_body(), ask.origin)
+async fn send(
+    lookup: &Lookup<'_>,
+    head: &http::request::Parts,
+) -> Result<Response<Body>, ProxyError> {
+    lookup
+        .upstream
+        .forward(copy_head(head), empty_body(), lookup.visitor)
         .await
 }
 

@@ -23,7 +23,7 @@ use crate::atomic_file::write_atomic;
 
 /// One cached response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Entry {
+pub struct Cached {
     /// The cache key it was stored under.
     pub key: String,
     /// RFC 9111 state: freshness, validators, Vary.
@@ -39,7 +39,7 @@ pub struct Entry {
     pub body: Bytes,
 }
 
-impl Entry {
+impl Cached {
     /// Bytes it takes, roughly.
     pub fn weight(&self) -> u64 {
         self.body.len() as u64
@@ -131,7 +131,7 @@ impl<V> Lru<V> {
 /// Both tiers.
 #[derive(Debug)]
 pub struct Store {
-    memory: Mutex<Lru<Arc<Entry>>>,
+    memory: Mutex<Lru<Arc<Cached>>>,
     disk: Option<Disk>,
 }
 
@@ -180,7 +180,7 @@ impl Store {
     }
 
     /// The entry for `key`, from memory, else from disk (then kept in memory).
-    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+    pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
         if let Some(entry) = self.memory.lock().expect("cache lock").get(key) {
             return Some(entry.clone());
         }
@@ -207,7 +207,7 @@ impl Store {
     }
 
     /// Stores `entry` in memory.
-    pub fn put(&self, entry: Entry) -> Arc<Entry> {
+    pub fn put(&self, entry: Cached) -> Arc<Cached> {
         let entry = Arc::new(entry);
         let weight = entry.weight();
         self.memory
@@ -218,7 +218,7 @@ impl Store {
     }
 
     /// Writes `entry` to the disk tier (blocking; call off the async threads).
-    pub fn persist(&self, entry: &Entry) {
+    pub fn persist(&self, entry: &Cached) {
         if let Some(disk) = &self.disk {
             disk.write(entry);
         }
@@ -297,7 +297,7 @@ impl Disk {
         }
     }
 
-    fn write(&self, entry: &Entry) {
+    fn write(&self, entry: &Cached) {
         {
             let mut health = self.health.lock().expect("cache lock");
             match health.resting_until {
@@ -359,7 +359,7 @@ fn file_name(key: &str) -> String {
 }
 
 /// `MAGIC`, meta length (u32), meta JSON, body, SHA-256 of all before it.
-fn encode(entry: &Entry) -> Vec<u8> {
+fn encode(entry: &Cached) -> Vec<u8> {
     let meta = serde_json::to_vec(entry).expect("entry serialises");
     let mut out = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + entry.body.len() + 32);
     out.extend_from_slice(MAGIC);
@@ -371,12 +371,12 @@ fn encode(entry: &Entry) -> Vec<u8> {
     out
 }
 
-fn read_entry(path: &Path) -> Option<Entry> {
+fn read_entry(path: &Path) -> Option<Cached> {
     let bytes = std::fs::read(path).ok()?;
     decode(&bytes)
 }
 
-fn decode(bytes: &[u8]) -> Option<Entry> {
+fn decode(bytes: &[u8]) -> Option<Cached> {
     if bytes.len() < MAGIC.len() + 4 + 32 || &bytes[..8] != MAGIC {
         return None;
     }
@@ -386,7 +386,7 @@ fn decode(bytes: &[u8]) -> Option<Entry> {
     }
     let meta_len = u32::from_be_bytes(content[8..12].try_into().ok()?) as usize;
     let meta = content.get(12..12 + meta_len)?;
-    let mut entry: Entry = serde_json::from_slice(meta).ok()?;
+    let mut entry: Cached = serde_json::from_slice(meta).ok()?;
     entry.body = Bytes::copy_from_slice(&content[12 + meta_len..]);
     Some(entry)
 }
@@ -397,12 +397,12 @@ fn read_key(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode, encode, Entry, Lru, Store, DISK_REST};
+    use super::{decode, encode, Cached, Lru, Store, DISK_REST};
     use bytes::Bytes;
     use http::{HeaderMap, Request, Response, StatusCode};
     use http_cache_semantics::CachePolicy;
 
-    fn entry(key: &str, size: usize) -> Entry {
+    fn entry(key: &str, size: usize) -> Cached {
         let req = Request::get(format!("http://a.test{key}"))
             .body(())
             .unwrap();
@@ -410,7 +410,7 @@ mod tests {
             .header("cache-control", "public, max-age=60")
             .body(())
             .unwrap();
-        Entry {
+        Cached {
             key: key.to_string(),
             policy: CachePolicy::new(&req, &res),
             status: StatusCode::OK,
@@ -519,7 +519,7 @@ mod tests {
 
 #[cfg(test)]
 mod roundtrip {
-    use super::{decode, encode, Entry};
+    use super::{decode, encode, Cached};
     use http::{HeaderMap, Request, Response, StatusCode};
     use http_cache_semantics::{BeforeRequest, CachePolicy};
 
@@ -532,7 +532,7 @@ mod roundtrip {
             .header("cache-control", "public, max-age=600")
             .body(())
             .unwrap();
-        let entry = Entry {
+        let entry = Cached {
             key: "k".into(),
             policy: CachePolicy::new(&req, &res),
             status: StatusCode::OK,

@@ -38,7 +38,7 @@ pub enum Verdict {
 
 /// What a filter sees of a request.
 #[derive(Debug, Clone, Copy)]
-pub struct Ask<'a> {
+pub struct Subject<'a> {
     /// The client's address (see `client_ip`).
     pub client: IpAddr,
     /// The request path.
@@ -53,7 +53,7 @@ pub struct Ask<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange<'a> {
     /// The request as `on_request` saw it.
-    pub ask: Ask<'a>,
+    pub subject: Subject<'a>,
     /// The response goes out over TLS.
     pub tls: bool,
     /// The response status.
@@ -122,10 +122,10 @@ pub fn for_site(
 
 impl Filter {
     /// Looks at a request before it is forwarded.
-    pub fn on_request(&self, ask: Ask<'_>) -> Verdict {
+    pub fn on_request(&self, subject: Subject<'_>) -> Verdict {
         match self {
             Filter::Access(access) => {
-                if access.rules.allows(ask.client, ask.path) {
+                if access.rules.allows(subject.client, subject.path) {
                     Verdict::Continue
                 } else {
                     match access.refuse {
@@ -135,14 +135,14 @@ impl Filter {
                 }
             }
             Filter::Login(login) => {
-                let key = ClientKey::of(ask.client);
+                let key = ClientKey::of(subject.client);
                 // Clients behind a trusted proxy were not checked at accept.
-                if login.guard.bans.is_banned(key, ask.now) {
+                if login.guard.bans.is_banned(key, subject.now) {
                     return Verdict::Close;
                 }
                 match &login.limit {
-                    Some(limit) if login.auth.matches(ask.path) => {
-                        match limit.check(key, ask.now) {
+                    Some(limit) if login.auth.matches(subject.path) => {
+                        match limit.check(key, subject.now) {
                             Ok(()) => Verdict::Continue,
                             Err(wait) => Verdict::Refuse(ProxyError::TooManyRequests(wait)),
                         }
@@ -161,15 +161,15 @@ impl Filter {
             Filter::Access(_) => {}
             Filter::Login(login) => {
                 let failed = login.failure_statuses.contains(&exchange.status.as_u16());
-                if failed && login.auth.matches(exchange.ask.path) {
-                    let exempt = ClientKey::of(exchange.ask.client).in_any(&login.exempt);
-                    let ask = exchange.ask;
+                if failed && login.auth.matches(exchange.subject.path) {
+                    let exempt = ClientKey::of(exchange.subject.client).in_any(&login.exempt);
+                    let subject = exchange.subject;
                     login.guard.failed_login(
-                        ask.client,
+                        subject.client,
                         &login.site,
                         exempt,
-                        ask.now,
-                        ask.connection,
+                        subject.now,
+                        subject.connection,
                     );
                 }
             }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::deadline::ConnState;
+use crate::socket::deadline::ConnState;
 
 /// What the pipeline knows about the connection a request came on.
 #[derive(Debug, Clone)]

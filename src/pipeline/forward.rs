@@ -8,7 +8,7 @@ use super::{Gateway, Scope};
 use crate::body::{Body, BodyLimits, ClientBody};
 use crate::cache;
 use crate::error::{answer, ProxyError};
-use crate::forwarding::Origin;
+use crate::forwarding::Visitor;
 use crate::websocket;
 
 impl Gateway {
@@ -28,12 +28,12 @@ impl Gateway {
         } = scope;
         let version = request.version();
         let raw_host = raw_host(&request).to_string();
-        let origin = Origin {
+        let visitor = Visitor {
             client,
             tls: conn.tls,
             host: &raw_host,
         };
-        if let Some(upgrade) = websocket::ask(&request) {
+        if let Some(upgrade) = websocket::opening(&request) {
             let tunnel = websocket::Tunnel {
                 hold: conn.state.request_started(),
                 kill: conn.kill.clone(),
@@ -41,7 +41,7 @@ impl Gateway {
                 tasks: conn.tasks.clone(),
                 response_timeout: site.response_timeout,
             };
-            let upgraded = websocket::tunnel(request, upgrade, &site.upstream, origin, tunnel);
+            let upgraded = websocket::tunnel(request, upgrade, &site.upstream, visitor, tunnel);
             return Box::pin(upgraded)
                 .await
                 .unwrap_or_else(|e| answer(e, version));
@@ -50,17 +50,17 @@ impl Gateway {
         if matches!(method, Method::GET | Method::HEAD) {
             if let Some(visibility) = site.cache.class(request.uri().path()) {
                 let (head, _) = request.into_parts();
-                let ask = cache::Ask {
+                let lookup = cache::Lookup {
                     key: cache::key(host, &head.uri),
                     visibility,
                     method,
                     head,
-                    origin,
+                    visitor,
                     upstream: &site.upstream,
                 };
                 // Boxed, like the WebSocket tunnel: the cache's future is
                 // twice the forward's, and every request's task would carry it.
-                return Box::pin(self.cache.serve(ask))
+                return Box::pin(self.cache.serve(lookup))
                     .await
                     .unwrap_or_else(|e| self.cache.label(answer(e, version), "MISS"));
             }
@@ -79,7 +79,7 @@ impl Gateway {
             return answer(ProxyError::PayloadTooLarge, version);
         };
         site.upstream
-            .forward(parts, body, origin)
+            .forward(parts, body, visitor)
             .await
             .unwrap_or_else(|error| answer(error, version))
     }

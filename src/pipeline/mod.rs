@@ -22,7 +22,7 @@ use http::{header, Request, Response, Version};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::{AccessLog, Line};
 use crate::body::{Body, ClientBody};
 use crate::cache::Cache;
 use crate::canonical;
@@ -49,7 +49,7 @@ struct Scope<'a> {
     routes: &'a Routes,
     site: &'a Site,
     host: &'a str,
-    ask: filter::Ask<'a>,
+    subject: filter::Subject<'a>,
 }
 
 /// The request handler shared by every connection.
@@ -138,12 +138,12 @@ impl Gateway {
         // request's CPU; the one request-time warning carries the same fields.
         let span = tracing::debug_span!("req", method = %request.method(), host, path = request.uri().path(), site = site.name, client.ip = %client.ip);
         let logged = site.access_log && self.access_log.enabled();
-        let log = logged.then(|| Entry::start(&request, client.ip, &site.name));
+        let log = logged.then(|| Line::start(&request, client.ip, &site.name));
         let version = request.version();
         let method = request.method().clone();
         let started = Instant::now();
         let path = request.uri().path().to_string();
-        let ask = filter::Ask {
+        let subject = filter::Subject {
             client: client.ip,
             path: &path,
             now: started,
@@ -158,7 +158,7 @@ impl Gateway {
                     routes: &routes,
                     site: &site,
                     host: &host,
-                    ask,
+                    subject,
                 };
                 let served = async {
                     match self.check(&request, scope).await? {
@@ -169,7 +169,7 @@ impl Gateway {
                 served.instrument(span).await?
             }
         };
-        let mut response = self.respond(response, &site, ask, conn.tls, version);
+        let mut response = self.respond(response, &site, subject, conn.tls, version);
         if let Some(UpstreamFailure(error)) = response.extensions_mut().remove() {
             tracing::warn!(%error, %method, host, path, site = site.name, client.ip = %client.ip, "upstream failure");
         }
@@ -186,12 +186,12 @@ impl Gateway {
         &self,
         mut response: Response<Body>,
         site: &Site,
-        ask: filter::Ask<'_>,
+        subject: filter::Subject<'_>,
         tls: bool,
         version: Version,
     ) -> Response<Body> {
         let exchange = Exchange {
-            ask,
+            subject,
             tls,
             status: response.status(),
         };

@@ -26,7 +26,7 @@ impl Gateway {
             routes,
             site,
             host,
-            ask,
+            subject,
         } = scope;
         let version = request.version();
         if conn.state.take_ambiguous_framing() {
@@ -58,7 +58,7 @@ impl Gateway {
             }
         }
         for filter in &site.filters {
-            match filter.on_request(ask) {
+            match filter.on_request(subject) {
                 Verdict::Continue => {}
                 Verdict::Refuse(error) => return Ok(Some(answer(error, version))),
                 // Behind a trusted proxy the connection carries other
@@ -92,5 +92,5 @@ pub(super) fn refused_method<B>(request: &Request<B>) -> bool {
     // Kestrel compares method names without regard to case.
     method.as_str().eq_ignore_ascii_case("TRACE")
         || method.as_str().eq_ignore_ascii_case("TRACK")
-        || (*method == Method::CONNECT && websocket::ask(request).is_none())
+        || (*method == Method::CONNECT && websocket::opening(request).is_none())
 }

@@ -68,7 +68,7 @@ pub enum TlsError {
 }
 
 /// One site's certificate and where it came from.
-struct Entry {
+struct SiteCert {
     hosts: Vec<HostPattern>,
     source: TlsSource,
     /// None while an ACME site's first certificate is being ordered.
@@ -80,13 +80,13 @@ struct Entry {
 /// The certificates currently served, looked up by SNI.
 #[derive(Default)]
 struct Table {
-    entries: Vec<Entry>,
+    entries: Vec<SiteCert>,
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
 }
 
 impl Table {
-    fn new(entries: Vec<Entry>) -> Table {
+    fn new(entries: Vec<SiteCert>) -> Table {
         let mut table = Table::default();
         for entry in &entries {
             let Some(key) = &entry.key else { continue };
@@ -193,7 +193,7 @@ impl TlsStore {
                 .find(|e| e.hosts == site.hosts && e.source == site.tls);
             let entry = match kept {
                 // An ACME site still waiting keeps waiting for its task's order.
-                Some(e) => Entry {
+                Some(e) => SiteCert {
                     hosts: e.hosts.clone(),
                     source: e.source.clone(),
                     key: e.key.clone(),
@@ -208,11 +208,11 @@ impl TlsStore {
         Ok(())
     }
 
-    fn fresh_entry(&self, hosts: &[HostPattern], source: &TlsSource) -> Result<Entry, TlsError> {
+    fn fresh_entry(&self, hosts: &[HostPattern], source: &TlsSource) -> Result<SiteCert, TlsError> {
         Ok(match source {
             TlsSource::Internal => {
                 let ca = self.ca()?;
-                Entry {
+                SiteCert {
                     hosts: hosts.to_vec(),
                     source: source.clone(),
                     key: Some(Arc::new(ca.issue(hosts)?)),
@@ -222,7 +222,7 @@ impl TlsStore {
             }
             TlsSource::Files { cert, key } => {
                 let fingerprint = Fingerprint::of(&[cert, key]);
-                Entry {
+                SiteCert {
                     hosts: hosts.to_vec(),
                     source: source.clone(),
                     key: Some(Arc::new(certfile::load(cert, key)?)),
@@ -233,7 +233,7 @@ impl TlsStore {
             TlsSource::Acme => {
                 // The ACME task installs what is stored as it starts, or
                 // what it orders; handshakes wait for it meanwhile.
-                Entry {
+                SiteCert {
                     hosts: hosts.to_vec(),
                     source: source.clone(),
                     key: None,
@@ -252,7 +252,7 @@ impl TlsStore {
         let entries = current
             .entries
             .iter()
-            .map(|e| Entry {
+            .map(|e| SiteCert {
                 hosts: e.hosts.clone(),
                 source: e.source.clone(),
                 key: if e.hosts == hosts && e.source == TlsSource::Acme {
@@ -341,7 +341,7 @@ impl TlsStore {
             } else {
                 None
             };
-            entries.push(fresh.unwrap_or_else(|| Entry {
+            entries.push(fresh.unwrap_or_else(|| SiteCert {
                 hosts: e.hosts.clone(),
                 source: e.source.clone(),
                 key: e.key.clone(),

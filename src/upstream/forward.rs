@@ -11,20 +11,20 @@ use http_body_util::BodyExt;
 use super::Upstream;
 use crate::body::Body;
 use crate::error::ProxyError;
-use crate::forwarding::{self, Origin};
+use crate::forwarding::{self, Visitor};
 
 impl Upstream {
     /// Forwards a client's request (`parts` as the client sent them, after
-    /// the pipeline's checks) with `body`, for the client in `origin`.
+    /// the pipeline's checks) with `body`, for the client in `visitor`.
     pub async fn forward(
         &self,
         mut parts: request::Parts,
         body: Body,
-        origin: Origin<'_>,
+        visitor: Visitor<'_>,
     ) -> Result<Response<Body>, ProxyError> {
-        self.rewrite(&mut parts, origin);
+        self.rewrite(&mut parts, visitor);
         let mut response = self
-            .send_rewritten(Request::from_parts(parts, body), origin.client.ip)
+            .send_rewritten(Request::from_parts(parts, body), visitor.client.ip)
             .await?;
         forwarding::remove_hop_by_hop(response.headers_mut());
         Ok(response.map(|body| body.map_err(Into::into).boxed()))
@@ -33,8 +33,8 @@ impl Upstream {
     /// Turns a client's head into this upstream's: the forwarding rules and
     /// an origin-form target (also for WebSocket upgrades, which take a
     /// connection of their own).
-    pub fn rewrite(&self, parts: &mut request::Parts, origin: Origin<'_>) {
-        forwarding::upstream_head(parts, origin);
+    pub fn rewrite(&self, parts: &mut request::Parts, visitor: Visitor<'_>) {
+        forwarding::upstream_head(parts, visitor);
         parts.uri = self.uri(parts.uri.path_and_query());
     }
 }

@@ -19,14 +19,14 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{empty_body, Body, ClientBody};
-use crate::deadline::InFlight;
 use crate::error::ProxyError;
-use crate::forwarding::{self, Origin};
+use crate::forwarding::{self, Visitor};
+use crate::socket::deadline::InFlight;
 use crate::upstream::Upstream;
 
 /// How the client asked for a WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ask {
+pub enum Opening {
     /// HTTP/1.1 `GET` with `Upgrade: websocket`.
     Upgrade,
     /// HTTP/2 `CONNECT` with `:protocol = websocket`.
@@ -40,12 +40,12 @@ const FORWARDED_WS_HEADERS: [&str; 3] = [
 ];
 
 /// Whether `request` asks for a WebSocket, and how.
-pub fn ask<B>(request: &Request<B>) -> Option<Ask> {
+pub fn opening<B>(request: &Request<B>) -> Option<Opening> {
     if request.version() == Version::HTTP_2 {
         let protocol = request.extensions().get::<hyper::ext::Protocol>()?;
         return (request.method() == Method::CONNECT
             && protocol.as_str().eq_ignore_ascii_case("websocket"))
-        .then_some(Ask::ExtendedConnect);
+        .then_some(Opening::ExtendedConnect);
     }
     let has_token = |name: header::HeaderName, token: &str| {
         request
@@ -59,7 +59,7 @@ pub fn ask<B>(request: &Request<B>) -> Option<Ask> {
     (request.method() == Method::GET
         && has_token(header::UPGRADE, "websocket")
         && has_token(header::CONNECTION, "upgrade"))
-    .then_some(Ask::Upgrade)
+    .then_some(Opening::Upgrade)
 }
 
 /// What a tunnel keeps while it runs.
@@ -81,9 +81,9 @@ pub struct Tunnel {
 /// client so that it switches too and starts copying.
 pub async fn tunnel(
     mut request: Request<ClientBody>,
-    ask: Ask,
+    opening: Opening,
     upstream: &Upstream,
-    origin: Origin<'_>,
+    visitor: Visitor<'_>,
     tunnel: Tunnel,
 ) -> Result<Response<Body>, ProxyError> {
     let Tunnel {
@@ -99,13 +99,13 @@ pub async fn tunnel(
         .iter()
         .filter_map(|name| parts.headers.get(*name).map(|v| (*name, v.clone())))
         .collect();
-    let key = match ask {
-        Ask::Upgrade => parts.headers.get("sec-websocket-key").cloned(),
+    let key = match opening {
+        Opening::Upgrade => parts.headers.get("sec-websocket-key").cloned(),
         // RFC 8441 has no key; the upstream's HTTP/1.1 handshake needs one.
-        Ask::ExtendedConnect => None,
+        Opening::ExtendedConnect => None,
     }
     .unwrap_or_else(fresh_key);
-    upstream.rewrite(&mut parts, origin);
+    upstream.rewrite(&mut parts, visitor);
     parts.method = Method::GET;
     let headers = &mut parts.headers;
     headers.remove(header::CONTENT_LENGTH);
@@ -118,7 +118,7 @@ pub async fn tunnel(
     }
 
     let addr = upstream.authority().to_string();
-    let (stream, place) = upstream.open(origin.client.ip).await?;
+    let (stream, place) = upstream.open(visitor.client.ip).await?;
     let failed = |why| ProxyError::UpstreamUpgrade {
         addr: addr.clone(),
         why,
@@ -150,8 +150,8 @@ pub async fn tunnel(
             answer.headers_mut().insert(name, value.clone());
         }
     }
-    match ask {
-        Ask::Upgrade => {
+    match opening {
+        Opening::Upgrade => {
             *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             let accept = response
                 .headers()
@@ -163,7 +163,7 @@ pub async fn tunnel(
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
-        Ask::ExtendedConnect => *answer.status_mut() = StatusCode::OK,
+        Opening::ExtendedConnect => *answer.status_mut() = StatusCode::OK,
     }
     tasks.spawn(async move {
         let _hold = (hold, place);

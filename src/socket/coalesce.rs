@@ -18,7 +18,7 @@
 //! and a put-off flush would wait for the client (a client that negotiated
 //! `h2` is served HTTP/2 only, see `connection`). Owns the order of the
 //! connection's outgoing bytes, nothing else: TLS, deadlines and parking are
-//! in [`crate::connection`] and [`crate::deadline`].
+//! in [`crate::connection`] and [`crate::socket::deadline`].
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::deadline::Readiness;
+use crate::socket::deadline::Readiness;
 
 /// The most plaintext one TLS record carries (RFC 8446 §5.1).
 const RECORD: usize = 16 * 1024;

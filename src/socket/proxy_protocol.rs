@@ -114,7 +114,7 @@ impl Rewind {
     }
 }
 
-impl crate::deadline::Readiness for Rewind {
+impl crate::socket::deadline::Readiness for Rewind {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             return Poll::Ready(Ok(()));

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::head_scan::HeadScan;
+use crate::socket::head_scan::HeadScan;
 
 /// What the service tells the IO about the connection.
 #[derive(Debug, Default)]

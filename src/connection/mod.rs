@@ -1,0 +1,174 @@
+//! One accepted connection: the TLS handshake (bounded in time), then exactly
+//! the protocol ALPN agreed (RFC 7301: `h2` is HTTP/2, anything else or no
+//! ALPN is HTTP/1.1, plain HTTP too) with the protocol limits of `[limits]`,
+//! until the client leaves, a deadline passes, the pipeline closes the door,
+//! or shutdown drains it. No guessing from the first bytes: an HTTP/1.1
+//! request after `h2` ends the connection (hyper's HTTP/2 server closes it),
+//! an HTTP/2 preface after `http/1.1` gets HTTP/1.1's 400.
+//!
+//! `serve` (here) reads admit → handshake (`handshake.rs`) → serve
+//! (`http.rs`); the I/O layers under hyper are in `socket/`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Limits;
+use crate::guard::Guard;
+use crate::pipeline::{Conn, Gateway};
+use crate::socket::coalesce::Coalesce;
+use crate::socket::deadline::{ConnState, Deadlines};
+use crate::socket::proxy_protocol::{self, Rewind};
+use crate::tls::challenges::ACME_TLS_ALPN;
+use crate::tls::failures::HandshakeFailures;
+use crate::tls::{ServerConfigs, TlsStore};
+
+mod handshake;
+mod http;
+
+use handshake::handshake;
+use http::serve_http;
+pub use http::HttpBuilders;
+
+/// Everything a connection needs, shared by all connections of the process.
+pub struct Shared {
+    /// The request handler.
+    pub gateway: Arc<Gateway>,
+    /// The rustls config (its resolver reads `certificates`).
+    pub tls: ServerConfigs,
+    /// Certificates by SNI, to wait for an ACME site's first one.
+    pub certificates: Arc<TlsStore>,
+    /// Protocol limits (fixed at start).
+    pub limits: Limits,
+    /// hyper's connection builders, configured once from `limits`.
+    pub http: HttpBuilders,
+    /// Fired when the shutdown grace is over: every connection and tunnel ends.
+    pub kill: CancellationToken,
+    /// Bans and connection limits.
+    pub guard: Arc<Guard>,
+    /// Failed handshakes, summed up once a minute.
+    pub handshake_failures: Arc<HandshakeFailures>,
+    /// Every connection's task and every WebSocket tunnel: shutdown waits
+    /// for them, up to its grace.
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerKind {
+    /// TLS (else plain HTTP).
+    pub tls: bool,
+    /// A PROXY protocol header comes first.
+    pub proxy_protocol: bool,
+}
+
+/// Serves one accepted TCP connection until it ends: admit → handshake →
+/// serve.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: ListenerKind,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (stream, peer) = if listener.proxy_protocol {
+        match Box::pin(proxy_protocol::accept(
+            stream,
+            peer,
+            shared.limits.handshake_timeout,
+        ))
+        .await
+        {
+            Ok((stream, client)) => {
+                tracing::Span::current().record("client.addr", tracing::field::display(client));
+                (stream, client)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "closing: this listener expects a PROXY protocol header");
+                return;
+            }
+        }
+    } else {
+        (Rewind::new(stream), peer)
+    };
+    // Admit: the guard, before any TLS work (bans and connection limits).
+    let trusted = shared
+        .gateway
+        .routes()
+        .trusted_proxies
+        .contains(crate::client_ip::normalise(peer.ip()));
+    let admission = match shared
+        .guard
+        .admit(peer.ip(), trusted, tokio::time::Instant::now())
+    {
+        Ok(admission) => admission,
+        Err(refused) => {
+            tracing::debug!(%refused, "connection closed at accept");
+            return;
+        }
+    };
+    let mut conn = Conn {
+        client: peer,
+        sni: None,
+        tls: listener.tls,
+        state: Arc::new(ConnState::default()),
+        kill: admission.kill.clone(),
+        drain: shutdown,
+        tasks: shared.tasks.clone(),
+        id: admission.id,
+    };
+    let h1 = Deadlines {
+        head: Some(shared.limits.header_timeout),
+        idle: shared.limits.keepalive_timeout,
+    };
+    if !listener.tls {
+        return serve_http(stream, conn, h1, &shared).await;
+    }
+    // Handshake. In a block: a local that was borrowed stays in the task's
+    // state until its scope ends, moved or not, and the TLS stream is moved
+    // into `serve_http` for the connection's whole life.
+    let (stream, deadlines) = {
+        // Boxed: the handshake's state is freed once it is done, and the task
+        // keeps only what an open connection needs.
+        let stream = tokio::select! {
+            stream = Box::pin(handshake(stream, &shared)) => stream,
+            // Banned meanwhile, or the shutdown grace is over.
+            () = conn.kill.cancelled() => None,
+        };
+        let Some(stream) = stream else {
+            return;
+        };
+        let (_, session) = stream.get_ref();
+        if session.alpn_protocol() == Some(ACME_TLS_ALPN) {
+            // A CA validating TLS-ALPN-01: the handshake was the whole answer.
+            return;
+        }
+        conn.sni = session.server_name().map(str::to_string);
+        tracing::Span::current().record("tls.sni", conn.sni.as_deref());
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let deadlines = if h2 {
+            Deadlines {
+                head: None,
+                idle: shared.limits.h2_idle_timeout,
+            }
+        } else {
+            h1
+        };
+        // HTTP/2's answers leave in shared TLS records (see `socket/coalesce.rs`).
+        (Coalesce::new(stream, h2), deadlines)
+    };
+    // Serve.
+    serve_http(stream, conn, deadlines, &shared).await;
+    drop(admission);
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
