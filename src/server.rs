@@ -165,6 +165,11 @@ impl Server {
         }
     }
 
+    /// The edge cache.
+    pub fn cache(&self) -> Arc<Cache> {
+        self.shared.gateway.cache().clone()
+    }
+
     /// The guard (bans, connection limits), for the admin socket.
     pub fn guard(&self) -> Arc<Guard> {
         self.shared.guard.clone()

@@ -37,7 +37,7 @@ async fn posters_come_from_the_edge_and_token_variants_share_one_entry() {
     };
     let (status, label, first) = fetch(&client, &url("&api_key=alice")).await;
     assert_eq!((status, label.as_deref()), (200, Some("MISS")));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.cache_stored(1, false).await;
     let (status, label, second) = fetch(&client, &url("&ApiKey=bob")).await;
     assert_eq!((status, label.as_deref()), (200, Some("HIT")));
     assert_eq!(first, second);
@@ -56,7 +56,7 @@ async fn index_html_is_revalidated_every_time() {
     let url = gw.url("jelly.test", "/web/index.html");
     let (_, label, body) = fetch(&client, &url).await;
     assert_eq!(label.as_deref(), Some("MISS"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.cache_stored(1, false).await;
     let (status, label, again) = fetch(&client, &url).await;
     assert_eq!(
         (status, label.as_deref()),
@@ -104,7 +104,7 @@ async fn credentials_bypass_a_private_route() {
     }
     assert_eq!(origin.seen.hits("/private/x"), 2);
     assert_eq!(fetch(&client, &url).await.1.as_deref(), Some("MISS"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.cache_stored(1, false).await;
     assert_eq!(
         fetch(&client, &url).await.1.as_deref(),
         Some("HIT"),
@@ -198,7 +198,7 @@ async fn the_disk_tier_outlives_a_restart_and_purge_forgets() {
     )
     .await;
     assert_eq!(label.as_deref(), Some("MISS"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.cache_stored(1, true).await;
     gw.begin_shutdown();
     gw.stopped().await;
 
@@ -234,7 +234,7 @@ async fn a_failing_disk_does_not_stop_serving() {
     let client = gw.reqwest(&["jelly.test"], false);
     let url = gw.url("jelly.test", "/Items/abc/Images/Primary?tag=d");
     assert_eq!(fetch(&client, &url).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.cache_stored(1, false).await;
     let (status, label, body) = fetch(&client, &url).await;
     assert_eq!(
         (status, label.as_deref(), body.len()),

@@ -246,19 +246,19 @@ async fn connection_caps_close_at_accept() {
     let gw = TestGateway::start(&rest).await;
     let _a = tcp_from("127.0.0.13", gw.https).await;
     let _b = tcp_from("127.0.0.13", gw.https).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.open_connections(2).await;
     assert!(
         closed_at_accept("127.0.0.13", gw.https).await,
         "a third from one address"
     );
     let _c = tcp_from("127.0.0.14", gw.https).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.open_connections(3).await;
     assert!(
         closed_at_accept("127.0.0.15", gw.https).await,
         "a fourth in all"
     );
     drop(_a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.open_connections(2).await;
     assert!(
         !closed_at_accept("127.0.0.15", gw.https).await,
         "a place came free"

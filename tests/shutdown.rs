@@ -18,11 +18,15 @@ async fn in_flight_stream_finishes_while_new_connections_are_refused() {
         .unwrap();
     assert_eq!(response.chunk().await.unwrap().unwrap(), "first\n");
     gw.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        tokio::net::TcpStream::connect(gw.https).await.is_err(),
-        "no new connections"
-    );
+    let mut refused = false;
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(gw.https).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "no new connections once shutdown began");
     origin.seen.trickle.notify_one();
     assert_eq!(response.chunk().await.unwrap().unwrap(), "second\n");
     assert!(

@@ -35,7 +35,7 @@ pub use rules::{key, CacheRules, Visibility};
 use store::{Cached, Store};
 use tee::Tee;
 
-/// Hit, miss, stale and bypass counts.
+/// Hit, miss, stale and bypass counts; responses stored in memory and on disk.
 #[derive(Debug, Default)]
 pub struct Stats {
     hits: AtomicU64,
@@ -43,6 +43,8 @@ pub struct Stats {
     stale: AtomicU64,
     bypass: AtomicU64,
     bytes_served: AtomicU64,
+    stored: AtomicU64,
+    persisted: AtomicU64,
 }
 
 /// The process's cache.
@@ -84,6 +86,14 @@ impl Cache {
             max_object: config.max_object,
             status_header: config.status_header,
         })
+    }
+
+    /// Responses stored so far: in memory, and written to the disk tier.
+    pub fn stored(&self) -> (u64, u64) {
+        (
+            self.stats.stored.load(Ordering::Relaxed),
+            self.stats.persisted.load(Ordering::Relaxed),
+        )
     }
 
     /// Forgets every key starting with `prefix`.
@@ -292,7 +302,11 @@ impl Cache {
                             headers,
                             body,
                         });
-                        tokio::task::spawn_blocking(move || cache.store.persist(&entry));
+                        cache.stats.stored.fetch_add(1, Ordering::Relaxed);
+                        tokio::task::spawn_blocking(move || {
+                            cache.store.persist(&entry);
+                            cache.stats.persisted.fetch_add(1, Ordering::Relaxed);
+                        });
                     }
                     drop(done);
                 })

@@ -34,8 +34,23 @@ pub struct TestGateway {
     pub https: SocketAddr,
     pub ca_pem: Option<Vec<u8>>,
     pub reloader: Reloader,
+    cache: std::sync::Arc<drawbridge::cache::Cache>,
+    guard: std::sync::Arc<drawbridge::guard::Guard>,
     shutdown: CancellationToken,
     run: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Waits, checking every 5 ms for up to 5 s, until `ready()`; panics naming
+/// `what` otherwise. For events a test cannot be told of.
+pub async fn poll_until(mut ready: impl FnMut() -> bool, what: &str) {
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        while !ready() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    waited
+        .await
+        .unwrap_or_else(|_| panic!("waited 5 s for {what}"));
 }
 
 /// The `[server]` block every test uses: port 0 on loopback, state in `dir`.
@@ -90,6 +105,8 @@ impl TestGateway {
         let https = server.https_addrs()[0];
         let ca_pem = server.ca_cert_path().map(|p| std::fs::read(p).unwrap());
         let reloader = server.reloader();
+        let cache = server.cache();
+        let guard = server.guard();
         let shutdown = CancellationToken::new();
         let run = Some(tokio::spawn(server.run(shutdown.clone())));
         TestGateway {
@@ -98,9 +115,34 @@ impl TestGateway {
             https,
             ca_pem,
             reloader,
+            cache,
+            guard,
             shutdown,
             run,
         }
+    }
+
+    /// Waits until the edge cache has stored `count` responses in memory
+    /// (and, with `on_disk`, written them to its disk tier too).
+    pub async fn cache_stored(&self, count: u64, on_disk: bool) {
+        let stored = || {
+            let (memory, disk) = self.cache.stored();
+            if on_disk {
+                disk >= count
+            } else {
+                memory >= count
+            }
+        };
+        poll_until(stored, "the cache to store a response").await;
+    }
+
+    /// Waits until the guard counts exactly `count` open client connections.
+    pub async fn open_connections(&self, count: usize) {
+        poll_until(
+            || self.guard.open_connections() == count,
+            "open connections",
+        )
+        .await;
     }
 
     /// Starts the shutdown, as SIGTERM does.
