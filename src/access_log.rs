@@ -180,10 +180,8 @@ impl AccessLog {
 
 /// nginx `combined`: `$remote_addr - $remote_user [$time_local] "$request"
 /// $status $body_bytes_sent "$http_referer" "$http_user_agent"`. Built by
-/// appending, not with `format!`: with the access log on (the default),
-/// `format!` and a time formatted per line made the log cost 8,200
-/// instructions per request (callgrind), a seventh of a small proxied
-/// request; built this way it costs about 3,000.
+/// appending, not with `format!`: the log is on by default and written for
+/// every request (what `format!` cost is in docs/performance.md).
 pub fn combined(e: &Line) -> String {
     let redacted = redact(&e.target);
     let target = escape(&redacted);

@@ -102,8 +102,7 @@ impl Client {
 }
 
 /// An address as text, as `Display` writes it. IPv4 without the formatting
-/// machinery, which cost 1,500 instructions per address (callgrind) — a few
-/// per cent of a small proxied request, paid on every one.
+/// machinery, paid on every request (measured in docs/performance.md).
 pub fn ip_text(ip: IpAddr) -> String {
     let mut text = String::with_capacity(15);
     push_ip(&mut text, ip);

@@ -3,15 +3,13 @@
 //! §7.6.1), HTTP/2 translated to clean HTTP/1.1, and the forwarded headers set
 //! from what drawbridge knows, never from what the client claims.
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Version};
 
 use crate::client_ip::Client;
 use crate::error::ProxyError;
 
-/// Headers that describe one connection, never forwarded. `Connection`
-/// first: `remove_hop_by_hop` reads the options it lists when bit 0 is set.
+/// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -28,10 +26,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// How many headers the upstream request's map is made to hold: it carries
-/// the answer's head too (see `upstream_head`).
-const ANSWER_ROOM: usize = 24;
 
 /// Client-IP and scheme claims that only a trusted proxy may make.
 const CLAIMS: [HeaderName; 3] = [
@@ -88,36 +82,19 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
 
 /// Removes hop-by-hop headers and every header the Connection header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the dozen names present, not a hash lookup for each of
-    // the nine hop-by-hop names: most heads have none of them, and most of
-    // the rest only `Connection`.
-    let mut present = 0u16;
-    for name in headers.keys() {
-        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present |= 1 << at;
-        }
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|option| option.trim().to_ascii_lowercase())
+        .filter(|option| !option.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
     }
-    if present == 0 {
-        return;
-    }
-    // The options `Connection` lists (usually one value, `keep-alive` or
-    // `close`), each removed by its text: no list of names is built.
-    if present & 1 != 0 {
-        let mut at = 0;
-        while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(at).cloned() {
-            at += 1;
-            for option in value.to_str().unwrap_or_default().split(',') {
-                let option = option.trim();
-                if !option.is_empty() && !option.eq_ignore_ascii_case("connection") {
-                    headers.remove(option);
-                }
-            }
-        }
-    }
-    for (at, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << at) != 0 {
-            headers.remove(name);
-        }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -153,7 +130,6 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
         }
     }
     parts.version = Version::HTTP_11;
-    // Host and X-Forwarded-Host share one copy of the name.
     let host = HeaderValue::from_str(visitor.host).ok();
     if let Some(host) = &host {
         headers.insert(header::HOST, host.clone());
@@ -167,20 +143,11 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
     } else {
         (None, None)
     };
-    // Claims drawbridge does not make itself are dropped (one pass over the
-    // names present first: most requests carry none); the four it makes
+    // Claims drawbridge does not make itself are dropped; the four it makes
     // replace whatever the client sent.
-    if headers.keys().any(|name| CLAIMS.contains(name)) {
-        for claim in CLAIMS {
-            headers.remove(claim);
-        }
+    for claim in CLAIMS {
+        headers.remove(claim);
     }
-    // The four below in one growth of the map, with room for the answer:
-    // once the head is written, hyper's client keeps this map and parses the
-    // upstream's answer into it, to which the security headers are then
-    // added. Growing it here once spares growing it (and rehashing every
-    // header) again there.
-    headers.reserve(ANSWER_ROOM.saturating_sub(headers.len()).max(4));
     let insert = |headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>| {
         match value {
             Some(value) => drop(headers.insert(name, value)),
@@ -188,18 +155,15 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
             None => drop(headers.remove(name)),
         }
     };
-    // X-Real-IP is the start of X-Forwarded-For's text: one copy for both.
-    let forwarded = Bytes::copy_from_slice(visitor.client.forwarded_for.as_bytes());
-    let real_ip = forwarded.slice(..visitor.client.ip_text().len());
     insert(
         headers,
         X_FORWARDED_FOR,
-        HeaderValue::from_maybe_shared(forwarded).ok(),
+        HeaderValue::from_str(&visitor.client.forwarded_for).ok(),
     );
     insert(
         headers,
         X_REAL_IP,
-        HeaderValue::from_maybe_shared(real_ip).ok(),
+        HeaderValue::from_str(visitor.client.ip_text()).ok(),
     );
     let proto = if visitor.tls { "https" } else { "http" };
     match claimed_proto {

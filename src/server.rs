@@ -399,9 +399,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        // Debug level, like each request's span: entered and left at every
-        // poll of the connection, it cost 3 % of a small request's CPU at the
-        // default `info`. Warnings name the client themselves.
+        // Debug level, like each request's span: it is entered at every poll
+        // (cost in docs/performance.md). Warnings name the client themselves.
         let span = tracing::debug_span!("conn", client.addr = %peer, listener = %local, tls.sni = tracing::field::Empty);
         tracker.spawn(
             connection::serve(stream, peer, kind, shared.clone(), drain.clone()).instrument(span),

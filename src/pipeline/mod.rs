@@ -133,9 +133,8 @@ impl Gateway {
         // One client address for everything that follows (log, headers, guard).
         let client =
             client_ip::identify(conn.client.ip(), request.headers(), &routes.trusted_proxies);
-        // Debug level: at the default `info` a span per request (its fields
-        // formatted, entered and left at every poll) cost a fifth of a small
-        // request's CPU; the one request-time warning carries the same fields.
+        // Debug level: a span at `info` is costly on every request
+        // (docs/performance.md); the one request-time warning carries its fields.
         let span = tracing::debug_span!("req", method = %request.method(), host, path = request.uri().path(), site = site.name, client.ip = %client.ip);
         let logged = site.access_log && self.access_log.enabled();
         let log = logged.then(|| Line::start(&request, client.ip, &site.name));

@@ -136,9 +136,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesce<IO> {
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         }
         if this.pending.capacity() == 0 {
-            // Most batches are a few answers; a whole record's buffer from the
-            // start costs idle HTTP/2 connections about 0.9 KiB each of RSS
-            // (measured: jemalloc serves 16 KiB from fresh pages).
+            // Most batches are a few answers, and a whole record's buffer
+            // would cost every idle HTTP/2 connection memory (docs/performance.md).
             this.pending.reserve_exact(FIRST_CAPACITY);
         }
         let mut taken = 0;
