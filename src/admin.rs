@@ -21,6 +21,7 @@ use crate::cache::Cache;
 use crate::guard::ban::StoredBan;
 use crate::guard::keys::ClientKey;
 use crate::guard::Guard;
+use crate::tunnel::hub::{AgentStatus, Hub};
 
 /// What the CLI asks the running process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,11 @@ pub enum Command {
         /// As the user typed it.
         address: String,
     },
+    /// The enrolled agents and their connections.
+    TunnelList,
+    /// Read the tunnel register again (after `tunnel remove`): connections
+    /// of removed agents close at once.
+    TunnelReload,
     /// Drop cached responses whose key starts with `prefix` (all when empty).
     CachePurge {
         /// `host/path` prefix.
@@ -50,6 +56,10 @@ pub enum Reply {
     Removed(bool),
     /// How many cached responses were dropped.
     Purged(u64),
+    /// The enrolled agents and their connections.
+    Tunnels(Vec<AgentStatus>),
+    /// Done.
+    Done,
     /// The command could not be done; the sentence says why.
     Error(String),
 }
@@ -64,6 +74,7 @@ pub async fn serve(
     path: PathBuf,
     guard: Arc<Guard>,
     cache: Arc<Cache>,
+    hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) {
     let Some(mut listener) = bind(&path) else {
@@ -91,9 +102,9 @@ pub async fn serve(
                 Err(_) => continue,
             },
         };
-        let (guard, cache) = (guard.clone(), cache.clone());
+        let (guard, cache, hub) = (guard.clone(), cache.clone(), hub.clone());
         tokio::spawn(async move {
-            let _ = answer(stream, guard, &cache).await;
+            let _ = answer(stream, guard, &cache, &hub).await;
         });
     }
     let _ = std::fs::remove_file(&path);
@@ -122,14 +133,14 @@ fn bind(path: &Path) -> Option<UnixListener> {
     }
 }
 
-async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache) -> io::Result<()> {
+async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache, hub: &Hub) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     // One short line is all a command is.
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 1024));
     reader.read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Command>(&line) {
-        Ok(command) => execute(command, guard, cache).await,
+        Ok(command) => execute(command, guard, cache, hub).await,
         Err(error) => Reply::Error(format!("not a command drawbridge knows ({error})")),
     };
     let mut reply = serde_json::to_string(&reply).unwrap_or_default();
@@ -137,7 +148,7 @@ async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache) -> io::Res
     write.write_all(reply.as_bytes()).await
 }
 
-async fn execute(command: Command, guard: Arc<Guard>, cache: &Cache) -> Reply {
+async fn execute(command: Command, guard: Arc<Guard>, cache: &Cache, hub: &Hub) -> Reply {
     let now = Instant::now();
     match command {
         Command::BansList => Reply::Bans(guard.bans.list(now)),
@@ -154,6 +165,11 @@ async fn execute(command: Command, guard: Arc<Guard>, cache: &Cache) -> Reply {
                 Ok(()) => Reply::Removed(removed),
                 Err(error) => Reply::Error(format!("lifted in the running drawbridge, but not stored ({error}): the ban returns at the next start")),
             }
+        }
+        Command::TunnelList => Reply::Tunnels(hub.status()),
+        Command::TunnelReload => {
+            hub.reload();
+            Reply::Done
         }
         Command::CachePurge { prefix } => match cache.purge(&prefix) {
             Ok(purged) => Reply::Purged(purged as u64),

@@ -94,6 +94,15 @@ pub enum ProxyError {
         /// Whose limit was reached.
         busy: Busy,
     },
+    /// The tunnel to the upstream's agent failed: no connection up in time,
+    /// or the agent refused the service.
+    #[error("upstream {addr}: {why}")]
+    UpstreamTunnel {
+        /// The upstream, for the log.
+        addr: String,
+        /// What went wrong.
+        why: String,
+    },
     /// The upstream answered a WebSocket upgrade with something unusable.
     #[error("upstream {addr} failed the WebSocket upgrade: {why}")]
     UpstreamUpgrade {
@@ -121,6 +130,7 @@ impl ProxyError {
             ProxyError::ClientGone => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTunnel { .. }
             | ProxyError::UpstreamUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -133,6 +143,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamTunnel { .. }
             | ProxyError::UpstreamUpgrade { .. }
             | ProxyError::UpstreamBusy {
                 busy: Busy::Upstream,

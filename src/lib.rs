@@ -39,6 +39,7 @@
 pub mod access_log;
 pub mod acme;
 pub mod admin;
+pub mod agent;
 pub mod atomic_file;
 pub mod body;
 pub mod cache;
@@ -57,6 +58,7 @@ pub mod routes;
 pub mod server;
 pub mod socket;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod webroot;
 pub mod websocket;

@@ -13,6 +13,9 @@ use drawbridge::server::Server;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+#[path = "cli/tunnel.rs"]
+mod tunnel;
+
 /// Put a home media server on the internet safely: TLS, HTTP/2, WebSocket,
 /// streaming, security headers and a closed door for unknown names.
 #[derive(Debug, Parser)]
@@ -44,6 +47,22 @@ enum Command {
         #[command(subcommand)]
         action: BansAction,
     },
+    /// Agents at home that reach this edge through the tunnel (no port forward).
+    Tunnel {
+        /// The config file (for its state_dir and address).
+        #[arg(short, long, default_value = "drawbridge.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: TunnelAction,
+    },
+    /// Run the home end of the tunnel (or `agent enroll TOKEN` once first).
+    Agent {
+        /// The agent's config file.
+        #[arg(short, long, default_value = "agent.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+    },
     /// Control the edge cache of the running drawbridge.
     Cache {
         /// The config file (for its state_dir).
@@ -60,6 +79,37 @@ enum CacheAction {
     Purge {
         /// For example `jelly.example.com/Items/`.
         prefix: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TunnelAction {
+    /// Make a one-time token for an agent called NAME and print the command to run at home.
+    Add {
+        /// The agent's name, as sites name it: upstream = "tunnel:NAME/jellyfin".
+        name: String,
+        /// How agents reach this edge, host:port (default: the first site's name and the HTTPS port).
+        #[arg(long)]
+        edge: Option<String>,
+        /// How long the token may be used.
+        #[arg(long, default_value = "1h")]
+        expires: String,
+    },
+    /// Show the enrolled agents, connected or not.
+    List,
+    /// Revoke every agent called NAME at once (open tunnel connections close).
+    Remove {
+        /// The agent's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentAction {
+    /// Enroll this machine with the token `drawbridge tunnel add` printed on the edge.
+    Enroll {
+        /// The token.
+        token: String,
     },
 }
 
@@ -95,6 +145,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Tunnel { config, action } => report(tunnel::command(&config, &action)),
+        Command::Agent { config, action } => report(tunnel::agent(&config, action.as_ref())),
         Command::Run { config } => match run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -105,7 +157,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_or_report(path: &Path) -> Option<Config> {
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
     match Config::load(path) {
         Ok(config) => Some(config),
         Err(LoadError::Invalid(errors)) => {
@@ -169,10 +231,9 @@ fn describe(site: &SiteConfig) -> String {
         "served"
     };
     format!(
-        "{} -> http://{}:{} (tls: {tls}; plain http: {plain})",
+        "{} -> {} (tls: {tls}; plain http: {plain})",
         hosts.join(", "),
-        site.upstream.host,
-        site.upstream.port
+        site.upstream
     )
 }
 
@@ -273,7 +334,7 @@ fn report_removed(address: &str, removed: bool) {
     }
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log.error {

@@ -15,6 +15,7 @@ use crate::config::{Config, HostPattern, Preset, SiteConfig};
 use crate::dns::{Lookup, TtlBounds};
 use crate::filter::{self, Filter};
 use crate::guard::Guard;
+use crate::tunnel::hub::Hub;
 use crate::upstream::Upstream;
 
 /// One site as the pipeline uses it.
@@ -54,13 +55,13 @@ pub struct Routes {
 
 impl Routes {
     /// Builds the snapshot for `config`; the login filters share `guard`.
-    pub fn build(config: &Config, guard: &Arc<Guard>) -> Routes {
+    pub fn build(config: &Config, guard: &Arc<Guard>, hub: &Arc<Hub>) -> Routes {
         let mut routes = Routes {
             trusted_proxies: config.server.trusted_proxies.clone(),
             ..Routes::default()
         };
         for site in &config.sites {
-            let shared = Arc::new(Site::new(site, config, guard));
+            let shared = Arc::new(Site::new(site, config, guard, hub));
             routes.sites.push(shared.clone());
             for host in &site.hosts {
                 match host {
@@ -100,7 +101,7 @@ impl Routes {
                         && p.upstream.authority() == site.upstream.authority()
                 })
             });
-            if site.jellyfin && !told {
+            if site.jellyfin && !told && !site.upstream.is_tunnel() {
                 let site = site.clone();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
@@ -123,7 +124,7 @@ impl Routes {
 }
 
 impl Site {
-    fn new(site: &SiteConfig, config: &Config, guard: &Arc<Guard>) -> Site {
+    fn new(site: &SiteConfig, config: &Config, guard: &Arc<Guard>, hub: &Arc<Hub>) -> Site {
         let trusted = &config.server.trusted_proxies;
         let trusted: Vec<ipnet::IpNet> = trusted
             .nets
@@ -140,7 +141,7 @@ impl Site {
         );
         Site {
             name: site.name(),
-            upstream: Upstream::new(site),
+            upstream: Upstream::new(site, hub),
             https_redirect: site.https_redirect,
             acme_webroot: site.acme_webroot.clone(),
             filters,
@@ -177,7 +178,8 @@ mod tests {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let guard = Guard::new(&config.guard, dir.path(), Default::default()).unwrap();
-        let routes = Routes::build(&config, &guard);
+        let hub = crate::tunnel::hub::Hub::new(crate::tunnel::register::Register::new(dir.path()));
+        let routes = Routes::build(&config, &guard, &hub);
         assert_eq!(
             routes.site("jelly.home.lan").unwrap().upstream.authority(),
             "127.0.0.1:2"

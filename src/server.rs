@@ -22,6 +22,8 @@ use crate::pipeline::Gateway;
 use crate::routes::Routes;
 use crate::tls::challenges::Challenges;
 use crate::tls::{TlsError, TlsStore};
+use crate::tunnel::edge::Edge;
+use crate::tunnel::hub::Hub;
 
 /// Why the server could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,9 @@ pub enum ServerError {
     /// The stored bans cannot be read.
     #[error(transparent)]
     Bans(#[from] crate::guard::ban::BansFileError),
+    /// The tunnel's key or register cannot be had.
+    #[error(transparent)]
+    Tunnel(#[from] crate::tunnel::edge::EdgeError),
     /// A reload changed something that needs a restart.
     #[error("{0} changed; restart drawbridge to apply it (the running config is kept)")]
     NeedsRestart(&'static str),
@@ -88,8 +93,9 @@ impl Server {
         let access_log = AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
         let kill = CancellationToken::new();
         let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone())?;
+        let edge = Arc::new(Edge::open(&config.server.state_dir)?);
         let gateway = Arc::new(Gateway::new(
-            Routes::build(&config, &guard),
+            Routes::build(&config, &guard, &edge.hub),
             config.limits.clone(),
             https_port,
             Arc::new(access_log),
@@ -106,13 +112,11 @@ impl Server {
             guard: guard.clone(),
             handshake_failures: Arc::default(),
             tasks: TaskTracker::new(),
+            edge,
         });
         let background = CancellationToken::new();
         let acme = AcmeManager::new(&config, tls.clone(), challenges, background.clone());
-        let named = config
-            .sites
-            .iter()
-            .any(|s| s.upstream.host.parse::<std::net::IpAddr>().is_err());
+        let named = config.sites.iter().any(|s| s.upstream.needs_dns());
         let lookup = if named {
             let lookup = HickoryLookup::new(&config.server.resolvers).map_err(ServerError::Dns)?;
             Some(Arc::new(lookup) as Arc<dyn Lookup>)
@@ -161,6 +165,7 @@ impl Server {
             lookup: self.lookup.clone(),
             background: self.background.clone(),
             guard: self.shared.guard.clone(),
+            hub: self.shared.edge.hub.clone(),
             started_with: self.started_with.clone(),
         }
     }
@@ -185,6 +190,7 @@ impl Server {
             crate::admin::socket_path(&self.started_with.server.state_dir),
             self.shared.guard.clone(),
             self.shared.gateway.cache().clone(),
+            self.shared.edge.hub.clone(),
             self.background.clone(),
         ));
         let failures = self.shared.handshake_failures.clone();
@@ -262,6 +268,7 @@ pub struct Reloader {
     lookup: Option<Arc<dyn Lookup>>,
     background: CancellationToken,
     guard: Arc<Guard>,
+    hub: Arc<Hub>,
     started_with: Config,
 }
 
@@ -306,16 +313,13 @@ impl Reloader {
         tokio::task::spawn_blocking(move || tls.install(&for_tls))
             .await
             .expect("certificate preparation does not panic")?;
-        let named = config
-            .sites
-            .iter()
-            .any(|s| s.upstream.host.parse::<std::net::IpAddr>().is_err());
+        let named = config.sites.iter().any(|s| s.upstream.needs_dns());
         if named && self.lookup.is_none() {
             return Err(ServerError::NeedsRestart(
                 "an upstream given by host name (DNS was not started)",
             ));
         }
-        let routes = Routes::build(&config, &self.guard);
+        let routes = Routes::build(&config, &self.guard, &self.hub);
         routes.start_background(
             self.lookup.as_ref(),
             config.server.dns_ttl,

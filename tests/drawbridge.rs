@@ -27,6 +27,7 @@ mod slow_clients;
 mod smuggling;
 mod streaming;
 mod tls_handshake;
+mod tunnel;
 mod upstream_faults;
 mod upstream_flood;
 mod websocket;

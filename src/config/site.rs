@@ -12,7 +12,7 @@ pub struct SiteConfig {
     /// The names it answers to; the first is its display name.
     pub hosts: Vec<HostPattern>,
     /// Where its requests go.
-    pub upstream: UpstreamAddr,
+    pub upstream: UpstreamTarget,
     /// Where its certificate comes from.
     pub tls: TlsSource,
     /// Whether plain-HTTP requests are redirected to https (else served as they are).
@@ -81,6 +81,40 @@ impl SiteConfig {
     /// The name used for this site in logs and summaries.
     pub fn name(&self) -> String {
         self.hosts[0].to_string()
+    }
+}
+
+/// Where a site's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// An HTTP server reached directly (`http://host:port`).
+    Http(UpstreamAddr),
+    /// A service of an agent reached through the tunnel
+    /// (`tunnel:AGENT/SERVICE`).
+    Tunnel {
+        /// The agent's name (`drawbridge tunnel add NAME`).
+        agent: String,
+        /// The service, as the agent's `[services]` names it.
+        service: String,
+    },
+}
+
+impl UpstreamTarget {
+    /// Whether the target is a host name to resolve.
+    pub fn needs_dns(&self) -> bool {
+        matches!(self, UpstreamTarget::Http(addr) if addr.host.parse::<std::net::IpAddr>().is_err())
+    }
+}
+
+impl std::fmt::Display for UpstreamTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamTarget::Http(addr) if addr.host.contains(':') => {
+                write!(f, "http://[{}]:{}", addr.host, addr.port)
+            }
+            UpstreamTarget::Http(addr) => write!(f, "http://{}:{}", addr.host, addr.port),
+            UpstreamTarget::Tunnel { agent, service } => write!(f, "tunnel:{agent}/{service}"),
+        }
     }
 }
 

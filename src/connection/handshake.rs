@@ -39,11 +39,20 @@ pub(super) async fn handshake(stream: Rewind, shared: &Shared) -> Option<TlsStre
     let validation = hello
         .alpn()
         .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
-    let config = shared.tls.for_hello(&hello);
+    // An agent (tunnel or enrollment ALPN) gets the tunnel's own key and
+    // checks, and never waits for a site's certificate.
+    let agent = hello
+        .alpn()
+        .and_then(|offered| shared.edge.config_for(offered));
+    let waits = !validation && agent.is_none();
+    let config = match agent {
+        Some(config) => config,
+        None => shared.tls.for_hello(&hello),
+    };
     if let Some(sni) = hello
         .server_name()
         .and_then(normalise_host)
-        .filter(|_| !validation)
+        .filter(|_| waits)
     {
         if shared.certificates.is_pending(&sni) {
             tracing::debug!(sni, "waiting for the first certificate of this site");

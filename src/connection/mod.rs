@@ -24,6 +24,8 @@ use crate::socket::proxy_protocol::{self, Rewind};
 use crate::tls::challenges::ACME_TLS_ALPN;
 use crate::tls::failures::HandshakeFailures;
 use crate::tls::{ServerConfigs, TlsStore};
+use crate::tunnel::edge::Edge;
+use crate::tunnel::{ENROLL_ALPN, TUNNEL_ALPN};
 
 mod handshake;
 mod http;
@@ -53,6 +55,8 @@ pub struct Shared {
     /// Every connection's task and every WebSocket tunnel: shutdown waits
     /// for them, up to its grace.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Agents' tunnel connections and enrollments (told apart by ALPN).
+    pub edge: Arc<Edge>,
 }
 
 /// What a listener speaks.
@@ -144,6 +148,26 @@ pub async fn serve(
         let (_, session) = stream.get_ref();
         if session.alpn_protocol() == Some(ACME_TLS_ALPN) {
             // A CA validating TLS-ALPN-01: the handshake was the whole answer.
+            return;
+        }
+        if matches!(session.alpn_protocol(), Some(p) if p == TUNNEL_ALPN || p == ENROLL_ALPN) {
+            // An agent, not a visitor: no site logic at all.
+            let served = shared
+                .edge
+                .serve(stream, peer, shared.limits.handshake_timeout);
+            let failed = tokio::select! {
+                served = served => served.is_err(),
+                () = conn.kill.cancelled() => false,
+            };
+            if failed {
+                shared.guard.failed_login(
+                    peer.ip(),
+                    "tunnel",
+                    false,
+                    tokio::time::Instant::now(),
+                    conn.id,
+                );
+            }
             return;
         }
         conn.sni = session.server_name().map(str::to_string);

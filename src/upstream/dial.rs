@@ -22,7 +22,7 @@ impl Upstream {
     /// tried as soon as one refuses or after `ATTEMPT_DELAY` without an
     /// answer, alternating families; the first to connect wins.
     pub(super) async fn dial(&self) -> io::Result<TcpStream> {
-        let port = self.addr.port;
+        let port = self.port;
         let attempts = async {
             let ips = self.addresses.resolved(self.connect_timeout).await?;
             let mut queue = interleaved(&ips).into_iter();

@@ -2,13 +2,22 @@
 //! upstream (the plain path and the edge cache alike). The client's head
 //! becomes the upstream's (`forwarding::upstream_head`, an origin-form
 //! target), the request goes out under the connection cap, and the answer
-//! comes back with hop-by-hop headers stripped, its body streaming. Another
-//! transport to home plugs in here, under the pipeline and the cache.
+//! comes back with hop-by-hop headers stripped, its body streaming. A WebSocket
+//! upgrade leaves here too (`upgrade`). Under it, two transports: a direct
+//! HTTP/1.1 connection, or a stream through the tunnel to an agent
+//! (`tunnel.rs`); the pipeline, the cache and the WebSocket code cannot tell
+//! them apart.
 
-use http::{request, Request, Response};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{header, request, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 
-use super::Upstream;
+use super::limit::Deadline;
+use super::{Acquired, Failure, Hold, Upstream};
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::forwarding::{self, Visitor};
@@ -36,5 +45,80 @@ impl Upstream {
     pub fn rewrite(&self, parts: &mut request::Parts, visitor: Visitor<'_>) {
         forwarding::upstream_head(parts, visitor);
         parts.uri = self.uri(parts.uri.path_and_query());
+    }
+
+    /// Sends a WebSocket upgrade (`request`: the upstream's head, already
+    /// an HTTP/1.1 Upgrade) for `client` on a connection of its own, under
+    /// the cap, and returns the answer within `response_timeout`: 101 when
+    /// the upstream switched (`hyper::upgrade::on` then gives its side), any
+    /// other answer to pass on. Keep the `Hold` as long as the WebSocket.
+    pub async fn upgrade(
+        &self,
+        request: Request<Body>,
+        client: IpAddr,
+        response_timeout: Duration,
+    ) -> Result<(Response<Incoming>, Hold), ProxyError> {
+        let deadline = Deadline::after(self.response_timeout);
+        let busy = |busy| self.classify(Failure::Busy(busy));
+        let share = self.limit.share(client, &deadline).await.map_err(busy)?;
+        let permit = match self.acquire(None, &deadline).await.map_err(busy)? {
+            Acquired::Permit(permit) => permit,
+            // Not offered without an epoch; its place would do all the same.
+            Acquired::Pooled(conn) => conn.permit,
+        };
+        let hold = Hold {
+            _share: share,
+            _permit: permit,
+        };
+        let addr = self.authority.clone();
+        let failed = |why| ProxyError::UpstreamUpgrade {
+            addr: addr.clone(),
+            why,
+        };
+        if let Some(tunnel) = &self.tunnel {
+            // Extended CONNECT (RFC 8441) to the agent, which makes it an
+            // HTTP/1.1 Upgrade at home and answers 200 when it switched.
+            let (mut parts, body) = request.into_parts();
+            parts.method = Method::CONNECT;
+            parts.headers.remove(header::CONNECTION);
+            parts.headers.remove(header::UPGRADE);
+            parts
+                .extensions
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+            let sent = self.exchange_tunneled(tunnel, Request::from_parts(parts, body));
+            let mut response = match tokio::time::timeout(response_timeout, sent).await {
+                Ok(result) => result.map_err(|f| self.classify(f))?,
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        addr,
+                        after: response_timeout,
+                    })
+                }
+            };
+            if response.status() == StatusCode::OK {
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            }
+            return Ok((response, hold));
+        }
+        let stream = self
+            .dial()
+            .await
+            .map_err(|source| ProxyError::UpstreamConnect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| failed("handshake failed"))?;
+        tokio::spawn(connection.with_upgrades());
+        let sent = sender.send_request(request);
+        match tokio::time::timeout(response_timeout, sent).await {
+            Ok(Ok(response)) => Ok((response, hold)),
+            Ok(Err(_)) => Err(failed("connection closed before a response")),
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                addr,
+                after: response_timeout,
+            }),
+        }
     }
 }

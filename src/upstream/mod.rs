@@ -10,6 +10,7 @@ mod dial;
 mod forward;
 mod limit;
 mod pool;
+mod tunnel;
 
 use std::fmt;
 use std::io;
@@ -22,18 +23,26 @@ use tokio_util::sync::CancellationToken;
 use http::uri::{self, PathAndQuery};
 use http::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::body::Body;
 use crate::body::BodyError;
-use crate::config::{SiteConfig, UpstreamAddr};
+use crate::config::{SiteConfig, UpstreamTarget};
 use crate::dns::{self, Addresses, Lookup, TtlBounds};
 use crate::error::ProxyError;
+use crate::tunnel::hub::Hub;
 
 use crate::error::Busy;
 use limit::{ConnPermit, Deadline, Limit, Share};
 pub use pool::UpstreamBody;
 use pool::{Conn, Lease, Pool};
+
+/// An agent's service, reached through the edge's tunnels.
+#[derive(Debug, Clone)]
+struct Tunnel {
+    hub: Arc<Hub>,
+    agent: String,
+    service: String,
+}
 
 /// One site's upstream and its connection pool.
 pub struct Upstream {
@@ -43,7 +52,9 @@ pub struct Upstream {
     /// The host name to keep resolving; None for an IP address.
     name: Option<String>,
     authority: String,
-    addr: UpstreamAddr,
+    port: u16,
+    /// Set when the site's upstream is an agent's service.
+    tunnel: Option<Tunnel>,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
@@ -57,17 +68,36 @@ impl fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// The upstream of `site`, with an empty pool.
-    pub fn new(site: &SiteConfig) -> Upstream {
-        let host = &site.upstream.host;
-        let (addresses, name) = match host.parse::<IpAddr>() {
-            Ok(ip) => (Addresses::fixed(ip), None),
-            Err(_) => (Addresses::unresolved(), Some(host.clone())),
+    /// The upstream of `site`, with an empty pool; a tunnel target goes
+    /// through `hub`.
+    pub fn new(site: &SiteConfig, hub: &Arc<Hub>) -> Upstream {
+        let (addresses, name, port, tunnel) = match &site.upstream {
+            UpstreamTarget::Http(addr) => match addr.host.parse::<IpAddr>() {
+                Ok(ip) => (Addresses::fixed(ip), None, addr.port, None),
+                Err(_) => (
+                    Addresses::unresolved(),
+                    Some(addr.host.clone()),
+                    addr.port,
+                    None,
+                ),
+            },
+            UpstreamTarget::Tunnel { agent, service } => (
+                Addresses::unresolved(),
+                None,
+                0,
+                Some(Tunnel {
+                    hub: hub.clone(),
+                    agent: agent.clone(),
+                    service: service.clone(),
+                }),
+            ),
         };
-        let authority = if host.contains(':') {
-            format!("[{host}]:{}", site.upstream.port)
-        } else {
-            format!("{host}:{}", site.upstream.port)
+        let authority = match &site.upstream {
+            UpstreamTarget::Http(addr) if addr.host.contains(':') => {
+                format!("[{}]:{}", addr.host, addr.port)
+            }
+            UpstreamTarget::Http(addr) => format!("{}:{}", addr.host, addr.port),
+            tunnel => tunnel.to_string(),
         };
         Upstream {
             pool: Arc::default(),
@@ -78,10 +108,17 @@ impl Upstream {
             addresses,
             name,
             authority,
-            addr: site.upstream.clone(),
+            port,
+            tunnel,
             connect_timeout: site.connect_timeout,
             response_timeout: site.response_timeout,
         }
+    }
+
+    /// Whether requests go through the tunnel (the agent then says which
+    /// address Jellyfin sees).
+    pub fn is_tunnel(&self) -> bool {
+        self.tunnel.is_some()
     }
 
     /// `host:port`, for logs (never for pages).
@@ -93,6 +130,11 @@ impl Upstream {
     /// already says which server it is; the Host header is set separately).
     pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let mut parts = uri::Parts::default();
+        if let Some(tunnel) = &self.tunnel {
+            // HTTP/2 to the agent: its `:authority` names the service.
+            parts.scheme = Some(uri::Scheme::HTTP);
+            parts.authority = tunnel.service.parse().ok();
+        }
         parts.path_and_query = Some(
             path_and_query
                 .cloned()
@@ -156,6 +198,9 @@ impl Upstream {
         request: Request<Body>,
         deadline: &Deadline,
     ) -> Result<Response<UpstreamBody>, Failure> {
+        if let Some(tunnel) = &self.tunnel {
+            return self.send_tunneled(tunnel, request, deadline).await;
+        }
         // Read before connecting: a connection made while DNS moves is
         // pooled under the older epoch and retired at the next checkout.
         let epoch = self.addresses.epoch();
@@ -316,6 +361,7 @@ impl Upstream {
                 after: self.response_timeout,
             },
             Failure::Connect(source) => ProxyError::UpstreamConnect { addr, source },
+            Failure::Tunnel(why) => ProxyError::UpstreamTunnel { addr, why },
             Failure::Exchange(error) => match body_error(&error) {
                 Some(BodyError::TooLarge { .. }) => ProxyError::PayloadTooLarge,
                 Some(BodyError::TooSlow) => ProxyError::BodyTooSlow,
@@ -326,35 +372,6 @@ impl Upstream {
                 },
             },
         }
-    }
-
-    /// A fresh TCP connection to the upstream for `client`, outside the
-    /// pool (for WebSocket upgrades, which take the connection for
-    /// themselves), with its place under the cap: keep the `Hold` as long as
-    /// the connection.
-    pub async fn open(&self, client: IpAddr) -> Result<(TcpStream, Hold), ProxyError> {
-        let deadline = Deadline::after(self.response_timeout);
-        let busy = |busy| self.classify(Failure::Busy(busy));
-        let share = self.limit.share(client, &deadline).await.map_err(busy)?;
-        let permit = match self.acquire(None, &deadline).await.map_err(busy)? {
-            Acquired::Permit(permit) => permit,
-            // Not offered without an epoch; its place would do all the same.
-            Acquired::Pooled(conn) => conn.permit,
-        };
-        let stream = self
-            .dial()
-            .await
-            .map_err(|source| ProxyError::UpstreamConnect {
-                addr: self.authority.clone(),
-                source,
-            })?;
-        Ok((
-            stream,
-            Hold {
-                _share: share,
-                _permit: permit,
-            },
-        ))
     }
 }
 
@@ -382,6 +399,8 @@ enum Failure {
     /// The connection broke the exchange (or the request body failed).
     Exchange(hyper::Error),
     Timeout,
+    /// The tunnel had no connection up, or the agent refused.
+    Tunnel(String),
 }
 
 /// Safe to send twice: idempotent (RFC 9110 §9.2.2) and without a body to replay.

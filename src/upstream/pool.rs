@@ -184,6 +184,8 @@ pub struct UpstreamBody {
     /// The client's share of the upstream's connections, given back with
     /// the connection.
     share: Option<Share>,
+    /// A tunnel stream's place under the cap (no pooled connection).
+    permit: Option<ConnPermit>,
 }
 
 impl UpstreamBody {
@@ -192,6 +194,17 @@ impl UpstreamBody {
             inner,
             lease: Some(lease),
             share: None,
+            permit: None,
+        }
+    }
+
+    /// The body of an answer through a tunnel stream that holds `permit`.
+    pub(super) fn tunneled(inner: Incoming, permit: ConnPermit) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            lease: None,
+            share: None,
+            permit: Some(permit),
         }
     }
 
@@ -205,6 +218,7 @@ impl UpstreamBody {
             pool.checkin(conn, epoch);
         }
         self.share = None;
+        self.permit = None;
     }
 }
 
@@ -224,6 +238,7 @@ impl HttpBody for UpstreamBody {
                 tracing::warn!(%error, "the upstream failed mid-body; the client's response is cut short");
                 self.lease = None;
                 self.share = None;
+                self.permit = None;
             }
             Some(Ok(_)) => {}
         }

@@ -118,26 +118,14 @@ pub async fn tunnel(
     }
 
     let addr = upstream.authority().to_string();
-    let (stream, place) = upstream.open(visitor.client.ip).await?;
     let failed = |why| ProxyError::UpstreamUpgrade {
         addr: addr.clone(),
         why,
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| failed("handshake failed"))?;
-    tokio::spawn(connection.with_upgrades());
-    let sent = sender.send_request(Request::from_parts(parts, empty_body()));
-    let mut response = match tokio::time::timeout(response_timeout, sent).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(_)) => return Err(failed("connection closed before a response")),
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                addr,
-                after: response_timeout,
-            })
-        }
-    };
+    let request = Request::from_parts(parts, empty_body());
+    let (mut response, place) = upstream
+        .upgrade(request, visitor.client.ip, response_timeout)
+        .await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused (401 without a token, 404…): the client gets that answer.
         forwarding::remove_hop_by_hop(response.headers_mut());

@@ -9,6 +9,7 @@ pub mod h2;
 pub mod origin;
 pub mod pebble;
 pub mod raw;
+pub mod tunnel;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

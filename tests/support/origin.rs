@@ -323,6 +323,7 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
             r
         }
         p if p.starts_with("/videos/") && p.ends_with("/stream") => video(&request),
+        p if p.starts_with("/bulk/") => bulk(p.trim_start_matches("/bulk/").parse().unwrap_or(1)),
         p if p.starts_with("/items/") && p.contains("/images/") => image(&request),
         p if p.starts_with("/status/") => {
             let code = p.trim_start_matches("/status/").parse().unwrap_or(500);
@@ -422,6 +423,26 @@ async fn upload(request: Request<Incoming>, seen: &Seen) -> Response<Body> {
 }
 
 /// Headers and 100 of the 1000 promised bytes go out; then the origin dies.
+/// `mebibytes` MiB of `video_byte`s, streamed in 64 KiB frames as the
+/// reader takes them.
+fn bulk(mebibytes: usize) -> Response<Body> {
+    const FRAME: usize = 64 * 1024;
+    let total = mebibytes * 1024 * 1024;
+    let stream = futures_util::stream::unfold(0usize, move |at| async move {
+        if at >= total {
+            return None;
+        }
+        let len = FRAME.min(total - at);
+        let chunk: Vec<u8> = (at..at + len).map(video_byte).collect();
+        Some((Ok(Frame::data(Bytes::from(chunk))), at + len))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, total.into());
+    response
+}
+
 fn die() -> Response<Body> {
     let stream = futures_util::stream::unfold(0u8, |step| async move {
         match step {

@@ -10,7 +10,7 @@ use super::Validator;
 use crate::config::raw::{RawPath, RawSite, RawTls};
 use crate::config::{
     AccessList, Acme, Challenge, HostPattern, PathRule, Preset, Rate, Refuse, SiteConfig,
-    TlsSource, UpstreamAddr,
+    TlsSource, UpstreamAddr, UpstreamTarget,
 };
 
 /// Connections to one upstream at once: a household's streams, WebSockets
@@ -296,15 +296,30 @@ impl Validator<'_> {
         })
     }
 
-    fn upstream(&mut self, raw: &Spanned<String>) -> Option<UpstreamAddr> {
+    fn upstream(&mut self, raw: &Spanned<String>) -> Option<UpstreamTarget> {
         let text = raw.get_ref();
         let fail = |v: &mut Self, why: &str| {
             v.report.at(
                 &raw.span(),
-                format!("upstream `{text}` {why}; write it like \"http://192.168.1.10:8096\""),
+                format!("upstream `{text}` {why}; write it like \"http://192.168.1.10:8096\" or \"tunnel:home/jellyfin\""),
             );
             None
         };
+        if let Some(rest) = text.strip_prefix("tunnel:") {
+            let named = rest.split_once('/').filter(|(agent, service)| {
+                crate::tunnel::register::valid_name(agent) && valid_service(service)
+            });
+            let Some((agent, service)) = named else {
+                return fail(
+                    self,
+                    "is not a tunnel target: the agent's name (a-z, 0-9, - and _), a slash, the service's name",
+                );
+            };
+            return Some(UpstreamTarget::Tunnel {
+                agent: agent.to_string(),
+                service: service.to_string(),
+            });
+        }
         let Ok(uri) = text.parse::<http::Uri>() else {
             return fail(self, "is not a URL");
         };
@@ -331,10 +346,10 @@ impl Validator<'_> {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        Some(UpstreamAddr {
+        Some(UpstreamTarget::Http(UpstreamAddr {
             host: host.to_string(),
             port: authority.port_u16().unwrap_or(80),
-        })
+        }))
     }
 
     fn tls(&mut self, raw: Option<Spanned<RawTls>>, all_local: bool) -> Option<TlsSource> {
@@ -419,4 +434,13 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
         return Err(bad());
     }
     Ok(Rate { count, per })
+}
+
+/// Whether `name` may name an agent's service: what a URI authority's host
+/// may carry, in lower case.
+fn valid_service(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

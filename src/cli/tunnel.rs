@@ -1,0 +1,195 @@
+//! `drawbridge tunnel add|list|remove` on the edge and `drawbridge agent
+//! [enroll TOKEN]` at home: the commands, in the words a user reads.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use drawbridge::admin::{self, Reply};
+use drawbridge::agent::{self, AgentConfig};
+use drawbridge::config::{parse_duration, Config, HostPattern};
+use drawbridge::tunnel::hub::AgentStatus;
+use drawbridge::tunnel::identity::Identity;
+use drawbridge::tunnel::register::Register;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::{load_or_report, AgentAction, TunnelAction};
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `drawbridge tunnel …`.
+pub fn command(path: &Path, action: &TunnelAction) -> anyhow::Result<()> {
+    let Some(config) = load_or_report(path) else {
+        anyhow::bail!("the config is not valid");
+    };
+    let state_dir = &config.server.state_dir;
+    let register = Register::new(state_dir);
+    let socket = admin::socket_path(state_dir);
+    let runtime = current_thread()?;
+    match action {
+        TunnelAction::Add {
+            name,
+            edge,
+            expires,
+        } => {
+            let ttl = parse_duration(expires).map_err(anyhow::Error::msg)?;
+            let identity = Identity::load_or_create(&register.edge_key_path())?;
+            let edge = edge
+                .clone()
+                .or_else(|| default_edge(&config))
+                .context("no site name to reach this edge by; say how with --edge host:port")?;
+            let token = register.add_token(name, &edge, &identity.pin(), ttl)?;
+            println!("Run this once at home, next to Jellyfin, within {expires}:\n");
+            println!("  drawbridge agent enroll {}\n", token.encode());
+            println!(
+                "then keep `drawbridge agent -c agent.toml` running there, and point a site here at it:\n  upstream = \"tunnel:{name}/jellyfin\""
+            );
+        }
+        TunnelAction::List => {
+            let agents =
+                match runtime.block_on(admin::request(&socket, &admin::Command::TunnelList)) {
+                    Ok(Reply::Tunnels(agents)) => agents,
+                    Ok(other) => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
+                    Err(_) => {
+                        eprintln!("(drawbridge is not running; showing the enrolled agents)");
+                        register
+                            .agents()?
+                            .into_iter()
+                            .map(|a| AgentStatus {
+                                name: a.name,
+                                pin: a.pin,
+                                enrolled: a.enrolled,
+                                connections: Vec::new(),
+                            })
+                            .collect()
+                    }
+                };
+            print_agents(&agents);
+        }
+        TunnelAction::Remove { name } => {
+            let removed = register.remove(name)?;
+            // Tell a running edge, which closes the agent's connections.
+            let _ = runtime.block_on(admin::request(&socket, &admin::Command::TunnelReload));
+            if removed {
+                println!("agent `{name}` removed; its key can no longer connect");
+            } else {
+                println!("no agent or token called `{name}`");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `host:port` of the first site's first exact name and the HTTPS port.
+fn default_edge(config: &Config) -> Option<String> {
+    let port = config.server.https.first()?.port();
+    config.sites.iter().find_map(|site| {
+        site.hosts.iter().find_map(|host| match host {
+            HostPattern::Exact(name) => Some(format!("{name}:{port}")),
+            HostPattern::Wildcard(_) => None,
+        })
+    })
+}
+
+fn when(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn print_agents(agents: &[AgentStatus]) {
+    if agents.is_empty() {
+        println!("no agents; add one with `drawbridge tunnel add NAME`");
+    }
+    for agent in agents {
+        let state = if agent.connections.is_empty() {
+            "not connected".to_string()
+        } else {
+            format!("{} connections", agent.connections.len())
+        };
+        println!(
+            "{}\t{state}\tenrolled {}\tkey {}",
+            agent.name,
+            when(agent.enrolled),
+            agent.pin
+        );
+        for (from, since, received, sent) in &agent.connections {
+            println!(
+                "  from {from} since {}\t{received} bytes in, {sent} bytes out",
+                when(*since)
+            );
+        }
+    }
+}
+
+/// `drawbridge agent [enroll TOKEN]`.
+pub fn agent(path: &Path, action: Option<&AgentAction>) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match action {
+        Some(AgentAction::Enroll { token }) => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            let key = dir
+                .unwrap_or(Path::new("."))
+                .join(drawbridge::agent::config::KEY_FILE);
+            let (token, name) = runtime.block_on(agent::enroll(token, &key))?;
+            let text = match std::fs::read_to_string(path) {
+                Ok(old) => with_edge(&old, &token.edge, &token.pin)?,
+                Err(_) => drawbridge::agent::config::initial(&token.edge, &token.pin),
+            };
+            drawbridge::atomic_file::write_atomic(path, text.as_bytes(), 0o600)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "enrolled as `{name}` at {}; the agent's config is {}.\nCheck its [services], then run: drawbridge agent -c {}",
+                token.edge,
+                path.display(),
+                path.display()
+            );
+            Ok(())
+        }
+        None => {
+            let config = AgentConfig::load(path).map_err(anyhow::Error::msg)?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                let mut terminate = signal(SignalKind::terminate())?;
+                let mut interrupt = signal(SignalKind::interrupt())?;
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                    stop.cancel();
+                });
+                agent::run(config, shutdown).await?;
+                tracing::info!("agent stopped");
+                Ok(())
+            })
+        }
+    }
+}
+
+/// An existing agent config with the edge and its pin replaced (enrolling
+/// again, or with another edge), its services kept.
+fn with_edge(old: &str, edge: &str, pin: &str) -> anyhow::Result<String> {
+    let mut table: toml::Table = old
+        .parse()
+        .context("the existing agent config is not TOML")?;
+    table.insert("edge".into(), edge.into());
+    table.insert("edge_pin".into(), pin.into());
+    Ok(toml::to_string(&table)?)
+}

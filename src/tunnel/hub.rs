@@ -1,0 +1,354 @@
+//! The edge's side of the tunnels: every agent connection that is up, as an
+//! HTTP/2 client (the roles reversed: the agent dialled, the edge asks), and
+//! the pins of the enrolled agents its handshakes accept.
+//!
+//! A request for `tunnel:NAME/service` goes out on one of NAME's connections
+//! that can take a stream, in turn; with none up it waits up to
+//! `AGENT_WAIT` for one to arrive, then fails (a 502 for the visitor). A
+//! connection ends when its TCP or TLS breaks, its PINGs go unanswered, or
+//! its agent is removed: the streams on it end cut short, never completed.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::register::{Agent, Register};
+use super::trust::PinSet;
+use crate::body::Body;
+
+/// How long a request waits for an agent connection when none is up.
+pub const AGENT_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the edge PINGs each agent connection, and how long an answer
+/// may take before the connection is given up.
+const PING_EVERY: Duration = Duration::from_secs(15);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One agent connection that is up.
+struct Link {
+    id: u64,
+    name: String,
+    pin: String,
+    from: SocketAddr,
+    since: SystemTime,
+    sender: SendRequest<Body>,
+    close: CancellationToken,
+    bytes: Arc<Bytes>,
+}
+
+/// Bytes through one connection, both ways.
+#[derive(Debug, Default)]
+struct Bytes {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+/// An agent as `drawbridge tunnel list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Its name.
+    pub name: String,
+    /// Its key's pin.
+    pub pin: String,
+    /// When it enrolled (Unix seconds).
+    pub enrolled: u64,
+    /// Its connections that are up: from where, since when (Unix seconds),
+    /// bytes received and sent by the edge.
+    pub connections: Vec<(String, u64, u64, u64)>,
+}
+
+/// Why a request could not go through a tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// No connection of the agent came up in time.
+    #[error("agent `{0}` is not connected")]
+    NotConnected(String),
+    /// The connection failed before the answer's head.
+    #[error("tunnel to agent `{agent}` failed: {source}")]
+    Exchange {
+        /// The agent.
+        agent: String,
+        /// What hyper said.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// The edge's tunnels.
+pub struct Hub {
+    register: Register,
+    agents: ArcSwap<Vec<Agent>>,
+    links: Mutex<Vec<Link>>,
+    arrived: Notify,
+    next: AtomicU64,
+    turn: AtomicUsize,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl PinSet for Hub {
+    fn allows(&self, pin: &str) -> bool {
+        self.agents.load().iter().any(|a| a.pin == pin)
+    }
+}
+
+impl Hub {
+    /// The hub of the register under `state_dir`, its agents read.
+    pub fn new(register: Register) -> Arc<Hub> {
+        let agents = register.agents().unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot read the tunnel agents; none can connect until this is fixed");
+            Vec::new()
+        });
+        Arc::new(Hub {
+            register,
+            agents: ArcSwap::from_pointee(agents),
+            links: Mutex::new(Vec::new()),
+            arrived: Notify::new(),
+            next: AtomicU64::new(0),
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    /// The register this hub reads.
+    pub fn register(&self) -> &Register {
+        &self.register
+    }
+
+    /// The name of the enrolled agent whose key has `pin`.
+    pub fn name_of(&self, pin: &str) -> Option<String> {
+        self.agents
+            .load()
+            .iter()
+            .find(|a| a.pin == pin)
+            .map(|a| a.name.clone())
+    }
+
+    /// Reads the register again; connections of agents no longer in it
+    /// close at once.
+    pub fn reload(&self) {
+        match self.register.agents() {
+            Ok(agents) => {
+                self.agents.store(Arc::new(agents));
+                let links = self.links.lock().expect("hub lock");
+                for link in links.iter().filter(|l| !self.allows(&l.pin)) {
+                    tracing::info!(agent = link.name, from = %link.from, "agent removed; closing its tunnel connection");
+                    link.close.cancel();
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read the tunnel agents"),
+        }
+    }
+
+    /// Serves an agent's authenticated connection as the edge's HTTP/2
+    /// client until it ends.
+    pub async fn attach<IO>(self: &Arc<Self>, io: IO, name: String, pin: String, from: SocketAddr)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let bytes = Arc::new(Bytes::default());
+        let io = Counted {
+            inner: io,
+            bytes: bytes.clone(),
+        };
+        let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Flow-control windows grow to the path's bandwidth-delay product,
+            // so one film over a long home uplink is not window-limited.
+            .adaptive_window(true)
+            .keep_alive_interval(PING_EVERY)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake::<_, Body>(TokioIo::new(io))
+            .await;
+        let (sender, connection) = match handshake {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::info!(agent = name, %from, %error, "tunnel connection failed at its HTTP/2 start");
+                return;
+            }
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let close = CancellationToken::new();
+        tracing::info!(agent = name, %from, "agent connected");
+        self.links.lock().expect("hub lock").push(Link {
+            id,
+            name: name.clone(),
+            pin,
+            from,
+            since: SystemTime::now(),
+            sender,
+            close: close.clone(),
+            bytes,
+        });
+        self.arrived.notify_waiters();
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::info!(agent = name, %from, %error, "tunnel connection ended");
+                } else {
+                    tracing::info!(agent = name, %from, "tunnel connection closed");
+                }
+            }
+            () = close.cancelled() => {}
+        }
+        self.links.lock().expect("hub lock").retain(|l| l.id != id);
+    }
+
+    /// Sends `request` (its URI's authority names the service) to agent
+    /// `agent`, waiting up to `AGENT_WAIT` for one of its connections.
+    pub async fn send(
+        &self,
+        agent: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, HubError> {
+        let waited = tokio::time::timeout(AGENT_WAIT, async {
+            loop {
+                let arrived = self.arrived.notified();
+                tokio::pin!(arrived);
+                arrived.as_mut().enable();
+                if let Some(sender) = self.pick(agent) {
+                    return sender;
+                }
+                arrived.await;
+            }
+        });
+        let Ok(mut sender) = waited.await else {
+            return Err(HubError::NotConnected(agent.to_string()));
+        };
+        sender
+            .send_request(request)
+            .await
+            .map_err(|source| HubError::Exchange {
+                agent: agent.to_string(),
+                source,
+            })
+    }
+
+    /// One of `agent`'s connections that can take a stream, in turn.
+    fn pick(&self, agent: &str) -> Option<SendRequest<Body>> {
+        let links = self.links.lock().expect("hub lock");
+        let ready: Vec<&Link> = links
+            .iter()
+            .filter(|l| l.name == agent && l.sender.is_ready() && !l.close.is_cancelled())
+            .collect();
+        if ready.is_empty() {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Some(ready[turn % ready.len()].sender.clone())
+    }
+
+    /// Whether `agent` has a connection up.
+    pub fn connected(&self, agent: &str) -> bool {
+        self.links
+            .lock()
+            .expect("hub lock")
+            .iter()
+            .any(|l| l.name == agent)
+    }
+
+    /// Every enrolled agent and its connections.
+    pub fn status(&self) -> Vec<AgentStatus> {
+        let links = self.links.lock().expect("hub lock");
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        self.agents
+            .load()
+            .iter()
+            .map(|agent| AgentStatus {
+                name: agent.name.clone(),
+                pin: agent.pin.clone(),
+                enrolled: agent.enrolled,
+                connections: links
+                    .iter()
+                    .filter(|l| l.pin == agent.pin)
+                    .map(|l| {
+                        (
+                            l.from.to_string(),
+                            unix(l.since),
+                            l.bytes.read.load(Ordering::Relaxed),
+                            l.bytes.written.load(Ordering::Relaxed),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// An agent connection's IO, counting bytes for `tunnel list`.
+struct Counted<IO> {
+    inner: IO,
+    bytes: Arc<Bytes>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.bytes.read.fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.bytes.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.bytes.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,350 @@
+//! The edge's register of agents and enrollment tokens, under
+//! `state_dir/tunnel/` (mode 0600, written whole and atomically):
+//! `agents.json` (name, key pin, when enrolled) and `tokens.json` (the
+//! one-time secrets not yet spent). `drawbridge tunnel add/remove` and the
+//! running edge both write them; the running edge keeps the agents' pins in
+//! memory for its handshakes and reads the files again after a change.
+//!
+//! A token is what `tunnel add` prints: base64url of JSON carrying the edge's
+//! address, the pin of the edge's tunnel key, the token's id, a 32-byte secret
+//! and its expiry. Enrolling proves the secret with an HMAC over the TLS
+//! channel's exporter (RFC 8446 §7.5), so a proof cannot be replayed on
+//! another connection, and the secret itself never crosses the wire.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::write_atomic;
+
+/// The exporter label enrollment proofs are made over.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-drawbridge-enroll";
+
+/// One enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// The name sites use (`tunnel:NAME/service`); several agents may share one.
+    pub name: String,
+    /// Its key's pin.
+    pub pin: String,
+    /// When it enrolled (Unix seconds).
+    pub enrolled: u64,
+}
+
+/// A token not yet spent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    id: String,
+    name: String,
+    secret: String,
+    expires: u64,
+}
+
+/// What a token tells the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The edge's address, `host:port`.
+    pub edge: String,
+    /// The pin of the edge's tunnel key.
+    pub pin: String,
+    /// Which pending enrollment it is.
+    pub id: String,
+    /// The one-time secret (hex).
+    pub secret: String,
+    /// Unix seconds after which the edge refuses it.
+    pub expires: u64,
+}
+
+impl Token {
+    /// The text to paste.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Reads a pasted token.
+    pub fn decode(text: &str) -> Option<Token> {
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// The proof of the secret for a channel whose exporter gave `exported`.
+    pub fn proof(&self, exported: &[u8]) -> String {
+        proof(&self.secret, exported)
+    }
+}
+
+fn proof(secret: &str, exported: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    hex(ring::hmac::sign(&key, exported).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(len: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = vec![0u8; len];
+    // The system RNG does not fail on Linux.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    hex(&bytes)
+}
+
+/// Why a register change or an enrollment failed; the sentence is what the
+/// user (or the agent) is told.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The name is not one drawbridge accepts.
+    #[error("`{0}` is not a tunnel name: use 1 to 32 of a-z, 0-9, - and _")]
+    BadName(String),
+    /// No pending enrollment has this id (never made, already used, or removed).
+    #[error("this token is not known to this edge or was already used; run `drawbridge tunnel add` on the edge for a new one")]
+    Unknown,
+    /// The token's time ran out.
+    #[error("this token expired; run `drawbridge tunnel add` on the edge for a new one")]
+    Expired,
+    /// The proof does not match the secret.
+    #[error("the token's secret does not match")]
+    WrongProof,
+    /// The register files could not be read or written.
+    #[error("tunnel register {path}: {why}")]
+    Storage {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// The register's files under `state_dir`.
+#[derive(Debug, Clone)]
+pub struct Register {
+    dir: PathBuf,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether `name` may name an agent.
+pub fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Register {
+    /// The register under `state_dir/tunnel`.
+    pub fn new(state_dir: &Path) -> Register {
+        Register {
+            dir: state_dir.join("tunnel"),
+        }
+    }
+
+    /// Where the edge's tunnel key is kept.
+    pub fn edge_key_path(&self) -> PathBuf {
+        self.dir.join("edge.pem")
+    }
+
+    fn read<T: for<'de> Deserialize<'de>>(&self, file: &str) -> Result<Vec<T>, RegisterError> {
+        let path = self.dir.join(file);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RegisterError::Storage {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(RegisterError::Storage {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    fn write<T: Serialize>(&self, file: &str, items: &[T]) -> Result<(), RegisterError> {
+        let path = self.dir.join(file);
+        let fail = |e: std::io::Error| RegisterError::Storage {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        };
+        std::fs::create_dir_all(&self.dir).map_err(fail)?;
+        let json = serde_json::to_vec_pretty(items).unwrap_or_default();
+        write_atomic(&path, &json, 0o600).map_err(fail)
+    }
+
+    /// The enrolled agents.
+    pub fn agents(&self) -> Result<Vec<Agent>, RegisterError> {
+        self.read("agents.json")
+    }
+
+    /// A new one-time token for an agent called `name`, valid for `ttl`,
+    /// telling the agent to reach the edge at `edge` whose key has `pin`.
+    pub fn add_token(
+        &self,
+        name: &str,
+        edge: &str,
+        pin: &str,
+        ttl: Duration,
+    ) -> Result<Token, RegisterError> {
+        if !valid_name(name) {
+            return Err(RegisterError::BadName(name.to_string()));
+        }
+        let now = now();
+        let mut pending: Vec<Pending> = self.read("tokens.json")?;
+        pending.retain(|p| p.expires > now);
+        let token = Token {
+            edge: edge.to_string(),
+            pin: pin.to_string(),
+            id: random_hex(8),
+            secret: random_hex(32),
+            expires: now + ttl.as_secs(),
+        };
+        pending.push(Pending {
+            id: token.id.clone(),
+            name: name.to_string(),
+            secret: token.secret.clone(),
+            expires: token.expires,
+        });
+        self.write("tokens.json", &pending)?;
+        Ok(token)
+    }
+
+    /// Spends the token `id` for the agent whose key has `pin`, if `proof`
+    /// is the token's proof for the channel that exported `exported`;
+    /// returns the agent's name. A token is spent by its first use, right
+    /// or wrong, so a secret cannot be guessed at.
+    pub fn redeem(
+        &self,
+        id: &str,
+        proof_given: &str,
+        exported: &[u8],
+        pin: &str,
+    ) -> Result<String, RegisterError> {
+        let mut pending: Vec<Pending> = self.read("tokens.json")?;
+        let Some(at) = pending.iter().position(|p| p.id == id) else {
+            return Err(RegisterError::Unknown);
+        };
+        let token = pending.remove(at);
+        self.write("tokens.json", &pending)?;
+        if token.expires <= now() {
+            return Err(RegisterError::Expired);
+        }
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.secret.as_bytes());
+        let given = (0..proof_given.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(proof_given.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()
+            .unwrap_or_default();
+        if ring::hmac::verify(&key, exported, &given).is_err() {
+            return Err(RegisterError::WrongProof);
+        }
+        let mut agents = self.agents()?;
+        agents.retain(|a| a.pin != pin);
+        agents.push(Agent {
+            name: token.name.clone(),
+            pin: pin.to_string(),
+            enrolled: now(),
+        });
+        self.write("agents.json", &agents)?;
+        Ok(token.name)
+    }
+
+    /// Removes every agent called `name` and its pending tokens; whether
+    /// there was any.
+    pub fn remove(&self, name: &str) -> Result<bool, RegisterError> {
+        let mut agents = self.agents()?;
+        let before = agents.len();
+        agents.retain(|a| a.name != name);
+        let mut pending: Vec<Pending> = self.read("tokens.json")?;
+        let tokens_before = pending.len();
+        pending.retain(|p| p.name != name);
+        let removed = agents.len() != before || pending.len() != tokens_before;
+        self.write("agents.json", &agents)?;
+        self.write("tokens.json", &pending)?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Register, RegisterError, Token};
+    use std::time::Duration;
+
+    #[test]
+    fn a_token_is_spent_once_and_binds_to_its_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let register = Register::new(dir.path());
+        let token = register
+            .add_token(
+                "home",
+                "vps.test:443",
+                "sha256/edge",
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let back = Token::decode(&token.encode()).unwrap();
+        assert_eq!(back, token);
+        let channel = [7u8; 32];
+        let other_channel = [8u8; 32];
+        // A proof made for another channel does not count, and spends the token.
+        assert_eq!(
+            register.redeem(
+                &token.id,
+                &token.proof(&other_channel),
+                &channel,
+                "sha256/a"
+            ),
+            Err(RegisterError::WrongProof)
+        );
+        assert_eq!(
+            register.redeem(&token.id, &token.proof(&channel), &channel, "sha256/a"),
+            Err(RegisterError::Unknown)
+        );
+        let token = register
+            .add_token(
+                "home",
+                "vps.test:443",
+                "sha256/edge",
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(
+            register.redeem(&token.id, &token.proof(&channel), &channel, "sha256/a"),
+            Ok("home".to_string())
+        );
+        assert_eq!(register.agents().unwrap()[0].pin, "sha256/a");
+        assert_eq!(
+            register.redeem(&token.id, &token.proof(&channel), &channel, "sha256/b"),
+            Err(RegisterError::Unknown),
+            "a second use"
+        );
+        assert!(register.remove("home").unwrap());
+        assert!(register.agents().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_expired_token_and_a_bad_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let register = Register::new(dir.path());
+        let token = register
+            .add_token("home", "e:443", "sha256/e", Duration::ZERO)
+            .unwrap();
+        let channel = [1u8; 32];
+        assert_eq!(
+            register.redeem(&token.id, &token.proof(&channel), &channel, "sha256/a"),
+            Err(RegisterError::Expired)
+        );
+        assert!(matches!(
+            register.add_token("Home Server", "e:443", "p", Duration::from_secs(1)),
+            Err(RegisterError::BadName(_))
+        ));
+    }
+}

@@ -1,0 +1,234 @@
+//! A whole home leg through the tunnel, with the real binary at both ends:
+//! an edge (`drawbridge run`) whose site is `tunnel:home/jellyfin`, an agent
+//! (`drawbridge agent`) enrolled with a token from `drawbridge tunnel add`,
+//! and the fake Jellyfin behind the agent.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::origin::Origin;
+use super::{binary, server_block, Process};
+
+/// A command of the binary, which must succeed: stdout and stderr.
+pub fn cli(args: &[&str]) -> (String, String) {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// A command of the binary that must fail: its stderr.
+pub fn cli_fails(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} should have failed");
+    stderr
+}
+
+/// `drawbridge agent -c config` as a process, its log kept.
+pub struct Agent {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Starts the agent on `config`.
+    pub fn start(config: &Path) -> Agent {
+        let mut child = Command::new(binary())
+            .args(["agent", "-c"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        Agent { child, log }
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How many of `process`'s log lines contain `needle`.
+pub fn count(process: &Process, needle: &str) -> usize {
+    process
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Waits (polling, up to `wait`) until `ready()`.
+pub async fn wait_until(mut ready: impl FnMut() -> bool, wait: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while !ready() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {wait:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The edge's config text: one site through the tunnel.
+pub fn edge_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "{}[log]\naccess = \"off\"\n\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:home/jellyfin\"\ntls = \"internal\"\nhttps_redirect = false\n{extra}",
+        server_block(dir)
+    )
+}
+
+/// An edge, an enrolled agent and the fake Jellyfin behind it.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub origin: Origin,
+    pub edge: Process,
+    pub agent: Agent,
+    pub edge_config: PathBuf,
+    pub agent_config: PathBuf,
+}
+
+impl Home {
+    /// Everything up, with `connections` agent connections attached.
+    pub async fn start(site_extra: &str, connections: usize) -> Home {
+        let origin = Origin::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let edge_config = dir.path().join("drawbridge.toml");
+        std::fs::write(&edge_config, edge_config_text(dir.path(), site_extra)).unwrap();
+        let edge = Process::start(&edge_config);
+        let agent_config = dir.path().join("home/agent.toml");
+        std::fs::create_dir_all(agent_config.parent().unwrap()).unwrap();
+        let token = add_token(&edge_config, "home", edge.https);
+        enroll(&token, &agent_config);
+        set_services(&agent_config, origin.addr, connections);
+        let agent = Agent::start(&agent_config);
+        let home = Home {
+            dir,
+            origin,
+            edge,
+            agent,
+            edge_config,
+            agent_config,
+        };
+        home.attached(connections).await;
+        home
+    }
+
+    /// Waits until the edge has seen `n` agent connections in all.
+    pub async fn attached(&self, n: usize) {
+        wait_until(
+            || count(&self.edge, "agent connected") >= n,
+            Duration::from_secs(10),
+            "agent connections",
+        )
+        .await;
+    }
+
+    /// A client for jelly.test at the edge, trusting its local CA.
+    pub fn client(&self, http2: bool) -> reqwest::Client {
+        client_for(self.dir.path(), self.edge.https, http2)
+    }
+
+    /// `https://jelly.test:PORT{path}` at the edge.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://jelly.test:{}{path}", self.edge.https.port())
+    }
+}
+
+fn edge_config_text(dir: &Path, site_extra: &str) -> String {
+    edge_config(dir, site_extra)
+}
+
+/// A client for jelly.test at `https`, trusting the local CA under `dir`.
+pub fn client_for(dir: &Path, https: SocketAddr, http2: bool) -> reqwest::Client {
+    let ca = std::fs::read(dir.join("state/ca/root.pem")).unwrap();
+    let builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("jelly.test", https)
+        .timeout(Duration::from_secs(60));
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().unwrap()
+}
+
+/// `drawbridge tunnel add NAME` for the edge at `https`: the token.
+pub fn add_token(edge_config: &Path, name: &str, https: SocketAddr) -> String {
+    let (stdout, _) = cli(&[
+        "tunnel",
+        "add",
+        name,
+        "--edge",
+        &https.to_string(),
+        "-c",
+        edge_config.to_str().unwrap(),
+    ]);
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("drawbridge agent enroll "))
+        .unwrap_or_else(|| panic!("no enroll line in:\n{stdout}"))
+        .to_string()
+}
+
+/// `drawbridge agent enroll TOKEN -c agent_config`, which must succeed.
+pub fn enroll(token: &str, agent_config: &Path) -> String {
+    cli(&[
+        "agent",
+        "enroll",
+        token,
+        "-c",
+        agent_config.to_str().unwrap(),
+    ])
+    .0
+}
+
+/// Points the agent's `jellyfin` service at `origin`, with `connections`.
+pub fn set_services(agent_config: &Path, origin: SocketAddr, connections: usize) {
+    let text = std::fs::read_to_string(agent_config).unwrap();
+    let text = text
+        .replace("http://127.0.0.1:8096", &format!("http://{origin}"))
+        .replace("connections = 2", &format!("connections = {connections}"));
+    std::fs::write(agent_config, text).unwrap();
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}

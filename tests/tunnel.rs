@@ -1,0 +1,439 @@
+//! The home leg through the tunnel, the real binary at both ends: the agent
+//! dials out, the edge forwards through it, and every HTTP semantic of the
+//! direct path holds; tokens, pins and service names are the whole trust,
+//! and each is tried the wrong way.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::origin::{video_byte, VIDEO_LEN};
+use crate::support::tunnel::{
+    add_token, cli, cli_fails, count, edge_config, enroll, rss_kib, set_services, wait_until,
+    Agent, Home,
+};
+use crate::support::Process;
+
+#[tokio::test]
+async fn requests_reach_jellyfin_through_the_tunnel_with_the_visitor_named() {
+    let home = Home::start("", 2).await;
+    for http2 in [false, true] {
+        let client = home.client(http2);
+        let response = client.get(home.url("/echo?x=1")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let echo: serde_json::Value = response.json().await.unwrap();
+        let header = |name: &str| {
+            echo["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|pair| pair[0] == name)
+                .map(|pair| pair[1].as_str().unwrap().to_string())
+        };
+        assert_eq!(
+            header("host").as_deref(),
+            Some(format!("jelly.test:{}", home.edge.https.port()).as_str()),
+            "Host as the visitor sent it"
+        );
+        assert_eq!(
+            header("x-forwarded-for").as_deref(),
+            Some("127.0.0.1"),
+            "the visitor, not the agent"
+        );
+        assert_eq!(header("x-real-ip").as_deref(), Some("127.0.0.1"));
+        assert_eq!(header("x-forwarded-proto").as_deref(), Some("https"));
+    }
+    // The agent names the address Jellyfin sees it from, for Known proxies.
+    assert_eq!(
+        home.agent
+            .count("add 127.0.0.1 to Jellyfin's Known proxies"),
+        1
+    );
+    assert_eq!(
+        count(&home.edge, "Known proxies"),
+        0,
+        "the edge's hint would be wrong here"
+    );
+}
+
+#[tokio::test]
+async fn ranges_head_and_a_large_stream_pass_with_flat_memory_at_both_ends() {
+    let home = Home::start("", 2).await;
+    let client = home.client(false);
+    let ranged = client
+        .get(home.url("/Videos/v/stream"))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    let body = ranged.bytes().await.unwrap();
+    assert_eq!(body.len(), 1000);
+    assert!(body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == video_byte(1000 + i)));
+    let head = client
+        .head(home.url("/Videos/v/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        VIDEO_LEN.to_string().as_str()
+    );
+
+    // 200 MiB, read slowly at first: neither end may buffer what the
+    // visitor has not taken.
+    let (edge_before, agent_before) = (
+        rss_kib(home.edge.child.id()),
+        rss_kib(home.agent.child.id()),
+    );
+    let mut response = client.get(home.url("/bulk/200")).send().await.unwrap();
+    let mut at = 0usize;
+    let mut peak = (0, 0);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        assert!(
+            chunk
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == video_byte(at + i)),
+            "bytes in order at {at}"
+        );
+        at += chunk.len();
+        if at < 4 * 1024 * 1024 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if at % (16 * 1024 * 1024) < chunk.len() {
+            peak.0 = peak.0.max(rss_kib(home.edge.child.id()));
+            peak.1 = peak.1.max(rss_kib(home.agent.child.id()));
+        }
+    }
+    assert_eq!(at, 200 * 1024 * 1024, "the whole stream");
+    let growth = (
+        peak.0.saturating_sub(edge_before),
+        peak.1.saturating_sub(agent_before),
+    );
+    assert!(
+        growth.0 < 48 * 1024 && growth.1 < 48 * 1024,
+        "memory grew by {} KiB at the edge, {} KiB at the agent",
+        growth.0,
+        growth.1
+    );
+}
+
+#[tokio::test]
+async fn uploads_pass_and_the_body_limit_holds_at_the_edge() {
+    let home = Home::start("max_body = \"30MiB\"\n", 1).await;
+    let client = home.client(true);
+    let body = vec![7u8; 20 * 1024 * 1024];
+    let response = client
+        .post(home.url("/upload"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        home.origin
+            .seen
+            .upload_bytes
+            .load(std::sync::atomic::Ordering::SeqCst),
+        20 * 1024 * 1024
+    );
+    let too_big = client
+        .post(home.url("/upload"))
+        .body(vec![7u8; 31 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert_eq!(
+        home.origin.seen.hits("/upload"),
+        1,
+        "the refused upload never entered the tunnel"
+    );
+}
+
+#[tokio::test]
+async fn websockets_cross_the_tunnel_both_ways() {
+    let home = Home::start("", 1).await;
+    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let config = crate::support::client_config(&ca, &[b"http/1.1"]);
+    let tls = crate::support::tls_connect(home.edge.https, config, Some("jelly.test"))
+        .await
+        .unwrap();
+    let url = format!(
+        "wss://jelly.test:{}/socket?api_key=k",
+        home.edge.https.port()
+    );
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    assert_eq!(response.status(), 101);
+    let hello = ws.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
+    for n in 0..3 {
+        ws.send(Message::text(format!("ping{n}"))).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, Message::text(format!("echo:ping{n}")));
+    }
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_the_agent_dying_ends_short_and_the_next_request_waits_for_the_reconnect() {
+    let mut home = Home::start("", 1).await;
+    let client = home.client(false);
+    let mut response = client.get(home.url("/bulk/100")).send().await.unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    home.agent.child.kill().unwrap();
+    let mut read = first.len();
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) => break "complete",
+            Err(_) => break "cut",
+        }
+    };
+    assert_eq!(
+        ended, "cut",
+        "a truncated stream is never passed off as whole"
+    );
+    assert!(read < 100 * 1024 * 1024);
+    // No agent: a short wait, then drawbridge's own 502 (never the home address).
+    let gone = client
+        .get(home.url("/System/Info/Public"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 502);
+    let page = gone.text().await.unwrap();
+    assert!(!page.contains(&home.origin.addr.to_string()));
+    // The agent comes back: a request made meanwhile waits for it.
+    home.agent = Agent::start(&home.agent_config);
+    let waiting = client.get(home.url("/System/Info/Public")).send();
+    let response = waiting.await.unwrap();
+    assert_eq!(response.status(), 200, "served once the agent reconnected");
+}
+
+#[tokio::test]
+async fn the_agent_comes_back_after_the_edge_restarts() {
+    let mut home = Home::start("", 1).await;
+    assert_eq!(
+        home.client(false)
+            .get(home.url("/System/Info/Public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Same config, same ports are not promised: the agent's config names the
+    // edge's port, so the new edge listens where the old one did.
+    let port = home.edge.https.port();
+    drop(std::mem::replace(&mut home.edge, dummy_process()));
+    let text = std::fs::read_to_string(&home.edge_config).unwrap().replace(
+        "https = [\"127.0.0.1:0\"]",
+        &format!("https = [\"127.0.0.1:{port}\"]"),
+    );
+    std::fs::write(&home.edge_config, text).unwrap();
+    home.edge = Process::start(&home.edge_config);
+    home.attached(1).await;
+    assert_eq!(
+        home.client(false)
+            .get(home.url("/System/Info/Public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// A process that has already exited, to stand in while the edge restarts.
+fn dummy_process() -> Process {
+    Process {
+        child: std::process::Command::new("true").spawn().unwrap(),
+        http: "127.0.0.1:1".parse().unwrap(),
+        https: "127.0.0.1:1".parse().unwrap(),
+        log: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("drawbridge.toml");
+    std::fs::write(&config, edge_config(dir.path(), "")).unwrap();
+    let edge = Process::start(&config);
+    let agent_config = dir.path().join("home/agent.toml");
+    std::fs::create_dir_all(agent_config.parent().unwrap()).unwrap();
+    let token = add_token(&config, "home", edge.https);
+    let said = enroll(&token, &agent_config);
+    assert!(said.contains("enrolled as `home`"), "{said}");
+    let again = cli_fails(&[
+        "agent",
+        "enroll",
+        &token,
+        "-c",
+        agent_config.to_str().unwrap(),
+    ]);
+    assert!(again.contains("already used"), "{again}");
+
+    let c = config.to_str().unwrap();
+    let https = edge.https.to_string();
+    let (out, _) = cli(&[
+        "tunnel",
+        "add",
+        "late",
+        "--edge",
+        &https,
+        "--expires",
+        "1s",
+        "-c",
+        c,
+    ]);
+    let expired = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("drawbridge agent enroll "))
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(2100));
+    let refused = cli_fails(&[
+        "agent",
+        "enroll",
+        &expired,
+        "-c",
+        agent_config.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("expired"), "{refused}");
+
+    // A token made for another edge: this edge's key is not its pin.
+    let other = tempfile::tempdir().unwrap();
+    let other_config = other.path().join("drawbridge.toml");
+    std::fs::write(&other_config, edge_config(other.path(), "")).unwrap();
+    let foreign = add_token(&other_config, "home", edge.https);
+    let impostor = cli_fails(&[
+        "agent",
+        "enroll",
+        &foreign,
+        "-c",
+        agent_config.to_str().unwrap(),
+    ]);
+    assert!(impostor.contains("does not match the pin"), "{impostor}");
+    assert!(cli_fails(&[
+        "agent",
+        "enroll",
+        "garbage",
+        "-c",
+        agent_config.to_str().unwrap()
+    ])
+    .contains("not a drawbridge tunnel token"));
+
+    // An enrolled agent whose config pins another key does not connect.
+    let origin = crate::support::origin::Origin::start().await;
+    set_services(&agent_config, origin.addr, 1);
+    let pinned = std::fs::read_to_string(&agent_config).unwrap();
+    let wrong = pinned.replace("edge_pin = \"sha256/", "edge_pin = \"sha256/AAAA");
+    std::fs::write(&agent_config, wrong).unwrap();
+    let agent = Agent::start(&agent_config);
+    wait_until(
+        || agent.count("does not match the pin") >= 1,
+        Duration::from_secs(10),
+        "the agent refusing the edge",
+    )
+    .await;
+    assert_eq!(count(&edge, "agent connected"), 0);
+    drop(agent);
+    std::fs::write(&agent_config, pinned).unwrap();
+    let agent = Agent::start(&agent_config);
+    wait_until(
+        || count(&edge, "agent connected") >= 1,
+        Duration::from_secs(10),
+        "the agent",
+    )
+    .await;
+
+    // list, then remove: the open connection closes at once.
+    let (list, _) = cli(&["tunnel", "list", "-c", c]);
+    assert!(list.contains("home\t1 connections"), "{list}");
+    let (removed, _) = cli(&["tunnel", "remove", "home", "-c", c]);
+    assert!(removed.contains("removed"), "{removed}");
+    wait_until(
+        || count(&edge, "closing its tunnel connection") >= 1,
+        Duration::from_secs(5),
+        "the revoked connection to close",
+    )
+    .await;
+    wait_until(
+        || agent.count("tunnel connection") >= 2,
+        Duration::from_secs(5),
+        "the agent to see it",
+    )
+    .await;
+    let client = crate::support::tunnel::client_for(dir.path(), edge.https, false);
+    let gone = client
+        .get(format!(
+            "https://jelly.test:{}/System/Info/Public",
+            edge.https.port()
+        ))
+        .send()
+        .await
+        .expect("answered: the removed agent's retries do not ban its household");
+    assert_eq!(
+        gone.status(),
+        502,
+        "a removed agent's key no longer connects"
+    );
+    // Not even on a resumed TLS session, which would skip its certificate.
+    // (TLS 1.3: the agent's handshake ends before the edge refuses its key,
+    // so each retry looks up to it, then is lost.)
+    wait_until(
+        || agent.count("tunnel connection lost") + agent.count("cannot reach the edge") >= 2,
+        Duration::from_secs(10),
+        "the agent's retries",
+    )
+    .await;
+    assert_eq!(count(&edge, "agent connected"), 1);
+}
+
+#[tokio::test]
+async fn the_edge_reaches_only_the_services_the_agent_names() {
+    let home = Home::start("", 1).await;
+    // Another site of the edge asks the agent for a service it does not expose.
+    let text = std::fs::read_to_string(&home.edge_config).unwrap()
+        + "\n[[site]]\nhost = \"other.test\"\nupstream = \"tunnel:home/ssh\"\ntls = \"internal\"\nhttps_redirect = false\n";
+    std::fs::write(&home.edge_config, text).unwrap();
+    home.edge.signal("HUP");
+    assert!(home
+        .edge
+        .wait_for_log("config reloaded", Duration::from_secs(10)));
+    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("other.test", home.edge.https)
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://other.test:{}/", home.edge.https.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(home
+        .edge
+        .wait_for_log("does not expose service `ssh`", Duration::from_secs(5)));
+    assert_eq!(home.agent.count("does not expose"), 1);
+    assert_eq!(
+        home.origin.seen.total(),
+        0,
+        "nothing reached home's services"
+    );
+}
