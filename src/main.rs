@@ -215,6 +215,14 @@ fn check(path: &Path) -> ExitCode {
     for site in &config.sites {
         println!("  site {}", describe(site));
     }
+    for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
+        eprintln!(
+            "{}: warning: site {}: upstream {} is plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https",
+            path.display(),
+            site.name(),
+            site.upstream
+        );
+    }
     ExitCode::SUCCESS
 }
 
@@ -368,6 +376,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
+        tracing::warn!(site = site.name(), upstream = %site.upstream, "plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https");
+    }
     let server = Server::bind(config).await?;
     if let Some(ca) = server.ca_cert_path() {
         tracing::info!(path = %ca.display(), "local CA certificate: trust it in your browser or OS to avoid warnings");

@@ -30,4 +30,5 @@ mod tls_handshake;
 mod tunnel;
 mod upstream_faults;
 mod upstream_flood;
+mod upstream_tls;
 mod websocket;

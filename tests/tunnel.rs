@@ -188,6 +188,10 @@ async fn websockets_cross_the_tunnel_both_ways() {
 async fn a_stream_cut_by_the_agent_dying_ends_short_and_the_next_request_waits_for_the_reconnect() {
     let mut home = Home::start("", 1).await;
     let client = home.client(false);
+    let poster = home.url("/Items/short/Images/Primary");
+    let fresh = client.get(&poster).send().await.unwrap();
+    assert_eq!(fresh.headers()["x-cache"], "MISS");
+    let poster_bytes = fresh.bytes().await.unwrap();
     let mut response = client.get(home.url("/bulk/100")).send().await.unwrap();
     let first = response.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
@@ -214,6 +218,11 @@ async fn a_stream_cut_by_the_agent_dying_ends_short_and_the_next_request_waits_f
     assert_eq!(gone.status(), 502);
     let page = gone.text().await.unwrap();
     assert!(!page.contains(&home.origin.addr.to_string()));
+    // The edge cache still serves the poster it has, stale, as when home is down.
+    let stale = client.get(&poster).send().await.unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-cache"], "STALE");
+    assert_eq!(stale.bytes().await.unwrap(), poster_bytes);
     // The agent comes back: a request made meanwhile waits for it.
     home.agent = Agent::start(&home.agent_config);
     let waiting = client.get(home.url("/System/Info/Public")).send();

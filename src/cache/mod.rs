@@ -396,5 +396,6 @@ fn unreachable(error: &ProxyError) -> bool {
         ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTunnel { .. }
     )
 }

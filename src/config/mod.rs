@@ -19,8 +19,8 @@ pub use diag::Diagnostic;
 pub use host::{normalise as normalise_host, HostPattern};
 pub use site::{
     AccessList, Acme, Cache, Challenge, Guard, PathRule, Rate, Refuse, SiteConfig, TlsSource,
-    UpstreamAddr, UpstreamTarget, JELLYFIN_AUTH_PATHS, JELLYFIN_CACHE_PATHS, LETS_ENCRYPT,
-    LETS_ENCRYPT_STAGING, PRIVATE_NETWORKS,
+    UpstreamAddr, UpstreamTarget, UpstreamTls, JELLYFIN_AUTH_PATHS, JELLYFIN_CACHE_PATHS,
+    LETS_ENCRYPT, LETS_ENCRYPT_STAGING, PRIVATE_NETWORKS,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -100,6 +100,40 @@ pub enum UpstreamTarget {
 }
 
 impl UpstreamTarget {
+    /// Plain HTTP to an address that is not on this machine or the home
+    /// network: what the upstream is sent crosses the internet readable.
+    pub fn plain_to_public(&self) -> bool {
+        let UpstreamTarget::Http(addr) = self else {
+            return false;
+        };
+        if addr.tls.is_some() {
+            return false;
+        }
+        match addr.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !PRIVATE_NETWORKS
+                .iter()
+                // Carrier-grade NAT (Tailscale, WireGuard overlays), link-local.
+                .chain(&["100.64.0.0/10", "169.254.0.0/16", "fe80::/10"])
+                .filter_map(|net| net.parse::<ipnet::IpNet>().ok())
+                .any(|net| net.contains(&ip)),
+            Err(_) => {
+                let host = addr.host.to_ascii_lowercase();
+                let local = !host.contains('.')
+                    || [
+                        ".lan",
+                        ".local",
+                        ".home.arpa",
+                        ".internal",
+                        ".localhost",
+                        ".home",
+                    ]
+                    .iter()
+                    .any(|suffix| host.ends_with(suffix));
+                !local
+            }
+        }
+    }
+
     /// Whether the target is a host name to resolve.
     pub fn needs_dns(&self) -> bool {
         matches!(self, UpstreamTarget::Http(addr) if addr.host.parse::<std::net::IpAddr>().is_err())
@@ -109,10 +143,14 @@ impl UpstreamTarget {
 impl std::fmt::Display for UpstreamTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            UpstreamTarget::Http(addr) if addr.host.contains(':') => {
-                write!(f, "http://[{}]:{}", addr.host, addr.port)
+            UpstreamTarget::Http(addr) => {
+                let scheme = if addr.tls.is_some() { "https" } else { "http" };
+                if addr.host.contains(':') {
+                    write!(f, "{scheme}://[{}]:{}", addr.host, addr.port)
+                } else {
+                    write!(f, "{scheme}://{}:{}", addr.host, addr.port)
+                }
             }
-            UpstreamTarget::Http(addr) => write!(f, "http://{}:{}", addr.host, addr.port),
             UpstreamTarget::Tunnel { agent, service } => write!(f, "tunnel:{agent}/{service}"),
         }
     }
@@ -125,6 +163,21 @@ pub struct UpstreamAddr {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// TLS to the upstream (`https://`), and how its certificate is checked.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How an `https://` upstream's certificate is checked. Never skipped: a
+/// certificate that does not verify is a 502, not plain text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Against the system's roots, for the upstream's host name.
+    SystemRoots,
+    /// By the pin of its key alone (`upstream_pin`, for Jellyfin's own
+    /// self-signed certificate).
+    Pin(String),
+    /// Against a CA certificate file (`upstream_ca`), for the host name.
+    CaFile(PathBuf),
 }
 
 /// `[guard]`: bans after failed logins, and connection limits.

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::Upstream;
 
@@ -16,7 +18,28 @@ use super::Upstream;
 /// packets costs a quarter second, not the whole `connect_timeout`.
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
+/// A connection to the upstream: plain, or TLS for an `https://` one.
+pub(super) type UpstreamIo = Either<TcpStream, TlsStream<TcpStream>>;
+
 impl Upstream {
+    /// A connection to the upstream, with TLS when it is `https://`, all
+    /// within `connect_timeout`.
+    pub(super) async fn dial_io(&self) -> io::Result<UpstreamIo> {
+        let stream = self.dial().await?;
+        match &self.tls {
+            None => Ok(Either::Left(stream)),
+            Some(tls) => tokio::time::timeout(self.connect_timeout, tls.connect(stream))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    ))
+                })
+                .map(Either::Right),
+        }
+    }
+
     /// Connects to the upstream's current addresses, within `connect_timeout`.
     /// With several (a name with A and AAAA records), the next address is
     /// tried as soon as one refuses or after `ATTEMPT_DELAY` without an

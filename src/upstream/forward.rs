@@ -101,7 +101,7 @@ impl Upstream {
             return Ok((response, hold));
         }
         let stream = self
-            .dial()
+            .dial_io()
             .await
             .map_err(|source| ProxyError::UpstreamConnect {
                 addr: addr.clone(),

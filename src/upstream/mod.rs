@@ -10,6 +10,7 @@ mod dial;
 mod forward;
 mod limit;
 mod pool;
+mod tls;
 mod tunnel;
 
 use std::fmt;
@@ -53,6 +54,8 @@ pub struct Upstream {
     name: Option<String>,
     authority: String,
     port: u16,
+    /// Set for an `https://` upstream.
+    tls: Option<tls::UpstreamTlsConfig>,
     /// Set when the site's upstream is an agent's service.
     tunnel: Option<Tunnel>,
     connect_timeout: Duration,
@@ -109,6 +112,13 @@ impl Upstream {
             name,
             authority,
             port,
+            tls: match &site.upstream {
+                UpstreamTarget::Http(addr) => addr
+                    .tls
+                    .as_ref()
+                    .map(|how| tls::UpstreamTlsConfig::new(&addr.host, how)),
+                UpstreamTarget::Tunnel { .. } => None,
+            },
             tunnel,
             connect_timeout: site.connect_timeout,
             response_timeout: site.response_timeout,
@@ -291,7 +301,7 @@ impl Upstream {
     /// A new keep-alive connection in `permit`'s place; its connection task
     /// runs on its own until the upstream or drawbridge closes it.
     async fn connect(&self, permit: ConnPermit) -> Result<Conn, Failure> {
-        let stream = self.dial().await.map_err(Failure::Connect)?;
+        let stream = self.dial_io().await.map_err(Failure::Connect)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(Failure::Exchange)?;

@@ -10,7 +10,7 @@ use super::Validator;
 use crate::config::raw::{RawPath, RawSite, RawTls};
 use crate::config::{
     AccessList, Acme, Challenge, HostPattern, PathRule, Preset, Rate, Refuse, SiteConfig,
-    TlsSource, UpstreamAddr, UpstreamTarget,
+    TlsSource, UpstreamAddr, UpstreamTarget, UpstreamTls,
 };
 
 /// Connections to one upstream at once: a household's streams, WebSockets
@@ -116,7 +116,7 @@ impl Validator<'_> {
             }
         }
         let upstream = match raw.upstream {
-            Some(upstream) => self.upstream(&upstream),
+            Some(upstream) => self.upstream(&upstream, raw.upstream_pin, raw.upstream_ca),
             None => {
                 self.report.at(
                     span,
@@ -296,7 +296,12 @@ impl Validator<'_> {
         })
     }
 
-    fn upstream(&mut self, raw: &Spanned<String>) -> Option<UpstreamTarget> {
+    fn upstream(
+        &mut self,
+        raw: &Spanned<String>,
+        pin: Option<Spanned<String>>,
+        ca: Option<Spanned<String>>,
+    ) -> Option<UpstreamTarget> {
         let text = raw.get_ref();
         let fail = |v: &mut Self, why: &str| {
             v.report.at(
@@ -323,13 +328,47 @@ impl Validator<'_> {
         let Ok(uri) = text.parse::<http::Uri>() else {
             return fail(self, "is not a URL");
         };
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return fail(self, "uses https, which is not supported for upstreams yet")
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return fail(self, "must start with http://, https:// or tunnel:"),
+        };
+        let tls = match (https, pin, ca) {
+            (_, Some(pin), Some(_)) => {
+                self.report.at(
+                    &pin.span(),
+                    "give `upstream_pin` or `upstream_ca`, not both",
+                );
+                return None;
             }
-            _ => return fail(self, "must start with http://"),
-        }
+            (false, Some(given), None) | (false, None, Some(given)) => {
+                self.report.at(
+                    &given.span(),
+                    "`upstream_pin` and `upstream_ca` are for an https:// upstream",
+                );
+                return None;
+            }
+            (false, None, None) => None,
+            (true, None, None) => Some(UpstreamTls::SystemRoots),
+            (true, Some(pin), None) => {
+                let text = pin.get_ref();
+                let digest = text.strip_prefix("sha256/").map(|b64| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_or(0, |d| d.len())
+                });
+                if digest != Some(32) {
+                    self.report.at(
+                        &pin.span(),
+                        format!("`{text}` is not a key pin; write it like \"sha256/\" and the base64 SHA-256 of the key (curl --pinnedpubkey's form)"),
+                    );
+                    return None;
+                }
+                Some(UpstreamTls::Pin(text.clone()))
+            }
+            (true, None, Some(ca)) => Some(UpstreamTls::CaFile(self.path(ca.get_ref()))),
+        };
         let Some(authority) = uri.authority() else {
             return fail(self, "has no host");
         };
@@ -346,9 +385,16 @@ impl Validator<'_> {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
+        if authority.port_u16().is_none() {
+            return fail(
+                self,
+                "has no port (Jellyfin listens on 8096, or 8920 for https)",
+            );
+        }
         Some(UpstreamTarget::Http(UpstreamAddr {
             host: host.to_string(),
             port: authority.port_u16().unwrap_or(80),
+            tls,
         }))
     }
 
