@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 #[path = "cli/tunnel.rs"]
 mod tunnel;
 
+use tunnel::{AgentAction, TunnelAction};
+
 /// Put a home media server on the internet safely: TLS, HTTP/2, WebSocket,
 /// streaming, security headers and a closed door for unknown names.
 #[derive(Debug, Parser)]
@@ -83,37 +85,6 @@ enum CacheAction {
 }
 
 #[derive(Debug, Subcommand)]
-enum TunnelAction {
-    /// Make a one-time token for an agent called NAME and print the command to run at home.
-    Add {
-        /// The agent's name, as sites name it: upstream = "tunnel:NAME/jellyfin".
-        name: String,
-        /// How agents reach this edge, host:port (default: the first site's name and the HTTPS port).
-        #[arg(long)]
-        edge: Option<String>,
-        /// How long the token may be used.
-        #[arg(long, default_value = "1h")]
-        expires: String,
-    },
-    /// Show the enrolled agents, connected or not.
-    List,
-    /// Revoke every agent called NAME at once (open tunnel connections close).
-    Remove {
-        /// The agent's name.
-        name: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum AgentAction {
-    /// Enroll this machine with the token `drawbridge tunnel add` printed on the edge.
-    Enroll {
-        /// The token.
-        token: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 enum BansAction {
     /// Show the bans in force.
     List,
@@ -145,7 +116,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Tunnel { config, action } => report(tunnel::command(&config, &action)),
+        Command::Tunnel { config, action } => match load_or_report(&config) {
+            Some(config) => report(tunnel::command(&config, &action)),
+            None => ExitCode::FAILURE,
+        },
         Command::Agent { config, action } => report(tunnel::agent(&config, action.as_ref())),
         Command::Run { config } => match run(&config) {
             Ok(()) => ExitCode::SUCCESS,
@@ -167,7 +141,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
+fn load_or_report(path: &Path) -> Option<Config> {
     match Config::load(path) {
         Ok(config) => Some(config),
         Err(LoadError::Invalid(errors)) => {
@@ -342,7 +316,7 @@ fn report_removed(address: &str, removed: bool) {
     }
 }
 
-pub(crate) fn init_logging(config: &Config) -> anyhow::Result<()> {
+fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log.error {

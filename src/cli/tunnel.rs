@@ -13,7 +13,38 @@ use drawbridge::tunnel::register::Register;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::{load_or_report, AgentAction, TunnelAction};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum TunnelAction {
+    /// Make a one-time token for an agent called NAME and print the command to run at home.
+    Add {
+        /// The agent's name, as sites name it: upstream = "tunnel:NAME/jellyfin".
+        name: String,
+        /// How agents reach this edge, host:port (default: the first site's name and the HTTPS port).
+        #[arg(long)]
+        edge: Option<String>,
+        /// How long the token may be used.
+        #[arg(long, default_value = "1h")]
+        expires: String,
+    },
+    /// Show the enrolled agents, connected or not.
+    List,
+    /// Revoke every agent called NAME at once (open tunnel connections close).
+    Remove {
+        /// The agent's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Enroll this machine with the token `drawbridge tunnel add` printed on the edge.
+    Enroll {
+        /// The token.
+        token: String,
+    },
+}
 
 fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
@@ -21,11 +52,8 @@ fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// `drawbridge tunnel …`.
-pub fn command(path: &Path, action: &TunnelAction) -> anyhow::Result<()> {
-    let Some(config) = load_or_report(path) else {
-        anyhow::bail!("the config is not valid");
-    };
+/// `drawbridge tunnel …` on the edge whose config is `config`.
+pub fn command(config: &Config, action: &TunnelAction) -> anyhow::Result<()> {
     let state_dir = &config.server.state_dir;
     let register = Register::new(state_dir);
     let socket = admin::socket_path(state_dir);
@@ -40,7 +68,7 @@ pub fn command(path: &Path, action: &TunnelAction) -> anyhow::Result<()> {
             let identity = Identity::load_or_create(&register.edge_key_path())?;
             let edge = edge
                 .clone()
-                .or_else(|| default_edge(&config))
+                .or_else(|| default_edge(config))
                 .context("no site name to reach this edge by; say how with --edge host:port")?;
             let token = register.add_token(name, &edge, &identity.pin(), ttl)?;
             println!("Run this once at home, next to Jellyfin, within {expires}:\n");

@@ -84,6 +84,14 @@ impl SiteConfig {
     }
 }
 
+/// Whether `name` may name a tunnel agent: 1 to 32 of a-z, 0-9, `-`, `_`.
+pub fn valid_agent_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// Where a site's requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamTarget {

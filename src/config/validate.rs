@@ -84,6 +84,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
 
 mod sections;
 mod site;
+mod upstream;
 
 struct Validator<'a> {
     report: Reporter<'a>,

@@ -18,6 +18,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::write_atomic;
+use crate::config::valid_agent_name as valid_name;
 
 /// The exporter label enrollment proofs are made over.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-drawbridge-enroll";
@@ -131,14 +132,6 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Whether `name` may name an agent.
-pub fn valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl Register {

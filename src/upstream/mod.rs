@@ -6,6 +6,7 @@
 //! of a body-less idempotent request whose pooled connection turned out dead,
 //! and turning failures into `ProxyError`s that name the upstream only in logs.
 
+mod background;
 mod dial;
 mod forward;
 mod limit;
@@ -19,8 +20,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use http::uri::{self, PathAndQuery};
 use http::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
@@ -28,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::Body;
 use crate::body::BodyError;
 use crate::config::{SiteConfig, UpstreamTarget};
-use crate::dns::{self, Addresses, Lookup, TtlBounds};
+use crate::dns::Addresses;
 use crate::error::ProxyError;
 use crate::tunnel::hub::Hub;
 
@@ -311,55 +310,6 @@ impl Upstream {
             }
         });
         Ok(Conn { sender, permit })
-    }
-
-    /// Starts re-resolving the upstream's name (nothing for an IP address).
-    pub fn start_dns(
-        &self,
-        lookup: Arc<dyn Lookup>,
-        bounds: TtlBounds,
-        shutdown: CancellationToken,
-    ) {
-        if let Some(name) = &self.name {
-            tokio::spawn(dns::refresh(
-                name.clone(),
-                Arc::downgrade(&self.addresses),
-                lookup,
-                bounds,
-                shutdown,
-            ));
-        }
-    }
-
-    /// Starts closing idle pooled connections on time (see `pool::sweep`).
-    pub fn start_pool_sweep(&self, shutdown: CancellationToken) {
-        tokio::spawn(pool::sweep(Arc::downgrade(&self.pool), shutdown));
-    }
-
-    /// Logs, once, the address drawbridge reaches the upstream from: Jellyfin
-    /// ignores X-Forwarded-For unless that address is one of its Known proxies.
-    pub async fn announce_known_proxy(&self, site: &str) {
-        for attempt in 0..10u32 {
-            match self.dial().await {
-                Ok(stream) => {
-                    if let Ok(local) = stream.local_addr() {
-                        tracing::info!(
-                            site,
-                            "drawbridge reaches the upstream from {ip}: add {ip} to Jellyfin's Known proxies \
-                             (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every visitor as {ip}",
-                            ip = local.ip()
-                        );
-                    }
-                    return;
-                }
-                Err(error) => {
-                    if attempt == 0 {
-                        tracing::warn!(site, %error, "upstream not reachable yet; will say which address to add to Jellyfin's Known proxies once it is");
-                    }
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                }
-            }
-        }
     }
 
     fn classify(&self, failure: Failure) -> ProxyError {

@@ -1,0 +1,62 @@
+//! What a site's upstream runs in the background: re-resolving its name,
+//! closing idle pooled connections on time, and saying once which address
+//! Jellyfin's Known proxies must list.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{pool, Upstream};
+use crate::dns::{self, Lookup, TtlBounds};
+
+impl Upstream {
+    /// Starts re-resolving the upstream's name (nothing for an IP address).
+    pub fn start_dns(
+        &self,
+        lookup: Arc<dyn Lookup>,
+        bounds: TtlBounds,
+        shutdown: CancellationToken,
+    ) {
+        if let Some(name) = &self.name {
+            tokio::spawn(dns::refresh(
+                name.clone(),
+                Arc::downgrade(&self.addresses),
+                lookup,
+                bounds,
+                shutdown,
+            ));
+        }
+    }
+
+    /// Starts closing idle pooled connections on time (see `pool::sweep`).
+    pub fn start_pool_sweep(&self, shutdown: CancellationToken) {
+        tokio::spawn(pool::sweep(Arc::downgrade(&self.pool), shutdown));
+    }
+
+    /// Logs, once, the address drawbridge reaches the upstream from: Jellyfin
+    /// ignores X-Forwarded-For unless that address is one of its Known proxies.
+    pub async fn announce_known_proxy(&self, site: &str) {
+        for attempt in 0..10u32 {
+            match self.dial().await {
+                Ok(stream) => {
+                    if let Ok(local) = stream.local_addr() {
+                        tracing::info!(
+                            site,
+                            "drawbridge reaches the upstream from {ip}: add {ip} to Jellyfin's Known proxies \
+                             (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every visitor as {ip}",
+                            ip = local.ip()
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    if attempt == 0 {
+                        tracing::warn!(site, %error, "upstream not reachable yet; will say which address to add to Jellyfin's Known proxies once it is");
+                    }
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            }
+        }
+    }
+}
