@@ -173,7 +173,7 @@ UsePAM no
     wait_port(SSH_FORWARD, "ssh -R")
     conf = bench.nginx_conf("ssh-nginx", f"""
   upstream home {{ server 127.0.0.1:{SSH_FORWARD}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{SSH_NGINX} ssl; http2 on; server_name localhost;
+  server {{ listen 127.0.0.1:{SSH_NGINX} ssl; server_name localhost;
     ssl_certificate {w}/cert.pem; ssl_certificate_key {w}/key.pem;
     location / {{ proxy_pass http://home; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }} }}""")
     bench.spawn("ssh-nginx", f"nginx -c {conf}")
@@ -242,7 +242,7 @@ def main(quick):
         far.write_text(far_text)
         edge_text = (bench.work / "tunnel.toml").read_text().replace("tunnel:home/origin", "tunnel:far/origin")
         (bench.work / "tunnel.toml").write_text(edge_text)
-        os.kill(bench.procs["edge"].pid, 1)  # SIGHUP: the site now goes to `far`
+        os.killpg(bench.procs["edge"].pid, 1)  # SIGHUP: the site now goes to `far`
         wait_log(bench, "edge", "config reloaded")
         bench.spawn("far", f"{BINARY} agent -c {far}")
         wait_log(bench, "edge", "agent connected", count=3)

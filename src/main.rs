@@ -34,6 +34,9 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = "drawbridge.toml")]
         config: PathBuf,
+        /// Write the process id here once serving (for supervisors other than systemd).
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
     /// Validate a config like `nginx -t`: every error as file:line:col, then a summary.
     Check {
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
             None => ExitCode::FAILURE,
         },
         Command::Agent { config, action } => report(tunnel::agent(&config, action.as_ref())),
-        Command::Run { config } => match run(&config) {
+        Command::Run { config, pid_file } => match run(&config, pid_file.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
@@ -340,20 +343,30 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(path: &Path) -> anyhow::Result<()> {
+fn run(path: &Path, pid_file: Option<&Path>) -> anyhow::Result<()> {
     let Some(config) = load_or_report(path) else {
         anyhow::bail!("not starting: fix the config first");
     };
     init_logging(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(path.to_path_buf(), config))
+    runtime.block_on(serve(path.to_path_buf(), config, pid_file))
 }
 
-async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, config: Config, pid_file: Option<&Path>) -> anyhow::Result<()> {
     for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
         tracing::warn!(site = site.name(), upstream = %site.upstream, "plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https");
     }
+    let sites: Vec<String> = config.sites.iter().map(describe).collect();
     let server = Server::bind(config).await?;
+    for site in &sites {
+        tracing::info!("site {site}");
+    }
+    if let Some(pid_file) = pid_file {
+        drawbridge::notify::write_pid_file(pid_file)
+            .with_context(|| format!("cannot write the pid file {}", pid_file.display()))?;
+    }
+    let status = format!("STATUS=serving {} sites", sites.len());
+    drawbridge::notify::notify(&format!("READY=1\n{status}"));
     if let Some(ca) = server.ca_cert_path() {
         tracing::info!(path = %ca.display(), "local CA certificate: trust it in your browser or OS to avoid warnings");
     }
@@ -370,6 +383,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = hangup.recv() => {
                         tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+                        drawbridge::notify::notify("RELOADING=1");
                         match Config::load(&path) {
                             Ok(config) => match reloader.reload(config).await {
                                 Ok(()) => tracing::info!("config reloaded"),
@@ -377,6 +391,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
                             },
                             Err(error) => tracing::error!("reload failed; the running config is kept:\n{error}"),
                         }
+                        drawbridge::notify::notify(&format!("READY=1\n{status}"));
                     }
                     _ = user1.recv() => match reloader.reopen_logs() {
                         Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
@@ -386,11 +401,15 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
                     _ = interrupt.recv() => break,
                 }
             }
+            drawbridge::notify::notify("STOPPING=1");
             shutdown.cancel();
         }
     };
     tokio::spawn(signals);
     server.run(shutdown).await;
+    if let Some(pid_file) = pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -29,7 +29,7 @@ use crate::tunnel::hub::Hub;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(*addr, source))]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -340,6 +340,20 @@ impl Reloader {
     /// Reopens the access log file (SIGUSR1, after logrotate).
     pub fn reopen_logs(&self) -> std::io::Result<()> {
         self.gateway.access_log().reopen()
+    }
+}
+
+/// What to do when a port below 1024 is refused for lack of privilege.
+fn bind_hint(addr: SocketAddr, error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        " — ports below 1024 need the CAP_NET_BIND_SERVICE capability: run drawbridge from its \
+         systemd unit (AmbientCapabilities=CAP_NET_BIND_SERVICE), or give the binary the \
+         capability (setcap cap_net_bind_service=+ep /usr/bin/drawbridge), or listen on ports \
+         above 1024 in [server]"
+    } else if error.kind() == std::io::ErrorKind::AddrInUse {
+        " — another program (or another drawbridge) already listens there"
+    } else {
+        ""
     }
 }
 

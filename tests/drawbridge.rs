@@ -22,6 +22,7 @@ mod protocol;
 mod proxy;
 mod reload;
 mod request_limits;
+mod service;
 mod shutdown;
 mod slow_clients;
 mod smuggling;

@@ -32,6 +32,12 @@ use crate::body::Body;
 /// How long a request waits for an agent connection when none is up.
 pub const AGENT_WAIT: Duration = Duration::from_secs(5);
 
+/// Flow-control credit the edge gives each stream and each tunnel
+/// connection (hyper's adaptive window starts at 64 KiB and grows too slowly
+/// over a long path: docs/performance.md, "The home leg").
+const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// How often the edge PINGs each agent connection, and how long an answer
 /// may take before the connection is given up.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -169,9 +175,11 @@ impl Hub {
         };
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            // Flow-control windows grow to the path's bandwidth-delay product,
-            // so one film over a long home uplink is not window-limited.
-            .adaptive_window(true)
+            // Windows sized for a long home uplink: one stream may have
+            // STREAM_WINDOW in flight (4 MiB over 80 ms is 400 Mbit/s), and a
+            // visitor slower than home holds at most that much here.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .keep_alive_interval(PING_EVERY)
             .keep_alive_timeout(PING_TIMEOUT)
             .keep_alive_while_idle(true)

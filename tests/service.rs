@@ -1,0 +1,106 @@
+//! Running under a supervisor: systemd's readiness protocol (READY, RELOADING,
+//! STOPPING, STATUS), a pid file, `run` naming what it serves, and a bind
+//! failure that says what to do.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{binary, config_file, site};
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping_and_the_pid_file_comes_and_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &site("jelly.test", "127.0.0.1:9".parse().unwrap(), ""),
+    );
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let pid_file = dir.path().join("drawbridge.pid");
+    let mut child = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&config)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving 1 sites"),
+        "{ready}"
+    );
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, child.id());
+    let signal = |name: &str| {
+        assert!(Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("HUP");
+    assert_eq!(next(), "RELOADING=1");
+    assert!(next().starts_with("READY=1"));
+    signal("TERM");
+    assert_eq!(next(), "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    assert!(!pid_file.exists(), "the pid file is removed at exit");
+}
+
+#[test]
+fn run_names_each_site_and_a_taken_port_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &site("jelly.test", "127.0.0.1:9".parse().unwrap(), ""),
+    );
+    let process = crate::support::Process::start(&config);
+    assert!(process.wait_for_log(
+        "site jelly.test -> http://127.0.0.1:9",
+        Duration::from_secs(5)
+    ));
+    // The same address again: refused, with the reason in plain words.
+    let taken = process.https;
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "https = [\"127.0.0.1:0\"]",
+        &format!("https = [\"{taken}\"]"),
+    );
+    let other = tempfile::tempdir().unwrap();
+    let second = other.path().join("drawbridge.toml");
+    std::fs::write(
+        &second,
+        text.replace(
+            &dir.path().display().to_string(),
+            &other.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken}"))
+            && stderr.contains("already listens there"),
+        "{stderr}"
+    );
+}
