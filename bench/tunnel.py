@@ -129,8 +129,10 @@ class Relay(threading.Thread):
                 now = time.monotonic()
                 if due > now:
                     await asyncio.sleep(due - now)
-                # Paced: the line carries RATE bytes a second, no more.
-                sent_until = max(sent_until, time.monotonic()) + len(data) / RATE
+                # Paced: the line carries RATE bytes a second, no more. Credit
+                # lost to a late timer is kept for 20 ms, so the relay's own
+                # sleeps do not lower the rate below the cap.
+                sent_until = max(sent_until, time.monotonic() - 0.02) + len(data) / RATE
                 writer.write(data)
                 await writer.drain()
                 wait = sent_until - time.monotonic()

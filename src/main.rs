@@ -7,14 +7,17 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use drawbridge::admin::{self, Reply};
 use drawbridge::config::{Config, LoadError, LogTarget, SiteConfig, TlsSource};
 use drawbridge::server::Server;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+#[path = "cli/admin.rs"]
+mod admin_cli;
 #[path = "cli/tunnel.rs"]
 mod tunnel;
+
+use admin_cli::{bans, purge, BansAction, CacheAction};
 
 use tunnel::{AgentAction, TunnelAction};
 
@@ -78,26 +81,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum CacheAction {
-    /// Forget cached responses whose key (host and path) starts with PREFIX; all without one.
-    Purge {
-        /// For example `jelly.example.com/Items/`.
-        prefix: Option<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BansAction {
-    /// Show the bans in force.
-    List,
-    /// Lift the ban on an address (or IPv6 /64).
-    Remove {
-        /// The banned address, as `bans list` shows it.
-        address: String,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -105,32 +88,21 @@ fn main() -> ExitCode {
         Command::Cache {
             config,
             action: CacheAction::Purge { prefix },
-        } => match purge(&config, prefix.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
-                ExitCode::FAILURE
-            }
-        },
-        Command::Bans { config, action } => match bans(&config, &action) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
-                ExitCode::FAILURE
-            }
-        },
-        Command::Tunnel { config, action } => match load_or_report(&config) {
-            Some(config) => report(tunnel::command(&config, &action)),
-            None => ExitCode::FAILURE,
-        },
+        } => with_config(&config, |config| purge(config, prefix.as_deref())),
+        Command::Bans { config, action } => with_config(&config, |config| bans(config, &action)),
+        Command::Tunnel { config, action } => {
+            with_config(&config, |config| tunnel::command(config, &action))
+        }
         Command::Agent { config, action } => report(tunnel::agent(&config, action.as_ref())),
-        Command::Run { config, pid_file } => match run(&config, pid_file.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("drawbridge: {}", drawbridge::error::causes(error.as_ref()));
-                ExitCode::FAILURE
-            }
-        },
+        Command::Run { config, pid_file } => report(run(&config, pid_file.as_deref())),
+    }
+}
+
+/// Runs `command` on the config at `path`, once it is valid.
+fn with_config(path: &Path, command: impl FnOnce(&Config) -> anyhow::Result<()>) -> ExitCode {
+    match load_or_report(path) {
+        Some(config) => report(command(&config)),
+        None => report(Err(anyhow::anyhow!("the config is not valid"))),
     }
 }
 
@@ -220,103 +192,6 @@ fn describe(site: &SiteConfig) -> String {
         hosts.join(", "),
         site.upstream
     )
-}
-
-fn bans(path: &Path, action: &BansAction) -> anyhow::Result<()> {
-    let Some(config) = load_or_report(path) else {
-        anyhow::bail!("the config is not valid");
-    };
-    let state_dir = &config.server.state_dir;
-    let socket = drawbridge::admin::socket_path(state_dir);
-    let stored = state_dir.join("bans.json");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let command = match action {
-        BansAction::List => admin::Command::BansList,
-        BansAction::Remove { address } => admin::Command::BansRemove {
-            address: address.clone(),
-        },
-    };
-    match runtime.block_on(drawbridge::admin::request(&socket, &command)) {
-        Ok(Reply::Bans(bans)) => print_bans(&bans),
-        Ok(Reply::Removed(removed)) => {
-            if let BansAction::Remove { address } = action {
-                report_removed(address, removed);
-            }
-        }
-        Ok(Reply::Error(error)) => anyhow::bail!("{error}"),
-        Ok(other) => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
-        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => return Err(error.into()),
-        Err(_) => {
-            eprintln!(
-                "(drawbridge is not running; using the stored list {})",
-                stored.display()
-            );
-            match action {
-                BansAction::List => {
-                    print_bans(&drawbridge::guard::ban::read(&stored).map_err(anyhow::Error::msg)?)
-                }
-                BansAction::Remove { address } => {
-                    let removed = drawbridge::guard::ban::remove_stored(&stored, address)
-                        .map_err(anyhow::Error::msg)?;
-                    report_removed(address, removed);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn purge(path: &Path, prefix: Option<&str>) -> anyhow::Result<()> {
-    let Some(config) = load_or_report(path) else {
-        anyhow::bail!("the config is not valid");
-    };
-    let socket = drawbridge::admin::socket_path(&config.server.state_dir);
-    let command = admin::Command::CachePurge {
-        prefix: prefix.unwrap_or_default().to_string(),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let reply = runtime
-        .block_on(drawbridge::admin::request(&socket, &command))
-        .with_context(|| {
-            format!(
-                "drawbridge is not running (no admin socket at {})",
-                socket.display()
-            )
-        })?;
-    match reply {
-        Reply::Purged(purged) => println!("{purged} cached responses purged"),
-        Reply::Error(error) => anyhow::bail!("{error}"),
-        other => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
-    }
-    Ok(())
-}
-
-fn print_bans(bans: &[drawbridge::guard::ban::StoredBan]) {
-    if bans.is_empty() {
-        println!("no bans");
-    }
-    for ban in bans {
-        let until = time::OffsetDateTime::from_unix_timestamp(ban.until as i64)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
-        println!("{}\tuntil {until}\toffences {}", ban.address, ban.offences);
-    }
-}
-
-fn report_removed(address: &str, removed: bool) {
-    if removed {
-        println!("ban on {address} lifted");
-    } else {
-        println!("{address} was not banned");
-    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

@@ -8,9 +8,13 @@ use std::path::Path;
 /// Sends `state` (e.g. `READY=1\nSTATUS=serving 2 sites`) to systemd, if it
 /// asked for it; a failure is logged once at debug and otherwise ignored.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        notify_to(&path, state);
+    }
+}
+
+/// Sends `state` to the notify socket at `path`.
+fn notify_to(path: &std::ffi::OsStr, state: &str) {
     let sent = UnixDatagram::unbound().and_then(|socket| {
         let bytes = path.as_encoded_bytes();
         if let Some(name) = bytes.strip_prefix(b"@") {
@@ -39,11 +43,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        // The only test that sets the variable; nothing else in the unit
-        // tests notifies.
-        std::env::set_var("NOTIFY_SOCKET", &path);
-        super::notify("READY=1\nSTATUS=serving");
-        std::env::remove_var("NOTIFY_SOCKET");
+        super::notify_to(path.as_os_str(), "READY=1\nSTATUS=serving");
         let mut buf = [0u8; 64];
         let n = socket.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=serving");

@@ -25,6 +25,7 @@ pub use config::AgentConfig;
 use serve::Services;
 pub use serve::REFUSED;
 
+use crate::socket::coalesce::Coalesce;
 use crate::tunnel::edge::{EnrollReply, EnrollRequest};
 use crate::tunnel::identity::{Identity, IdentityError};
 use crate::tunnel::register::{Token, EXPORTER_LABEL};
@@ -220,7 +221,9 @@ async fn keep_up(
                     .max_concurrent_streams(512)
                     .initial_stream_window_size(2 * 1024 * 1024)
                     .initial_connection_window_size(8 * 1024 * 1024)
-                    .serve_connection(TokioIo::new(stream), service);
+                    // Answers leave in shared TLS records, as the edge's own
+                    // HTTP/2 server's do (socket/coalesce.rs).
+                    .serve_connection(TokioIo::new(Coalesce::new(stream, true)), service);
                 tokio::pin!(connection);
                 tokio::select! {
                     result = &mut connection => match result {

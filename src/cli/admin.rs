@@ -1,0 +1,119 @@
+//! `drawbridge bans` and `drawbridge cache`: the running process through its
+//! admin socket, or the stored bans when it is not running.
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use drawbridge::admin::{self, Reply};
+
+use drawbridge::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Forget cached responses whose key (host and path) starts with PREFIX; all without one.
+    Purge {
+        /// For example `jelly.example.com/Items/`.
+        prefix: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BansAction {
+    /// Show the bans in force.
+    List,
+    /// Lift the ban on an address (or IPv6 /64).
+    Remove {
+        /// The banned address, as `bans list` shows it.
+        address: String,
+    },
+}
+
+pub fn bans(config: &Config, action: &BansAction) -> anyhow::Result<()> {
+    let state_dir = &config.server.state_dir;
+    let socket = drawbridge::admin::socket_path(state_dir);
+    let stored = state_dir.join("bans.json");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let command = match action {
+        BansAction::List => admin::Command::BansList,
+        BansAction::Remove { address } => admin::Command::BansRemove {
+            address: address.clone(),
+        },
+    };
+    match runtime.block_on(drawbridge::admin::request(&socket, &command)) {
+        Ok(Reply::Bans(bans)) => print_bans(&bans),
+        Ok(Reply::Removed(removed)) => {
+            if let BansAction::Remove { address } = action {
+                report_removed(address, removed);
+            }
+        }
+        Ok(Reply::Error(error)) => anyhow::bail!("{error}"),
+        Ok(other) => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => return Err(error.into()),
+        Err(_) => {
+            eprintln!(
+                "(drawbridge is not running; using the stored list {})",
+                stored.display()
+            );
+            match action {
+                BansAction::List => {
+                    print_bans(&drawbridge::guard::ban::read(&stored).map_err(anyhow::Error::msg)?)
+                }
+                BansAction::Remove { address } => {
+                    let removed = drawbridge::guard::ban::remove_stored(&stored, address)
+                        .map_err(anyhow::Error::msg)?;
+                    report_removed(address, removed);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn purge(config: &Config, prefix: Option<&str>) -> anyhow::Result<()> {
+    let socket = drawbridge::admin::socket_path(&config.server.state_dir);
+    let command = admin::Command::CachePurge {
+        prefix: prefix.unwrap_or_default().to_string(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = runtime
+        .block_on(drawbridge::admin::request(&socket, &command))
+        .with_context(|| {
+            format!(
+                "drawbridge is not running (no admin socket at {})",
+                socket.display()
+            )
+        })?;
+    match reply {
+        Reply::Purged(purged) => println!("{purged} cached responses purged"),
+        Reply::Error(error) => anyhow::bail!("{error}"),
+        other => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
+    }
+    Ok(())
+}
+
+fn print_bans(bans: &[drawbridge::guard::ban::StoredBan]) {
+    if bans.is_empty() {
+        println!("no bans");
+    }
+    for ban in bans {
+        let until = time::OffsetDateTime::from_unix_timestamp(ban.until as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        println!("{}\tuntil {until}\toffences {}", ban.address, ban.offences);
+    }
+}
+
+fn report_removed(address: &str, removed: bool) {
+    if removed {
+        println!("ban on {address} lifted");
+    } else {
+        println!("{address} was not banned");
+    }
+}
