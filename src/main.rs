@@ -149,6 +149,19 @@ fn check(path: &Path) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let refusals = would_refuse(&config);
+    for refusal in &refusals {
+        eprintln!("{}: {refusal}", path.display());
+    }
+    if !refusals.is_empty() {
+        eprintln!(
+            "{}: valid, but `run` would refuse to start ({} problem{})",
+            path.display(),
+            refusals.len(),
+            if refusals.len() == 1 { "" } else { "s" }
+        );
+        return ExitCode::FAILURE;
+    }
     println!("{}: the config is valid", path.display());
     println!("  http listeners:  {}", list(&config.server.http));
     println!("  https listeners: {}", list(&config.server.https));
@@ -173,6 +186,74 @@ fn check(path: &Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// What `run` would stop at, short of binding: log files that cannot be
+/// opened for appending, a `state_dir` that cannot be made or written, ports
+/// below 1024 without the capability to bind them.
+fn would_refuse(config: &Config) -> Vec<String> {
+    let mut refusals = Vec::new();
+    let logs = [
+        ("error log", Some(&config.log.error)),
+        ("access log", config.log.access.as_ref()),
+    ];
+    for (what, target) in logs {
+        if let Some(LogTarget::File(file)) = target {
+            let opened = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file);
+            if let Err(error) = opened {
+                refusals.push(format!(
+                    "cannot open the {what} {} for appending: {error}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    let state = &config.server.state_dir;
+    let probe = state.join(format!(".check-{}", std::process::id()));
+    let writable = std::fs::create_dir_all(state).and_then(|()| std::fs::write(&probe, b""));
+    let _ = std::fs::remove_file(&probe);
+    if let Err(error) = writable {
+        refusals.push(format!(
+            "state_dir {} cannot be made or written: {error}",
+            state.display()
+        ));
+    }
+    let low: Vec<&std::net::SocketAddr> = config
+        .server
+        .http
+        .iter()
+        .chain(&config.server.https)
+        .filter(|addr| addr.port() != 0 && addr.port() < 1024)
+        .collect();
+    let lowest = low.iter().map(|addr| addr.port()).min();
+    if lowest.is_some_and(|port| !may_bind(port)) {
+        let low: Vec<String> = low.iter().map(ToString::to_string).collect();
+        refusals.push(format!(
+            "{} need the CAP_NET_BIND_SERVICE capability, which this process does not have: run drawbridge from its systemd unit, give the binary the capability (setcap cap_net_bind_service=+ep), or listen on ports above 1024",
+            low.join(", ")
+        ));
+    }
+    refusals
+}
+
+/// Whether this process may bind `port`: CAP_NET_BIND_SERVICE (bit 10) in
+/// its effective capabilities, or the kernel lets every user bind it.
+fn may_bind(port: u16) -> bool {
+    let unprivileged = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .is_some_and(|start| start <= port);
+    let capable = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 10) != 0);
+    unprivileged || capable
 }
 
 fn describe(site: &SiteConfig) -> String {

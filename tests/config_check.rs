@@ -193,3 +193,56 @@ fn a_damaged_local_ca_key_is_named_once() {
     unique.dedup();
     assert_eq!(causes, unique, "a cause said twice: {line}");
 }
+
+#[test]
+fn what_run_would_refuse_check_refuses_first() {
+    let (ok, _, stderr) = check(
+        "[server]\nhttp = [\"0.0.0.0:8080\"]\nhttps = [\"127.0.0.1:8080\"]\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(":3:10:") && stderr.contains("cannot be listened on beside `0.0.0.0:8080`"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = check("[log]\nlevel = \"verbose\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains(":2:9:") && stderr.contains("`verbose` is not a log level"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr:?}");
+    let (ok, _, stderr) = check("[log]\nlevel = \"drawbridge=debug,info\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n");
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) =
+        check("[[site]]\nhost = \"a.example.com\"\nupstream = \"http://jellyfin\"\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("has no port") && stderr.contains("8096"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_tries_the_log_files_and_the_state_folder_as_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    let text = format!(
+        "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nstate_dir = \"{0}/a-file/state\"\n\n[log]\nerror = \"{0}/missing/dir/error.log\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n",
+        dir.path().display()
+    );
+    let (ok, stdout, stderr) = check(&text);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("cannot open the error log") && stderr.contains("missing/dir/error.log"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("state_dir") && stderr.contains("cannot be made or written"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`run` would refuse to start (2 problems)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("the config is valid"));
+}

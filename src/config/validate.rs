@@ -211,9 +211,43 @@ impl Validator<'_> {
             .collect()
     }
 
+    /// Two listen addresses that cannot both be bound: the same address, or
+    /// one port of one family on a wildcard and on a specific address.
+    fn listeners_apart(&mut self, listed: &[Spanned<String>]) {
+        let parsed: Vec<(SocketAddr, &Spanned<String>)> = listed
+            .iter()
+            .filter_map(|raw| Some((raw.get_ref().parse().ok()?, raw)))
+            .collect();
+        for (at, (addr, raw)) in parsed.iter().enumerate() {
+            let clash = parsed[..at].iter().find(|(earlier, _)| {
+                // Port 0 is a fresh port each time.
+                earlier.port() == addr.port()
+                    && addr.port() != 0
+                    && earlier.is_ipv6() == addr.is_ipv6()
+                    && (earlier.ip() == addr.ip()
+                        || earlier.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+            if let Some((earlier, _)) = clash {
+                self.report.at(
+                    &raw.span(),
+                    format!("`{addr}` cannot be listened on beside `{earlier}` (the same port, and one of them is every address); list each address once"),
+                );
+            }
+        }
+    }
+
     fn server(&mut self, raw: RawServer) -> Server {
+        let spans: Vec<Spanned<String>> = raw
+            .http
+            .iter()
+            .chain(raw.https.iter())
+            .flatten()
+            .cloned()
+            .collect();
         let http = self.listeners(raw.http, &["0.0.0.0:80", "[::]:80"]);
         let https = self.listeners(raw.https, &["0.0.0.0:443", "[::]:443"]);
+        self.listeners_apart(&spans);
         if http.is_empty() && https.is_empty() {
             self.report.at(
                 &(0..0),

@@ -45,11 +45,22 @@ impl Validator<'_> {
     pub(super) fn log(&mut self, raw: RawLog) -> Log {
         let mut log = Log::default();
         if let Some(level) = raw.level {
+            // Each directive is a level word, or `module=word` (the words
+            // the docs name; the logging library would take others with a
+            // warning of its own, printed in colour even into a file).
+            let words = ["off", "error", "warn", "info", "debug", "trace"];
+            let known = level.get_ref().split(',').all(|directive| {
+                let word = directive.rsplit_once('=').map_or(directive, |(_, w)| w);
+                words.contains(&word.trim().to_ascii_lowercase().as_str())
+            });
             match tracing_subscriber::EnvFilter::try_new(level.get_ref()) {
-                Ok(_) => log.level = level.into_inner(),
-                Err(e) => self.report.at(
+                Ok(_) if known => log.level = level.into_inner(),
+                _ => self.report.at(
                     &level.span(),
-                    format!("invalid log level ({e}); use error, warn, info, debug or trace"),
+                    format!(
+                        "`{}` is not a log level; use error, warn, info, debug or trace (or per module, like \"drawbridge=debug,info\")",
+                        level.get_ref()
+                    ),
                 ),
             }
         }
