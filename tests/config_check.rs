@@ -246,3 +246,33 @@ fn check_tries_the_log_files_and_the_state_folder_as_run_would() {
     );
     assert!(!stdout.contains("the config is valid"));
 }
+
+#[test]
+fn messages_use_a_users_words_in_file_order() {
+    let (ok, _, stderr) = check("[guard]\nwindow = 12\n\n[limits]\nmax_headers = \"3\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\nmax_body_size = \"20MiB\"\n");
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].contains(":2:10: expected text in quotes, found the number 12"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains(":5:15: expected a whole number, found the text \"3\""),
+        "{stderr}"
+    );
+    assert!(
+        lines[2]
+            .contains(":10:1: unknown key `max_body_size` in [[site]]; did you mean `max_body`?"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = check("[[site]]\nhost = \"https://jellyfin.example.com\"\nupstream = \"http://10.0.0.2:8096\"\nconnect_timeout = \"1.5m\"\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("is a URL; a host is the name alone: write \"jellyfin.example.com\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("whole numbers only") && stderr.contains("\"90s\""),
+        "{stderr}"
+    );
+}

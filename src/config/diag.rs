@@ -74,7 +74,7 @@ impl<'a> Reporter<'a> {
     pub fn toml_error(&mut self, error: &toml::de::Error, fallback: &Range<usize>) {
         let span = error.span().unwrap_or_else(|| fallback.clone());
         let message = error.message().trim().replace('\n', " ");
-        self.at(&span, message);
+        self.at(&span, plain(&message));
     }
 
     /// Reports every key of the document that no table knows, with the nearest
@@ -156,14 +156,58 @@ impl<'a> Reporter<'a> {
     }
 }
 
-/// The known key closest to `name`, if it is close enough to be a likely typo.
+/// The known key closest to `name`, if it is close enough to be a likely
+/// typo, or a known key that `name` begins with or that begins with `name`
+/// (`max_body_size` → `max_body`).
 pub fn nearest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
+    let typo = known
         .iter()
         .map(|k| (strsim::damerau_levenshtein(name, k), *k))
         .filter(|(distance, k)| *distance <= 2.max(k.len() / 3))
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, k)| k)
+        .map(|(_, k)| k);
+    typo.or_else(|| {
+        known
+            .iter()
+            .filter(|k| k.len() >= 4 && (name.starts_with(**k) || k.starts_with(name)))
+            .max_by_key(|k| k.len())
+            .copied()
+    })
+}
+
+/// The TOML library's type errors in a user's words: "expected a whole
+/// number, found the text \"3\"" instead of "invalid type: string \"3\",
+/// expected u32".
+pub fn plain(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_string();
+    };
+    let Some((found, expected)) = rest.split_once(", expected ") else {
+        return message.to_string();
+    };
+    let expected = match expected.trim() {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number",
+        "a string" | "a borrowed string" => "text in quotes",
+        "a sequence" => "a list, like [\"…\"]",
+        "a boolean" => "true or false",
+        "a map" | "struct" => "a table",
+        other if other.starts_with("struct ") => "a table",
+        other => other,
+    };
+    let found = if let Some(text) = found.strip_prefix("string ") {
+        format!("the text {text}")
+    } else if let Some(number) = found.strip_prefix("integer ") {
+        format!("the number {}", number.trim_matches('`'))
+    } else if let Some(value) = found.strip_prefix("boolean ") {
+        format!("{}", value.trim_matches('`'))
+    } else if found == "sequence" {
+        "a list".to_string()
+    } else if found == "map" {
+        "a table".to_string()
+    } else {
+        found.to_string()
+    };
+    format!("expected {expected}, found {found}")
 }
 
 /// 1-based line and character column of byte `offset` in `text`.

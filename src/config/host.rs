@@ -23,6 +23,12 @@ impl HostPattern {
                  server name for an address (use `localhost` or a DNS name)"
             ));
         }
+        if let Some((scheme, rest)) = name.split_once("://") {
+            let bare = rest.split(['/', ':']).next().unwrap_or(rest);
+            return Err(format!(
+                "`{text}` is a URL; a host is the name alone: write \"{bare}\" (without {scheme}://)"
+            ));
+        }
         if name.contains(':') {
             return Err(format!(
                 "`{text}` has a port; a host is a name only (ports belong in [server] listeners)"

@@ -22,6 +22,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
+        other if other.starts_with(['.', ',']) => {
+            return Err(format!(
+                "`{text}`: whole numbers only; write a smaller unit instead (\"1536MiB\", not \"1.5GiB\")"
+            ))
+        }
         other => {
             return Err(format!(
                 "unknown size unit `{other}`; valid units are B, KiB, MiB, GiB, KB, MB, GB"
@@ -48,6 +53,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" => {
             return Err(format!(
                 "`{text}` has no unit; write for example \"{number}s\""
+            ))
+        }
+        other if other.starts_with(['.', ',']) => {
+            return Err(format!(
+                "`{text}`: whole numbers only; write a smaller unit instead (\"90s\", not \"1.5m\")"
             ))
         }
         other => {

@@ -66,6 +66,8 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             "no [[site]] is configured; add one with `host` and `upstream`",
         );
     }
+    // In the order a reader meets them in the file.
+    v.report.errors.sort_by_key(|d| (d.line, d.col));
     if v.report.errors.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
