@@ -199,7 +199,7 @@ pub fn plain(message: &str) -> String {
     } else if let Some(number) = found.strip_prefix("integer ") {
         format!("the number {}", number.trim_matches('`'))
     } else if let Some(value) = found.strip_prefix("boolean ") {
-        format!("{}", value.trim_matches('`'))
+        value.trim_matches('`').to_string()
     } else if found == "sequence" {
         "a list".to_string()
     } else if found == "map" {
