@@ -53,6 +53,7 @@ pub mod error;
 pub mod filter;
 pub mod forwarding;
 pub mod guard;
+pub mod log_file;
 pub mod notify;
 pub mod pipeline;
 pub mod routes;

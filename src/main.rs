@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use drawbridge::log_file::LogFile;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -275,7 +277,9 @@ fn describe(site: &SiteConfig) -> String {
     )
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+/// Starts logging as `[log]` says; the error log file, when there is one, to
+/// reopen on SIGUSR1.
+fn init_logging(config: &Config) -> anyhow::Result<Option<Arc<LogFile>>> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log.error {
@@ -283,32 +287,36 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
             use std::io::IsTerminal;
             let ansi = std::io::stderr().is_terminal();
             builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+            Ok(None)
         }
         LogTarget::File(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let file = LogFile::open(path)
                 .with_context(|| format!("cannot open error log {}", path.display()))?;
+            let writer = file.clone();
             builder
                 .with_ansi(false)
-                .with_writer(Mutex::new(file))
+                .with_writer(move || writer.writer())
                 .init();
+            Ok(Some(file))
         }
     }
-    Ok(())
 }
 
 fn run(path: &Path, pid_file: Option<&Path>) -> anyhow::Result<()> {
     let Some(config) = load_or_report(path) else {
         anyhow::bail!("not starting: fix the config first");
     };
-    init_logging(&config)?;
+    let error_log = init_logging(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(path.to_path_buf(), config, pid_file))
+    runtime.block_on(serve(path.to_path_buf(), config, pid_file, error_log))
 }
 
-async fn serve(path: PathBuf, config: Config, pid_file: Option<&Path>) -> anyhow::Result<()> {
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    pid_file: Option<&Path>,
+    error_log: Option<Arc<LogFile>>,
+) -> anyhow::Result<()> {
     for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
         tracing::warn!(site = site.name(), upstream = %site.upstream, "plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https");
     }
@@ -349,10 +357,14 @@ async fn serve(path: PathBuf, config: Config, pid_file: Option<&Path>) -> anyhow
                         }
                         drawbridge::notify::notify(&format!("READY=1\n{status}"));
                     }
-                    _ = user1.recv() => match reloader.reopen_logs() {
-                        Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
-                        Err(error) => tracing::error!(%error, "SIGUSR1: cannot reopen the access log"),
-                    },
+                    _ = user1.recv() => {
+                        let error_log = error_log.as_ref().map_or(Ok(()), |log| log.reopen());
+                        match (error_log, reloader.reopen_logs()) {
+                            (Ok(()), Ok(())) => tracing::info!("SIGUSR1: log files reopened"),
+                            (Err(error), _) => tracing::error!(%error, "SIGUSR1: cannot reopen the error log"),
+                            (_, Err(error)) => tracing::error!(%error, "SIGUSR1: cannot reopen the access log"),
+                        }
+                    }
                     _ = terminate.recv() => break,
                     _ = interrupt.recv() => break,
                 }

@@ -114,7 +114,7 @@ async fn combined_lines_without_tokens_and_reopen_on_sigusr1() {
 
     std::fs::rename(&access, dir.path().join("access.log.1")).unwrap();
     process.signal("USR1");
-    assert!(process.wait_for_log("access log reopened", Duration::from_secs(5)));
+    assert!(process.wait_for_log("log files reopened", Duration::from_secs(5)));
     client
         .get(url("jelly.test", "/System/Info/Public"))
         .send()
@@ -215,4 +215,23 @@ async fn the_error_log_goes_to_its_file_not_stderr() {
         on_stderr.is_empty(),
         "only the access log (stderr by default) on stderr: {on_stderr:?}"
     );
+    // logrotate moves the file and sends SIGUSR1: new lines go to a new file.
+    let rotated = dir.path().join("error.log.1");
+    std::fs::rename(&error_log, &rotated).unwrap();
+    process.signal("USR1");
+    let reopened = tokio::task::spawn_blocking({
+        let error_log = error_log.clone();
+        move || {
+            (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::read_to_string(&error_log).is_ok_and(|t| t.contains("log files reopened"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(reopened, "the error log reopened at its path");
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("log files reopened"));
 }
