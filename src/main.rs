@@ -73,6 +73,12 @@ enum Command {
         #[command(subcommand)]
         action: Option<AgentAction>,
     },
+    /// Write the man page and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Where to write drawbridge.1, drawbridge.bash, _drawbridge and drawbridge.fish.
+        dir: PathBuf,
+    },
     /// Control the edge cache of the running drawbridge.
     Cache {
         /// The config file (for its state_dir).
@@ -97,7 +103,30 @@ fn main() -> ExitCode {
         }
         Command::Agent { config, action } => report(tunnel::agent(&config, action.as_ref())),
         Command::Run { config, pid_file } => report(run(&config, pid_file.as_deref())),
+        Command::Assets { dir } => report(assets(&dir)),
     }
+}
+
+/// The man page and the completions for bash, zsh and fish, generated from
+/// the command line's own definition.
+fn assets(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir)?;
+    let mut command = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    std::fs::write(dir.join("drawbridge.1"), page)?;
+    for (shell, file) in [
+        (Shell::Bash, "drawbridge.bash"),
+        (Shell::Zsh, "_drawbridge"),
+        (Shell::Fish, "drawbridge.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut command, "drawbridge", &mut out);
+        std::fs::write(dir.join(file), out)?;
+    }
+    Ok(())
 }
 
 /// Runs `command` on the config at `path`, once it is valid.
