@@ -180,9 +180,12 @@ fn check(path: &Path) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let refusals = would_refuse(&config);
+    let (refusals, warnings) = would_refuse(&config);
     for refusal in &refusals {
         eprintln!("{}: {refusal}", path.display());
+    }
+    for warning in &warnings {
+        eprintln!("{}: warning: {warning}", path.display());
     }
     if !refusals.is_empty() {
         eprintln!(
@@ -220,10 +223,12 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// What `run` would stop at, short of binding: log files that cannot be
-/// opened for appending, a `state_dir` that cannot be made or written, ports
+/// opened for appending, a `state_dir` that cannot be made or written; and,
+/// as a warning (the systemd unit grants what this shell may lack), ports
 /// below 1024 without the capability to bind them.
-fn would_refuse(config: &Config) -> Vec<String> {
+fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
     let mut refusals = Vec::new();
+    let mut warnings = Vec::new();
     let logs = [
         ("error log", Some(&config.log.error)),
         ("access log", config.log.access.as_ref()),
@@ -262,12 +267,12 @@ fn would_refuse(config: &Config) -> Vec<String> {
     let lowest = low.iter().map(|addr| addr.port()).min();
     if lowest.is_some_and(|port| !may_bind(port)) {
         let low: Vec<String> = low.iter().map(ToString::to_string).collect();
-        refusals.push(format!(
-            "{} need the CAP_NET_BIND_SERVICE capability, which this process does not have: run drawbridge from its systemd unit, give the binary the capability (setcap cap_net_bind_service=+ep), or listen on ports above 1024",
+        warnings.push(format!(
+            "{} need the CAP_NET_BIND_SERVICE capability, which this shell does not have: the systemd unit grants it; otherwise give the binary the capability (setcap cap_net_bind_service=+ep) or listen on ports above 1024",
             low.join(", ")
         ));
     }
-    refusals
+    (refusals, warnings)
 }
 
 /// Whether this process may bind `port`: CAP_NET_BIND_SERVICE (bit 10) in
