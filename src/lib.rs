@@ -39,6 +39,7 @@
 pub mod access_log;
 pub mod acme;
 pub mod admin;
+pub mod admin_listener;
 pub mod agent;
 pub mod atomic_file;
 pub mod body;
@@ -54,6 +55,7 @@ pub mod filter;
 pub mod forwarding;
 pub mod guard;
 pub mod log_file;
+pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod routes;

@@ -15,6 +15,7 @@ use crate::config::{Config, HostPattern, Preset, SiteConfig};
 use crate::dns::{Lookup, TtlBounds};
 use crate::filter::{self, Filter};
 use crate::guard::Guard;
+use crate::metrics::{Metrics, SiteMetrics};
 use crate::tunnel::hub::Hub;
 use crate::upstream::Upstream;
 
@@ -41,6 +42,8 @@ pub struct Site {
     pub jellyfin: bool,
     /// Which routes the edge cache serves.
     pub cache: CacheRules,
+    /// Its request counters.
+    pub metrics: SiteMetrics,
 }
 
 /// Sites by host name, and who may speak for clients.
@@ -55,13 +58,13 @@ pub struct Routes {
 
 impl Routes {
     /// Builds the snapshot for `config`; the login filters share `guard`.
-    pub fn build(config: &Config, guard: &Arc<Guard>, hub: &Arc<Hub>) -> Routes {
+    pub fn build(config: &Config, guard: &Arc<Guard>, hub: &Arc<Hub>, metrics: &Metrics) -> Routes {
         let mut routes = Routes {
             trusted_proxies: config.server.trusted_proxies.clone(),
             ..Routes::default()
         };
         for site in &config.sites {
-            let shared = Arc::new(Site::new(site, config, guard, hub));
+            let shared = Arc::new(Site::new(site, config, guard, hub, metrics));
             routes.sites.push(shared.clone());
             for host in &site.hosts {
                 match host {
@@ -124,7 +127,13 @@ impl Routes {
 }
 
 impl Site {
-    fn new(site: &SiteConfig, config: &Config, guard: &Arc<Guard>, hub: &Arc<Hub>) -> Site {
+    fn new(
+        site: &SiteConfig,
+        config: &Config,
+        guard: &Arc<Guard>,
+        hub: &Arc<Hub>,
+        metrics: &Metrics,
+    ) -> Site {
         let trusted = &config.server.trusted_proxies;
         let trusted: Vec<ipnet::IpNet> = trusted
             .nets
@@ -142,6 +151,7 @@ impl Site {
         Site {
             name: site.name(),
             upstream: Upstream::new(site, hub),
+            metrics: metrics.site(&site.name()),
             https_redirect: site.https_redirect,
             acme_webroot: site.acme_webroot.clone(),
             filters,
@@ -179,7 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let guard = Guard::new(&config.guard, dir.path(), Default::default()).unwrap();
         let hub = crate::tunnel::hub::Hub::new(crate::tunnel::register::Register::new(dir.path()));
-        let routes = Routes::build(&config, &guard, &hub);
+        let routes = Routes::build(&config, &guard, &hub, &crate::metrics::Metrics::new());
         assert_eq!(
             routes.site("jelly.home.lan").unwrap().upstream.authority(),
             "127.0.0.1:2"

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::connection::{self, ListenerKind, Shared};
 use crate::dns::{HickoryLookup, Lookup};
 use crate::guard::Guard;
+use crate::metrics::Metrics;
 use crate::pipeline::Gateway;
 use crate::routes::Routes;
 use crate::tls::challenges::Challenges;
@@ -60,6 +61,9 @@ pub enum ServerError {
 /// A bound, ready server.
 #[derive(Debug)]
 pub struct Server {
+    /// The admin listener (`/metrics`), when configured and bound.
+    admin: Option<TcpListener>,
+    metrics: Arc<Metrics>,
     /// Plain-HTTP listeners, each with whether it expects PROXY headers.
     http: Vec<(TcpListener, bool)>,
     /// TLS listeners, likewise.
@@ -94,8 +98,13 @@ impl Server {
         let kill = CancellationToken::new();
         let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone())?;
         let edge = Arc::new(Edge::open(&config.server.state_dir)?);
+        let metrics = Arc::new(Metrics::new());
+        let admin = match config.server.admin_listen {
+            Some(addr) => crate::admin_listener::bind(addr).await,
+            None => None,
+        };
         let gateway = Arc::new(Gateway::new(
-            Routes::build(&config, &guard, &edge.hub),
+            Routes::build(&config, &guard, &edge.hub, &metrics),
             config.limits.clone(),
             https_port,
             Arc::new(access_log),
@@ -124,6 +133,8 @@ impl Server {
             None
         };
         Ok(Server {
+            admin,
+            metrics,
             http,
             https,
             shared,
@@ -166,8 +177,14 @@ impl Server {
             background: self.background.clone(),
             guard: self.shared.guard.clone(),
             hub: self.shared.edge.hub.clone(),
+            metrics: self.metrics.clone(),
             started_with: self.started_with.clone(),
         }
+    }
+
+    /// The admin listener's address, when it is open.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The edge cache.
@@ -182,8 +199,22 @@ impl Server {
 
     /// Serves until `shutdown`, then stops accepting and lets in-flight
     /// requests finish for up to `[server] shutdown_grace`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let tracker = self.shared.tasks.clone();
+        if let Some(listener) = self.admin.take() {
+            let sources = crate::admin_listener::Sources {
+                metrics: self.metrics.clone(),
+                guard: self.shared.guard.clone(),
+                cache: self.shared.gateway.cache().clone(),
+                hub: self.shared.edge.hub.clone(),
+                token: self.started_with.server.admin_token.clone(),
+            };
+            tokio::spawn(crate::admin_listener::serve(
+                listener,
+                sources,
+                self.background.clone(),
+            ));
+        }
         let drain = CancellationToken::new();
         self.acme.apply(&self.started_with.sites);
         tokio::spawn(crate::admin::serve(
@@ -269,6 +300,7 @@ pub struct Reloader {
     background: CancellationToken,
     guard: Arc<Guard>,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
     started_with: Config,
 }
 
@@ -308,6 +340,13 @@ impl Reloader {
         if config.server.state_dir != old.server.state_dir {
             return Err(ServerError::NeedsRestart("[server] state_dir"));
         }
+        if config.server.admin_listen != old.server.admin_listen
+            || config.server.admin_token != old.server.admin_token
+        {
+            return Err(ServerError::NeedsRestart(
+                "[server] admin_listen or admin_token",
+            ));
+        }
         let tls = self.tls.clone();
         let for_tls = config.clone();
         tokio::task::spawn_blocking(move || tls.install(&for_tls))
@@ -319,7 +358,7 @@ impl Reloader {
                 "an upstream given by host name (DNS was not started)",
             ));
         }
-        let routes = Routes::build(&config, &self.guard, &self.hub);
+        let routes = Routes::build(&config, &self.guard, &self.hub, &self.metrics);
         routes.start_background(
             self.lookup.as_ref(),
             config.server.dns_ttl,

@@ -15,6 +15,7 @@ mod guard;
 mod h2_abuse;
 mod host_routing;
 mod http2_records;
+mod metrics;
 mod packaging;
 mod parking;
 mod path_spelling;

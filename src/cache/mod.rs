@@ -88,6 +88,16 @@ impl Cache {
         })
     }
 
+    /// Hits, misses, stale answers and bypasses so far.
+    pub fn counts(&self) -> [u64; 4] {
+        [
+            self.stats.hits.load(Ordering::Relaxed),
+            self.stats.misses.load(Ordering::Relaxed),
+            self.stats.stale.load(Ordering::Relaxed),
+            self.stats.bypass.load(Ordering::Relaxed),
+        ]
+    }
+
     /// Responses stored so far: in memory, and written to the disk tier.
     pub fn stored(&self) -> (u64, u64) {
         (

@@ -66,6 +66,10 @@ pub struct Server {
     pub dns_ttl: crate::dns::TtlBounds,
     /// Peers whose X-Forwarded-For is believed (load balancers, Cloudflare).
     pub trusted_proxies: crate::client_ip::TrustedProxies,
+    /// Where `/metrics` is served (`None`: nowhere).
+    pub admin_listen: Option<SocketAddr>,
+    /// The bearer token the admin listener asks for (required off loopback).
+    pub admin_token: Option<String>,
 }
 
 /// `[limits]`: bounds on what a client may make drawbridge hold.

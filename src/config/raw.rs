@@ -54,6 +54,8 @@ pub const SERVER_KEYS: &[&str] = &[
     "resolvers",
     "dns_min_ttl",
     "dns_max_ttl",
+    "admin_listen",
+    "admin_token",
 ];
 /// Known keys of `[limits]`.
 pub const LIMITS_KEYS: &[&str] = &[
@@ -118,6 +120,8 @@ pub struct RawServer {
     pub resolvers: Option<Vec<Spanned<String>>>,
     pub dns_min_ttl: Option<Spanned<String>>,
     pub dns_max_ttl: Option<Spanned<String>>,
+    pub admin_listen: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
 }
 
 /// `[limits]`.

@@ -288,7 +288,31 @@ impl Validator<'_> {
             self.report
                 .at(&(0..0), "[server] dns_min_ttl is longer than dns_max_ttl");
         }
+        let admin_listen = match raw.admin_listen {
+            None => "127.0.0.1:9180".parse().ok(),
+            Some(text) if text.get_ref() == "off" => None,
+            Some(text) => match text.get_ref().parse::<SocketAddr>() {
+                Ok(addr) if !addr.ip().is_loopback() && raw.admin_token.is_none() => {
+                    self.report.at(
+                        &text.span(),
+                        format!("`{addr}` is not a loopback address: metrics there need `admin_token`, or listen on 127.0.0.1"),
+                    );
+                    None
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.report.at(
+                        &text.span(),
+                        format!("`{}` is not a listen address; write IP:port like \"127.0.0.1:9180\", or \"off\"", text.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+        let admin_token = raw.admin_token.map(Spanned::into_inner);
         Server {
+            admin_listen,
+            admin_token,
             http,
             https,
             state_dir,

@@ -172,6 +172,8 @@ impl Gateway {
         if let Some(UpstreamFailure(error)) = response.extensions_mut().remove() {
             tracing::warn!(%error, %method, host, path, site = site.name, client.ip = %client.ip, "upstream failure");
         }
+        site.metrics
+            .answered(&method, response.status(), started.elapsed());
         Ok(match log {
             Some(entry) => self.access_log.follow(entry, response, started),
             None => response,

@@ -36,6 +36,8 @@ pub struct TestGateway {
     pub ca_pem: Option<Vec<u8>>,
     pub reloader: Reloader,
     cache: std::sync::Arc<drawbridge::cache::Cache>,
+    /// The admin listener (`/metrics`).
+    pub admin: Option<SocketAddr>,
     guard: std::sync::Arc<drawbridge::guard::Guard>,
     shutdown: CancellationToken,
     run: Option<tokio::task::JoinHandle<()>>,
@@ -57,7 +59,7 @@ pub async fn poll_until(mut ready: impl FnMut() -> bool, what: &str) {
 /// The `[server]` block every test uses: port 0 on loopback, state in `dir`.
 pub fn server_block(dir: &Path) -> String {
     format!(
-        "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\ncert_watch_interval = \"100ms\"\n",
+        "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\ncert_watch_interval = \"100ms\"\nadmin_listen = \"127.0.0.1:0\"\n",
         dir.join("state").display()
     )
 }
@@ -107,6 +109,7 @@ impl TestGateway {
         let ca_pem = server.ca_cert_path().map(|p| std::fs::read(p).unwrap());
         let reloader = server.reloader();
         let cache = server.cache();
+        let admin = server.admin_addr();
         let guard = server.guard();
         let shutdown = CancellationToken::new();
         let run = Some(tokio::spawn(server.run(shutdown.clone())));
@@ -117,6 +120,7 @@ impl TestGateway {
             ca_pem,
             reloader,
             cache,
+            admin,
             guard,
             shutdown,
             run,

@@ -1,0 +1,246 @@
+//! Prometheus metrics (`prometheus-client`: the OpenMetrics reference crate
+//! for Rust, a registry of typed metrics and no global state, so a test can
+//! run many servers in one process). Labels are bounded by construction:
+//! sites from the config and fixed classes — never paths, addresses or
+//! user agents.
+//!
+//! Counters on the request path are made once per site and method/status
+//! class when the routes are built (`SiteMetrics`), so a request costs an
+//! array index and an atomic add, not a label lookup. Gauges that mirror
+//! state kept elsewhere (connections, bans, cache, tunnels) are read when
+//! scraped.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The method classes requests are counted by.
+const METHODS: [&str; 4] = ["get", "head", "post", "other"];
+/// The status classes requests are counted by.
+const STATUSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Upper bounds of the response-time histogram's buckets, seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    site: String,
+    method: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabel {
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabel {
+    agent: String,
+}
+
+/// The process's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    response_time: Family<SiteLabel, Histogram>,
+    /// Open client connections (the guard's count), set when scraped.
+    pub connections: Gauge,
+    /// Bans in force, set when scraped.
+    pub bans: Gauge,
+    /// Edge cache outcomes, set when scraped.
+    pub cache: [Counter<u64, AtomicU64>; 4],
+    /// Tunnel connections up per agent, set when scraped.
+    tunnels: Family<AgentLabel, Gauge>,
+}
+
+/// One site's request counters and response-time histogram.
+#[derive(Debug, Clone)]
+pub struct SiteMetrics {
+    requests: Vec<Counter>,
+    response_time: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// The metrics, registered under `drawbridge_`.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("drawbridge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by site, method class and status class",
+            requests.clone(),
+        );
+        let response_time =
+            Family::<SiteLabel, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register_with_unit(
+            "response_time",
+            "Time from a request's arrival to its answer's head, by site",
+            prometheus_client::registry::Unit::Seconds,
+            response_time.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open",
+            connections.clone(),
+        );
+        let bans = Gauge::default();
+        registry.register("bans_active", "Client keys banned now", bans.clone());
+        let cache: [Counter<u64, AtomicU64>; 4] = Default::default();
+        for (counter, (name, help)) in cache.iter().zip([
+            ("cache_hits", "Answers from the edge cache"),
+            ("cache_misses", "Cache-route requests that went home"),
+            (
+                "cache_stale",
+                "Stale answers served while home was unreachable",
+            ),
+            (
+                "cache_bypass",
+                "Cache-route requests that bypassed the cache",
+            ),
+        ]) {
+            registry.register(name, help, counter.clone());
+        }
+        let tunnels = Family::<AgentLabel, Gauge>::default();
+        registry.register(
+            "tunnel_connections",
+            "Tunnel connections up, by agent",
+            tunnels.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            response_time,
+            connections,
+            bans,
+            cache,
+            tunnels,
+        }
+    }
+
+    /// The counters of site `name` (the same ones again after a reload).
+    pub fn site(&self, name: &str) -> SiteMetrics {
+        let mut requests = Vec::with_capacity(METHODS.len() * STATUSES.len());
+        for method in METHODS {
+            for status in STATUSES {
+                let labels = RequestLabels {
+                    site: name.to_string(),
+                    method,
+                    status,
+                };
+                requests.push(self.requests.get_or_create(&labels).clone());
+            }
+        }
+        let response_time = self
+            .response_time
+            .get_or_create(&SiteLabel {
+                site: name.to_string(),
+            })
+            .clone();
+        SiteMetrics {
+            requests,
+            response_time,
+        }
+    }
+
+    /// Sets the gauge of each agent's connections (agents gone drop to 0).
+    pub fn set_tunnels(&self, connected: &[(String, usize)]) {
+        self.tunnels.clear();
+        for (agent, count) in connected {
+            self.tunnels
+                .get_or_create(&AgentLabel {
+                    agent: agent.clone(),
+                })
+                .set(*count as i64);
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String does not fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl SiteMetrics {
+    /// Counts one answered request.
+    pub fn answered(&self, method: &Method, status: StatusCode, elapsed: Duration) {
+        let method = match *method {
+            Method::GET => 0,
+            Method::HEAD => 1,
+            Method::POST => 2,
+            _ => 3,
+        };
+        let status = (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1;
+        self.requests[method * STATUSES.len() + status].inc();
+        self.response_time.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Shared between the routes (which count) and the admin listener (which serves).
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use http::{Method, StatusCode};
+    use std::time::Duration;
+
+    #[test]
+    fn requests_are_counted_by_bounded_labels() {
+        let metrics = Metrics::new();
+        let site = metrics.site("jelly.test");
+        site.answered(&Method::GET, StatusCode::OK, Duration::from_millis(3));
+        site.answered(
+            &Method::GET,
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(3),
+        );
+        site.answered(
+            &Method::from_bytes(b"PROPFIND").unwrap(),
+            StatusCode::OK,
+            Duration::ZERO,
+        );
+        // Built again (a reload): the same counters.
+        metrics
+            .site("jelly.test")
+            .answered(&Method::GET, StatusCode::OK, Duration::ZERO);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"drawbridge_requests_total{site="jelly.test",method="get",status="2xx"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"drawbridge_requests_total{site="jelly.test",method="get",status="4xx"} 1"#
+        ));
+        assert!(text.contains(
+            r#"drawbridge_requests_total{site="jelly.test",method="other",status="2xx"} 1"#
+        ));
+        assert!(
+            text.contains("drawbridge_response_time_seconds_count{site=\"jelly.test\"} 4"),
+            "{text}"
+        );
+        assert!(!text.contains("PROPFIND"));
+    }
+}

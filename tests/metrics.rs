@@ -1,0 +1,161 @@
+//! Prometheus metrics on the admin listener: counted by bounded labels,
+//! scraped by the real Prometheus server and read back through its API;
+//! private by default (loopback), a token when the config says otherwise.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::origin::Origin;
+use crate::support::{closed_addr, site, TestGateway};
+
+#[tokio::test]
+async fn prometheus_scrapes_the_requests_drawbridge_answered() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let admin = gw.admin.expect("the admin listener is open");
+    assert!(admin.ip().is_loopback());
+    let client = gw.reqwest(&["jelly.test"], true);
+    for _ in 0..5 {
+        let response = client
+            .get(gw.url("jelly.test", "/System/Info/Public"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let missing = client
+        .get(gw.url("jelly.test", "/status/404"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"drawbridge_requests_total{site="jelly.test",method="get",status="2xx"} 5"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"drawbridge_requests_total{site="jelly.test",method="get",status="4xx"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("drawbridge_response_time_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/System/Info") && !text.contains("127.0.0.1:"),
+        "no paths or addresses in labels"
+    );
+
+    // The real Prometheus scrapes it and answers a query about it.
+    let Ok(prometheus_bin) = which("prometheus") else {
+        panic!("prometheus is not installed (.ci/run installs Debian's)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: drawbridge\n    static_configs:\n      - targets: ['{admin}']\n"),
+    )
+    .unwrap();
+    let web = closed_addr().await;
+    let mut prometheus = Command::new(prometheus_bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let query = format!(
+        "http://{web}/api/v1/query?query=drawbridge_requests_total%7Bsite%3D%22jelly.test%22%2Cstatus%3D%222xx%22%7D"
+    );
+    let mut value = None;
+    for _ in 0..150 {
+        if let Ok(response) = reqwest::get(&query).await {
+            if let Ok(answer) = response.json::<serde_json::Value>().await {
+                value = answer["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_string);
+                if value.is_some() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert_eq!(
+        value.as_deref(),
+        Some("5"),
+        "Prometheus read the counter back"
+    );
+}
+
+fn which(name: &str) -> Result<String, ()> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map_err(|_| ())?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if path.is_empty() {
+        Err(())
+    } else {
+        Ok(path)
+    }
+}
+
+#[tokio::test]
+async fn a_configured_token_is_asked_for_and_a_public_address_needs_one() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start_with_server_extra(
+        tempfile::tempdir().unwrap(),
+        "admin_token = \"s3cret-token\"\n",
+        &site("jelly.test", origin.addr, ""),
+    )
+    .await;
+    let admin = gw.admin.unwrap();
+    let bare = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401);
+    let client = reqwest::Client::new();
+    let wrong = client
+        .get(format!("http://{admin}/metrics"))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = client
+        .get(format!("http://{admin}/metrics"))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    // A public address without a token is refused by the config itself.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[server]\nadmin_listen = \"0.0.0.0:9180\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n").unwrap();
+    let out = Command::new(crate::support::binary())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need `admin_token`"));
+}
