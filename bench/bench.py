@@ -244,30 +244,7 @@ backend origin
         w = self.work
         tls, plain = PROXIES["drawbridge"]
         toml = w / "drawbridge.toml"
-        toml.write_text(f"""[server]
-http = ["127.0.0.1:{plain}"]
-https = ["127.0.0.1:{tls}"]
-state_dir = "{w}/drawbridge-state"
-
-[guard]
-max_connections = 50000
-max_connections_per_ip = 50000
-
-[log]
-access = "off"
-
-[[site]]
-host = "localhost"
-upstream = "http://127.0.0.1:{ORIGIN}"
-tls = {{ cert = "{w}/cert.pem", key = "{w}/key.pem" }}
-https_redirect = false
-cache = false
-login_rate = "off"
-# One load-generator address with up to 640 streams, and the peers have no
-# upstream cap either: lifted like the guard's connection caps above.
-upstream_max_conns = 1024
-upstream_max_conns_per_client = 1024
-""")
+        toml.write_text(drawbridge_config(w, tls, f"http://127.0.0.1:{ORIGIN}", "drawbridge-state", plain))
         binary = ROOT / "target/release/drawbridge"
         self.spawn("drawbridge", f"{binary} run -c {toml}", env={"TOKIO_WORKER_THREADS": "1"})
 
@@ -449,6 +426,39 @@ upstream_max_conns_per_client = 1024
         time.sleep(2)
         after = self.rss(name)
         return (before, after - before), conns
+
+
+def drawbridge_config(work, tls, upstream, state, plain=None):
+    """drawbridge as the benchmark runs it: one site on `tls` (and `plain`)
+    in front of `upstream`, the guard's caps and the upstream cap lifted
+    (the peers have neither), no access log, no cache; the admin listener
+    closed (requests are counted for the metrics all the same)."""
+    http = f'"127.0.0.1:{plain}"' if plain else ""
+    return f"""[server]
+http = [{http}]
+https = ["127.0.0.1:{tls}"]
+state_dir = "{work}/{state}"
+admin_listen = "off"
+
+[guard]
+max_connections = 50000
+max_connections_per_ip = 50000
+
+[log]
+access = "off"
+
+[[site]]
+host = "localhost"
+upstream = "{upstream}"
+tls = {{ cert = "{work}/cert.pem", key = "{work}/key.pem" }}
+https_redirect = false
+cache = false
+login_rate = "off"
+# One load-generator address with up to 640 streams, and the peers have no
+# upstream cap either: lifted like the guard's connection caps above.
+upstream_max_conns = 1024
+upstream_max_conns_per_client = 1024
+"""
 
 
 def h2_frame(kind, flags, stream, payload=b""):

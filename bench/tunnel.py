@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ORIGIN, ROOT, Bench, pinned, sh, wait_port  # noqa: E402
+from bench import ORIGIN, ROOT, Bench, drawbridge_config, pinned, sh, wait_port  # noqa: E402
 
 DIRECT, TUNNELED, RELAY, SSH_NGINX, SSHD, SSH_FORWARD = 18460, 18461, 18462, 18463, 18464, 18465
 BINARY = ROOT / "target/release/drawbridge"
@@ -35,35 +35,10 @@ DELAY = 0.040
 RATE = 120e6 / 8
 
 
-def edge_config(work, port, upstream, state):
-    return f"""[server]
-http = []
-https = ["127.0.0.1:{port}"]
-state_dir = "{work}/{state}"
-
-[guard]
-max_connections = 50000
-max_connections_per_ip = 50000
-
-[log]
-access = "off"
-
-[[site]]
-host = "localhost"
-upstream = "{upstream}"
-tls = {{ cert = "{work}/cert.pem", key = "{work}/key.pem" }}
-https_redirect = false
-cache = false
-login_rate = "off"
-upstream_max_conns = 1024
-upstream_max_conns_per_client = 1024
-"""
-
-
 def start_edges(bench):
     w = bench.work
-    (w / "direct.toml").write_text(edge_config(w, DIRECT, f"http://127.0.0.1:{ORIGIN}", "direct-state"))
-    (w / "tunnel.toml").write_text(edge_config(w, TUNNELED, "tunnel:home/origin", "tunnel-state"))
+    (w / "direct.toml").write_text(drawbridge_config(w, DIRECT, f"http://127.0.0.1:{ORIGIN}", "direct-state"))
+    (w / "tunnel.toml").write_text(drawbridge_config(w, TUNNELED, "tunnel:home/origin", "tunnel-state"))
     env = {"TOKIO_WORKER_THREADS": "1"}
     bench.spawn("direct", f"{BINARY} run -c {w}/direct.toml", env=env)
     bench.spawn("edge", f"{BINARY} run -c {w}/tunnel.toml", env=env)

@@ -233,15 +233,7 @@ async fn a_stream_cut_by_the_agent_dying_ends_short_and_the_next_request_waits_f
 #[tokio::test]
 async fn the_agent_comes_back_after_the_edge_restarts() {
     let mut home = Home::start("", 1).await;
-    assert_eq!(
-        home.client(false)
-            .get(home.url("/System/Info/Public"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(home.info_status().await, 200);
     // Same config, same ports are not promised: the agent's config names the
     // edge's port, so the new edge listens where the old one did.
     let port = home.edge.https.port();
@@ -253,15 +245,18 @@ async fn the_agent_comes_back_after_the_edge_restarts() {
     std::fs::write(&home.edge_config, text).unwrap();
     home.edge = Process::start(&home.edge_config);
     home.attached(1).await;
-    assert_eq!(
-        home.client(false)
-            .get(home.url("/System/Info/Public"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(home.info_status().await, 200);
+}
+
+/// `drawbridge agent enroll TOKEN`, which must fail: what it said.
+fn enroll_fails(token: &str, agent_config: &std::path::Path) -> String {
+    cli_fails(&[
+        "agent",
+        "enroll",
+        token,
+        "-c",
+        agent_config.to_str().unwrap(),
+    ])
 }
 
 /// A process that has already exited, to stand in while the edge restarts.
@@ -285,13 +280,7 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
     let token = add_token(&config, "home", edge.https);
     let said = enroll(&token, &agent_config);
     assert!(said.contains("enrolled as `home`"), "{said}");
-    let again = cli_fails(&[
-        "agent",
-        "enroll",
-        &token,
-        "-c",
-        agent_config.to_str().unwrap(),
-    ]);
+    let again = enroll_fails(&token, &agent_config);
     assert!(again.contains("already used"), "{again}");
 
     let c = config.to_str().unwrap();
@@ -313,13 +302,7 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
         .unwrap()
         .to_string();
     std::thread::sleep(Duration::from_millis(2100));
-    let refused = cli_fails(&[
-        "agent",
-        "enroll",
-        &expired,
-        "-c",
-        agent_config.to_str().unwrap(),
-    ]);
+    let refused = enroll_fails(&expired, &agent_config);
     assert!(refused.contains("expired"), "{refused}");
 
     // A token made for another edge: this edge's key is not its pin.
@@ -327,22 +310,9 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
     let other_config = other.path().join("drawbridge.toml");
     std::fs::write(&other_config, edge_config(other.path(), "")).unwrap();
     let foreign = add_token(&other_config, "home", edge.https);
-    let impostor = cli_fails(&[
-        "agent",
-        "enroll",
-        &foreign,
-        "-c",
-        agent_config.to_str().unwrap(),
-    ]);
+    let impostor = enroll_fails(&foreign, &agent_config);
     assert!(impostor.contains("does not match the pin"), "{impostor}");
-    assert!(cli_fails(&[
-        "agent",
-        "enroll",
-        "garbage",
-        "-c",
-        agent_config.to_str().unwrap()
-    ])
-    .contains("not a drawbridge tunnel token"));
+    assert!(enroll_fails("garbage", &agent_config).contains("not a drawbridge tunnel token"));
 
     // An enrolled agent whose config pins another key does not connect.
     let origin = crate::support::origin::Origin::start().await;

@@ -157,6 +157,15 @@ impl Home {
         client_for(self.dir.path(), self.edge.https, http2)
     }
 
+    /// The status of GET /System/Info/Public through the edge.
+    pub async fn info_status(&self) -> u16 {
+        let response = self
+            .client(false)
+            .get(self.url("/System/Info/Public"))
+            .send();
+        response.await.unwrap().status().as_u16()
+    }
+
     /// `https://jelly.test:PORT{path}` at the edge.
     pub fn url(&self, path: &str) -> String {
         format!("https://jelly.test:{}{path}", self.edge.https.port())
