@@ -18,6 +18,8 @@ use crate::body::{full_body, Body};
 use crate::cache::Cache;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
+use crate::tls::failures::HandshakeFailures;
+use crate::tls::TlsStore;
 use crate::tunnel::hub::Hub;
 
 /// What the admin listener reads.
@@ -31,6 +33,10 @@ pub struct Sources {
     pub cache: Arc<Cache>,
     /// Tunnel connections.
     pub hub: Arc<Hub>,
+    /// Failed TLS handshakes.
+    pub handshake_failures: Arc<HandshakeFailures>,
+    /// Certificates and their expiry.
+    pub certificates: Arc<TlsStore>,
     /// The token asked for, if any.
     pub token: Option<String>,
 }
@@ -131,5 +137,7 @@ fn scrape(sources: &Sources) -> String {
         }
     }
     metrics.set_tunnels(&agents);
+    metrics.set_handshake_failures(sources.handshake_failures.totals());
+    metrics.set_certificate_expiries(&sources.certificates.expiries());
     metrics.encode()
 }

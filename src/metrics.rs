@@ -44,6 +44,11 @@ struct SiteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AgentLabel {
     agent: String,
 }
@@ -62,6 +67,8 @@ pub struct Metrics {
     pub cache: [Counter<u64, AtomicU64>; 4],
     /// Tunnel connections up per agent, set when scraped.
     tunnels: Family<AgentLabel, Gauge>,
+    handshake_failures: Family<ReasonLabel, Counter>,
+    certificate_expiry: Family<SiteLabel, Gauge>,
 }
 
 /// One site's request counters and response-time histogram.
@@ -124,6 +131,18 @@ impl Metrics {
             "Tunnel connections up, by agent",
             tunnels.clone(),
         );
+        let handshake_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes by reason (not_tls, refused, timed_out)",
+            handshake_failures.clone(),
+        );
+        let certificate_expiry = Family::<SiteLabel, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each site's certificate expires, Unix time",
+            certificate_expiry.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -132,6 +151,8 @@ impl Metrics {
             bans,
             cache,
             tunnels,
+            handshake_failures,
+            certificate_expiry,
         }
     }
 
@@ -169,6 +190,27 @@ impl Metrics {
                     agent: agent.clone(),
                 })
                 .set(*count as i64);
+        }
+    }
+
+    /// Brings the handshake-failure counters up to `totals` (not TLS,
+    /// refused, timed out, since the start).
+    pub fn set_handshake_failures(&self, totals: [u64; 3]) {
+        for (reason, total) in ["not_tls", "refused", "timed_out"].into_iter().zip(totals) {
+            let counter = self
+                .handshake_failures
+                .get_or_create(&ReasonLabel { reason });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Sets each site's certificate expiry (Unix seconds).
+    pub fn set_certificate_expiries(&self, expiries: &[(String, u64)]) {
+        self.certificate_expiry.clear();
+        for (site, at) in expiries {
+            self.certificate_expiry
+                .get_or_create(&SiteLabel { site: site.clone() })
+                .set(*at as i64);
         }
     }
 

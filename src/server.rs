@@ -207,6 +207,8 @@ impl Server {
                 guard: self.shared.guard.clone(),
                 cache: self.shared.gateway.cache().clone(),
                 hub: self.shared.edge.hub.clone(),
+                handshake_failures: self.shared.handshake_failures.clone(),
+                certificates: self.tls.clone(),
                 token: self.started_with.server.admin_token.clone(),
             };
             tokio::spawn(crate::admin_listener::serve(

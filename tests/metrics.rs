@@ -29,12 +29,35 @@ async fn prometheus_scrapes_the_requests_drawbridge_answered() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    // Plain text on the TLS port: a failed handshake, counted by its reason.
+    let mut plain = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\n\r\n";
+    let _ = crate::support::exchange(&mut plain, request, Duration::from_secs(2)).await;
     let text = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    assert!(
+        text.contains(r#"drawbridge_tls_handshake_failures_total{reason="not_tls"} 1"#),
+        "{text}"
+    );
+    let expiry: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"drawbridge_certificate_expiry_timestamp_seconds{site="jelly.test"} "#)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no certificate expiry in {text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        expiry > now + 86_400,
+        "the local CA's leaf lasts weeks: {expiry}"
+    );
     assert!(
         text.contains(
             r#"drawbridge_requests_total{site="jelly.test",method="get",status="2xx"} 5"#

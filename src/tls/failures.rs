@@ -21,23 +21,30 @@ pub enum Failure {
     TimedOut,
 }
 
-/// Counts since the last summary.
+/// Counts since the last summary, and since the start (for the metrics).
 #[derive(Debug, Default)]
 pub struct HandshakeFailures {
     not_tls: AtomicU64,
     refused: AtomicU64,
     timed_out: AtomicU64,
+    totals: [AtomicU64; 3],
 }
 
 impl HandshakeFailures {
     /// Counts one failure.
     pub fn count(&self, failure: Failure) {
-        let counter = match failure {
-            Failure::NotTls => &self.not_tls,
-            Failure::Refused => &self.refused,
-            Failure::TimedOut => &self.timed_out,
+        let (counter, total) = match failure {
+            Failure::NotTls => (&self.not_tls, &self.totals[0]),
+            Failure::Refused => (&self.refused, &self.totals[1]),
+            Failure::TimedOut => (&self.timed_out, &self.totals[2]),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failures since the start: not TLS, refused, too slow.
+    pub fn totals(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.totals[i].load(Ordering::Relaxed))
     }
 
     /// The summary of the failures since the last one, and a fresh count;

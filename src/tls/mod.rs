@@ -117,6 +117,24 @@ pub struct TlsStore {
     failed: std::sync::Mutex<Vec<Vec<HostPattern>>>,
 }
 
+impl TlsStore {
+    /// Each site's certificate expiry (its first name, Unix seconds); sites
+    /// still waiting for their first certificate are left out.
+    pub fn expiries(&self) -> Vec<(String, u64)> {
+        let table = self.table.load();
+        table
+            .entries
+            .iter()
+            .filter_map(|entry| {
+                let leaf = entry.key.as_ref()?.cert.first()?;
+                let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+                let name = entry.hosts.first()?.to_string();
+                Some((name, cert.validity().not_after.timestamp().max(0) as u64))
+            })
+            .collect()
+    }
+}
+
 /// How long a handshake for a site whose first certificate is being ordered waits.
 pub const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(10);
 
