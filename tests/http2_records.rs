@@ -240,8 +240,11 @@ async fn large_and_small_answers_arrive_whole_after_the_client_stops_reading() {
     };
     let videos: Vec<_> = (0..3).map(|_| get("/videos/v/stream")).collect();
     let smalls: Vec<_> = (0..12).map(|_| get("/system/info/public")).collect();
-    // Every request has reached the origin, whose answers wait for `release`.
+    // Every request has reached the origin; then the client keeps not
+    // reading for a while — the behaviour under test, so a fixed time: the
+    // proxy's socket fills and its buffered path meets `Pending`.
     crate::support::poll_until(|| origin.seen.total() >= 15, "all 15 requests upstream").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     watch.release();
     let whole: Vec<u8> = (0..VIDEO_LEN).map(video_byte).collect();
     for video in videos {
