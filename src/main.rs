@@ -223,7 +223,8 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// What `run` would stop at, short of binding: log files that cannot be
-/// opened for appending, a `state_dir` that cannot be made or written; and,
+/// opened for appending, a `state_dir` that cannot be made or written
+/// (certificate files and their keys are checked by the validation); and,
 /// as a warning (the systemd unit grants what this shell may lack), ports
 /// below 1024 without the capability to bind them.
 fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
