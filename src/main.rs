@@ -305,10 +305,14 @@ fn describe(site: &SiteConfig) -> String {
     } else {
         "served"
     };
+    let on = |yes: bool| if yes { "on" } else { "off" };
+    let cached = !site.cache_paths.is_empty() || !site.cache_public_paths.is_empty();
     format!(
-        "{} -> {} (tls: {tls}; plain http: {plain})",
+        "{} -> {} (tls: {tls}; plain http: {plain}; login limit: {}; edge cache: {})",
         hosts.join(", "),
-        site.upstream
+        site.upstream,
+        on(site.login_rate.is_some()),
+        on(cached),
     )
 }
 

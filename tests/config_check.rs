@@ -111,7 +111,7 @@ fn a_valid_config_prints_a_summary() {
     );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("the config is valid"), "{stdout}");
-    assert!(stdout.contains("site localhost, *.home.lan -> http://127.0.0.1:8096 (tls: local CA; plain http: redirected to https)"), "{stdout}");
+    assert!(stdout.contains("site localhost, *.home.lan -> http://127.0.0.1:8096 (tls: local CA; plain http: redirected to https; login limit: on; edge cache: on)"), "{stdout}");
 }
 
 #[test]
