@@ -8,7 +8,6 @@
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -17,11 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
+use crate::admin_listener::Sources;
 use crate::guard::ban::StoredBan;
 use crate::guard::keys::ClientKey;
-use crate::guard::Guard;
-use crate::tunnel::hub::{AgentStatus, Hub};
+use crate::tunnel::hub::AgentStatus;
 
 /// What the CLI asks the running process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +32,8 @@ pub enum Command {
         /// As the user typed it.
         address: String,
     },
+    /// What the running process is doing, in one answer.
+    Status,
     /// The enrolled agents and their connections.
     TunnelList,
     /// Read the tunnel register again (after `tunnel remove`): connections
@@ -60,8 +60,25 @@ pub enum Reply {
     Tunnels(Vec<AgentStatus>),
     /// Done.
     Done,
+    /// What the running process is doing.
+    Status(Box<Status>),
     /// The command could not be done; the sentence says why.
     Error(String),
+}
+
+/// What `drawbridge status` shows of the running process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Client connections open.
+    pub connections: u64,
+    /// Bans in force.
+    pub bans: Vec<StoredBan>,
+    /// Edge cache hits, misses, stale answers, bypasses.
+    pub cache: [u64; 4],
+    /// Each site's certificate expiry (first name, Unix seconds).
+    pub certificates: Vec<(String, u64)>,
+    /// Enrolled tunnel agents and their connections.
+    pub tunnels: Vec<AgentStatus>,
 }
 
 /// The socket's path under `state_dir`.
@@ -70,13 +87,7 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Serves the admin socket until `shutdown`.
-pub async fn serve(
-    path: PathBuf,
-    guard: Arc<Guard>,
-    cache: Arc<Cache>,
-    hub: Arc<Hub>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(path: PathBuf, sources: Sources, shutdown: CancellationToken) {
     let Some(mut listener) = bind(&path) else {
         return;
     };
@@ -102,9 +113,9 @@ pub async fn serve(
                 Err(_) => continue,
             },
         };
-        let (guard, cache, hub) = (guard.clone(), cache.clone(), hub.clone());
+        let sources = sources.clone();
         tokio::spawn(async move {
-            let _ = answer(stream, guard, &cache, &hub).await;
+            let _ = answer(stream, &sources).await;
         });
     }
     let _ = std::fs::remove_file(&path);
@@ -133,14 +144,14 @@ fn bind(path: &Path) -> Option<UnixListener> {
     }
 }
 
-async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache, hub: &Hub) -> io::Result<()> {
+async fn answer(stream: UnixStream, sources: &Sources) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     // One short line is all a command is.
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 1024));
     reader.read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Command>(&line) {
-        Ok(command) => execute(command, guard, cache, hub).await,
+        Ok(command) => execute(command, sources).await,
         Err(error) => Reply::Error(format!("not a command drawbridge knows ({error})")),
     };
     let mut reply = serde_json::to_string(&reply).unwrap_or_default();
@@ -148,9 +159,17 @@ async fn answer(stream: UnixStream, guard: Arc<Guard>, cache: &Cache, hub: &Hub)
     write.write_all(reply.as_bytes()).await
 }
 
-async fn execute(command: Command, guard: Arc<Guard>, cache: &Cache, hub: &Hub) -> Reply {
+async fn execute(command: Command, sources: &Sources) -> Reply {
     let now = Instant::now();
+    let (guard, cache, hub) = (sources.guard.clone(), &sources.cache, &sources.hub);
     match command {
+        Command::Status => Reply::Status(Box::new(Status {
+            connections: guard.open_connections() as u64,
+            bans: guard.bans.list(now),
+            cache: cache.counts(),
+            certificates: sources.certificates.expiries(),
+            tunnels: hub.status(),
+        })),
         Command::BansList => Reply::Bans(guard.bans.list(now)),
         Command::BansRemove { address } => {
             let Some(key) = ClientKey::parse(&address) else {

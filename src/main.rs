@@ -19,7 +19,7 @@ mod admin_cli;
 #[path = "cli/tunnel.rs"]
 mod tunnel;
 
-use admin_cli::{bans, purge, BansAction, CacheAction};
+use admin_cli::{bans, purge, status, BansAction, CacheAction};
 
 use tunnel::{AgentAction, TunnelAction};
 
@@ -79,6 +79,15 @@ enum Command {
         /// Where to write drawbridge.1, drawbridge.bash, _drawbridge and drawbridge.fish.
         dir: PathBuf,
     },
+    /// What the running drawbridge is doing: sites and certificates, connections, bans, cache, tunnels.
+    Status {
+        /// The config file (for its sites and state_dir).
+        #[arg(short, long, default_value = "drawbridge.toml")]
+        config: PathBuf,
+        /// As JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Control the edge cache of the running drawbridge.
     Cache {
         /// The config file (for its state_dir).
@@ -98,6 +107,7 @@ fn main() -> ExitCode {
             action: CacheAction::Purge { prefix },
         } => with_config(&config, |config| purge(config, prefix.as_deref())),
         Command::Bans { config, action } => with_config(&config, |config| bans(config, &action)),
+        Command::Status { config, json } => with_config(&config, |config| status(config, json)),
         Command::Tunnel { config, action } => {
             with_config(&config, |config| tunnel::command(config, &action))
         }

@@ -201,19 +201,19 @@ impl Server {
     /// requests finish for up to `[server] shutdown_grace`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let tracker = self.shared.tasks.clone();
+        let sources = crate::admin_listener::Sources {
+            metrics: self.metrics.clone(),
+            guard: self.shared.guard.clone(),
+            cache: self.shared.gateway.cache().clone(),
+            hub: self.shared.edge.hub.clone(),
+            handshake_failures: self.shared.handshake_failures.clone(),
+            certificates: self.tls.clone(),
+            token: self.started_with.server.admin_token.clone(),
+        };
         if let Some(listener) = self.admin.take() {
-            let sources = crate::admin_listener::Sources {
-                metrics: self.metrics.clone(),
-                guard: self.shared.guard.clone(),
-                cache: self.shared.gateway.cache().clone(),
-                hub: self.shared.edge.hub.clone(),
-                handshake_failures: self.shared.handshake_failures.clone(),
-                certificates: self.tls.clone(),
-                token: self.started_with.server.admin_token.clone(),
-            };
             tokio::spawn(crate::admin_listener::serve(
                 listener,
-                sources,
+                sources.clone(),
                 self.background.clone(),
             ));
         }
@@ -221,9 +221,7 @@ impl Server {
         self.acme.apply(&self.started_with.sites);
         tokio::spawn(crate::admin::serve(
             crate::admin::socket_path(&self.started_with.server.state_dir),
-            self.shared.guard.clone(),
-            self.shared.gateway.cache().clone(),
-            self.shared.edge.hub.clone(),
+            sources.clone(),
             self.background.clone(),
         ));
         let failures = self.shared.handshake_failures.clone();

@@ -104,3 +104,70 @@ fn run_names_each_site_and_a_taken_port_says_so() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn status_shows_the_running_process() {
+    let origin = crate::support::origin::Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &site("jelly.test", origin.addr, "https_redirect = false"),
+    );
+    let process = crate::support::Process::start(&config);
+    let client = reqwest::Client::builder()
+        .resolve("jelly.test", process.http)
+        .build()
+        .unwrap();
+    let poster = format!(
+        "http://jelly.test:{}/Items/abc/Images/Primary?tag=s",
+        process.http.port()
+    );
+    for _ in 0..2 {
+        client
+            .get(&poster)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let status = |json: bool| {
+        let mut command = Command::new(binary());
+        command.args(["status", "-c"]).arg(&config);
+        if json {
+            command.arg("--json");
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status(false);
+    assert!(text.contains("site jelly.test -> http://"), "{text}");
+    let days: u64 = text
+        .split("certificate: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no certificate days in {text}"));
+    assert!(
+        (20..=31).contains(&days),
+        "the local CA's leaf lasts weeks: {days}"
+    );
+    assert!(text.contains("edge cache: 1 hits, 1 misses"), "{text}");
+    assert!(text.contains("tunnel: no agents enrolled"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(json["cache"][0], 1);
+    assert!(json["connections"].as_u64().is_some());
+    drop(process);
+    let stopped = Command::new(binary())
+        .args(["status", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!stopped.status.success());
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("drawbridge is not running"));
+}

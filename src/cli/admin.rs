@@ -117,3 +117,72 @@ fn report_removed(address: &str, removed: bool) {
         println!("{address} was not banned");
     }
 }
+
+/// `drawbridge status [--json]`: what the running process is doing, in one
+/// screen (or as JSON for scripts).
+pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let socket = admin::socket_path(&config.server.state_dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = runtime
+        .block_on(admin::request(&socket, &admin::Command::Status))
+        .with_context(|| {
+            format!(
+                "drawbridge is not running (no admin socket at {})",
+                socket.display()
+            )
+        })?;
+    let Reply::Status(status) = reply else {
+        anyhow::bail!("unexpected answer from drawbridge: {reply:?}");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("drawbridge is running");
+    for site in &config.sites {
+        let name = site.name();
+        let certificate = match status.certificates.iter().find(|(n, _)| *n == name) {
+            Some((_, expiry)) => format!(
+                "certificate: {} days left",
+                expiry.saturating_sub(now) / 86_400
+            ),
+            None => "certificate: none yet".to_string(),
+        };
+        println!("  site {name} -> {}   {certificate}", site.upstream);
+    }
+    println!("  connections: {} open", status.connections);
+    println!("  bans: {} in force", status.bans.len());
+    for ban in &status.bans {
+        println!("    {} (offences {})", ban.address, ban.offences);
+    }
+    let [hits, misses, stale, bypass] = status.cache;
+    let asked = hits + stale + misses;
+    let ratio = if asked == 0 {
+        0
+    } else {
+        (hits + stale) * 100 / asked
+    };
+    println!("  edge cache: {hits} hits, {misses} misses, {stale} stale, {bypass} bypassed ({ratio} % from the edge)");
+    if status.tunnels.is_empty() {
+        println!("  tunnel: no agents enrolled");
+    }
+    for agent in &status.tunnels {
+        let from: Vec<&str> = agent.connections.iter().map(|c| c.0.as_str()).collect();
+        println!(
+            "  tunnel agent {}: {} connections{}",
+            agent.name,
+            agent.connections.len(),
+            if from.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", from.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
