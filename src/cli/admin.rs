@@ -162,11 +162,7 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     }
     let [hits, misses, stale, bypass] = status.cache;
     let asked = hits + stale + misses;
-    let ratio = if asked == 0 {
-        0
-    } else {
-        (hits + stale) * 100 / asked
-    };
+    let ratio = ((hits + stale) * 100).checked_div(asked).unwrap_or(0);
     println!("  edge cache: {hits} hits, {misses} misses, {stale} stale, {bypass} bypassed ({ratio} % from the edge)");
     if status.tunnels.is_empty() {
         println!("  tunnel: no agents enrolled");
