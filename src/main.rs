@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "cli/admin.rs"]
 mod admin_cli;
+#[path = "cli/doctor.rs"]
+mod doctor;
 #[path = "cli/tunnel.rs"]
 mod tunnel;
 
@@ -88,6 +90,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the setup: DNS, the upstream being Jellyfin, state_dir, the user; each ✗ with its fix.
+    Doctor {
+        /// The config file.
+        #[arg(short, long, default_value = "drawbridge.toml")]
+        config: PathBuf,
+    },
     /// Control the edge cache of the running drawbridge.
     Cache {
         /// The config file (for its state_dir).
@@ -108,6 +116,7 @@ fn main() -> ExitCode {
         } => with_config(&config, |config| purge(config, prefix.as_deref())),
         Command::Bans { config, action } => with_config(&config, |config| bans(config, &action)),
         Command::Status { config, json } => with_config(&config, |config| status(config, json)),
+        Command::Doctor { config } => with_config(&config, doctor::doctor),
         Command::Tunnel { config, action } => {
             with_config(&config, |config| tunnel::command(config, &action))
         }

@@ -10,6 +10,7 @@ mod cache;
 mod client_ip;
 mod config_check;
 mod dns;
+mod doctor;
 mod early_answers;
 mod guard;
 mod h2_abuse;

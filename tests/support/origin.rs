@@ -211,7 +211,7 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
     let mut response = match path.as_str() {
         "/system/info/public" => full(
             StatusCode::OK,
-            r#"{"ServerName":"fake","Version":"10.11.0","Id":"f00"}"#,
+            r#"{"LocalAddress":"","ServerName":"fake","Version":"10.11.0","ProductName":"Jellyfin Server","OperatingSystem":"","Id":"f00","StartupWizardCompleted":true}"#,
         ),
         "/users/authenticatebyname" => {
             let body = request
