@@ -21,18 +21,22 @@
 //!
 //! # Layout (modules by floor: each imports only from those below it)
 //!
-//! - [`main`](../drawbridge/index.html) is CLI, logging and signals; [`admin`]
-//!   is the admin socket, its protocol typed in [`admin::Command`].
+//! - `main.rs` and `src/cli/` are the command line, logging and signals;
+//!   [`admin`] is the admin socket (its protocol typed in [`admin::Command`]
+//!   and [`admin::Reply`]), [`admin_listener`] the loopback HTTP listener for
+//!   [`metrics`]; [`notify`] tells systemd how the process is doing.
 //! - [`server`], [`connection`], [`pipeline`]: accept, one connection, one request.
 //! - [`routes`], [`cache`], [`websocket`], [`upstream`], [`filter`], [`acme`]:
-//!   what a request is served by.
+//!   what a request is served by; [`agent`] is the home end of the tunnel,
+//!   [`tunnel`] its edge end (keys, enrollment, the hub the upstream sends
+//!   through).
 //! - [`tls`], [`guard`], [`access_log`], [`forwarding`], [`socket`]:
 //!   certificates by SNI, bans and caps, the log, the upstream's head, the
 //!   layers under hyper.
 //! - [`config`], [`error`]: the validated config (errors as `file:line:col`)
 //!   and `ProxyError` → status and page.
 //! - [`body`], [`canonical`], [`client_ip`], [`dns`], [`atomic_file`],
-//!   [`certfile`]: leaves with no drawbridge imports above them.
+//!   [`certfile`], [`log_file`]: leaves with no drawbridge imports above them.
 //!
 //! Words are fixed in `docs/glossary.md`.
 
