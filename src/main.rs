@@ -9,13 +9,15 @@ use drawbridge::log_file::LogFile;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use drawbridge::config::{Config, LoadError, LogTarget, SiteConfig, TlsSource};
+use drawbridge::config::{Config, LoadError, LogTarget};
 use drawbridge::server::Server;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 #[path = "cli/admin.rs"]
 mod admin_cli;
+#[path = "cli/check.rs"]
+mod check;
 #[path = "cli/doctor.rs"]
 mod doctor;
 #[path = "cli/tunnel.rs"]
@@ -109,7 +111,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config } => match load_or_report(&config) {
+            Some(loaded) => check::check(&config, &loaded),
+            None => ExitCode::FAILURE,
+        },
         Command::Cache {
             config,
             action: CacheAction::Purge { prefix },
@@ -188,153 +193,6 @@ fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
-        return ExitCode::FAILURE;
-    };
-    let list = |addrs: &[std::net::SocketAddr]| {
-        addrs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (refusals, warnings) = would_refuse(&config);
-    for refusal in &refusals {
-        eprintln!("{}: {refusal}", path.display());
-    }
-    for warning in &warnings {
-        eprintln!("{}: warning: {warning}", path.display());
-    }
-    if !refusals.is_empty() {
-        eprintln!(
-            "{}: valid, but `run` would refuse to start ({} problem{})",
-            path.display(),
-            refusals.len(),
-            if refusals.len() == 1 { "" } else { "s" }
-        );
-        return ExitCode::FAILURE;
-    }
-    println!("{}: the config is valid", path.display());
-    println!("  http listeners:  {}", list(&config.server.http));
-    println!("  https listeners: {}", list(&config.server.https));
-    println!("  state_dir:       {}", config.server.state_dir.display());
-    if config.sites.iter().any(|s| s.tls == TlsSource::Acme) {
-        let challenges: Vec<&str> = config.acme.challenges.iter().map(|c| c.name()).collect();
-        println!(
-            "  acme:            {} via {}",
-            config.acme.directory,
-            challenges.join(", ")
-        );
-    }
-    for site in &config.sites {
-        println!("  site {}", describe(site));
-    }
-    for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
-        eprintln!(
-            "{}: warning: site {}: upstream {} is plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https",
-            path.display(),
-            site.name(),
-            site.upstream
-        );
-    }
-    ExitCode::SUCCESS
-}
-
-/// What `run` would stop at, short of binding: log files that cannot be
-/// opened for appending, a `state_dir` that cannot be made or written
-/// (certificate files and their keys are checked by the validation); and,
-/// as a warning (the systemd unit grants what this shell may lack), ports
-/// below 1024 without the capability to bind them.
-fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
-    let mut refusals = Vec::new();
-    let mut warnings = Vec::new();
-    let logs = [
-        ("error log", Some(&config.log.error)),
-        ("access log", config.log.access.as_ref()),
-    ];
-    for (what, target) in logs {
-        if let Some(LogTarget::File(file)) = target {
-            let opened = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file);
-            if let Err(error) = opened {
-                refusals.push(format!(
-                    "cannot open the {what} {} for appending: {error}",
-                    file.display()
-                ));
-            }
-        }
-    }
-    let state = &config.server.state_dir;
-    let probe = state.join(format!(".check-{}", std::process::id()));
-    let writable = std::fs::create_dir_all(state).and_then(|()| std::fs::write(&probe, b""));
-    let _ = std::fs::remove_file(&probe);
-    if let Err(error) = writable {
-        refusals.push(format!(
-            "state_dir {} cannot be made or written: {error}",
-            state.display()
-        ));
-    }
-    let low: Vec<&std::net::SocketAddr> = config
-        .server
-        .http
-        .iter()
-        .chain(&config.server.https)
-        .filter(|addr| addr.port() != 0 && addr.port() < 1024)
-        .collect();
-    let lowest = low.iter().map(|addr| addr.port()).min();
-    if lowest.is_some_and(|port| !may_bind(port)) {
-        let low: Vec<String> = low.iter().map(ToString::to_string).collect();
-        warnings.push(format!(
-            "{} need the CAP_NET_BIND_SERVICE capability, which this shell does not have: the systemd unit grants it; otherwise give the binary the capability (setcap cap_net_bind_service=+ep) or listen on ports above 1024",
-            low.join(", ")
-        ));
-    }
-    (refusals, warnings)
-}
-
-/// Whether this process may bind `port`: CAP_NET_BIND_SERVICE (bit 10) in
-/// its effective capabilities, or the kernel lets every user bind it.
-fn may_bind(port: u16) -> bool {
-    let unprivileged = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|v| v.trim().parse::<u16>().ok())
-        .is_some_and(|start| start <= port);
-    let capable = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << 10) != 0);
-    unprivileged || capable
-}
-
-fn describe(site: &SiteConfig) -> String {
-    let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
-    let tls = match &site.tls {
-        TlsSource::Internal => "local CA".to_string(),
-        TlsSource::Acme => "ACME".to_string(),
-        TlsSource::Files { cert, .. } => format!("file {}", cert.display()),
-    };
-    let plain = if site.https_redirect {
-        "redirected to https"
-    } else {
-        "served"
-    };
-    let on = |yes: bool| if yes { "on" } else { "off" };
-    let cached = !site.cache_paths.is_empty() || !site.cache_public_paths.is_empty();
-    format!(
-        "{} -> {} (tls: {tls}; plain http: {plain}; login limit: {}; edge cache: {})",
-        hosts.join(", "),
-        site.upstream,
-        on(site.login_rate.is_some()),
-        on(cached),
-    )
-}
-
 /// Starts logging as `[log]` says; the error log file, when there is one, to
 /// reopen on SIGUSR1.
 fn init_logging(config: &Config) -> anyhow::Result<Option<Arc<LogFile>>> {
@@ -378,7 +236,7 @@ async fn serve(
     for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
         tracing::warn!(site = site.name(), upstream = %site.upstream, "plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https");
     }
-    let sites: Vec<String> = config.sites.iter().map(describe).collect();
+    let sites: Vec<String> = config.sites.iter().map(check::describe).collect();
     let server = Server::bind(config).await?;
     for site in &sites {
         tracing::info!("site {site}");

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -24,7 +24,12 @@ use crate::routes::Routes;
 use crate::tls::challenges::Challenges;
 use crate::tls::{TlsError, TlsStore};
 use crate::tunnel::edge::Edge;
-use crate::tunnel::hub::Hub;
+
+mod bind;
+mod reload;
+
+use bind::{bind_all, bind_hint};
+pub use reload::Reloader;
 
 /// Why the server could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -288,145 +293,6 @@ impl Server {
             tracker.wait().await;
         }
     }
-}
-
-/// Reloads the config of a running server (SIGHUP).
-#[derive(Debug, Clone)]
-pub struct Reloader {
-    gateway: Arc<Gateway>,
-    tls: Arc<TlsStore>,
-    acme: Arc<AcmeManager>,
-    lookup: Option<Arc<dyn Lookup>>,
-    background: CancellationToken,
-    guard: Arc<Guard>,
-    hub: Arc<Hub>,
-    metrics: Arc<Metrics>,
-    started_with: Config,
-}
-
-impl Reloader {
-    /// Installs `config`'s certificates and routes; on error the running config
-    /// stays whole. Listener and limit changes need a restart.
-    pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
-        let old = &self.started_with;
-        if config.server.http != old.server.http
-            || config.server.https != old.server.https
-            || config.server.proxy_protocol != old.server.proxy_protocol
-        {
-            return Err(ServerError::NeedsRestart("[server] http/https listeners"));
-        }
-        if config.limits != old.limits {
-            return Err(ServerError::NeedsRestart("[limits]"));
-        }
-        if config.log != old.log {
-            return Err(ServerError::NeedsRestart("[log]"));
-        }
-        if config.server.resolvers != old.server.resolvers
-            || config.server.dns_ttl != old.server.dns_ttl
-        {
-            return Err(ServerError::NeedsRestart(
-                "[server] resolvers/dns_min_ttl/dns_max_ttl",
-            ));
-        }
-        if config.cache != old.cache {
-            return Err(ServerError::NeedsRestart("[cache]"));
-        }
-        if config.guard != old.guard {
-            return Err(ServerError::NeedsRestart("[guard]"));
-        }
-        if config.acme != old.acme {
-            return Err(ServerError::NeedsRestart("[acme]"));
-        }
-        if config.server.state_dir != old.server.state_dir {
-            return Err(ServerError::NeedsRestart("[server] state_dir"));
-        }
-        if config.server.admin_listen != old.server.admin_listen
-            || config.server.admin_token != old.server.admin_token
-        {
-            return Err(ServerError::NeedsRestart(
-                "[server] admin_listen or admin_token",
-            ));
-        }
-        let tls = self.tls.clone();
-        let for_tls = config.clone();
-        tokio::task::spawn_blocking(move || tls.install(&for_tls))
-            .await
-            .expect("certificate preparation does not panic")?;
-        let named = config.sites.iter().any(|s| s.upstream.needs_dns());
-        if named && self.lookup.is_none() {
-            return Err(ServerError::NeedsRestart(
-                "an upstream given by host name (DNS was not started)",
-            ));
-        }
-        let routes = Routes::build(&config, &self.guard, &self.hub, &self.metrics);
-        routes.start_background(
-            self.lookup.as_ref(),
-            config.server.dns_ttl,
-            &self.background,
-            Some(&self.gateway.routes()),
-        );
-        self.gateway.swap_routes(routes);
-        self.acme.apply(&config.sites);
-        Ok(())
-    }
-
-    /// Orders a new ACME certificate for `site` (its first host) now.
-    /// Returns false when no ACME site has that name.
-    pub fn renew_now(&self, site: &str) -> bool {
-        self.acme.renew_now(site)
-    }
-
-    /// Reopens the access log file (SIGUSR1, after logrotate).
-    pub fn reopen_logs(&self) -> std::io::Result<()> {
-        self.gateway.access_log().reopen()
-    }
-}
-
-/// What to do when a port below 1024 is refused for lack of privilege.
-fn bind_hint(addr: SocketAddr, error: &std::io::Error) -> &'static str {
-    if error.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
-        " — ports below 1024 need the CAP_NET_BIND_SERVICE capability: run drawbridge from its \
-         systemd unit (AmbientCapabilities=CAP_NET_BIND_SERVICE), or give the binary the \
-         capability (setcap cap_net_bind_service=+ep /usr/bin/drawbridge), or listen on ports \
-         above 1024 in [server]"
-    } else if error.kind() == std::io::ErrorKind::AddrInUse {
-        " — another program (or another drawbridge) already listens there"
-    } else {
-        ""
-    }
-}
-
-fn bind_all(
-    addrs: &[SocketAddr],
-    proxy_protocol: &[SocketAddr],
-) -> Result<Vec<(TcpListener, bool)>, ServerError> {
-    addrs
-        .iter()
-        .map(|addr| {
-            let listener = bind(*addr).map_err(|source| ServerError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            Ok((listener, proxy_protocol.contains(addr)))
-        })
-        .collect()
-}
-
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if addr.is_ipv6() {
-        // So that "[::]:443" and "0.0.0.0:443" can both be listed.
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    let socket = TcpSocket::from_std_stream(socket.into());
-    socket.listen(1024)
 }
 
 async fn accept_loop(
