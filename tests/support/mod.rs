@@ -353,6 +353,22 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_drawbridge"))
 }
 
+/// The binary with `args` and `config`, its stderr piped for reading.
+pub fn spawn_binary(
+    args: &[&str],
+    config: &Path,
+) -> (std::process::Child, std::process::ChildStderr) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .arg(config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    (child, stderr)
+}
+
 impl Process {
     /// Starts `drawbridge run -c config` and waits until both listeners are up.
     pub fn start(config: &Path) -> Process {
@@ -362,14 +378,7 @@ impl Process {
     /// Like `start`, for a config whose `[log] error` is `log_file`: the log
     /// is read from that file (stderr must stay empty of it).
     pub fn start_logging_to(config: &Path, log_file: Option<&Path>) -> Process {
-        let mut child = Command::new(binary())
-            .args(["run", "-c"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let (child, stderr) = spawn_binary(&["run", "-c"], config);
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let keep = move |line: String, log: &std::sync::Mutex<Vec<String>>| {

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,14 +39,7 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent on `config`.
     pub fn start(config: &Path) -> Agent {
-        let mut child = Command::new(binary())
-            .args(["agent", "-c"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let (child, stderr) = super::spawn_binary(&["agent", "-c"], config);
         let log = Arc::new(Mutex::new(Vec::new()));
         let keep = log.clone();
         std::thread::spawn(move || {
