@@ -52,12 +52,12 @@ struct Link {
     since: SystemTime,
     sender: SendRequest<Body>,
     close: CancellationToken,
-    bytes: Arc<Bytes>,
+    bytes: Arc<ByteCounts>,
 }
 
 /// Bytes through one connection, both ways.
 #[derive(Debug, Default)]
-struct Bytes {
+struct ByteCounts {
     read: AtomicU64,
     written: AtomicU64,
 }
@@ -168,7 +168,7 @@ impl Hub {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let bytes = Arc::new(Bytes::default());
+        let bytes = Arc::new(ByteCounts::default());
         let io = Counted {
             inner: io,
             bytes: bytes.clone(),
@@ -306,7 +306,7 @@ impl Hub {
 /// An agent connection's IO, counting bytes for `tunnel list`.
 struct Counted<IO> {
     inner: IO,
-    bytes: Arc<Bytes>,
+    bytes: Arc<ByteCounts>,
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
