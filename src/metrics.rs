@@ -11,7 +11,6 @@
 //! scraped.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -237,9 +236,6 @@ impl SiteMetrics {
         self.response_time.observe(elapsed.as_secs_f64());
     }
 }
-
-/// Shared between the routes (which count) and the admin listener (which serves).
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

@@ -263,15 +263,6 @@ impl Hub {
         Some(ready[turn % ready.len()].sender.clone())
     }
 
-    /// Whether `agent` has a connection up.
-    pub fn connected(&self, agent: &str) -> bool {
-        self.links
-            .lock()
-            .expect("hub lock")
-            .iter()
-            .any(|l| l.name == agent)
-    }
-
     /// Every enrolled agent and its connections.
     pub fn status(&self) -> Vec<AgentStatus> {
         let links = self.links.lock().expect("hub lock");

@@ -6,13 +6,11 @@
 //! certificate and does not depend on the public CA system.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use base64::Engine as _;
 use rcgen::{CertificateParams, KeyPair};
-use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::atomic_file::write_atomic;
 
@@ -89,16 +87,6 @@ impl Identity {
     /// This identity's pin.
     pub fn pin(&self) -> String {
         pin_of(&self.cert).unwrap_or_default()
-    }
-
-    /// The certificate and signing key as rustls presents them.
-    pub fn certified_key(&self) -> Option<Arc<CertifiedKey>> {
-        let provider = crate::tls::provider();
-        let key = provider
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(self.key.clone_key()))
-            .ok()?;
-        Some(Arc::new(CertifiedKey::new(vec![self.cert.clone()], key)))
     }
 }
 
