@@ -157,13 +157,18 @@ UsePAM no
     wait_port(SSH_NGINX, "nginx over ssh")
 
 
-def stream(bench, port, size_mib):
+def stream(bench, port, size_mib, names=()):
+    """One stream's MiB/s; with `names`, also each one's CPU seconds per GiB."""
     size = size_mib << 20
+    before = {n: bench.cpu_seconds(n) for n in names}
     out = sh(pinned(1, f"curl -s --http1.1 --cacert {bench.work}/ca.pem -o /dev/null -r 0-{size - 1} -w '%{{speed_download}} %{{size_download}} %{{http_code}}' https://localhost:{port}/big.bin"))
     speed, got, code = out.split()
     if int(got) != size or code != "206":
         raise SystemExit(f"stream on {port}: HTTP {code}, {got} of {size} bytes")
-    return float(speed) / (1 << 20)
+    rate = float(speed) / (1 << 20)
+    if names:
+        return rate, {n: (bench.cpu_seconds(n) - before[n]) * 1024 / size_mib for n in names}
+    return rate
 
 
 def small(bench, port, names):
@@ -204,9 +209,10 @@ def main(quick):
             print(f"SSH peer not measured: {error}", file=sys.stderr)
             peer = False
         size = 256 if quick else 1024
-        best = lambda port: max(stream(bench, port, size) for _ in range(2))
-        direct_stream, tunnel_stream = best(DIRECT), best(TUNNELED)
-        ssh_stream = best(SSH_NGINX) if peer else None
+        best = lambda port, names: max((stream(bench, port, size, names) for _ in range(3)), key=lambda r: r[0])
+        direct_stream, direct_gib = best(DIRECT, ["direct"])
+        tunnel_stream, tunnel_gib = best(TUNNELED, ["edge", "agent"])
+        ssh_stream = best(SSH_NGINX, ["ssh-nginx"])[0] if peer else None
         direct_rps, direct_cpu = small(bench, DIRECT, ["direct"])
         tunnel_rps, tunnel_cpu = small(bench, TUNNELED, ["edge", "agent"])
         if peer:
@@ -232,6 +238,8 @@ def main(quick):
             print(f"kept {work} (*.out)", file=sys.stderr)
     cap = RATE / (1 << 20)
     rows.append(("One stream (MiB/s), loopback", f"{direct_stream:.0f}", f"{tunnel_stream:.0f} ({tunnel_stream / direct_stream:.2f}×)", f"{ssh_stream:.0f}" if peer else "n/a"))
+    rows.append(("CPU seconds per GiB streamed", f"{direct_gib['direct']:.2f}",
+                 f"edge {tunnel_gib['edge']:.2f} ({tunnel_gib['edge'] / direct_gib['direct']:.2f}×) + agent {tunnel_gib['agent']:.2f}", "–"))
     rows.append(("Small answers per second (wrk, 64 connections)", f"{direct_rps:.0f}", f"{tunnel_rps:.0f}", f"{ssh_rps:.0f}" if peer else "n/a"))
     tunnel_total = tunnel_cpu["edge"] + tunnel_cpu["agent"]
     rows.append(("CPU µs per small request", f"{direct_cpu['direct']:.0f}",

@@ -26,11 +26,12 @@ use serve::Services;
 pub use serve::REFUSED;
 
 use crate::socket::coalesce::Coalesce;
+use crate::socket::rewind::Rewind;
 use crate::tunnel::edge::{EnrollReply, EnrollRequest};
 use crate::tunnel::identity::{Identity, IdentityError};
 use crate::tunnel::register::{Token, EXPORTER_LABEL};
 use crate::tunnel::trust::PinnedServer;
-use crate::tunnel::{ENROLL_ALPN, TUNNEL_ALPN};
+use crate::tunnel::{ENROLL_ALPN, READ_AHEAD, TUNNEL_ALPN};
 
 /// The first retry's ceiling, and the most a retry waits.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -100,7 +101,7 @@ fn client_config(
 async fn dial(
     edge: &str,
     config: Arc<ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+) -> Result<tokio_rustls::client::TlsStream<Rewind>, String> {
     let host = edge.rsplit_once(':').map_or(edge, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_string())
@@ -113,7 +114,7 @@ async fn dial(
             .with_interval(Duration::from_secs(10));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         TlsConnector::from(config)
-            .connect(name, stream)
+            .connect(name, Rewind::new(stream))
             .await
             .map_err(|e| match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
                 Some(rustls::Error::InvalidCertificate(_)) => {
@@ -206,7 +207,8 @@ async fn keep_up(
     loop {
         let started = Instant::now();
         match dial(&edge, tls.clone()).await {
-            Ok(stream) => {
+            Ok(mut stream) => {
+                stream.get_mut().0.read_ahead(READ_AHEAD);
                 tracing::info!(slot, edge, "tunnel connection up");
                 let services = services.clone();
                 let service = hyper::service::service_fn(move |request| {
@@ -221,6 +223,10 @@ async fn keep_up(
                     .max_concurrent_streams(512)
                     .initial_stream_window_size(2 * 1024 * 1024)
                     .initial_connection_window_size(8 * 1024 * 1024)
+                    .max_frame_size(crate::tunnel::MAX_FRAME)
+                    // Room for a few frames of an answer while the socket
+                    // is busy (hyper's default, 400 KiB, is under two).
+                    .max_send_buf_size(4 * crate::tunnel::MAX_FRAME as usize)
                     // Answers leave in shared TLS records, as the edge's own
                     // HTTP/2 server's do (socket/coalesce.rs).
                     .serve_connection(TokioIo::new(Coalesce::new(stream, true)), service);

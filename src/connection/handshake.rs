@@ -9,7 +9,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::Shared;
 use crate::config::normalise_host;
 use crate::socket::deadline::Readiness;
-use crate::socket::proxy_protocol::Rewind;
+use crate::socket::rewind::Rewind;
 use crate::tls::challenges::ACME_TLS_ALPN;
 use crate::tls::failures::Failure;
 use crate::tls::FIRST_CERTIFICATE_WAIT;

@@ -20,12 +20,13 @@ use crate::guard::Guard;
 use crate::pipeline::{Conn, Gateway};
 use crate::socket::coalesce::Coalesce;
 use crate::socket::deadline::{ConnState, Deadlines};
-use crate::socket::proxy_protocol::{self, Rewind};
+use crate::socket::proxy_protocol;
+use crate::socket::rewind::Rewind;
 use crate::tls::challenges::ACME_TLS_ALPN;
 use crate::tls::failures::HandshakeFailures;
 use crate::tls::{ServerConfigs, TlsStore};
 use crate::tunnel::edge::Edge;
-use crate::tunnel::{ENROLL_ALPN, TUNNEL_ALPN};
+use crate::tunnel::{ENROLL_ALPN, READ_AHEAD, TUNNEL_ALPN};
 
 mod handshake;
 mod http;
@@ -152,6 +153,8 @@ pub async fn serve(
         }
         if matches!(session.alpn_protocol(), Some(p) if p == TUNNEL_ALPN || p == ENROLL_ALPN) {
             // An agent, not a visitor: no site logic at all.
+            let mut stream = stream;
+            stream.get_mut().0.read_ahead(READ_AHEAD);
             let served = shared
                 .edge
                 .serve(stream, peer, shared.limits.handshake_timeout);

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! TcpStream
-//!   └ proxy_protocol::Rewind   the PROXY header read off, or nothing (only on
-//!                              listeners that ask); first, so the guard sees
-//!                              the real client before any TLS work
+//!   └ rewind::Rewind           the PROXY header read off (proxy_protocol, only
+//!                              on listeners that ask), or nothing; first, so
+//!                              the guard sees the real client before any TLS
+//!                              work; reads ahead on agent connections
 //!     └ TLS (tokio-rustls)     the handshake in `connection/handshake.rs`
 //!       └ coalesce::Coalesce   HTTP/2 only: answers gathered into full TLS
 //!                              records; above TLS, because records are what it
@@ -24,3 +25,4 @@ pub mod coalesce;
 pub mod deadline;
 pub mod head_scan;
 pub mod proxy_protocol;
+pub mod rewind;

@@ -6,14 +6,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use ppp::{v1, v2, HeaderResult, PartialResult};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+use super::rewind::Rewind;
 
 /// Longest header read (v1 is at most 107 bytes; v2 with TLVs stays far below).
 const MAX_HEADER: usize = 4096;
@@ -69,13 +69,7 @@ pub async fn accept(
         Ok(result) => result?,
         Err(_) => return Err(ProxyHeaderError::Timeout),
     };
-    Ok((
-        Rewind {
-            prefix: rest,
-            inner: stream,
-        },
-        client,
-    ))
+    Ok((Rewind::with_prefix(stream, rest), client))
 }
 
 fn v1_source(addresses: &v1::Addresses) -> Option<SocketAddr> {
@@ -94,77 +88,5 @@ fn v2_source(header: &v2::Header<'_>) -> Option<SocketAddr> {
         v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         _ => None,
-    }
-}
-
-/// A TCP stream with bytes already read put back in front.
-#[derive(Debug)]
-pub struct Rewind {
-    prefix: Bytes,
-    inner: TcpStream,
-}
-
-impl Rewind {
-    /// A stream with nothing put back.
-    pub fn new(inner: TcpStream) -> Rewind {
-        Rewind {
-            prefix: Bytes::new(),
-            inner,
-        }
-    }
-}
-
-impl crate::socket::deadline::Readiness for Rewind {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        self.inner.poll_read_ready(cx)
-    }
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -25,3 +25,12 @@ pub const TUNNEL_ALPN: &[u8] = b"drawbridge-tunnel/1";
 
 /// ALPN of an enrollment connection.
 pub const ENROLL_ALPN: &[u8] = b"drawbridge-enroll/1";
+
+/// What each end of a tunnel connection reads from its socket at once
+/// (`socket::rewind`): a film crosses it in TLS records of 16 KiB, one system
+/// call each without it (docs/performance.md, "The home leg").
+pub const READ_AHEAD: usize = 256 * 1024;
+
+/// The largest HTTP/2 frame either end accepts: a stream's DATA in frames of
+/// this size rather than 16 KiB ones, fewer to frame, wake and forward.
+pub const MAX_FRAME: u32 = 256 * 1024;
