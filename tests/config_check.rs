@@ -249,7 +249,10 @@ fn check_tries_the_log_files_and_the_state_folder_as_run_would() {
 
 #[test]
 fn messages_use_a_users_words_in_file_order() {
-    let (ok, _, stderr) = check("[guard]\nwindow = 12\n\n[limits]\nmax_headers = \"3\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\nmax_body_size = \"20MiB\"\n");
+    // One type error does not hide the rest of its table: `ban_time` after
+    // the bad `window` is still read and checked, and so is `max_headers`'s
+    // neighbour.
+    let (ok, _, stderr) = check("[guard]\nwindow = 12\nban_time = \"1w\"\nmax_failures = \"5\"\n\n[limits]\nmax_headers = \"3\"\nheader_timeout = \"soon\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\nmax_body_size = \"20MiB\"\n");
     assert!(!ok);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(
@@ -257,12 +260,24 @@ fn messages_use_a_users_words_in_file_order() {
         "{stderr}"
     );
     assert!(
-        lines[1].contains(":5:15: expected a whole number, found the text \"3\""),
+        lines[1].contains(":3:12: unknown duration unit `w`"),
         "{stderr}"
     );
     assert!(
-        lines[2]
-            .contains(":10:1: unknown key `max_body_size` in [[site]]; did you mean `max_body`?"),
+        lines[2].contains(":4:16: expected a whole number, found the text \"5\""),
+        "{stderr}"
+    );
+    assert!(
+        lines[3].contains(":7:15: expected a whole number, found the text \"3\""),
+        "{stderr}"
+    );
+    assert!(
+        lines[4].contains(":8:18:") && lines[4].contains("soon"),
+        "{stderr}"
+    );
+    assert!(
+        lines[5]
+            .contains(":13:1: unknown key `max_body_size` in [[site]]; did you mean `max_body`?"),
         "{stderr}"
     );
     let (ok, _, stderr) = check("[[site]]\nhost = \"https://jellyfin.example.com\"\nupstream = \"http://10.0.0.2:8096\"\nconnect_timeout = \"1.5m\"\n");

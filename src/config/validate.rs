@@ -94,11 +94,57 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// A table deserialized at once, or, when that fails, key by key: every
+    /// key whose value has the wrong type is reported (serde stops at the
+    /// first), and the table is read without them, so the keys after a bad
+    /// one are still checked.
     fn section<T: for<'de> Deserialize<'de>>(&mut self, value: Spanned<DeValue<'_>>) -> Option<T> {
         let span = value.span();
-        T::deserialize(ValueDeserializer::from(value))
-            .map_err(|error| self.report.toml_error(&error, &span))
-            .ok()
+        let whole = match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(section) => return Some(section),
+            Err(error) => error,
+        };
+        let DeValue::Table(table) = value.into_inner() else {
+            self.report.toml_error(&whole, &span);
+            return None;
+        };
+        let alone = |key: &Spanned<_>, item: &Spanned<DeValue<'_>>| {
+            let mut one = DeTable::new();
+            one.insert(key.clone(), item.clone());
+            T::deserialize(ValueDeserializer::from(Spanned::new(
+                span.clone(),
+                DeValue::Table(one),
+            )))
+        };
+        let mut good = DeTable::new();
+        let mut reported = false;
+        for (key, item) in table {
+            match alone(&key, &item) {
+                // A key that is fine alone, or whose table misses a required
+                // key only because it stands alone.
+                Ok(_) => {
+                    good.insert(key, item);
+                }
+                Err(error) if error.message().starts_with("missing field") => {
+                    good.insert(key, item);
+                }
+                Err(error) => {
+                    self.report.toml_error(&error, &item.span());
+                    reported = true;
+                }
+            }
+        }
+        if !reported {
+            // Not one key's fault (a required key missing): the whole error.
+            self.report.toml_error(&whole, &span);
+            return None;
+        }
+        T::deserialize(ValueDeserializer::from(Spanned::new(
+            span.clone(),
+            DeValue::Table(good),
+        )))
+        .map_err(|error| self.report.toml_error(&error, &span))
+        .ok()
     }
 
     /// Each `[[site]]` separately, so one bad site does not hide the others'
