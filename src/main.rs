@@ -236,16 +236,29 @@ async fn serve(
     for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
         tracing::warn!(site = site.name(), upstream = %site.upstream, "plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https");
     }
-    let sites: Vec<String> = config.sites.iter().map(check::describe).collect();
+    let names: Vec<(String, String)> = config
+        .sites
+        .iter()
+        .map(|site| (site.name(), check::describe(site)))
+        .collect();
     let server = Server::bind(config).await?;
-    for site in &sites {
-        tracing::info!("site {site}");
+    let expiries = server.certificate_expiries();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    for (name, site) in &names {
+        let certificate = match expiries.iter().find(|(first, _)| first == name) {
+            Some((_, expiry)) => check::days_left(*expiry, now),
+            None => "certificate: not issued yet".to_string(),
+        };
+        tracing::info!("site {site}; {certificate}");
     }
     if let Some(pid_file) = pid_file {
         drawbridge::notify::write_pid_file(pid_file)
             .with_context(|| format!("cannot write the pid file {}", pid_file.display()))?;
     }
-    let status = format!("STATUS=serving {} sites", sites.len());
+    let status = format!("STATUS=serving {} sites", names.len());
     drawbridge::notify::notify(&format!("READY=1\n{status}"));
     if let Some(ca) = server.ca_cert_path() {
         tracing::info!(path = %ca.display(), "local CA certificate: trust it in your browser or OS to avoid warnings");

@@ -71,10 +71,26 @@ fn run_names_each_site_and_a_taken_port_says_so() {
         &site("jelly.test", "127.0.0.1:9".parse().unwrap(), ""),
     );
     let process = crate::support::Process::start(&config);
+    // The site's line names its certificate's expiry (the local CA's leaf
+    // lasts weeks).
     assert!(process.wait_for_log(
         "site jelly.test -> http://127.0.0.1:9",
         Duration::from_secs(5)
     ));
+    let line = process
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("site jelly.test -> "))
+        .cloned()
+        .unwrap();
+    let days: u64 = line
+        .split("; certificate: ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" days left")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no certificate expiry in {line}"));
+    assert!((20..=31).contains(&days), "{line}");
     // The same address again: refused, with the reason in plain words.
     let taken = process.https;
     let text = std::fs::read_to_string(&config).unwrap().replace(

@@ -147,11 +147,8 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     for site in &config.sites {
         let name = site.name();
         let certificate = match status.certificates.iter().find(|(n, _)| *n == name) {
-            Some((_, expiry)) => format!(
-                "certificate: {} days left",
-                expiry.saturating_sub(now) / 86_400
-            ),
-            None => "certificate: none yet".to_string(),
+            Some((_, expiry)) => crate::check::days_left(*expiry, now),
+            None => "certificate: not issued yet".to_string(),
         };
         println!("  site {name} -> {}   {certificate}", site.upstream);
     }

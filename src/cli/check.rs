@@ -129,6 +129,16 @@ fn may_bind(port: u16) -> bool {
     unprivileged || capable
 }
 
+/// A certificate's expiry as `run` and `status` say it.
+pub fn days_left(expiry: u64, now: u64) -> String {
+    let days = expiry.saturating_sub(now) / 86_400;
+    if expiry <= now {
+        "certificate: EXPIRED".to_string()
+    } else {
+        format!("certificate: {days} days left")
+    }
+}
+
 /// One site in one line, as `check` and `run` print it.
 pub fn describe(site: &SiteConfig) -> String {
     let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();

@@ -192,6 +192,12 @@ impl Server {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// Each site's certificate expiry (first name, Unix seconds), for the
+    /// sites that have one yet.
+    pub fn certificate_expiries(&self) -> Vec<(String, u64)> {
+        self.tls.expiries()
+    }
+
     /// The edge cache.
     pub fn cache(&self) -> Arc<Cache> {
         self.shared.gateway.cache().clone()
