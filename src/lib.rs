@@ -62,6 +62,7 @@ pub mod log_file;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod privileges;
 pub mod routes;
 pub mod server;
 pub mod socket;

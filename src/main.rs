@@ -10,6 +10,7 @@ use drawbridge::log_file::LogFile;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use drawbridge::config::{Config, LoadError, LogTarget};
+use drawbridge::privileges::{self, Plan};
 use drawbridge::server::Server;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -223,8 +224,33 @@ fn run(path: &Path, pid_file: Option<&Path>) -> anyhow::Result<()> {
         anyhow::bail!("not starting: fix the config first");
     };
     let error_log = init_logging(&config)?;
+    // Who to become is settled before anything binds: a `user` that does
+    // not exist stops the start here.
+    let plan = privileges::plan(config.server.user.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(path.to_path_buf(), config, pid_file, error_log))
+    runtime.block_on(serve(path.to_path_buf(), config, pid_file, error_log, plan))
+}
+
+/// Once bound: root handed over to the planned user, or a warning that
+/// root is kept. The state folder and the log files go to the user first.
+fn drop_root(plan: &Plan, owned: &[PathBuf]) -> anyhow::Result<()> {
+    match plan {
+        Plan::NotRoot => {}
+        Plan::StayRoot { asked: true } => {
+            tracing::warn!("running as root, as [server] user = \"root\" asks");
+        }
+        Plan::StayRoot { asked: false } => tracing::warn!(
+            "running as root: no `{}` user exists to hand over to; create it (`useradd --system {}`), set [server] user, or use the packaged unit",
+            privileges::DEFAULT_USER,
+            privileges::DEFAULT_USER
+        ),
+        Plan::Become { name, uid, gid } => {
+            let paths: Vec<&Path> = owned.iter().map(PathBuf::as_path).collect();
+            privileges::become_user(name, *uid, *gid, &paths)?;
+            tracing::info!(user = name, uid, gid, "bound and keys loaded; root given up");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -232,7 +258,19 @@ async fn serve(
     config: Config,
     pid_file: Option<&Path>,
     error_log: Option<Arc<LogFile>>,
+    plan: Plan,
 ) -> anyhow::Result<()> {
+    let owned: Vec<PathBuf> = std::iter::once(config.server.state_dir.clone())
+        .chain(
+            [Some(&config.log.error), config.log.access.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|target| match target {
+                    LogTarget::File(path) => Some(path.clone()),
+                    LogTarget::Stderr => None,
+                }),
+        )
+        .collect();
     for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
         tracing::warn!(site = site.name(), upstream = %site.upstream, "plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https");
     }
@@ -258,6 +296,7 @@ async fn serve(
         drawbridge::notify::write_pid_file(pid_file)
             .with_context(|| format!("cannot write the pid file {}", pid_file.display()))?;
     }
+    drop_root(&plan, &owned)?;
     let status = format!("STATUS=serving {} sites", names.len());
     drawbridge::notify::notify(&format!("READY=1\n{status}"));
     if let Some(ca) = server.ca_cert_path() {

@@ -2,6 +2,7 @@
 //! STOPPING, STATUS), a pid file, `run` naming what it serves, and a bind
 //! failure that says what to do.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -186,4 +187,107 @@ async fn status_shows_the_running_process() {
         .unwrap();
     assert!(!stopped.status.success());
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("drawbridge is not running"));
+}
+
+/// Started as root with `[server] user`: bound first, then the process is
+/// that user in every thread, with no capability left, owns its state
+/// folder and log file, and still serves. A user that does not exist stops
+/// `check` and `run` before anything binds. (Only as root: CI runs so.)
+#[test]
+fn started_as_root_it_serves_as_the_configured_user() {
+    if !nix_root() {
+        eprintln!("not root: nothing to drop; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The way to the state folder must be open to the user, as /var/lib is.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.path().join("error.log");
+    let body = format!(
+        "{}\n[log]\nerror = \"{}\"\n",
+        site("jelly.test", "127.0.0.1:9".parse().unwrap(), ""),
+        log.display()
+    );
+    let config = config_file(dir.path(), &body);
+    let with_user = |user: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replacen("[server]\n", &format!("[server]\nuser = \"{user}\"\n"), 1);
+        let path = dir.path().join(format!("{user}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    let missing = with_user("no-such-user-here");
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("[server] user `no-such-user-here` does not exist"),
+        "{said}"
+    );
+    let out = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr).into_owned()
+        + &std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said.contains("does not exist"), "{said}");
+    assert!(!said.contains("listening"), "nothing binds: {said}");
+
+    let nobody = with_user("nobody");
+    let process = crate::support::Process::start_logging_to(&nobody, Some(&log));
+    assert!(process.wait_for_log("root given up", Duration::from_secs(5)));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        field("Uid:"),
+        ["65534"; 4],
+        "real, effective, saved, fs: {status}"
+    );
+    assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+    assert_eq!(field("CapEff:"), ["0000000000000000"], "{status}");
+    assert_eq!(field("CapPrm:"), ["0000000000000000"], "{status}");
+    // Every thread, not only the main one.
+    for task in std::fs::read_dir(format!("/proc/{}/task", process.child.id())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        assert!(
+            status.contains("Uid:\t65534\t65534\t65534\t65534"),
+            "{status}"
+        );
+    }
+    // It owns what it writes later, and still answers.
+    use std::os::unix::fs::MetadataExt;
+    let key = dir.path().join("state/ca/root.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().uid(), 65534);
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), 65534);
+    let mut stream = std::net::TcpStream::connect(process.http).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: jelly.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+}
+
+fn nix_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:\t0\t"))
 }

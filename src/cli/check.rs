@@ -94,6 +94,16 @@ fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
             state.display()
         ));
     }
+    // Started as root, `run` becomes `[server] user`: one that does not
+    // exist stops it.
+    match drawbridge::privileges::plan(config.server.user.as_deref()) {
+        Err(error) => refusals.push(error.to_string()),
+        Ok(drawbridge::privileges::Plan::StayRoot { asked: false }) => warnings.push(format!(
+            "run as root, drawbridge would stay root: no `{0}` user exists; create it (`useradd --system {0}`), set [server] user, or use the packaged unit",
+            drawbridge::privileges::DEFAULT_USER
+        )),
+        Ok(_) => {}
+    }
     let low: Vec<&std::net::SocketAddr> = config
         .server
         .http

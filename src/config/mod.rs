@@ -70,6 +70,9 @@ pub struct Server {
     pub admin_listen: Option<SocketAddr>,
     /// The bearer token the admin listener asks for (required off loopback).
     pub admin_token: Option<String>,
+    /// Who to become when started as root (`None`: `drawbridge` if it
+    /// exists; `"root"`: stay root). See `privileges.rs`.
+    pub user: Option<String>,
 }
 
 /// `[limits]`: bounds on what a client may make drawbridge hold.

@@ -56,6 +56,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "dns_max_ttl",
     "admin_listen",
     "admin_token",
+    "user",
 ];
 /// Known keys of `[limits]`.
 pub const LIMITS_KEYS: &[&str] = &[
@@ -122,6 +123,7 @@ pub struct RawServer {
     pub dns_max_ttl: Option<Spanned<String>>,
     pub admin_listen: Option<Spanned<String>>,
     pub admin_token: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
 }
 
 /// `[limits]`.

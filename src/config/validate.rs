@@ -356,7 +356,18 @@ impl Validator<'_> {
             },
         };
         let admin_token = raw.admin_token.map(Spanned::into_inner);
+        let user = raw.user.and_then(|name| {
+            let text = name.get_ref();
+            let plain = text.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && text.len() <= 32
+                && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !plain {
+                self.report.at(&name.span(), format!("`{text}` is not a user name (lower-case letters, digits, `_` and `-`), like \"drawbridge\""));
+            }
+            plain.then(|| name.into_inner())
+        });
         Server {
+            user,
             admin_listen,
             admin_token,
             http,

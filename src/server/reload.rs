@@ -67,6 +67,9 @@ impl Reloader {
         if config.server.state_dir != old.server.state_dir {
             return Err(ServerError::NeedsRestart("[server] state_dir"));
         }
+        if config.server.user != old.server.user {
+            return Err(ServerError::NeedsRestart("[server] user"));
+        }
         if config.server.admin_listen != old.server.admin_listen
             || config.server.admin_token != old.server.admin_token
         {
