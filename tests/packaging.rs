@@ -115,3 +115,112 @@ fn the_shipped_config_is_valid_and_the_cli_makes_the_man_page_and_completions() 
         assert!(text.contains("tunnel") && text.contains("agent"), "{file}");
     }
 }
+
+/// The package itself, built by cargo-deb from this build's binary (the
+/// release build is the same code with other optimisation) and opened as
+/// `dpkg` would: every file in its place with its mode, the conffile
+/// declared, the units and the user in the maintainer scripts, the binary
+/// runnable from where it lands; `lintian` finds nothing. (.ci/run installs
+/// cargo-deb and lintian; without them this test says so and stops.)
+#[test]
+fn the_package_holds_everything_in_place_and_lintian_is_quiet() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if Command::new("cargo-deb").arg("--version").output().is_err() {
+        eprintln!("cargo-deb is not installed; the package was not built");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let assets = Command::new(binary())
+        .arg("assets")
+        .arg(manifest.join("target/assets"))
+        .output()
+        .unwrap();
+    assert!(assets.status.success());
+    let built = Command::new("cargo-deb")
+        .args(["--profile", "dev", "--no-build", "--strip", "--fast", "-o"])
+        .arg(dir.path())
+        .current_dir(manifest)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&built.stderr);
+    assert!(built.status.success(), "{said}");
+    let deb = String::from_utf8_lossy(&built.stdout).trim().to_string();
+    let dpkg = |args: &[&str]| {
+        let out = Command::new("dpkg-deb").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listing = dpkg(&["--contents", &deb]);
+    for (mode, path) in [
+        ("-rwxr-xr-x", "./usr/bin/drawbridge"),
+        ("-rw-r--r--", "./usr/lib/systemd/system/drawbridge.service"),
+        (
+            "-rw-r--r--",
+            "./usr/lib/systemd/system/drawbridge-agent.service",
+        ),
+        ("-rw-r--r--", "./etc/drawbridge/drawbridge.toml"),
+        ("-rw-r--r--", "./etc/logrotate.d/drawbridge"),
+        ("-rw-r--r--", "./usr/share/man/man1/drawbridge.1.gz"),
+        (
+            "-rw-r--r--",
+            "./usr/share/bash-completion/completions/drawbridge",
+        ),
+        ("-rw-r--r--", "./usr/share/doc/drawbridge/copyright"),
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with(mode) && l.ends_with(path)),
+            "{path} {mode} missing:\n{listing}"
+        );
+    }
+    let control = dir.path().join("control");
+    dpkg(&["--control", &deb, control.to_str().unwrap()]);
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    assert!(conffiles.contains("/etc/drawbridge/drawbridge.toml"));
+    let fields = std::fs::read_to_string(control.join("control")).unwrap();
+    assert!(fields.contains("Depends: adduser"), "{fields}");
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    assert!(
+        postinst.contains("adduser --system")
+            && postinst.contains("chmod 0640 /etc/drawbridge/drawbridge.toml")
+    );
+    assert!(
+        !postinst.contains("#DEBHELPER#"),
+        "the units' snippets were put in"
+    );
+    for script in ["postinst", "postrm", "prerm"] {
+        let syntax = Command::new("sh")
+            .arg("-n")
+            .arg(control.join(script))
+            .status()
+            .unwrap();
+        assert!(syntax.success(), "{script} is not valid sh");
+    }
+    let root = dir.path().join("root");
+    dpkg(&["--extract", &deb, root.to_str().unwrap()]);
+    let version = Command::new(root.join("usr/bin/drawbridge"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("drawbridge "));
+    match Command::new("lintian")
+        .args(["--tag-display-limit", "0", &deb])
+        .output()
+    {
+        Err(_) => eprintln!("lintian is not installed; the package was not linted"),
+        Ok(out) => {
+            let tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+                .filter(|l| l.starts_with("E:") || l.starts_with("W:") || l.starts_with("I:"))
+                .map(str::to_string)
+                .collect();
+            assert!(tags.is_empty(), "lintian: {tags:#?}");
+        }
+    }
+}
