@@ -124,27 +124,10 @@ fn the_shipped_config_is_valid_and_the_cli_makes_the_man_page_and_completions() 
 /// cargo-deb and lintian; without them this test says so and stops.)
 #[test]
 fn the_package_holds_everything_in_place_and_lintian_is_quiet() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if Command::new("cargo-deb").arg("--version").output().is_err() {
-        eprintln!("cargo-deb is not installed; the package was not built");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let assets = Command::new(binary())
-        .arg("assets")
-        .arg(manifest.join("target/assets"))
-        .output()
-        .unwrap();
-    assert!(assets.status.success());
-    let built = Command::new("cargo-deb")
-        .args(["--profile", "dev", "--no-build", "--strip", "--fast", "-o"])
-        .arg(dir.path())
-        .current_dir(manifest)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&built.stderr);
-    assert!(built.status.success(), "{said}");
-    let deb = String::from_utf8_lossy(&built.stdout).trim().to_string();
+    let Some(deb) = build_package(dir.path()) else {
+        return;
+    };
     let dpkg = |args: &[&str]| {
         let out = Command::new("dpkg-deb").args(args).output().unwrap();
         assert!(
@@ -224,3 +207,122 @@ fn the_package_holds_everything_in_place_and_lintian_is_quiet() {
         }
     }
 }
+
+/// The package built by cargo-deb into `dir` from this build's binary (the
+/// release build is the same code with other optimisation); `None`, said
+/// on stderr, when cargo-deb is not installed (.ci/run installs it).
+fn build_package(dir: &Path) -> Option<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if Command::new("cargo-deb").arg("--version").output().is_err() {
+        eprintln!("cargo-deb is not installed; the package was not built");
+        return None;
+    }
+    let assets = Command::new(binary())
+        .arg("assets")
+        .arg(manifest.join("target/assets"))
+        .output()
+        .unwrap();
+    assert!(assets.status.success());
+    let built = Command::new("cargo-deb")
+        .args(["--profile", "dev", "--no-build", "--strip", "--fast", "-o"])
+        .arg(dir)
+        .current_dir(manifest)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&built.stderr);
+    assert!(built.status.success(), "{said}");
+    Some(String::from_utf8_lossy(&built.stdout).trim().to_string())
+}
+
+/// What `dpkg -i`, the unit's user and capability, and `dpkg --purge` do,
+/// in a throw-away root: an overlay over this machine's root in a mount
+/// namespace of its own, and a network namespace of its own, so the
+/// package's user, units and files, and ports 80 and 443, never reach the
+/// machine running the tests. drawbridge runs there as the `drawbridge`
+/// user with `CAP_NET_BIND_SERVICE` alone (as the unit's
+/// `AmbientCapabilities` gives it), binds 80 and 443 and answers; the purge
+/// leaves no user, state or binary behind. Root only (CI runs so).
+#[test]
+fn the_package_installs_serves_as_its_user_with_one_capability_and_purges_cleanly() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:\t0\t"));
+    if !root {
+        eprintln!("not root: the package was not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(deb) = build_package(dir.path()) else {
+        return;
+    };
+    for sub in ["upper", "work", "merged"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    let out = Command::new("unshare")
+        .args(["--mount", "--net", "sh", "-e", "-c", INSTALL])
+        .arg("install")
+        .arg(dir.path())
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    for line in [
+        "config root:drawbridge 640",
+        "state drawbridge:drawbridge 700",
+        "answer 308",
+        "CapEff:\t0000000000000400",
+        "CapPrm:\t0000000000000400",
+        "user gone",
+        "state gone",
+        "binary gone",
+    ] {
+        assert!(said.contains(line), "no `{line}` in:\n{said}");
+    }
+    let uid = said
+        .lines()
+        .find_map(|l| l.strip_prefix("uid="))
+        .and_then(|rest| rest.split('(').next())
+        .unwrap_or_else(|| panic!("no drawbridge user made:\n{said}"));
+    assert_ne!(uid, "0");
+    assert!(
+        said.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+        "{said}"
+    );
+}
+
+/// Run by `the_package_installs…` inside `unshare --mount --net`: $1 the
+/// scratch folder, $2 the package.
+const INSTALL: &str = r#"
+D=$1
+mount -t overlay overlay -o lowerdir=/,upperdir=$D/upper,workdir=$D/work $D/merged
+mount -t proc proc $D/merged/proc
+mount --bind /dev $D/merged/dev
+cp "$2" $D/merged/tmp/drawbridge.deb
+exec chroot $D/merged sh -e -c '
+dpkg -i /tmp/drawbridge.deb >/dev/null 2>&1
+id drawbridge
+stat -c "config %U:%G %a" /etc/drawbridge/drawbridge.toml
+stat -c "state %U:%G %a" /var/lib/drawbridge
+ip link set lo up
+printf "%s\n" "[server]" "http = [\"127.0.0.1:80\"]" "https = [\"127.0.0.1:443\"]" \
+  "admin_listen = \"off\"" "[[site]]" "host = \"jelly.test\"" \
+  "upstream = \"http://127.0.0.1:8096\"" "tls = \"internal\"" > /etc/drawbridge/ports.toml
+setpriv --reuid=drawbridge --regid=drawbridge --init-groups \
+  --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+  --bounding-set=-all,+net_bind_service \
+  drawbridge run -c /etc/drawbridge/ports.toml 2>/tmp/run.log &
+pid=$!
+for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
+echo "answer $(curl -s -o /dev/null -w "%{http_code}" -H "Host: jelly.test" http://127.0.0.1/)"
+grep -E "^(Uid|CapEff|CapPrm):" /proc/$pid/status || cat /tmp/run.log
+kill $pid
+wait $pid || true
+dpkg --purge drawbridge >/dev/null 2>&1
+id drawbridge 2>/dev/null || echo "user gone"
+test -e /var/lib/drawbridge || echo "state gone"
+test -e /usr/bin/drawbridge || echo "binary gone"
+'
+"#;
