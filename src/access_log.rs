@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::body::{Body, Tail};
 use crate::config::{AccessFormat, Log, LogTarget};
+use crate::metrics::Sending;
 
 /// Query parameters whose values are secrets (Jellyfin sends tokens and, on an
 /// obsolete route, passwords in URLs). Matched without regard to case.
@@ -136,22 +137,31 @@ impl AccessLog {
         self.target.is_some()
     }
 
-    /// `response` with `entry` written when its body ends: status now,
-    /// bytes, completeness and duration (from `started`) then.
+    /// `response` followed to its body's end (one wrapper for both): the
+    /// bytes counted into the site's metrics, and `entry`, when the request
+    /// is logged, written with status now, bytes, completeness and duration
+    /// (from `started`) then.
     pub fn follow(
         self: &Arc<Self>,
-        mut entry: Line,
+        entry: Option<Line>,
+        sending: Sending,
         response: Response<Body>,
         started: Instant,
     ) -> Response<Body> {
-        entry.status = response.status().as_u16();
         let access_log = self.clone();
+        let mut entry = entry;
+        if let Some(entry) = entry.as_mut() {
+            entry.status = response.status().as_u16();
+        }
         response.map(|body| {
             Tail::new(body, move |bytes, complete| {
-                entry.bytes = bytes;
-                entry.complete = complete;
-                entry.duration = started.elapsed();
-                access_log.write(&entry);
+                sending.done(bytes);
+                if let Some(mut entry) = entry {
+                    entry.bytes = bytes;
+                    entry.complete = complete;
+                    entry.duration = started.elapsed();
+                    access_log.write(&entry);
+                }
             })
             .boxed()
         })

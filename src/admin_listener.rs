@@ -139,5 +139,10 @@ fn scrape(sources: &Sources) -> String {
     metrics.set_tunnels(&agents);
     metrics.set_handshake_failures(sources.handshake_failures.totals());
     metrics.set_certificate_expiries(&sources.certificates.expiries());
+    metrics.set_guard_events(&sources.guard.events.totals());
+    let (issued, failed) = sources.certificates.orders();
+    metrics.set_acme_orders(issued, failed);
+    let (memory, disk) = sources.cache.stored_bytes();
+    metrics.set_cache_bytes(memory, disk);
     metrics.encode()
 }

@@ -18,6 +18,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
 /// Errors a response body may end with.
@@ -145,16 +146,22 @@ impl BodyLimits {
     /// The request body to forward: guarded as it streams, or `Err` at once
     /// when its declared length is over `max`. A body that is already over
     /// (a GET, HTTP/2 headers that end the stream) starts no clock.
-    pub fn guard(&self, body: ClientBody, declared: Option<u64>) -> Result<Body, TooLarge> {
+    /// Every byte that passes is added to `received`.
+    pub fn guard(
+        &self,
+        body: ClientBody,
+        declared: Option<u64>,
+        received: Counter,
+    ) -> Result<Body, TooLarge> {
         if declared.is_some_and(|length| length > self.max) {
             return Err(TooLarge);
         }
         if HttpBody::is_end_stream(&body) {
             return Ok(empty_body());
         }
-        Ok(GuardedBody::new(body, *self)
-            .map_err(BoxError::from)
-            .boxed())
+        let mut guarded = GuardedBody::new(body, *self);
+        guarded.received = Some(received);
+        Ok(guarded.map_err(BoxError::from).boxed())
     }
 }
 
@@ -169,6 +176,7 @@ pub struct GuardedBody<B> {
     seen: u64,
     started: Instant,
     pause: Pin<Box<Sleep>>,
+    received: Option<Counter>,
 }
 
 impl<B> GuardedBody<B> {
@@ -180,6 +188,7 @@ impl<B> GuardedBody<B> {
             seen: 0,
             started: Instant::now(),
             pause: Box::pin(tokio::time::sleep(limits.timeout)),
+            received: None,
         }
     }
 }
@@ -201,6 +210,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
+                    if let Some(received) = &this.received {
+                        received.inc_by(data.len() as u64);
+                    }
                     if this.seen > this.limits.max {
                         return Poll::Ready(Some(Err(BodyError::TooLarge {
                             limit: this.limits.max,

@@ -68,6 +68,32 @@ pub struct Metrics {
     tunnels: Family<AgentLabel, Gauge>,
     handshake_failures: Family<ReasonLabel, Counter>,
     certificate_expiry: Family<SiteLabel, Gauge>,
+    per_site: PerSite,
+    guard: Family<ReasonLabel, Counter>,
+    acme_orders: Family<OutcomeLabel, Counter>,
+    /// Bytes the edge cache holds (memory, disk), set when scraped.
+    cache_bytes: Family<TierLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabel {
+    tier: &'static str,
+}
+
+/// The families labelled by site alone, beside the request counters.
+#[derive(Debug)]
+struct PerSite {
+    received: Family<SiteLabel, Counter>,
+    sent: Family<SiteLabel, Counter>,
+    upstream_time: Family<SiteLabel, Histogram, fn() -> Histogram>,
+    upstream_up: Family<SiteLabel, Gauge>,
+    websockets: Family<SiteLabel, Gauge>,
+    in_flight: Family<SiteLabel, Gauge>,
 }
 
 /// One site's request counters and response-time histogram.
@@ -75,6 +101,50 @@ pub struct Metrics {
 pub struct SiteMetrics {
     requests: Vec<Counter>,
     response_time: Histogram,
+    /// Request body bytes received from clients and forwarded.
+    pub received: Counter,
+    /// Response body bytes sent to clients.
+    pub sent: Counter,
+    upstream_time: Histogram,
+    upstream_up: Gauge,
+    /// WebSockets open now.
+    pub websockets: Gauge,
+    /// Responses whose body is still being sent (streams among them).
+    pub in_flight: Gauge,
+}
+
+/// A response on its way: its body's bytes are added to the site's sent
+/// bytes, and it counts as in flight, until its body ends or is dropped.
+#[derive(Debug)]
+pub struct Sending {
+    sent: Counter,
+    _live: Live,
+}
+
+impl Sending {
+    /// The body has ended after `bytes`.
+    pub fn done(self, bytes: u64) {
+        self.sent.inc_by(bytes);
+    }
+}
+
+/// Holds a gauge one higher while it lives (a WebSocket, a response being
+/// sent).
+#[derive(Debug)]
+pub struct Live(Gauge);
+
+impl Live {
+    /// Raises `gauge` until dropped.
+    pub fn new(gauge: &Gauge) -> Live {
+        gauge.inc();
+        Live(gauge.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -142,6 +212,63 @@ impl Metrics {
             "When each site's certificate expires, Unix time",
             certificate_expiry.clone(),
         );
+        let per_site = PerSite {
+            received: Family::default(),
+            sent: Family::default(),
+            upstream_time: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
+            upstream_up: Family::default(),
+            websockets: Family::default(),
+            in_flight: Family::default(),
+        };
+        registry.register(
+            "received_bytes",
+            "Request body bytes received from clients, by site",
+            per_site.received.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Response body bytes sent to clients, by site",
+            per_site.sent.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_response_time",
+            "Time from sending a request home to its answer's head, by site",
+            prometheus_client::registry::Unit::Seconds,
+            per_site.upstream_time.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "Whether the site's last request home got an answer (1) or failed (0)",
+            per_site.upstream_up.clone(),
+        );
+        registry.register(
+            "websockets_open",
+            "WebSockets open, by site",
+            per_site.websockets.clone(),
+        );
+        registry.register(
+            "responses_in_flight",
+            "Responses whose body is still being sent (streams among them), by site",
+            per_site.in_flight.clone(),
+        );
+        let guard = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "guard_events",
+            "The guard's doings: connections refused (banned, full, full_for_client), login requests over the rate limit (login_rate_limited), failed logins (failed_login), bans issued (banned_now)",
+            guard.clone(),
+        );
+        let acme_orders = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "acme_orders",
+            "Certificate orders by outcome (issued, failed)",
+            acme_orders.clone(),
+        );
+        let cache_bytes = Family::<TierLabel, Gauge>::default();
+        registry.register(
+            "cache_stored_bytes",
+            "Bytes the edge cache holds, by tier (memory, disk)",
+            cache_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -152,6 +279,10 @@ impl Metrics {
             tunnels,
             handshake_failures,
             certificate_expiry,
+            per_site,
+            guard,
+            acme_orders,
+            cache_bytes,
         }
     }
 
@@ -174,9 +305,44 @@ impl Metrics {
                 site: name.to_string(),
             })
             .clone();
+        let label = SiteLabel {
+            site: name.to_string(),
+        };
+        let family = &self.per_site;
         SiteMetrics {
             requests,
             response_time,
+            received: family.received.get_or_create(&label).clone(),
+            sent: family.sent.get_or_create(&label).clone(),
+            upstream_time: family.upstream_time.get_or_create(&label).clone(),
+            upstream_up: family.upstream_up.get_or_create(&label).clone(),
+            websockets: family.websockets.get_or_create(&label).clone(),
+            in_flight: family.in_flight.get_or_create(&label).clone(),
+        }
+    }
+
+    /// Brings the guard's counters up to `totals` (reason, since the start).
+    pub fn set_guard_events(&self, totals: &[(&'static str, u64)]) {
+        for (reason, total) in totals {
+            let counter = self.guard.get_or_create(&ReasonLabel { reason });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Brings the ACME order counters up to `issued` and `failed`.
+    pub fn set_acme_orders(&self, issued: u64, failed: u64) {
+        for (outcome, total) in [("issued", issued), ("failed", failed)] {
+            let counter = self.acme_orders.get_or_create(&OutcomeLabel { outcome });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Sets the edge cache's bytes in memory and on disk.
+    pub fn set_cache_bytes(&self, memory: u64, disk: u64) {
+        for (tier, bytes) in [("memory", memory), ("disk", disk)] {
+            self.cache_bytes
+                .get_or_create(&TierLabel { tier })
+                .set(bytes as i64);
         }
     }
 
@@ -234,6 +400,27 @@ impl SiteMetrics {
         let status = (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1;
         self.requests[method * STATUSES.len() + status].inc();
         self.response_time.observe(elapsed.as_secs_f64());
+    }
+
+    /// A response starts on its way to the client.
+    pub fn sending(&self) -> Sending {
+        Sending {
+            sent: self.sent.clone(),
+            _live: Live::new(&self.in_flight),
+        }
+    }
+
+    /// A request home got its answer's head after `elapsed`, or failed.
+    pub fn upstream(&self, answered: Option<Duration>) {
+        match answered {
+            Some(elapsed) => {
+                self.upstream_up.set(1);
+                self.upstream_time.observe(elapsed.as_secs_f64());
+            }
+            None => {
+                self.upstream_up.set(0);
+            }
+        }
     }
 }
 

@@ -182,3 +182,121 @@ async fn a_configured_token_is_asked_for_and_a_public_address_needs_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("need `admin_token`"));
 }
+
+/// The value of the sample `name` (labels included) in `text`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Bytes each way, the upstream's health and answer time, open WebSockets
+/// and responses in flight per site; the guard's failed logins and bans.
+#[tokio::test]
+async fn bytes_home_health_websockets_and_the_guard_are_counted() {
+    use futures_util::StreamExt;
+    let origin = Origin::start().await;
+    let down = closed_addr().await;
+    let gw = TestGateway::start(&format!(
+        "{}{}",
+        site("jelly.test", origin.addr, "login_rate = \"off\""),
+        site("down.test", down, "")
+    ))
+    .await;
+    let admin = gw.admin.unwrap();
+    let scrape = || async move {
+        reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let client = gw.reqwest(&["jelly.test", "down.test"], true);
+    let upload = client
+        .post(gw.url("jelly.test", "/upload"))
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    let bulk = client
+        .get(gw.url("jelly.test", "/bulk/1"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bulk.len(), 1 << 20);
+    let gone = client.get(gw.url("down.test", "/")).send().await.unwrap();
+    assert_eq!(gone.status(), 502);
+    // From an address of its own: the ban must not close the others.
+    let stranger = gw.reqwest_from("jelly.test", "127.0.0.77");
+    for _ in 0..3 {
+        let failed = stranger
+            .post(gw.url("jelly.test", "/Users/AuthenticateByName"))
+            .body(r#"{"Username":"a","Pw":"wrong"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 401);
+    }
+    let stream = gw.tls_connect(Some("jelly.test"), &[b"http/1.1"]).await;
+    let (mut socket, _) =
+        tokio_tungstenite::client_async("wss://jelly.test/socket?api_key=t0k", stream.unwrap())
+            .await
+            .unwrap();
+    socket.next().await.unwrap().unwrap();
+
+    let text = scrape().await;
+    let site = |name: &str| sample(&text, &format!("{name}{{site=\"jelly.test\"}}"));
+    let login = r#"{"Username":"a","Pw":"wrong"}"#.len() as f64;
+    assert_eq!(
+        site("drawbridge_received_bytes_total"),
+        Some(100_000.0 + 3.0 * login),
+        "the upload and the three login bodies: {text}"
+    );
+    let sent = site("drawbridge_sent_bytes_total").unwrap();
+    assert!(sent >= f64::from(1 << 20), "{sent}");
+    assert_eq!(site("drawbridge_upstream_up"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "drawbridge_upstream_up{site=\"down.test\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(site("drawbridge_upstream_response_time_seconds_count").unwrap() >= 5.0);
+    assert_eq!(site("drawbridge_websockets_open"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "drawbridge_guard_events_total{reason=\"failed_login\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "drawbridge_guard_events_total{reason=\"banned_now\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Closed: the WebSocket is no longer counted; no response is in flight.
+    drop(socket);
+    let mut closed = false;
+    for _ in 0..100 {
+        let text = scrape().await;
+        if sample(&text, "drawbridge_websockets_open{site=\"jelly.test\"}") == Some(0.0) {
+            assert_eq!(
+                sample(&text, "drawbridge_responses_in_flight{site=\"jelly.test\"}"),
+                Some(0.0),
+                "{text}"
+            );
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the closed WebSocket is no longer counted");
+}

@@ -173,6 +173,7 @@ impl AcmeManager {
             }
             self.tls.order_started(&hosts);
             let ordered = self.order(&hosts, &name).await;
+            self.tls.count_order(ordered.is_ok());
             if ordered.is_err() {
                 // Handshakes for a site without a certificate are refused at
                 // once until the next try (success installs one).

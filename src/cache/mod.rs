@@ -88,6 +88,11 @@ impl Cache {
         })
     }
 
+    /// Bytes held in memory and on disk.
+    pub fn stored_bytes(&self) -> (u64, u64) {
+        self.store.bytes()
+    }
+
     /// Hits, misses, stale answers and bypasses so far.
     pub fn counts(&self) -> [u64; 4] {
         [

@@ -144,7 +144,14 @@ impl Filter {
                     Some(limit) if login.auth.matches(subject.path) => {
                         match limit.check(key, subject.now) {
                             Ok(()) => Verdict::Continue,
-                            Err(wait) => Verdict::Refuse(ProxyError::TooManyRequests(wait)),
+                            Err(wait) => {
+                                login
+                                    .guard
+                                    .events
+                                    .login_rate_limited
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                Verdict::Refuse(ProxyError::TooManyRequests(wait))
+                            }
                         }
                     }
                     _ => Verdict::Continue,

@@ -46,6 +46,35 @@ pub struct Guard {
     max_per_client: usize,
     /// Parent of every connection's kill switch (fired after the shutdown grace).
     kill: CancellationToken,
+    /// What the guard did, counted for the metrics.
+    pub events: Events,
+}
+
+/// The guard's doings since the start, by the reason the metrics name.
+#[derive(Debug, Default)]
+pub struct Events {
+    refused_banned: AtomicU64,
+    refused_full: AtomicU64,
+    refused_full_for_client: AtomicU64,
+    /// Login requests refused by the rate limit (the login filter counts).
+    pub login_rate_limited: AtomicU64,
+    failed_logins: AtomicU64,
+    banned_now: AtomicU64,
+}
+
+impl Events {
+    /// Each count by its metric label.
+    pub fn totals(&self) -> [(&'static str, u64); 6] {
+        let read = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        [
+            ("banned", read(&self.refused_banned)),
+            ("full", read(&self.refused_full)),
+            ("full_for_client", read(&self.refused_full_for_client)),
+            ("login_rate_limited", read(&self.login_rate_limited)),
+            ("failed_login", read(&self.failed_logins)),
+            ("banned_now", read(&self.banned_now)),
+        ]
+    }
 }
 
 /// An admitted connection; dropping it frees its place.
@@ -76,6 +105,7 @@ impl Guard {
             max_total: config.max_connections as usize,
             max_per_client: config.max_connections_per_ip as usize,
             kill,
+            events: Events::default(),
         }))
     }
 
@@ -90,10 +120,12 @@ impl Guard {
     ) -> Result<Admission, Refused> {
         let key = ClientKey::of(peer);
         if !trusted_proxy && self.bans.is_banned(key, now) {
+            self.events.refused_banned.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Banned);
         }
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
+            self.events.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Full);
         }
         let kill = self.kill.child_token();
@@ -111,6 +143,9 @@ impl Guard {
         if mine.len() >= self.max_per_client {
             drop(open);
             self.total.fetch_sub(1, Ordering::AcqRel);
+            self.events
+                .refused_full_for_client
+                .fetch_add(1, Ordering::Relaxed);
             return Err(Refused::FullForClient);
         }
         mine.push((id, kill.clone()));
@@ -135,7 +170,9 @@ impl Guard {
     ) -> Outcome {
         let key = ClientKey::of(client);
         let outcome = self.bans.failed_login(key, site, exempt, now);
+        self.events.failed_logins.fetch_add(1, Ordering::Relaxed);
         if matches!(outcome, Outcome::Banned(_)) {
+            self.events.banned_now.fetch_add(1, Ordering::Relaxed);
             if let Some(connections) = self.open.lock().expect("guard lock").get(&key) {
                 for (_, kill) in connections.iter().filter(|(id, _)| *id != current) {
                     kill.cancel();

@@ -40,6 +40,7 @@ impl Gateway {
                 drain: conn.drain.clone(),
                 tasks: conn.tasks.clone(),
                 response_timeout: site.response_timeout,
+                open: site.metrics.websockets.clone(),
             };
             let upgraded = websocket::tunnel(request, upgrade, &site.upstream, visitor, tunnel);
             return Box::pin(upgraded)
@@ -75,12 +76,23 @@ impl Gateway {
             timeout: self.limits.body_timeout,
             min_rate: self.limits.body_min_rate,
         };
-        let Ok(body) = limits.guard(body, declared) else {
+        let Ok(body) = limits.guard(body, declared, site.metrics.received.clone()) else {
             return answer(ProxyError::PayloadTooLarge, version);
         };
-        site.upstream
-            .forward(parts, body, visitor)
-            .await
-            .unwrap_or_else(|error| answer(error, version))
+        let sent = tokio::time::Instant::now();
+        let forwarded = site.upstream.forward(parts, body, visitor).await;
+        match &forwarded {
+            Ok(_) => site.metrics.upstream(Some(sent.elapsed())),
+            // Home unreachable or silent; a busy cap or a slow client is
+            // not home being down.
+            Err(
+                ProxyError::UpstreamConnect { .. }
+                | ProxyError::UpstreamFailed { .. }
+                | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::UpstreamTunnel { .. },
+            ) => site.metrics.upstream(None),
+            Err(_) => {}
+        }
+        forwarded.unwrap_or_else(|error| answer(error, version))
     }
 }

@@ -174,10 +174,8 @@ impl Gateway {
         }
         site.metrics
             .answered(&method, response.status(), started.elapsed());
-        Ok(match log {
-            Some(entry) => self.access_log.follow(entry, response, started),
-            None => response,
-        })
+        let sending = site.metrics.sending();
+        Ok(self.access_log.follow(log, sending, response, started))
     }
 
     /// The response phase: the filters' `on_response` (failed logins

@@ -115,9 +115,26 @@ pub struct TlsStore {
     /// ACME sites (by their names) whose last order failed, while no new
     /// order runs: a handshake for them is refused at once, not kept waiting.
     failed: std::sync::Mutex<Vec<Vec<HostPattern>>>,
+    /// ACME orders that ended with a certificate, and that failed.
+    orders: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl TlsStore {
+    /// Counts one finished ACME order.
+    pub fn count_order(&self, issued: bool) {
+        let slot = if issued { 0 } else { 1 };
+        self.orders[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// ACME orders so far: (issued, failed).
+    pub fn orders(&self) -> (u64, u64) {
+        let [issued, failed] = &self.orders;
+        (
+            issued.load(std::sync::atomic::Ordering::Relaxed),
+            failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Each site's certificate expiry (its first name, Unix seconds); sites
     /// still waiting for their first certificate are left out.
     pub fn expiries(&self) -> Vec<(String, u64)> {
@@ -156,6 +173,7 @@ impl TlsStore {
             challenges,
             installed: Notify::new(),
             failed: std::sync::Mutex::default(),
+            orders: Default::default(),
         };
         store.install(config)?;
         Ok(Arc::new(store))

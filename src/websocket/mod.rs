@@ -75,6 +75,8 @@ pub struct Tunnel {
     pub tasks: tokio_util::task::TaskTracker,
     /// How long the upstream may take to answer the upgrade.
     pub response_timeout: Duration,
+    /// The site's count of open WebSockets, one higher while this one is.
+    pub open: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Opens the WebSocket upstream and, if it switches protocols, answers the
@@ -92,6 +94,7 @@ pub async fn tunnel(
         drain,
         tasks,
         response_timeout,
+        open,
     } = tunnel;
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
@@ -162,6 +165,7 @@ pub async fn tunnel(
                 return;
             }
         };
+        let _open = crate::metrics::Live::new(&open);
         let mut client = going_away::Side::new(TokioIo::new(client));
         let mut upstream = going_away::Side::new(TokioIo::new(upstream));
         let cut = tokio::select! {
