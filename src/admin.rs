@@ -79,6 +79,26 @@ pub struct Status {
     pub certificates: Vec<(String, u64)>,
     /// Enrolled tunnel agents and their connections.
     pub tunnels: Vec<AgentStatus>,
+    /// Each site's upstream and what is on its way now.
+    #[serde(default)]
+    pub sites: Vec<SiteStatus>,
+}
+
+/// One site in `Status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteStatus {
+    /// Its first name.
+    pub name: String,
+    /// Where its requests go.
+    pub upstream: String,
+    /// Whether its last request home got an answer (`None`: none yet).
+    pub upstream_up: Option<bool>,
+    /// Responses being sent now (films being watched among them).
+    pub in_flight: i64,
+    /// WebSockets open now.
+    pub websockets: i64,
+    /// Requests answered since the start.
+    pub requests: u64,
 }
 
 /// The socket's path under `state_dir`.
@@ -159,7 +179,9 @@ async fn answer(stream: UnixStream, sources: &Sources) -> io::Result<()> {
     write.write_all(reply.as_bytes()).await
 }
 
-async fn execute(command: Command, sources: &Sources) -> Reply {
+/// Carries out `command`: the one admin protocol, behind the socket and the
+/// admin listener's `POST /api` alike.
+pub async fn execute(command: Command, sources: &Sources) -> Reply {
     let now = Instant::now();
     let (guard, cache, hub) = (sources.guard.clone(), &sources.cache, &sources.hub);
     match command {
@@ -169,6 +191,20 @@ async fn execute(command: Command, sources: &Sources) -> Reply {
             cache: cache.counts(),
             certificates: sources.certificates.expiries(),
             tunnels: hub.status(),
+            sites: sources
+                .gateway
+                .routes()
+                .sites()
+                .iter()
+                .map(|site| SiteStatus {
+                    name: site.name.clone(),
+                    upstream: site.upstream.to_string(),
+                    upstream_up: site.metrics.upstream_is_up(),
+                    in_flight: site.metrics.in_flight.get(),
+                    websockets: site.metrics.websockets.get(),
+                    requests: site.metrics.requests(),
+                })
+                .collect(),
         })),
         Command::BansList => Reply::Bans(guard.bans.list(now)),
         Command::BansRemove { address } => {

@@ -53,6 +53,7 @@ pub mod certfile;
 pub mod client_ip;
 pub mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod dns;
 pub mod error;
 pub mod filter;

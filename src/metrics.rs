@@ -11,6 +11,7 @@
 //! scraped.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -106,7 +107,9 @@ pub struct SiteMetrics {
     /// Response body bytes sent to clients.
     pub sent: Counter,
     upstream_time: Histogram,
-    upstream_up: Gauge,
+    /// The site's `upstream_up` series, made at the first request home: a
+    /// fresh start says nothing rather than "down".
+    upstream_up: Arc<(Family<SiteLabel, Gauge>, SiteLabel, OnceLock<Gauge>)>,
     /// WebSockets open now.
     pub websockets: Gauge,
     /// Responses whose body is still being sent (streams among them).
@@ -315,7 +318,7 @@ impl Metrics {
             received: family.received.get_or_create(&label).clone(),
             sent: family.sent.get_or_create(&label).clone(),
             upstream_time: family.upstream_time.get_or_create(&label).clone(),
-            upstream_up: family.upstream_up.get_or_create(&label).clone(),
+            upstream_up: Arc::new((family.upstream_up.clone(), label.clone(), OnceLock::new())),
             websockets: family.websockets.get_or_create(&label).clone(),
             in_flight: family.in_flight.get_or_create(&label).clone(),
         }
@@ -412,15 +415,27 @@ impl SiteMetrics {
 
     /// A request home got its answer's head after `elapsed`, or failed.
     pub fn upstream(&self, answered: Option<Duration>) {
+        let (family, label, up) = &*self.upstream_up;
+        let up = up.get_or_init(|| family.get_or_create(label).clone());
         match answered {
             Some(elapsed) => {
-                self.upstream_up.set(1);
+                up.set(1);
                 self.upstream_time.observe(elapsed.as_secs_f64());
             }
             None => {
-                self.upstream_up.set(0);
+                up.set(0);
             }
         }
+    }
+
+    /// Requests answered so far (every class).
+    pub fn requests(&self) -> u64 {
+        self.requests.iter().map(Counter::get).sum()
+    }
+
+    /// Whether the last request home got an answer; `None` before the first.
+    pub fn upstream_is_up(&self) -> Option<bool> {
+        self.upstream_up.2.get().map(|up| up.get() == 1)
     }
 }
 

@@ -57,6 +57,11 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// Every site, in config order.
+    pub fn sites(&self) -> &[Arc<Site>] {
+        &self.sites
+    }
+
     /// Builds the snapshot for `config`; the login filters share `guard`.
     pub fn build(config: &Config, guard: &Arc<Guard>, hub: &Arc<Hub>, metrics: &Metrics) -> Routes {
         let mut routes = Routes {

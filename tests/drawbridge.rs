@@ -9,6 +9,7 @@ mod ban_store;
 mod cache;
 mod client_ip;
 mod config_check;
+mod dashboard;
 mod dns;
 mod doctor;
 mod early_answers;

@@ -150,7 +150,17 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             Some((_, expiry)) => crate::check::days_left(*expiry, now),
             None => "certificate: not issued yet".to_string(),
         };
-        println!("  site {name} -> {}   {certificate}", site.upstream);
+        let now_on = status.sites.iter().find(|s| s.name == name);
+        let home = match now_on.and_then(|s| s.upstream_up) {
+            Some(true) => "home up",
+            Some(false) => "home DOWN",
+            None => "home not asked yet",
+        };
+        let (streams, websockets) = now_on.map_or((0, 0), |s| (s.in_flight, s.websockets));
+        println!(
+            "  site {name} -> {}   {home}   {certificate}   {streams} streams, {websockets} WebSockets now",
+            site.upstream
+        );
     }
     println!("  connections: {} open", status.connections);
     println!("  bans: {} in force", status.bans.len());

@@ -220,6 +220,7 @@ impl Server {
             handshake_failures: self.shared.handshake_failures.clone(),
             certificates: self.tls.clone(),
             token: self.started_with.server.admin_token.clone(),
+            gateway: self.shared.gateway.clone(),
         };
         if let Some(listener) = self.admin.take() {
             tokio::spawn(crate::admin_listener::serve(

@@ -69,6 +69,18 @@ impl fmt::Debug for Upstream {
     }
 }
 
+impl fmt::Display for Upstream {
+    /// As the config spells it: `http://host:port`, `https://…` or
+    /// `tunnel:AGENT/SERVICE`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.tunnel, &self.tls) {
+            (Some(tunnel), _) => write!(f, "tunnel:{}/{}", tunnel.agent, tunnel.service),
+            (None, Some(_)) => write!(f, "https://{}", self.authority),
+            (None, None) => write!(f, "http://{}", self.authority),
+        }
+    }
+}
+
 impl Upstream {
     /// The upstream of `site`, with an empty pool; a tunnel target goes
     /// through `hub`.

@@ -1,0 +1,127 @@
+// drawbridge's dashboard: the status every two seconds through POST /api
+// (the admin socket's commands over HTTP), drawn with textContent only:
+// nothing from the status is ever read as HTML.
+"use strict";
+
+const csrf = document.querySelector('meta[name="drawbridge-csrf"]').content;
+let lastRequests = null;
+
+async function command(body) {
+  const headers = { "content-type": "application/json", "x-drawbridge-csrf": csrf };
+  const token = sessionStorage.getItem("drawbridge-token");
+  if (token) headers.authorization = "Bearer " + token;
+  const response = await fetch("/api", { method: "POST", headers, body: JSON.stringify(body) });
+  if (response.status === 401) {
+    document.getElementById("login").hidden = false;
+    throw new Error("the admin token is needed");
+  }
+  if (!response.ok) throw new Error("HTTP " + response.status);
+  return response.json();
+}
+
+function cell(row, text, kind) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (kind) td.className = kind;
+  return td;
+}
+
+function fill(id, items, draw) {
+  const body = document.querySelector("#" + id + " tbody");
+  body.replaceChildren();
+  for (const item of items) draw(body.insertRow(), item);
+}
+
+function when(seconds) {
+  return new Date(seconds * 1000).toLocaleString();
+}
+
+function draw(status, perMinute) {
+  const now = Date.now() / 1000;
+  const expiry = new Map(status.certificates);
+  fill("sites", status.sites, (row, site) => {
+    row.dataset.site = site.name;
+    cell(row, site.name).title = site.upstream;
+    const home = site.upstream_up === null ? ["not asked yet", "unknown"]
+      : site.upstream_up ? ["up", "up"] : ["DOWN", "down"];
+    cell(row, home[0], home[1]);
+    cell(row, perMinute.has(site.name) ? perMinute.get(site.name).toFixed(0) : "…");
+    cell(row, String(site.in_flight), "streams");
+    cell(row, String(site.websockets), "websockets");
+    const until = expiry.get(site.name);
+    cell(row, until === undefined ? "not issued yet" : Math.floor((until - now) / 86400) + " days left");
+  });
+  document.getElementById("bans-none").hidden = status.bans.length > 0;
+  fill("bans", status.bans, (row, ban) => {
+    row.dataset.address = ban.address;
+    cell(row, ban.address);
+    cell(row, String(ban.offences));
+    cell(row, when(ban.until));
+    const button = document.createElement("button");
+    button.textContent = "Unban";
+    button.dataset.unban = ban.address;
+    button.addEventListener("click", () => unban(ban.address, button));
+    row.insertCell().append(button);
+  });
+  const [hits, misses, stale, bypass] = status.cache;
+  const ratio = hits + misses > 0 ? (100 * hits / (hits + misses)).toFixed(0) + " % from the edge" : "no cache traffic yet";
+  document.getElementById("cache").textContent =
+    hits + " hits, " + misses + " misses, " + stale + " stale, " + bypass + " bypassed (" + ratio + ")";
+  const agents = document.getElementById("agents");
+  agents.replaceChildren();
+  document.getElementById("agents-none").hidden = status.tunnels.length > 0;
+  for (const agent of status.tunnels) {
+    const item = document.createElement("li");
+    const from = agent.connections.map((c) => c[0]).join(", ");
+    item.textContent = agent.name + ": " + (agent.connections.length
+      ? agent.connections.length + " connection(s) from " + from : "not connected");
+    agents.append(item);
+  }
+  document.getElementById("connections").textContent = status.connections + " open";
+}
+
+async function refresh() {
+  const state = document.getElementById("state");
+  try {
+    const reply = await command({ command: "status" });
+    if (!reply.status) throw new Error(reply.error || "unexpected answer");
+    const status = reply.status;
+    const at = Date.now();
+    const perMinute = new Map();
+    if (lastRequests) {
+      const minutes = (at - lastRequests.at) / 60000;
+      for (const site of status.sites) {
+        const before = lastRequests.counts.get(site.name);
+        if (before !== undefined && minutes > 0) perMinute.set(site.name, (site.requests - before) / minutes);
+      }
+    }
+    lastRequests = { at, counts: new Map(status.sites.map((s) => [s.name, s.requests])) };
+    draw(status, perMinute);
+    state.textContent = "live, updated " + new Date(at).toLocaleTimeString();
+    state.className = "live";
+  } catch (error) {
+    state.textContent = "not connected: " + error.message;
+    state.className = "down";
+  }
+}
+
+async function unban(address, button) {
+  button.disabled = true;
+  try {
+    const reply = await command({ command: "bans_remove", address });
+    if (reply.error) throw new Error(reply.error);
+  } catch (error) {
+    document.getElementById("state").textContent = "unban failed: " + error.message;
+  }
+  await refresh();
+}
+
+document.getElementById("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("drawbridge-token", document.getElementById("token").value);
+  document.getElementById("login").hidden = true;
+  refresh();
+});
+
+refresh();
+setInterval(refresh, 2000);

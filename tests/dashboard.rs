@@ -1,0 +1,304 @@
+//! The dashboard in a real browser (Debian's headless Chromium, driven over
+//! its DevTools protocol): it shows the live figures of a running setup,
+//! its Unban button lifts a ban, and a screenshot is kept in
+//! `target/test-artefacts/dashboard.png`. And the walks around it: a
+//! command from another page, another Host (DNS rebinding) or without the
+//! page's CSRF value is refused.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::origin::Origin;
+use crate::support::{site, TestGateway};
+
+/// One page of a headless Chromium, spoken to over DevTools.
+struct Browser {
+    child: Child,
+    page: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Chromium opened on `url`; `None` when it is not installed.
+    async fn open(url: &str) -> Option<Browser> {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = match Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "--window-size=900,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(_) => return None,
+        };
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
+        let stderr = child.stderr.take().unwrap();
+        let port = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            let port = lines.by_ref().map_while(Result::ok).find_map(|line| {
+                let rest = line.split("ws://127.0.0.1:").nth(1)?;
+                rest.split('/').next()?.parse::<u16>().ok()
+            });
+            // Keep reading, so Chromium never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            port
+        })
+        .await
+        .unwrap()
+        .expect("Chromium says where DevTools listens");
+        let target: Value = reqwest::Client::new()
+            .put(format!("http://127.0.0.1:{port}/json/new?{url}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let socket = target["webSocketDebuggerUrl"].as_str().unwrap().to_string();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (page, _) = tokio_tungstenite::client_async(socket, tcp).await.unwrap();
+        Some(Browser {
+            child,
+            page,
+            next: 0,
+            _profile: profile,
+        })
+    }
+
+    /// One DevTools command's result (events meanwhile are skipped).
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let message = json!({ "id": id, "method": method, "params": params });
+        self.page
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+        loop {
+            let Some(Ok(Message::Text(text))) = self.page.next().await else {
+                panic!("DevTools closed during {method}");
+            };
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] == id {
+                assert!(answer["error"].is_null(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// The value of `expression` in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    /// Waits (up to 10 s) until `expression` is true in the page.
+    async fn until(&mut self, expression: &str) -> bool {
+        for _ in 0..200 {
+            if self.eval(expression).await == json!(true) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "login_rate = \"off\"")).await;
+    let admin = gw.admin.unwrap();
+    // Live figures: home answered, and an address banned for failed logins.
+    let client = gw.reqwest(&["jelly.test"], true);
+    let answered = client
+        .get(gw.url("jelly.test", "/System/Info/Public"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let stranger = gw.reqwest_from("jelly.test", "127.0.0.78");
+    for _ in 0..3 {
+        let failed = stranger
+            .post(gw.url("jelly.test", "/Users/AuthenticateByName"))
+            .body(r#"{"Username":"a","Pw":"wrong"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 401);
+    }
+
+    // A film being watched: its answer's body still on its way.
+    let watching = client
+        .get(gw.url("jelly.test", "/bulk/64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watching.status(), 200);
+
+    let Some(mut browser) = Browser::open(&format!("http://{admin}/")).await else {
+        panic!("chromium is not installed (.ci/run installs Debian's)");
+    };
+    assert!(
+        browser
+            .until(r#"document.querySelector('#sites tr[data-site="jelly.test"] .up')?.textContent === "up""#)
+            .await,
+        "the site's home shown up: {}",
+        browser.eval("document.body.innerText").await
+    );
+    assert!(
+        browser
+            .until(r#"document.querySelector('#bans tr[data-address="127.0.0.78"]') !== null"#)
+            .await,
+        "the ban shown: {}",
+        browser.eval("document.body.innerText").await
+    );
+    assert!(
+        browser
+            .until(r#"document.querySelector('#sites tr[data-site="jelly.test"] .streams')?.textContent === "1""#)
+            .await,
+        "the stream in flight shown: {}",
+        browser.eval("document.body.innerText").await
+    );
+    let text = browser.eval("document.body.innerText").await;
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("days left") && text.contains("live, updated"),
+        "{text}"
+    );
+
+    let shot = browser
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
+    let artefacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    std::fs::write(artefacts.join("dashboard.png"), &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    drop(watching);
+
+    // Unban: the button's command lifts the ban in the running process.
+    browser
+        .eval(r#"document.querySelector('button[data-unban="127.0.0.78"]').click()"#)
+        .await;
+    assert!(
+        browser
+            .until(r#"document.querySelector('#bans tr[data-address="127.0.0.78"]') === null"#)
+            .await,
+        "the ban left the page"
+    );
+    let served = stranger
+        .get(gw.url("jelly.test", "/System/Info/Public"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200, "the unbanned address is served again");
+}
+
+/// A command must come from the dashboard itself: another Host (a page
+/// that rebound its DNS name to 127.0.0.1), another Origin, or no CSRF
+/// value is refused, and the ban stays.
+#[tokio::test]
+async fn commands_from_anywhere_but_the_dashboard_are_refused() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let admin = gw.admin.unwrap();
+    let page = reqwest::get(format!("http://{admin}/")).await.unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"drawbridge-csrf\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(csrf.len(), 32);
+    let client = reqwest::Client::new();
+    let api = format!("http://{admin}/api");
+    let status = r#"{"command":"status"}"#;
+    let send = |host: Option<String>, origin: Option<&str>, csrf: Option<&str>| {
+        let mut request = client.post(&api).body(status);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(csrf) = csrf {
+            request = request.header("x-drawbridge-csrf", csrf);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let own = format!("http://{admin}");
+    assert_eq!(
+        send(None, Some(&own), Some(&csrf)).await,
+        200,
+        "the page itself"
+    );
+    assert_eq!(send(None, None, None).await, 403, "no CSRF value");
+    assert_eq!(
+        send(None, Some(&own), Some("0123")).await,
+        403,
+        "a wrong one"
+    );
+    assert_eq!(
+        send(None, Some("http://evil.example"), Some(&csrf)).await,
+        403,
+        "another origin"
+    );
+    assert_eq!(
+        send(
+            Some(format!("evil.example:{}", admin.port())),
+            None,
+            Some(&csrf)
+        )
+        .await,
+        421,
+        "a rebound DNS name"
+    );
+    // The page and the metrics also refuse a foreign Host.
+    let rebound = client
+        .get(format!("http://{admin}/metrics"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421);
+}
