@@ -27,7 +27,7 @@ impl Browser {
     /// Chromium opened on `url`; `None` when it is not installed.
     async fn open(url: &str) -> Option<Browser> {
         let profile = tempfile::tempdir().unwrap();
-        let mut child = match Command::new("chromium")
+        let Ok(mut child) = Command::new("chromium")
             .args([
                 "--headless=new",
                 "--no-sandbox",
@@ -42,9 +42,8 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-        {
-            Ok(child) => child,
-            Err(_) => return None,
+        else {
+            return None;
         };
         // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
         let stderr = child.stderr.take().unwrap();
