@@ -756,7 +756,7 @@ def document(table, quick):
         )
         if v.strip()
     )
-    notes = [ROOT / "bench/METHOD.md", ROOT / "bench/TUNNEL.md", ROOT / "bench/FINDINGS.md"]
+    notes = [ROOT / "bench/METHOD.md", ROOT / "bench/FINDINGS.md", ROOT / "bench/TUNNEL.md"]
     method = "\n".join(p.read_text() for p in notes if p.exists())
     return f"""# Performance
 

@@ -261,10 +261,12 @@ def write(table):
     (ROOT / "bench/TUNNEL.md").write_text(section)
     path = ROOT / "docs/performance.md"
     text = path.read_text()
-    at = text.find("## The home leg")
+    # The section's own heading on a line of its own: "### The home leg,
+    # read" (the prose about it) must not be taken for it.
+    at = text.find("\n## The home leg\n")
     if at >= 0:
         end = text.find("\n## ", at + 1)
-        text = text[:at] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:at + 1] + section + (text[end + 1:] if end >= 0 else "")
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
