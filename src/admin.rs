@@ -32,6 +32,13 @@ pub enum Command {
         /// As the user typed it.
         address: String,
     },
+    /// Ban an address (or an IPv6 /64) by hand.
+    BansAdd {
+        /// As the user typed it.
+        address: String,
+        /// For how long, in seconds.
+        seconds: u64,
+    },
     /// What the running process is doing, in one answer.
     Status,
     /// The enrolled agents and their connections.
@@ -54,6 +61,8 @@ pub enum Reply {
     Bans(Vec<StoredBan>),
     /// Whether there was a ban to lift (it is lifted on disk too).
     Removed(bool),
+    /// The ban made (it is on disk too).
+    Added(StoredBan),
     /// How many cached responses were dropped.
     Purged(u64),
     /// The enrolled agents and their connections.
@@ -219,6 +228,21 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
             match stored {
                 Ok(()) => Reply::Removed(removed),
                 Err(error) => Reply::Error(format!("lifted in the running drawbridge, but not stored ({error}): the ban returns at the next start")),
+            }
+        }
+        Command::BansAdd { address, seconds } => {
+            let Some(key) = ClientKey::parse(&address) else {
+                return Reply::Error(format!("`{address}` is not an address"));
+            };
+            let ban = guard.bans.add(key, std::time::Duration::from_secs(seconds), now);
+            // Its connections close at once, as after failed logins.
+            guard.close_connections(key);
+            let stored = tokio::task::spawn_blocking(move || guard.bans.flush())
+                .await
+                .unwrap_or_else(|_| Err("the bans writer stopped".into()));
+            match stored {
+                Ok(()) => Reply::Added(ban),
+                Err(error) => Reply::Error(format!("banned in the running drawbridge, but not stored ({error}): the ban is gone at the next start")),
             }
         }
         Command::TunnelList => Reply::Tunnels(hub.status()),

@@ -326,7 +326,42 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
         "only drawbridge's own user may use the admin socket"
     );
     let listed = bans_cli(&path, &["list"]).0;
-    assert!(listed.starts_with("127.0.0.16\tuntil "), "{listed}");
+    assert!(
+        listed.starts_with("127.0.0.16\tsite jelly.test\tfailed logins 3\tsince 20"),
+        "{listed}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&bans_cli(&path, &["list", "--json"]).0).unwrap();
+    assert_eq!(json[0]["address"], "127.0.0.16");
+    assert_eq!(json[0]["site"], "jelly.test");
+    assert_eq!(json[0]["failures"], 3);
+    assert!(json[0]["since"].as_u64().unwrap() > 1_700_000_000);
+    // A ban by hand: its connections close at once, and it is listed as such.
+    let mut open = tcp_from("127.0.0.17", process.http).await;
+    let added = bans_cli(&path, &["add", "127.0.0.17", "--for", "2h"]).0;
+    assert!(added.starts_with("127.0.0.17 banned until 20"), "{added}");
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut open, &mut byte),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the open connection is closed"
+    );
+    assert!(closed_at_accept("127.0.0.17", process.http).await);
+    let json: serde_json::Value =
+        serde_json::from_str(&bans_cli(&path, &["list", "--json"]).0).unwrap();
+    let manual = &json[1];
+    assert_eq!(manual["address"], "127.0.0.17");
+    assert_eq!(manual["site"], "manual");
+    let length = manual["until"].as_u64().unwrap() - manual["since"].as_u64().unwrap();
+    assert!((7_190..=7_210).contains(&length), "2h: {length}");
+    assert_eq!(
+        bans_cli(&path, &["remove", "127.0.0.17"]).0.trim(),
+        "ban on 127.0.0.17 lifted"
+    );
     assert_eq!(
         bans_cli(&path, &["remove", "127.0.0.16"]).0.trim(),
         "ban on 127.0.0.16 lifted"
@@ -342,6 +377,12 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
         "no bans",
         "stored list, drawbridge not running"
     );
+    // Not running: a ban by hand goes into the stored list, and holds at
+    // the next start.
+    let added = bans_cli(&path, &["add", "127.0.0.18"]).0;
+    assert!(added.starts_with("127.0.0.18 banned until 20"), "{added}");
+    let process = Process::start(&path);
+    assert!(closed_at_accept("127.0.0.18", process.http).await);
 }
 
 #[tokio::test]

@@ -18,8 +18,20 @@ pub enum CacheAction {
 
 #[derive(Debug, Subcommand)]
 pub enum BansAction {
-    /// Show the bans in force.
-    List,
+    /// Show the bans in force: address, site, failed logins, since, until.
+    List {
+        /// As JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address (or IPv6 /64) by hand; its open connections close.
+    Add {
+        /// The address to ban.
+        address: String,
+        /// For how long ("24h", "7d", "90m"); the config's `ban_time` if not given.
+        #[arg(long = "for")]
+        length: Option<String>,
+    },
     /// Lift the ban on an address (or IPv6 /64).
     Remove {
         /// The banned address, as `bans list` shows it.
@@ -34,14 +46,27 @@ pub fn bans(config: &Config, action: &BansAction) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let json = matches!(action, BansAction::List { json: true });
+    let length = match action {
+        BansAction::Add {
+            length: Some(text), ..
+        } => drawbridge::config::parse_duration(text)
+            .map_err(|why| anyhow::anyhow!("--for {text}: {why}"))?,
+        _ => config.guard.ban_time,
+    };
     let command = match action {
-        BansAction::List => admin::Command::BansList,
+        BansAction::List { .. } => admin::Command::BansList,
         BansAction::Remove { address } => admin::Command::BansRemove {
             address: address.clone(),
         },
+        BansAction::Add { address, .. } => admin::Command::BansAdd {
+            address: address.clone(),
+            seconds: length.as_secs(),
+        },
     };
     match runtime.block_on(drawbridge::admin::request(&socket, &command)) {
-        Ok(Reply::Bans(bans)) => print_bans(&bans),
+        Ok(Reply::Bans(bans)) => print_bans(&bans, json)?,
+        Ok(Reply::Added(ban)) => print_added(&ban),
         Ok(Reply::Removed(removed)) => {
             if let BansAction::Remove { address } = action {
                 report_removed(address, removed);
@@ -56,9 +81,14 @@ pub fn bans(config: &Config, action: &BansAction) -> anyhow::Result<()> {
                 stored.display()
             );
             match action {
-                BansAction::List => {
-                    print_bans(&drawbridge::guard::ban::read(&stored).map_err(anyhow::Error::msg)?)
-                }
+                BansAction::List { .. } => print_bans(
+                    &drawbridge::guard::ban::read(&stored).map_err(anyhow::Error::msg)?,
+                    json,
+                )?,
+                BansAction::Add { address, .. } => print_added(
+                    &drawbridge::guard::ban::add_stored(&stored, address, length)
+                        .map_err(anyhow::Error::msg)?,
+                ),
                 BansAction::Remove { address } => {
                     let removed = drawbridge::guard::ban::remove_stored(&stored, address)
                         .map_err(anyhow::Error::msg)?;
@@ -94,20 +124,43 @@ pub fn purge(config: &Config, prefix: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_bans(bans: &[drawbridge::guard::ban::StoredBan]) {
+fn print_bans(bans: &[drawbridge::guard::ban::StoredBan], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(bans)?);
+        return Ok(());
+    }
     if bans.is_empty() {
         println!("no bans");
     }
     for ban in bans {
-        let until = time::OffsetDateTime::from_unix_timestamp(ban.until as i64)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
-        println!("{}\tuntil {until}\toffences {}", ban.address, ban.offences);
+        let site = if ban.site.is_empty() { "?" } else { &ban.site };
+        println!(
+            "{}\tsite {site}\tfailed logins {}\tsince {}\tuntil {}\toffences {}",
+            ban.address,
+            ban.failures,
+            rfc3339(ban.since),
+            rfc3339(ban.until),
+            ban.offences
+        );
     }
+    Ok(())
+}
+
+fn print_added(ban: &drawbridge::guard::ban::StoredBan) {
+    println!("{} banned until {}", ban.address, rfc3339(ban.until));
+}
+
+fn rfc3339(unix: u64) -> String {
+    if unix == 0 {
+        return "?".to_string();
+    }
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 fn report_removed(address: &str, removed: bool) {

@@ -55,7 +55,8 @@ function draw(status, perMinute) {
   fill("bans", status.bans, (row, ban) => {
     row.dataset.address = ban.address;
     cell(row, ban.address);
-    cell(row, String(ban.offences));
+    cell(row, ban.site || "?");
+    cell(row, String(ban.failures));
     cell(row, when(ban.until));
     const button = document.createElement("button");
     button.textContent = "Unban";

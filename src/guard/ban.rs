@@ -26,12 +26,18 @@ use crate::atomic_file::{remove_stale_temps, set_aside, write_atomic, Coalesced}
 use crate::config::Guard as GuardConfig;
 
 /// One ban.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ban {
     /// When it ends.
     pub until: Instant,
     /// How many times this client has been banned (escalation).
     pub offences: u32,
+    /// Why: the site whose logins failed, or `manual` (`bans add`).
+    pub site: String,
+    /// Failed logins within the window that earned it (0 for `manual`).
+    pub failures: u32,
+    /// When it began, seconds since the Unix epoch.
+    pub since: u64,
 }
 
 /// A ban as shown and stored: wall-clock end.
@@ -43,6 +49,16 @@ pub struct StoredBan {
     pub until: u64,
     /// Offences so far.
     pub offences: u32,
+    /// The site whose logins failed, or `manual`; empty in files written
+    /// before it was kept.
+    #[serde(default)]
+    pub site: String,
+    /// Failed logins that earned it.
+    #[serde(default)]
+    pub failures: u32,
+    /// When it began, seconds since the Unix epoch (0: not known).
+    #[serde(default)]
+    pub since: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -51,7 +67,7 @@ struct BanFile {
 }
 
 /// What recording a failure led to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Counted; not (yet) banned.
     Counted(usize),
@@ -138,6 +154,9 @@ impl BanList {
                             Ban {
                                 until: now + left,
                                 offences: ban.offences,
+                                site: ban.site,
+                                failures: ban.failures,
+                                since: ban.since,
                             },
                         );
                         *state.offences.entry(key, || 0) = ban.offences;
@@ -224,8 +243,11 @@ impl BanList {
         let ban = Ban {
             until: now + length,
             offences,
+            site: site.to_string(),
+            failures: count as u32,
+            since: unix(SystemTime::now()),
         };
-        state.bans.insert(client, ban);
+        state.bans.insert(client, ban.clone());
         self.held.store(state.bans.len(), Ordering::Release);
         tracing::warn!(
             "ban {client} until {} failures={count} offences={offences} site={site}",
@@ -233,6 +255,32 @@ impl BanList {
         );
         self.save(&state, now);
         Outcome::Banned(ban)
+    }
+
+    /// Bans `client` for `length` by hand (`bans add`): a ban of its own,
+    /// site `manual`, replacing any ban it had.
+    pub fn add(&self, client: ClientKey, length: Duration, now: Instant) -> StoredBan {
+        let mut state = self.state.lock().expect("ban lock");
+        let offences = {
+            let n = state.offences.entry(client, || 0);
+            *n += 1;
+            *n
+        };
+        let ban = Ban {
+            until: now + length,
+            offences,
+            site: MANUAL.to_string(),
+            failures: 0,
+            since: unix(SystemTime::now()),
+        };
+        state.bans.insert(client, ban.clone());
+        self.held.store(state.bans.len(), Ordering::Release);
+        tracing::warn!(
+            "ban {client} until {} site={MANUAL}",
+            rfc3339(now, ban.until)
+        );
+        self.save(&state, now);
+        stored(client, &ban, now)
     }
 
     /// Lifts the ban on `client`; false if there was none.
@@ -283,7 +331,39 @@ fn stored(key: ClientKey, ban: &Ban, now: Instant) -> StoredBan {
         address: key.to_string(),
         until: unix(until),
         offences: ban.offences,
+        site: ban.site.clone(),
+        failures: ban.failures,
+        since: ban.since,
     }
+}
+
+/// The site of a ban made by hand.
+pub const MANUAL: &str = "manual";
+
+/// Adds a ban on `address` for `length` to the stored file (drawbridge not
+/// running: it takes effect at its next start); the ban as stored.
+pub fn add_stored(path: &Path, address: &str, length: Duration) -> Result<StoredBan, String> {
+    let key = ClientKey::parse(address).ok_or_else(|| format!("`{address}` is not an address"))?;
+    let mut bans = read(path)?;
+    let now = SystemTime::now();
+    let offences = bans
+        .iter()
+        .find(|b| b.address == key.to_string())
+        .map_or(1, |b| b.offences + 1);
+    bans.retain(|b| b.address != key.to_string());
+    let ban = StoredBan {
+        address: key.to_string(),
+        until: unix(now + length),
+        offences,
+        site: MANUAL.to_string(),
+        failures: 0,
+        since: unix(now),
+    };
+    bans.push(ban.clone());
+    bans.sort_by(|a, b| a.address.cmp(&b.address));
+    let json = serde_json::to_vec_pretty(&BanFile { bans }).map_err(|e| e.to_string())?;
+    write_atomic(path, &json, 0o600).map_err(|e| e.to_string())?;
+    Ok(ban)
 }
 
 /// The bans stored in `path` (none if there is no file).

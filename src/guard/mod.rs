@@ -173,13 +173,23 @@ impl Guard {
         self.events.failed_logins.fetch_add(1, Ordering::Relaxed);
         if matches!(outcome, Outcome::Banned(_)) {
             self.events.banned_now.fetch_add(1, Ordering::Relaxed);
-            if let Some(connections) = self.open.lock().expect("guard lock").get(&key) {
-                for (_, kill) in connections.iter().filter(|(id, _)| *id != current) {
-                    kill.cancel();
-                }
-            }
+            self.close_connections_but(key, Some(current));
         }
         outcome
+    }
+
+    /// Closes every open connection of `key` at once (a ban made by hand).
+    pub fn close_connections(&self, key: ClientKey) {
+        self.events.banned_now.fetch_add(1, Ordering::Relaxed);
+        self.close_connections_but(key, None);
+    }
+
+    fn close_connections_but(&self, key: ClientKey, spared: Option<u64>) {
+        if let Some(connections) = self.open.lock().expect("guard lock").get(&key) {
+            for (_, kill) in connections.iter().filter(|(id, _)| Some(*id) != spared) {
+                kill.cancel();
+            }
+        }
     }
 
     /// Open connections in all.
