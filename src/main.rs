@@ -98,6 +98,10 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = "drawbridge.toml")]
         config: PathBuf,
+        /// Jellyfin's API key (Dashboard → API Keys), to check its Known
+        /// proxies; never stored. Also read from DRAWBRIDGE_JELLYFIN_API_KEY.
+        #[arg(long)]
+        jellyfin_api_key: Option<String>,
     },
     /// Control the edge cache of the running drawbridge.
     Cache {
@@ -122,7 +126,14 @@ fn main() -> ExitCode {
         } => with_config(&config, |config| purge(config, prefix.as_deref())),
         Command::Bans { config, action } => with_config(&config, |config| bans(config, &action)),
         Command::Status { config, json } => with_config(&config, |config| status(config, json)),
-        Command::Doctor { config } => with_config(&config, doctor::doctor),
+        Command::Doctor {
+            config,
+            jellyfin_api_key,
+        } => {
+            let key =
+                jellyfin_api_key.or_else(|| std::env::var("DRAWBRIDGE_JELLYFIN_API_KEY").ok());
+            with_config(&config, |config| doctor::doctor(config, key.as_deref()))
+        }
         Command::Tunnel { config, action } => {
             with_config(&config, |config| tunnel::command(config, &action))
         }

@@ -15,6 +15,8 @@ struct Finding {
     ok: bool,
     what: String,
     fix: Option<String>,
+    /// Shown with `·`: not checked, nothing failed.
+    note: bool,
 }
 
 fn good(what: String) -> Finding {
@@ -22,6 +24,7 @@ fn good(what: String) -> Finding {
         ok: true,
         what,
         fix: None,
+        note: false,
     }
 }
 
@@ -30,11 +33,23 @@ fn bad(what: String, fix: String) -> Finding {
         ok: false,
         what,
         fix: Some(fix),
+        note: false,
+    }
+}
+
+/// Not checked, and not a failure: what to check by hand.
+fn note(what: String) -> Finding {
+    Finding {
+        ok: true,
+        what,
+        fix: None,
+        note: true,
     }
 }
 
 /// Runs every check and prints them; `Err` when any failed.
-pub fn doctor(config: &Config) -> anyhow::Result<()> {
+/// `api_key`: Jellyfin's, to read its Known proxies (never stored).
+pub fn doctor(config: &Config, api_key: Option<&str>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -45,11 +60,16 @@ pub fn doctor(config: &Config) -> anyhow::Result<()> {
                 findings.push(runtime.block_on(dns(name)));
             }
         }
-        findings.push(runtime.block_on(upstream(&site.name(), &site.upstream)));
+        findings.extend(runtime.block_on(upstream(&site.name(), &site.upstream, api_key)));
+        findings.push(certificate(config, site));
     }
     let failed = findings.iter().filter(|f| !f.ok).count();
     for finding in &findings {
-        let mark = if finding.ok { "✓" } else { "✗" };
+        let mark = match (finding.ok, finding.note) {
+            (_, true) => "·",
+            (true, false) => "✓",
+            (false, false) => "✗",
+        };
         println!("{mark} {}", finding.what);
         if let Some(fix) = &finding.fix {
             println!("    → {fix}");
@@ -128,70 +148,330 @@ async fn dns(name: &str) -> Finding {
     }
 }
 
-/// Whether the upstream answers and is Jellyfin.
-async fn upstream(site: &str, target: &UpstreamTarget) -> Finding {
+/// One GET to `authority` (`/System/Info/Public`, or the network
+/// configuration with an API key): status, body, and the address this
+/// machine connected from.
+async fn probe(
+    authority: &str,
+    path: &str,
+    api_key: Option<&str>,
+) -> Result<(http::StatusCode, bytes::Bytes, SocketAddr, Option<String>), String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let from = stream.local_addr().map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut request = Request::get(path).header(http::header::HOST, authority);
+    if let Some(key) = api_key {
+        request = request.header(
+            http::header::AUTHORIZATION,
+            format!("MediaBrowser Token=\"{key}\""),
+        );
+    }
+    let request = request
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let date = response
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body, from, date))
+}
+
+/// Whether the upstream answers and is Jellyfin; with an API key, whether
+/// Jellyfin counts this machine among its Known proxies.
+async fn upstream(site: &str, target: &UpstreamTarget, api_key: Option<&str>) -> Vec<Finding> {
     let UpstreamTarget::Http(addr) = target else {
-        return good(format!(
-            "site {site}: upstream {target} (the tunnel: see `drawbridge tunnel list`)"
-        ));
+        return vec![good(format!(
+            "site {site}: upstream {target} (the tunnel: see `drawbridge tunnel list`; the agent logs the address to put in Known proxies)"
+        ))];
     };
     if addr.tls.is_some() {
-        return good(format!(
+        return vec![good(format!(
             "site {site}: upstream {target} over TLS (not probed by doctor)"
-        ));
+        ))];
     }
     let authority = if addr.host.contains(':') {
         format!("[{}]:{}", addr.host, addr.port)
     } else {
         format!("{}:{}", addr.host, addr.port)
     };
-    let probe = async {
-        let stream = tokio::net::TcpStream::connect(&authority)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = Request::get("/System/Info/Public")
-            .header(http::header::HOST, authority.as_str())
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
-    match tokio::time::timeout(Duration::from_secs(5), probe).await {
-        Err(_) => bad(
-            format!("site {site}: upstream {target} did not answer within 5 s"),
-            "is Jellyfin running, and does a firewall let this machine reach it?".into(),
-        ),
-        Ok(Err(why)) => bad(
-            format!("site {site}: upstream {target} cannot be reached: {why}"),
-            "start Jellyfin, or fix the address and port in `upstream` (Jellyfin listens on 8096)"
-                .into(),
-        ),
-        Ok(Ok((status, body))) => {
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
+        probe(&authority, "/System/Info/Public", None),
+    )
+    .await;
+    match answered {
+        Err(_) => {
+            vec![bad(
+                format!("site {site}: upstream {target} did not answer within 5 s"),
+                "is Jellyfin running, and does a firewall let this machine reach it?".into(),
+            )]
+        }
+        Ok(Err(why)) => {
+            vec![bad(
+                format!("site {site}: upstream {target} cannot be reached: {why}"),
+                "start Jellyfin, or fix the address and port in `upstream` (Jellyfin listens on 8096)"
+                    .into(),
+            )]
+        }
+        Ok(Ok((status, body, from, date))) => {
             let info: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            match (status.is_success(), info["ProductName"].as_str(), info["Version"].as_str()) {
-                (true, Some(product), version) if product.starts_with("Jellyfin") => good(format!(
-                    "site {site}: upstream {target} is {product} {}",
-                    version.unwrap_or("(no version)")
-                )),
-                _ => bad(
-                    format!("site {site}: upstream {target} answers, but not as Jellyfin (/System/Info/Public: {status})"),
-                    "point `upstream` at Jellyfin itself, not at another service or proxy".into(),
-                ),
+            match (
+                status.is_success(),
+                info["ProductName"].as_str(),
+                info["Version"].as_str(),
+            ) {
+                (true, Some(product), version) if product.starts_with("Jellyfin") => {
+                    let is = good(format!(
+                        "site {site}: upstream {target} is {product} {}",
+                        version.unwrap_or("(no version)")
+                    ));
+                    let mut found = vec![
+                        is,
+                        known_proxies(site, &authority, from.ip(), api_key).await,
+                    ];
+                    found.extend(date.as_deref().map(clock));
+                    found
+                }
+                _ => {
+                    vec![bad(
+                        format!("site {site}: upstream {target} answers, but not as Jellyfin (/System/Info/Public: {status})"),
+                        "point `upstream` at Jellyfin itself, not at another service or proxy".into(),
+                    )]
+                }
             }
         }
+    }
+}
+
+/// Whether `from` (the address drawbridge reaches Jellyfin from) is in
+/// Jellyfin's Known proxies: read with the API key, never stored.
+async fn known_proxies(
+    site: &str,
+    authority: &str,
+    from: IpAddr,
+    api_key: Option<&str>,
+) -> Finding {
+    let add = format!(
+        "in Jellyfin: Dashboard → Networking → Known proxies, add {from}, save and restart Jellyfin; until then Jellyfin sees this proxy as every visitor's address (its own logs, LAN detection and bitrate limits)"
+    );
+    let Some(key) = api_key else {
+        return note(format!(
+            "site {site}: whether Jellyfin trusts this proxy was not checked: give `--jellyfin-api-key KEY` (Dashboard → API Keys), or check that Dashboard → Networking → Known proxies lists {from}"
+        ));
+    };
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        probe(authority, "/System/Configuration/network", Some(key)),
+    )
+    .await;
+    let (status, body) = match read {
+        Ok(Ok((status, body, _, _))) => (status, body),
+        Ok(Err(why)) => {
+            return bad(
+                format!("site {site}: Jellyfin's network settings cannot be read: {why}"),
+                add,
+            )
+        }
+        Err(_) => {
+            return bad(
+                format!("site {site}: Jellyfin's network settings did not come within 5 s"),
+                add,
+            )
+        }
+    };
+    if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+        return bad(
+            format!("site {site}: Jellyfin refused the API key ({status})"),
+            "create a key in Jellyfin's Dashboard → API Keys and give it with --jellyfin-api-key"
+                .into(),
+        );
+    }
+    let settings: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let Some(listed) = settings["KnownProxies"].as_array() else {
+        return bad(
+            format!(
+                "site {site}: Jellyfin's network settings have no Known proxies list ({status})"
+            ),
+            add,
+        );
+    };
+    let listed: Vec<&str> = listed.iter().filter_map(|v| v.as_str()).collect();
+    let mut trusted = false;
+    for entry in &listed {
+        let entry = entry.trim();
+        trusted |= match (entry.parse::<IpAddr>(), entry.parse::<ipnet::IpNet>()) {
+            (Ok(ip), _) => {
+                drawbridge::client_ip::normalise(ip) == drawbridge::client_ip::normalise(from)
+            }
+            (_, Ok(net)) => net.contains(&from),
+            // A host name: Jellyfin resolves it at its start.
+            _ => tokio::net::lookup_host((entry, 0))
+                .await
+                .is_ok_and(|mut addrs| addrs.any(|a| a.ip() == from)),
+        };
+    }
+    if trusted {
+        good(format!(
+            "site {site}: Jellyfin trusts this proxy ({from} is in its Known proxies)"
+        ))
+    } else {
+        bad(
+            format!(
+                "site {site}: Jellyfin does not trust this proxy: {from} is not in its Known proxies ({})",
+                if listed.is_empty() { "empty".to_string() } else { listed.join(", ") }
+            ),
+            add,
+        )
+    }
+}
+
+/// This machine's clock against the `Date` Jellyfin sent: certificates and
+/// ACME fail on a clock that is off.
+fn clock(date: &str) -> Finding {
+    let theirs = time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc2822);
+    let Ok(theirs) = theirs else {
+        return note(format!(
+            "the clock was not compared: Jellyfin's Date `{date}` is not readable"
+        ));
+    };
+    let skew = (time::OffsetDateTime::now_utc() - theirs).whole_seconds();
+    if skew.abs() <= 300 {
+        good(format!(
+            "the clock agrees with Jellyfin's within {} s",
+            skew.abs().max(1)
+        ))
+    } else {
+        bad(
+            format!("the clock is {} s off Jellyfin's", skew),
+            "set the time right on both machines (`timedatectl set-ntp true`): certificates and ACME fail on a clock that is off".into(),
+        )
+    }
+}
+
+/// The certificate a site will serve, where doctor can read it: files and
+/// stored ACME certificates (days left, names covered).
+fn certificate(config: &Config, site: &drawbridge::config::SiteConfig) -> Finding {
+    use drawbridge::config::TlsSource;
+    let name = site.name();
+    let path = match &site.tls {
+        TlsSource::Internal => {
+            return good(format!(
+                "site {name}: certificate from drawbridge's local CA (issued and renewed by drawbridge)"
+            ))
+        }
+        TlsSource::Files { cert, .. } => cert.clone(),
+        TlsSource::Acme => {
+            let stored = drawbridge::acme::store::site_dir(&config.server.state_dir, &site.hosts)
+                .join("cert.pem");
+            if !stored.exists() {
+                return note(format!(
+                    "site {name}: no ACME certificate stored yet (drawbridge orders one when it starts; `drawbridge status` shows it)"
+                ));
+            }
+            stored
+        }
+    };
+    let read = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| {
+            let (_, block) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| e.to_string())?;
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(&block.contents).map_err(|e| e.to_string())?;
+            let names: Vec<String> = cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|san| {
+                    san.value
+                        .general_names
+                        .iter()
+                        .filter_map(|n| match n {
+                            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok((cert.validity().not_after.timestamp(), names))
+        });
+    let (until, names) = match read {
+        Ok(found) => found,
+        Err(why) => {
+            return bad(
+                format!(
+                    "site {name}: the certificate {} cannot be read: {why}",
+                    path.display()
+                ),
+                "point `tls` at a PEM certificate chain, leaf first".into(),
+            )
+        }
+    };
+    let days = (until - time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400;
+    let missing: Vec<String> = site
+        .hosts
+        .iter()
+        .filter_map(|host| match host {
+            HostPattern::Exact(host) => Some(host.clone()),
+            _ => None,
+        })
+        .filter(|host| {
+            !names.iter().any(|san| {
+                san.eq_ignore_ascii_case(host)
+                    || san.strip_prefix("*.").is_some_and(|rest| {
+                        host.split_once('.')
+                            .is_some_and(|(_, parent)| parent.eq_ignore_ascii_case(rest))
+                    })
+            })
+        })
+        .collect();
+    let renew = match site.tls {
+        TlsSource::Acme => {
+            "drawbridge renews it 30 days ahead: look for `could not get a certificate` in its log"
+        }
+        _ => "replace the files (drawbridge reads them again when they change)",
+    };
+    if days < 0 {
+        bad(
+            format!(
+                "site {name}: the certificate {} has expired",
+                path.display()
+            ),
+            renew.into(),
+        )
+    } else if !missing.is_empty() {
+        bad(
+            format!(
+                "site {name}: the certificate does not cover {} (it names {})",
+                missing.join(", "),
+                names.join(", ")
+            ),
+            "issue it for every name of the site, or list the names it covers".into(),
+        )
+    } else if days < 7 {
+        bad(
+            format!("site {name}: the certificate expires in {days} days"),
+            renew.into(),
+        )
+    } else {
+        good(format!(
+            "site {name}: certificate valid for {days} more days, covering its names"
+        ))
     }
 }

@@ -47,7 +47,13 @@ pub struct Seen {
     pub open: AtomicU64,
     /// The most connections ever open at once.
     pub most_open: AtomicU64,
+    /// Jellyfin's Known proxies, as `/System/Configuration/network` shows
+    /// them to a request with the API key `TEST_API_KEY`.
+    pub known_proxies: Mutex<Vec<String>>,
 }
+
+/// The API key the fake Jellyfin accepts.
+pub const TEST_API_KEY: &str = "0123456789abcdef0123456789abcdef";
 
 impl Seen {
     /// Requests Kestrel would route to `path` (see `kestrel_route`).
@@ -213,6 +219,26 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
             StatusCode::OK,
             r#"{"LocalAddress":"","ServerName":"fake","Version":"10.11.0","ProductName":"Jellyfin Server","OperatingSystem":"","Id":"f00","StartupWizardCompleted":true}"#,
         ),
+        // Jellyfin's network settings: an administrator's API key only,
+        // given as `Authorization: MediaBrowser Token="…"`.
+        "/system/configuration/network" => {
+            let token = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split("Token=\"").nth(1))
+                .and_then(|v| v.split('"').next());
+            if token != Some(TEST_API_KEY) {
+                full(StatusCode::UNAUTHORIZED, "")
+            } else {
+                let known = seen.known_proxies.lock().unwrap().clone();
+                full(
+                    StatusCode::OK,
+                    serde_json::json!({ "KnownProxies": known, "EnableHttps": false, "InternalHttpPort": 8096 })
+                        .to_string(),
+                )
+            }
+        }
         "/users/authenticatebyname" => {
             let body = request
                 .into_body()
