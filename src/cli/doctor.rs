@@ -359,7 +359,7 @@ fn clock(date: &str) -> Finding {
         ))
     } else {
         bad(
-            format!("the clock is {} s off Jellyfin's", skew),
+            format!("the clock is {skew} s off Jellyfin's"),
             "set the time right on both machines (`timedatectl set-ntp true`): certificates and ACME fail on a clock that is off".into(),
         )
     }
