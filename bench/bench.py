@@ -432,13 +432,16 @@ def drawbridge_config(work, tls, upstream, state, plain=None):
     """drawbridge as the benchmark runs it: one site on `tls` (and `plain`)
     in front of `upstream`, the guard's caps and the upstream cap lifted
     (the peers have neither), no access log, no cache; the admin listener
-    closed (requests are counted for the metrics all the same)."""
+    closed (requests are counted for the metrics all the same); no HTTP/3
+    (the peers are run without it, and its Alt-Svc header would set
+    drawbridge's answers apart)."""
     http = f'"127.0.0.1:{plain}"' if plain else ""
     return f"""[server]
 http = [{http}]
 https = ["127.0.0.1:{tls}"]
 state_dir = "{work}/{state}"
 admin_listen = "off"
+quic = []
 
 [guard]
 max_connections = 50000

@@ -82,6 +82,7 @@ impl Line {
                 .to_string(),
             version: match request.version() {
                 http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_3 => "HTTP/3.0",
                 http::Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },

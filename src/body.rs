@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
@@ -62,43 +62,67 @@ pub const LINGER_BYTES: u64 = 1024 * 1024;
 /// See `LINGER_BYTES`.
 pub const LINGER_TIME: Duration = Duration::from_secs(2);
 
-/// A client's request body. Dropped before its end, it is read and thrown
-/// away in the background, up to `LINGER_BYTES` or `LINGER_TIME`, then
-/// dropped (which resets an HTTP/2 stream or ends an HTTP/1.1 connection).
+/// A client's request body: hyper's (HTTP/1.1, HTTP/2) or an HTTP/3
+/// stream's. Dropped before its end, it is read and thrown away in the
+/// background, up to `LINGER_BYTES` or `LINGER_TIME`, then dropped (which
+/// resets an HTTP/2 or HTTP/3 stream or ends an HTTP/1.1 connection).
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: Option<Incoming>,
+    inner: Option<Inner>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Hyper(Incoming),
+    /// An HTTP/3 request stream's body (`http3/`).
+    Stream(BoxBody<Bytes, BoxError>),
 }
 
 impl ClientBody {
     /// Wraps the body hyper handed over.
     pub fn new(inner: Incoming) -> ClientBody {
-        ClientBody { inner: Some(inner) }
+        ClientBody {
+            inner: Some(Inner::Hyper(inner)),
+        }
+    }
+
+    /// Wraps a body read from an HTTP/3 request stream.
+    pub fn stream(inner: BoxBody<Bytes, BoxError>) -> ClientBody {
+        ClientBody {
+            inner: Some(Inner::Stream(inner)),
+        }
     }
 }
 
 impl HttpBody for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
+            Some(Inner::Hyper(inner)) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            Some(Inner::Stream(inner)) => Pin::new(inner).poll_frame(cx),
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+        match &self.inner {
+            Some(Inner::Hyper(inner)) => inner.is_end_stream(),
+            Some(Inner::Stream(inner)) => inner.is_end_stream(),
+            None => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+        match &self.inner {
+            Some(Inner::Hyper(inner)) => inner.size_hint(),
+            Some(Inner::Stream(inner)) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -107,22 +131,28 @@ impl Drop for ClientBody {
         let Some(inner) = self.inner.take() else {
             return;
         };
-        if inner.is_end_stream() {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(linger(inner));
+        };
+        match inner {
+            Inner::Hyper(inner) if !inner.is_end_stream() => {
+                runtime.spawn(linger(inner));
+            }
+            Inner::Stream(inner) if !inner.is_end_stream() => {
+                runtime.spawn(linger(inner));
+            }
+            _ => {}
         }
     }
 }
 
 /// Reads `body` and throws it away, up to `LINGER_BYTES` or `LINGER_TIME`.
-async fn linger(mut body: Incoming) {
+async fn linger<B: HttpBody + Unpin>(mut body: B) {
     use http_body_util::BodyExt;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         let mut read = 0u64;
         while let Some(Ok(frame)) = body.frame().await {
-            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            read += frame.data_ref().map_or(0, |d| d.remaining() as u64);
             if read > LINGER_BYTES {
                 return;
             }

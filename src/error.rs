@@ -240,8 +240,8 @@ pub fn answer(error: ProxyError, version: http::Version) -> Response<Body> {
     if let Some(failure) = failure {
         response.extensions_mut().insert(failure);
     }
-    if version == http::Version::HTTP_2 {
-        // Connection-specific headers are forbidden in HTTP/2.
+    if matches!(version, http::Version::HTTP_2 | http::Version::HTTP_3) {
+        // Connection-specific headers are forbidden in HTTP/2 and HTTP/3.
         response.headers_mut().remove(header::CONNECTION);
     }
     response

@@ -116,8 +116,9 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
     // The body is read on demand; hyper answers `100 Continue` to the client
     // when the upstream side starts reading it.
     headers.remove(header::EXPECT);
-    if parts.version == Version::HTTP_2 {
-        // RFC 9113 §8.2.3: HTTP/1.1 wants the cookie crumbs in one field.
+    if matches!(parts.version, Version::HTTP_2 | Version::HTTP_3) {
+        // RFC 9113 §8.2.3, RFC 9114 §4.2.1: HTTP/1.1 wants the cookie
+        // crumbs in one field.
         let crumbs: Vec<&str> = headers
             .get_all(header::COOKIE)
             .iter()

@@ -59,6 +59,7 @@ pub mod error;
 pub mod filter;
 pub mod forwarding;
 pub mod guard;
+pub mod http3;
 pub mod log_file;
 pub mod metrics;
 pub mod notify;

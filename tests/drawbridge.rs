@@ -17,6 +17,7 @@ mod guard;
 mod h2_abuse;
 mod host_routing;
 mod http2_records;
+mod http3;
 mod metrics;
 mod packaging;
 mod parking;

@@ -70,6 +70,9 @@ pub struct Server {
     pub admin_listen: Option<SocketAddr>,
     /// The bearer token the admin listener asks for (required off loopback).
     pub admin_token: Option<String>,
+    /// UDP addresses HTTP/3 (QUIC) is served on; by default the `https`
+    /// ones, empty to turn it off.
+    pub quic: Vec<SocketAddr>,
     /// Who to become when started as root (`None`: `drawbridge` if it
     /// exists; `"root"`: stay root). See `privileges.rs`.
     pub user: Option<String>,

@@ -57,6 +57,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "admin_listen",
     "admin_token",
     "user",
+    "quic",
 ];
 /// Known keys of `[limits]`.
 pub const LIMITS_KEYS: &[&str] = &[
@@ -124,6 +125,7 @@ pub struct RawServer {
     pub admin_listen: Option<Spanned<String>>,
     pub admin_token: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,
+    pub quic: Option<Vec<Spanned<String>>>,
 }
 
 /// `[limits]`.

@@ -295,6 +295,11 @@ impl Validator<'_> {
             .collect();
         let http = self.listeners(raw.http, &["0.0.0.0:80", "[::]:80"]);
         let https = self.listeners(raw.https, &["0.0.0.0:443", "[::]:443"]);
+        let quic = match raw.quic {
+            // Beside every TLS listener, on its port (UDP).
+            None => https.clone(),
+            Some(listed) => self.listeners(Some(listed), &[]),
+        };
         self.listeners_apart(&spans);
         if http.is_empty() && https.is_empty() {
             self.report.at(
@@ -367,6 +372,7 @@ impl Validator<'_> {
             plain.then(|| name.into_inner())
         });
         Server {
+            quic,
             user,
             admin_listen,
             admin_token,

@@ -58,8 +58,9 @@ pub fn check_head<B>(request: &Request<B>, limits: &Limits) -> Result<String, Pr
             "request target and Host name different hosts",
         )),
         (Some(h), _) => Ok(h),
-        // HTTP/2 carries the host in :authority alone (RFC 9113 §8.3.1).
-        (None, Some(t)) if request.version() == Version::HTTP_2 => Ok(t),
+        // HTTP/2 and HTTP/3 carry the host in :authority alone (RFC 9113
+        // §8.3.1, RFC 9114 §4.3.1).
+        (None, Some(t)) if matches!(request.version(), Version::HTTP_2 | Version::HTTP_3) => Ok(t),
         (None, _) => Err(ProxyError::BadRequest("missing Host header")),
     }
 }

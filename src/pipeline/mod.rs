@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{header, Request, Response, Version};
+use http::{header, HeaderValue, Request, Response, Version};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -59,6 +59,8 @@ pub struct Gateway {
     limits: Limits,
     https_port: Option<u16>,
     access_log: Arc<AccessLog>,
+    /// `Alt-Svc` for answers over TLS on TCP, when HTTP/3 is served.
+    alt_svc: Option<HeaderValue>,
     challenges: Arc<Challenges>,
     cache: Arc<Cache>,
 }
@@ -73,6 +75,7 @@ impl Gateway {
         access_log: Arc<AccessLog>,
         challenges: Arc<Challenges>,
         cache: Arc<Cache>,
+        alt_svc: Option<HeaderValue>,
     ) -> Gateway {
         Gateway {
             routes: ArcSwap::from_pointee(routes),
@@ -81,6 +84,7 @@ impl Gateway {
             access_log,
             challenges,
             cache,
+            alt_svc,
         }
     }
 
@@ -197,8 +201,16 @@ impl Gateway {
         for filter in site.filters.iter().rev() {
             filter.on_response(response.headers_mut(), exchange);
         }
-        if version == Version::HTTP_2 {
-            // Connection-specific headers are forbidden in HTTP/2.
+        if let (true, Version::HTTP_11 | Version::HTTP_2, Some(alt_svc)) =
+            (tls, version, &self.alt_svc)
+        {
+            // Where HTTP/3 is, on every answer over TLS (drawbridge's own too).
+            response
+                .headers_mut()
+                .insert(header::ALT_SVC, alt_svc.clone());
+        }
+        if matches!(version, Version::HTTP_2 | Version::HTTP_3) {
+            // Connection-specific headers are forbidden in HTTP/2 and HTTP/3.
             response.headers_mut().remove(header::CONNECTION);
         }
         response

@@ -73,6 +73,8 @@ pub struct Server {
     http: Vec<(TcpListener, bool)>,
     /// TLS listeners, likewise.
     https: Vec<(TcpListener, bool)>,
+    /// HTTP/3 endpoints (UDP).
+    quic: Vec<quinn::Endpoint>,
     shared: Arc<Shared>,
     tls: Arc<TlsStore>,
     acme: Arc<AcmeManager>,
@@ -99,6 +101,15 @@ impl Server {
             .first()
             .and_then(|l| l.0.local_addr().ok())
             .map(|a| a.port());
+        let quic = crate::http3::bind(&config.server.quic, tls.quic_config()?, &config.limits)
+            .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
+        // Every answer over TLS says where HTTP/3 is (the first endpoint's port).
+        let alt_svc = quic
+            .first()
+            .and_then(|e| e.local_addr().ok())
+            .and_then(|a| {
+                http::HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", a.port())).ok()
+            });
         let access_log = AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
         let kill = CancellationToken::new();
         let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone())?;
@@ -115,6 +126,7 @@ impl Server {
             Arc::new(access_log),
             challenges.clone(),
             Cache::new(&config.cache, &config.server.state_dir),
+            alt_svc,
         ));
         let shared = Arc::new(Shared {
             gateway,
@@ -142,6 +154,7 @@ impl Server {
             metrics,
             http,
             https,
+            quic,
             shared,
             tls,
             acme,
@@ -164,6 +177,14 @@ impl Server {
         self.https
             .iter()
             .filter_map(|l| l.0.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound HTTP/3 (UDP) addresses.
+    pub fn quic_addrs(&self) -> Vec<SocketAddr> {
+        self.quic
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
             .collect()
     }
 
@@ -280,6 +301,15 @@ impl Server {
             accepting.spawn(accept_loop(
                 listener,
                 kind,
+                self.shared.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+                drain.clone(),
+            ));
+        }
+        for endpoint in std::mem::take(&mut self.quic) {
+            accepting.spawn(crate::http3::accept_loop(
+                endpoint,
                 self.shared.clone(),
                 tracker.clone(),
                 shutdown.clone(),

@@ -67,6 +67,9 @@ impl Reloader {
         if config.server.state_dir != old.server.state_dir {
             return Err(ServerError::NeedsRestart("[server] state_dir"));
         }
+        if config.server.quic != old.server.quic {
+            return Err(ServerError::NeedsRestart("[server] quic"));
+        }
         if config.server.user != old.server.user {
             return Err(ServerError::NeedsRestart("[server] user"));
         }

@@ -52,6 +52,22 @@ impl TlsStore {
     }
 }
 
+impl TlsStore {
+    /// The rustls config for QUIC: TLS 1.3 only (QUIC has no other), ALPN
+    /// `h3`, the same certificates by SNI (an unknown or absent name: no
+    /// certificate, the handshake fails), no 0-RTT (a replayed login).
+    pub fn quic_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        config.max_early_data_size = 0;
+        config.ignore_client_order = true;
+        Ok(Arc::new(config))
+    }
+}
+
 /// One rustls config following the client's cipher suite order, and one
 /// following ours (AES-128-GCM first, as Mozilla's intermediate profile lists
 /// them). A client whose first choice is ChaCha20 says it has no AES in

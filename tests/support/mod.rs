@@ -38,6 +38,8 @@ pub struct TestGateway {
     cache: std::sync::Arc<drawbridge::cache::Cache>,
     /// The admin listener (`/metrics`).
     pub admin: Option<SocketAddr>,
+    /// The HTTP/3 endpoint (UDP), when one is bound.
+    pub quic: Option<SocketAddr>,
     guard: std::sync::Arc<drawbridge::guard::Guard>,
     shutdown: CancellationToken,
     run: Option<tokio::task::JoinHandle<()>>,
@@ -110,6 +112,7 @@ impl TestGateway {
         let reloader = server.reloader();
         let cache = server.cache();
         let admin = server.admin_addr();
+        let quic = server.quic_addrs().first().copied();
         let guard = server.guard();
         let shutdown = CancellationToken::new();
         let run = Some(tokio::spawn(server.run(shutdown.clone())));
@@ -121,6 +124,7 @@ impl TestGateway {
             reloader,
             cache,
             admin,
+            quic,
             guard,
             shutdown,
             run,

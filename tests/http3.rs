@@ -1,0 +1,201 @@
+//! HTTP/3 through a real QUIC client (quinn with the `h3` crate, the stack
+//! drawbridge serves with, as a client): the same pipeline as over TCP —
+//! GET, Range, upload, 413 before home, the forwarded head — and the same
+//! closed door: an unknown name has no certificate, another site's
+//! `:authority` gets 421, an unknown one no answer; failed logins over
+//! HTTP/3 ban the address, whose next QUIC connection is refused; every
+//! answer over TLS on TCP names the HTTP/3 port in `Alt-Svc`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{Request, Response};
+
+use crate::support::origin::Origin;
+use crate::support::{client_config, site, TestGateway};
+
+/// One HTTP/3 connection to the gateway.
+struct H3 {
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    _endpoint: quinn::Endpoint,
+}
+
+async fn connect(gw: &TestGateway, from: &str, sni: &str) -> Result<H3, String> {
+    let tls = client_config(gw.ca_pem.as_deref().unwrap(), &[b"h3"]);
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let bind: SocketAddr = format!("{from}:0").parse().unwrap();
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let quic = gw.quic.expect("HTTP/3 is on by default");
+    let connecting = endpoint.connect(quic, sni).map_err(|e| e.to_string())?;
+    let connection = tokio::time::timeout(std::time::Duration::from_secs(5), connecting)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    Ok(H3 {
+        send,
+        _endpoint: endpoint,
+    })
+}
+
+impl H3 {
+    /// One request: its answer's head and whole body.
+    async fn send(
+        &mut self,
+        request: Request<()>,
+        body: Option<Bytes>,
+    ) -> Result<(Response<()>, Bytes), String> {
+        let mut stream = self
+            .send
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(body) = body {
+            stream.send_data(body).await.map_err(|e| e.to_string())?;
+        }
+        stream.finish().await.map_err(|e| e.to_string())?;
+        let response = stream.recv_response().await.map_err(|e| e.to_string())?;
+        let mut body = BytesMut::new();
+        while let Some(mut chunk) = stream.recv_data().await.map_err(|e| e.to_string())? {
+            body.put(chunk.copy_to_bytes(chunk.remaining()));
+        }
+        Ok((response, body.freeze()))
+    }
+
+    async fn get(&mut self, authority: &str, path: &str) -> Result<(Response<()>, Bytes), String> {
+        let request = Request::get(format!("https://{authority}{path}"))
+            .body(())
+            .unwrap();
+        self.send(request, None).await
+    }
+}
+
+#[tokio::test]
+async fn requests_over_http3_reach_home_as_over_tcp() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "max_body = \"1MiB\"")).await;
+    let mut h3 = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
+
+    let (response, body) = h3.get("jelly.test", "/echo").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let headers = echo["headers"].as_array().unwrap();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_string())
+    };
+    assert_eq!(header("host").as_deref(), Some("jelly.test"), "{echo}");
+    assert_eq!(header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(echo["version"], "HTTP/1.1", "home is spoken to in HTTP/1.1");
+    assert!(
+        response.headers().contains_key("content-security-policy")
+            || response.headers().contains_key("x-content-type-options"),
+        "the security headers: {:?}",
+        response.headers()
+    );
+    assert!(!response.headers().contains_key("alt-svc"));
+
+    let ranged = Request::get("https://jelly.test/videos/1/stream")
+        .header("range", "bytes=100-199")
+        .body(())
+        .unwrap();
+    let (response, body) = h3.send(ranged, None).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(body.len(), 100);
+
+    let upload = Request::post("https://jelly.test/upload").body(()).unwrap();
+    let (response, _) = h3
+        .send(upload, Some(Bytes::from(vec![7u8; 512 * 1024])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(origin.seen.upload_bytes.load(Ordering::SeqCst), 512 * 1024);
+
+    // Over the site's max_body: 413 at the edge, nothing more reaches home.
+    let too_big = Request::post("https://jelly.test/upload")
+        .header("content-length", (2 * 1024 * 1024).to_string())
+        .body(())
+        .unwrap();
+    let (response, _) = h3
+        .send(too_big, Some(Bytes::from(vec![7u8; 2 * 1024 * 1024])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(origin.seen.upload_bytes.load(Ordering::SeqCst), 512 * 1024);
+
+    // Every answer over TLS on TCP says where HTTP/3 is.
+    let tcp = gw
+        .reqwest(&["jelly.test"], false)
+        .get(gw.url("jelly.test", "/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tcp.headers()["alt-svc"].to_str().unwrap(),
+        format!("h3=\":{}\"; ma=86400", gw.quic.unwrap().port())
+    );
+}
+
+#[tokio::test]
+async fn the_closed_door_holds_over_http3() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&format!(
+        "{}{}",
+        site("jelly.test", origin.addr, "login_rate = \"off\""),
+        site("other.test", origin.addr, "")
+    ))
+    .await;
+    // An unknown name: no certificate, no connection.
+    let refused = connect(&gw, "127.0.0.1", "unknown.test").await;
+    assert!(refused.is_err(), "a handshake for an unknown name");
+
+    let mut h3 = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
+    let (response, _) = h3.get("other.test", "/echo").await.unwrap();
+    assert_eq!(
+        response.status(),
+        421,
+        "TLS for one site, :authority for another"
+    );
+    let unknown = h3.get("nobody.test", "/echo").await;
+    assert!(
+        unknown.is_err(),
+        "an unknown :authority gets no answer: {unknown:?}"
+    );
+    assert_eq!(origin.seen.hits("/echo"), 0, "nothing reached home");
+
+    // Failed logins over HTTP/3 count toward a ban like any other; the
+    // banned address's next QUIC connection is refused.
+    let mut h3 = connect(&gw, "127.0.0.66", "jelly.test").await.unwrap();
+    for _ in 0..3 {
+        let login = Request::post("https://jelly.test/Users/AuthenticateByName")
+            .body(())
+            .unwrap();
+        let (response, _) = h3
+            .send(
+                login,
+                Some(Bytes::from_static(br#"{"Username":"a","Pw":"wrong"}"#)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let again = connect(&gw, "127.0.0.66", "jelly.test").await;
+    assert!(
+        again.is_err(),
+        "a banned address is refused at its first packet"
+    );
+    let other = connect(&gw, "127.0.0.67", "jelly.test").await;
+    assert!(other.is_ok(), "others are served meanwhile");
+}
