@@ -19,7 +19,7 @@ use crate::support::{client_config, site, TestGateway};
 /// One HTTP/3 connection to the gateway.
 struct H3 {
     send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
 }
 
 async fn connect(gw: &TestGateway, from: &str, sni: &str) -> Result<H3, String> {
@@ -41,10 +41,7 @@ async fn connect(gw: &TestGateway, from: &str, sni: &str) -> Result<H3, String> 
     tokio::spawn(async move {
         let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
     });
-    Ok(H3 {
-        send,
-        _endpoint: endpoint,
-    })
+    Ok(H3 { send, endpoint })
 }
 
 impl H3 {
@@ -198,4 +195,74 @@ async fn the_closed_door_holds_over_http3() {
     );
     let other = connect(&gw, "127.0.0.67", "jelly.test").await;
     assert!(other.is_ok(), "others are served meanwhile");
+}
+
+/// A phone that changes networks keeps its film: the client's address
+/// (its UDP port here) changes in the middle of a download, and the
+/// download goes on to its last byte over the same connection.
+#[tokio::test]
+async fn a_download_survives_the_client_changing_address() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let mut h3 = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
+    let before = h3.endpoint.local_addr().unwrap();
+    let request = Request::get("https://jelly.test/bulk/16").body(()).unwrap();
+    let mut stream = h3.send.send_request(request).await.unwrap();
+    stream.finish().await.unwrap();
+    let response = stream.recv_response().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut got = 0usize;
+    let mut moved = false;
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        got += chunk.remaining();
+        chunk.advance(chunk.remaining());
+        if !moved && got > 2 * 1024 * 1024 {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            h3.endpoint.rebind(socket).unwrap();
+            moved = true;
+        }
+    }
+    assert!(moved);
+    assert_ne!(
+        h3.endpoint.local_addr().unwrap(),
+        before,
+        "the address changed"
+    );
+    assert_eq!(got, 16 * 1024 * 1024, "every byte arrived after the move");
+    // And the connection still serves new requests from the new address.
+    let (response, _) = h3.get("jelly.test", "/echo").await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Malformed and unsolicited packets at the QUIC port are dropped: a
+/// client connecting meanwhile is served.
+#[tokio::test]
+async fn garbage_packets_are_dropped_and_clients_are_served() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let quic = gw.quic.unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for size in [1usize, 20, 1200, 1350, 1500] {
+        for _ in 0..200 {
+            let packet: Vec<u8> = (0..size)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            socket.send_to(&packet, quic).await.unwrap();
+        }
+    }
+    // A long-header Initial with a version nobody speaks, and a short
+    // header for a connection that does not exist.
+    let mut initial = vec![0xc0, 0x0a, 0x0a, 0x0a, 0x0a, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0];
+    initial.resize(1200, 0);
+    socket.send_to(&initial, quic).await.unwrap();
+    socket.send_to(&[0x40; 64], quic).await.unwrap();
+    let mut h3 = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
+    let (response, _) = h3.get("jelly.test", "/echo").await.unwrap();
+    assert_eq!(response.status(), 200);
 }
