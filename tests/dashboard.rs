@@ -16,7 +16,7 @@ use crate::support::origin::Origin;
 use crate::support::{site, TestGateway};
 
 /// One page of a headless Chromium, spoken to over DevTools.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     page: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     next: u64,
@@ -26,6 +26,11 @@ struct Browser {
 impl Browser {
     /// Chromium opened on `url`; `None` when it is not installed.
     async fn open(url: &str) -> Option<Browser> {
+        Browser::open_with(url, &[]).await
+    }
+
+    /// Like `open`, with more command-line flags.
+    pub(crate) async fn open_with(url: &str, flags: &[String]) -> Option<Browser> {
         let profile = tempfile::tempdir().unwrap();
         let Ok(mut child) = Command::new("chromium")
             .args([
@@ -37,6 +42,7 @@ impl Browser {
                 "--remote-debugging-port=0",
                 "--window-size=900,900",
             ])
+            .args(flags)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
@@ -104,7 +110,7 @@ impl Browser {
     }
 
     /// The value of `expression` in the page.
-    async fn eval(&mut self, expression: &str) -> Value {
+    pub(crate) async fn eval(&mut self, expression: &str) -> Value {
         let result = self
             .call(
                 "Runtime.evaluate",
@@ -115,7 +121,7 @@ impl Browser {
     }
 
     /// Waits (up to 10 s) until `expression` is true in the page.
-    async fn until(&mut self, expression: &str) -> bool {
+    pub(crate) async fn until(&mut self, expression: &str) -> bool {
         for _ in 0..200 {
             if self.eval(expression).await == json!(true) {
                 return true;

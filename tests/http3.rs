@@ -266,3 +266,45 @@ async fn garbage_packets_are_dropped_and_clients_are_served() {
     let (response, _) = h3.get("jelly.test", "/echo").await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// A real browser over HTTP/3: headless Chromium with QUIC forced to the
+/// gateway loads the Jellyfin web page, and the page's own navigation
+/// timing says it came over `h3`.
+#[tokio::test]
+async fn chromium_loads_the_web_client_over_http3() {
+    use base64::Engine as _;
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("localhost", origin.addr, "")).await;
+    let quic = gw.quic.unwrap();
+    // Chromium checks the certificate against a pin of its key (the local
+    // CA is not in its store): the leaf the gateway shows for `localhost`.
+    let tls = gw
+        .tls_connect(Some("localhost"), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    let spki = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    let pin = base64::engine::general_purpose::STANDARD.encode(spki.as_ref());
+    let flags = vec![
+        "--enable-quic".to_string(),
+        format!("--origin-to-force-quic-on=localhost:{}", quic.port()),
+        "--host-resolver-rules=MAP localhost 127.0.0.1".to_string(),
+        format!("--ignore-certificate-errors-spki-list={pin}"),
+    ];
+    let url = format!("https://localhost:{}/web/index.html", quic.port());
+    let Some(mut browser) = crate::dashboard::Browser::open_with(&url, &flags).await else {
+        panic!("chromium is not installed (.ci/run installs Debian's)");
+    };
+    assert!(
+        browser
+            .until("document.body !== null && document.body.innerText.includes('jellyfin web')")
+            .await,
+        "the page loaded: {}",
+        browser.eval("document.documentElement.outerHTML").await
+    );
+    let protocol = browser
+        .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+        .await;
+    assert_eq!(protocol, serde_json::json!("h3"));
+}
