@@ -308,3 +308,45 @@ async fn chromium_loads_the_web_client_over_http3() {
         .await;
     assert_eq!(protocol, serde_json::json!("h3"));
 }
+
+/// Another implementation as the client: ngtcp2's `gtlsclient` (nghttp3 on
+/// GnuTLS, Debian's `ngtcp2-client`) downloads 1 MiB and a small answer,
+/// with drawbridge's status and headers as it prints them.
+#[tokio::test]
+async fn ngtcp2s_client_is_served_over_http3() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("localhost", origin.addr, "")).await;
+    let port = gw.quic.unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |path: &'static str| {
+        let port = port.clone();
+        let download = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("gtlsclient")
+                .args(["--exit-on-all-streams-close", "--download"])
+                .arg(&download)
+                .args([
+                    "127.0.0.1",
+                    &port,
+                    &format!("https://localhost:{port}{path}"),
+                ])
+                .output()
+        })
+    };
+    let Ok(out) = run("/bulk/1").await.unwrap() else {
+        panic!("gtlsclient is not installed (.ci/run installs ngtcp2-client)");
+    };
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("[:status: 200]"), "{said}");
+    let file = dir.path().join("1");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20);
+    let out = run("/System/Info/Public").await.unwrap().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("[:status: 200]"), "{said}");
+    assert!(said.contains("[x-content-type-options: nosniff]"), "{said}");
+    let info = std::fs::read_to_string(dir.path().join("Public")).unwrap();
+    assert!(info.contains("Jellyfin Server"), "{info}");
+}
