@@ -40,6 +40,8 @@ pub struct Sources {
     pub hub: Arc<Hub>,
     /// Failed TLS handshakes.
     pub handshake_failures: Arc<HandshakeFailures>,
+    /// QUIC Retries sent.
+    pub quic: Arc<crate::http3::QuicCounts>,
     /// Certificates and their expiry.
     pub certificates: Arc<TlsStore>,
     /// The token asked for, if any.
@@ -256,6 +258,7 @@ fn scrape(sources: &Sources) -> String {
     metrics.set_handshake_failures(sources.handshake_failures.totals());
     metrics.set_certificate_expiries(&sources.certificates.expiries());
     metrics.set_guard_events(&sources.guard.events.totals());
+    metrics.set_quic_retries(sources.quic.retries());
     let (issued, failed) = sources.certificates.orders();
     metrics.set_acme_orders(issued, failed);
     let (memory, disk) = sources.cache.stored_bytes();

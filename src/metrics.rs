@@ -74,6 +74,7 @@ pub struct Metrics {
     acme_orders: Family<OutcomeLabel, Counter>,
     /// Bytes the edge cache holds (memory, disk), set when scraped.
     cache_bytes: Family<TierLabel, Gauge>,
+    quic_retries: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -272,7 +273,14 @@ impl Metrics {
             "Bytes the edge cache holds, by tier (memory, disk)",
             cache_bytes.clone(),
         );
+        let quic_retries = Counter::default();
+        registry.register(
+            "quic_retries",
+            "QUIC Retries sent: new sources asked to prove their address while many handshakes were under way",
+            quic_retries.clone(),
+        );
         Metrics {
+            quic_retries,
             registry,
             requests,
             response_time,
@@ -330,6 +338,12 @@ impl Metrics {
             let counter = self.guard.get_or_create(&ReasonLabel { reason });
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+
+    /// Brings the QUIC Retry counter up to `total`.
+    pub fn set_quic_retries(&self, total: u64) {
+        self.quic_retries
+            .inc_by(total.saturating_sub(self.quic_retries.get()));
     }
 
     /// Brings the ACME order counters up to `issued` and `failed`.

@@ -350,3 +350,65 @@ async fn ngtcp2s_client_is_served_over_http3() {
     let info = std::fs::read_to_string(dir.path().join("Public")).unwrap();
     assert!(info.contains("Jellyfin Server"), "{info}");
 }
+
+/// A flood of QUIC handshakes from sources that never answer (as forged
+/// ones cannot): past 64 under way, new unvalidated sources are sent a
+/// Retry first (counted in `drawbridge_quic_retries_total`), and a real
+/// client — which answers its Retry — is served meanwhile.
+#[tokio::test]
+async fn a_handshake_flood_turns_retry_on_and_clients_are_still_served() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let quic = gw.quic.unwrap();
+    // A relay that carries the flood's packets to drawbridge and drops
+    // every answer: each handshake stays half-open, as from a forged source.
+    let relay = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let relay_addr = relay.local_addr().unwrap();
+    let forward = relay.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = forward.recv_from(&mut buf).await {
+            if from != quic {
+                let _ = forward.send_to(&buf[..n], quic).await;
+            }
+        }
+    });
+    let tls = client_config(gw.ca_pem.as_deref().unwrap(), &[b"h3"]);
+    let crypto = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap());
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(crypto.clone()));
+        let connecting = endpoint.connect(relay_addr, "jelly.test").unwrap();
+        flood.push((endpoint, tokio::spawn(connecting)));
+    }
+    let admin = gw.admin.unwrap();
+    let retries = || async move {
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("drawbridge_quic_retries_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut engaged = false;
+    for _ in 0..200 {
+        if retries().await > 0 {
+            engaged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(engaged, "Retry engaged under the flood");
+    let mut h3 = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
+    let (response, _) = h3.get("jelly.test", "/echo").await.unwrap();
+    assert_eq!(response.status(), 200, "a real client is served meanwhile");
+    for (endpoint, connecting) in flood {
+        connecting.abort();
+        endpoint.close(0u32.into(), b"");
+    }
+}

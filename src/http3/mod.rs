@@ -16,7 +16,7 @@
 //! HTTP/1.1.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,22 @@ mod stream;
 
 /// Handshakes under way above which unvalidated sources get a Retry first.
 const RETRY_ABOVE: usize = 64;
+
+/// What the QUIC endpoints did, for the metrics.
+#[derive(Debug, Default)]
+pub struct QuicCounts {
+    /// Handshakes under way now.
+    handshaking: AtomicUsize,
+    /// Retries sent (sources asked to prove their address under load).
+    retries: AtomicU64,
+}
+
+impl QuicCounts {
+    /// Retries sent so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
 
 /// QUIC flow-control credit per stream and per connection: one film at a
 /// 4K bitrate over a long path (as the HTTP/2 windows).
@@ -83,7 +99,7 @@ pub async fn accept_loop(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(quic = %local, "HTTP/3 open (QUIC, UDP)");
-    let handshaking = Arc::new(AtomicUsize::new(0));
+    let counts = shared.quic.clone();
     loop {
         let incoming = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -91,10 +107,13 @@ pub async fn accept_loop(
         };
         let Some(incoming) = incoming else { break };
         let peer = incoming.remote_address();
-        if !incoming.remote_address_validated() && handshaking.load(Ordering::Acquire) > RETRY_ABOVE
+        if !incoming.remote_address_validated()
+            && counts.handshaking.load(Ordering::Acquire) > RETRY_ABOVE
         {
             // Under load: prove the address first (a forged one cannot).
-            let _ = incoming.retry();
+            if incoming.retry().is_ok() {
+                counts.retries.fetch_add(1, Ordering::Relaxed);
+            }
             continue;
         }
         // Admit: the guard, before any crypto (bans and connection caps).
@@ -117,13 +136,13 @@ pub async fn accept_loop(
         let span = tracing::debug_span!("conn", client.addr = %peer, listener = %local, quic = true, tls.sni = tracing::field::Empty);
         let shared = shared.clone();
         let drain = drain.clone();
-        let handshaking = handshaking.clone();
+        let counts = counts.clone();
         let tasks = tracker.clone();
         tracker.spawn(
             async move {
-                handshaking.fetch_add(1, Ordering::AcqRel);
+                counts.handshaking.fetch_add(1, Ordering::AcqRel);
                 let connected = handshake(incoming, &shared).await;
-                handshaking.fetch_sub(1, Ordering::AcqRel);
+                counts.handshaking.fetch_sub(1, Ordering::AcqRel);
                 let Some(connection) = connected else { return };
                 let sni = connection
                     .handshake_data()

@@ -137,6 +137,7 @@ impl Server {
             kill,
             guard: guard.clone(),
             handshake_failures: Arc::default(),
+            quic: Arc::default(),
             tasks: TaskTracker::new(),
             edge,
         });
@@ -239,6 +240,7 @@ impl Server {
             cache: self.shared.gateway.cache().clone(),
             hub: self.shared.edge.hub.clone(),
             handshake_failures: self.shared.handshake_failures.clone(),
+            quic: self.shared.quic.clone(),
             certificates: self.tls.clone(),
             token: self.started_with.server.admin_token.clone(),
             gateway: self.shared.gateway.clone(),
