@@ -16,10 +16,41 @@ use tokio_util::sync::CancellationToken;
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin_listener::Sources;
+use std::sync::Arc;
+
+use crate::cache::Cache;
 use crate::guard::ban::StoredBan;
 use crate::guard::keys::ClientKey;
+use crate::guard::Guard;
+use crate::metrics::Metrics;
+use crate::tls::failures::HandshakeFailures;
+use crate::tls::TlsStore;
 use crate::tunnel::hub::AgentStatus;
+use crate::tunnel::hub::Hub;
+
+/// What the admin commands and the admin listener read (the socket, the
+/// HTTP API and `/metrics` alike).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Connections and bans.
+    pub guard: Arc<Guard>,
+    /// Cache outcomes.
+    pub cache: Arc<Cache>,
+    /// Tunnel connections.
+    pub hub: Arc<Hub>,
+    /// Failed TLS handshakes.
+    pub handshake_failures: Arc<HandshakeFailures>,
+    /// QUIC Retries sent.
+    pub quic: Arc<crate::tls::failures::QuicCounts>,
+    /// Certificates and their expiry.
+    pub certificates: Arc<TlsStore>,
+    /// The token asked for, if any.
+    pub token: Option<String>,
+    /// The sites as they are now.
+    pub gateway: Arc<crate::pipeline::Gateway>,
+}
 
 /// What the CLI asks the running process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

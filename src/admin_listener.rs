@@ -19,36 +19,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Sources;
 use crate::body::{full_body, Body};
-use crate::cache::Cache;
-use crate::guard::Guard;
-use crate::metrics::Metrics;
-use crate::tls::failures::HandshakeFailures;
-use crate::tls::TlsStore;
-use crate::tunnel::hub::Hub;
-
-/// What the admin listener reads.
-#[derive(Debug, Clone)]
-pub struct Sources {
-    /// The metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Connections and bans.
-    pub guard: Arc<Guard>,
-    /// Cache outcomes.
-    pub cache: Arc<Cache>,
-    /// Tunnel connections.
-    pub hub: Arc<Hub>,
-    /// Failed TLS handshakes.
-    pub handshake_failures: Arc<HandshakeFailures>,
-    /// QUIC Retries sent.
-    pub quic: Arc<crate::http3::QuicCounts>,
-    /// Certificates and their expiry.
-    pub certificates: Arc<TlsStore>,
-    /// The token asked for, if any.
-    pub token: Option<String>,
-    /// The sites as they are now.
-    pub gateway: Arc<crate::pipeline::Gateway>,
-}
 
 /// Binds `addr`; None (with a warning) when it cannot be had.
 pub async fn bind(addr: SocketAddr) -> Option<TcpListener> {

@@ -54,7 +54,7 @@ pub struct Shared {
     /// Failed handshakes, summed up once a minute.
     pub handshake_failures: Arc<HandshakeFailures>,
     /// QUIC handshakes under way and Retries sent (`http3/`).
-    pub quic: Arc<crate::http3::QuicCounts>,
+    pub quic: Arc<crate::tls::failures::QuicCounts>,
     /// Every connection's task and every WebSocket tunnel: shutdown waits
     /// for them, up to its grace.
     pub tasks: tokio_util::task::TaskTracker,

@@ -16,7 +16,7 @@
 //! HTTP/1.1.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -33,22 +33,6 @@ mod stream;
 
 /// Handshakes under way above which unvalidated sources get a Retry first.
 const RETRY_ABOVE: usize = 64;
-
-/// What the QUIC endpoints did, for the metrics.
-#[derive(Debug, Default)]
-pub struct QuicCounts {
-    /// Handshakes under way now.
-    handshaking: AtomicUsize,
-    /// Retries sent (sources asked to prove their address under load).
-    retries: AtomicU64,
-}
-
-impl QuicCounts {
-    /// Retries sent so far.
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-}
 
 /// QUIC flow-control credit per stream and per connection: one film at a
 /// 4K bitrate over a long path (as the HTTP/2 windows).

@@ -234,7 +234,7 @@ impl Server {
     /// requests finish for up to `[server] shutdown_grace`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let tracker = self.shared.tasks.clone();
-        let sources = crate::admin_listener::Sources {
+        let sources = crate::admin::Sources {
             metrics: self.metrics.clone(),
             guard: self.shared.guard.clone(),
             cache: self.shared.gateway.cache().clone(),

@@ -2,7 +2,7 @@
 //! minute: anyone can make handshakes fail, so a line each (debug level) would
 //! let them fill the error log, and none at all would hide a real problem.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -99,5 +99,21 @@ mod tests {
             "{line}"
         );
         assert_eq!(failures.summary(), None, "counted afresh");
+    }
+}
+
+/// What the QUIC endpoints did with handshakes (`http3/`), for the metrics.
+#[derive(Debug, Default)]
+pub struct QuicCounts {
+    /// Handshakes under way now.
+    pub(crate) handshaking: AtomicUsize,
+    /// Retries sent (sources asked to prove their address under load).
+    pub(crate) retries: AtomicU64,
+}
+
+impl QuicCounts {
+    /// Retries sent so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 }
