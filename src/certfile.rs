@@ -93,3 +93,22 @@ impl Fingerprint {
         )
     }
 }
+
+/// The DNS names a certificate's subjectAltName lists (its names, for ACME
+/// renewals and `doctor`).
+pub fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    cert.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -26,14 +26,13 @@ fn unit(dir: &Path, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_units_verify_and_keep_their_hardening() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("systemd-analyze is not installed; the units were not checked");
-        return;
-    }
+    assert!(
+        Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "systemd-analyze is installed (Debian package systemd; .ci/run installs it)"
+    );
     let dir = tempfile::tempdir().unwrap();
     for name in ["drawbridge.service", "drawbridge-agent.service"] {
         let path = unit(dir.path(), name);
@@ -121,13 +120,11 @@ fn the_shipped_config_is_valid_and_the_cli_makes_the_man_page_and_completions() 
 /// `dpkg` would: every file in its place with its mode, the conffile
 /// declared, the units and the user in the maintainer scripts, the binary
 /// runnable from where it lands; `lintian` finds nothing. (.ci/run installs
-/// cargo-deb and lintian; without them this test says so and stops.)
+/// cargo-deb and lintian; without them this test fails and says so.)
 #[test]
 fn the_package_holds_everything_in_place_and_lintian_is_quiet() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(deb) = build_package(dir.path()) else {
-        return;
-    };
+    let deb = build_package(dir.path());
     let dpkg = |args: &[&str]| {
         let out = Command::new("dpkg-deb").args(args).output().unwrap();
         assert!(
@@ -195,7 +192,7 @@ fn the_package_holds_everything_in_place_and_lintian_is_quiet() {
         .args(["--tag-display-limit", "0", &deb])
         .output()
     {
-        Err(_) => eprintln!("lintian is not installed; the package was not linted"),
+        Err(_) => panic!("lintian is installed (.ci/run installs it)"),
         Ok(out) => {
             let tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -209,14 +206,14 @@ fn the_package_holds_everything_in_place_and_lintian_is_quiet() {
 }
 
 /// The package built by cargo-deb into `dir` from this build's binary (the
-/// release build is the same code with other optimisation); `None`, said
-/// on stderr, when cargo-deb is not installed (.ci/run installs it).
-fn build_package(dir: &Path) -> Option<String> {
+/// release build is the same code with other optimisation). Fails when
+/// cargo-deb is not installed (.ci/run installs it).
+fn build_package(dir: &Path) -> String {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if Command::new("cargo-deb").arg("--version").output().is_err() {
-        eprintln!("cargo-deb is not installed; the package was not built");
-        return None;
-    }
+    assert!(
+        Command::new("cargo-deb").arg("--version").output().is_ok(),
+        "cargo-deb is installed (.ci/run installs it, pinned)"
+    );
     let assets = Command::new(binary())
         .arg("assets")
         .arg(manifest.join("target/assets"))
@@ -231,7 +228,7 @@ fn build_package(dir: &Path) -> Option<String> {
         .unwrap();
     let said = String::from_utf8_lossy(&built.stderr);
     assert!(built.status.success(), "{said}");
-    Some(String::from_utf8_lossy(&built.stdout).trim().to_string())
+    String::from_utf8_lossy(&built.stdout).trim().to_string()
 }
 
 /// What `dpkg -i`, the unit's user and capability, and `dpkg --purge` do,
@@ -249,13 +246,15 @@ fn the_package_installs_serves_as_its_user_with_one_capability_and_purges_cleanl
         .lines()
         .any(|l| l.starts_with("Uid:\t0\t"));
     if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the tests as root"
+        );
         eprintln!("not root: the package was not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(deb) = build_package(dir.path()) else {
-        return;
-    };
+    let deb = build_package(dir.path());
     for sub in ["upper", "work", "merged"] {
         std::fs::create_dir(dir.path().join(sub)).unwrap();
     }

@@ -109,21 +109,7 @@ fn describe(key: CertifiedKey) -> Option<Stored> {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
     };
     let validity = parsed.validity();
-    let names = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = crate::certfile::dns_names(&parsed);
     let ari_id = authority_key_id(&parsed).map(|aki| {
         let serial = parsed.tbs_certificate.raw_serial();
         instant_acme::CertificateIdentifier::new(aki.into(), serial.into()).into_owned()

@@ -394,21 +394,7 @@ fn certificate(config: &Config, site: &drawbridge::config::SiteConfig) -> Findin
             let (_, block) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| e.to_string())?;
             let (_, cert) =
                 x509_parser::parse_x509_certificate(&block.contents).map_err(|e| e.to_string())?;
-            let names: Vec<String> = cert
-                .subject_alternative_name()
-                .ok()
-                .flatten()
-                .map(|san| {
-                    san.value
-                        .general_names
-                        .iter()
-                        .filter_map(|n| match n {
-                            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let names = drawbridge::certfile::dns_names(&cert);
             Ok((cert.validity().not_after.timestamp(), names))
         });
     let (until, names) = match read {

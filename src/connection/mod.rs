@@ -102,15 +102,7 @@ pub async fn serve(
         (Rewind::new(stream), peer)
     };
     // Admit: the guard, before any TLS work (bans and connection limits).
-    let trusted = shared
-        .gateway
-        .routes()
-        .trusted_proxies
-        .contains(crate::client_ip::normalise(peer.ip()));
-    let admission = match shared
-        .guard
-        .admit(peer.ip(), trusted, tokio::time::Instant::now())
-    {
+    let admission = match shared.admit(peer) {
         Ok(admission) => admission,
         Err(refused) => {
             tracing::debug!(%refused, "connection closed at accept");
@@ -192,6 +184,24 @@ pub async fn serve(
     // Serve.
     serve_http(stream, conn, deadlines, &shared).await;
     drop(admission);
+}
+
+impl Shared {
+    /// The guard's word on a new connection from `peer` (TCP or QUIC): a
+    /// ban or a full cap refuses it before any TLS work. A trusted proxy
+    /// carries many clients and is judged per request instead.
+    pub fn admit(
+        &self,
+        peer: SocketAddr,
+    ) -> Result<crate::guard::Admission, crate::guard::Refused> {
+        let trusted = self
+            .gateway
+            .routes()
+            .trusted_proxies
+            .contains(crate::client_ip::normalise(peer.ip()));
+        self.guard
+            .admit(peer.ip(), trusted, tokio::time::Instant::now())
+    }
 }
 
 impl std::fmt::Debug for Shared {

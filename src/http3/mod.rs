@@ -101,15 +101,7 @@ pub async fn accept_loop(
             continue;
         }
         // Admit: the guard, before any crypto (bans and connection caps).
-        let trusted = shared
-            .gateway
-            .routes()
-            .trusted_proxies
-            .contains(crate::client_ip::normalise(peer.ip()));
-        let admission = match shared
-            .guard
-            .admit(peer.ip(), trusted, tokio::time::Instant::now())
-        {
+        let admission = match shared.admit(peer) {
             Ok(admission) => admission,
             Err(refused) => {
                 tracing::debug!(%refused, %peer, "QUIC connection refused at its first packet");
