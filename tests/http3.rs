@@ -412,3 +412,181 @@ async fn a_handshake_flood_turns_retry_on_and_clients_are_still_served() {
         endpoint.close(0u32.into(), b"");
     }
 }
+
+/// What aioquic's client (tests/support/h3client.py) got for `requests`.
+async fn aioquic(gw: &TestGateway, sni: &str, requests: serde_json::Value) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, gw.ca_pem.as_deref().unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/h3client.py");
+    let port = gw.quic.unwrap().port().to_string();
+    let sni = sni.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("python3")
+            .args([script, "127.0.0.1", &port, &sni])
+            .arg(&ca)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is installed");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(requests.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !said.contains("No module named 'aioquic'"),
+        "aioquic is installed (.ci/run installs it from PyPI)"
+    );
+    assert!(out.status.success(), "h3client.py: {said}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {said}"))
+}
+
+/// aioquic (PyPI), a third QUIC and HTTP/3 implementation, as the client:
+/// the forwarded head, Range, an upload, 413 before home; and the closed
+/// door — no certificate for an unknown name, 421 for another site's
+/// `:authority`, no answer for an unknown one.
+#[tokio::test]
+async fn aioquics_client_is_served_and_finds_the_door_closed() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&format!(
+        "{}{}",
+        site("jelly.test", origin.addr, "max_body = \"1MiB\""),
+        site("other.test", origin.addr, "")
+    ))
+    .await;
+    let got = aioquic(
+        &gw,
+        "jelly.test",
+        serde_json::json!([
+            {"authority": "jelly.test", "path": "/echo"},
+            {"authority": "jelly.test", "path": "/videos/1/stream",
+             "headers": [["range", "bytes=100-199"]]},
+            {"method": "POST", "authority": "jelly.test", "path": "/upload",
+             "body_len": 512 * 1024},
+            {"method": "POST", "authority": "jelly.test", "path": "/upload",
+             "headers": [["content-length", (2 << 20).to_string()]], "body_len": 2 << 20},
+            {"authority": "other.test", "path": "/echo"},
+            {"authority": "nobody.test", "path": "/echo"},
+        ]),
+    )
+    .await;
+    assert_eq!(got["handshake"], "ok", "{got}");
+    let answers = got["answers"].as_array().unwrap();
+
+    let echo: serde_json::Value = serde_json::from_str(answers[0]["body"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {got}"));
+    assert_eq!(answers[0]["status"], 200);
+    let seen = |name| crate::support::origin::seen(&echo, name);
+    assert_eq!(seen("host"), ["jelly.test"]);
+    assert_eq!(seen("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen("x-forwarded-proto"), ["https"]);
+    let headers = answers[0]["headers"].as_array().unwrap();
+    assert!(
+        headers.iter().any(|h| h[0] == "x-content-type-options"),
+        "the security headers: {headers:?}"
+    );
+
+    assert_eq!(answers[1]["status"], 206, "{}", answers[1]);
+    assert_eq!(answers[1]["body_len"], 100);
+    let range = answers[1]["headers"].as_array().unwrap();
+    assert!(range
+        .iter()
+        .any(|h| h[0] == "content-range" && h[1].as_str().unwrap().starts_with("bytes 100-199/")));
+
+    assert_eq!(answers[2]["status"], 200, "{}", answers[2]);
+    assert_eq!(answers[3]["status"], 413, "{}", answers[3]);
+    assert_eq!(
+        origin.seen.upload_bytes.load(Ordering::SeqCst),
+        512 * 1024,
+        "the upload arrived whole, the one over max_body never left the edge"
+    );
+
+    assert_eq!(answers[4]["status"], 421, "{}", answers[4]);
+    assert!(
+        answers[5].get("error").is_some(),
+        "an unknown :authority gets no answer: {}",
+        answers[5]
+    );
+    assert_eq!(origin.seen.hits("/echo"), 1, "only the first reached home");
+
+    let refused = aioquic(
+        &gw,
+        "unknown.test",
+        serde_json::json!([{"authority": "unknown.test", "path": "/echo"}]),
+    )
+    .await;
+    assert_ne!(refused["handshake"], "ok", "{refused}");
+    assert!(refused["answers"].as_array().unwrap().is_empty());
+}
+
+/// Rapid Reset over HTTP/3 (CVE-2023-44487's pattern): a client opens
+/// request streams and cancels each at once, 5,000 of them, as fast as
+/// QUIC's stream credit lets it. QUIC's credit comes back only when
+/// drawbridge is done with a stream, so the flood never holds more than
+/// the stream limit (100) at once: all 5,000 go through — the server
+/// released every one, nothing piles up — while almost none reaches home,
+/// another client is served during the flood, and the flood's own
+/// connection still answers afterwards.
+#[tokio::test]
+async fn a_stream_reset_flood_stays_at_the_door_and_others_are_served() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let mut flood = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
+    let mut other = connect(&gw, "127.0.0.2", "jelly.test").await.unwrap();
+    let before = crate::support::tunnel::rss_kib(std::process::id());
+    let flooding = async {
+        let mut sent = 0;
+        for _ in 0..5000 {
+            let request = Request::get("https://jelly.test/echo").body(()).unwrap();
+            let mut stream = flood.send.send_request(request).await.unwrap();
+            stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+            stream.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
+            sent += 1;
+        }
+        sent
+    };
+    let served = async {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let (response, _) = other
+                .get("jelly.test", "/System/Info/Public")
+                .await
+                .unwrap();
+            statuses.push(response.status());
+        }
+        statuses
+    };
+    let (sent, statuses) = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures_util::future::join(flooding, served),
+    )
+    .await
+    .expect("the flood was not stalled: every cancelled stream was released");
+    let grown = crate::support::tunnel::rss_kib(std::process::id()).saturating_sub(before);
+    eprintln!(
+        "{sent} cancelled requests; {} reached home; resident grew {grown} KiB",
+        origin.seen.hits("/echo")
+    );
+    assert_eq!(sent, 5000);
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "served meanwhile: {statuses:?}"
+    );
+    assert!(
+        origin.seen.hits("/echo") <= 100,
+        "the flood stays at the door: {} of {sent} reached home",
+        origin.seen.hits("/echo")
+    );
+    let (response, _) = flood.get("jelly.test", "/echo").await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the flood's connection still answers"
+    );
+}
