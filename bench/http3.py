@@ -5,9 +5,11 @@ origin and the client on CPU 1, all on 127.0.0.1, bounded in time.
 
 Rows: one stream's rate over HTTP/3 (ngtcp2's `gtlsclient`, Debian's
 `ngtcp2-client`) and over HTTP/2 (curl), and each proxy's CPU seconds per
-GiB streamed. Small requests per second over HTTP/3 are not measured:
-Debian's h2load is built without QUIC, and no other HTTP/3 load generator
-installs here (docs/performance.md says so).
+GiB streamed; small requests per second (1 KiB JSON) over HTTP/3 with
+examples/h3load.rs (Debian's h2load is built without QUIC; h3load is
+quinn + h3, the same client for both proxies) and over HTTP/2 with h2load,
+the same shape (8 connections × 8 streams), with each proxy's CPU
+microseconds per request.
 
     bench/run --http3            prints the table and writes it into
                                  docs/performance.md ("HTTP/3")
@@ -78,6 +80,39 @@ def h2_stream(bench, name, port):
     return float(speed) / (1 << 20), cpu * (1 << 30) / float(got)
 
 
+H3LOAD = ROOT / "target/release/examples/h3load"
+CONNECTIONS, STREAMS = 8, 8
+
+
+def h3_small(bench, name, port):
+    """Requests/s of small answers over HTTP/3, and the proxy's CPU µs per request."""
+    seconds = 3 if bench.quick else 10
+    before = bench.cpu_seconds(name)
+    out = sh(pinned(1, f"{H3LOAD} 127.0.0.1:{port} localhost /small.json {bench.work}/ca.pem "
+                       f"{CONNECTIONS} {STREAMS} {seconds}"))
+    cpu = bench.cpu_seconds(name) - before
+    done, failed, took = out.split()
+    done, failed, took = int(done), int(failed), float(took)
+    if failed or not done:
+        raise SystemExit(f"h3load against {name}: {failed} failed of {done + failed}")
+    return done / took, cpu * 1e6 / done
+
+
+def h2_small(bench, name, port):
+    """Requests/s of small answers over HTTP/2 (h2load), and CPU µs per request."""
+    seconds = 3 if bench.quick else 10
+    before = bench.cpu_seconds(name)
+    out = sh(pinned(1, f"h2load -c {CONNECTIONS} -m {STREAMS} -D {seconds} "
+                       f"https://localhost:{port}/small.json"))
+    cpu = bench.cpu_seconds(name) - before
+    line = next(l for l in out.splitlines() if l.startswith("requests:"))
+    done = int(line.split()[7])  # "requests: N total, N started, N done, N succeeded, ..."
+    if done == 0:
+        raise SystemExit(f"h2load against {name}: nothing succeeded:\n{out}")
+    took = float(next(l for l in out.splitlines() if l.startswith("finished in")).split()[2].rstrip("s,"))
+    return done / took, cpu * 1e6 / done
+
+
 def main(quick):
     os.sched_setaffinity(0, {1})
     work = tempfile.mkdtemp(prefix="drawbridge-h3-bench-")
@@ -93,14 +128,18 @@ def main(quick):
         for name, port in [("drawbridge", DRAWBRIDGE), ("caddy", CADDY)]:
             h3 = max((h3_stream(bench, name, port, 1024) for _ in range(1 if quick else 2)), key=lambda r: r[0])
             h2 = max((h2_stream(bench, name, port) for _ in range(1 if quick else 2)), key=lambda r: r[0])
-            rows.append((name, h3, h2))
+            small3 = h3_small(bench, name, port)
+            small2 = h2_small(bench, name, port)
+            rows.append((name, h3, h2, small3, small2))
         failed = False
     finally:
         bench.stop_all()
         if failed:
             print(f"kept {work} (*.out)", file=sys.stderr)
     table = "| proxy | one stream over HTTP/3 (MiB/s) | CPU s per GiB, HTTP/3 | one stream over HTTP/2 (MiB/s) | CPU s per GiB, HTTP/2 |\n|---|---|---|---|---|\n"
-    table += "\n".join(f"| {n} | {h3[0]:.0f} | {h3[1]:.2f} | {h2[0]:.0f} | {h2[1]:.2f} |" for n, h3, h2 in rows)
+    table += "\n".join(f"| {n} | {h3[0]:.0f} | {h3[1]:.2f} | {h2[0]:.0f} | {h2[1]:.2f} |" for n, h3, h2, _, _ in rows)
+    table += ("\n\n| proxy | small requests/s, HTTP/3 | CPU µs per request, HTTP/3 | small requests/s, HTTP/2 | CPU µs per request, HTTP/2 |\n|---|---|---|---|---|\n")
+    table += "\n".join(f"| {n} | {s3[0]:.0f} | {s3[1]:.0f} | {s2[0]:.0f} | {s2[1]:.0f} |" for n, _, _, s3, s2 in rows)
     print(table)
     if not quick:
         write(table)
@@ -109,9 +148,11 @@ def main(quick):
 def write(table):
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     section = (f"## HTTP/3\n\nMeasured {stamp} by `bench/run --http3` (set-up in bench/http3.py): "
-               "one 1 GiB download, the proxy on CPU 0, origin and client on CPU 1. "
-               "Small requests per second over HTTP/3 are not measured: Debian's h2load has no QUIC, "
-               "and no other HTTP/3 load generator installs here.\n\n" + table + "\n")
+               "one 1 GiB download, the proxy on CPU 0, origin and client on CPU 1; then small answers "
+               f"(1 KiB JSON) for 10 s, {CONNECTIONS} connections × {STREAMS} streams: over HTTP/3 with "
+               "examples/h3load.rs (quinn + h3; Debian's h2load has no QUIC), over HTTP/2 with h2load. "
+               "On this 2-core machine the client shares CPU 1 with the origin and is often the limit: "
+               "read the CPU per request beside the rates.\n\n" + table + "\n")
     (ROOT / "bench/HTTP3.md").write_text(section)
     path = ROOT / "docs/performance.md"
     text = path.read_text()

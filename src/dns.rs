@@ -190,12 +190,14 @@ impl Addresses {
 }
 
 /// Keeps `addresses` of `name` fresh until the upstream is dropped or `shutdown`.
+/// Each change of the answer after the first is counted in `changes`.
 pub async fn refresh(
     name: String,
     addresses: Weak<Addresses>,
     lookup: Arc<dyn Lookup>,
     bounds: TtlBounds,
     shutdown: tokio_util::sync::CancellationToken,
+    changes: prometheus_client::metrics::counter::Counter,
 ) {
     let mut failures = 0u32;
     loop {
@@ -210,7 +212,11 @@ pub async fn refresh(
                     tracing::info!(upstream = %name, "DNS answers again");
                 }
                 failures = 0;
+                let epoch = addresses.epoch();
                 if addresses.publish(ips.clone()) {
+                    if addresses.epoch() != epoch {
+                        changes.inc();
+                    }
                     tracing::info!(upstream = %name, addresses = ?ips, ttl_secs = ttl.as_secs(), "upstream address");
                 }
                 ttl.clamp(bounds.min, bounds.max)
@@ -270,6 +276,13 @@ mod tests {
 
     /// Addresses kept fresh from `script` by a running `refresh` task.
     fn watch(script: Script) -> (Arc<Addresses>, tokio::task::JoinHandle<()>) {
+        watch_counting(script, Default::default())
+    }
+
+    fn watch_counting(
+        script: Script,
+        changes: prometheus_client::metrics::counter::Counter,
+    ) -> (Arc<Addresses>, tokio::task::JoinHandle<()>) {
         let addresses = Addresses::unresolved();
         let task = tokio::spawn(refresh(
             "home.test".into(),
@@ -277,6 +290,7 @@ mod tests {
             Arc::new(script),
             bounds(),
             Default::default(),
+            changes,
         ));
         (addresses, task)
     }
@@ -287,9 +301,11 @@ mod tests {
             Ok((vec![ip("192.0.2.1")], Duration::from_secs(60))),
             Ok((vec![ip("192.0.2.2")], Duration::from_secs(60))),
         ]));
-        let (addresses, task) = watch(script);
+        let changes = prometheus_client::metrics::counter::Counter::default();
+        let (addresses, task) = watch_counting(script, changes.clone());
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(*addresses.get(), [ip("192.0.2.1")]);
+        assert_eq!(changes.get(), 0, "the first answer is not a change");
         tokio::time::sleep(Duration::from_secs(58)).await;
         assert_eq!(*addresses.get(), [ip("192.0.2.1")], "not before the TTL");
         assert_eq!(addresses.epoch(), 0);
@@ -300,6 +316,7 @@ mod tests {
             1,
             "pooled connections to the old address are retired"
         );
+        assert_eq!(changes.get(), 1, "drawbridge_upstream_dns_changes_total");
         drop(addresses);
         tokio::time::sleep(Duration::from_secs(301)).await;
         assert!(task.is_finished(), "the task ends with its upstream");

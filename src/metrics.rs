@@ -75,11 +75,49 @@ pub struct Metrics {
     /// Bytes the edge cache holds (memory, disk), set when scraped.
     cache_bytes: Family<TierLabel, Gauge>,
     quic_retries: Counter,
+    /// Client connections past their handshake, by `Protocol` (in its order).
+    protocols: [Gauge; 4],
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: &'static str,
+}
+
+/// What a client connection speaks once its handshake is done.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    /// HTTP/1.1 without TLS (port 80: redirects and ACME's HTTP-01).
+    Plain,
+    /// HTTP/1.1 over TLS.
+    Http1,
+    /// HTTP/2 over TLS.
+    Http2,
+    /// HTTP/3 over QUIC.
+    Http3,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 4] = [
+        Protocol::Plain,
+        Protocol::Http1,
+        Protocol::Http2,
+        Protocol::Http3,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Plain => "http1_plain",
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Http3 => "http3",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,6 +134,7 @@ struct PerSite {
     upstream_up: Family<SiteLabel, Gauge>,
     websockets: Family<SiteLabel, Gauge>,
     in_flight: Family<SiteLabel, Gauge>,
+    dns_changes: Family<SiteLabel, Counter>,
 }
 
 /// One site's request counters and response-time histogram.
@@ -115,6 +154,8 @@ pub struct SiteMetrics {
     pub websockets: Gauge,
     /// Responses whose body is still being sent (streams among them).
     pub in_flight: Gauge,
+    /// Changes of the upstream name's addresses (dynamic DNS at work).
+    pub dns_changes: Counter,
 }
 
 /// A response on its way: its body's bytes are added to the site's sent
@@ -223,6 +264,7 @@ impl Metrics {
             upstream_up: Family::default(),
             websockets: Family::default(),
             in_flight: Family::default(),
+            dns_changes: Family::default(),
         };
         registry.register(
             "received_bytes",
@@ -255,6 +297,11 @@ impl Metrics {
             "Responses whose body is still being sent (streams among them), by site",
             per_site.in_flight.clone(),
         );
+        registry.register(
+            "upstream_dns_changes",
+            "Changes of the upstream name's addresses (dynamic DNS), by site",
+            per_site.dns_changes.clone(),
+        );
         let guard = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "guard_events",
@@ -279,7 +326,21 @@ impl Metrics {
             "QUIC Retries sent: new sources asked to prove their address while many handshakes were under way",
             quic_retries.clone(),
         );
+        let by_protocol = Family::<ProtocolLabel, Gauge>::default();
+        registry.register(
+            "connections_serving",
+            "Client connections past their handshake, by protocol (http1_plain, http1, http2, http3)",
+            by_protocol.clone(),
+        );
+        let protocols = Protocol::ALL.map(|p| {
+            by_protocol
+                .get_or_create(&ProtocolLabel {
+                    protocol: p.label(),
+                })
+                .clone()
+        });
         Metrics {
+            protocols,
             quic_retries,
             registry,
             requests,
@@ -295,6 +356,11 @@ impl Metrics {
             acme_orders,
             cache_bytes,
         }
+    }
+
+    /// Counts a client connection speaking `protocol` while the guard lives.
+    pub fn serving(&self, protocol: Protocol) -> Live {
+        Live::new(&self.protocols[protocol as usize])
     }
 
     /// The counters of site `name` (the same ones again after a reload).
@@ -329,6 +395,7 @@ impl Metrics {
             upstream_up: Arc::new((family.upstream_up.clone(), label.clone(), OnceLock::new())),
             websockets: family.websockets.get_or_create(&label).clone(),
             in_flight: family.in_flight.get_or_create(&label).clone(),
+            dns_changes: family.dns_changes.get_or_create(&label).clone(),
         }
     }
 

@@ -99,8 +99,12 @@ impl Routes {
         for site in &self.sites {
             site.upstream.start_pool_sweep(shutdown.clone());
             if let Some(lookup) = lookup {
-                site.upstream
-                    .start_dns(lookup.clone(), bounds, shutdown.clone());
+                site.upstream.start_dns(
+                    lookup.clone(),
+                    bounds,
+                    shutdown.clone(),
+                    site.metrics.dns_changes.clone(),
+                );
             }
             let told = previous.is_some_and(|previous| {
                 previous.sites.iter().any(|p| {

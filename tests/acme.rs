@@ -319,6 +319,50 @@ async fn a_failing_challenge_falls_back_then_logs_the_cas_problem() {
         .await
         .is_none());
     assert!(started.elapsed() < Duration::from_secs(15));
+
+    // doctor, beside the running process: its ports listen, the account is
+    // stored, and the failed order is named with the CA's words.
+    let doctor = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::binary())
+            .args(["doctor", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("✓ http 127.0.0.1:{http} is listening")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("✓ https 127.0.0.1:{https} is listening")),
+        "{said}"
+    );
+    assert!(
+        said.contains("✓ ACME account for https://127.0.0.1:"),
+        "{said}"
+    );
+    assert!(
+        said.contains("✗ site elsewhere.test: the last certificate order failed (")
+            && said.contains("urn:ietf:params:acme:error:connection"),
+        "{said}"
+    );
+    assert!(said.contains("→ fix what the CA says"), "{said}");
+    drop(process);
+    let doctor = std::process::Command::new(crate::support::binary())
+        .args(["doctor", "-c"])
+        .arg(dir.path().join("drawbridge.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        said.contains(&format!("✗ nothing listens on https 127.0.0.1:{https}")),
+        "{said}"
+    );
+    assert!(said.contains("→ start drawbridge"), "{said}");
 }
 
 #[tokio::test]

@@ -132,6 +132,17 @@ async fn requests_over_http3_reach_home_as_over_tcp() {
     assert_eq!(response.status(), 413);
     assert_eq!(origin.seen.upload_bytes.load(Ordering::SeqCst), 512 * 1024);
 
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("drawbridge_connections_serving{protocol=\"http3\"} 1\n"),
+        "{metrics}"
+    );
+
     // Every answer over TLS on TCP says where HTTP/3 is.
     let tcp = gw
         .reqwest(&["jelly.test"], false)

@@ -266,6 +266,19 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
     );
     assert!(site("drawbridge_upstream_response_time_seconds_count").unwrap() >= 5.0);
     assert_eq!(site("drawbridge_websockets_open"), Some(1.0), "{text}");
+    let serving = |protocol: &str| {
+        sample(
+            &text,
+            &format!("drawbridge_connections_serving{{protocol=\"{protocol}\"}}"),
+        )
+    };
+    assert!(serving("http1") >= Some(1.0), "the WebSocket's: {text}");
+    assert_eq!(
+        serving("http2"),
+        Some(2.0),
+        "reqwest's, one per site: {text}"
+    );
+    assert_eq!(serving("http3"), Some(0.0), "{text}");
     assert_eq!(
         sample(
             &text,
@@ -282,12 +295,18 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
         Some(1.0),
         "{text}"
     );
-    // Closed: the WebSocket is no longer counted; no response is in flight.
+    // Closed: the WebSocket and its connection, and the banned client's
+    // (kept to deliver its 401, refused at its next request), are no longer
+    // counted; no response is in flight.
     drop(socket);
+    drop(stranger);
     let mut closed = false;
     for _ in 0..100 {
         let text = scrape().await;
-        if sample(&text, "drawbridge_websockets_open{site=\"jelly.test\"}") == Some(0.0) {
+        let http1 = sample(&text, "drawbridge_connections_serving{protocol=\"http1\"}");
+        if sample(&text, "drawbridge_websockets_open{site=\"jelly.test\"}") == Some(0.0)
+            && http1 == Some(0.0)
+        {
             assert_eq!(
                 sample(&text, "drawbridge_responses_in_flight{site=\"jelly.test\"}"),
                 Some(0.0),
@@ -298,5 +317,8 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(closed, "the closed WebSocket is no longer counted");
+    assert!(
+        closed,
+        "the closed WebSocket and connections are no longer counted"
+    );
 }

@@ -188,6 +188,9 @@ impl AcmeManager {
                     self.tls.install_acme(&hosts, stored.key.clone());
                     current = Some(stored);
                     failures = 0;
+                    if let Err(error) = store::note_order(&dir, None) {
+                        tracing::warn!(%error, "could not clear the last order error");
+                    }
                 }
                 Err(message) => {
                     failures += 1;
@@ -198,6 +201,12 @@ impl AcmeManager {
                         "handshakes for it are refused until then"
                     };
                     tracing::error!("could not get a certificate for {name}: {message}; retrying in about {} min; {serving}", retry.as_secs() / 60);
+                    let when = time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    if let Err(error) = store::note_order(&dir, Some((&when, &message))) {
+                        tracing::warn!(%error, "could not note the order error for doctor");
+                    }
                 }
             }
         }

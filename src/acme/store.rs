@@ -1,6 +1,8 @@
 //! What ACME leaves on disk under `state_dir`, in a layout a person can find:
 //! `acme/<directory>/account.json` (the account key, mode 0600) and
-//! `certificates/<site>/{cert.pem,key.pem}` (key mode 0600).
+//! `certificates/<site>/{cert.pem,key.pem}` (key mode 0600), and beside
+//! them `last-error.txt` while the last order for the site failed (what
+//! `drawbridge doctor` reports).
 //!
 //! A certificate and its key are two files, so they cannot be replaced by one
 //! rename. Both are written beside the old ones first (`.cert.pem.new`,
@@ -69,6 +71,27 @@ pub fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
 /// Writes the account credentials (mode 0600, atomically).
 pub fn save_account(path: &Path, json: &[u8]) -> io::Result<()> {
     write_atomic(path, json, 0o600)
+}
+
+/// The file that holds a site's last order failure, while it stands.
+pub fn last_error_path(dir: &Path) -> PathBuf {
+    dir.join("last-error.txt")
+}
+
+/// Notes a failed order (`when`, RFC 3339, and the CA's words), or clears
+/// the note after a success (`None`).
+pub fn note_order(dir: &Path, failure: Option<(&str, &str)>) -> io::Result<()> {
+    let path = last_error_path(dir);
+    match failure {
+        Some((when, message)) => {
+            std::fs::create_dir_all(dir)?;
+            write_atomic(&path, format!("{when} {message}\n").as_bytes(), 0o644)
+        }
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// Writes a new certificate chain and key for a site.

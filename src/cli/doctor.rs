@@ -62,7 +62,18 @@ pub fn doctor(config: &Config, api_key: Option<&str>) -> anyhow::Result<()> {
         }
         findings.extend(runtime.block_on(upstream(&site.name(), &site.upstream, api_key)));
         findings.push(certificate(config, site));
+        if site.tls == drawbridge::config::TlsSource::Acme {
+            findings.extend(last_order(config, site));
+        }
     }
+    if config
+        .sites
+        .iter()
+        .any(|s| s.tls == drawbridge::config::TlsSource::Acme)
+    {
+        findings.push(acme_account(config));
+    }
+    findings.extend(runtime.block_on(listening(config)));
     let failed = findings.iter().filter(|f| !f.ok).count();
     for finding in &findings {
         let mark = match (finding.ok, finding.note) {
@@ -460,4 +471,72 @@ fn certificate(config: &Config, site: &drawbridge::config::SiteConfig) -> Findin
             "site {name}: certificate valid for {days} more days, covering its names"
         ))
     }
+}
+
+/// The ACME account drawbridge keeps for the configured CA.
+fn acme_account(config: &Config) -> Finding {
+    let directory = &config.acme.directory;
+    let path = drawbridge::acme::store::account_path(&config.server.state_dir, directory);
+    match std::fs::metadata(&path) {
+        Ok(_) => good(format!("ACME account for {directory} is stored")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => note(format!(
+            "no ACME account for {directory} yet (drawbridge creates it at its first order)"
+        )),
+        Err(error) => bad(
+            format!("the ACME account {} cannot be read: {error}", path.display()),
+            "run doctor as the drawbridge user (sudo -u drawbridge drawbridge doctor), or give state_dir back to it".into(),
+        ),
+    }
+}
+
+/// The site's last certificate order, when it failed (drawbridge notes it
+/// in the site's certificate folder until an order succeeds).
+fn last_order(config: &Config, site: &drawbridge::config::SiteConfig) -> Option<Finding> {
+    let dir = drawbridge::acme::store::site_dir(&config.server.state_dir, &site.hosts);
+    let text = std::fs::read_to_string(drawbridge::acme::store::last_error_path(&dir)).ok()?;
+    let (when, message) = text.trim().split_once(' ').unwrap_or(("", text.trim()));
+    Some(bad(
+        format!("site {}: the last certificate order failed ({when}): {message}", site.name()),
+        "fix what the CA says (often DNS not pointing here, or port 80 closed by a firewall), drawbridge retries by itself, or at once after `systemctl restart drawbridge`".into(),
+    ))
+}
+
+/// Whether something answers on each TCP listen address of the config
+/// (a wildcard address is tried on loopback): drawbridge itself when it
+/// runs, else a port another program holds. A firewall in front of the
+/// machine can only be seen from outside; that is said, not guessed.
+async fn listening(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let server = &config.server;
+    for (what, addrs) in [("http", &server.http), ("https", &server.https)] {
+        // Port 0 is chosen at start: nothing to look for.
+        for addr in addrs.iter().filter(|a| a.port() != 0) {
+            let mut target = *addr;
+            if target.ip().is_unspecified() {
+                target.set_ip(match target {
+                    SocketAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+                    SocketAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                });
+            }
+            let connect = tokio::net::TcpStream::connect(target);
+            match tokio::time::timeout(Duration::from_secs(3), connect).await {
+                Ok(Ok(_)) => findings.push(good(format!("{what} {addr} is listening"))),
+                _ => findings.push(bad(
+                    format!("nothing listens on {what} {addr}"),
+                    "start drawbridge (systemctl start drawbridge); if it runs, `journalctl -u drawbridge` says why it could not bind".into(),
+                )),
+            }
+        }
+    }
+    let public = server
+        .http
+        .iter()
+        .chain(&server.https)
+        .any(|a| !a.ip().is_loopback());
+    if public {
+        findings.push(note(
+            "reachability from the internet is not tested from here: open https://<your name> on a phone off Wi-Fi; a provider's firewall must let TCP 80 and 443 (and UDP 443 for HTTP/3) in".into(),
+        ));
+    }
+    findings
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use crate::guard::Guard;
+use crate::metrics::Protocol;
 use crate::pipeline::{Conn, Gateway};
 use crate::socket::coalesce::Coalesce;
 use crate::socket::deadline::{ConnState, Deadlines};
@@ -60,6 +61,8 @@ pub struct Shared {
     pub tasks: tokio_util::task::TaskTracker,
     /// Agents' tunnel connections and enrollments (told apart by ALPN).
     pub edge: Arc<Edge>,
+    /// The process's metrics (connections by protocol).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What a listener speaks.
@@ -124,12 +127,13 @@ pub async fn serve(
         idle: shared.limits.keepalive_timeout,
     };
     if !listener.tls {
+        let _serving = shared.metrics.serving(Protocol::Plain);
         return serve_http(stream, conn, h1, &shared).await;
     }
     // Handshake. In a block: a local that was borrowed stays in the task's
     // state until its scope ends, moved or not, and the TLS stream is moved
     // into `serve_http` for the connection's whole life.
-    let (stream, deadlines) = {
+    let (stream, deadlines, protocol) = {
         // Boxed: the handshake's state is freed once it is done, and the task
         // keeps only what an open connection needs.
         let stream = tokio::select! {
@@ -179,9 +183,11 @@ pub async fn serve(
             h1
         };
         // HTTP/2's answers leave in shared TLS records (see `socket/coalesce.rs`).
-        (Coalesce::new(stream, h2), deadlines)
+        let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+        (Coalesce::new(stream, h2), deadlines, protocol)
     };
     // Serve.
+    let _serving = shared.metrics.serving(protocol);
     serve_http(stream, conn, deadlines, &shared).await;
     drop(admission);
 }

@@ -135,8 +135,9 @@ pub async fn accept_loop(
                     tasks,
                     id: admission.id,
                 };
+                let serving = shared.metrics.serving(crate::metrics::Protocol::Http3);
                 stream::serve(connection, conn, &shared).await;
-                drop(admission);
+                drop((serving, admission));
             }
             .instrument(span),
         );

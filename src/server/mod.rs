@@ -140,6 +140,7 @@ impl Server {
             quic: Arc::default(),
             tasks: TaskTracker::new(),
             edge,
+            metrics: metrics.clone(),
         });
         let background = CancellationToken::new();
         let acme = AcmeManager::new(&config, tls.clone(), challenges, background.clone());

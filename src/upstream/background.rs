@@ -11,12 +11,14 @@ use super::{pool, Upstream};
 use crate::dns::{self, Lookup, TtlBounds};
 
 impl Upstream {
-    /// Starts re-resolving the upstream's name (nothing for an IP address).
+    /// Starts re-resolving the upstream's name (nothing for an IP address),
+    /// counting each change of address in `changes`.
     pub fn start_dns(
         &self,
         lookup: Arc<dyn Lookup>,
         bounds: TtlBounds,
         shutdown: CancellationToken,
+        changes: prometheus_client::metrics::counter::Counter,
     ) {
         if let Some(name) = &self.name {
             tokio::spawn(dns::refresh(
@@ -25,6 +27,7 @@ impl Upstream {
                 lookup,
                 bounds,
                 shutdown,
+                changes,
             ));
         }
     }
