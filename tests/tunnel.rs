@@ -441,3 +441,57 @@ async fn two_agents_under_one_name_both_attach_and_one_covers_for_the_other() {
     }
     assert_eq!(home.origin.seen.hits("/system/info/public"), 12);
 }
+
+/// Visitors who pause a film stop reading; what home already sent waits at
+/// the edge. On one tunnel connection, six paused films (more than the
+/// connection's credit divided by a stream's) must not freeze the API calls
+/// and WebSockets of everyone else, as a paused film does not on the
+/// direct path.
+#[tokio::test]
+async fn paused_films_do_not_freeze_the_tunnel_for_everyone_else() {
+    let home = Home::start("", 1).await;
+    let edge_before = rss_kib(home.edge.child.id());
+    let mut paused = Vec::new();
+    for _ in 0..6 {
+        // A client of its own each: one visitor connection per film.
+        let client = home.client(false);
+        let mut film = client.get(home.url("/bulk/200")).send().await.unwrap();
+        assert_eq!(film.status(), 200);
+        film.chunk().await.unwrap();
+        paused.push((client, film));
+    }
+    // Long enough for home to fill every paused film's credit.
+    let started = tokio::time::Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let info = tokio::time::timeout(Duration::from_secs(10), home.info_status()).await;
+        assert_eq!(info, Ok(200), "an API call while six films are paused");
+        answered += 1;
+    }
+    assert!(answered > 1);
+    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let config = crate::support::client_config(&ca, &[b"http/1.1"]);
+    let tls = crate::support::tls_connect(home.edge.https, config, Some("jelly.test"))
+        .await
+        .unwrap();
+    let url = format!(
+        "wss://jelly.test:{}/socket?api_key=k",
+        home.edge.https.port()
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws.send(Message::text("still here")).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    assert!(
+        matches!(echo, Ok(Some(Ok(ref m))) if *m == Message::text("echo:still here")),
+        "a WebSocket while six films are paused: {echo:?}"
+    );
+    // What the edge holds for them is bounded by their streams' credit.
+    let grown = rss_kib(home.edge.child.id()).saturating_sub(edge_before);
+    assert!(grown < 96 * 1024, "the edge grew by {grown} KiB");
+    // The paused films go on where they stopped.
+    for (_, film) in &mut paused {
+        let more = tokio::time::timeout(Duration::from_secs(10), film.chunk()).await;
+        assert!(matches!(more, Ok(Ok(Some(_)))), "the film resumes");
+    }
+}

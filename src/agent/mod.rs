@@ -222,7 +222,10 @@ async fn keep_up(
                     .keep_alive_timeout(PING_TIMEOUT)
                     .max_concurrent_streams(512)
                     .initial_stream_window_size(2 * 1024 * 1024)
-                    .initial_connection_window_size(8 * 1024 * 1024)
+                    // HTTP/2's largest, as the edge's (tunnel/hub.rs): an
+                    // upload home is slow to take must not hold the credit
+                    // of every other request on the connection.
+                    .initial_connection_window_size((1 << 31) - 1)
                     .max_frame_size(crate::tunnel::MAX_FRAME)
                     // Room for a few frames of an answer while the socket
                     // is busy (hyper's default, 400 KiB, is under two).

@@ -32,11 +32,17 @@ use crate::body::Body;
 /// How long a request waits for an agent connection when none is up.
 pub const AGENT_WAIT: Duration = Duration::from_secs(5);
 
-/// Flow-control credit the edge gives each stream and each tunnel
-/// connection (hyper's adaptive window starts at 64 KiB and grows too slowly
-/// over a long path: docs/performance.md, "The home leg").
+/// Flow-control credit the edge gives each stream (hyper's adaptive window
+/// starts at 64 KiB and grows too slowly over a long path:
+/// docs/performance.md, "The home leg").
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// The connection's credit: HTTP/2's largest, so it never binds. Data a
+/// paused visitor has not taken holds connection credit too, so any smaller
+/// window lets a few paused films (or a stranger's unread downloads) freeze
+/// every stream on the connection; a direct upstream connection per request
+/// has no such coupling. What the edge holds stays bounded by the streams:
+/// `STREAM_WINDOW` each, at most `upstream_max_conns` of a site at once.
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
 /// How often the edge PINGs each agent connection, and how long an answer
 /// may take before the connection is given up.
