@@ -771,5 +771,25 @@ by `bench/run{' --quick' if quick else ''}`. Peers: {versions}.
 """
 
 
+
+def write_section(heading, note, section):
+    """`section` (starting with `## heading`) into bench/`note` (which the
+    full run includes in docs/performance.md) and into docs/performance.md
+    now, in place of the section of that heading or at the end."""
+    (ROOT / "bench" / note).write_text(section)
+    path = ROOT / "docs/performance.md"
+    text = path.read_text()
+    # The heading on a line of its own: "### The home leg, read" (prose
+    # about a section) must not be taken for the section itself.
+    at = text.find(f"\n## {heading}\n")
+    if at >= 0:
+        end = text.find("\n## ", at + 1)
+        rest = "\n" + text[end + 1:] if end >= 0 else ""
+        text = text[:at + 1] + section.rstrip("\n") + "\n" + rest
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+    print(f"written to {path} and bench/{note}", file=sys.stderr)
+
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ORIGIN, ROOT, Bench, drawbridge_config, pinned, sh, wait_port  # noqa: E402
+from bench import ORIGIN, ROOT, Bench, drawbridge_config, pinned, sh, wait_port, write_section  # noqa: E402
 
 DRAWBRIDGE, CADDY = 18490, 18491
 BINARY = ROOT / "target/release/drawbridge"
@@ -153,17 +153,7 @@ def write(table):
                "examples/h3load.rs (quinn + h3; Debian's h2load has no QUIC), over HTTP/2 with h2load. "
                "On this 2-core machine the client shares CPU 1 with the origin and is often the limit: "
                "read the CPU per request beside the rates.\n\n" + table + "\n")
-    (ROOT / "bench/HTTP3.md").write_text(section)
-    path = ROOT / "docs/performance.md"
-    text = path.read_text()
-    at = text.find("\n## HTTP/3\n")
-    if at >= 0:
-        end = text.find("\n## ", at + 1)
-        text = text[:at + 1] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
-    print(f"written to {path} and bench/HTTP3.md", file=sys.stderr)
+    write_section("HTTP/3", "HTTP3.md", section)
 
 
 if __name__ == "__main__":

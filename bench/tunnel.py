@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ORIGIN, ROOT, Bench, drawbridge_config, pinned, sh, wait_port  # noqa: E402
+from bench import ORIGIN, ROOT, Bench, drawbridge_config, pinned, sh, wait_port, write_section  # noqa: E402
 
 DIRECT, TUNNELED, RELAY, SSH_NGINX, SSHD, SSH_FORWARD = 18460, 18461, 18462, 18463, 18464, 18465
 BINARY = ROOT / "target/release/drawbridge"
@@ -254,24 +254,9 @@ def main(quick):
 
 
 def write(table):
-    """The table into bench/TUNNEL.md (which bench.py's full run includes in
-    docs/performance.md) and into docs/performance.md now."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     section = f"## The home leg\n\nMeasured {stamp} by `bench/run --tunnel` (set-up in bench/tunnel.py).\n\n{table}\n"
-    (ROOT / "bench/TUNNEL.md").write_text(section)
-    path = ROOT / "docs/performance.md"
-    text = path.read_text()
-    # The section's own heading on a line of its own: "### The home leg,
-    # read" (the prose about it) must not be taken for it.
-    at = text.find("\n## The home leg\n")
-    if at >= 0:
-        end = text.find("\n## ", at + 1)
-        text = text[:at + 1] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
-    print(f"written to {path} and bench/TUNNEL.md", file=sys.stderr)
-
+    write_section("The home leg", "TUNNEL.md", section)
 
 if __name__ == "__main__":
     main("--quick" in sys.argv)

@@ -153,15 +153,7 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         .unwrap();
     assert_eq!(answered.status(), 200);
     let stranger = gw.reqwest_from("jelly.test", "127.0.0.78");
-    for _ in 0..3 {
-        let failed = stranger
-            .post(gw.url("jelly.test", "/Users/AuthenticateByName"))
-            .body(r#"{"Username":"a","Pw":"wrong"}"#)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(failed.status(), 401);
-    }
+    gw.fail_logins(&stranger, 3).await;
 
     // A film being watched: its answer's body still on its way.
     let watching = client

@@ -51,12 +51,7 @@ async fn the_upstream_follows_its_name_and_survives_a_failing_dns_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(moved, "new requests go to the new address after the TTL");
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin.unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("drawbridge_upstream_dns_changes_total{site=\"jelly.test\"} 1\n"),
         "one change of address counted: {metrics}"

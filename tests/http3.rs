@@ -132,12 +132,7 @@ async fn requests_over_http3_reach_home_as_over_tcp() {
     assert_eq!(response.status(), 413);
     assert_eq!(origin.seen.upload_bytes.load(Ordering::SeqCst), 512 * 1024);
 
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin.unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("drawbridge_connections_serving{protocol=\"http3\"} 1\n"),
         "{metrics}"
@@ -395,12 +390,7 @@ async fn a_handshake_flood_turns_retry_on_and_clients_are_still_served() {
     }
     let admin = gw.admin.unwrap();
     let retries = || async move {
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = crate::support::scrape(admin).await;
         text.lines()
             .find_map(|l| l.strip_prefix("drawbridge_quic_retries_total "))
             .and_then(|v| v.trim().parse::<u64>().ok())

@@ -33,12 +33,7 @@ async fn prometheus_scrapes_the_requests_drawbridge_answered() {
     let mut plain = tokio::net::TcpStream::connect(gw.https).await.unwrap();
     let request = b"GET / HTTP/1.1\r\n\r\n";
     let _ = crate::support::exchange(&mut plain, request, Duration::from_secs(2)).await;
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::scrape(admin).await;
     assert!(
         text.contains(r#"drawbridge_tls_handshake_failures_total{reason="not_tls"} 1"#),
         "{text}"
@@ -203,14 +198,7 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
     ))
     .await;
     let admin = gw.admin.unwrap();
-    let scrape = || async move {
-        reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || crate::support::scrape(admin);
     let client = gw.reqwest(&["jelly.test", "down.test"], true);
     let upload = client
         .post(gw.url("jelly.test", "/upload"))
@@ -232,15 +220,7 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
     assert_eq!(gone.status(), 502);
     // From an address of its own: the ban must not close the others.
     let stranger = gw.reqwest_from("jelly.test", "127.0.0.77");
-    for _ in 0..3 {
-        let failed = stranger
-            .post(gw.url("jelly.test", "/Users/AuthenticateByName"))
-            .body(r#"{"Username":"a","Pw":"wrong"}"#)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(failed.status(), 401);
-    }
+    gw.fail_logins(&stranger, 3).await;
     let stream = gw.tls_connect(Some("jelly.test"), &[b"http/1.1"]).await;
     let (mut socket, _) =
         tokio_tungstenite::client_async("wss://jelly.test/socket?api_key=t0k", stream.unwrap())
@@ -250,7 +230,7 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
 
     let text = scrape().await;
     let site = |name: &str| sample(&text, &format!("{name}{{site=\"jelly.test\"}}"));
-    let login = r#"{"Username":"a","Pw":"wrong"}"#.len() as f64;
+    let login = crate::support::WRONG_LOGIN.len() as f64;
     assert_eq!(
         site("drawbridge_received_bytes_total"),
         Some(100_000.0 + 3.0 * login),

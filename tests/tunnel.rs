@@ -160,19 +160,7 @@ async fn uploads_pass_and_the_body_limit_holds_at_the_edge() {
 #[tokio::test]
 async fn websockets_cross_the_tunnel_both_ways() {
     let home = Home::start("", 1).await;
-    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
-    let config = crate::support::client_config(&ca, &[b"http/1.1"]);
-    let tls = crate::support::tls_connect(home.edge.https, config, Some("jelly.test"))
-        .await
-        .unwrap();
-    let url = format!(
-        "wss://jelly.test:{}/socket?api_key=k",
-        home.edge.https.port()
-    );
-    let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
-    assert_eq!(response.status(), 101);
-    let hello = ws.next().await.unwrap().unwrap();
-    assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
+    let mut ws = home.websocket().await;
     for n in 0..3 {
         ws.send(Message::text(format!("ping{n}"))).await.unwrap();
         let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -469,17 +457,7 @@ async fn paused_films_do_not_freeze_the_tunnel_for_everyone_else() {
         answered += 1;
     }
     assert!(answered > 1);
-    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
-    let config = crate::support::client_config(&ca, &[b"http/1.1"]);
-    let tls = crate::support::tls_connect(home.edge.https, config, Some("jelly.test"))
-        .await
-        .unwrap();
-    let url = format!(
-        "wss://jelly.test:{}/socket?api_key=k",
-        home.edge.https.port()
-    );
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
-    ws.next().await.unwrap().unwrap();
+    let mut ws = home.websocket().await;
     ws.send(Message::text("still here")).await.unwrap();
     let echo = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
     assert!(

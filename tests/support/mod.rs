@@ -219,6 +219,24 @@ impl TestGateway {
             .unwrap()
     }
 
+    /// The admin listener's metrics text, as Prometheus would scrape it.
+    pub async fn metrics(&self) -> String {
+        scrape(self.admin.expect("the admin listener is on")).await
+    }
+
+    /// `times` failed logins at jelly.test with `client` (each a 401).
+    pub async fn fail_logins(&self, client: &reqwest::Client, times: usize) {
+        for _ in 0..times {
+            let failed = client
+                .post(self.url("jelly.test", "/Users/AuthenticateByName"))
+                .body(WRONG_LOGIN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(failed.status(), 401);
+        }
+    }
+
     /// The URL of `path` on `host` over https.
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.https.port())
@@ -482,4 +500,17 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A login body the fake Jellyfin refuses (401).
+pub const WRONG_LOGIN: &str = r#"{"Username":"a","Pw":"wrong"}"#;
+
+/// The metrics text at the admin listener `admin`.
+pub async fn scrape(admin: SocketAddr) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -159,6 +159,29 @@ impl Home {
         response.await.unwrap().status().as_u16()
     }
 
+    /// A WebSocket to the fake Jellyfin's `/socket` through the edge, its
+    /// server's first message (ForceKeepAlive) already read.
+    pub async fn websocket(
+        &self,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>
+    {
+        use futures_util::StreamExt;
+        let ca = std::fs::read(self.dir.path().join("state/ca/root.pem")).unwrap();
+        let config = crate::support::client_config(&ca, &[b"http/1.1"]);
+        let tls = crate::support::tls_connect(self.edge.https, config, Some("jelly.test"))
+            .await
+            .unwrap();
+        let url = format!(
+            "wss://jelly.test:{}/socket?api_key=k",
+            self.edge.https.port()
+        );
+        let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+        assert_eq!(response.status(), 101);
+        let hello = ws.next().await.unwrap().unwrap();
+        assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
+        ws
+    }
+
     /// `https://jelly.test:PORT{path}` at the edge.
     pub fn url(&self, path: &str) -> String {
         format!("https://jelly.test:{}{path}", self.edge.https.port())
