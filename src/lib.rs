@@ -68,6 +68,7 @@ pub mod privileges;
 pub mod routes;
 pub mod server;
 pub mod socket;
+pub mod timestamp;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

@@ -201,9 +201,7 @@ impl AcmeManager {
                         "handshakes for it are refused until then"
                     };
                     tracing::error!("could not get a certificate for {name}: {message}; retrying in about {} min; {serving}", retry.as_secs() / 60);
-                    let when = time::OffsetDateTime::now_utc()
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default();
+                    let when = crate::timestamp::rfc3339(SystemTime::now());
                     if let Err(error) = store::note_order(&dir, Some((&when, &message))) {
                         tracing::warn!(%error, "could not note the order error for doctor");
                     }

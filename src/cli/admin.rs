@@ -151,16 +151,7 @@ fn print_added(ban: &drawbridge::guard::ban::StoredBan) {
 }
 
 fn rfc3339(unix: u64) -> String {
-    if unix == 0 {
-        return "?".to_string();
-    }
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    drawbridge::timestamp::rfc3339_unix(unix)
 }
 
 fn report_removed(address: &str, removed: bool) {

@@ -124,13 +124,7 @@ fn default_edge(config: &Config) -> Option<String> {
 }
 
 fn when(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    drawbridge::timestamp::rfc3339_unix(unix)
 }
 
 fn print_agents(agents: &[AgentStatus]) {

@@ -409,15 +409,7 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 fn rfc3339(now: Instant, until: Instant) -> String {
-    let at = SystemTime::now() + until.saturating_duration_since(now);
-    time::OffsetDateTime::from(at)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::timestamp::rfc3339(SystemTime::now() + until.saturating_duration_since(now))
 }
 
 #[cfg(test)]
