@@ -291,3 +291,25 @@ fn messages_use_a_users_words_in_file_order() {
         "{stderr}"
     );
 }
+
+/// Kernel bans need CAP_NET_ADMIN for as long as drawbridge runs, which
+/// `[server] user` gives up: the pair is refused at the setting, with the
+/// way out.
+#[test]
+fn kernel_bans_and_dropping_to_a_user_are_refused_together() {
+    let site = "[[site]]\nhost = \"jelly.test\"\nupstream = \"http://127.0.0.1:8096\"\ntls = \"internal\"\n";
+    let (ok, _, stderr) = check(&format!(
+        "[server]\nuser = \"drawbridge\"\n\n[guard]\nnftables = true\n\n{site}"
+    ));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("F:5:12: kernel bans need CAP_NET_ADMIN")
+            && stderr.contains("without `user`"),
+        "{stderr}"
+    );
+    let (_, _, stderr) = check(&format!("[guard]\nnftables = \"yes\"\n\n{site}"));
+    assert!(
+        stderr.contains("F:2:12:"),
+        "a type error at the value: {stderr}"
+    );
+}

@@ -18,6 +18,7 @@ mod h2_abuse;
 mod host_routing;
 mod http2_records;
 mod http3;
+mod kernel_bans;
 mod metrics;
 mod packaging;
 mod parking;

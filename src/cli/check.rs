@@ -119,7 +119,29 @@ fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
             low.join(", ")
         ));
     }
+    if config.guard.nftables {
+        if std::process::Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            warnings.push("[guard] nftables: the `nft` command is not installed (apt install nftables); bans will hold in drawbridge only".to_string());
+        } else if !has_capability(12) {
+            warnings.push("[guard] nftables needs the CAP_NET_ADMIN capability, which this shell does not have: the systemd unit's drop-in grants it (docs/operations.md); without it bans hold in drawbridge only".to_string());
+        }
+    }
     (refusals, warnings)
+}
+
+/// Whether capability number `bit` is in this process's effective set.
+fn has_capability(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << bit) != 0)
 }
 
 /// Whether this process may bind `port`: CAP_NET_BIND_SERVICE (bit 10) in
@@ -129,14 +151,7 @@ fn may_bind(port: u16) -> bool {
         .ok()
         .and_then(|v| v.trim().parse::<u16>().ok())
         .is_some_and(|start| start <= port);
-    let capable = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << 10) != 0);
-    unprivileged || capable
+    unprivileged || has_capability(10)
 }
 
 /// A certificate's expiry as `run` and `status` say it.

@@ -28,6 +28,7 @@ pub const GUARD_KEYS: &[&str] = &[
     "max_connections",
     "max_connections_per_ip",
     "table_size",
+    "nftables",
 ];
 /// Known keys of a `[[site.path]]`.
 pub const PATH_KEYS: &[&str] = &["prefix", "allow", "deny"];
@@ -182,6 +183,7 @@ pub struct RawGuard {
     pub max_connections: Option<Spanned<u32>>,
     pub max_connections_per_ip: Option<Spanned<u32>>,
     pub table_size: Option<Spanned<u32>>,
+    pub nftables: Option<Spanned<bool>>,
 }
 
 /// `[cache]`.

@@ -210,6 +210,9 @@ pub struct Guard {
     /// Most addresses remembered per table (rate limits, failures), so a flood
     /// of sources cannot exhaust memory.
     pub table_size: u32,
+    /// Bans also put into an nftables set, so the kernel drops banned
+    /// packets on drawbridge's ports (`guard/nftables.rs`).
+    pub nftables: bool,
 }
 
 impl Default for Guard {
@@ -225,6 +228,7 @@ impl Default for Guard {
             max_connections: 4096,
             max_connections_per_ip: 256,
             table_size: 100_000,
+            nftables: false,
         }
     }
 }

@@ -57,7 +57,18 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let limits = v.limits(raw_limits);
     let log = v.log(raw_log);
     let acme = v.acme(raw_acme);
+    let nftables = raw_guard
+        .nftables
+        .as_ref()
+        .filter(|on| *on.get_ref())
+        .map(|on| on.span());
     let guard = v.guard(raw_guard);
+    if let (Some(span), Some(_)) = (nftables, &server.user) {
+        v.report.at(
+            &span,
+            "kernel bans need CAP_NET_ADMIN for as long as drawbridge runs, and `[server] user` gives every capability up: run drawbridge from its systemd unit with a drop-in adding CAP_NET_ADMIN (docs/operations.md), without `user`",
+        );
+    }
     let cache = v.cache(raw_cache);
     let sites = v.all_sites(raw_sites, &acme);
     if sites.is_empty() && v.report.errors.is_empty() {

@@ -106,6 +106,9 @@ pub struct BanList {
     /// Bans held (expired ones included until noticed): lets the per-request
     /// and per-connection check skip the lock when there are none.
     held: AtomicUsize,
+    /// The bans in force after each change, for the kernel's copy
+    /// (`guard/nftables.rs`), once something watches.
+    watchers: std::sync::OnceLock<tokio::sync::watch::Sender<Vec<StoredBan>>>,
 }
 
 impl std::fmt::Debug for BanList {
@@ -136,6 +139,7 @@ impl BanList {
                 offences: KeyTable::new(config.table_size as usize),
             }),
             held: AtomicUsize::new(0),
+            watchers: std::sync::OnceLock::new(),
         };
         match read_file(&path) {
             Err(ReadError::Io(source)) => return Err(BansFileError::Unreadable { path, source }),
@@ -302,10 +306,22 @@ impl BanList {
 
     /// Hands the bans in `state` to the writer. Called under the lock, so
     /// the newest state is always the last handed over.
+    /// The bans in force now and after every change.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Vec<StoredBan>> {
+        let state = self.state.lock().expect("ban lock");
+        let now = Instant::now();
+        self.watchers
+            .get_or_init(|| tokio::sync::watch::Sender::new(listed(&state, now)))
+            .subscribe()
+    }
+
     fn save(&self, state: &State, now: Instant) {
         let file = BanFile {
             bans: listed(state, now),
         };
+        if let Some(watchers) = self.watchers.get() {
+            watchers.send_replace(file.bans.clone());
+        }
         let json = serde_json::to_vec_pretty(&file).expect("bans serialise");
         self.file.store(json);
     }

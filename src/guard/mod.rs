@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Guard as GuardConfig;
 pub mod ban;
 pub mod keys;
+pub mod nftables;
 
 use ban::{BanList, BansFileError, Outcome};
 use keys::ClientKey;

@@ -273,6 +273,29 @@ impl Server {
             &self.background,
             None,
         );
+        if self.started_with.guard.nftables {
+            let ports = crate::guard::nftables::Ports {
+                tcp: self
+                    .http
+                    .iter()
+                    .chain(&self.https)
+                    .filter_map(|(l, _)| l.local_addr().ok())
+                    .map(|a| a.port())
+                    .collect(),
+                udp: self
+                    .quic
+                    .iter()
+                    .filter_map(|e| e.local_addr().ok())
+                    .map(|a| a.port())
+                    .collect(),
+            };
+            // In the tracker: shutdown waits for the table's removal.
+            tracker.spawn(crate::guard::nftables::mirror(
+                self.shared.guard.bans.watch(),
+                ports,
+                self.background.clone(),
+            ));
+        }
         let watch = self.tls.clone().run(
             self.started_with.server.cert_watch_interval,
             shutdown.clone(),

@@ -199,6 +199,7 @@ impl Validator<'_> {
             max_connections,
             max_connections_per_ip,
             table_size,
+            nftables: raw.nftables.is_some_and(|on| *on.get_ref()),
         }
     }
 
