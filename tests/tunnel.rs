@@ -473,3 +473,68 @@ async fn paused_films_do_not_freeze_the_tunnel_for_everyone_else() {
         assert!(matches!(more, Ok(Ok(Some(_)))), "the film resumes");
     }
 }
+
+/// One member of the household mistypes a password three times through the
+/// public name, from home — the agent's own address. The ban holds for that
+/// address's visits, but the agent's tunnel stays up for every remote
+/// viewer, and the agent re-attaches from the banned address after a
+/// restart; a banned connection asking for anything but the tunnel is
+/// closed, and the tunnel without an enrolled key gets nowhere.
+#[tokio::test]
+async fn a_ban_of_the_households_address_leaves_the_agents_tunnel_up() {
+    let mut home = Home::start("login_rate = \"off\"", 1).await;
+    let household = home.client(false);
+    for _ in 0..3 {
+        let failed = household
+            .post(home.url("/Users/AuthenticateByName"))
+            .body(crate::support::WRONG_LOGIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 401);
+    }
+    let banned = home
+        .client(false)
+        .get(home.url("/System/Info/Public"))
+        .send();
+    assert!(banned.await.is_err(), "the banned address is refused");
+    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let remote = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("jelly.test", home.edge.https)
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let info = remote.get(home.url("/System/Info/Public")).send().await;
+    assert_eq!(
+        info.map(|r| r.status().as_u16()).ok(),
+        Some(200),
+        "a remote viewer is still served through the tunnel"
+    );
+    assert_eq!(
+        count(&home.edge, "agent connected"),
+        1,
+        "the ban did not cut the tunnel (no reconnect was needed)"
+    );
+
+    // A banned address offering the tunnel without an enrolled key: the
+    // handshake fails (no agent slot, nothing served).
+    let config = crate::support::client_config(&ca, &[b"drawbridge-tunnel/1"]);
+    let impostor = crate::support::tls_connect(home.edge.https, config, Some("jelly.test")).await;
+    assert!(impostor.is_err(), "no enrolled key, no tunnel");
+
+    // The agent restarts at home, from the banned address, and attaches.
+    home.agent.child.kill().unwrap();
+    home.agent = Agent::start(&home.agent_config);
+    home.attached(2).await;
+    let info = remote.get(home.url("/System/Info/Public")).send().await;
+    assert_eq!(info.map(|r| r.status().as_u16()).ok(), Some(200));
+    let banned = home
+        .client(false)
+        .get(home.url("/System/Info/Public"))
+        .send();
+    assert!(banned.await.is_err(), "still banned for visits");
+}

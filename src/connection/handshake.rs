@@ -13,15 +13,32 @@ use crate::socket::rewind::Rewind;
 use crate::tls::challenges::ACME_TLS_ALPN;
 use crate::tls::failures::Failure;
 use crate::tls::FIRST_CERTIFICATE_WAIT;
+use crate::tunnel::TUNNEL_ALPN;
+
+/// How long a banned address's connection may take to send its ClientHello.
+const BANNED_HELLO_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The TLS handshake, each half bounded by `handshake_timeout`. Between
 /// them, a ClientHello for an ACME site whose first certificate is being
 /// ordered waits up to `FIRST_CERTIFICATE_WAIT`; an unknown name is refused by
-/// the resolver with an alert.
-pub(super) async fn handshake(stream: Rewind, shared: &Shared) -> Option<TlsStream<Rewind>> {
+/// the resolver with an alert. `agent_only`: the address is banned, and only
+/// an agent's ClientHello (tunnel or enrollment ALPN) goes on; any other is
+/// closed before any crypto work.
+pub(super) async fn handshake(
+    stream: Rewind,
+    shared: &Shared,
+    agent_only: bool,
+) -> Option<TlsStream<Rewind>> {
     let bound = shared.limits.handshake_timeout;
+    // An agent sends its ClientHello at once; a banned address gets no
+    // longer than that to show it is one.
+    let hello_bound = if agent_only {
+        bound.min(BANNED_HELLO_WAIT)
+    } else {
+        bound
+    };
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-    let start = match tokio::time::timeout(bound, acceptor).await {
+    let start = match tokio::time::timeout(hello_bound, acceptor).await {
         Ok(Ok(start)) => start,
         Ok(Err(error)) => {
             tracing::debug!(%error, "not a TLS ClientHello");
@@ -41,9 +58,23 @@ pub(super) async fn handshake(stream: Rewind, shared: &Shared) -> Option<TlsStre
         .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
     // An agent (tunnel or enrollment ALPN) gets the tunnel's own key and
     // checks, and never waits for a site's certificate.
-    let agent = hello
-        .alpn()
-        .and_then(|offered| shared.edge.config_for(offered));
+    let agent = if agent_only {
+        // Banned: only the tunnel itself, whose pinned keys decide — not an
+        // enrollment, not a visitor.
+        let tunnel = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == TUNNEL_ALPN));
+        if !tunnel {
+            tracing::debug!("banned: closed after its ClientHello");
+            shared.guard.refused_banned();
+            return None;
+        }
+        shared.edge.config_for(std::iter::once(TUNNEL_ALPN))
+    } else {
+        hello
+            .alpn()
+            .and_then(|offered| shared.edge.config_for(offered))
+    };
     let waits = !validation && agent.is_none();
     let config = match agent {
         Some(config) => config,

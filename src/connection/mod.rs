@@ -105,8 +105,19 @@ pub async fn serve(
         (Rewind::new(stream), peer)
     };
     // Admit: the guard, before any TLS work (bans and connection limits).
-    let admission = match shared.admit(peer) {
-        Ok(admission) => admission,
+    // A banned address on a TLS listener is heard as far as its ClientHello:
+    // the home agent may share it (`Guard::admit_agent`).
+    let (mut admission, agent_only) = match shared.admit(peer) {
+        Ok(admission) => (admission, false),
+        Err(crate::guard::Refused::Banned) if listener.tls => {
+            match shared.guard.admit_agent(peer.ip()) {
+                Ok(admission) => (admission, true),
+                Err(refused) => {
+                    tracing::debug!(%refused, "connection closed at accept");
+                    return;
+                }
+            }
+        }
         Err(refused) => {
             tracing::debug!(%refused, "connection closed at accept");
             return;
@@ -137,7 +148,7 @@ pub async fn serve(
         // Boxed: the handshake's state is freed once it is done, and the task
         // keeps only what an open connection needs.
         let stream = tokio::select! {
-            stream = Box::pin(handshake(stream, &shared)) => stream,
+            stream = Box::pin(handshake(stream, &shared, agent_only)) => stream,
             // Banned meanwhile, or the shutdown grace is over.
             () = conn.kill.cancelled() => None,
         };
@@ -150,7 +161,12 @@ pub async fn serve(
             return;
         }
         if matches!(session.alpn_protocol(), Some(p) if p == TUNNEL_ALPN || p == ENROLL_ALPN) {
-            // An agent, not a visitor: no site logic at all.
+            // An agent, not a visitor: no site logic at all. Once its key
+            // is checked (by the handshake), a ban of its address leaves it
+            // be; `tunnel remove` is how an agent is shut out.
+            if session.alpn_protocol() == Some(TUNNEL_ALPN) {
+                admission.is_agent();
+            }
             let mut stream = stream;
             stream.get_mut().0.read_ahead(READ_AHEAD);
             let served = shared

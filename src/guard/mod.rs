@@ -41,6 +41,9 @@ pub struct Guard {
     /// The bans.
     pub bans: BanList,
     open: Mutex<HashMap<ClientKey, Vec<(u64, CancellationToken)>>>,
+    /// Connections that proved to be an agent's tunnel (by its pinned key):
+    /// a ban of their address does not close them (see `admit_agent`).
+    agents: Mutex<std::collections::HashSet<u64>>,
     total: AtomicUsize,
     next: AtomicU64,
     max_total: usize,
@@ -89,6 +92,8 @@ pub struct Admission {
     pub id: u64,
     /// Fired when the connection must close at once (ban, end of shutdown grace).
     pub kill: CancellationToken,
+    /// Listed in the guard's agents (`is_agent`).
+    agent: bool,
 }
 
 impl Guard {
@@ -101,6 +106,7 @@ impl Guard {
         Ok(Arc::new(Guard {
             bans: BanList::open(config, state_dir)?,
             open: Mutex::new(HashMap::new()),
+            agents: Mutex::default(),
             total: AtomicUsize::new(0),
             next: AtomicU64::new(0),
             max_total: config.max_connections as usize,
@@ -124,6 +130,29 @@ impl Guard {
             self.events.refused_banned.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Banned);
         }
+        self.admit_unbanned(key, trusted_proxy)
+    }
+
+    /// Admits a connection from a banned `peer` under the caps, only as far
+    /// as its ClientHello: the home agent shares its household's address,
+    /// and one member's mistyped passwords must not cut every remote
+    /// viewer's tunnel for a day. The caller closes it, before any crypto
+    /// work, unless it asks for the tunnel, whose pinned keys then decide
+    /// (`refused_banned` counts the others).
+    pub fn admit_agent(self: &Arc<Self>, peer: IpAddr) -> Result<Admission, Refused> {
+        self.admit_unbanned(ClientKey::of(peer), false)
+    }
+
+    /// Counts a banned client's connection closed after its ClientHello.
+    pub fn refused_banned(&self) {
+        self.events.refused_banned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn admit_unbanned(
+        self: &Arc<Self>,
+        key: ClientKey,
+        trusted_proxy: bool,
+    ) -> Result<Admission, Refused> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             self.events.refused_full.fetch_add(1, Ordering::Relaxed);
@@ -137,6 +166,7 @@ impl Guard {
                 key: None,
                 id,
                 kill,
+                agent: false,
             });
         }
         let mut open = self.open.lock().expect("guard lock");
@@ -155,6 +185,7 @@ impl Guard {
             key: Some(key),
             id,
             kill,
+            agent: false,
         })
     }
 
@@ -186,8 +217,12 @@ impl Guard {
     }
 
     fn close_connections_but(&self, key: ClientKey, spared: Option<u64>) {
+        let agents = self.agents.lock().expect("guard lock").clone();
         if let Some(connections) = self.open.lock().expect("guard lock").get(&key) {
-            for (_, kill) in connections.iter().filter(|(id, _)| Some(*id) != spared) {
+            for (_, kill) in connections
+                .iter()
+                .filter(|(id, _)| Some(*id) != spared && !agents.contains(id))
+            {
                 kill.cancel();
             }
         }
@@ -199,8 +234,28 @@ impl Guard {
     }
 }
 
+impl Admission {
+    /// This connection carries an agent's tunnel, proven by its pinned key:
+    /// bans of its address leave it open (`tunnel remove` closes it).
+    pub fn is_agent(&mut self) {
+        self.agent = true;
+        self.guard
+            .agents
+            .lock()
+            .expect("guard lock")
+            .insert(self.id);
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
+        if self.agent {
+            self.guard
+                .agents
+                .lock()
+                .expect("guard lock")
+                .remove(&self.id);
+        }
         self.guard.total.fetch_sub(1, Ordering::AcqRel);
         if let Some(key) = self.key {
             let mut open = self.guard.open.lock().expect("guard lock");
