@@ -538,3 +538,54 @@ async fn a_ban_of_the_households_address_leaves_the_agents_tunnel_up() {
         .send();
     assert!(banned.await.is_err(), "still banned for visits");
 }
+
+/// An agent's connections take streams in turn, so one lossy connection
+/// does not carry every viewer: four downloads over two connections, and
+/// `tunnel list` shows each connection carried megabytes of them.
+#[tokio::test]
+async fn streams_are_spread_over_the_agents_connections() {
+    let home = Home::start("", 2).await;
+    let client = home.client(true);
+    let downloads = (0..4).map(|_| async {
+        let body = client.get(home.url("/bulk/2")).send().await.unwrap();
+        body.bytes().await.unwrap().len()
+    });
+    let sizes = futures_util::future::join_all(downloads).await;
+    assert!(sizes.iter().all(|n| *n == 2 << 20), "{sizes:?}");
+    let (list, _) = cli(&["tunnel", "list", "-c", home.edge_config.to_str().unwrap()]);
+    let carried: Vec<u64> = list
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1))
+        .filter_map(|l| l.split(" bytes in").next()?.parse().ok())
+        .collect();
+    assert_eq!(carried.len(), 2, "two connections: {list}");
+    assert!(
+        carried.iter().all(|bytes| *bytes >= 2 << 20),
+        "each carried at least one download: {list}"
+    );
+}
+
+/// Revalidation passes through the tunnel: the web client's ETag gets
+/// Jellyfin's 304, with no body, over both HTTP versions.
+#[tokio::test]
+async fn a_conditional_request_gets_its_304_through_the_tunnel() {
+    let home = Home::start("", 1).await;
+    for http2 in [false, true] {
+        let client = home.client(http2);
+        let fresh = client
+            .get(home.url("/web/index.html"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fresh.status(), 200);
+        let etag = fresh.headers()["etag"].clone();
+        let again = client
+            .get(home.url("/web/index.html"))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+}

@@ -278,11 +278,7 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
         "/die" => die(),
         "/web/index.html" => {
             let etag = "\"web1\"";
-            let mut r = if request
-                .headers()
-                .get(header::IF_NONE_MATCH)
-                .is_some_and(|v| v == etag)
-            {
+            let mut r = if none_match(request.headers(), etag) {
                 full(StatusCode::NOT_MODIFIED, "")
             } else {
                 full(StatusCode::OK, "<html>jellyfin web</html>")
@@ -556,11 +552,7 @@ fn video<B>(request: &Request<B>) -> Response<Body> {
 
 fn image<B>(request: &Request<B>) -> Response<Body> {
     let etag = "\"img1\"";
-    let mut response = if request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v == etag)
-    {
+    let mut response = if none_match(request.headers(), etag) {
         full(StatusCode::NOT_MODIFIED, "")
     } else {
         full(StatusCode::OK, vec![0xffu8; 2048])
@@ -617,4 +609,17 @@ fn socket(mut request: Request<Incoming>) -> Response<Body> {
     h.insert(header::UPGRADE, "websocket".parse().unwrap());
     h.insert("sec-websocket-accept", accept.parse().unwrap());
     response
+}
+
+/// Whether If-None-Match names `etag` as ASP.NET Core reads it: `*`, or a
+/// comma-separated list of tags any of which matches, weakly compared (a
+/// cache revalidating sends the client's tags and its own together).
+fn none_match(headers: &http::HeaderMap, etag: &str) -> bool {
+    let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == "*" || bare(tag) == bare(etag))
 }
