@@ -256,12 +256,14 @@ async fn the_login_rate_limit_holds_for_every_spelling() {
     );
 }
 
-/// Whether the gateway closes a fresh connection from `from` before TLS.
+/// Whether the gateway closes a fresh connection from `from` at accept (on
+/// the plain HTTP listener: on TLS a banned address is read as far as its
+/// ClientHello, in case it is the home agent).
 async fn banned(gw: &TestGateway, from: &str) -> bool {
     use tokio::io::AsyncReadExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut tcp = socket.connect(gw.https).await.unwrap();
+    let mut tcp = socket.connect(gw.http).await.unwrap();
     let mut buf = [0u8; 8];
     matches!(
         tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut buf)).await,
