@@ -2,8 +2,9 @@
 //! own with Debian's `nft`: three failed logins ban an address, and the
 //! kernel then drops its packets to drawbridge's port (a connection times
 //! out, where drawbridge itself would have closed it) while other addresses
-//! are served; lifting the ban lifts the kernel's too; at exit the table is
-//! gone. Root only (CI runs so).
+//! are served; the address the home agent attaches from stays out of the
+//! kernel's set (drawbridge refuses its visitors itself); lifting the ban
+//! lifts the kernel's too; at exit the table is gone. Root only (CI runs so).
 
 use std::process::Command;
 
@@ -47,7 +48,9 @@ done
 until nft list set inet drawbridge banned4 2>/dev/null | grep -q 127.0.0.66; do
   kill -0 $RUN 2>/dev/null || break; sleep 0.05
 done
+"$DRAWBRIDGE" bans -c "$DIR/drawbridge.toml" add 127.0.0.77 > /dev/null
 echo "set: $(nft list set inet drawbridge banned4 | tr -d '\n\t' )"
+echo "home: $(get 127.0.0.77)"
 echo "banned: $(get 127.0.0.66)"
 echo "other: $(get 127.0.0.67)"
 "$DRAWBRIDGE" bans -c "$DIR/drawbridge.toml" remove 127.0.0.66 > /dev/null
@@ -86,6 +89,13 @@ fn a_ban_is_dropped_by_the_kernel_and_lifted_with_it() {
         ),
     )
     .unwrap();
+    // The home agent attached from 127.0.0.77 before (the edge notes it).
+    std::fs::create_dir_all(dir.path().join("state/tunnel")).unwrap();
+    std::fs::write(
+        dir.path().join("state/tunnel/homes.json"),
+        r#"["127.0.0.77"]"#,
+    )
+    .unwrap();
     let out = Command::new("timeout")
         .args(["60", "unshare", "--net", "sh", "-c", SCENARIO])
         .env("DIR", dir.path())
@@ -105,6 +115,16 @@ fn a_ban_is_dropped_by_the_kernel_and_lifted_with_it() {
         line("set").contains("127.0.0.66 timeout"),
         "the ban is in the kernel's set: {}",
         line("set")
+    );
+    assert!(
+        !line("set").contains("127.0.0.77"),
+        "the agent's address stays out of the kernel's set: {}",
+        line("set")
+    );
+    assert!(
+        line("home").ends_with("exit=35"),
+        "drawbridge itself closes a banned visitor from the agent's address (after its ClientHello): {}",
+        line("home")
     );
     assert!(
         line("banned").ends_with("exit=28"),

@@ -519,6 +519,11 @@ async fn a_ban_of_the_households_address_leaves_the_agents_tunnel_up() {
         1,
         "the ban did not cut the tunnel (no reconnect was needed)"
     );
+    let homes = std::fs::read_to_string(home.dir.path().join("state/tunnel/homes.json")).unwrap();
+    assert!(
+        homes.contains("127.0.0.1"),
+        "the agent's address is noted for the kernel bans to leave out: {homes}"
+    );
 
     // A banned address offering the tunnel without an enrolled key: the
     // handshake fails (no agent slot, nothing served).

@@ -5,13 +5,20 @@
 //! `inet drawbridge`: made at start (replacing one a crash left behind),
 //! its two sets rewritten in one transaction at every change of the ban
 //! list (an IPv6 ban is its /64, as in the guard), each element timing out
-//! with its ban, and removed at exit. It needs CAP_NET_ADMIN and the `nft`
+//! with its ban, and removed at exit. The addresses the home agent attaches
+//! from are left out: the kernel cannot tell the agent's tunnel from a
+//! visitor, and one household member's mistyped passwords must not cut it
+//! (drawbridge itself lets the tunnel through and refuses the rest — see
+//! `Guard::admit_agent`). It needs CAP_NET_ADMIN and the `nft`
 //! command (Debian's `nftables`); without them drawbridge says so once and
 //! bans in the process only, as without the setting.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -72,21 +79,30 @@ pub fn ruleset(ports: &Ports) -> String {
 }
 
 /// The sets' new contents: every ban in force at `now` (Unix seconds), with
-/// the seconds it has left. Addresses that are not IP addresses or /64s
-/// (never written by drawbridge) are left out.
-pub fn elements(bans: &[StoredBan], now: u64) -> String {
+/// the seconds it has left, but for those covering one of `homes` (the
+/// agents' addresses). Addresses that are not IP addresses or /64s (never
+/// written by drawbridge) are left out.
+pub fn elements(bans: &[StoredBan], homes: &[IpAddr], now: u64) -> String {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for ban in bans.iter().filter(|b| b.until > now) {
         let left = ban.until - now;
-        match ban.address.parse::<ipnet::IpNet>() {
-            Ok(ipnet::IpNet::V6(net)) => v6.push(format!("{net} timeout {left}s")),
-            Ok(ipnet::IpNet::V4(net)) => v4.push(format!("{} timeout {left}s", net.addr())),
-            Err(_) => match ban.address.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V4(ip)) => v4.push(format!("{ip} timeout {left}s")),
-                Ok(std::net::IpAddr::V6(ip)) => v6.push(format!("{ip} timeout {left}s")),
-                Err(_) => {}
+        let net = match ban.address.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => match ban.address.parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => continue,
             },
+        };
+        if homes
+            .iter()
+            .any(|home| net.contains(&crate::client_ip::normalise(*home)))
+        {
+            continue;
+        }
+        match net {
+            IpNet::V6(net) => v6.push(format!("{net} timeout {left}s")),
+            IpNet::V4(net) => v4.push(format!("{} timeout {left}s", net.addr())),
         }
     }
     let mut script = format!("flush set {TABLE} banned4\nflush set {TABLE} banned6\n");
@@ -107,6 +123,7 @@ pub fn elements(bans: &[StoredBan], now: u64) -> String {
 /// made.
 pub async fn mirror(
     mut bans: watch::Receiver<Vec<StoredBan>>,
+    mut homes: watch::Receiver<Vec<IpAddr>>,
     ports: Ports,
     shutdown: CancellationToken,
 ) {
@@ -120,11 +137,13 @@ pub async fn mirror(
     tracing::info!(tcp = ?ports.tcp, udp = ?ports.udp, "kernel bans on: nftables table {TABLE}");
     loop {
         let current = bans.borrow_and_update().clone();
-        if let Err(error) = nft(&elements(&current, unix_now())).await {
+        let agents = homes.borrow_and_update().clone();
+        if let Err(error) = nft(&elements(&current, &agents, unix_now())).await {
             tracing::error!("could not copy the bans into nftables: {error}");
         }
         tokio::select! {
             changed = bans.changed() => if changed.is_err() { break },
+            changed = homes.changed() => if changed.is_err() { break },
             () = shutdown.cancelled() => break,
         }
     }
@@ -181,13 +200,19 @@ mod tests {
     }
 
     #[test]
-    fn the_sets_hold_each_ban_in_force_with_its_time_left() {
+    fn the_sets_hold_each_ban_in_force_with_its_time_left_but_the_agents() {
         let script = elements(
             &[
                 ban("192.0.2.7", 1_100),
                 ban("2001:db8:1:2::/64", 4_600),
                 ban("198.51.100.1", 999),
                 ban("not an address", 2_000),
+                ban("203.0.113.9", 2_000),
+                ban("2001:db8:9:9::/64", 2_000),
+            ],
+            &[
+                "203.0.113.9".parse().unwrap(),
+                "2001:db8:9:9::1".parse().unwrap(),
             ],
             1_000,
         );
@@ -198,7 +223,7 @@ mod tests {
              add element inet drawbridge banned6 { 2001:db8:1:2::/64 timeout 3600s }\n"
         );
         assert_eq!(
-            elements(&[], 0),
+            elements(&[], &[], 0),
             "flush set inet drawbridge banned4\nflush set inet drawbridge banned6\n"
         );
     }

@@ -292,6 +292,7 @@ impl Server {
             // In the tracker: shutdown waits for the table's removal.
             tracker.spawn(crate::guard::nftables::mirror(
                 self.shared.guard.bans.watch(),
+                self.shared.edge.hub.homes(),
                 ports,
                 self.background.clone(),
             ));

@@ -102,6 +102,9 @@ pub enum HubError {
 /// The edge's tunnels.
 pub struct Hub {
     register: Register,
+    /// The addresses agents attach from (kept in the register), for the
+    /// kernel bans to leave out (`guard/nftables.rs`).
+    homes: tokio::sync::watch::Sender<Vec<std::net::IpAddr>>,
     agents: ArcSwap<Vec<Agent>>,
     links: Mutex<Vec<Link>>,
     arrived: Notify,
@@ -128,7 +131,9 @@ impl Hub {
             tracing::error!(%error, "cannot read the tunnel agents; none can connect until this is fixed");
             Vec::new()
         });
+        let homes = tokio::sync::watch::Sender::new(register.homes());
         Arc::new(Hub {
+            homes,
             register,
             agents: ArcSwap::from_pointee(agents),
             links: Mutex::new(Vec::new()),
@@ -136,6 +141,11 @@ impl Hub {
             next: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
         })
+    }
+
+    /// The addresses agents attach from, now and after each new one.
+    pub fn homes(&self) -> tokio::sync::watch::Receiver<Vec<std::net::IpAddr>> {
+        self.homes.subscribe()
     }
 
     /// The register this hub reads.
@@ -202,6 +212,19 @@ impl Hub {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = CancellationToken::new();
         tracing::info!(agent = name, %from, "agent connected");
+        let register = self.register.clone();
+        let noted = tokio::task::spawn_blocking(move || {
+            register
+                .note_home(from.ip())
+                .map(|new| new.then(|| register.homes()))
+        });
+        match noted.await {
+            Ok(Ok(Some(homes))) => {
+                self.homes.send_replace(homes);
+            }
+            Ok(Ok(None)) | Err(_) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not note the agent's address"),
+        }
         self.links.lock().expect("hub lock").push(Link {
             id,
             name: name.clone(),

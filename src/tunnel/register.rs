@@ -134,6 +134,9 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// How many agent addresses `homes.json` keeps.
+pub const MAX_HOMES: usize = 16;
+
 impl Register {
     /// The register under `state_dir/tunnel`.
     pub fn new(state_dir: &Path) -> Register {
@@ -171,6 +174,26 @@ impl Register {
         std::fs::create_dir_all(&self.dir).map_err(fail)?;
         let json = serde_json::to_vec_pretty(items).unwrap_or_default();
         write_atomic(&path, &json, 0o600).map_err(fail)
+    }
+
+    /// The addresses agents last attached from (`homes.json`, at most
+    /// `MAX_HOMES`, newest last): what kernel bans leave out.
+    pub fn homes(&self) -> Vec<std::net::IpAddr> {
+        self.read("homes.json").unwrap_or_default()
+    }
+
+    /// Notes that an agent attached from `ip`; false if it was known.
+    pub fn note_home(&self, ip: std::net::IpAddr) -> Result<bool, RegisterError> {
+        let mut homes = self.homes();
+        if homes.last() == Some(&ip) {
+            return Ok(false);
+        }
+        homes.retain(|h| *h != ip);
+        homes.push(ip);
+        let excess = homes.len().saturating_sub(MAX_HOMES);
+        homes.drain(..excess);
+        self.write("homes.json", &homes)?;
+        Ok(true)
     }
 
     /// The enrolled agents.
@@ -339,5 +362,26 @@ mod tests {
             register.add_token("Home Server", "e:443", "p", Duration::from_secs(1)),
             Err(RegisterError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn homes_keep_the_newest_addresses_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let register = Register::new(dir.path());
+        let ip = |n: u8| std::net::IpAddr::from([192, 0, 2, n]);
+        assert!(register.note_home(ip(1)).unwrap());
+        assert!(
+            !register.note_home(ip(1)).unwrap(),
+            "known: nothing written"
+        );
+        for n in 2..=20 {
+            register.note_home(ip(n)).unwrap();
+        }
+        assert!(register.note_home(ip(5)).unwrap(), "seen again: moved last");
+        let homes = register.homes();
+        assert_eq!(homes.len(), super::MAX_HOMES);
+        assert_eq!(homes.last(), Some(&ip(5)));
+        assert!(!homes.contains(&ip(1)), "the oldest forgotten");
+        assert_eq!(homes.iter().filter(|h| **h == ip(5)).count(), 1);
     }
 }
