@@ -22,8 +22,9 @@ const BANNED_HELLO_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 /// them, a ClientHello for an ACME site whose first certificate is being
 /// ordered waits up to `FIRST_CERTIFICATE_WAIT`; an unknown name is refused by
 /// the resolver with an alert. `agent_only`: the address is banned, and only
-/// an agent's ClientHello (tunnel or enrollment ALPN) goes on; any other is
-/// closed before any crypto work.
+/// a ClientHello for the tunnel (whose handshake checks the agent's pinned
+/// key) goes on; any other, enrollment included, is closed before any
+/// crypto work.
 pub(super) async fn handshake(
     stream: Rewind,
     shared: &Shared,
