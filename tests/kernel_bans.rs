@@ -64,16 +64,7 @@ kill $UPSTREAM
 
 #[test]
 fn a_ban_is_dropped_by_the_kernel_and_lifted_with_it() {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:\t0\t"));
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the tests as root"
-        );
-        eprintln!("not root: no network namespace; skipped");
+    if !crate::support::as_root("no network namespace; skipped") {
         return;
     }
     assert!(

@@ -241,16 +241,7 @@ fn build_package(dir: &Path) -> String {
 /// leaves no user, state or binary behind. Root only (CI runs so).
 #[test]
 fn the_package_installs_serves_as_its_user_with_one_capability_and_purges_cleanly() {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:\t0\t"));
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the tests as root"
-        );
-        eprintln!("not root: the package was not installed");
+    if !crate::support::as_root("the package was not installed") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

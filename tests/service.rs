@@ -195,12 +195,7 @@ async fn status_shows_the_running_process() {
 /// `check` and `run` before anything binds. (Only as root: CI runs so.)
 #[test]
 fn started_as_root_it_serves_as_the_configured_user() {
-    if !nix_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the tests as root"
-        );
-        eprintln!("not root: nothing to drop; skipped");
+    if !crate::support::as_root("nothing to drop; skipped") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -287,11 +282,4 @@ fn started_as_root_it_serves_as_the_configured_user() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
-}
-
-fn nix_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:\t0\t"))
 }

@@ -514,3 +514,21 @@ pub async fn scrape(admin: SocketAddr) -> String {
         .await
         .unwrap()
 }
+
+/// Whether the tests run as root, which some need (network namespaces,
+/// installing the package, dropping privileges). Not root: said on stderr
+/// with `skipped`, and false — but under CI (which runs as root) a failure.
+pub fn as_root(skipped: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:\t0\t"));
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the tests as root"
+        );
+        eprintln!("not root: {skipped}");
+    }
+    root
+}
