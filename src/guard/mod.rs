@@ -217,7 +217,8 @@ impl Guard {
     }
 
     fn close_connections_but(&self, key: ClientKey, spared: Option<u64>) {
-        let agents = self.agents.lock().expect("guard lock").clone();
+        // Lock order: agents, then open (nothing takes them the other way).
+        let agents = self.agents.lock().expect("guard lock");
         if let Some(connections) = self.open.lock().expect("guard lock").get(&key) {
             for (_, kill) in connections
                 .iter()
