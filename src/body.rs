@@ -199,7 +199,8 @@ impl BodyLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooLarge;
 
-/// A request body checked against `BodyLimits` as it streams.
+/// A request body checked against `BodyLimits` as it streams, its trailers
+/// dropped.
 pub struct GuardedBody<B> {
     inner: B,
     limits: BodyLimits,
@@ -236,7 +237,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // A request's trailers stay here: fields there (an X-Forwarded-For,
+        // an Authorization) would pass every rewrite of the head, and an
+        // upstream may merge them into it. They end a body, so what follows
+        // is its end.
+        while matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_trailers()) {
+            polled = Pin::new(&mut this.inner).poll_frame(cx);
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -396,6 +405,20 @@ mod tests {
         assert!(matches!(err, BodyError::TooSlow));
         assert_eq!(start.elapsed(), Duration::from_secs(20));
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_requests_trailers_do_not_pass() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        let frames = vec![
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(b"12345"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let collected = GuardedBody::new(body, limits()).collect().await.unwrap();
+        assert!(collected.trailers().is_none());
+        assert_eq!(collected.to_bytes(), "12345");
     }
 
     type Frames = futures_util::stream::Iter<

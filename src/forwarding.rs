@@ -9,15 +9,17 @@ use http::{request, Version};
 use crate::client_ip::Client;
 use crate::error::ProxyError;
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// Headers that describe one connection, never forwarded. Not `Trailer`:
+/// it is end to end (RFC 9110 §6.6.2), and an answer's trailers reach an
+/// HTTP/1.1 visitor only under it; a request's is dropped in
+/// `upstream_head`, with the request's trailers (`body.rs`).
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -98,6 +100,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the request's TE lists `trailers` (any case, any parameters).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let name = coding.split(';').next().unwrap_or_default();
+            name.trim().eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// What the upstream is told about the client.
 #[derive(Debug, Clone, Copy)]
 pub struct Visitor<'a> {
@@ -112,7 +127,16 @@ pub struct Visitor<'a> {
 /// Turns a client's request head into the HTTP/1.1 head sent upstream.
 pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
     let headers = &mut parts.headers;
+    let trailers_wanted = accepts_trailers(headers);
     remove_hop_by_hop(headers);
+    // A request's trailers are not forwarded (fields there would pass the
+    // rewrites below), so neither is their announcement.
+    headers.remove(header::TRAILER);
+    if trailers_wanted {
+        // The one TE a proxy passes on (RFC 9110 §10.1.4): the visitor takes
+        // trailers, and drawbridge carries them back over every version.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // The body is read on demand; hyper answers `100 Continue` to the client
     // when the upstream side starts reading it.
     headers.remove(header::EXPECT);
@@ -179,9 +203,9 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_framing, upstream_head, Visitor};
+    use super::{check_framing, remove_hop_by_hop, upstream_head, Visitor};
     use crate::client_ip::Client;
-    use http::{HeaderMap, Request, Version};
+    use http::{HeaderMap, HeaderValue, Request, Version};
 
     fn head(version: Version, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut builder = Request::get("/x").version(version);
@@ -300,7 +324,6 @@ mod tests {
             "keep-alive",
             "proxy-connection",
             "trailer",
-            "te",
             "proxy-authorization",
             "upgrade",
             "expect",
@@ -308,6 +331,37 @@ mod tests {
             assert!(parts.headers.get(gone).is_none(), "{gone} forwarded");
         }
         assert_eq!(parts.headers["x-kept"], "1");
+        assert_eq!(
+            parts.headers["te"], "trailers",
+            "the visitor takes trailers"
+        );
+    }
+
+    #[test]
+    fn te_goes_on_as_trailers_alone_and_only_when_the_visitor_listed_it() {
+        for (sent, forwarded) in [
+            (&["gzip, Trailers;q=1"][..], Some("trailers")),
+            (&["deflate", "trailers"][..], Some("trailers")),
+            (&["gzip, deflate"][..], None),
+            (&["trailersx"][..], None),
+            (&[][..], None),
+        ] {
+            let pairs: Vec<(&str, &str)> = sent.iter().map(|v| ("te", *v)).collect();
+            let mut parts = head(Version::HTTP_11, &pairs);
+            upstream_head(&mut parts, visitor(&client(false)));
+            let got: Vec<_> = parts.headers.get_all("te").iter().collect();
+            assert_eq!(got, forwarded.into_iter().collect::<Vec<_>>(), "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn an_answers_trailer_announcement_stays_for_its_trailers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("trailer", HeaderValue::from_static("x-checksum"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers["trailer"], "x-checksum");
+        assert!(headers.get("transfer-encoding").is_none());
     }
 
     #[test]

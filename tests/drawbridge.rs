@@ -34,6 +34,7 @@ mod slow_clients;
 mod smuggling;
 mod streaming;
 mod tls_handshake;
+mod trailers;
 mod tunnel;
 mod upstream_faults;
 mod upstream_flood;

@@ -271,6 +271,7 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
         "/echo" => echo(&request),
         "/trickle" => trickle(seen.clone()),
         "/upload" => upload(request, &seen).await,
+        "/trailers" => trailers(request).await,
         "/hang" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             full(StatusCode::OK, "")
@@ -442,6 +443,37 @@ async fn upload(request: Request<Incoming>, seen: &Seen) -> Response<Body> {
     }
     seen.uploads_completed.fetch_add(1, Ordering::SeqCst);
     full(StatusCode::OK, total.to_string())
+}
+
+/// A service that ends its answer with a trailer, as gRPC-style services
+/// behind an agent do (Kestrel sends none over HTTP/1.1, so Jellyfin never
+/// does): two chunks, then `x-checksum`, which hyper's HTTP/1.1 server sends
+/// only when the request said `TE: trailers`. The answer's head tells what
+/// arrived: `x-te`, the request's TE, and `x-request-trailers`, the names of
+/// the request's own trailers.
+async fn trailers(request: Request<Incoming>) -> Response<Body> {
+    let te = request.headers().get(header::TE).cloned();
+    let received = match request.into_body().collect().await {
+        Ok(collected) => collected.trailers().cloned().unwrap_or_default(),
+        Err(_) => return full(StatusCode::BAD_REQUEST, "body broke"),
+    };
+    let names: Vec<&str> = received.keys().map(|name| name.as_str()).collect();
+    let mut trailer = http::HeaderMap::new();
+    trailer.insert("x-checksum", "sum-42".parse().unwrap());
+    let frames = [
+        Frame::data(Bytes::from_static(b"part one\n")),
+        Frame::data(Bytes::from_static(b"part two\n")),
+        Frame::trailers(trailer),
+    ];
+    let stream = futures_util::stream::iter(frames.into_iter().map(Ok));
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let headers = response.headers_mut();
+    headers.insert(header::TRAILER, "x-checksum".parse().unwrap());
+    if let Some(te) = te {
+        headers.insert("x-te", te);
+    }
+    headers.insert("x-request-trailers", names.join(",").parse().unwrap());
+    response
 }
 
 /// Headers and 100 of the 1000 promised bytes go out; then the origin dies.
