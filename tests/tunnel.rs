@@ -430,6 +430,67 @@ async fn two_agents_under_one_name_both_attach_and_one_covers_for_the_other() {
     assert_eq!(home.origin.seen.hits("/system/info/public"), 12);
 }
 
+/// Two machines at home under one name, and one cannot reach Jellyfin (its
+/// address is wrong, or the machine's network is down): requests go to the
+/// one that can. The first request the other refuses is sent again to the
+/// healthy one (nothing reached Jellyfin the first time); after that the
+/// refusing agent is passed over, uploads included, until none is left.
+#[tokio::test]
+async fn requests_go_to_the_agent_that_reaches_jellyfin() {
+    let mut home = Home::start("", 1).await;
+    let second_config = home.dir.path().join("second/agent.toml");
+    std::fs::create_dir_all(second_config.parent().unwrap()).unwrap();
+    let token = add_token(&home.edge_config, "home", home.edge.https);
+    enroll(&token, &second_config);
+    set_services(&second_config, crate::support::closed_addr().await, 1);
+    let mut second = Agent::start(&second_config);
+    home.attached(2).await;
+    for _ in 0..8 {
+        assert_eq!(home.info_status().await, 200);
+    }
+    let client = home.client(true);
+    for _ in 0..4 {
+        let upload = client
+            .post(home.url("/upload"))
+            .body(vec![7u8; 1000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(upload.status(), 200);
+    }
+    assert_eq!(home.origin.seen.hits("/system/info/public"), 8);
+    assert_eq!(
+        second.count("the local service did not answer"),
+        1,
+        "asked once, then passed over"
+    );
+    assert_eq!(count(&home.edge, "sending the request once more"), 1);
+    // The healthy machine goes: the other is all there is, and its refusal
+    // is drawbridge's 502, at once.
+    home.agent.child.kill().unwrap();
+    let _ = home.agent.child.wait();
+    wait_until(
+        || {
+            count(&home.edge, "tunnel connection ended")
+                + count(&home.edge, "tunnel connection closed")
+                >= 1
+        },
+        Duration::from_secs(10),
+        "the edge to see the healthy agent go",
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(home.info_status().await, 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(second.count("the local service did not answer"), 2);
+    second.child.kill().unwrap();
+    let _ = second.child.wait();
+}
+
 /// Visitors who pause a film stop reading; what home already sent waits at
 /// the edge. On one tunnel connection, six paused films (more than the
 /// connection's credit divided by a stream's) must not freeze the API calls

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
 use serve::Services;
-pub use serve::REFUSED;
+pub use serve::{REFUSED, UNREACHABLE};
 
 use crate::socket::coalesce::Coalesce;
 use crate::socket::rewind::Rewind;

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -23,6 +24,14 @@ use crate::forwarding::remove_hop_by_hop;
 /// own error page and logs the reason.
 pub const REFUSED: &str = "drawbridge-agent-refused";
 
+/// The refusal for a service that could not be connected to: nothing of
+/// the request reached it, so the edge may send it to another agent.
+pub const UNREACHABLE: &str = "unreachable";
+
+/// How long connecting to a service may take: a machine at home that is off
+/// drops packets, and the edge should hear so before its visitor gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The services and the client that reaches them.
 #[derive(Debug, Clone)]
 pub struct Services {
@@ -35,6 +44,7 @@ impl Services {
     pub fn new(addrs: BTreeMap<String, String>) -> Services {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Services {
             addrs: Arc::new(addrs),
@@ -76,9 +86,13 @@ impl Services {
                 remove_hop_by_hop(response.headers_mut());
                 response.map(|body| body.map_err(Into::into).boxed())
             }
-            Err(error) => {
+            Err(error) if error.is_connect() => {
                 tracing::warn!(service, addr, error = %crate::error::causes(&error), "the local service did not answer");
-                refused(StatusCode::BAD_GATEWAY, "unreachable")
+                refused(StatusCode::BAD_GATEWAY, UNREACHABLE)
+            }
+            Err(error) => {
+                tracing::warn!(service, addr, error = %crate::error::causes(&error), "the local service broke off its answer");
+                refused(StatusCode::BAD_GATEWAY, "failed")
             }
         }
     }
@@ -99,22 +113,27 @@ impl Services {
         let headers = upgrade.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let stream = match tokio::net::TcpStream::connect(addr).await {
-            Ok(stream) => stream,
-            Err(error) => {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr));
+        let stream = match connected.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
                 tracing::warn!(addr, %error, "the local service did not answer a WebSocket");
-                return refused(StatusCode::BAD_GATEWAY, "unreachable");
+                return refused(StatusCode::BAD_GATEWAY, UNREACHABLE);
+            }
+            Err(_) => {
+                tracing::warn!(addr, "the local service did not answer a WebSocket in time");
+                return refused(StatusCode::BAD_GATEWAY, UNREACHABLE);
             }
         };
         let _ = stream.set_nodelay(true);
         let Ok((mut sender, connection)) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
         else {
-            return refused(StatusCode::BAD_GATEWAY, "unreachable");
+            return refused(StatusCode::BAD_GATEWAY, "failed");
         };
         tokio::spawn(connection.with_upgrades());
         let Ok(mut response) = sender.send_request(upgrade).await else {
-            return refused(StatusCode::BAD_GATEWAY, "unreachable");
+            return refused(StatusCode::BAD_GATEWAY, "failed");
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             remove_hop_by_hop(response.headers_mut());

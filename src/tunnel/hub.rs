@@ -4,10 +4,14 @@
 //!
 //! A request for `tunnel:NAME/service` goes out on one of NAME's connections
 //! that can take a stream, in turn; with none up it waits up to
-//! `AGENT_WAIT` for one to arrive, then fails (a 502 for the visitor). A
+//! `AGENT_WAIT` for one to arrive, then fails (a 502 for the visitor). An
+//! agent that said it could not reach the service is passed over for it for
+//! `DOWN_FOR` while another agent of the name is up (two machines at home:
+//! requests go to the one that reaches Jellyfin). A
 //! connection ends when its TCP or TLS breaks, its PINGs go unanswered, or
 //! its agent is removed: the streams on it end cut short, never completed.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::register::{Agent, Register};
@@ -44,6 +49,10 @@ const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// `STREAM_WINDOW` each, at most `upstream_max_conns` of a site at once.
 const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
+/// How long an agent that could not reach a service is passed over for
+/// that service while another agent of its name can take the request.
+const DOWN_FOR: Duration = Duration::from_secs(10);
+
 /// How often the edge PINGs each agent connection, and how long an answer
 /// may take before the connection is given up.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -59,6 +68,17 @@ struct Link {
     sender: SendRequest<Body>,
     close: CancellationToken,
     bytes: Arc<ByteCounts>,
+}
+
+impl Link {
+    /// Up, and its agent not passed over for `service`.
+    fn takes(&self, service: &str, down: &HashMap<(String, String), Instant>) -> bool {
+        let passed_over = !down.is_empty()
+            && down
+                .get(&(self.pin.clone(), service.to_string()))
+                .is_some_and(|until| *until > Instant::now());
+        self.sender.is_ready() && !self.close.is_cancelled() && !passed_over
+    }
 }
 
 /// Bytes through one connection, both ways.
@@ -110,6 +130,16 @@ pub struct Hub {
     arrived: Notify,
     next: AtomicU64,
     turn: AtomicUsize,
+    /// (agent key's pin, service) → until when that agent is passed over
+    /// for that service: it said the service did not answer.
+    down: Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// One agent connection chosen for a request: its sender, and the pin of
+/// the agent's key, to name the agent in `Hub::service_down`.
+struct Picked {
+    sender: SendRequest<Body>,
+    pin: String,
 }
 
 impl std::fmt::Debug for Hub {
@@ -140,6 +170,7 @@ impl Hub {
             arrived: Notify::new(),
             next: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
+            down: Mutex::new(HashMap::new()),
         })
     }
 
@@ -249,48 +280,82 @@ impl Hub {
         self.links.lock().expect("hub lock").retain(|l| l.id != id);
     }
 
-    /// Sends `request` (its URI's authority names the service) to agent
-    /// `agent`, waiting up to `AGENT_WAIT` for one of its connections.
+    /// Sends `request` (its URI's authority names `service`) to agent
+    /// `agent`, waiting up to `AGENT_WAIT` for one of its connections; the
+    /// answer, and the pin of the agent that gave it.
     pub async fn send(
         &self,
         agent: &str,
+        service: &str,
         request: Request<Body>,
-    ) -> Result<Response<Incoming>, HubError> {
+    ) -> Result<(Response<Incoming>, String), HubError> {
         let waited = tokio::time::timeout(AGENT_WAIT, async {
             loop {
                 let arrived = self.arrived.notified();
                 tokio::pin!(arrived);
                 arrived.as_mut().enable();
-                if let Some(sender) = self.pick(agent) {
-                    return sender;
+                if let Some(picked) = self.pick(agent, service) {
+                    return picked;
                 }
                 arrived.await;
             }
         });
-        let Ok(mut sender) = waited.await else {
+        let Ok(Picked { mut sender, pin }) = waited.await else {
             return Err(HubError::NotConnected(agent.to_string()));
         };
-        sender
-            .send_request(request)
-            .await
-            .map_err(|source| HubError::Exchange {
+        match sender.send_request(request).await {
+            Ok(response) => Ok((response, pin)),
+            Err(source) => Err(HubError::Exchange {
                 agent: agent.to_string(),
                 source,
-            })
+            }),
+        }
     }
 
-    /// One of `agent`'s connections that can take a stream, in turn.
-    fn pick(&self, agent: &str) -> Option<SendRequest<Body>> {
+    /// Notes that the agent whose key has `pin` could not reach `service`:
+    /// for `DOWN_FOR` its connections take that service's requests only
+    /// when no other agent of its name can.
+    pub fn service_down(&self, pin: &str, service: &str) {
+        let until = Instant::now() + DOWN_FOR;
+        let mut down = self.down.lock().expect("hub lock");
+        down.retain(|_, until| *until > Instant::now());
+        down.insert((pin.to_string(), service.to_string()), until);
+    }
+
+    /// Whether a connection of `agent` can take `service`'s next request
+    /// from an agent other than the one whose key has `pin`, not passed over.
+    pub fn another_up(&self, agent: &str, service: &str, pin: &str) -> bool {
         let links = self.links.lock().expect("hub lock");
+        let down = self.down.lock().expect("hub lock");
+        links
+            .iter()
+            .any(|l| l.name == agent && l.pin != pin && l.takes(service, &down))
+    }
+
+    /// One of `agent`'s connections that can take a stream, in turn: of
+    /// those whose agent reaches `service`, or of all when none does.
+    fn pick(&self, agent: &str, service: &str) -> Option<Picked> {
+        let links = self.links.lock().expect("hub lock");
+        let down = self.down.lock().expect("hub lock");
         let ready: Vec<&Link> = links
             .iter()
             .filter(|l| l.name == agent && l.sender.is_ready() && !l.close.is_cancelled())
             .collect();
-        if ready.is_empty() {
+        let up: Vec<&Link> = ready
+            .iter()
+            .copied()
+            .filter(|l| l.takes(service, &down))
+            .collect();
+        let choice = if up.is_empty() { ready } else { up };
+        if choice.is_empty() {
             return None;
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        Some(ready[turn % ready.len()].sender.clone())
+        let link = choice[turn % choice.len()];
+        Some(Picked {
+            sender: link.sender.clone(),
+            pin: link.pin.clone(),
+        })
     }
 
     /// Every enrolled agent and its connections.

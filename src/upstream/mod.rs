@@ -192,14 +192,7 @@ impl Upstream {
         request: Request<Body>,
         deadline: &Deadline,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let replay = replayable(&request).then(|| {
-            let mut copy = Request::new(());
-            *copy.method_mut() = request.method().clone();
-            *copy.uri_mut() = request.uri().clone();
-            *copy.version_mut() = request.version();
-            *copy.headers_mut() = request.headers().clone();
-            copy
-        });
+        let replay = replay_of(&request);
         match self.send(request, deadline).await {
             Err(Failure::Exchange(error)) if replay.is_some() && stale_connection(&error) => {
                 tracing::debug!(upstream = %self.authority, %error, "pooled connection was dead; retrying once on a fresh one");
@@ -373,6 +366,19 @@ enum Failure {
     Timeout,
     /// The tunnel had no connection up, or the agent refused.
     Tunnel(String),
+}
+
+/// A copy of `request`'s head to send it again with an empty body, when it
+/// is safe to send twice.
+fn replay_of<B: http_body::Body>(request: &Request<B>) -> Option<Request<()>> {
+    replayable(request).then(|| {
+        let mut copy = Request::new(());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = request.headers().clone();
+        copy
+    })
 }
 
 /// Safe to send twice: idempotent (RFC 9110 §9.2.2) and without a body to replay.

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode, Version};
 use super::limit::Deadline;
 use super::pool::UpstreamBody;
 use super::{Acquired, Failure, Tunnel, Upstream};
-use crate::agent::REFUSED;
+use crate::agent::{REFUSED, UNREACHABLE};
 use crate::body::Body;
 use crate::tunnel::hub::HubError;
 
@@ -30,38 +30,95 @@ impl Upstream {
         Ok(response.map(|body| UpstreamBody::tunneled(body, permit)))
     }
 
-    /// Sends `request` to the agent and checks its answer's head.
+    /// Sends `request` to the agent and checks its answer's head. When the
+    /// agent that took it could not reach its service (nothing was sent
+    /// there), the agent is passed over for the service a while, and a
+    /// request safe to send twice goes once more to another agent of the
+    /// name, if one is up.
     pub(super) async fn exchange_tunneled(
         &self,
         tunnel: &Tunnel,
-        mut request: Request<Body>,
+        request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, Failure> {
-        *request.version_mut() = Version::HTTP_2;
-        let sent = tunnel.hub.send(&tunnel.agent, request);
-        let response = match tokio::time::timeout(self.response_timeout, sent).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(HubError::Exchange { source, .. })) => return Err(Failure::Exchange(source)),
-            Ok(Err(error)) => return Err(Failure::Tunnel(error.to_string())),
-            Err(_) => return Err(Failure::Timeout),
+        let replay = super::replay_of(&request);
+        let (response, pin) = self.tunnel_once(tunnel, request).await?;
+        let Err(refused) = refusal(tunnel, &response) else {
+            return Ok(response);
         };
-        if let Some(why) = response.headers().get(REFUSED) {
-            let why = match why.as_bytes() {
-                b"not-exposed" => format!(
-                    "agent `{}` does not expose service `{}` (add it to the agent's [services])",
-                    tunnel.agent, tunnel.service
-                ),
-                _ if response.status() == StatusCode::BAD_GATEWAY => format!(
-                    "agent `{}` cannot reach its service `{}`",
-                    tunnel.agent, tunnel.service
-                ),
-                other => format!(
-                    "agent `{}` refused: {}",
-                    tunnel.agent,
-                    String::from_utf8_lossy(other)
-                ),
-            };
-            return Err(Failure::Tunnel(why));
+        if !refused.service_down {
+            return Err(Failure::Tunnel(refused.why));
         }
-        Ok(response)
+        tunnel.hub.service_down(&pin, &tunnel.service);
+        let Some(again) = replay else {
+            return Err(Failure::Tunnel(refused.why));
+        };
+        if !tunnel.hub.another_up(&tunnel.agent, &tunnel.service, &pin) {
+            return Err(Failure::Tunnel(refused.why));
+        }
+        tracing::info!(
+            agent = tunnel.agent,
+            service = tunnel.service,
+            why = refused.why,
+            "sending the request once more, to another agent"
+        );
+        let again = again.map(|()| crate::body::empty_body());
+        let (response, pin) = self.tunnel_once(tunnel, again).await?;
+        match refusal(tunnel, &response) {
+            Ok(()) => Ok(response),
+            Err(refused) => {
+                if refused.service_down {
+                    tunnel.hub.service_down(&pin, &tunnel.service);
+                }
+                Err(Failure::Tunnel(refused.why))
+            }
+        }
     }
+
+    /// One stream to the agent: its answer's head within `response_timeout`,
+    /// and the pin of the agent that gave it.
+    async fn tunnel_once(
+        &self,
+        tunnel: &Tunnel,
+        mut request: Request<Body>,
+    ) -> Result<(Response<hyper::body::Incoming>, String), Failure> {
+        *request.version_mut() = Version::HTTP_2;
+        let sent = tunnel.hub.send(&tunnel.agent, &tunnel.service, request);
+        match tokio::time::timeout(self.response_timeout, sent).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(HubError::Exchange { source, .. })) => Err(Failure::Exchange(source)),
+            Ok(Err(error)) => Err(Failure::Tunnel(error.to_string())),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+}
+
+/// An agent's own refusal: why, for the log, and whether it was that its
+/// service did not answer.
+struct Refused {
+    why: String,
+    service_down: bool,
+}
+
+/// The agent's refusal, if `response` is one (marked with `REFUSED`).
+fn refusal(tunnel: &Tunnel, response: &Response<hyper::body::Incoming>) -> Result<(), Refused> {
+    let Some(why) = response.headers().get(REFUSED) else {
+        return Ok(());
+    };
+    let service_down = why.as_bytes() == UNREACHABLE.as_bytes();
+    let why = match why.as_bytes() {
+        b"not-exposed" => format!(
+            "agent `{}` does not expose service `{}` (add it to the agent's [services])",
+            tunnel.agent, tunnel.service
+        ),
+        _ if service_down || response.status() == StatusCode::BAD_GATEWAY => format!(
+            "agent `{}` cannot reach its service `{}`",
+            tunnel.agent, tunnel.service
+        ),
+        other => format!(
+            "agent `{}` refused: {}",
+            tunnel.agent,
+            String::from_utf8_lossy(other)
+        ),
+    };
+    Err(Refused { why, service_down })
 }
