@@ -242,7 +242,6 @@ impl Hub {
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = CancellationToken::new();
-        tracing::info!(agent = name, %from, "agent connected");
         let register = self.register.clone();
         let noted = tokio::task::spawn_blocking(move || {
             register
@@ -266,6 +265,9 @@ impl Hub {
             close: close.clone(),
             bytes,
         });
+        // Logged once the connection can take requests and `tunnel list`
+        // shows it (tests wait for this line).
+        tracing::info!(agent = name, %from, "agent connected");
         self.arrived.notify_waiters();
         tokio::select! {
             result = connection => {
