@@ -255,7 +255,11 @@ def main(quick):
 
 def write(table):
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    section = f"## The home leg\n\nMeasured {stamp} by `bench/run --tunnel` (set-up in bench/tunnel.py).\n\n{table}\n"
+    # Loopback TCP pays for the receiver too, and BBR's pacing costs both
+    # ends CPU per GiB there (docs/performance.md, "The home leg, read").
+    cc = pathlib.Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    section = (f"## The home leg\n\nMeasured {stamp} by `bench/run --tunnel` (set-up in bench/tunnel.py); "
+               f"TCP congestion control `{cc}`.\n\n{table}\n")
     write_section("The home leg", "TUNNEL.md", section)
 
 if __name__ == "__main__":
