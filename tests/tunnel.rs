@@ -465,6 +465,12 @@ async fn requests_go_to_the_agent_that_reaches_jellyfin() {
         "asked once, then passed over"
     );
     assert_eq!(count(&home.edge, "sending the request once more"), 1);
+    let (list, _) = cli(&["tunnel", "list", "-c", home.edge_config.to_str().unwrap()]);
+    assert_eq!(
+        list.matches("cannot reach its service `jellyfin`").count(),
+        1,
+        "{list}"
+    );
     // The healthy machine goes: the other is all there is, and its refusal
     // is drawbridge's 502, at once.
     home.agent.child.kill().unwrap();

@@ -92,6 +92,7 @@ pub fn command(config: &Config, action: &TunnelAction) -> anyhow::Result<()> {
                                 pin: a.pin,
                                 enrolled: a.enrolled,
                                 connections: Vec::new(),
+                                unreachable: Vec::new(),
                             })
                             .collect()
                     }
@@ -148,6 +149,9 @@ fn print_agents(agents: &[AgentStatus]) {
                 "  from {from} since {}\t{received} bytes in, {sent} bytes out",
                 when(*since)
             );
+        }
+        for service in &agent.unreachable {
+            println!("  cannot reach its service `{service}`: another agent of the name takes its requests while one is up");
         }
     }
 }

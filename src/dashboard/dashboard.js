@@ -75,7 +75,8 @@ function draw(status, perMinute) {
     const item = document.createElement("li");
     const from = agent.connections.map((c) => c[0]).join(", ");
     item.textContent = agent.name + ": " + (agent.connections.length
-      ? agent.connections.length + " connection(s) from " + from : "not connected");
+      ? agent.connections.length + " connection(s) from " + from : "not connected")
+      + (agent.unreachable.length ? "; cannot reach " + agent.unreachable.join(", ") : "");
     agents.append(item);
   }
   document.getElementById("connections").textContent = status.connections + " open";

@@ -100,6 +100,10 @@ pub struct AgentStatus {
     /// Its connections that are up: from where, since when (Unix seconds),
     /// bytes received and sent by the edge.
     pub connections: Vec<(String, u64, u64, u64)>,
+    /// The services it said it could not reach, for which it is passed
+    /// over now.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
 }
 
 /// Why a request could not go through a tunnel.
@@ -363,6 +367,8 @@ impl Hub {
     /// Every enrolled agent and its connections.
     pub fn status(&self) -> Vec<AgentStatus> {
         let links = self.links.lock().expect("hub lock");
+        let down = self.down.lock().expect("hub lock");
+        let now = Instant::now();
         let unix = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
@@ -385,6 +391,11 @@ impl Hub {
                             l.bytes.written.load(Ordering::Relaxed),
                         )
                     })
+                    .collect(),
+                unreachable: down
+                    .iter()
+                    .filter(|((pin, _), until)| *pin == agent.pin && **until > now)
+                    .map(|((_, service), _)| service.clone())
                     .collect(),
             })
             .collect()
