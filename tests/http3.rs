@@ -13,7 +13,8 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Request, Response};
 
-use crate::support::origin::Origin;
+use crate::support::origin::{seen, Origin};
+use crate::support::tunnel::Home;
 use crate::support::{client_config, site, TestGateway};
 
 /// One HTTP/3 connection to the gateway.
@@ -23,13 +24,19 @@ struct H3 {
 }
 
 async fn connect(gw: &TestGateway, from: &str, sni: &str) -> Result<H3, String> {
-    let tls = client_config(gw.ca_pem.as_deref().unwrap(), &[b"h3"]);
+    let quic = gw.quic.expect("HTTP/3 is on by default");
+    connect_to(gw.ca_pem.as_deref().unwrap(), quic, from, sni).await
+}
+
+/// One HTTP/3 connection to `quic`, trusting `ca_pem`, from the loopback
+/// address `from`.
+async fn connect_to(ca_pem: &[u8], quic: SocketAddr, from: &str, sni: &str) -> Result<H3, String> {
+    let tls = client_config(ca_pem, &[b"h3"]);
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let bind: SocketAddr = format!("{from}:0").parse().unwrap();
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let quic = gw.quic.expect("HTTP/3 is on by default");
     let connecting = endpoint.connect(quic, sni).map_err(|e| e.to_string())?;
     let connection = tokio::time::timeout(std::time::Duration::from_secs(5), connecting)
         .await
@@ -148,6 +155,65 @@ async fn requests_over_http3_reach_home_as_over_tcp() {
     assert_eq!(
         tcp.headers()["alt-svc"].to_str().unwrap(),
         format!("h3=\":{}\"; ma=86400", gw.quic.unwrap().port())
+    );
+}
+
+/// An HTTP/3 visitor of a site whose home is behind the tunnel: the same
+/// forwarded head, Range and upload, and the body limit before anything
+/// enters the tunnel — the pipeline does not know the transport.
+#[tokio::test]
+async fn http3_visitors_reach_home_through_the_tunnel() {
+    let home = Home::start("max_body = \"1MiB\"", 1).await;
+    let opened = home
+        .edge
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|line| line.split("quic=").nth(1).map(str::to_string))
+        .expect("the edge opens HTTP/3");
+    let quic: SocketAddr = opened.trim().parse().unwrap();
+    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let mut h3 = connect_to(&ca, quic, "127.0.0.1", "jelly.test")
+        .await
+        .unwrap();
+
+    let (response, body) = h3.get("jelly.test", "/echo").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen(&echo, "x-forwarded-for"), ["127.0.0.1"], "{echo}");
+    assert_eq!(seen(&echo, "host"), ["jelly.test"], "{echo}");
+
+    let ranged = Request::get("https://jelly.test/videos/1/stream")
+        .header("range", "bytes=100-199")
+        .body(())
+        .unwrap();
+    let (response, body) = h3.send(ranged, None).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(body.len(), 100);
+
+    let upload = Request::post("https://jelly.test/upload").body(()).unwrap();
+    let (response, _) = h3
+        .send(upload, Some(Bytes::from(vec![7u8; 512 * 1024])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let uploaded = &home.origin.seen.upload_bytes;
+    assert_eq!(uploaded.load(Ordering::SeqCst), 512 * 1024);
+
+    let too_big = Request::post("https://jelly.test/upload")
+        .header("content-length", (2 * 1024 * 1024).to_string())
+        .body(())
+        .unwrap();
+    let (response, _) = h3
+        .send(too_big, Some(Bytes::from(vec![7u8; 2 * 1024 * 1024])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        uploaded.load(Ordering::SeqCst),
+        512 * 1024,
+        "nothing more went home"
     );
 }
 
