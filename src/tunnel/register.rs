@@ -2,8 +2,9 @@
 //! `state_dir/tunnel/` (mode 0600, written whole and atomically):
 //! `agents.json` (name, key pin, when enrolled) and `tokens.json` (the
 //! one-time secrets not yet spent). `drawbridge tunnel add/remove` and the
-//! running edge both write them; the running edge keeps the agents' pins in
-//! memory for its handshakes and reads the files again after a change.
+//! running edge both write them, one change at a time (a lock on the folder);
+//! the running edge keeps the agents' pins in memory for its handshakes and
+//! reads the files again after a change.
 //!
 //! A token is what `tunnel add` prints: base64url of JSON carrying the edge's
 //! address, the pin of the edge's tunnel key, the token's id, a 32-byte secret
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::write_atomic;
@@ -165,6 +167,24 @@ impl Register {
         }
     }
 
+    /// Holds a lock on the `tunnel/` folder itself (flock, exclusive) until
+    /// dropped: every change reads, changes and writes the register under
+    /// it, so `tunnel add` and `tunnel remove` (another process, maybe
+    /// root) and the edge's enrollments (several at once) take turns.
+    /// Without it a token raced for was spent by each racer, and a write
+    /// from a stale read brought spent tokens and removed agents back. The
+    /// folder, not a lock file: a file root made would shut the service's
+    /// user out.
+    fn exclusive(&self) -> Result<Flock<std::fs::File>, RegisterError> {
+        let fail = |why: String| RegisterError::Storage {
+            path: self.dir.display().to_string(),
+            why,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(|e| fail(e.to_string()))?;
+        let folder = std::fs::File::open(&self.dir).map_err(|e| fail(e.to_string()))?;
+        Flock::lock(folder, FlockArg::LockExclusive).map_err(|(_, errno)| fail(errno.to_string()))
+    }
+
     fn write<T: Serialize>(&self, file: &str, items: &[T]) -> Result<(), RegisterError> {
         let path = self.dir.join(file);
         let fail = |e: std::io::Error| RegisterError::Storage {
@@ -184,6 +204,7 @@ impl Register {
 
     /// Notes that an agent attached from `ip`; false if it was known.
     pub fn note_home(&self, ip: std::net::IpAddr) -> Result<bool, RegisterError> {
+        let _turn = self.exclusive()?;
         let mut homes = self.homes();
         if homes.last() == Some(&ip) {
             return Ok(false);
@@ -214,6 +235,7 @@ impl Register {
             return Err(RegisterError::BadName(name.to_string()));
         }
         let now = now();
+        let _turn = self.exclusive()?;
         let mut pending: Vec<Pending> = self.read("tokens.json")?;
         pending.retain(|p| p.expires > now);
         let token = Token {
@@ -244,6 +266,7 @@ impl Register {
         exported: &[u8],
         pin: &str,
     ) -> Result<String, RegisterError> {
+        let _turn = self.exclusive()?;
         let mut pending: Vec<Pending> = self.read("tokens.json")?;
         let Some(at) = pending.iter().position(|p| p.id == id) else {
             return Err(RegisterError::Unknown);
@@ -276,6 +299,7 @@ impl Register {
     /// Removes every agent called `name` and its pending tokens; whether
     /// there was any.
     pub fn remove(&self, name: &str) -> Result<bool, RegisterError> {
+        let _turn = self.exclusive()?;
         let mut agents = self.agents()?;
         let before = agents.len();
         agents.retain(|a| a.name != name);
@@ -344,6 +368,106 @@ mod tests {
         );
         assert!(register.remove("home").unwrap());
         assert!(register.agents().unwrap().is_empty());
+    }
+
+    /// Two enrollments with one token at the same moment (its owner and a
+    /// thief): one agent, not two.
+    #[test]
+    fn a_token_raced_for_is_still_spent_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let register = Register::new(dir.path());
+        let channel = [7u8; 32];
+        for round in 0..20 {
+            let token = register
+                .add_token(
+                    "home",
+                    "vps.test:443",
+                    "sha256/edge",
+                    Duration::from_secs(60),
+                )
+                .unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let enrolled: usize = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..8)
+                    .map(|i| {
+                        let (register, token, start) = (&register, &token, start.clone());
+                        scope.spawn(move || {
+                            start.wait();
+                            let pin = format!("sha256/{round}-{i}");
+                            register.redeem(&token.id, &token.proof(&channel), &channel, &pin)
+                        })
+                    })
+                    .collect();
+                racers
+                    .into_iter()
+                    .map(|racer| racer.join().unwrap())
+                    .filter(Result::is_ok)
+                    .count()
+            });
+            assert_eq!(enrolled, 1, "round {round}");
+        }
+        assert_eq!(register.agents().unwrap().len(), 20);
+    }
+
+    /// `tunnel add` and `tunnel remove` (another process) while the edge
+    /// spends tokens and enrols agents: a spent token never comes back, an
+    /// added one is never lost, a removed agent never returns.
+    #[test]
+    fn the_cli_and_the_edge_writing_at_once_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let register = Register::new(dir.path());
+        let channel = [7u8; 32];
+        let spendable: Vec<Token> = (0..40)
+            .map(|_| {
+                register
+                    .add_token(
+                        "home",
+                        "vps.test:443",
+                        "sha256/edge",
+                        Duration::from_secs(60),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let added: Vec<Token> = std::thread::scope(|scope| {
+            let edge = scope.spawn(|| {
+                for (i, token) in spendable.iter().enumerate() {
+                    let pin = format!("sha256/{i}");
+                    let name = register.redeem(&token.id, &token.proof(&channel), &channel, &pin);
+                    assert_eq!(name, Ok("home".to_string()));
+                }
+            });
+            let cli = scope.spawn(|| {
+                (0..40)
+                    .map(|_| {
+                        assert!(!register.remove("gone").unwrap());
+                        register
+                            .add_token(
+                                "other",
+                                "vps.test:443",
+                                "sha256/edge",
+                                Duration::from_secs(60),
+                            )
+                            .unwrap()
+                    })
+                    .collect()
+            });
+            edge.join().unwrap();
+            cli.join().unwrap()
+        });
+        let pending: Vec<super::Pending> = register.read("tokens.json").unwrap();
+        let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+        for token in &spendable {
+            assert!(!ids.contains(&token.id.as_str()), "a spent token came back");
+        }
+        for token in &added {
+            assert!(ids.contains(&token.id.as_str()), "an added token was lost");
+        }
+        assert_eq!(
+            register.agents().unwrap().len(),
+            40,
+            "an enrolled agent was lost"
+        );
     }
 
     #[test]
