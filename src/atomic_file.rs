@@ -31,6 +31,39 @@ fn temp_prefix(file_name: &str) -> String {
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    let (folder, temp) = temp_written(path, bytes, mode, owner)?;
+    let result = fs::rename(&temp, path).and_then(|()| File::open(folder)?.sync_all());
+    if result.is_err() {
+        // Best effort: a leftover temp file is harmless but untidy.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Writes `bytes` to `path` as `write_atomic` does, unless `path` exists:
+/// then nothing changes and the answer is false. Two processes making the
+/// same file at once (a key made on first use) get one file, whole, and
+/// each can read back the one that won.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<bool> {
+    let (folder, temp) = temp_written(path, bytes, mode, None)?;
+    // A hard link never replaces what is there, unlike a rename.
+    let linked = fs::hard_link(&temp, path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => File::open(folder)?.sync_all().map(|()| true),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// A temp file beside `path` holding `bytes`, synced, with `mode` and, where
+/// the writer may set it, `owner`: its folder and its path.
+fn temp_written<'a>(
+    path: &'a Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<(&'a Path, PathBuf)> {
     let folder = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(folder)?;
     let file_name = path
@@ -54,15 +87,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             // Not permitted unless root or already the owner: then it is ours.
             let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
         }
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        File::open(folder)?.sync_all()
+        file.sync_all()
     })();
-    if result.is_err() {
-        // Best effort: a leftover temp file is harmless but untidy.
-        let _ = fs::remove_file(&temp);
+    match result {
+        Ok(()) => Ok((folder, temp)),
+        Err(error) => {
+            let _ = fs::remove_file(&temp);
+            Err(error)
+        }
     }
-    result
 }
 
 /// Removes the temporary files of `path` that a crash mid-write left behind
@@ -216,8 +249,21 @@ pub fn rename_synced(from: &Path, to: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{remove_stale_temps, set_aside, write_atomic, Coalesced};
+    use super::{remove_stale_temps, set_aside, write_atomic, write_new, Coalesced};
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_new_file_is_written_once_and_never_over_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/edge.pem");
+        assert!(write_new(&path, b"first", 0o600).unwrap());
+        assert!(!write_new(&path, b"second", 0o600).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
+    }
 
     #[test]
     fn writes_at_once_each_use_their_own_temporary_file() {

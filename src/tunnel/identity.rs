@@ -12,7 +12,7 @@ use rcgen::{CertificateParams, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::atomic_file::write_atomic;
+use crate::atomic_file::write_new;
 
 /// A key and its self-signed certificate.
 #[derive(Debug)]
@@ -66,8 +66,15 @@ impl Identity {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                write_atomic(path, pem.as_bytes(), 0o600).map_err(io)?;
-                Self::from_pem(pem.as_bytes()).ok_or_else(|| IdentityError::Damaged {
+                // Never over another's: `run` and `tunnel add` may both
+                // make the edge's key on first use, and a token printed
+                // with one pin while the file keeps another enrols no one.
+                let pem = if write_new(path, pem.as_bytes(), 0o600).map_err(io)? {
+                    pem.into_bytes()
+                } else {
+                    std::fs::read(path).map_err(io)?
+                };
+                Self::from_pem(&pem).ok_or_else(|| IdentityError::Damaged {
                     path: path.to_path_buf(),
                 })
             }
@@ -105,6 +112,33 @@ pub fn pin_of(cert: &CertificateDer<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::{pin_of, Identity};
+
+    /// `drawbridge run` and `drawbridge tunnel add` making the edge's key
+    /// at the same moment: one key, the one both go on with.
+    #[test]
+    fn two_makers_at_once_go_on_with_one_key() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tunnel/edge.pem");
+            let start = std::sync::Barrier::new(4);
+            let pins: Vec<String> = std::thread::scope(|scope| {
+                let makers: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            Identity::load_or_create(&path).unwrap().pin()
+                        })
+                    })
+                    .collect();
+                makers.into_iter().map(|m| m.join().unwrap()).collect()
+            });
+            let stored = Identity::load_or_create(&path).unwrap().pin();
+            assert!(
+                pins.iter().all(|pin| *pin == stored),
+                "{pins:?} vs {stored}"
+            );
+        }
+    }
 
     #[test]
     fn an_identity_is_made_once_and_keeps_its_pin() {
