@@ -146,11 +146,13 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("admin.sock")
 }
 
-/// Serves the admin socket until `shutdown`.
-pub async fn serve(path: PathBuf, sources: Sources, shutdown: CancellationToken) {
-    let Some(mut listener) = bind(&path) else {
-        return;
-    };
+/// Serves the admin socket `listener`, bound at `path`, until `shutdown`.
+pub async fn serve(
+    mut listener: UnixListener,
+    path: PathBuf,
+    sources: Sources,
+    shutdown: CancellationToken,
+) {
     let mut look = tokio::time::interval(SOCKET_CHECK);
     loop {
         let stream = tokio::select! {
@@ -186,7 +188,7 @@ const SOCKET_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A listener at `path` (mode 0600), its folder made and an old socket
 /// replaced; None, with a warning, when it cannot be had.
-fn bind(path: &Path) -> Option<UnixListener> {
+pub fn bind(path: &Path) -> Option<UnixListener> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }

@@ -290,7 +290,7 @@ async fn serve(
         .iter()
         .map(|site| (site.name(), check::describe(site)))
         .collect();
-    let server = Server::bind(config).await?;
+    let mut server = Server::bind(config).await?;
     let expiries = server.certificate_expiries();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -308,6 +308,7 @@ async fn serve(
             .with_context(|| format!("cannot write the pid file {}", pid_file.display()))?;
     }
     drop_root(&plan, &owned)?;
+    server.open_admin_socket();
     let status = format!("STATUS=serving {} sites", names.len());
     drawbridge::notify::notify(&format!("READY=1\n{status}"));
     if let Some(ca) = server.ca_cert_path() {

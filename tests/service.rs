@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use crate::support::{binary, config_file, site};
 
+/// A child process killed when the test ends, passed or failed.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn systemd_hears_ready_reloading_and_stopping_and_the_pid_file_comes_and_goes() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,15 +32,18 @@ fn systemd_hears_ready_reloading_and_stopping_and_the_pid_file_comes_and_goes() 
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let pid_file = dir.path().join("drawbridge.pid");
-    let mut child = Command::new(binary())
-        .args(["run", "-c"])
-        .arg(&config)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(binary())
+            .args(["run", "-c"])
+            .arg(&config)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let next = || {
         let mut buf = [0u8; 256];
         let n = socket.recv(&mut buf).expect("a notification");
@@ -46,11 +59,17 @@ fn systemd_hears_ready_reloading_and_stopping_and_the_pid_file_comes_and_goes() 
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(pid, child.id());
+    assert_eq!(pid, child.0.id());
+    // A command run the moment the service is up reaches the process, not
+    // the stored bans behind its back.
+    assert!(
+        dir.path().join("state/admin.sock").exists(),
+        "the admin socket is open before readiness is told"
+    );
     let signal = |name: &str| {
         assert!(Command::new("kill")
             .arg(format!("-{name}"))
-            .arg(child.id().to_string())
+            .arg(child.0.id().to_string())
             .status()
             .unwrap()
             .success());
@@ -60,7 +79,7 @@ fn systemd_hears_ready_reloading_and_stopping_and_the_pid_file_comes_and_goes() 
     assert!(next().starts_with("READY=1"));
     signal("TERM");
     assert_eq!(next(), "STOPPING=1");
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     assert!(!pid_file.exists(), "the pid file is removed at exit");
 }
 

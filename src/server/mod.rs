@@ -68,6 +68,8 @@ pub enum ServerError {
 pub struct Server {
     /// The admin listener (`/metrics`), when configured and bound.
     admin: Option<TcpListener>,
+    /// The admin socket (`state_dir/admin.sock`), once opened.
+    admin_socket: Option<tokio::net::UnixListener>,
     metrics: Arc<Metrics>,
     /// Plain-HTTP listeners, each with whether it expects PROXY headers.
     http: Vec<(TcpListener, bool)>,
@@ -153,6 +155,7 @@ impl Server {
         };
         Ok(Server {
             admin,
+            admin_socket: None,
             metrics,
             http,
             https,
@@ -231,6 +234,16 @@ impl Server {
         self.shared.guard.clone()
     }
 
+    /// Opens the admin socket now, as the user that will serve (after the
+    /// privileges are dropped) and before readiness is told: a command run
+    /// the moment `systemctl start` returns must find it, or it edits the
+    /// stored bans behind the running process's back. `run` opens it
+    /// otherwise.
+    pub fn open_admin_socket(&mut self) {
+        let path = crate::admin::socket_path(&self.started_with.server.state_dir);
+        self.admin_socket = crate::admin::bind(&path);
+    }
+
     /// Serves until `shutdown`, then stops accepting and lets in-flight
     /// requests finish for up to `[server] shutdown_grace`.
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -255,11 +268,17 @@ impl Server {
         }
         let drain = CancellationToken::new();
         self.acme.apply(&self.started_with.sites);
-        tokio::spawn(crate::admin::serve(
-            crate::admin::socket_path(&self.started_with.server.state_dir),
-            sources.clone(),
-            self.background.clone(),
-        ));
+        if self.admin_socket.is_none() {
+            self.open_admin_socket();
+        }
+        if let Some(listener) = self.admin_socket.take() {
+            tokio::spawn(crate::admin::serve(
+                listener,
+                crate::admin::socket_path(&self.started_with.server.state_dir),
+                sources.clone(),
+                self.background.clone(),
+            ));
+        }
         let failures = self.shared.handshake_failures.clone();
         let stop = self.background.clone();
         tokio::spawn(async move { failures.report(stop).await });
