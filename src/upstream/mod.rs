@@ -186,7 +186,8 @@ impl Upstream {
     }
 
     /// `forward` under a share already held: one retry of a replayable
-    /// request whose pooled connection turned out dead.
+    /// request whose pooled connection turned out dead, or whose agent
+    /// could not reach its service while another agent of the name is up.
     async fn forward_once_more(
         &self,
         request: Request<Body>,
@@ -196,13 +197,18 @@ impl Upstream {
         match self.send(request, deadline).await {
             Err(Failure::Exchange(error)) if replay.is_some() && stale_connection(&error) => {
                 tracing::debug!(upstream = %self.authority, %error, "pooled connection was dead; retrying once on a fresh one");
-                let again = replay.expect("checked").map(|()| crate::body::empty_body());
-                self.send(again, deadline)
-                    .await
-                    .map_err(|f| self.classify(f))
             }
-            other => other.map_err(|f| self.classify(f)),
+            Err(Failure::ServiceDown { why, pin })
+                if replay.is_some() && self.another_agent_up(&pin) =>
+            {
+                tracing::info!(upstream = %self.authority, why, "sending the request once more, to another agent");
+            }
+            other => return other.map_err(|f| self.classify(f)),
         }
+        let again = replay.expect("checked").map(|()| crate::body::empty_body());
+        self.send(again, deadline)
+            .await
+            .map_err(|f| self.classify(f))
     }
 
     /// A connection under the cap (waiting up to `deadline`), then one
@@ -326,7 +332,9 @@ impl Upstream {
                 after: self.response_timeout,
             },
             Failure::Connect(source) => ProxyError::UpstreamConnect { addr, source },
-            Failure::Tunnel(why) => ProxyError::UpstreamTunnel { addr, why },
+            Failure::Tunnel(why) | Failure::ServiceDown { why, .. } => {
+                ProxyError::UpstreamTunnel { addr, why }
+            }
             Failure::Exchange(error) => match body_error(&error) {
                 Some(BodyError::TooLarge { .. }) => ProxyError::PayloadTooLarge,
                 Some(BodyError::TooSlow) => ProxyError::BodyTooSlow,
@@ -366,6 +374,14 @@ enum Failure {
     Timeout,
     /// The tunnel had no connection up, or the agent refused.
     Tunnel(String),
+    /// The agent whose key has `pin` could not connect to its service:
+    /// nothing reached it, so another agent may be asked.
+    ServiceDown {
+        /// Why, for the log.
+        why: String,
+        /// The agent's key's pin.
+        pin: String,
+    },
 }
 
 /// A copy of `request`'s head to send it again with an empty body, when it

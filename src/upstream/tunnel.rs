@@ -30,17 +30,15 @@ impl Upstream {
         Ok(response.map(|body| UpstreamBody::tunneled(body, permit)))
     }
 
-    /// Sends `request` to the agent and checks its answer's head. When the
-    /// agent that took it could not reach its service (nothing was sent
-    /// there), the agent is passed over for the service a while, and a
-    /// request safe to send twice goes once more to another agent of the
-    /// name, if one is up.
+    /// Sends `request` to the agent and checks its answer's head. An agent
+    /// that could not reach its service (nothing was sent there) is passed
+    /// over for the service a while, and the failure names it, so that
+    /// `forward_once_more` may send a request safe to send twice to another.
     pub(super) async fn exchange_tunneled(
         &self,
         tunnel: &Tunnel,
         request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, Failure> {
-        let replay = super::replay_of(&request);
         let (response, pin) = self.tunnel_once(tunnel, request).await?;
         let Err(refused) = refusal(tunnel, &response) else {
             return Ok(response);
@@ -49,29 +47,18 @@ impl Upstream {
             return Err(Failure::Tunnel(refused.why));
         }
         tunnel.hub.service_down(&pin, &tunnel.service);
-        let Some(again) = replay else {
-            return Err(Failure::Tunnel(refused.why));
-        };
-        if !tunnel.hub.another_up(&tunnel.agent, &tunnel.service, &pin) {
-            return Err(Failure::Tunnel(refused.why));
-        }
-        tracing::info!(
-            agent = tunnel.agent,
-            service = tunnel.service,
-            why = refused.why,
-            "sending the request once more, to another agent"
-        );
-        let again = again.map(|()| crate::body::empty_body());
-        let (response, pin) = self.tunnel_once(tunnel, again).await?;
-        match refusal(tunnel, &response) {
-            Ok(()) => Ok(response),
-            Err(refused) => {
-                if refused.service_down {
-                    tunnel.hub.service_down(&pin, &tunnel.service);
-                }
-                Err(Failure::Tunnel(refused.why))
-            }
-        }
+        Err(Failure::ServiceDown {
+            why: refused.why,
+            pin,
+        })
+    }
+
+    /// Whether another agent than the one whose key has `pin` can take this
+    /// site's next request (never, without a tunnel).
+    pub(super) fn another_agent_up(&self, pin: &str) -> bool {
+        self.tunnel
+            .as_ref()
+            .is_some_and(|tunnel| tunnel.hub.another_up(&tunnel.agent, &tunnel.service, pin))
     }
 
     /// One stream to the agent: its answer's head within `response_timeout`,
