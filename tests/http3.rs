@@ -7,7 +7,7 @@
 //! answer over TLS on TCP names the HTTP/3 port in `Alt-Svc`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -83,6 +83,42 @@ impl H3 {
     }
 }
 
+/// A Range request, a 512 KiB upload that reaches home (`uploaded` counts
+/// what home received), and a 2 MiB one over the site's 1 MiB `max_body`:
+/// 413 at the edge, nothing more reaching home.
+async fn range_upload_and_the_body_limit(h3: &mut H3, uploaded: &AtomicU64) {
+    let ranged = Request::get("https://jelly.test/videos/1/stream")
+        .header("range", "bytes=100-199")
+        .body(())
+        .unwrap();
+    let (response, body) = h3.send(ranged, None).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(body.len(), 100);
+
+    let upload = Request::post("https://jelly.test/upload").body(()).unwrap();
+    let (response, _) = h3
+        .send(upload, Some(Bytes::from(vec![7u8; 512 * 1024])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(uploaded.load(Ordering::SeqCst), 512 * 1024);
+
+    let too_big = Request::post("https://jelly.test/upload")
+        .header("content-length", (2 * 1024 * 1024).to_string())
+        .body(())
+        .unwrap();
+    let (response, _) = h3
+        .send(too_big, Some(Bytes::from(vec![7u8; 2 * 1024 * 1024])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        uploaded.load(Ordering::SeqCst),
+        512 * 1024,
+        "nothing more went home"
+    );
+}
+
 #[tokio::test]
 async fn requests_over_http3_reach_home_as_over_tcp() {
     let origin = Origin::start().await;
@@ -111,33 +147,7 @@ async fn requests_over_http3_reach_home_as_over_tcp() {
     );
     assert!(!response.headers().contains_key("alt-svc"));
 
-    let ranged = Request::get("https://jelly.test/videos/1/stream")
-        .header("range", "bytes=100-199")
-        .body(())
-        .unwrap();
-    let (response, body) = h3.send(ranged, None).await.unwrap();
-    assert_eq!(response.status(), 206);
-    assert_eq!(body.len(), 100);
-
-    let upload = Request::post("https://jelly.test/upload").body(()).unwrap();
-    let (response, _) = h3
-        .send(upload, Some(Bytes::from(vec![7u8; 512 * 1024])))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(origin.seen.upload_bytes.load(Ordering::SeqCst), 512 * 1024);
-
-    // Over the site's max_body: 413 at the edge, nothing more reaches home.
-    let too_big = Request::post("https://jelly.test/upload")
-        .header("content-length", (2 * 1024 * 1024).to_string())
-        .body(())
-        .unwrap();
-    let (response, _) = h3
-        .send(too_big, Some(Bytes::from(vec![7u8; 2 * 1024 * 1024])))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    assert_eq!(origin.seen.upload_bytes.load(Ordering::SeqCst), 512 * 1024);
+    range_upload_and_the_body_limit(&mut h3, &origin.seen.upload_bytes).await;
 
     let metrics = gw.metrics().await;
     assert!(
@@ -184,37 +194,7 @@ async fn http3_visitors_reach_home_through_the_tunnel() {
     assert_eq!(seen(&echo, "x-forwarded-for"), ["127.0.0.1"], "{echo}");
     assert_eq!(seen(&echo, "host"), ["jelly.test"], "{echo}");
 
-    let ranged = Request::get("https://jelly.test/videos/1/stream")
-        .header("range", "bytes=100-199")
-        .body(())
-        .unwrap();
-    let (response, body) = h3.send(ranged, None).await.unwrap();
-    assert_eq!(response.status(), 206);
-    assert_eq!(body.len(), 100);
-
-    let upload = Request::post("https://jelly.test/upload").body(()).unwrap();
-    let (response, _) = h3
-        .send(upload, Some(Bytes::from(vec![7u8; 512 * 1024])))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let uploaded = &home.origin.seen.upload_bytes;
-    assert_eq!(uploaded.load(Ordering::SeqCst), 512 * 1024);
-
-    let too_big = Request::post("https://jelly.test/upload")
-        .header("content-length", (2 * 1024 * 1024).to_string())
-        .body(())
-        .unwrap();
-    let (response, _) = h3
-        .send(too_big, Some(Bytes::from(vec![7u8; 2 * 1024 * 1024])))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    assert_eq!(
-        uploaded.load(Ordering::SeqCst),
-        512 * 1024,
-        "nothing more went home"
-    );
+    range_upload_and_the_body_limit(&mut h3, &home.origin.seen.upload_bytes).await;
 }
 
 #[tokio::test]

@@ -318,18 +318,18 @@ mod tests {
     use super::{Register, RegisterError, Token};
     use std::time::Duration;
 
+    /// A token for an agent called `name`, valid for a minute.
+    fn token_for(register: &Register, name: &str) -> Token {
+        register
+            .add_token(name, "vps.test:443", "sha256/edge", Duration::from_secs(60))
+            .unwrap()
+    }
+
     #[test]
     fn a_token_is_spent_once_and_binds_to_its_channel() {
         let dir = tempfile::tempdir().unwrap();
         let register = Register::new(dir.path());
-        let token = register
-            .add_token(
-                "home",
-                "vps.test:443",
-                "sha256/edge",
-                Duration::from_secs(60),
-            )
-            .unwrap();
+        let token = token_for(&register, "home");
         let back = Token::decode(&token.encode()).unwrap();
         assert_eq!(back, token);
         let channel = [7u8; 32];
@@ -348,14 +348,7 @@ mod tests {
             register.redeem(&token.id, &token.proof(&channel), &channel, "sha256/a"),
             Err(RegisterError::Unknown)
         );
-        let token = register
-            .add_token(
-                "home",
-                "vps.test:443",
-                "sha256/edge",
-                Duration::from_secs(60),
-            )
-            .unwrap();
+        let token = token_for(&register, "home");
         assert_eq!(
             register.redeem(&token.id, &token.proof(&channel), &channel, "sha256/a"),
             Ok("home".to_string())
@@ -378,14 +371,7 @@ mod tests {
         let register = Register::new(dir.path());
         let channel = [7u8; 32];
         for round in 0..20 {
-            let token = register
-                .add_token(
-                    "home",
-                    "vps.test:443",
-                    "sha256/edge",
-                    Duration::from_secs(60),
-                )
-                .unwrap();
+            let token = token_for(&register, "home");
             let start = std::sync::Arc::new(std::sync::Barrier::new(8));
             let enrolled: usize = std::thread::scope(|scope| {
                 let racers: Vec<_> = (0..8)
@@ -417,18 +403,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let register = Register::new(dir.path());
         let channel = [7u8; 32];
-        let spendable: Vec<Token> = (0..40)
-            .map(|_| {
-                register
-                    .add_token(
-                        "home",
-                        "vps.test:443",
-                        "sha256/edge",
-                        Duration::from_secs(60),
-                    )
-                    .unwrap()
-            })
-            .collect();
+        let spendable: Vec<Token> = (0..40).map(|_| token_for(&register, "home")).collect();
         let added: Vec<Token> = std::thread::scope(|scope| {
             let edge = scope.spawn(|| {
                 for (i, token) in spendable.iter().enumerate() {
@@ -441,14 +416,7 @@ mod tests {
                 (0..40)
                     .map(|_| {
                         assert!(!register.remove("gone").unwrap());
-                        register
-                            .add_token(
-                                "other",
-                                "vps.test:443",
-                                "sha256/edge",
-                                Duration::from_secs(60),
-                            )
-                            .unwrap()
+                        token_for(&register, "other")
                     })
                     .collect()
             });
