@@ -367,6 +367,9 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
     )
     .await;
     assert_eq!(count(&edge, "agent connected"), 1);
+    // Its address is no longer kept out of kernel bans.
+    let homes = std::fs::read_to_string(dir.path().join("state/tunnel/homes.json")).unwrap();
+    assert!(!homes.contains("127.0.0.1"), "{homes}");
 }
 
 #[tokio::test]

@@ -208,6 +208,14 @@ impl Hub {
                     tracing::info!(agent = link.name, from = %link.from, "agent removed; closing its tunnel connection");
                     link.close.cancel();
                 }
+                drop(links);
+                // A removed agent's addresses leave the homes (`Register::remove`).
+                self.homes.send_if_modified(|homes| {
+                    let now = self.register.homes();
+                    let changed = *homes != now;
+                    *homes = now;
+                    changed
+                });
             }
             Err(error) => tracing::error!(%error, "cannot read the tunnel agents"),
         }
@@ -247,9 +255,10 @@ impl Hub {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = CancellationToken::new();
         let register = self.register.clone();
+        let pin_noted = pin.clone();
         let noted = tokio::task::spawn_blocking(move || {
             register
-                .note_home(from.ip())
+                .note_home(from.ip(), &pin_noted)
                 .map(|new| new.then(|| register.homes()))
         });
         match noted.await {
