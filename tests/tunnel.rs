@@ -500,6 +500,25 @@ async fn requests_go_to_the_agent_that_reaches_jellyfin() {
     let _ = second.child.wait();
 }
 
+/// Only the agent marks its refusals: a service's answer that carries the
+/// mark (a header it was made to reflect) is served as it is, and the agent
+/// is not passed over for it.
+#[tokio::test]
+async fn a_services_answer_cannot_pass_for_the_agents_refusal() {
+    let home = Home::start("", 1).await;
+    let response = home
+        .client(true)
+        .get(home.url("/refusal"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("drawbridge-agent-refused").is_none());
+    assert_eq!(response.text().await.unwrap(), "fine");
+    let (list, _) = cli(&["tunnel", "list", "-c", home.edge_config.to_str().unwrap()]);
+    assert!(!list.contains("cannot reach"), "{list}");
+}
+
 /// Visitors who pause a film stop reading; what home already sent waits at
 /// the edge. On one tunnel connection, six paused films (more than the
 /// connection's credit divided by a stream's) must not freeze the API calls

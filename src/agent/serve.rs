@@ -83,7 +83,7 @@ impl Services {
         parts.version = http::Version::HTTP_11;
         match self.client.request(Request::from_parts(parts, body)).await {
             Ok(mut response) => {
-                remove_hop_by_hop(response.headers_mut());
+                from_the_service(response.headers_mut());
                 response.map(|body| body.map_err(Into::into).boxed())
             }
             Err(error) if error.is_connect() => {
@@ -136,7 +136,7 @@ impl Services {
             return refused(StatusCode::BAD_GATEWAY, "failed");
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            remove_hop_by_hop(response.headers_mut());
+            from_the_service(response.headers_mut());
             return response.map(|body| body.map_err(Into::into).boxed());
         }
         let service_side = hyper::upgrade::on(&mut response);
@@ -160,6 +160,15 @@ impl Services {
         });
         answer
     }
+}
+
+/// A service's answer head as the edge gets it: hop-by-hop headers gone,
+/// and no refusal mark — only the agent sets that (a service made to
+/// reflect it would pass for the agent's refusal: a 502 for a good answer,
+/// and the agent passed over).
+fn from_the_service(headers: &mut http::HeaderMap) {
+    remove_hop_by_hop(headers);
+    headers.remove(REFUSED);
 }
 
 fn refused(status: StatusCode, why: &'static str) -> Response<Body> {

@@ -336,6 +336,14 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
                 .insert(header::CACHE_CONTROL, "public, max-age=1".parse().unwrap());
             r
         }
+        "/refusal" => {
+            // A service whose answer carries the agent's refusal mark (a
+            // header it was made to reflect): only the agent may set it.
+            let mut r = full(StatusCode::OK, "fine");
+            r.headers_mut()
+                .insert("drawbridge-agent-refused", "unreachable".parse().unwrap());
+            r
+        }
         "/hop" => {
             let mut r = full(StatusCode::OK, "hop");
             let h = r.headers_mut();
