@@ -500,6 +500,31 @@ async fn requests_go_to_the_agent_that_reaches_jellyfin() {
     let _ = second.child.wait();
 }
 
+/// One agent key used from several places at once (stolen, or one config
+/// copied to three machines) holds at most 16 tunnel connections at the
+/// edge: each one past that closes the key's oldest. Visitors are served.
+#[tokio::test]
+async fn one_agent_key_holds_at_most_sixteen_tunnel_connections() {
+    let home = Home::start("", 8).await;
+    let _second = Agent::start(&home.agent_config);
+    let _third = Agent::start(&home.agent_config);
+    home.attached(24).await;
+    wait_until(
+        || count(&home.edge, "closing its oldest") >= 8,
+        Duration::from_secs(10),
+        "the oldest connections to be closed",
+    )
+    .await;
+    let (list, _) = cli(&["tunnel", "list", "-c", home.edge_config.to_str().unwrap()]);
+    let up: usize = list
+        .split_once("home\t")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!((1..=16).contains(&up), "{up} connections up:\n{list}");
+    assert_eq!(home.info_status().await, 200);
+}
+
 /// Only the agent marks its refusals: a service's answer that carries the
 /// mark (a header it was made to reflect) is served as it is, and the agent
 /// is not passed over for it.

@@ -49,6 +49,12 @@ const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// `STREAM_WINDOW` each, at most `upstream_max_conns` of a site at once.
 const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
+/// The most tunnel connections one agent key keeps up at the edge: an agent
+/// dials at most 8, and as many again may linger after a network change
+/// until their PINGs go unanswered. A stolen key from many addresses
+/// (each under `max_connections_per_ip`) cannot hold more.
+const MAX_LINKS_PER_AGENT: usize = 16;
+
 /// How long an agent that could not reach a service is passed over for
 /// that service while another agent of its name can take the request.
 const DOWN_FOR: Duration = Duration::from_secs(10);
@@ -268,16 +274,30 @@ impl Hub {
             Ok(Ok(None)) | Err(_) => {}
             Ok(Err(error)) => tracing::warn!(%error, "could not note the agent's address"),
         }
-        self.links.lock().expect("hub lock").push(Link {
-            id,
-            name: name.clone(),
-            pin,
-            from,
-            since: SystemTime::now(),
-            sender,
-            close: close.clone(),
-            bytes,
-        });
+        {
+            let mut links = self.links.lock().expect("hub lock");
+            links.push(Link {
+                id,
+                name: name.clone(),
+                pin: pin.clone(),
+                from,
+                since: SystemTime::now(),
+                sender,
+                close: close.clone(),
+                bytes,
+            });
+            // Links are kept in the order they came: the first of this key's
+            // is its oldest, most likely one whose network went away.
+            let mine: Vec<&Link> = links
+                .iter()
+                .filter(|l| l.pin == pin && !l.close.is_cancelled())
+                .collect();
+            if mine.len() > MAX_LINKS_PER_AGENT {
+                let oldest = mine[0];
+                tracing::warn!(agent = name, from = %oldest.from, "more than {MAX_LINKS_PER_AGENT} tunnel connections with this agent's key; closing its oldest");
+                oldest.close.cancel();
+            }
+        }
         // Logged once the connection can take requests and `tunnel list`
         // shows it (tests wait for this line).
         tracing::info!(agent = name, %from, "agent connected");
@@ -391,7 +411,7 @@ impl Hub {
                 enrolled: agent.enrolled,
                 connections: links
                     .iter()
-                    .filter(|l| l.pin == agent.pin)
+                    .filter(|l| l.pin == agent.pin && !l.close.is_cancelled())
                     .map(|l| {
                         (
                             l.from.to_string(),
