@@ -164,11 +164,13 @@ pub async fn serve(
             // An agent, not a visitor: no site logic at all. Once its key
             // is checked (by the handshake), a ban of its address leaves it
             // be; `tunnel remove` is how an agent is shut out.
-            if session.alpn_protocol() == Some(TUNNEL_ALPN) {
-                admission.is_agent();
-            }
+            let tunnel = session.alpn_protocol() == Some(TUNNEL_ALPN);
             let mut stream = stream;
-            stream.get_mut().0.read_ahead(READ_AHEAD);
+            if tunnel {
+                admission.is_agent();
+                // Films cross it; an enrollment is one line and no buffer.
+                stream.get_mut().0.read_ahead(READ_AHEAD);
+            }
             let served = shared
                 .edge
                 .serve(stream, peer, shared.limits.handshake_timeout);
