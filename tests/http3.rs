@@ -183,7 +183,7 @@ async fn http3_visitors_reach_home_through_the_tunnel() {
         .find_map(|line| line.split("quic=").nth(1).map(str::to_string))
         .expect("the edge opens HTTP/3");
     let quic: SocketAddr = opened.trim().parse().unwrap();
-    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let ca = home.ca_pem();
     let mut h3 = connect_to(&ca, quic, "127.0.0.1", "jelly.test")
         .await
         .unwrap();

@@ -118,6 +118,6 @@ async fn trailers_come_back_to_who_asks_and_a_requests_never_go_home() {
 #[tokio::test]
 async fn trailers_cross_the_tunnel_the_same_way() {
     let home = Home::start("", 1).await;
-    let ca_pem = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let ca_pem = home.ca_pem();
     check_all(home.edge.https, &ca_pem).await;
 }

@@ -383,7 +383,7 @@ async fn the_edge_reaches_only_the_services_the_agent_names() {
     assert!(home
         .edge
         .wait_for_log("config reloaded", Duration::from_secs(10)));
-    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let ca = home.ca_pem();
     let client = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -614,7 +614,7 @@ async fn a_ban_of_the_households_address_leaves_the_agents_tunnel_up() {
         .get(home.url("/System/Info/Public"))
         .send();
     assert!(banned.await.is_err(), "the banned address is refused");
-    let ca = std::fs::read(home.dir.path().join("state/ca/root.pem")).unwrap();
+    let ca = home.ca_pem();
     let remote = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)

@@ -145,6 +145,11 @@ impl Home {
         .await;
     }
 
+    /// The edge's local CA certificate (PEM), for clients built by hand.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("state/ca/root.pem")).unwrap()
+    }
+
     /// A client for jelly.test at the edge, trusting its local CA.
     pub fn client(&self, http2: bool) -> reqwest::Client {
         client_for(self.dir.path(), self.edge.https, http2)
@@ -166,7 +171,7 @@ impl Home {
     ) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>
     {
         use futures_util::StreamExt;
-        let ca = std::fs::read(self.dir.path().join("state/ca/root.pem")).unwrap();
+        let ca = self.ca_pem();
         let config = crate::support::client_config(&ca, &[b"http/1.1"]);
         let tls = crate::support::tls_connect(self.edge.https, config, Some("jelly.test"))
             .await
