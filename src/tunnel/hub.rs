@@ -376,12 +376,21 @@ impl Hub {
             .iter()
             .filter(|l| l.name == agent && l.sender.is_ready() && !l.close.is_cancelled())
             .collect();
-        let up: Vec<&Link> = ready
-            .iter()
-            .copied()
-            .filter(|l| l.takes(service, &down))
-            .collect();
-        let choice = if up.is_empty() { ready } else { up };
+        // Nothing passed over (the usual case): no second list.
+        let choice = if down.is_empty() {
+            ready
+        } else {
+            let up: Vec<&Link> = ready
+                .iter()
+                .copied()
+                .filter(|l| l.takes(service, &down))
+                .collect();
+            if up.is_empty() {
+                ready
+            } else {
+                up
+            }
+        };
         if choice.is_empty() {
             return None;
         }
