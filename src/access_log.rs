@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, LineWriter, Write};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -127,7 +127,7 @@ impl AccessLog {
     /// Reopens the file (after logrotate moved it; SIGUSR1).
     pub fn reopen(&self) -> io::Result<()> {
         if let Some(LogTarget::File(path)) = &self.target {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            let file = crate::owner::open_append(path)?;
             *self.file.lock().expect("access log lock") = Some(LineWriter::new(file));
         }
         Ok(())

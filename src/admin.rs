@@ -113,15 +113,37 @@ pub struct Status {
     pub connections: u64,
     /// Bans in force.
     pub bans: Vec<StoredBan>,
-    /// Edge cache hits, misses, stale answers, bypasses.
-    pub cache: [u64; 4],
-    /// Each site's certificate expiry (first name, Unix seconds).
-    pub certificates: Vec<(String, u64)>,
+    /// The edge cache's answers since the start.
+    pub cache: CacheCounts,
+    /// Each site's certificate and when it expires.
+    pub certificates: Vec<CertificateStatus>,
     /// Enrolled tunnel agents and their connections.
     pub tunnels: Vec<AgentStatus>,
     /// Each site's upstream and what is on its way now.
     #[serde(default)]
     pub sites: Vec<SiteStatus>,
+}
+
+/// The edge cache's answers since the start, in `Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounts {
+    /// Answered from the cache, fresh.
+    pub hits: u64,
+    /// Went home and were stored (or could have been).
+    pub misses: u64,
+    /// Answered from the cache, stale, while home did not answer.
+    pub stale: u64,
+    /// Went home past the cache (credentials on a private route, ranges).
+    pub bypass: u64,
+}
+
+/// One site's certificate in `Status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The site's first name.
+    pub site: String,
+    /// When the certificate expires, Unix seconds.
+    pub expires: u64,
 }
 
 /// One site in `Status`.
@@ -190,7 +212,7 @@ const SOCKET_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// replaced; None, with a warning, when it cannot be had.
 pub fn bind(path: &Path) -> Option<UnixListener> {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        let _ = crate::owner::create_dir_all(dir);
     }
     // A socket left by a previous run would make bind fail.
     let _ = std::fs::remove_file(path);
@@ -230,8 +252,21 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
         Command::Status => Reply::Status(Box::new(Status {
             connections: guard.open_connections() as u64,
             bans: guard.bans.list(now),
-            cache: cache.counts(),
-            certificates: sources.certificates.expiries(),
+            cache: {
+                let [hits, misses, stale, bypass] = cache.counts();
+                CacheCounts {
+                    hits,
+                    misses,
+                    stale,
+                    bypass,
+                }
+            },
+            certificates: sources
+                .certificates
+                .expiries()
+                .into_iter()
+                .map(|(site, expires)| CertificateStatus { site, expires })
+                .collect(),
             tunnels: hub.status(),
             sites: sources
                 .gateway
@@ -250,8 +285,9 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
         })),
         Command::BansList => Reply::Bans(guard.bans.list(now)),
         Command::BansRemove { address } => {
-            let Some(key) = ClientKey::parse(&address) else {
-                return Reply::Error(format!("`{address}` is not an address"));
+            let key = match ClientKey::parse_one(&address) {
+                Ok(key) => key,
+                Err(why) => return Reply::Error(why),
             };
             let removed = guard.bans.remove(key, now);
             // Lifted only when it stays lifted after a restart.
@@ -264,8 +300,9 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
             }
         }
         Command::BansAdd { address, seconds } => {
-            let Some(key) = ClientKey::parse(&address) else {
-                return Reply::Error(format!("`{address}` is not an address"));
+            let key = match ClientKey::parse_one(&address) {
+                Ok(key) => key,
+                Err(why) => return Reply::Error(why),
             };
             let ban = guard.bans.add(key, std::time::Duration::from_secs(seconds), now);
             // Its connections close at once, as after failed logins.

@@ -29,8 +29,7 @@ fn temp_prefix(file_name: &str) -> String {
 /// file keeps the old one's owner where the writer may set it (root running
 /// `drawbridge bans remove` must not take the file from the service's user).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    let owner = crate::owner::owner_of(path);
     let (folder, temp) = temp_written(path, bytes, mode, owner)?;
     let result = fs::rename(&temp, path).and_then(|()| File::open(folder)?.sync_all());
     if result.is_err() {
@@ -56,16 +55,26 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<bool> {
     }
 }
 
+/// The folder `path` is in: `.` for a bare file name (whose parent is the
+/// empty path, which cannot be opened to sync).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// A temp file beside `path` holding `bytes`, synced, with `mode` and, where
-/// the writer may set it, `owner`: its folder and its path.
+/// the writer may set it, `owner` — for a new file, the owner new files are
+/// handed to (`owner.rs`): its folder and its path.
 fn temp_written<'a>(
     path: &'a Path,
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> io::Result<(&'a Path, PathBuf)> {
-    let folder = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(folder)?;
+    let folder = folder_of(path);
+    crate::owner::create_dir_all(folder)?;
+    let owner = owner.or_else(crate::owner::new_files_owner);
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -238,13 +247,14 @@ pub fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .mode(mode)
         .open(path)?;
     file.write_all(bytes)?;
+    crate::owner::adopt(&file)?;
     file.sync_all()
 }
 
 /// Renames `from` over `to` and fsyncs the folder, so the rename survives a crash.
 pub fn rename_synced(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)?;
-    File::open(to.parent().unwrap_or(Path::new(".")))?.sync_all()
+    File::open(folder_of(to))?.sync_all()
 }
 
 #[cfg(test)]

@@ -112,3 +112,48 @@ pub fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<St
         })
         .unwrap_or_default()
 }
+
+/// The DNS names of the first certificate in the PEM file at `path` (None
+/// when it cannot be read as one).
+pub fn leaf_names(path: &Path) -> Option<Vec<String>> {
+    let pem = std::fs::read(path).ok()?;
+    let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(dns_names(&parsed))
+}
+
+/// Whether a certificate naming `names` is good for the host `host` (a
+/// name, or `*.example.com` for a wildcard site): the same name in any
+/// case, or a certificate's wildcard standing for one label of it.
+pub fn names_cover(names: &[String], host: &str) -> bool {
+    names.iter().any(|name| {
+        if name.eq_ignore_ascii_case(host) {
+            return true;
+        }
+        let (Some(suffix), Some((_, rest))) = (name.strip_prefix("*."), host.split_once('.'))
+        else {
+            return false;
+        };
+        !host.starts_with('*') && rest.eq_ignore_ascii_case(suffix)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_cover;
+
+    #[test]
+    fn a_certificate_covers_its_names_and_one_label_under_a_wildcard() {
+        let names = vec![
+            "jelly.example.com".to_string(),
+            "*.home.example.com".to_string(),
+        ];
+        assert!(names_cover(&names, "JELLY.example.com"));
+        assert!(names_cover(&names, "tv.home.example.com"));
+        assert!(names_cover(&names, "*.home.example.com"));
+        assert!(!names_cover(&names, "a.tv.home.example.com"));
+        assert!(!names_cover(&names, "home.example.com"));
+        assert!(!names_cover(&names, "*.example.com"));
+        assert!(!names_cover(&names, "other.example.com"));
+    }
+}

@@ -153,6 +153,19 @@ impl ProxyError {
         }
     }
 
+    /// Whether it says home did not answer (unreachable, silent, broken): a
+    /// busy cap or a slow client is not home being down.
+    pub fn home_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamConnect { .. }
+                | ProxyError::UpstreamFailed { .. }
+                | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::UpstreamTunnel { .. }
+                | ProxyError::UpstreamUpgrade { .. }
+        )
+    }
+
     /// Whether the connection must close after the answer (the client's framing
     /// can no longer be trusted).
     pub fn closes_connection(&self) -> bool {

@@ -36,7 +36,8 @@
 //! - [`config`], [`error`]: the validated config (errors as `file:line:col`)
 //!   and `ProxyError` → status and page.
 //! - [`body`], [`canonical`], [`client_ip`], [`dns`], [`atomic_file`],
-//!   [`certfile`], [`log_file`]: leaves with no drawbridge imports above them.
+//!   [`owner`], [`certfile`], [`log_file`], [`error_log`]: leaves with no
+//!   drawbridge imports above them.
 //!
 //! Words are fixed in `docs/glossary.md`.
 
@@ -56,6 +57,7 @@ pub mod connection;
 pub mod dashboard;
 pub mod dns;
 pub mod error;
+pub mod error_log;
 pub mod filter;
 pub mod forwarding;
 pub mod guard;
@@ -63,6 +65,7 @@ pub mod http3;
 pub mod log_file;
 pub mod metrics;
 pub mod notify;
+pub mod owner;
 pub mod pipeline;
 pub mod privileges;
 pub mod routes;

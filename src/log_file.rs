@@ -1,7 +1,7 @@
 //! The error log as a file that can be reopened (after logrotate moved it;
 //! SIGUSR1), shared by every thread that logs.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ impl LogFile {
     }
 
     fn append(path: &Path) -> io::Result<File> {
-        OpenOptions::new().create(true).append(true).open(path)
+        crate::owner::open_append(path)
     }
 
     /// Opens the path again: lines go to the new file from now on.

@@ -21,6 +21,8 @@ mod admin_cli;
 mod check;
 #[path = "cli/doctor.rs"]
 mod doctor;
+#[path = "cli/findings.rs"]
+mod findings;
 #[path = "cli/tunnel.rs"]
 mod tunnel;
 
@@ -41,40 +43,40 @@ struct Cli {
 enum Command {
     /// Serve in the foreground (SIGHUP reloads the config, SIGTERM drains and stops).
     Run {
-        /// The config file.
-        #[arg(short, long, default_value = "drawbridge.toml")]
-        config: PathBuf,
+        /// The config file (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// Write the process id here once serving (for supervisors other than systemd).
         #[arg(long)]
         pid_file: Option<PathBuf>,
     },
     /// Validate a config like `nginx -t`: every error as file:line:col, then a summary.
     Check {
-        /// The config file.
-        #[arg(short, long, default_value = "drawbridge.toml")]
-        config: PathBuf,
+        /// The config file (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// List or lift bans (of the running drawbridge, or the stored list when it is not running).
     Bans {
-        /// The config file (for its state_dir).
-        #[arg(short, long, default_value = "drawbridge.toml", global = true)]
-        config: PathBuf,
+        /// The config file, for its state_dir (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: BansAction,
     },
     /// Agents at home that reach this edge through the tunnel (no port forward).
     Tunnel {
-        /// The config file (for its state_dir and address).
-        #[arg(short, long, default_value = "drawbridge.toml", global = true)]
-        config: PathBuf,
+        /// The config file, for its state_dir and address (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: TunnelAction,
     },
     /// Run the home end of the tunnel (or `agent enroll TOKEN` once first).
     Agent {
-        /// The agent's config file.
-        #[arg(short, long, default_value = "agent.toml", global = true)]
-        config: PathBuf,
+        /// The agent's config file (default: $DRAWBRIDGE_AGENT_CONFIG, ./agent.toml, /etc/drawbridge/agent.toml).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: Option<AgentAction>,
     },
@@ -86,18 +88,18 @@ enum Command {
     },
     /// What the running drawbridge is doing: sites and certificates, connections, bans, cache, tunnels.
     Status {
-        /// The config file (for its sites and state_dir).
-        #[arg(short, long, default_value = "drawbridge.toml")]
-        config: PathBuf,
+        /// The config file, for its sites and state_dir (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// As JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Check the setup: DNS, the upstream being Jellyfin, state_dir, the user; each ✗ with its fix.
     Doctor {
-        /// The config file.
-        #[arg(short, long, default_value = "drawbridge.toml")]
-        config: PathBuf,
+        /// The config file (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// Jellyfin's API key (Dashboard → API Keys), to check its Known
         /// proxies; never stored. Also read from DRAWBRIDGE_JELLYFIN_API_KEY.
         #[arg(long)]
@@ -105,9 +107,9 @@ enum Command {
     },
     /// Control the edge cache of the running drawbridge.
     Cache {
-        /// The config file (for its state_dir).
-        #[arg(short, long, default_value = "drawbridge.toml", global = true)]
-        config: PathBuf,
+        /// The config file, for its state_dir (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: CacheAction,
     },
@@ -116,29 +118,39 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match load_or_report(&config) {
-            Some(loaded) => check::check(&config, &loaded),
-            None => ExitCode::FAILURE,
+        Command::Check { config } => match edge_config(config.as_deref()) {
+            Ok(config) => check::check(&config),
+            Err(error) => report(Err(error)),
         },
         Command::Cache {
             config,
             action: CacheAction::Purge { prefix },
-        } => with_config(&config, |config| purge(config, prefix.as_deref())),
-        Command::Bans { config, action } => with_config(&config, |config| bans(config, &action)),
-        Command::Status { config, json } => with_config(&config, |config| status(config, json)),
+        } => with_config(config.as_deref(), |config| purge(config, prefix.as_deref())),
+        Command::Bans { config, action } => {
+            with_config(config.as_deref(), |config| bans(config, &action))
+        }
+        Command::Status { config, json } => {
+            with_config(config.as_deref(), |config| status(config, json))
+        }
         Command::Doctor {
             config,
             jellyfin_api_key,
         } => {
             let key =
                 jellyfin_api_key.or_else(|| std::env::var("DRAWBRIDGE_JELLYFIN_API_KEY").ok());
-            with_config(&config, |config| doctor::doctor(config, key.as_deref()))
+            with_config(config.as_deref(), |config| {
+                doctor::doctor(config, key.as_deref())
+            })
         }
         Command::Tunnel { config, action } => {
-            with_config(&config, |config| tunnel::command(config, &action))
+            with_config(config.as_deref(), |config| tunnel::command(config, &action))
         }
-        Command::Agent { config, action } => report(tunnel::agent(&config, action.as_ref())),
-        Command::Run { config, pid_file } => report(run(&config, pid_file.as_deref())),
+        Command::Agent { config, action } => {
+            report(tunnel::agent(config.as_deref(), action.as_ref()))
+        }
+        Command::Run { config, pid_file } => {
+            report(edge_config(config.as_deref()).and_then(|c| run(&c, pid_file.as_deref())))
+        }
         Command::Assets { dir } => report(assets(&dir)),
     }
 }
@@ -150,9 +162,9 @@ fn assets(dir: &Path) -> anyhow::Result<()> {
     use clap_complete::Shell;
     std::fs::create_dir_all(dir)?;
     let mut command = Cli::command();
-    let mut page = Vec::new();
-    clap_mangen::Man::new(command.clone()).render(&mut page)?;
-    std::fs::write(dir.join("drawbridge.1"), page)?;
+    // A page for drawbridge and one for each subcommand (drawbridge-run.1,
+    // drawbridge-bans-add.1, …), every option on one of them.
+    clap_mangen::generate_to(command.clone(), dir)?;
     for (shell, file) in [
         (Shell::Bash, "drawbridge.bash"),
         (Shell::Zsh, "_drawbridge"),
@@ -165,10 +177,26 @@ fn assets(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `command` on the config at `path`, once it is valid.
-fn with_config(path: &Path, command: impl FnOnce(&Config) -> anyhow::Result<()>) -> ExitCode {
-    match load_or_report(path) {
-        Some(config) => report(command(&config)),
+/// The edge's config file: `-c`, else where `config::locate::EDGE` looks.
+fn edge_config(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    Ok(drawbridge::config::locate::EDGE.find(given)?)
+}
+
+/// Runs `command` on the config found from `given`, once it is valid; run
+/// as root, what it writes goes to the service's user.
+fn with_config(
+    given: Option<&Path>,
+    command: impl FnOnce(&Config) -> anyhow::Result<()>,
+) -> ExitCode {
+    let path = match edge_config(given) {
+        Ok(path) => path,
+        Err(error) => return report(Err(error)),
+    };
+    match load_or_report(&path) {
+        Some(config) => {
+            privileges::hand_new_files_to_the_service(config.server.user.as_deref());
+            report(command(&config))
+        }
         None => report(Err(anyhow::anyhow!("the config is not valid"))),
     }
 }
@@ -205,36 +233,12 @@ fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
-/// Starts logging as `[log]` says; the error log file, when there is one, to
-/// reopen on SIGUSR1.
-fn init_logging(config: &Config) -> anyhow::Result<Option<Arc<LogFile>>> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match &config.log.error {
-        LogTarget::Stderr => {
-            use std::io::IsTerminal;
-            let ansi = std::io::stderr().is_terminal();
-            builder.with_ansi(ansi).with_writer(std::io::stderr).init();
-            Ok(None)
-        }
-        LogTarget::File(path) => {
-            let file = LogFile::open(path)
-                .with_context(|| format!("cannot open error log {}", path.display()))?;
-            let writer = file.clone();
-            builder
-                .with_ansi(false)
-                .with_writer(move || writer.writer())
-                .init();
-            Ok(Some(file))
-        }
-    }
-}
-
 fn run(path: &Path, pid_file: Option<&Path>) -> anyhow::Result<()> {
     let Some(config) = load_or_report(path) else {
         anyhow::bail!("not starting: fix the config first");
     };
-    let error_log = init_logging(&config)?;
+    privileges::hand_new_files_to_the_service(config.server.user.as_deref());
+    let error_log = drawbridge::error_log::init(&config.log)?;
     // Who to become is settled before anything binds: a `user` that does
     // not exist stops the start here.
     let plan = privileges::plan(config.server.user.as_deref())?;

@@ -100,6 +100,16 @@ pub fn plan(configured: Option<&str>) -> Result<Plan, PrivilegeError> {
     }
 }
 
+/// Started as root with a service user to become (`user`, or `drawbridge`
+/// when it exists): every file and folder this process makes from now on
+/// is that user's, so the service can read and rewrite what a command run
+/// with `sudo` wrote (`owner.rs`). Not root: nothing changes.
+pub fn hand_new_files_to_the_service(user: Option<&str>) {
+    if let Ok(Plan::Become { uid, gid, .. }) = plan(user) {
+        crate::owner::hand_new_files_to(uid, gid);
+    }
+}
+
 /// Hands `paths` (folders with everything under them, or files) to the
 /// user, then becomes it: supplementary groups dropped, group, then user.
 /// Checks that root cannot be taken back.

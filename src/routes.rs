@@ -157,10 +157,11 @@ impl Site {
             &trusted,
             config.guard.table_size as usize,
         );
+        let metrics = metrics.site(&site.name());
         Site {
             name: site.name(),
-            upstream: Upstream::new(site, hub),
-            metrics: metrics.site(&site.name()),
+            upstream: Upstream::new(site, hub, metrics.health.clone()),
+            metrics,
             https_redirect: site.https_redirect,
             acme_webroot: site.acme_webroot.clone(),
             filters,

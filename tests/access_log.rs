@@ -235,3 +235,124 @@ async fn the_error_log_goes_to_its_file_not_stderr() {
         .unwrap()
         .contains("log files reopened"));
 }
+
+/// Under systemd (standard error is the journal's stream, as
+/// `JOURNAL_STREAM` says) every error-log line starts with its syslog
+/// priority, so `journalctl -p warning` shows the warnings alone; a pipe
+/// that is not the journal's gets plain lines.
+#[test]
+fn under_systemd_each_line_carries_its_priority_for_the_journal() {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("drawbridge.toml");
+    // Plain HTTP to a public address: a warning at start.
+    std::fs::write(
+        &config,
+        format!(
+            "{}[log]\naccess = \"off\"\n\n[[site]]\nhost = \"jelly.test\"\nupstream = \"http://203.0.113.5:8096\"\ntls = \"internal\"\n",
+            server_block(dir.path())
+        ),
+    )
+    .unwrap();
+    for journal in [true, false] {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let meta = std::fs::metadata(format!("/proc/self/fd/{}", write.as_raw_fd())).unwrap();
+        let stream = if journal {
+            format!("{}:{}", meta.dev(), meta.ino())
+        } else {
+            "1:1".to_string()
+        };
+        let mut child = std::process::Command::new(crate::support::binary())
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("JOURNAL_STREAM", stream)
+            .stderr(std::process::Stdio::from(write))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(std::fs::File::from(read)).lines() {
+            let line = line.unwrap();
+            let done = line.contains("listening");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let warning = lines
+            .iter()
+            .find(|l| l.contains("plain HTTP to a public address"))
+            .unwrap_or_else(|| panic!("no warning in {lines:#?}"));
+        let listening = lines.iter().find(|l| l.contains("listening")).unwrap();
+        if journal {
+            assert!(warning.starts_with("<4>"), "{warning}");
+            assert!(listening.starts_with("<6>"), "{listening}");
+            assert!(!warning.contains("\u{1b}["), "no colours: {warning}");
+            // The journal stamps entries itself.
+            assert!(!warning.contains(" 20"), "no time of its own: {warning}");
+        } else {
+            assert!(!warning.starts_with('<'), "not the journal: {warning}");
+        }
+    }
+}
+
+/// `[log] error_format = "json"`: one JSON object a line, with the level
+/// and the fields (for Loki, Elasticsearch, jq).
+#[test]
+fn the_error_log_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("drawbridge.toml");
+    let log = dir.path().join("error.log");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[log]\naccess = \"off\"\nerror = \"{}\"\nerror_format = \"json\"\n\n[[site]]\nhost = \"jelly.test\"\nupstream = \"http://203.0.113.5:8096\"\ntls = \"internal\"\n",
+            server_block(dir.path()),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(crate::support::binary())
+        .args(["run", "-c"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("listening")
+            .count()
+            >= 2
+    };
+    for _ in 0..200 {
+        if listening() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening(), "never listening");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {lines:#?}"));
+    assert!(
+        warning["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("plain HTTP"),
+        "{warning}"
+    );
+    assert_eq!(warning["fields"]["site"], "jelly.test", "{warning}");
+}

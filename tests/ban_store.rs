@@ -34,7 +34,10 @@ fn config(dir: &std::path::Path, origin: std::net::SocketAddr) -> std::path::Pat
     );
     config_file(
         dir,
-        &format!("[guard]\nmax_connections_per_ip = 10000\n\n{site}"),
+        &format!(
+            "[guard]\nmax_connections_per_ip = 10000\n{}\n{site}",
+            crate::support::BAN_LOOPBACK
+        ),
     )
 }
 

@@ -219,8 +219,46 @@ async fn the_disk_tier_outlives_a_restart_and_purge_forgets() {
         drawbridge::admin::Reply::Purged(1),
         "counts responses, not copies"
     );
+    let stored = gw.cache_stored_now().0;
     let (_, label, _) = fetch(&client, &gw.url("jelly.test", url)).await;
     assert_eq!(label.as_deref(), Some("MISS"), "purged");
+    gw.cache_stored(stored + 1, false).await;
+    // A path alone purges it on every site, in any letter case.
+    let purge = drawbridge::admin::Command::CachePurge {
+        prefix: "/items/ABC/".into(),
+    };
+    let reply = drawbridge::admin::request(&socket, &purge).await.unwrap();
+    assert_eq!(reply, drawbridge::admin::Reply::Purged(1));
+    let (_, label, _) = fetch(&client, &gw.url("jelly.test", url)).await;
+    assert_eq!(label.as_deref(), Some("MISS"), "purged by its path");
+}
+
+/// Home's health is learnt on every way out, not only plain requests: with
+/// Jellyfin down, a poster's cache miss says "down" (`upstream_up` 0 in
+/// the metrics, `status` and the dashboard), as a household sees it.
+#[tokio::test]
+async fn a_cache_miss_to_a_home_that_is_down_says_home_is_down() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&cache_site(origin.addr)).await;
+    let client = gw.reqwest(&["jelly.test"], false);
+    let up = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("drawbridge_upstream_up{site=\"jelly.test\"} "))
+            .map(str::to_string)
+    };
+    let (status, label, _) = fetch(&client, &gw.url("jelly.test", "/Items/a/Images/Primary")).await;
+    assert_eq!((status, label.as_deref()), (200, Some("MISS")));
+    let text = crate::support::scrape(gw.admin.unwrap()).await;
+    assert_eq!(up(&text).as_deref(), Some("1"), "a miss that got home: up");
+    origin.stop();
+    let (status, label, _) = fetch(&client, &gw.url("jelly.test", "/Items/b/Images/Primary")).await;
+    assert_eq!((status, label.as_deref()), (502, Some("MISS")));
+    let text = crate::support::scrape(gw.admin.unwrap()).await;
+    assert_eq!(
+        up(&text).as_deref(),
+        Some("0"),
+        "a miss that found home down: down"
+    );
 }
 
 #[tokio::test]

@@ -313,3 +313,97 @@ fn kernel_bans_and_dropping_to_a_user_are_refused_together() {
         "a type error at the value: {stderr}"
     );
 }
+
+/// One run of `check` says every problem, each at its place: a listener
+/// clash (invalid) does not hide the log file `run` could not open, which
+/// is said at the line of `[log] error`.
+#[test]
+fn one_check_says_every_problem_each_at_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nhttps = [\"0.0.0.0:8443\", \"127.0.0.1:8443\"]\nstate_dir = \"{0}/state\"\n\n[log]\nerror = \"{0}/missing/error.log\"\n\n[[site]]\nhost = \"a.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n",
+        dir.path().display()
+    );
+    let (ok, _, stderr) = check(&text);
+    assert!(!ok);
+    assert!(
+        stderr.contains("F:2:") && stderr.contains("cannot be listened on beside"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("F:6:9: cannot open the error log") && stderr.contains("missing/error.log"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "1 error; the config is not valid, and `run` would also refuse to start (1 problem)"
+        ),
+        "{stderr}"
+    );
+    // In file order.
+    let clash = stderr.find("F:2:").unwrap();
+    let log = stderr.find("F:6:9").unwrap();
+    assert!(clash < log, "{stderr}");
+}
+
+/// Valid settings that would quietly not do what was meant get a warning
+/// at their place: a tunnel to an agent nobody enrolled (with the name it
+/// was probably meant to be), a certificate file for other names, and
+/// ACME on ports the CA never connects to.
+#[test]
+fn quiet_mistakes_are_said_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // An agent called `home` is enrolled (a token made for it).
+    let edge = dir.path().join("drawbridge.toml");
+    let state = dir.path().join("state");
+    std::fs::write(
+        &edge,
+        format!(
+            "[server]\nstate_dir = \"{}\"\n\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:home/jellyfin\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    crate::support::tunnel::cli(&[
+        "tunnel",
+        "add",
+        "home",
+        "--edge",
+        "vps.test:443",
+        "-c",
+        edge.to_str().unwrap(),
+    ]);
+    let (cert, key) = crate::support::self_signed("other.example.com");
+    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    let text = format!(
+        "[server]\nhttp = [\"127.0.0.1:8080\"]\nhttps = [\"127.0.0.1:8443\"]\nstate_dir = \"{0}\"\n\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:hmoe/jellyfin\"\ntls = \"internal\"\n\n[[site]]\nhost = \"files.example.com\"\nupstream = \"http://10.0.0.2:8096\"\ntls = {{ cert = \"{1}/cert.pem\", key = \"{1}/key.pem\" }}\n\n[[site]]\nhost = \"acme.example.com\"\nupstream = \"http://10.0.0.2:8096\"\n",
+        state.display(),
+        dir.path().display()
+    );
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "F");
+    assert!(out.status.success(), "warnings only: {stderr}");
+    assert!(
+        stderr.contains(
+            "F:8:12: warning: no agent called `hmoe` is enrolled here; did you mean `home`?"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("F:14:7: warning: the certificate")
+            && stderr.contains("names other.example.com, not files.example.com"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("F:16:1: warning: site acme.example.com: the CA checks HTTP-01 on port 80")
+            && stderr.contains("8080, 8443"),
+        "{stderr}"
+    );
+}

@@ -142,7 +142,12 @@ impl Drop for Browser {
 #[tokio::test]
 async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "login_rate = \"off\"")).await;
+    let gw = TestGateway::start(&format!(
+        "[guard]\n{}\n{}",
+        crate::support::BAN_LOOPBACK,
+        site("jelly.test", origin.addr, "login_rate = \"off\"")
+    ))
+    .await;
     let admin = gw.admin.unwrap();
     // Live figures: home answered, and an address banned for failed logins.
     let client = gw.reqwest(&["jelly.test"], true);

@@ -217,3 +217,39 @@ async fn certificates_and_the_clock_are_checked() {
         "{text}"
     );
 }
+
+/// A site through the tunnel whose agent name is mistyped is a ✗ with the
+/// names enrolled, not a ✓; a `.localhost` site is never told to add DNS
+/// records.
+#[tokio::test]
+async fn a_mistyped_agent_is_found_and_a_local_name_needs_no_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        "[[site]]\nhost = \"jelly.localhost\"\nupstream = \"tunnel:hmoe/jellyfin\"\ntls = \"internal\"\n",
+    );
+    crate::support::tunnel::cli(&[
+        "tunnel",
+        "add",
+        "home",
+        "--edge",
+        "vps.test:443",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
+    let (ok, text) = tokio::task::spawn_blocking(move || doctor(&config))
+        .await
+        .unwrap();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("✗ site jelly.localhost: upstream tunnel:hmoe/jellyfin, but no agent called `hmoe` is enrolled (enrolled: home)"),
+        "{text}"
+    );
+    assert!(text.contains("→ fix the name in `upstream`"), "{text}");
+    assert!(!text.contains("records for jelly.localhost"), "{text}");
+    assert!(
+        text.contains("jelly.localhost resolves to this machine")
+            || text.contains("· jelly.localhost is a local name"),
+        "{text}"
+    );
+}

@@ -16,6 +16,7 @@ mod early_answers;
 mod guard;
 mod h2_abuse;
 mod host_routing;
+mod household;
 mod http2_records;
 mod http3;
 mod kernel_bans;

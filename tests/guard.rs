@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::origin::Origin;
-use crate::support::{bans_cli, server_block, site, Process, TestGateway};
+use crate::support::{bans_cli, server_block, site, Process, TestGateway, BAN_LOOPBACK};
 
 /// A TCP connection to `to` from the loopback address `from`.
 async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
@@ -62,7 +62,7 @@ async fn login(
 async fn login_burst_then_429_with_retry_after_for_that_address_only() {
     let origin = Origin::start().await;
     let rest = format!(
-        "[guard]\nmax_failures = 100\n\n{}",
+        "[guard]\nmax_failures = 100\n{BAN_LOOPBACK}\n{}",
         site("jelly.test", origin.addr, "login_burst = 3")
     );
     let gw = TestGateway::start(&rest).await;
@@ -103,7 +103,11 @@ async fn login_burst_then_429_with_retry_after_for_that_address_only() {
 #[tokio::test]
 async fn failed_logins_ban_the_address_before_tls_and_close_its_connections() {
     let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "login_rate = \"off\"")).await;
+    let gw = TestGateway::start(&format!(
+        "[guard]\n{BAN_LOOPBACK}\n{}",
+        site("jelly.test", origin.addr, "login_rate = \"off\"")
+    ))
+    .await;
     let attacker = client(&gw, "127.0.0.4");
     assert!(
         !closed_at_accept("127.0.0.4", gw.https).await,
@@ -164,7 +168,7 @@ async fn failed_logins_ban_the_address_before_tls_and_close_its_connections() {
 async fn allow_listed_and_never_ban_addresses_are_never_banned() {
     let origin = Origin::start().await;
     let rest = format!(
-        "[guard]\nnever_ban = [\"127.0.0.7\"]\n\n{}",
+        "[guard]\nnever_ban = [\"127.0.0.7\"]\n{BAN_LOOPBACK}\n{}",
         site(
             "jelly.test",
             origin.addr,
@@ -249,7 +253,7 @@ async fn deny_lists_per_site_and_path_and_the_closed_door_refusal() {
 async fn connection_caps_close_at_accept() {
     let origin = Origin::start().await;
     let rest = format!(
-        "[guard]\nmax_connections = 3\nmax_connections_per_ip = 2\n\n{}",
+        "[guard]\nmax_connections = 3\nmax_connections_per_ip = 2\n{BAN_LOOPBACK}\n{}",
         site("jelly.test", origin.addr, "")
     );
     let gw = TestGateway::start(&rest).await;
@@ -282,7 +286,7 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
     std::fs::write(
         &path,
         format!(
-            "{}{}",
+            "{}[guard]\n{BAN_LOOPBACK}\n{}",
             server_block(dir.path()),
             site(
                 "jelly.test",
@@ -427,4 +431,47 @@ async fn a_corrupt_bans_file_is_set_aside_and_drawbridge_starts() {
         !closed_at_accept("127.0.0.1", process.https).await,
         "serving"
     );
+}
+
+/// Three mistyped passwords from the machine itself (a script on the VPS,
+/// an admin testing with curl) never ban it — fail2ban's `ignoreself` —
+/// while another address is banned as usual; and `bans add` takes an
+/// address or an IPv6 /64, refusing a wider range with the reason instead
+/// of banning its first address.
+#[tokio::test]
+async fn the_machine_itself_is_never_banned_and_a_range_is_not_narrowed() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "login_rate = \"off\"")).await;
+    let own = client(&gw, "127.0.0.1");
+    for _ in 0..4 {
+        assert_eq!(login(&gw, &own, "guess").await.unwrap().status(), 401);
+    }
+    assert!(
+        !closed_at_accept("127.0.0.1", gw.https).await,
+        "never banned"
+    );
+    assert_eq!(status(&gw, "127.0.0.1", "/System/Info/Public").await, 200);
+    // The commands reach this running drawbridge (in this process: off
+    // the runtime's thread, which answers them).
+    let config = gw.dir.path().join("drawbridge.toml");
+    let (said, listed, added) = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(crate::support::binary())
+            .args(["bans", "add", "10.0.0.0/8", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        let (listed, _) = bans_cli(&config, &["list"]);
+        let (added, _) = bans_cli(&config, &["add", "2001:db8:1:2::/64"]);
+        (said, listed, added)
+    })
+    .await
+    .unwrap();
+    assert!(
+        said.contains("`10.0.0.0/8` is a range") && said.contains("deny"),
+        "{said}"
+    );
+    assert!(!listed.contains("10.0.0.0"), "{listed}");
+    assert!(added.contains("2001:db8:1:2::/64"), "{added}");
 }

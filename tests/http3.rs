@@ -201,7 +201,8 @@ async fn http3_visitors_reach_home_through_the_tunnel() {
 async fn the_closed_door_holds_over_http3() {
     let origin = Origin::start().await;
     let gw = TestGateway::start(&format!(
-        "{}{}",
+        "[guard]\n{}\n{}{}",
+        crate::support::BAN_LOOPBACK,
         site("jelly.test", origin.addr, "login_rate = \"off\""),
         site("other.test", origin.addr, "")
     ))

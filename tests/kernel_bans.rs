@@ -75,7 +75,7 @@ fn a_ban_is_dropped_by_the_kernel_and_lifted_with_it() {
     std::fs::write(
         dir.path().join("template.toml"),
         format!(
-            "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nquic = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\nadmin_listen = \"off\"\n\n[guard]\nnftables = true\n\n[[site]]\nhost = \"localhost\"\nupstream = \"http://127.0.0.1:UPSTREAM_PORT\"\ntls = \"internal\"\n",
+            "[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nquic = [\"127.0.0.1:0\"]\nstate_dir = \"{}\"\nadmin_listen = \"off\"\n\n[guard]\nnftables = true\nban_own_addresses = true\n\n[[site]]\nhost = \"localhost\"\nupstream = \"http://127.0.0.1:UPSTREAM_PORT\"\ntls = \"internal\"\n",
             dir.path().join("state").display()
         ),
     )

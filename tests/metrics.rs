@@ -192,7 +192,8 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
     let origin = Origin::start().await;
     let down = closed_addr().await;
     let gw = TestGateway::start(&format!(
-        "{}{}",
+        "[guard]\n{}\n{}{}",
+        crate::support::BAN_LOOPBACK,
         site("jelly.test", origin.addr, "login_rate = \"off\""),
         site("down.test", down, "")
     ))

@@ -109,6 +109,36 @@ fn the_shipped_config_is_valid_and_the_cli_makes_the_man_page_and_completions() 
         man.contains(".TH drawbridge") && man.contains("tunnel"),
         "{man}"
     );
+    // A page for every subcommand, each option on its page (the hidden
+    // `assets` command has none).
+    for (page, options) in [
+        (
+            "drawbridge-run.1",
+            &["\\-\\-config", "\\-\\-pid\\-file"][..],
+        ),
+        ("drawbridge-check.1", &["\\-\\-config"][..]),
+        ("drawbridge-status.1", &["\\-\\-json"][..]),
+        ("drawbridge-doctor.1", &["\\-\\-jellyfin\\-api\\-key"][..]),
+        ("drawbridge-bans-list.1", &["\\-\\-json"][..]),
+        ("drawbridge-bans-add.1", &["\\-\\-for"][..]),
+        ("drawbridge-bans-remove.1", &[][..]),
+        ("drawbridge-cache-purge.1", &[][..]),
+        (
+            "drawbridge-tunnel-add.1",
+            &["\\-\\-edge", "\\-\\-expires"][..],
+        ),
+        ("drawbridge-tunnel-list.1", &[][..]),
+        ("drawbridge-tunnel-remove.1", &[][..]),
+        ("drawbridge-agent.1", &["\\-\\-config"][..]),
+        ("drawbridge-agent-enroll.1", &[][..]),
+    ] {
+        let text = std::fs::read_to_string(assets.join(page))
+            .unwrap_or_else(|_| panic!("no man page {page}"));
+        for option in options {
+            assert!(text.contains(option), "{page} lacks {option}:\n{text}");
+        }
+    }
+    assert!(!assets.join("drawbridge-assets.1").exists());
     for file in ["drawbridge.bash", "_drawbridge", "drawbridge.fish"] {
         let text = std::fs::read_to_string(assets.join(file)).unwrap();
         assert!(text.contains("tunnel") && text.contains("agent"), "{file}");
@@ -208,18 +238,30 @@ fn the_package_holds_everything_in_place_and_lintian_is_quiet() {
 /// The package built by cargo-deb into `dir` from this build's binary (the
 /// release build is the same code with other optimisation). Fails when
 /// cargo-deb is not installed (.ci/run installs it).
-fn build_package(dir: &Path) -> String {
+pub fn build_package(dir: &Path) -> String {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(
         Command::new("cargo-deb").arg("--version").output().is_ok(),
         "cargo-deb is installed (.ci/run installs it, pinned)"
     );
+    // As packaging/build-deb makes them: where cargo-deb's `target/release/`
+    // points for this profile, man pages compressed.
+    let folder = binary().parent().unwrap().join("assets");
+    let _ = std::fs::remove_dir_all(&folder);
     let assets = Command::new(binary())
         .arg("assets")
-        .arg(manifest.join("target/assets"))
+        .arg(&folder)
         .output()
         .unwrap();
     assert!(assets.status.success());
+    let gzip = Command::new("sh")
+        .arg("-c")
+        .arg("gzip -9nf \"$1\"/*.1")
+        .arg("sh")
+        .arg(&folder)
+        .status()
+        .unwrap();
+    assert!(gzip.success());
     let built = Command::new("cargo-deb")
         .args(["--profile", "dev", "--no-build", "--strip", "--fast", "-o"])
         .arg(dir)

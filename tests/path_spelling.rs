@@ -220,7 +220,8 @@ fn login<'a>(proto: Proto, from: &'a str, target: &'a str) -> Raw<'a> {
 async fn the_login_rate_limit_holds_for_every_spelling() {
     let origin = Origin::start().await;
     let rest = format!(
-        "[guard]\nmax_failures = 1000\n\n{}",
+        "[guard]\nmax_failures = 1000\n{}\n{}",
+        crate::support::BAN_LOOPBACK,
         site(
             "jelly.test",
             origin.addr,
@@ -274,7 +275,12 @@ async fn banned(gw: &TestGateway, from: &str) -> bool {
 #[tokio::test]
 async fn failed_logins_count_toward_a_ban_in_every_spelling() {
     let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "login_rate = \"off\"")).await;
+    let gw = TestGateway::start(&format!(
+        "[guard]\n{}\n{}",
+        crate::support::BAN_LOOPBACK,
+        site("jelly.test", origin.addr, "login_rate = \"off\"")
+    ))
+    .await;
     let mut counted = 0;
     for (proto, net) in [(Proto::H1, 1), (Proto::H2, 2)] {
         for (n, target) in reaching("/Users/AuthenticateByName").iter().enumerate() {

@@ -53,3 +53,33 @@ async fn oversized_heads_are_refused() {
     );
     assert_eq!(status_for(&gw, fine).await, 502);
 }
+
+/// `max_headers` holds over HTTP/2 (and HTTP/3, in the same check) as over
+/// HTTP/1.1: 20 fields past the limit get 431 and never reach home;
+/// cookie crumbs count as the one field home receives.
+#[tokio::test]
+async fn max_headers_holds_for_http2_as_for_http1() {
+    let origin = crate::support::origin::Origin::start().await;
+    let gw = TestGateway::start(&format!(
+        "[limits]\nmax_headers = 30\n\n{}",
+        crate::support::site("jelly.test", origin.addr, "")
+    ))
+    .await;
+    let client = gw.reqwest(&["jelly.test"], true);
+    let url = format!("https://jelly.test:{}/echo", gw.https.port());
+    let with = |n: usize, name: &'static str| {
+        let mut request = client.get(&url);
+        for i in 0..n {
+            request = request.header(name, format!("v{i}"));
+        }
+        request
+    };
+    let over = with(50, "x-extra").send().await.unwrap();
+    assert_eq!(over.version(), reqwest::Version::HTTP_2);
+    assert_eq!(over.status(), 431);
+    assert_eq!(origin.seen.hits("/echo"), 0, "nothing reached home");
+    let within = with(20, "x-extra").send().await.unwrap();
+    assert_eq!(within.status(), 200);
+    let crumbs = with(50, "cookie").send().await.unwrap();
+    assert_eq!(crumbs.status(), 200, "fifty cookie crumbs are one field");
+}

@@ -196,7 +196,16 @@ async fn status_shows_the_running_process() {
     assert!(text.contains("edge cache: 1 hits, 1 misses"), "{text}");
     assert!(text.contains("tunnel: no agents enrolled"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
-    assert_eq!(json["cache"][0], 1);
+    // Named fields, as docs/observability.md documents them.
+    assert_eq!(json["cache"]["hits"], 1, "{json}");
+    assert_eq!(json["cache"]["misses"], 1, "{json}");
+    assert_eq!(json["certificates"][0]["site"], "jelly.test", "{json}");
+    assert!(
+        json["certificates"][0]["expires"].as_u64().is_some(),
+        "{json}"
+    );
+    assert_eq!(json["sites"][0]["name"], "jelly.test", "{json}");
+    assert_eq!(json["sites"][0]["upstream_up"], true, "{json}");
     assert!(json["connections"].as_u64().is_some());
     drop(process);
     let stopped = Command::new(binary())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::origin::{video_byte, VIDEO_LEN};
+use crate::support::origin::{video_byte, Origin, VIDEO_LEN};
 use crate::support::tunnel::{
     add_token, cli, cli_fails, count, edge_config, enroll, rss_kib, set_services, wait_until,
     Agent, Home,
@@ -268,8 +268,16 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
     let token = add_token(&config, "home", edge.https);
     let said = enroll(&token, &agent_config);
     assert!(said.contains("enrolled as `home`"), "{said}");
-    let again = enroll_fails(&token, &agent_config);
-    assert!(again.contains("already used"), "{again}");
+    // The same agent again (its config lost, or the answer): enrolled still,
+    // once. Another key with the same token: refused.
+    let again = enroll(&token, &agent_config);
+    assert!(again.contains("enrolled as `home`"), "{again}");
+    let thief_config = dir.path().join("thief/agent.toml");
+    std::fs::create_dir_all(thief_config.parent().unwrap()).unwrap();
+    let stolen = enroll_fails(&token, &thief_config);
+    assert!(stolen.contains("already used"), "{stolen}");
+    let (list, _) = cli(&["tunnel", "list", "-c", config.to_str().unwrap()]);
+    assert_eq!(list.matches("home\t").count(), 1, "one agent: {list}");
 
     let c = config.to_str().unwrap();
     let https = edge.https.to_string();
@@ -391,6 +399,7 @@ async fn the_edge_reaches_only_the_services_the_agent_names() {
         .resolve("other.test", home.edge.https)
         .build()
         .unwrap();
+    let before = home.origin.seen.total();
     let response = client
         .get(format!("https://other.test:{}/", home.edge.https.port()))
         .send()
@@ -403,7 +412,7 @@ async fn the_edge_reaches_only_the_services_the_agent_names() {
     assert_eq!(home.agent.count("does not expose"), 1);
     assert_eq!(
         home.origin.seen.total(),
-        0,
+        before,
         "nothing reached home's services"
     );
 }
@@ -419,6 +428,8 @@ async fn two_agents_under_one_name_both_attach_and_one_covers_for_the_other() {
     set_services(&second_config, home.origin.addr, 1);
     let mut second = Agent::start(&second_config);
     home.attached(2).await;
+    second.hinted().await;
+    let asked = home.origin.seen.hits("/system/info/public");
     let (list, _) = cli(&["tunnel", "list", "-c", home.edge_config.to_str().unwrap()]);
     assert_eq!(list.matches("home\t1 connections").count(), 2, "{list}");
     for _ in 0..6 {
@@ -430,7 +441,7 @@ async fn two_agents_under_one_name_both_attach_and_one_covers_for_the_other() {
     for _ in 0..6 {
         assert_eq!(home.info_status().await, 200);
     }
-    assert_eq!(home.origin.seen.hits("/system/info/public"), 12);
+    assert_eq!(home.origin.seen.hits("/system/info/public") - asked, 12);
 }
 
 /// Two machines at home under one name, and one cannot reach Jellyfin (its
@@ -448,6 +459,7 @@ async fn requests_go_to_the_agent_that_reaches_jellyfin() {
     set_services(&second_config, crate::support::closed_addr().await, 1);
     let mut second = Agent::start(&second_config);
     home.attached(2).await;
+    let asked = home.origin.seen.hits("/system/info/public");
     for _ in 0..8 {
         assert_eq!(home.info_status().await, 200);
     }
@@ -461,7 +473,7 @@ async fn requests_go_to_the_agent_that_reaches_jellyfin() {
             .unwrap();
         assert_eq!(upload.status(), 200);
     }
-    assert_eq!(home.origin.seen.hits("/system/info/public"), 8);
+    assert_eq!(home.origin.seen.hits("/system/info/public") - asked, 8);
     assert_eq!(
         second.count("the local service did not answer"),
         1,
@@ -709,4 +721,62 @@ async fn a_conditional_request_gets_its_304_through_the_tunnel() {
         assert_eq!(again.status(), 304);
         assert!(again.bytes().await.unwrap().is_empty());
     }
+}
+
+/// The agent says which address Jellyfin's Known proxies must list once
+/// Jellyfin answers — also when Jellyfin starts after the agent (a NAS
+/// booting) — and says nothing of the kind for a service that is not
+/// Jellyfin.
+#[tokio::test]
+async fn the_known_proxies_hint_comes_when_jellyfin_does_and_only_for_jellyfin() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("drawbridge.toml");
+    std::fs::write(&config, edge_config(dir.path(), "")).unwrap();
+    let edge = Process::start(&config);
+    let agent_config = dir.path().join("home/agent.toml");
+    std::fs::create_dir_all(agent_config.parent().unwrap()).unwrap();
+    enroll(&add_token(&config, "home", edge.https), &agent_config);
+    // Jellyfin not up yet; beside it, a service that is not Jellyfin.
+    let later = crate::support::closed_addr().await;
+    let other = crate::support::closed_addr().await;
+    set_services(&agent_config, later, 1);
+    let text = std::fs::read_to_string(&agent_config).unwrap();
+    std::fs::write(
+        &agent_config,
+        text.replace(
+            "[services]\n",
+            &format!("[services]\nphotos = \"http://{other}\"\n"),
+        ),
+    )
+    .unwrap();
+    let photos = tokio::net::TcpListener::bind(other).await.unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = photos.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+    let agent = Agent::start(&agent_config);
+    wait_until(
+        || agent.count("local service not reachable yet") >= 1,
+        Duration::from_secs(10),
+        "the agent noticing Jellyfin is not up",
+    )
+    .await;
+    let judged = || agent.count("does not answer as Jellyfin") >= 1;
+    wait_until(judged, Duration::from_secs(10), "the other service judged").await;
+    assert_eq!(agent.count("Known proxies (Dashboard"), 0);
+    let _jellyfin = Origin::start_on(later).await;
+    agent.hinted().await;
+    assert_eq!(agent.count("Known proxies (Dashboard"), 1, "once");
+    assert!(agent
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("service=\"jellyfin\"") || l.contains("service=jellyfin")));
 }

@@ -84,7 +84,7 @@ pub fn note_order(dir: &Path, failure: Option<(&str, &str)>) -> io::Result<()> {
     let path = last_error_path(dir);
     match failure {
         Some((when, message)) => {
-            std::fs::create_dir_all(dir)?;
+            crate::owner::create_dir_all(dir)?;
             write_atomic(&path, format!("{when} {message}\n").as_bytes(), 0o644)
         }
         None => match std::fs::remove_file(&path) {
@@ -96,7 +96,7 @@ pub fn note_order(dir: &Path, failure: Option<(&str, &str)>) -> io::Result<()> {
 
 /// Writes a new certificate chain and key for a site.
 pub fn save(dir: &Path, chain_pem: &str, key_pem: &str) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    crate::owner::create_dir_all(dir)?;
     let (cert_new, key_new) = (dir.join(".cert.pem.new"), dir.join(".key.pem.new"));
     write_synced(&key_new, key_pem.as_bytes(), 0o600)?;
     write_synced(&cert_new, chain_pem.as_bytes(), 0o644)?;

@@ -224,13 +224,15 @@ impl Store {
         }
     }
 
-    /// Forgets every key starting with `prefix`; returns how many responses
+    /// Forgets every key starting with `prefix` (`host/path`), or, for a
+    /// prefix that starts with `/`, every key whose path starts with it on
+    /// any site (letter case aside, as Jellyfin routes); returns how many responses
     /// (a key in memory and on disk is one), or why some stay on disk and
     /// would come back at the next start.
     pub fn purge(&self, prefix: &str) -> Result<usize, std::io::Error> {
         let mut memory = self.memory.lock().expect("cache lock");
         let mut purged: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for key in memory.keys().into_iter().filter(|k| k.starts_with(prefix)) {
+        for key in memory.keys().into_iter().filter(|k| purged_by(k, prefix)) {
             memory.remove(&key);
             purged.insert(key);
         }
@@ -239,7 +241,7 @@ impl Store {
             let names: Vec<String> = disk.index.lock().expect("cache lock").keys();
             for name in names {
                 let path = disk.dir.join(&name);
-                let Some(key) = read_key(&path).filter(|k| k.starts_with(prefix)) else {
+                let Some(key) = read_key(&path).filter(|k| purged_by(k, prefix)) else {
                     continue;
                 };
                 match std::fs::remove_file(&path) {
@@ -267,7 +269,7 @@ impl Store {
 
 impl Disk {
     fn scan(&self) {
-        let _ = std::fs::create_dir_all(&self.dir);
+        let _ = crate::owner::create_dir_all(&self.dir);
         let Ok(files) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -393,6 +395,17 @@ fn decode(bytes: &[u8]) -> Option<Cached> {
 
 fn read_key(path: &Path) -> Option<String> {
     read_entry(path).map(|e| e.key)
+}
+
+/// Whether `purge(prefix)` forgets `key` (`host/path?query`).
+fn purged_by(key: &str, prefix: &str) -> bool {
+    let lower = |s: &str| s.to_ascii_lowercase();
+    if prefix.starts_with('/') {
+        key.find('/')
+            .is_some_and(|at| lower(&key[at..]).starts_with(&lower(prefix)))
+    } else {
+        lower(key).starts_with(&lower(prefix))
+    }
 }
 
 #[cfg(test)]

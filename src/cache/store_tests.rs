@@ -152,3 +152,18 @@ mod roundtrip {
         }
     }
 }
+
+#[test]
+fn a_path_prefix_purges_that_path_on_every_site_in_any_case() {
+    use super::purged_by;
+    assert!(purged_by("jelly.test/Items/1/Images/Primary", "/Items/"));
+    assert!(purged_by("tv.test/items/2/Images/Primary?tag=a", "/Items/"));
+    assert!(!purged_by("jelly.test/web/index.html", "/Items/"));
+    assert!(purged_by("jelly.test/web/index.html", "jelly.test/web/"));
+    assert!(purged_by("jelly.test/web/index.html", "JELLY.test/Web/"));
+    assert!(!purged_by("tv.test/web/index.html", "jelly.test/"));
+    assert!(
+        purged_by("jelly.test/web/index.html", ""),
+        "empty: everything"
+    );
+}

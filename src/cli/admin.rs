@@ -11,7 +11,7 @@ use drawbridge::config::Config;
 pub enum CacheAction {
     /// Forget cached responses whose key (host and path) starts with PREFIX; all without one.
     Purge {
-        /// For example `jelly.example.com/Items/`.
+        /// A path (`/Items/`: on every site) or a host and path (`jelly.example.com/web/`); nothing: everything.
         prefix: Option<String>,
     },
 }
@@ -117,6 +117,9 @@ pub fn purge(config: &Config, prefix: Option<&str>) -> anyhow::Result<()> {
             )
         })?;
     match reply {
+        Reply::Purged(0) if prefix.is_some_and(|p| !p.is_empty() && !p.starts_with('/')) => {
+            println!("0 cached responses purged: a prefix is a host and path (`jelly.example.com/Items/`), or a path starting with `/` for every site");
+        }
         Reply::Purged(purged) => println!("{purged} cached responses purged"),
         Reply::Error(error) => anyhow::bail!("{error}"),
         other => anyhow::bail!("unexpected answer from drawbridge: {other:?}"),
@@ -190,8 +193,8 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     println!("drawbridge is running");
     for site in &config.sites {
         let name = site.name();
-        let certificate = match status.certificates.iter().find(|(n, _)| *n == name) {
-            Some((_, expiry)) => crate::check::days_left(*expiry, now),
+        let certificate = match status.certificates.iter().find(|c| c.site == name) {
+            Some(c) => crate::check::days_left(c.expires, now),
             None => "certificate: not issued yet".to_string(),
         };
         let now_on = status.sites.iter().find(|s| s.name == name);
@@ -211,7 +214,12 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     for ban in &status.bans {
         println!("    {} (offences {})", ban.address, ban.offences);
     }
-    let [hits, misses, stale, bypass] = status.cache;
+    let drawbridge::admin::CacheCounts {
+        hits,
+        misses,
+        stale,
+        bypass,
+    } = status.cache;
     let asked = hits + stale + misses;
     let ratio = ((hits + stale) * 100).checked_div(asked).unwrap_or(0);
     println!("  edge cache: {hits} hits, {misses} misses, {stale} stale, {bypass} bypassed ({ratio} % from the edge)");
@@ -219,7 +227,7 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("  tunnel: no agents enrolled");
     }
     for agent in &status.tunnels {
-        let from: Vec<&str> = agent.connections.iter().map(|c| c.0.as_str()).collect();
+        let from: Vec<&str> = agent.connections.iter().map(|c| c.from.as_str()).collect();
         println!(
             "  tunnel agent {}: {} connections{}",
             agent.name,

@@ -4,11 +4,79 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use drawbridge::config::{Config, LogTarget, SiteConfig, TlsSource};
+use drawbridge::config::{Config, Diagnostic, LogTarget, SiteConfig, TlsSource};
 
-/// `drawbridge check`: the config valid (errors were printed by the
-/// caller), then what `run` would refuse, then the summary.
-pub fn check(path: &Path, config: &Config) -> ExitCode {
+/// `drawbridge check` on the config at `path`: every problem in one run —
+/// what is invalid, what `run` would refuse (log files, state folder,
+/// user), what would quietly not work (an agent nobody enrolled, a
+/// certificate for other names) — each at its `file:line:col`, in file
+/// order; then the summary of what it would serve.
+pub fn check(path: &Path) -> ExitCode {
+    let (config, mut problems) = match Config::load_all(path) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let invalid = problems.len();
+    let mut warnings = Vec::new();
+    if let Some(config) = &config {
+        drawbridge::privileges::hand_new_files_to_the_service(config.server.user.as_deref());
+        let (refusals, warned) = would_refuse(config);
+        problems.extend(refusals);
+        warnings.extend(warned);
+        warnings.extend(super::findings::quiet_mistakes(config));
+    }
+    problems.sort_by_key(|d| (d.line, d.col));
+    warnings.sort_by_key(|d| (d.line, d.col));
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    for warning in &warnings {
+        eprintln!(
+            "{}:{}:{}: warning: {}",
+            warning.file.display(),
+            warning.line,
+            warning.col,
+            warning.message
+        );
+    }
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let refused = problems.len() - invalid;
+    if invalid > 0 {
+        eprintln!(
+            "{}: {invalid} error{}; the config is not valid{}",
+            path.display(),
+            plural(invalid),
+            if refused > 0 {
+                format!(
+                    ", and `run` would also refuse to start ({refused} problem{})",
+                    plural(refused)
+                )
+            } else {
+                String::new()
+            }
+        );
+        return ExitCode::FAILURE;
+    }
+    let Some(config) = config else {
+        return ExitCode::FAILURE;
+    };
+    if refused > 0 {
+        eprintln!(
+            "{}: valid, but `run` would refuse to start ({refused} problem{})",
+            path.display(),
+            plural(refused)
+        );
+        return ExitCode::FAILURE;
+    }
+    summary(&config);
+    ExitCode::SUCCESS
+}
+
+/// What `check` prints of a good config.
+fn summary(config: &Config) {
     let list = |addrs: &[std::net::SocketAddr]| {
         addrs
             .iter()
@@ -16,23 +84,7 @@ pub fn check(path: &Path, config: &Config) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (refusals, warnings) = would_refuse(config);
-    for refusal in &refusals {
-        eprintln!("{}: {refusal}", path.display());
-    }
-    for warning in &warnings {
-        eprintln!("{}: warning: {warning}", path.display());
-    }
-    if !refusals.is_empty() {
-        eprintln!(
-            "{}: valid, but `run` would refuse to start ({} problem{})",
-            path.display(),
-            refusals.len(),
-            if refusals.len() == 1 { "" } else { "s" }
-        );
-        return ExitCode::FAILURE;
-    }
-    println!("{}: the config is valid", path.display());
+    println!("{}: the config is valid", config.path.display());
     println!("  http listeners:  {}", list(&config.server.http));
     println!("  https listeners: {}", list(&config.server.https));
     println!("  state_dir:       {}", config.server.state_dir.display());
@@ -47,61 +99,57 @@ pub fn check(path: &Path, config: &Config) -> ExitCode {
     for site in &config.sites {
         println!("  site {}", describe(site));
     }
-    for site in config.sites.iter().filter(|s| s.upstream.plain_to_public()) {
-        eprintln!(
-            "{}: warning: site {}: upstream {} is plain HTTP to a public address: credentials cross the internet in clear text; use the tunnel or https",
-            path.display(),
-            site.name(),
-            site.upstream
-        );
-    }
-    ExitCode::SUCCESS
 }
 
 /// What `run` would stop at, short of binding: log files that cannot be
-/// opened for appending, a `state_dir` that cannot be made or written
-/// (certificate files and their keys are checked by the validation); and,
-/// as a warning (the systemd unit grants what this shell may lack), ports
-/// below 1024 without the capability to bind them.
-fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
+/// opened for appending, a `state_dir` that cannot be made or written, a
+/// `user` that does not exist (certificate files and their keys are
+/// checked by the validation); and, as warnings (the systemd unit grants
+/// what this shell may lack), ports below 1024 without the capability to
+/// bind them, kernel bans without `nft` or the capability.
+fn would_refuse(config: &Config) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     let mut refusals = Vec::new();
     let mut warnings = Vec::new();
+    let places = &config.places;
     let logs = [
-        ("error log", Some(&config.log.error)),
-        ("access log", config.log.access.as_ref()),
+        ("error log", Some(&config.log.error), places.error_log),
+        ("access log", config.log.access.as_ref(), places.access_log),
     ];
-    for (what, target) in logs {
+    for (what, target, place) in logs {
         if let Some(LogTarget::File(file)) = target {
-            let opened = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file);
-            if let Err(error) = opened {
-                refusals.push(format!(
-                    "cannot open the {what} {} for appending: {error}",
-                    file.display()
+            if let Err(error) = drawbridge::owner::open_append(file) {
+                refusals.push(config.diagnostic(
+                    place,
+                    format!(
+                        "cannot open the {what} {} for appending: {error}",
+                        file.display()
+                    ),
                 ));
             }
         }
     }
     let state = &config.server.state_dir;
     let probe = state.join(format!(".check-{}", std::process::id()));
-    let writable = std::fs::create_dir_all(state).and_then(|()| std::fs::write(&probe, b""));
+    let writable =
+        drawbridge::owner::create_dir_all(state).and_then(|()| std::fs::write(&probe, b""));
     let _ = std::fs::remove_file(&probe);
     if let Err(error) = writable {
-        refusals.push(format!(
-            "state_dir {} cannot be made or written: {error}",
-            state.display()
+        refusals.push(config.diagnostic(
+            places.state_dir.or(places.server),
+            format!(
+                "state_dir {} cannot be made or written: {error}",
+                state.display()
+            ),
         ));
     }
     // Started as root, `run` becomes `[server] user`: one that does not
     // exist stops it.
     match drawbridge::privileges::plan(config.server.user.as_deref()) {
-        Err(error) => refusals.push(error.to_string()),
-        Ok(drawbridge::privileges::Plan::StayRoot { asked: false }) => warnings.push(format!(
+        Err(error) => refusals.push(config.diagnostic(places.user, error.to_string())),
+        Ok(drawbridge::privileges::Plan::StayRoot { asked: false }) => warnings.push(config.diagnostic(places.server, format!(
             "run as root, drawbridge would stay root: no `{0}` user exists; create it (`useradd --system {0}`), set [server] user, or use the packaged unit",
             drawbridge::privileges::DEFAULT_USER
-        )),
+        ))),
         Ok(_) => {}
     }
     let low: Vec<&std::net::SocketAddr> = config
@@ -114,10 +162,10 @@ fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
     let lowest = low.iter().map(|addr| addr.port()).min();
     if lowest.is_some_and(|port| !may_bind(port)) {
         let low: Vec<String> = low.iter().map(ToString::to_string).collect();
-        warnings.push(format!(
+        warnings.push(config.diagnostic(places.server, format!(
             "{} need the CAP_NET_BIND_SERVICE capability, which this shell does not have: the systemd unit grants it; otherwise give the binary the capability (setcap cap_net_bind_service=+ep) or listen on ports above 1024",
             low.join(", ")
-        ));
+        )));
     }
     if config.guard.nftables {
         if std::process::Command::new("nft")
@@ -125,9 +173,9 @@ fn would_refuse(config: &Config) -> (Vec<String>, Vec<String>) {
             .output()
             .is_err()
         {
-            warnings.push("[guard] nftables: the `nft` command is not installed (apt install nftables); bans will hold in drawbridge only".to_string());
+            warnings.push(config.diagnostic(None, "[guard] nftables: the `nft` command is not installed (apt install nftables); bans will hold in drawbridge only"));
         } else if !has_capability(12) {
-            warnings.push("[guard] nftables needs the CAP_NET_ADMIN capability, which this shell does not have: the systemd unit's drop-in grants it (docs/operations.md); without it bans hold in drawbridge only".to_string());
+            warnings.push(config.diagnostic(None, "[guard] nftables needs the CAP_NET_ADMIN capability, which this shell does not have: the systemd unit's drop-in grants it (docs/operations.md); without it bans hold in drawbridge only"));
         }
     }
     (refusals, warnings)

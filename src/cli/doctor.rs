@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use drawbridge::config::{Config, HostPattern, UpstreamTarget};
+use drawbridge::config::{Config, HostPattern, SiteConfig, UpstreamTarget};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -57,10 +57,24 @@ pub fn doctor(config: &Config, api_key: Option<&str>) -> anyhow::Result<()> {
     for site in &config.sites {
         for host in &site.hosts {
             if let HostPattern::Exact(name) = host {
-                findings.push(runtime.block_on(dns(name)));
+                let found = runtime.block_on(dns(name));
+                // A local name (`jelly.localhost`, `media.lan`) needs no
+                // public record: where it does not resolve, say how it is
+                // reached instead of asking for records.
+                findings.push(match found.ok || !host.is_local() {
+                    true => found,
+                    false => note(format!(
+                        "{name} is a local name: no public DNS record is needed (clients reach it by the router's DNS, /etc/hosts, or `localhost` itself)"
+                    )),
+                });
             }
         }
-        findings.extend(runtime.block_on(upstream(&site.name(), &site.upstream, api_key)));
+        match &site.upstream {
+            UpstreamTarget::Tunnel { agent, service } => {
+                findings.push(runtime.block_on(tunnel_agent(config, site, agent, service)));
+            }
+            target => findings.extend(runtime.block_on(upstream(&site.name(), target, api_key))),
+        }
         findings.push(certificate(config, site));
         if site.tls == drawbridge::config::TlsSource::Acme {
             findings.extend(last_order(config, site));
@@ -95,7 +109,7 @@ pub fn doctor(config: &Config, api_key: Option<&str>) -> anyhow::Result<()> {
 fn state_dir(config: &Config) -> Finding {
     let dir = &config.server.state_dir;
     let probe = dir.join(format!(".doctor-{}", std::process::id()));
-    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b""));
+    let written = drawbridge::owner::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b""));
     let _ = std::fs::remove_file(&probe);
     match written {
         Ok(()) => good(format!("state_dir {} is writable", dir.display())),
@@ -156,6 +170,46 @@ async fn dns(name: &str) -> Finding {
             format!("{name} resolves to {}, not an address of this machine", foreign.join(", ")),
             "fine behind a 1:1 NAT (most clouds); otherwise point the record here — an AAAA elsewhere breaks IPv6 visitors and ACME alike".into(),
         )
+    }
+}
+
+/// A site through the tunnel: an agent of its name enrolled here, and
+/// connected when drawbridge runs.
+async fn tunnel_agent(config: &Config, site: &SiteConfig, agent: &str, service: &str) -> Finding {
+    let name = site.name();
+    let register = drawbridge::tunnel::register::Register::new(&config.server.state_dir);
+    let enrolled = register.known_names();
+    if !enrolled.iter().any(|known| known == agent) {
+        let listed = if enrolled.is_empty() {
+            "none is".to_string()
+        } else {
+            format!("enrolled: {}", enrolled.join(", "))
+        };
+        return bad(
+            format!("site {name}: upstream tunnel:{agent}/{service}, but no agent called `{agent}` is enrolled ({listed})"),
+            format!("fix the name in `upstream`, or run `drawbridge tunnel add {agent}` and enrol the agent at home"),
+        );
+    }
+    let socket = drawbridge::admin::socket_path(&config.server.state_dir);
+    match drawbridge::admin::request(&socket, &drawbridge::admin::Command::TunnelList).await {
+        Ok(drawbridge::admin::Reply::Tunnels(agents)) => {
+            let up: usize = agents
+                .iter()
+                .filter(|a| a.name == agent)
+                .map(|a| a.connections.len())
+                .sum();
+            if up > 0 {
+                good(format!("site {name}: agent `{agent}` is connected ({up} tunnel connections); it logs the address to put in Jellyfin's Known proxies"))
+            } else {
+                bad(
+                    format!("site {name}: agent `{agent}` is enrolled but not connected"),
+                    "start it at home (`sudo systemctl status drawbridge-agent`, or `drawbridge agent`) and read its log".into(),
+                )
+            }
+        }
+        _ => note(format!(
+            "site {name}: agent `{agent}` is enrolled (drawbridge is not running: its connection was not checked)"
+        )),
     }
 }
 

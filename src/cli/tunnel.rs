@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use drawbridge::admin::{self, Reply};
 use drawbridge::agent::{self, AgentConfig};
-use drawbridge::config::{parse_duration, Config, HostPattern};
+use drawbridge::config::{locate, parse_duration, Config, HostPattern, UpstreamTarget};
 use drawbridge::tunnel::hub::AgentStatus;
 use drawbridge::tunnel::identity::Identity;
 use drawbridge::tunnel::register::Register;
@@ -71,11 +71,20 @@ pub fn command(config: &Config, action: &TunnelAction) -> anyhow::Result<()> {
                 .or_else(|| default_edge(config))
                 .context("no site name to reach this edge by; say how with --edge host:port")?;
             let token = register.add_token(name, &edge, &identity.pin(), ttl)?;
-            println!("Run this once at home, next to Jellyfin, within {expires}:\n");
+            println!("Run this once at home, next to Jellyfin, within {expires} (with sudo where drawbridge is installed from the package):\n");
             println!("  drawbridge agent enroll {}\n", token.encode());
-            println!(
-                "then keep `drawbridge agent -c agent.toml` running there, and point a site here at it:\n  upstream = \"tunnel:{name}/jellyfin\""
-            );
+            println!("then start the agent there: `sudo systemctl enable --now drawbridge-agent` (the package), or `drawbridge agent`.");
+            let served: Vec<String> = config
+                .sites
+                .iter()
+                .filter(|site| matches!(&site.upstream, UpstreamTarget::Tunnel { agent, .. } if agent == name))
+                .map(|site| site.name())
+                .collect();
+            if served.is_empty() {
+                println!("Point a site here at it: upstream = \"tunnel:{name}/jellyfin\"");
+            } else {
+                println!("It serves {} here.", served.join(", "));
+            }
         }
         TunnelAction::List => {
             let agents =
@@ -144,10 +153,13 @@ fn print_agents(agents: &[AgentStatus]) {
             when(agent.enrolled),
             agent.pin
         );
-        for (from, since, received, sent) in &agent.connections {
+        for link in &agent.connections {
             println!(
-                "  from {from} since {}\t{received} bytes in, {sent} bytes out",
-                when(*since)
+                "  from {} since {}\t{} bytes in, {} bytes out",
+                link.from,
+                when(link.since),
+                link.received,
+                link.sent
             );
         }
         for service in &agent.unreachable {
@@ -156,8 +168,9 @@ fn print_agents(agents: &[AgentStatus]) {
     }
 }
 
-/// `drawbridge agent [enroll TOKEN]`.
-pub fn agent(path: &Path, action: Option<&AgentAction>) -> anyhow::Result<()> {
+/// `drawbridge agent [enroll TOKEN]`, with the config `given` by `-c` or
+/// found where `config::locate::AGENT` looks.
+pub fn agent(given: Option<&Path>, action: Option<&AgentAction>) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -165,30 +178,53 @@ pub fn agent(path: &Path, action: Option<&AgentAction>) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    // Run with sudo, the key and the config are the service's user's.
+    drawbridge::privileges::hand_new_files_to_the_service(None);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match action {
         Some(AgentAction::Enroll { token }) => {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            let key = dir
-                .unwrap_or(Path::new("."))
-                .join(drawbridge::agent::config::KEY_FILE);
+            let path = locate::AGENT.for_writing(given);
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // Before the token is spent: a folder the key and config
+            // cannot be written to is said now, not after.
+            writable(dir).with_context(|| {
+                format!(
+                    "cannot write the agent's key and config in {}; run it with sudo, or name another file with -c",
+                    dir.display()
+                )
+            })?;
+            let key = dir.join(drawbridge::agent::config::KEY_FILE);
             let (token, name) = runtime.block_on(agent::enroll(token, &key))?;
-            let text = match std::fs::read_to_string(path) {
+            let text = match std::fs::read_to_string(&path) {
                 Ok(old) => with_edge(&old, &token.edge, &token.pin)?,
                 Err(_) => drawbridge::agent::config::initial(&token.edge, &token.pin),
             };
-            drawbridge::atomic_file::write_atomic(path, text.as_bytes(), 0o600)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            drawbridge::atomic_file::write_atomic(&path, text.as_bytes(), 0o600).with_context(
+                || {
+                    format!(
+                        "cannot write {} (the same command may be run again within the token's hour)",
+                        path.display()
+                    )
+                },
+            )?;
+            let run = if path == Path::new(locate::AGENT.system) {
+                "sudo systemctl enable --now drawbridge-agent".to_string()
+            } else {
+                format!("drawbridge agent -c {}", path.display())
+            };
             println!(
-                "enrolled as `{name}` at {}; the agent's config is {}.\nCheck its [services], then run: drawbridge agent -c {}",
+                "enrolled as `{name}` at {}; the agent's config is {}.\nCheck its [services], then run: {run}",
                 token.edge,
                 path.display(),
-                path.display()
             );
             Ok(())
         }
         None => {
-            let config = AgentConfig::load(path).map_err(anyhow::Error::msg)?;
+            let path = locate::AGENT.find(given)?;
+            let config = AgentConfig::load(&path).map_err(anyhow::Error::msg)?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 let mut terminate = signal(SignalKind::terminate())?;
@@ -207,6 +243,15 @@ pub fn agent(path: &Path, action: Option<&AgentAction>) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Whether files can be made in `dir` (made if missing): a probe written
+/// and removed.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    drawbridge::owner::create_dir_all(dir)?;
+    let probe = dir.join(format!(".enroll-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 /// An existing agent config with the edge and its pin replaced (enrolling

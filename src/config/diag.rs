@@ -70,6 +70,12 @@ impl<'a> Reporter<'a> {
         });
     }
 
+    /// The line and column where `span` starts.
+    pub fn place(&self, span: &Range<usize>) -> super::Place {
+        let (line, col) = line_col(self.text, span.start);
+        super::Place { line, col }
+    }
+
     /// Records a serde or parse error, keeping its own span when it has one.
     pub fn toml_error(&mut self, error: &toml::de::Error, fallback: &Range<usize>) {
         let span = error.span().unwrap_or_else(|| fallback.clone());

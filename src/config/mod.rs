@@ -6,6 +6,7 @@
 
 mod diag;
 mod host;
+pub mod locate;
 mod raw;
 mod site;
 mod units;
@@ -43,6 +44,47 @@ pub struct Config {
     pub cache: Cache,
     /// The sites, in file order.
     pub sites: Vec<SiteConfig>,
+    /// Where some values were written, for what `check` finds after
+    /// validation (a log file it cannot open, an agent not enrolled).
+    pub places: Places,
+}
+
+/// A place in the config file: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Line.
+    pub line: usize,
+    /// Column, in characters.
+    pub col: usize,
+}
+
+/// Where the values `check` looks at again were written (None: not
+/// written, the default applies).
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    /// `[log] error`.
+    pub error_log: Option<Place>,
+    /// `[log] access`.
+    pub access_log: Option<Place>,
+    /// `[server] state_dir`.
+    pub state_dir: Option<Place>,
+    /// `[server] user`.
+    pub user: Option<Place>,
+    /// `[server]` itself.
+    pub server: Option<Place>,
+    /// Per site, in the order of `Config::sites`.
+    pub sites: Vec<SitePlaces>,
+}
+
+/// Where one site's values were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SitePlaces {
+    /// The `[[site]]` table.
+    pub site: Place,
+    /// Its `upstream`.
+    pub upstream: Option<Place>,
+    /// Its `tls`.
+    pub tls: Option<Place>,
 }
 
 /// `[server]`.
@@ -131,6 +173,8 @@ pub struct Log {
     pub level: String,
     /// Where the error log goes.
     pub error: LogTarget,
+    /// The error log's line format.
+    pub error_format: ErrorFormat,
     /// Where the access log goes; `None` turns it off for every site.
     pub access: Option<LogTarget>,
     /// The access log's line format.
@@ -142,10 +186,20 @@ impl Default for Log {
         Log {
             level: "info".to_string(),
             error: LogTarget::Stderr,
+            error_format: ErrorFormat::Text,
             access: Some(LogTarget::Stderr),
             format: AccessFormat::Combined,
         }
     }
+}
+
+/// Error log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    /// One readable line per event (time, level, fields, message).
+    Text,
+    /// One JSON object per event (for Loki, Elasticsearch, jq).
+    Json,
 }
 
 /// Access log line formats.
@@ -205,5 +259,28 @@ impl Config {
     /// Validates `text` as if read from `path`, returning every error found.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         validate::validate(path, text)
+    }
+
+    /// Reads and validates the config at `path` as `check` does: every
+    /// error, and the config as far as it could be read (defaults where a
+    /// value was wrong), so what `check` tests after validation (log files,
+    /// state folder, agents) is tested too. None when the file is not TOML.
+    pub fn load_all(path: &Path) -> Result<(Option<Config>, Vec<Diagnostic>), LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(validate::checked(path, &text))
+    }
+
+    /// A diagnostic at `place` (the config's first line when None).
+    pub fn diagnostic(&self, place: Option<Place>, message: impl Into<String>) -> Diagnostic {
+        let place = place.unwrap_or(Place { line: 1, col: 1 });
+        Diagnostic {
+            file: self.path.clone(),
+            line: place.line,
+            col: place.col,
+            message: message.into(),
+        }
     }
 }

@@ -29,6 +29,7 @@ pub const GUARD_KEYS: &[&str] = &[
     "max_connections_per_ip",
     "table_size",
     "nftables",
+    "ban_own_addresses",
 ];
 /// Known keys of a `[[site.path]]`.
 pub const PATH_KEYS: &[&str] = &["prefix", "allow", "deny"];
@@ -75,7 +76,7 @@ pub const LIMITS_KEYS: &[&str] = &[
     "body_min_rate",
 ];
 /// Known keys of `[log]`.
-pub const LOG_KEYS: &[&str] = &["level", "error", "access", "format"];
+pub const LOG_KEYS: &[&str] = &["level", "error", "error_format", "access", "format"];
 /// Known keys of each `[[site]]`.
 pub const SITE_KEYS: &[&str] = &[
     "host",
@@ -152,6 +153,7 @@ pub struct RawLimits {
 pub struct RawLog {
     pub level: Option<Spanned<String>>,
     pub error: Option<Spanned<String>>,
+    pub error_format: Option<Spanned<String>>,
     pub access: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
 }
@@ -184,6 +186,7 @@ pub struct RawGuard {
     pub max_connections_per_ip: Option<Spanned<u32>>,
     pub table_size: Option<Spanned<u32>>,
     pub nftables: Option<Spanned<bool>>,
+    pub ban_own_addresses: Option<Spanned<bool>>,
 }
 
 /// `[cache]`.

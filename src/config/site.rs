@@ -213,6 +213,10 @@ pub struct Guard {
     /// Bans also put into an nftables set, so the kernel drops banned
     /// packets on drawbridge's ports (`guard/nftables.rs`).
     pub nftables: bool,
+    /// Failed logins from the machine's own addresses (loopback and those
+    /// its interfaces carry) count toward bans too (fail2ban's `ignoreself
+    /// = false`); off, they never ban the machine itself.
+    pub ban_own_addresses: bool,
 }
 
 impl Default for Guard {
@@ -229,6 +233,7 @@ impl Default for Guard {
             max_connections_per_ip: 256,
             table_size: 100_000,
             nftables: false,
+            ban_own_addresses: false,
         }
     }
 }

@@ -14,21 +14,34 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Reporter};
 use super::raw::{RawAcme, RawCache, RawGuard, RawLimits, RawLog, RawServer, RawSite};
 use super::units::{parse_duration, parse_size};
-use super::{Config, Server};
+use super::{Config, Places, Server};
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
 pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    match checked(path, text) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Every error in `text`, and the config as far as it could be read
+/// (defaults where a value was wrong); None when `text` is not TOML.
+pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
     let mut report = Reporter::new(path, text);
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(error) => {
             report.toml_error(&error, &(0..0));
-            return Err(report.errors);
+            return (None, report.errors);
         }
     };
     let dirty = report.unknown_keys(root.get_ref());
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut v = Validator { report, base };
+    let mut v = Validator {
+        report,
+        base,
+        places: Places::default(),
+    };
 
     let mut raw_server = RawServer::default();
     let mut raw_limits = RawLimits::default();
@@ -42,7 +55,10 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             continue;
         }
         match key.get_ref().as_ref() {
-            "server" => raw_server = v.section(value).unwrap_or_default(),
+            "server" => {
+                v.places.server = Some(v.report.place(&value.span()));
+                raw_server = v.section(value).unwrap_or_default();
+            }
             "limits" => raw_limits = v.section(value).unwrap_or_default(),
             "log" => raw_log = v.section(value).unwrap_or_default(),
             "acme" => raw_acme = v.section(value).unwrap_or_default(),
@@ -79,20 +95,18 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     }
     // In the order a reader meets them in the file.
     v.report.errors.sort_by_key(|d| (d.line, d.col));
-    if v.report.errors.is_empty() {
-        Ok(Config {
-            path: path.to_path_buf(),
-            server,
-            limits,
-            log,
-            acme,
-            guard,
-            cache,
-            sites,
-        })
-    } else {
-        Err(v.report.errors)
-    }
+    let config = Config {
+        path: path.to_path_buf(),
+        server,
+        limits,
+        log,
+        acme,
+        guard,
+        cache,
+        sites,
+        places: v.places,
+    };
+    (Some(config), v.report.errors)
 }
 
 mod sections;
@@ -102,6 +116,7 @@ mod upstream;
 struct Validator<'a> {
     report: Reporter<'a>,
     base: PathBuf,
+    places: Places,
 }
 
 impl Validator<'_> {
@@ -318,6 +333,8 @@ impl Validator<'_> {
                 "no listener: [server] http and https are both empty",
             );
         }
+        self.places.state_dir = raw.state_dir.as_ref().map(|d| self.report.place(&d.span()));
+        self.places.user = raw.user.as_ref().map(|u| self.report.place(&u.span()));
         let state_dir = raw.state_dir.map_or_else(
             || PathBuf::from("/var/lib/drawbridge"),
             |d| self.path(d.get_ref()),

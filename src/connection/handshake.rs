@@ -76,6 +76,15 @@ pub(super) async fn handshake(
             .alpn()
             .and_then(|offered| shared.edge.config_for(offered))
     };
+    if !validation && agent.is_none() {
+        let name = hello.server_name().and_then(normalise_host);
+        let served = name
+            .as_deref()
+            .is_some_and(|name| shared.gateway.routes().site(name).is_some());
+        if !served {
+            shared.handshake_failures.names.asked(name.as_deref());
+        }
+    }
     let waits = !validation && agent.is_none();
     let config = match agent {
         Some(config) => config,

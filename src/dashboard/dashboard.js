@@ -38,7 +38,7 @@ function when(seconds) {
 
 function draw(status, perMinute) {
   const now = Date.now() / 1000;
-  const expiry = new Map(status.certificates);
+  const expiry = new Map(status.certificates.map((c) => [c.site, c.expires]));
   fill("sites", status.sites, (row, site) => {
     row.dataset.site = site.name;
     cell(row, site.name).title = site.upstream;
@@ -64,7 +64,7 @@ function draw(status, perMinute) {
     button.addEventListener("click", () => unban(ban.address, button));
     row.insertCell().append(button);
   });
-  const [hits, misses, stale, bypass] = status.cache;
+  const { hits, misses, stale, bypass } = status.cache;
   const ratio = hits + misses > 0 ? (100 * hits / (hits + misses)).toFixed(0) + " % from the edge" : "no cache traffic yet";
   document.getElementById("cache").textContent =
     hits + " hits, " + misses + " misses, " + stale + " stale, " + bypass + " bypassed (" + ratio + ")";
@@ -73,7 +73,7 @@ function draw(status, perMinute) {
   document.getElementById("agents-none").hidden = status.tunnels.length > 0;
   for (const agent of status.tunnels) {
     const item = document.createElement("li");
-    const from = agent.connections.map((c) => c[0]).join(", ");
+    const from = agent.connections.map((c) => c.from).join(", ");
     item.textContent = agent.name + ": " + (agent.connections.length
       ? agent.connections.length + " connection(s) from " + from : "not connected")
       + (agent.unreachable.length ? "; cannot reach " + agent.unreachable.join(", ") : "");

@@ -359,7 +359,7 @@ pub const MANUAL: &str = "manual";
 /// Adds a ban on `address` for `length` to the stored file (drawbridge not
 /// running: it takes effect at its next start); the ban as stored.
 pub fn add_stored(path: &Path, address: &str, length: Duration) -> Result<StoredBan, String> {
-    let key = ClientKey::parse(address).ok_or_else(|| format!("`{address}` is not an address"))?;
+    let key = ClientKey::parse_one(address)?;
     let mut bans = read(path)?;
     let now = SystemTime::now();
     let offences = bans
@@ -411,7 +411,7 @@ fn read_file(path: &Path) -> Result<Vec<StoredBan>, ReadError> {
 /// Removes `address` from the stored bans in `path` (drawbridge not running).
 pub fn remove_stored(path: &Path, address: &str) -> Result<bool, String> {
     let mut bans = read(path)?;
-    let key = ClientKey::parse(address).ok_or_else(|| format!("`{address}` is not an address"))?;
+    let key = ClientKey::parse_one(address)?;
     let before = bans.len();
     bans.retain(|b| ClientKey::parse(&b.address) != Some(key));
     let json = serde_json::to_vec_pretty(&BanFile { bans: bans.clone() }).expect("bans serialise");

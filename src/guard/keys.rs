@@ -40,6 +40,24 @@ impl ClientKey {
             .map(|net| ClientKey::of(net.addr()))
     }
 
+    /// The key a ban given by hand names (`bans add|remove`): an address,
+    /// or an IPv6 network of /64 or narrower (its /64). A wider range is
+    /// refused with the reason, never narrowed to its first address.
+    pub fn parse_one(text: &str) -> Result<ClientKey, String> {
+        let text = text.trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(ClientKey::of(ip));
+        }
+        match text.parse::<IpNet>() {
+            Ok(IpNet::V4(net)) if net.prefix_len() == 32 => Ok(ClientKey::of(IpAddr::V4(net.addr()))),
+            Ok(IpNet::V6(net)) if net.prefix_len() >= 64 => Ok(ClientKey::of(IpAddr::V6(net.addr()))),
+            Ok(net) => Err(format!(
+                "`{net}` is a range: bans are per address (an IPv6 /64 counts as one); to keep a whole range out, add it to a site's `deny` list (docs/config.md), which holds for every request"
+            )),
+            Err(_) => Err(format!("`{text}` is not an address")),
+        }
+    }
+
     /// Whether any of `nets` contains this client.
     pub fn in_any(&self, nets: &[IpNet]) -> bool {
         nets.iter()
@@ -127,6 +145,19 @@ mod tests {
             "192.0.2.1"
         );
         assert_eq!(ClientKey::parse("2001:db8:1:2::/64"), Some(a));
+        assert_eq!(ClientKey::parse_one("2001:db8:1:2::/64"), Ok(a));
+        assert_eq!(ClientKey::parse_one("2001:db8:1:2::9/128"), Ok(a));
+        assert_eq!(
+            ClientKey::parse_one("192.0.2.7/32"),
+            ClientKey::parse_one("192.0.2.7")
+        );
+        for range in ["10.0.0.0/8", "192.0.2.0/31", "2001:db8::/48"] {
+            let refused = ClientKey::parse_one(range).unwrap_err();
+            assert!(refused.contains("is a range"), "{range}: {refused}");
+        }
+        assert!(ClientKey::parse_one("nonsense")
+            .unwrap_err()
+            .contains("not an address"));
         assert!(a.in_any(&["2001:db8::/32".parse().unwrap()]));
     }
 

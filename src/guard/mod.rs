@@ -48,6 +48,10 @@ pub struct Guard {
     next: AtomicU64,
     max_total: usize,
     max_per_client: usize,
+    /// Whether the machine's own addresses may be banned.
+    ban_own_addresses: bool,
+    /// Whether the log said once that they are not.
+    own_said: std::sync::atomic::AtomicBool,
     /// Parent of every connection's kill switch (fired after the shutdown grace).
     kill: CancellationToken,
     /// What the guard did, counted for the metrics.
@@ -111,6 +115,8 @@ impl Guard {
             next: AtomicU64::new(0),
             max_total: config.max_connections as usize,
             max_per_client: config.max_connections_per_ip as usize,
+            ban_own_addresses: config.ban_own_addresses,
+            own_said: Default::default(),
             kill,
             events: Events::default(),
         }))
@@ -201,7 +207,11 @@ impl Guard {
         current: u64,
     ) -> Outcome {
         let key = ClientKey::of(client);
-        let outcome = self.bans.failed_login(key, site, exempt, now);
+        let own = !self.ban_own_addresses && own_address(client);
+        if own && !self.own_said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%client, site, "a failed login from this machine's own address: never banned (fail2ban's ignoreself); if a proxy on this machine sends visitors to drawbridge, list it in [server] trusted_proxies, or every visitor looks like the machine itself");
+        }
+        let outcome = self.bans.failed_login(key, site, exempt || own, now);
         self.events.failed_logins.fetch_add(1, Ordering::Relaxed);
         if matches!(outcome, Outcome::Banned(_)) {
             self.events.banned_now.fetch_add(1, Ordering::Relaxed);
@@ -233,6 +243,24 @@ impl Guard {
     pub fn open_connections(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
+}
+
+/// Whether `ip` is this machine's own: loopback, or an address one of its
+/// interfaces carries now (exact addresses, not their networks).
+pub fn own_address(ip: IpAddr) -> bool {
+    let ip = crate::client_ip::normalise(ip);
+    if ip.is_loopback() {
+        return true;
+    }
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return false;
+    };
+    interfaces
+        .filter_map(|interface| interface.address)
+        .any(|address| {
+            address.as_sockaddr_in().map(|a| IpAddr::V4(a.ip())) == Some(ip)
+                || address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())) == Some(ip)
+        })
 }
 
 impl Admission {
@@ -272,7 +300,54 @@ impl Drop for Admission {
 
 #[cfg(test)]
 mod tests {
-    use super::{Guard, Refused};
+    use super::{own_address, Guard, Refused};
+
+    #[test]
+    fn the_machines_own_addresses_are_its_interfaces_and_loopback_exactly() {
+        assert!(own_address("127.0.0.1".parse().unwrap()));
+        assert!(own_address("::1".parse().unwrap()));
+        assert!(own_address("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!own_address("192.0.2.77".parse().unwrap()));
+        // Every address an interface carries, and not its neighbour.
+        for interface in nix::ifaddrs::getifaddrs().unwrap() {
+            if let Some(v4) = interface.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+                assert!(own_address(std::net::IpAddr::V4(v4.ip())));
+                let next = u32::from(v4.ip()).wrapping_add(1).into();
+                if !std::net::Ipv4Addr::is_loopback(&next) {
+                    let carried = nix::ifaddrs::getifaddrs()
+                        .unwrap()
+                        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+                        .any(|ip| ip == next);
+                    assert_eq!(own_address(std::net::IpAddr::V4(next)), carried);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_login_from_the_machine_itself_never_bans_it_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let loopback = "127.0.0.1".parse().unwrap();
+        let config = GuardConfig {
+            max_failures: 1,
+            ..GuardConfig::default()
+        };
+        let guard = Guard::new(&config, dir.path(), Default::default()).unwrap();
+        guard.failed_login(loopback, "s", false, now, 0);
+        assert!(guard.admit(loopback, false, now).is_ok());
+        let config = GuardConfig {
+            ban_own_addresses: true,
+            ..config
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let guard = Guard::new(&config, dir.path(), Default::default()).unwrap();
+        guard.failed_login(loopback, "s", false, now, 0);
+        assert_eq!(
+            guard.admit(loopback, false, now).unwrap_err(),
+            Refused::Banned
+        );
+    }
     use crate::config::Guard as GuardConfig;
     use tokio::time::Instant;
 

@@ -79,20 +79,9 @@ impl Gateway {
         let Ok(body) = limits.guard(body, declared, site.metrics.received.clone()) else {
             return answer(ProxyError::PayloadTooLarge, version);
         };
-        let sent = tokio::time::Instant::now();
-        let forwarded = site.upstream.forward(parts, body, visitor).await;
-        match &forwarded {
-            Ok(_) => site.metrics.upstream(Some(sent.elapsed())),
-            // Home unreachable or silent; a busy cap or a slow client is
-            // not home being down.
-            Err(
-                ProxyError::UpstreamConnect { .. }
-                | ProxyError::UpstreamFailed { .. }
-                | ProxyError::UpstreamTimeout { .. }
-                | ProxyError::UpstreamTunnel { .. },
-            ) => site.metrics.upstream(None),
-            Err(_) => {}
-        }
-        forwarded.unwrap_or_else(|error| answer(error, version))
+        site.upstream
+            .forward(parts, body, visitor)
+            .await
+            .unwrap_or_else(|error| answer(error, version))
     }
 }

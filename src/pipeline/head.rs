@@ -31,6 +31,13 @@ pub fn check_head<B>(request: &Request<B>, limits: &Limits) -> Result<String, Pr
             return Err(ProxyError::HeaderTooLarge);
         }
     }
+    // `max_headers` for every protocol (hyper's HTTP/1.1 parser counts its
+    // own; HTTP/2 and HTTP/3 are counted here), as the upstream will get
+    // them: HTTP/2's cookie crumbs are joined into one field.
+    let crumbs = request.headers().get_all(header::COOKIE).iter().count();
+    if request.headers().len() - crumbs.saturating_sub(1) > limits.max_headers {
+        return Err(ProxyError::HeaderTooLarge);
+    }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let header_host = hosts.next();
     if hosts.next().is_some() {
@@ -122,5 +129,32 @@ mod tests {
             check_head(&r, &l),
             Err(ProxyError::HeaderTooLarge)
         ));
+    }
+
+    #[test]
+    fn max_headers_counts_every_protocol_with_cookie_crumbs_as_one() {
+        let l = Limits {
+            max_headers: 10,
+            ..Limits::default()
+        };
+        for version in [Version::HTTP_2, Version::HTTP_3] {
+            let mut r = req("https://a.test/", &[], version);
+            for i in 0..10 {
+                let name = http::HeaderName::try_from(format!("x-{i}")).unwrap();
+                r.headers_mut().append(name, "1".parse().unwrap());
+            }
+            assert!(check_head(&r, &l).is_ok(), "ten fields are the limit");
+            r.headers_mut().append("x-eleven", "1".parse().unwrap());
+            assert!(matches!(
+                check_head(&r, &l),
+                Err(ProxyError::HeaderTooLarge)
+            ));
+            let mut r = req("https://a.test/", &[], version);
+            for i in 0..30 {
+                r.headers_mut()
+                    .append("cookie", format!("c{i}=1").parse().unwrap());
+            }
+            assert!(check_head(&r, &l).is_ok(), "crumbs join into one cookie");
+        }
     }
 }

@@ -52,6 +52,27 @@ struct Scope<'a> {
     subject: filter::Subject<'a>,
 }
 
+/// What a gateway is made of.
+#[derive(Debug)]
+pub struct GatewayParts {
+    /// The first routes snapshot.
+    pub routes: Routes,
+    /// Protocol limits.
+    pub limits: Limits,
+    /// Where redirects to https point.
+    pub https_port: Option<u16>,
+    /// The access log.
+    pub access_log: Arc<AccessLog>,
+    /// HTTP-01 answers.
+    pub challenges: Arc<Challenges>,
+    /// The edge cache.
+    pub cache: Arc<Cache>,
+    /// `Alt-Svc` for answers over TLS on TCP, when HTTP/3 is served.
+    pub alt_svc: Option<HeaderValue>,
+    /// Where hosts no site serves are counted.
+    pub unknown: Arc<crate::tls::failures::UnknownNames>,
+}
+
 /// The request handler shared by every connection.
 #[derive(Debug)]
 pub struct Gateway {
@@ -63,28 +84,22 @@ pub struct Gateway {
     alt_svc: Option<HeaderValue>,
     challenges: Arc<Challenges>,
     cache: Arc<Cache>,
+    /// Hosts asked for that no site serves (summed up once a minute).
+    unknown: Arc<crate::tls::failures::UnknownNames>,
 }
 
 impl Gateway {
-    /// A gateway serving `routes`; redirects point at `https_port`; HTTP-01
-    /// answers come from `challenges`.
-    pub fn new(
-        routes: Routes,
-        limits: Limits,
-        https_port: Option<u16>,
-        access_log: Arc<AccessLog>,
-        challenges: Arc<Challenges>,
-        cache: Arc<Cache>,
-        alt_svc: Option<HeaderValue>,
-    ) -> Gateway {
+    /// A gateway serving `parts.routes`.
+    pub fn new(parts: GatewayParts) -> Gateway {
         Gateway {
-            routes: ArcSwap::from_pointee(routes),
-            limits,
-            https_port,
-            access_log,
-            challenges,
-            cache,
-            alt_svc,
+            routes: ArcSwap::from_pointee(parts.routes),
+            limits: parts.limits,
+            https_port: parts.https_port,
+            access_log: parts.access_log,
+            challenges: parts.challenges,
+            cache: parts.cache,
+            alt_svc: parts.alt_svc,
+            unknown: parts.unknown,
         }
     }
 
@@ -121,6 +136,7 @@ impl Gateway {
         };
         let Some(site) = routes.site(&host).cloned() else {
             tracing::debug!(host, "no site for this host; closing without a response");
+            self.unknown.asked(Some(&host));
             return Err(Closed);
         };
         // From here on every rule, the log and the upstream read the

@@ -19,7 +19,7 @@ use crate::connection::{self, ListenerKind, Shared};
 use crate::dns::{HickoryLookup, Lookup};
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::pipeline::Gateway;
+use crate::pipeline::{Gateway, GatewayParts};
 use crate::routes::Routes;
 use crate::tls::challenges::Challenges;
 use crate::tls::{TlsError, TlsStore};
@@ -121,15 +121,17 @@ impl Server {
             Some(addr) => crate::admin_listener::bind(addr).await,
             None => None,
         };
-        let gateway = Arc::new(Gateway::new(
-            Routes::build(&config, &guard, &edge.hub, &metrics),
-            config.limits.clone(),
+        let handshake_failures = Arc::new(crate::tls::failures::HandshakeFailures::default());
+        let gateway = Arc::new(Gateway::new(GatewayParts {
+            routes: Routes::build(&config, &guard, &edge.hub, &metrics),
+            limits: config.limits.clone(),
             https_port,
-            Arc::new(access_log),
-            challenges.clone(),
-            Cache::new(&config.cache, &config.server.state_dir),
+            access_log: Arc::new(access_log),
+            challenges: challenges.clone(),
+            cache: Cache::new(&config.cache, &config.server.state_dir),
             alt_svc,
-        ));
+            unknown: handshake_failures.names.clone(),
+        }));
         let shared = Arc::new(Shared {
             gateway,
             tls: tls.server_config()?,
@@ -138,7 +140,7 @@ impl Server {
             http: connection::HttpBuilders::new(&config.limits),
             kill,
             guard: guard.clone(),
-            handshake_failures: Arc::default(),
+            handshake_failures,
             quic: Arc::default(),
             tasks: TaskTracker::new(),
             edge,

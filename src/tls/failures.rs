@@ -2,7 +2,9 @@
 //! minute: anyone can make handshakes fail, so a line each (debug level) would
 //! let them fill the error log, and none at all would hide a real problem.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,57 @@ pub struct HandshakeFailures {
     refused: AtomicU64,
     timed_out: AtomicU64,
     totals: [AtomicU64; 3],
+    /// Names asked for that no site serves (TLS and plain HTTP).
+    pub names: Arc<UnknownNames>,
+}
+
+/// The names clients asked for that no site serves, since the last
+/// summary: a typo in a site's `host` (or a DNS record pointing here by
+/// mistake) shows in the log with its count, while the door stays closed.
+#[derive(Debug, Default)]
+pub struct UnknownNames {
+    asked: Mutex<BTreeMap<String, u64>>,
+    /// Asks beyond the names kept (a scanner's random names).
+    others: AtomicU64,
+}
+
+/// How many distinct unknown names a summary keeps.
+const NAMES_KEPT: usize = 8;
+
+impl UnknownNames {
+    /// Counts an ask for `name` (`None`: no name at all, as when an
+    /// address is typed).
+    pub fn asked(&self, name: Option<&str>) {
+        let name = name.unwrap_or("(no name)");
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = asked.get_mut(name) {
+            *count += 1;
+        } else if asked.len() < NAMES_KEPT && name.len() <= 253 {
+            asked.insert(name.to_string(), 1);
+        } else {
+            self.others.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `name ×count, …` for the names asked since the last time, and a
+    /// fresh count; None when nobody asked.
+    fn take(&self) -> Option<String> {
+        let asked = std::mem::take(&mut *self.asked.lock().unwrap_or_else(|e| e.into_inner()));
+        let others = self.others.swap(0, Ordering::Relaxed);
+        if asked.is_empty() && others == 0 {
+            return None;
+        }
+        let mut listed: Vec<(String, u64)> = asked.into_iter().collect();
+        listed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut words: Vec<String> = listed
+            .into_iter()
+            .map(|(name, count)| format!("{name} ×{count}"))
+            .collect();
+        if others > 0 {
+            words.push(format!("{others} more for other names"));
+        }
+        Some(words.join(", "))
+    }
 }
 
 impl HandshakeFailures {
@@ -57,12 +110,20 @@ impl HandshakeFailures {
             take(&self.timed_out),
         );
         let total = refused + not_tls + timed_out;
-        (total > 0).then(|| {
+        let names = self.names.take();
+        let handshakes = (total > 0).then(|| {
             format!(
                 "{total} TLS handshakes failed in the last {} s: {refused} refused (unknown name, old TLS version or no common cipher), {not_tls} not TLS, {timed_out} too slow",
                 SUMMARY_EVERY.as_secs()
             )
-        })
+        });
+        let names = names.map(|names| {
+            format!("names asked for that no site serves (a typo in `host`?): {names}")
+        });
+        match (handshakes, names) {
+            (Some(h), Some(n)) => Some(format!("{h}; {n}")),
+            (h, n) => h.or(n),
+        }
     }
 
     /// Writes the summary every `SUMMARY_EVERY` until `shutdown`.
@@ -99,6 +160,26 @@ mod tests {
             "{line}"
         );
         assert_eq!(failures.summary(), None, "counted afresh");
+    }
+
+    #[test]
+    fn names_no_site_serves_are_counted_in_the_summary_and_bounded() {
+        let failures = HandshakeFailures::default();
+        for _ in 0..3 {
+            failures.names.asked(Some("jely.example.com"));
+        }
+        failures.names.asked(None);
+        let line = failures.summary().unwrap();
+        assert!(
+            line.contains("no site serves (a typo in `host`?): jely.example.com ×3, (no name) ×1"),
+            "{line}"
+        );
+        for i in 0..100 {
+            failures.names.asked(Some(&format!("scan{i}.test")));
+        }
+        let line = failures.summary().unwrap();
+        assert!(line.contains("92 more for other names"), "{line}");
+        assert_eq!(failures.summary(), None);
     }
 }
 

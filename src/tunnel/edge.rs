@@ -168,7 +168,7 @@ impl Edge {
             }
             Err(error) => {
                 tracing::warn!(%from, %error, "enrollment refused");
-                EnrollReply::Refused(error.to_string())
+                EnrollReply::Refused(error.for_the_agent())
             }
         };
         let mut text = serde_json::to_string(&reply).unwrap_or_default();

@@ -103,13 +103,25 @@ pub struct AgentStatus {
     pub pin: String,
     /// When it enrolled (Unix seconds).
     pub enrolled: u64,
-    /// Its connections that are up: from where, since when (Unix seconds),
-    /// bytes received and sent by the edge.
-    pub connections: Vec<(String, u64, u64, u64)>,
+    /// Its connections that are up.
+    pub connections: Vec<LinkStatus>,
     /// The services it said it could not reach, for which it is passed
     /// over now.
     #[serde(default)]
     pub unreachable: Vec<String>,
+}
+
+/// One tunnel connection in `AgentStatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The address the agent dialled from.
+    pub from: String,
+    /// Since when (Unix seconds).
+    pub since: u64,
+    /// Bytes the edge received on it.
+    pub received: u64,
+    /// Bytes the edge sent on it.
+    pub sent: u64,
 }
 
 /// Why a request could not go through a tunnel.
@@ -421,13 +433,11 @@ impl Hub {
                 connections: links
                     .iter()
                     .filter(|l| l.pin == agent.pin && !l.close.is_cancelled())
-                    .map(|l| {
-                        (
-                            l.from.to_string(),
-                            unix(l.since),
-                            l.bytes.read.load(Ordering::Relaxed),
-                            l.bytes.written.load(Ordering::Relaxed),
-                        )
+                    .map(|l| LinkStatus {
+                        from: l.from.to_string(),
+                        since: unix(l.since),
+                        received: l.bytes.read.load(Ordering::Relaxed),
+                        sent: l.bytes.written.load(Ordering::Relaxed),
                     })
                     .collect(),
                 unreachable: down

@@ -64,7 +64,7 @@ impl Identity {
                     source,
                 };
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
+                    crate::owner::create_dir_all(dir).map_err(io)?;
                 }
                 // Never over another's: `run` and `tunnel add` may both
                 // make the edge's key on first use, and a token printed

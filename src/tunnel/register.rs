@@ -65,13 +65,17 @@ impl From<StoredHome> for Home {
     }
 }
 
-/// A token not yet spent.
+/// A token not yet expired: unspent, or spent by the agent whose key's pin
+/// `spent_by` holds (which may use it again until it expires, should its
+/// first answer have been lost or its config not written).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     id: String,
     name: String,
     secret: String,
     expires: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spent_by: Option<String>,
 }
 
 /// What a token tells the agent.
@@ -115,6 +119,18 @@ fn proof(secret: &str, exported: &[u8]) -> String {
     hex(ring::hmac::sign(&key, exported).as_ref())
 }
 
+/// Whether `given` (hex) is `secret`'s proof for the channel that exported
+/// `exported`, compared in constant time.
+fn proof_matches(secret: &str, given: &str, exported: &[u8]) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let given = (0..given.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(given.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+        .unwrap_or_default();
+    ring::hmac::verify(&key, exported, &given).is_ok()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -151,6 +167,17 @@ pub enum RegisterError {
         /// What went wrong.
         why: String,
     },
+}
+
+impl RegisterError {
+    /// What the agent at home is told: the sentence, but never the edge's
+    /// own files (those are in the edge's log).
+    pub fn for_the_agent(&self) -> String {
+        match self {
+            RegisterError::Storage { .. } => "the edge could not store the enrollment (its error log says why); the token is not spent: try again once it is fixed".to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The register's files under `state_dir`.
@@ -209,7 +236,7 @@ impl Register {
             path: self.dir.display().to_string(),
             why,
         };
-        std::fs::create_dir_all(&self.dir).map_err(|e| fail(e.to_string()))?;
+        crate::owner::create_dir_all(&self.dir).map_err(|e| fail(e.to_string()))?;
         let folder = std::fs::File::open(&self.dir).map_err(|e| fail(e.to_string()))?;
         Flock::lock(folder, FlockArg::LockExclusive).map_err(|(_, errno)| fail(errno.to_string()))
     }
@@ -220,7 +247,7 @@ impl Register {
             path: path.display().to_string(),
             why: e.to_string(),
         };
-        std::fs::create_dir_all(&self.dir).map_err(fail)?;
+        crate::owner::create_dir_all(&self.dir).map_err(fail)?;
         let json = serde_json::to_vec_pretty(items).unwrap_or_default();
         write_atomic(&path, &json, 0o600).map_err(fail)
     }
@@ -264,6 +291,28 @@ impl Register {
         self.read("agents.json")
     }
 
+    /// The names that agents are enrolled under or have a token for that
+    /// has not expired: what a site's `tunnel:NAME/…` may name.
+    pub fn known_names(&self) -> Vec<String> {
+        let now = now();
+        let mut names: Vec<String> = self
+            .agents()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        let pending: Vec<Pending> = self.read("tokens.json").unwrap_or_default();
+        names.extend(
+            pending
+                .into_iter()
+                .filter(|p| p.expires > now)
+                .map(|p| p.name),
+        );
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// A new one-time token for an agent called `name`, valid for `ttl`,
     /// telling the agent to reach the edge at `edge` whose key has `pin`.
     pub fn add_token(
@@ -292,6 +341,7 @@ impl Register {
             name: name.to_string(),
             secret: token.secret.clone(),
             expires: token.expires,
+            spent_by: None,
         });
         self.write("tokens.json", &pending)?;
         Ok(token)
@@ -300,7 +350,9 @@ impl Register {
     /// Spends the token `id` for the agent whose key has `pin`, if `proof`
     /// is the token's proof for the channel that exported `exported`;
     /// returns the agent's name. A token is spent by its first use, right
-    /// or wrong, so a secret cannot be guessed at.
+    /// or wrong, so a secret cannot be guessed at; the agent that spent it
+    /// rightly may use it again until it expires (its first answer lost,
+    /// or its config not written at home), and nobody else may.
     pub fn redeem(
         &self,
         id: &str,
@@ -313,28 +365,37 @@ impl Register {
         let Some(at) = pending.iter().position(|p| p.id == id) else {
             return Err(RegisterError::Unknown);
         };
-        let token = pending.remove(at);
-        self.write("tokens.json", &pending)?;
+        let token = pending[at].clone();
+        let right = proof_matches(&token.secret, proof_given, exported);
+        let again = right && token.spent_by.as_deref() == Some(pin);
+        if token.spent_by.is_some() && !again {
+            return Err(RegisterError::Unknown);
+        }
         if token.expires <= now() {
+            pending.remove(at);
+            self.write("tokens.json", &pending)?;
             return Err(RegisterError::Expired);
         }
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.secret.as_bytes());
-        let given = (0..proof_given.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(proof_given.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()
-            .unwrap_or_default();
-        if ring::hmac::verify(&key, exported, &given).is_err() {
+        if !right {
+            pending.remove(at);
+            self.write("tokens.json", &pending)?;
             return Err(RegisterError::WrongProof);
         }
         let mut agents = self.agents()?;
+        if again && agents.iter().any(|a| a.pin == pin && a.name == token.name) {
+            return Ok(token.name);
+        }
         agents.retain(|a| a.pin != pin);
         agents.push(Agent {
             name: token.name.clone(),
             pin: pin.to_string(),
             enrolled: now(),
         });
+        // The agent first, then the token marked: a failure between the
+        // two leaves an agent whose token may be used once more by it.
         self.write("agents.json", &agents)?;
+        pending[at].spent_by = Some(pin.to_string());
+        self.write("tokens.json", &pending)?;
         Ok(token.name)
     }
 
@@ -409,7 +470,25 @@ mod tests {
             Err(RegisterError::Unknown),
             "a second use"
         );
+        // The agent that spent it, on a new channel (its answer was lost,
+        // or its config could not be written at home): enrolled still, once.
+        let retry = [9u8; 32];
+        assert_eq!(
+            register.redeem(&token.id, &token.proof(&retry), &retry, "sha256/a"),
+            Ok("home".to_string())
+        );
+        assert_eq!(register.agents().unwrap().len(), 1);
+        assert_eq!(
+            register.redeem(&token.id, &token.proof(&other_channel), &retry, "sha256/a"),
+            Err(RegisterError::Unknown),
+            "a wrong proof from the same key"
+        );
         assert!(register.remove("home").unwrap());
+        assert_eq!(
+            register.redeem(&token.id, &token.proof(&retry), &retry, "sha256/a"),
+            Err(RegisterError::Unknown),
+            "removed: its tokens are gone too"
+        );
         assert!(register.agents().unwrap().is_empty());
     }
 
@@ -475,8 +554,13 @@ mod tests {
         });
         let pending: Vec<super::Pending> = register.read("tokens.json").unwrap();
         let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+        // Kept until they expire, for their own agent's retry, but spent.
         for token in &spendable {
-            assert!(!ids.contains(&token.id.as_str()), "a spent token came back");
+            let kept = pending.iter().find(|p| p.id == token.id);
+            assert!(
+                kept.is_some_and(|p| p.spent_by.is_some()),
+                "a spent token came back unspent"
+            );
         }
         for token in &added {
             assert!(ids.contains(&token.id.as_str()), "an added token was lost");
@@ -537,7 +621,7 @@ mod tests {
     fn a_removed_agents_addresses_are_no_longer_homes() {
         let dir = tempfile::tempdir().unwrap();
         let register = Register::new(dir.path());
-        std::fs::create_dir_all(dir.path().join("tunnel")).unwrap();
+        crate::owner::create_dir_all(dir.path().join("tunnel")).unwrap();
         std::fs::write(dir.path().join("tunnel/homes.json"), r#"["192.0.2.9"]"#).unwrap();
         let channel = [7u8; 32];
         for (name, pin) in [("home", "sha256/a"), ("other", "sha256/b")] {

@@ -40,7 +40,11 @@ impl Upstream {
     /// Logs, once, the address drawbridge reaches the upstream from: Jellyfin
     /// ignores X-Forwarded-For unless that address is one of its Known proxies.
     pub async fn announce_known_proxy(&self, site: &str) {
-        for attempt in 0..10u32 {
+        // Until it answers (the task ends with the process): Jellyfin at
+        // home may come up long after drawbridge. Every 2 s for the first
+        // minute, then every 10 s.
+        let started = tokio::time::Instant::now();
+        for attempt in 0u32.. {
             match self.dial().await {
                 Ok(stream) => {
                     if let Ok(local) = stream.local_addr() {
@@ -57,7 +61,12 @@ impl Upstream {
                     if attempt == 0 {
                         tracing::warn!(site, %error, "upstream not reachable yet; will say which address to add to Jellyfin's Known proxies once it is");
                     }
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    let wait = if started.elapsed() < Duration::from_secs(60) {
+                        Duration::from_secs(2)
+                    } else {
+                        Duration::from_secs(10)
+                    };
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -58,6 +58,18 @@ impl Upstream {
         client: IpAddr,
         response_timeout: Duration,
     ) -> Result<(Response<Incoming>, Hold), ProxyError> {
+        let sent = tokio::time::Instant::now();
+        let upgraded = self.upgrade_held(request, client, response_timeout).await;
+        self.record(&upgraded, sent.elapsed());
+        upgraded
+    }
+
+    async fn upgrade_held(
+        &self,
+        request: Request<Body>,
+        client: IpAddr,
+        response_timeout: Duration,
+    ) -> Result<(Response<Incoming>, Hold), ProxyError> {
         let deadline = Deadline::after(self.response_timeout);
         let busy = |busy| self.classify(Failure::Busy(busy));
         let share = self.limit.share(client, &deadline).await.map_err(busy)?;

@@ -32,6 +32,7 @@ use crate::error::ProxyError;
 use crate::tunnel::hub::Hub;
 
 use crate::error::Busy;
+use crate::metrics::Health;
 use limit::{ConnPermit, Deadline, Limit, Share};
 pub use pool::UpstreamBody;
 use pool::{Conn, Lease, Pool};
@@ -59,6 +60,8 @@ pub struct Upstream {
     tunnel: Option<Tunnel>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// Where every way out records whether home answered, and how fast.
+    health: Health,
 }
 
 impl fmt::Debug for Upstream {
@@ -83,8 +86,8 @@ impl fmt::Display for Upstream {
 
 impl Upstream {
     /// The upstream of `site`, with an empty pool; a tunnel target goes
-    /// through `hub`.
-    pub fn new(site: &SiteConfig, hub: &Arc<Hub>) -> Upstream {
+    /// through `hub`; whether home answers is recorded in `health`.
+    pub fn new(site: &SiteConfig, hub: &Arc<Hub>, health: Health) -> Upstream {
         let (addresses, name, port, tunnel) = match &site.upstream {
             UpstreamTarget::Http(addr) => match addr.host.parse::<IpAddr>() {
                 Ok(ip) => (Addresses::fixed(ip), None, addr.port, None),
@@ -133,6 +136,18 @@ impl Upstream {
             tunnel,
             connect_timeout: site.connect_timeout,
             response_timeout: site.response_timeout,
+            health,
+        }
+    }
+
+    /// Records what a way out to home learnt: an answer's head after
+    /// `elapsed`, or home not answering (a busy cap or a slow client says
+    /// nothing about home).
+    fn record<T>(&self, result: &Result<T, ProxyError>, elapsed: Duration) {
+        match result {
+            Ok(_) => self.health.record(Some(elapsed)),
+            Err(error) if error.home_unreachable() => self.health.record(None),
+            Err(_) => {}
         }
     }
 
@@ -180,7 +195,10 @@ impl Upstream {
             .share(client, &deadline)
             .await
             .map_err(|busy| self.classify(Failure::Busy(busy)))?;
-        let mut response = self.forward_once_more(request, &deadline).await?;
+        let sent = tokio::time::Instant::now();
+        let answered = self.forward_once_more(request, &deadline).await;
+        self.record(&answered, sent.elapsed());
+        let mut response = answered?;
         response.body_mut().hold(share);
         Ok(response)
     }

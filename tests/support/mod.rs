@@ -58,6 +58,11 @@ pub async fn poll_until(mut ready: impl FnMut() -> bool, what: &str) {
         .unwrap_or_else(|_| panic!("waited 5 s for {what}"));
 }
 
+/// The `[guard]` line tests that ban their own clients need: every test
+/// client comes from 127.0.0.1, which drawbridge never bans otherwise (the
+/// machine's own addresses, as fail2ban's `ignoreself`).
+pub const BAN_LOOPBACK: &str = "ban_own_addresses = true\n";
+
 /// The `[server]` block every test uses: port 0 on loopback, state in `dir`.
 pub fn server_block(dir: &Path) -> String {
     format!(
@@ -143,6 +148,11 @@ impl TestGateway {
             }
         };
         poll_until(stored, "the cache to store a response").await;
+    }
+
+    /// Responses the edge cache has stored so far: in memory, on disk.
+    pub fn cache_stored_now(&self) -> (u64, u64) {
+        self.cache.stored()
     }
 
     /// Waits until the guard counts exactly `count` open client connections.

@@ -50,6 +50,17 @@ impl Agent {
         Agent { child, log }
     }
 
+    /// Waits until the agent has said which address Jellyfin's Known
+    /// proxies must list (it asked the service once to know it is Jellyfin).
+    pub async fn hinted(&self) {
+        wait_until(
+            || self.count("Known proxies (Dashboard") >= 1,
+            Duration::from_secs(10),
+            "the agent's Known proxies hint",
+        )
+        .await;
+    }
+
     /// How many log lines contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.log
@@ -94,8 +105,9 @@ pub async fn wait_until(mut ready: impl FnMut() -> bool, wait: Duration, what: &
 /// The edge's config text: one site through the tunnel.
 pub fn edge_config(dir: &Path, extra: &str) -> String {
     format!(
-        "{}[log]\naccess = \"off\"\n\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:home/jellyfin\"\ntls = \"internal\"\nhttps_redirect = false\n{extra}",
-        server_block(dir)
+        "{}[log]\naccess = \"off\"\n\n[guard]\n{}\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:home/jellyfin\"\ntls = \"internal\"\nhttps_redirect = false\n{extra}",
+        server_block(dir),
+        super::BAN_LOOPBACK
     )
 }
 
@@ -132,6 +144,9 @@ impl Home {
             agent_config,
         };
         home.attached(connections).await;
+        // The agent asks Jellyfin who it is once (its Known proxies hint):
+        // done before a test counts what reaches home.
+        home.agent.hinted().await;
         home
     }
 

@@ -5,7 +5,9 @@ use toml::Spanned;
 
 use super::Validator;
 use crate::config::raw::{RawAcme, RawCache, RawGuard, RawLimits, RawLog};
-use crate::config::{AccessFormat, Acme, Cache, Challenge, Guard, Limits, Log, LogTarget};
+use crate::config::{
+    AccessFormat, Acme, Cache, Challenge, ErrorFormat, Guard, Limits, Log, LogTarget,
+};
 
 impl Validator<'_> {
     pub(super) fn limits(&mut self, raw: RawLimits) -> Limits {
@@ -64,6 +66,8 @@ impl Validator<'_> {
                 ),
             }
         }
+        self.places.error_log = raw.error.as_ref().map(|e| self.report.place(&e.span()));
+        self.places.access_log = raw.access.as_ref().map(|a| self.report.place(&a.span()));
         if let Some(error) = raw.error {
             log.error = self.log_target(&error).unwrap_or(LogTarget::Stderr);
         }
@@ -71,6 +75,19 @@ impl Validator<'_> {
             log.access = match access.get_ref().as_str() {
                 "off" => None,
                 _ => self.log_target(&access),
+            };
+        }
+        if let Some(format) = raw.error_format {
+            log.error_format = match format.get_ref().as_str() {
+                "text" => ErrorFormat::Text,
+                "json" => ErrorFormat::Json,
+                other => {
+                    self.report.at(
+                        &format.span(),
+                        format!("unknown error log format `{other}`; use \"text\" or \"json\""),
+                    );
+                    ErrorFormat::Text
+                }
             };
         }
         if let Some(format) = raw.format {
@@ -200,6 +217,7 @@ impl Validator<'_> {
             max_connections_per_ip,
             table_size,
             nftables: raw.nftables.is_some_and(|on| *on.get_ref()),
+            ban_own_addresses: raw.ban_own_addresses.is_some_and(|on| *on.get_ref()),
         }
     }
 

@@ -67,10 +67,16 @@ impl Validator<'_> {
     ) -> Vec<SiteConfig> {
         let mut sites: Vec<SiteConfig> = Vec::new();
         for (span, raw) in raw {
+            let places = crate::config::SitePlaces {
+                site: self.report.place(&span),
+                upstream: raw.upstream.as_ref().map(|u| self.report.place(&u.span())),
+                tls: raw.tls.as_ref().map(|t| self.report.place(&t.span())),
+            };
             let Some(site) = self.site(&span, raw, &sites, acme) else {
                 continue;
             };
             sites.push(site);
+            self.places.sites.push(places);
         }
         sites
     }

@@ -22,6 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod process;
+
 /// The method classes requests are counted by.
 const METHODS: [&str; 4] = ["get", "head", "post", "other"];
 /// The status classes requests are counted by.
@@ -49,6 +51,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AgentLabel {
     agent: String,
 }
@@ -57,6 +64,8 @@ struct AgentLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The unprefixed `process_*` series.
+    process: Registry,
     requests: Family<RequestLabels, Counter>,
     response_time: Family<SiteLabel, Histogram>,
     /// Open client connections (the guard's count), set when scraped.
@@ -146,10 +155,8 @@ pub struct SiteMetrics {
     pub received: Counter,
     /// Response body bytes sent to clients.
     pub sent: Counter,
-    upstream_time: Histogram,
-    /// The site's `upstream_up` series, made at the first request home: a
-    /// fresh start says nothing rather than "down".
-    upstream_up: Arc<(Family<SiteLabel, Gauge>, SiteLabel, OnceLock<Gauge>)>,
+    /// Whether home answers, and how fast (recorded by the upstream).
+    pub health: Health,
     /// WebSockets open now.
     pub websockets: Gauge,
     /// Responses whose body is still being sent (streams among them).
@@ -339,10 +346,24 @@ impl Metrics {
                 })
                 .clone()
         });
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the label says which drawbridge runs",
+            build_info,
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             protocols,
             quic_retries,
             registry,
+            process,
             requests,
             response_time,
             connections,
@@ -391,8 +412,10 @@ impl Metrics {
             response_time,
             received: family.received.get_or_create(&label).clone(),
             sent: family.sent.get_or_create(&label).clone(),
-            upstream_time: family.upstream_time.get_or_create(&label).clone(),
-            upstream_up: Arc::new((family.upstream_up.clone(), label.clone(), OnceLock::new())),
+            health: Health {
+                time: family.upstream_time.get_or_create(&label).clone(),
+                up: Arc::new((family.upstream_up.clone(), label.clone(), OnceLock::new())),
+            },
             websockets: family.websockets.get_or_create(&label).clone(),
             in_flight: family.in_flight.get_or_create(&label).clone(),
             dns_changes: family.dns_changes.get_or_create(&label).clone(),
@@ -463,11 +486,15 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text of every metric.
+    /// The OpenMetrics text of every metric: drawbridge's, then the
+    /// process's (`process_*`, unprefixed as every exporter writes them).
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text;
         let mut text = String::new();
         // Writing to a String does not fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = text::encode_registry(&mut text, &self.registry);
+        let _ = text::encode_registry(&mut text, &self.process);
+        let _ = text::encode_eof(&mut text);
         text
     }
 }
@@ -494,21 +521,6 @@ impl SiteMetrics {
         }
     }
 
-    /// A request home got its answer's head after `elapsed`, or failed.
-    pub fn upstream(&self, answered: Option<Duration>) {
-        let (family, label, up) = &*self.upstream_up;
-        let up = up.get_or_init(|| family.get_or_create(label).clone());
-        match answered {
-            Some(elapsed) => {
-                up.set(1);
-                self.upstream_time.observe(elapsed.as_secs_f64());
-            }
-            None => {
-                up.set(0);
-            }
-        }
-    }
-
     /// Requests answered so far (every class).
     pub fn requests(&self) -> u64 {
         self.requests.iter().map(Counter::get).sum()
@@ -516,7 +528,55 @@ impl SiteMetrics {
 
     /// Whether the last request home got an answer; `None` before the first.
     pub fn upstream_is_up(&self) -> Option<bool> {
-        self.upstream_up.2.get().map(|up| up.get() == 1)
+        self.health.is_up()
+    }
+}
+
+/// Whether a site's home answers, and how fast: every way out to home
+/// records here (`upstream/`), so a poster's cache miss or a WebSocket
+/// that got no answer says "down" as a plain request does.
+#[derive(Debug, Clone)]
+pub struct Health {
+    time: Histogram,
+    /// The site's `upstream_up` series, made at the first request home: a
+    /// fresh start says nothing rather than "down".
+    up: Arc<(Family<SiteLabel, Gauge>, SiteLabel, OnceLock<Gauge>)>,
+}
+
+impl Health {
+    /// A request home got its answer's head after `elapsed`, or home did
+    /// not answer (unreachable, silent, broken).
+    pub fn record(&self, answered: Option<Duration>) {
+        let (family, label, up) = &*self.up;
+        let up = up.get_or_init(|| family.get_or_create(label).clone());
+        match answered {
+            Some(elapsed) => {
+                up.set(1);
+                self.time.observe(elapsed.as_secs_f64());
+            }
+            None => {
+                up.set(0);
+            }
+        }
+    }
+
+    /// Whether the last request home got an answer; `None` before the first.
+    pub fn is_up(&self) -> Option<bool> {
+        self.up.2.get().map(|up| up.get() == 1)
+    }
+
+    /// A health that records nowhere (tests of the upstream alone).
+    pub fn detached() -> Health {
+        Health {
+            time: Histogram::new(BUCKETS),
+            up: Arc::new((
+                Family::default(),
+                SiteLabel {
+                    site: String::new(),
+                },
+                OnceLock::new(),
+            )),
+        }
     }
 }
 
@@ -563,5 +623,29 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("PROPFIND"));
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("drawbridge_build_info{{version=\"{version}\"}} 1")),
+            "{text}"
+        );
+        // The process's own series, unprefixed, before the one end mark.
+        for series in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        let rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rss > 1e6, "a real resident size: {rss}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
     }
 }
