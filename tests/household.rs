@@ -31,14 +31,7 @@ fn every_command_run_with_sudo_leaves_files_the_service_reads() {
     // it started (the edge, the agents, the fake Jellyfin).
     let out = Command::new("unshare")
         .args([
-            "--mount",
-            "--net",
-            "--pid",
-            "--fork",
-            "sh",
-            "-e",
-            "-c",
-            OVERLAY,
+            "--mount", "--net", "--pid", "--fork", "sh", "-e", "-c", OVERLAY,
         ])
         .arg("overlay")
         .arg(dir.path())
@@ -89,6 +82,7 @@ as_agent() { HOME=/var/lib/drawbridge setpriv --reuid=drawbridge --regid=drawbri
 wait_for() { for i in $(seq 150); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; echo "never: $1 in $2"; cat "$2"; return 1; }
 mkdir -p /tmp/jellyfin/web && echo 'jellyfin web' > /tmp/jellyfin/web/index.html
 (cd /tmp/jellyfin && exec python3 -m http.server 8096 --bind 127.0.0.1 >/dev/null 2>&1) &
+for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8096/web/index.html && break; sleep 0.1; done
 cat > /etc/drawbridge/drawbridge.toml <<'EOF'
 [server]
 http = ["127.0.0.1:80"]
@@ -259,10 +253,8 @@ async fn a_refused_enrolment_shows_no_path_of_the_edge() {
     std::fs::write(&config, crate::support::tunnel::edge_config(dir.path(), "")).unwrap();
     let edge = Process::start(&config);
     let token = crate::support::tunnel::add_token(&config, "home", edge.https);
-    // The edge can no longer write its register.
-    let tunnel = dir.path().join("state/tunnel");
-    std::fs::remove_dir_all(&tunnel).unwrap();
-    std::fs::write(&tunnel, "not a folder").unwrap();
+    // The edge can no longer store its agents (a folder where the file goes).
+    std::fs::create_dir_all(dir.path().join("state/tunnel/agents.json/x")).unwrap();
     let home = dir.path().join("home/agent.toml");
     std::fs::create_dir_all(home.parent().unwrap()).unwrap();
     let said = cli_fails(&["agent", "enroll", &token, "-c", home.to_str().unwrap()]);

@@ -112,10 +112,14 @@ fn a_ban_is_dropped_by_the_kernel_and_lifted_with_it() {
         "the agent's address stays out of the kernel's set: {}",
         line("set")
     );
+    // Not dropped by the kernel (that would time out, exit 28): drawbridge
+    // itself lets a banned visitor from the agent's address no further than
+    // the TLS handshake, and answers nothing (curl: empty reply, or the
+    // HTTP/2 stream refused).
+    let home = line("home");
     assert!(
-        line("home").ends_with("exit=35"),
-        "drawbridge itself closes a banned visitor from the agent's address (after its ClientHello): {}",
-        line("home")
+        home.starts_with("000 ") && !home.ends_with("exit=28") && !home.ends_with("exit=0"),
+        "drawbridge itself closes a banned visitor from the agent's address, unanswered: {home}"
     );
     assert!(
         line("banned").ends_with("exit=28"),

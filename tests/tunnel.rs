@@ -236,6 +236,110 @@ async fn the_agent_comes_back_after_the_edge_restarts() {
     assert_eq!(home.info_status().await, 200);
 }
 
+/// `systemctl restart` with an agent attached: the agent's tunnel is not a
+/// request in flight, so SIGTERM stops the edge as fast as without one
+/// (well inside a grace of 60 s), the link closed cleanly for the agent to
+/// reconnect to the next start.
+#[tokio::test]
+async fn an_attached_agent_does_not_hold_a_restart_for_the_grace() {
+    let mut home = Home::start("", 2).await;
+    let text = std::fs::read_to_string(&home.edge_config)
+        .unwrap()
+        .replace("[server]\n", "[server]\nshutdown_grace = \"60s\"\n");
+    std::fs::write(&home.edge_config, text).unwrap();
+    let port = home.edge.https.port();
+    drop(std::mem::replace(&mut home.edge, dummy_process()));
+    let text = std::fs::read_to_string(&home.edge_config).unwrap().replace(
+        "https = [\"127.0.0.1:0\"]",
+        &format!("https = [\"127.0.0.1:{port}\"]"),
+    );
+    std::fs::write(&home.edge_config, text).unwrap();
+    home.edge = Process::start(&home.edge_config);
+    home.attached(2).await;
+    assert_eq!(home.info_status().await, 200);
+    let told = home.agent.count("closed by the edge");
+    home.edge.signal("TERM");
+    let stopped = tokio::task::spawn_blocking({
+        let mut edge = std::mem::replace(&mut home.edge, dummy_process());
+        move || {
+            let status = edge.child.wait().unwrap();
+            (status, edge.log.lock().unwrap().clone())
+        }
+    });
+    let (status, log) = tokio::time::timeout(Duration::from_secs(20), stopped)
+        .await
+        .expect("stopped without waiting out the 60 s grace")
+        .unwrap();
+    assert!(status.success(), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("tunnel connection closed, the agent will reconnect")),
+        "{log:#?}"
+    );
+    // The next start: the agent is back on its own.
+    let before = home.agent.count("tunnel connection up");
+    home.edge = Process::start(&home.edge_config);
+    wait_until(
+        || home.agent.count("tunnel connection up") >= before + 2,
+        Duration::from_secs(15),
+        "the agent back on the new edge",
+    )
+    .await;
+    assert_eq!(
+        home.agent.count("closed by the edge") - told,
+        2,
+        "told cleanly"
+    );
+    assert_eq!(home.info_status().await, 200);
+}
+
+/// `drawbridge tunnel remove` is what a household does when an agent's key
+/// is stolen: everything of the removed agent ends at once — a download
+/// and a WebSocket already flowing through it included, not only new
+/// requests.
+#[tokio::test]
+async fn a_removed_agents_streams_and_websockets_end_at_once() {
+    let home = Home::start("", 1).await;
+    let mut ws = home.websocket().await;
+    let download = home
+        .client(false)
+        .get(home.url("/bulk/400"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let mut body = download.bytes_stream();
+    // Flowing: a first piece has arrived, and the visitor reads no more.
+    assert!(body.next().await.unwrap().is_ok());
+    let c = home.edge_config.to_str().unwrap();
+    cli(&["tunnel", "remove", "home", "-c", c]);
+    let ended = async {
+        let mut read = 0usize;
+        loop {
+            match body.next().await {
+                Some(Ok(piece)) => read += piece.len(),
+                Some(Err(_)) => return Err(read),
+                None => return Ok(read),
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the download ended at once");
+    let read = outcome.expect_err("cut short, never completed");
+    assert!(read < 400 << 20, "{read} of 400 MiB");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        ws.send(Message::text("still there?")).await.ok();
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+    closed.await.expect("the WebSocket ended at once");
+}
+
 /// `drawbridge agent enroll TOKEN`, which must fail: what it said.
 fn enroll_fails(token: &str, agent_config: &std::path::Path) -> String {
     cli_fails(&[
@@ -307,7 +411,10 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
     std::fs::write(&other_config, edge_config(other.path(), "")).unwrap();
     let foreign = add_token(&other_config, "home", edge.https);
     let impostor = enroll_fails(&foreign, &agent_config);
-    assert!(impostor.contains("does not match the pin"), "{impostor}");
+    assert!(
+        impostor.contains("without the pinned key's proof"),
+        "{impostor}"
+    );
     assert!(enroll_fails("garbage", &agent_config).contains("not a drawbridge tunnel token"));
 
     // An enrolled agent whose config pins another key does not connect.
@@ -318,19 +425,29 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
     std::fs::write(&agent_config, wrong).unwrap();
     let agent = Agent::start(&agent_config);
     wait_until(
-        || agent.count("does not match the pin") >= 1,
+        || agent.count("without the pinned key's proof") >= 1,
         Duration::from_secs(10),
         "the agent refusing the edge",
     )
     .await;
-    assert_eq!(count(&edge, "agent connected"), 0);
+    // The edge took its knock (the key is enrolled), but the agent, not
+    // finding its edge's key, never serves: nothing of home is reachable.
+    assert_eq!(agent.count("tunnel connection up"), 0);
     drop(agent);
     std::fs::write(&agent_config, pinned).unwrap();
     let agent = Agent::start(&agent_config);
     wait_until(
-        || count(&edge, "agent connected") >= 1,
+        || agent.count("tunnel connection up") >= 1,
         Duration::from_secs(10),
         "the agent",
+    )
+    .await;
+    let ready = |list: &str| list.contains("home\t1 connections");
+    let listed = || cli(&["tunnel", "list", "-c", c]).0;
+    wait_until(
+        || ready(&listed()),
+        Duration::from_secs(5),
+        "the edge to list it",
     )
     .await;
 
@@ -345,10 +462,12 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
         "the revoked connection to close",
     )
     .await;
+    // The agent hears that it was removed, in those words, and stops
+    // knocking every few seconds.
     wait_until(
-        || agent.count("tunnel connection") >= 2,
-        Duration::from_secs(5),
-        "the agent to see it",
+        || agent.count("the edge says this agent was removed") >= 1,
+        Duration::from_secs(10),
+        "the agent to be told it was removed",
     )
     .await;
     let client = crate::support::tunnel::client_for(dir.path(), edge.https, false);
@@ -365,16 +484,12 @@ async fn tokens_are_one_time_and_expire_and_the_agent_trusts_only_its_edge() {
         502,
         "a removed agent's key no longer connects"
     );
-    // Not even on a resumed TLS session, which would skip its certificate.
-    // (TLS 1.3: the agent's handshake ends before the edge refuses its key,
-    // so each retry looks up to it, then is lost.)
-    wait_until(
-        || agent.count("tunnel connection lost") + agent.count("cannot reach the edge") >= 2,
-        Duration::from_secs(10),
-        "the agent's retries",
-    )
-    .await;
-    assert_eq!(count(&edge, "agent connected"), 1);
+    assert_eq!(agent.count("tunnel connection up"), 1);
+    assert_eq!(
+        count(&edge, "a removed agent knocked"),
+        1,
+        "once, not every 250 ms"
+    );
     // Its address is no longer kept out of kernel bans.
     let homes = std::fs::read_to_string(dir.path().join("state/tunnel/homes.json")).unwrap();
     assert!(!homes.contains("127.0.0.1"), "{homes}");
@@ -653,11 +768,15 @@ async fn a_ban_of_the_households_address_leaves_the_agents_tunnel_up() {
         "the agent's address is noted for the kernel bans to leave out: {homes}"
     );
 
-    // A banned address offering the tunnel without an enrolled key: the
-    // handshake fails (no agent slot, nothing served).
-    let config = crate::support::client_config(&ca, &[b"drawbridge-tunnel/1"]);
-    let impostor = crate::support::tls_connect(home.edge.https, config, Some("jelly.test")).await;
-    assert!(impostor.is_err(), "no enrolled key, no tunnel");
+    // A banned address knocking with a key the edge never enrolled: the
+    // connection is closed with nothing said (no agent slot, nothing served).
+    let stranger = tempfile::tempdir().unwrap();
+    let (answer, closed) =
+        crate::support::tunnel::knock(home.edge.https, &ca, &stranger.path().join("k.pem")).await;
+    assert!(
+        closed && answer.is_empty(),
+        "no enrolled key, no tunnel: {answer:?}"
+    );
 
     // The agent restarts at home, from the banned address, and attaches.
     home.agent.child.kill().unwrap();
@@ -779,4 +898,60 @@ async fn the_known_proxies_hint_comes_when_jellyfin_does_and_only_for_jellyfin()
         .unwrap()
         .iter()
         .any(|l| l.contains("service=\"jellyfin\"") || l.contains("service=jellyfin")));
+}
+
+/// Nobody without an agent's key learns that drawbridge or a tunnel is
+/// there: the old tunnel's ALPN is no protocol here, the certificate an
+/// agent's dial gets is the site's own, and a knock with a key the edge
+/// never enrolled — or the household's real key, its proof made on another
+/// connection — gets exactly what the same request without it gets.
+#[tokio::test]
+async fn the_tunnel_door_shows_nothing_to_anyone_without_the_key() {
+    use crate::support::tunnel::send_head;
+    use drawbridge::tunnel::protocol::{Knock, Proof, AGENT_SIGNS};
+    let home = Home::start("", 1).await;
+    let ca = home.ca_pem();
+    let old = crate::support::client_config(&ca, &[b"drawbridge-tunnel/1"]);
+    let refused = crate::support::tls_connect(home.edge.https, old, Some("jelly.test")).await;
+    assert!(refused.is_err(), "no such protocol");
+    let tls = crate::support::tls_connect(
+        home.edge.https,
+        crate::support::client_config(&ca, &[b"http/1.1"]),
+        Some("jelly.test"),
+    )
+    .await
+    .expect("the site's own certificate, from the site's CA");
+    let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    assert_eq!(drawbridge::certfile::dns_names(&parsed), ["jelly.test"]);
+    // What a visitor gets for the same request, and what a stranger's knock
+    // gets: the same, to the byte (the date aside).
+    let plain = |_: &[u8; 32]| {
+        "GET / HTTP/1.1\r\nHost: jelly.test\r\nConnection: Upgrade\r\nUpgrade: drawbridge-tunnel/2\r\nContent-Length: 0\r\n\r\n".to_string()
+    };
+    let stranger = tempfile::tempdir().unwrap();
+    let key = stranger.path().join("k.pem");
+    let agent_key = home.agent_config.parent().unwrap().join("agent.pem");
+    let identity = drawbridge::tunnel::identity::Identity::load_or_create(&agent_key).unwrap();
+    let replayed = Proof::make(&identity, AGENT_SIGNS, &[9u8; 32]);
+    let (visitor, strange, replay) = tokio::join!(
+        send_head(home.edge.https, &ca, plain),
+        crate::support::tunnel::knock(home.edge.https, &ca, &key),
+        send_head(home.edge.https, &ca, |_| Knock::Tunnel(replayed)
+            .request_head("jelly.test")),
+    );
+    let undated = |bytes: &[u8]| -> String {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("date:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(!visitor.0.is_empty());
+    assert_eq!(undated(&strange.0), undated(&visitor.0));
+    assert_eq!(undated(&replay.0), undated(&visitor.0));
+    assert!(!undated(&visitor.0)
+        .to_ascii_lowercase()
+        .contains("drawbridge"));
+    assert_eq!(count(&home.edge, "agent connected"), 1, "no second link");
 }

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! edge = "vps.example.net:443"        # where the edge listens (from the token)
+//! edge_name = "jelly.example.com"     # the site name its TLS is asked for (from the token)
 //! edge_pin = "sha256/…"               # the edge's tunnel key (from the token)
 //! key = "agent.pem"                   # the agent's own key, beside this file
 //! connections = 2                     # tunnel connections kept up (1–8)
@@ -20,6 +21,8 @@ use serde::Deserialize;
 pub struct AgentConfig {
     /// `host:port` of the edge.
     pub edge: String,
+    /// The name the agent asks the edge's TLS for: one of its sites.
+    pub edge_name: String,
     /// The pin of the edge's tunnel key.
     pub edge_pin: String,
     /// The agent's key and certificate (PEM).
@@ -34,6 +37,7 @@ pub struct AgentConfig {
 #[serde(deny_unknown_fields)]
 struct Raw {
     edge: String,
+    edge_name: Option<String>,
     edge_pin: String,
     #[serde(default = "default_key")]
     key: PathBuf,
@@ -90,6 +94,21 @@ impl AgentConfig {
                 "`edge` must be host:port, e.g. \"vps.example.net:443\"",
             ));
         }
+        // Written by enrolments since the tunnel knocks at a site's name;
+        // an older config's `edge` host is that name, unless an address.
+        let host = raw.edge.rsplit_once(':').map_or("", |(host, _)| host);
+        let edge_name = match raw.edge_name.clone() {
+            Some(name) => name,
+            None if host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err() => {
+                host.to_string()
+            }
+            None => {
+                return Err(at(
+                    value_at("edge"),
+                    "`edge` is an address: add `edge_name`, the edge's site name its TLS answers to (enrolling again writes it)",
+                ))
+            }
+        };
         if !raw.edge_pin.starts_with("sha256/") {
             return Err(at(
                 value_at("edge_pin"),
@@ -133,6 +152,7 @@ impl AgentConfig {
         let dir = path.parent().unwrap_or(Path::new("."));
         Ok(AgentConfig {
             edge: raw.edge,
+            edge_name,
             edge_pin: raw.edge_pin,
             key: dir.join(raw.key),
             connections: raw.connections,
@@ -141,11 +161,13 @@ impl AgentConfig {
     }
 }
 
-/// The text of a new agent config for the edge `edge` with key pin `pin`.
-pub fn initial(edge: &str, pin: &str) -> String {
+/// The text of a new agent config for the edge `edge`, asked for as
+/// `name`, with key pin `pin`.
+pub fn initial(edge: &str, name: &str, pin: &str) -> String {
     format!(
         "# Written by `drawbridge agent enroll`. Run: drawbridge agent -c <this file>\n\
          edge = \"{edge}\"\n\
+         edge_name = \"{name}\"\n\
          edge_pin = \"{pin}\"\n\
          key = \"{KEY_FILE}\"\n\
          connections = 2\n\
@@ -164,22 +186,33 @@ mod tests {
     #[test]
     fn a_config_reads_and_errors_point_at_their_place() {
         let path = Path::new("/etc/drawbridge/agent.toml");
-        let good = super::initial("vps.test:443", "sha256/abc");
+        let good = super::initial("vps.test:443", "jelly.test", "sha256/abc");
         let config = AgentConfig::parse(path, &good).unwrap();
         assert_eq!(config.services["jellyfin"], "127.0.0.1:8096");
         assert_eq!(config.key, Path::new("/etc/drawbridge/agent.pem"));
         let bad = good.replace("connections = 2", "connections = 20");
         let error = AgentConfig::parse(path, &bad).unwrap_err();
         assert!(
-            error.starts_with("/etc/drawbridge/agent.toml:5:1: `connections`"),
+            error.starts_with("/etc/drawbridge/agent.toml:6:1: `connections`"),
             "{error}"
         );
         let typo = good.replace("connections", "conections");
         let error = AgentConfig::parse(path, &typo).unwrap_err();
         assert!(
-            error.contains(":5:1:") && error.contains("conections"),
+            error.contains(":6:1:") && error.contains("conections"),
             "{error}"
         );
+        // A config from before `edge_name`: its `edge` host is the name,
+        // unless it is an address.
+        let older = good.replace("edge_name = \"jelly.test\"\n", "");
+        assert_eq!(
+            AgentConfig::parse(path, &older).unwrap().edge_name,
+            "vps.test"
+        );
+        let by_address = older.replace("vps.test:443", "192.0.2.7:443");
+        assert!(AgentConfig::parse(path, &by_address)
+            .unwrap_err()
+            .contains("add `edge_name`"));
         let bad = good.replace("http://127.0.0.1:8096", "http://127.0.0.1:8096/jf");
         assert!(AgentConfig::parse(path, &bad)
             .unwrap_err()

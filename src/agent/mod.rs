@@ -1,9 +1,11 @@
-//! `drawbridge agent`: the home end of the tunnel. It dials the edge over
-//! TLS 1.3 (TCP, the HTTPS port: it passes any network that lets HTTPS
-//! out), proves itself with its key, checks the edge by the pin its token
-//! gave it, and then serves HTTP/2 on that connection for the edge
-//! (`serve.rs`). It keeps `connections` of them up, each reconnecting with
-//! full-jitter exponential backoff, forever.
+//! `drawbridge agent`: the home end of the tunnel. It dials the edge like
+//! any browser — TLS to one of the edge's sites on the HTTPS port, so it
+//! passes any network that lets HTTPS out — knocks with an HTTP/1.1
+//! Upgrade carrying its key's proof, checks the edge's proof against the
+//! pin its token gave it, and then serves HTTP/2 on that connection for the
+//! edge (`serve.rs`). It keeps `connections` of them up, each reconnecting
+//! with full-jitter exponential backoff; a key the edge removed is said so
+//! and tried again only every few minutes.
 
 pub mod config;
 mod serve;
@@ -13,36 +15,36 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
 use serve::Services;
-pub use serve::{REFUSED, UNREACHABLE};
 
 use crate::socket::coalesce::Coalesce;
 use crate::socket::rewind::Rewind;
-use crate::tunnel::edge::{EnrollReply, EnrollRequest};
 use crate::tunnel::identity::{Identity, IdentityError};
-use crate::tunnel::register::{Token, EXPORTER_LABEL};
+use crate::tunnel::protocol::{self, EnrollReply, Knock, Proof};
+use crate::tunnel::register::Token;
 use crate::tunnel::trust::PinnedServer;
-use crate::tunnel::{ENROLL_ALPN, READ_AHEAD, TUNNEL_ALPN};
 
 /// The first retry's ceiling, and the most a retry waits.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A connection up this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
-/// How long connecting and the TLS handshake may take.
+/// How long connecting, the TLS handshake and the knock may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// PINGs from the agent too, so a dead edge is noticed from home.
-const PING_EVERY: Duration = Duration::from_secs(15);
-const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a removed agent knocks again (the edge may have it enrolled
+/// again with a new token, or restored from a backup), and says so.
+const REMOVED_RETRY: Duration = Duration::from_secs(300);
+const REMOVED_SAID_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why the agent could not start or enroll.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +52,7 @@ pub enum AgentError {
     /// The agent's key.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// rustls refused the key.
+    /// rustls refused the configuration.
     #[error("agent TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     /// The token could not be read.
@@ -78,104 +80,176 @@ pub enum AgentError {
     },
 }
 
-fn client_config(
-    identity: &Identity,
-    edge_pin: &str,
-    alpn: &[u8],
-) -> Result<Arc<ClientConfig>, AgentError> {
+/// Why one knock at the edge did not make a tunnel connection.
+#[derive(Debug)]
+enum Turned {
+    /// The edge says this agent's key was removed (`tunnel remove`).
+    Removed,
+    /// Anything else, in words for the log.
+    Away(String),
+}
+
+/// TLS 1.3 to the edge as any browser dials it (`http/1.1`); the edge's key
+/// is checked inside the connection (`knock`), not by its certificate.
+fn client_config() -> Result<Arc<ClientConfig>, AgentError> {
     let mut config = ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServer::new(edge_pin)))
-        .with_client_auth_cert(
-            vec![identity.cert.clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(identity.key.clone_key()),
-        )?;
-    config.alpn_protocols = vec![alpn.to_vec()];
-    // Every connection shows the agent's key again (the edge keeps no tickets).
-    config.resumption = rustls::client::Resumption::disabled();
+        .with_custom_certificate_verifier(Arc::new(PinnedServer::proven_inside()))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// TCP to `edge` (`host:port`) with TLS on top, within `DIAL_TIMEOUT`.
+/// TCP to `edge` (`host:port`) with TLS on top for the site `name`.
 async fn dial(
     edge: &str,
+    name: &str,
     config: Arc<ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<Rewind>, String> {
-    let host = edge.rsplit_once(':').map_or(edge, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| format!("`{host}` is not a host name or address"))?;
-    let dialled = async {
-        let stream = TcpStream::connect(edge).await.map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(30))
-            .with_interval(Duration::from_secs(10));
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        TlsConnector::from(config)
-            .connect(name, Rewind::new(stream))
-            .await
-            .map_err(|e| match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                Some(rustls::Error::InvalidCertificate(_)) => {
-                    "its tunnel key does not match the pin (an impostor, or another edge); not connecting".to_string()
-                }
-                _ => e.to_string(),
-            })
-    };
-    tokio::time::timeout(DIAL_TIMEOUT, dialled)
+) -> Result<TlsStream<Rewind>, String> {
+    let name = ServerName::try_from(name.to_string())
+        .map_err(|_| format!("`{name}` is not a host name"))?;
+    let stream = TcpStream::connect(edge).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    TlsConnector::from(config)
+        .connect(name, Rewind::new(stream))
         .await
-        .unwrap_or_else(|_| Err("timed out".to_string()))
+        .map_err(|e| format!("TLS: {e} (is the token's site name one of the edge's sites?)"))
+}
+
+/// The connection's 32 exporter bytes the proofs are bound to.
+fn exporter(stream: &TlsStream<Rewind>) -> Result<[u8; 32], String> {
+    let mut exported = [0u8; 32];
+    stream
+        .get_ref()
+        .1
+        .export_keying_material(&mut exported, protocol::EXPORTER_LABEL, None)
+        .map_err(|e| e.to_string())?;
+    Ok(exported)
+}
+
+/// The edge's answer to a knock: its status, headers and body (read only
+/// when it says how long it is, for an enrolment).
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Sends `knock` on `stream` and reads the edge's answer, whose proof must
+/// be the key pinned as `edge_pin` on this connection.
+async fn knock(
+    stream: &mut TlsStream<Rewind>,
+    knock: &Knock,
+    host: &str,
+    edge_pin: &str,
+    exported: &[u8; 32],
+) -> Result<Answer, String> {
+    stream
+        .write_all(knock.request_head(host).as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    // Byte by byte up to the blank line: whatever follows is the link's
+    // (the edge's HTTP/2 preface), not the answer's.
+    let mut head = Vec::with_capacity(1024);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err("an answer head over 16 KiB".to_string());
+        }
+        match stream.read_u8().await {
+            Ok(byte) => head.push(byte),
+            Err(error) => return Err(format!("no answer to the knock: {error}")),
+        }
+    }
+    let mut parsed_headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Response::new(&mut parsed_headers);
+    if !matches!(parsed.parse(&head), Ok(httparse::Status::Complete(_))) {
+        return Err("an answer that is not HTTP".to_string());
+    }
+    let mut headers = http::HeaderMap::new();
+    for h in parsed.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let status = parsed.code.unwrap_or(0);
+    let proven = Proof::from_headers(&headers, protocol::EDGE, protocol::EDGE_PROOF)
+        .and_then(|proof| proof.verify(protocol::EDGE_SIGNS, exported));
+    if proven.as_deref() != Some(edge_pin) {
+        return Err(format!(
+            "it answered {status} without the pinned key's proof: not this agent's edge (an impostor, or another edge), or its tunnel is off (no site uses it), or it does not know this agent"
+        ));
+    }
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(64 * 1024);
+    let mut body = vec![0u8; length];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Enrolls at the edge `token` names: makes the agent's key at `key_path`,
-/// proves the token's secret over the TLS channel, and returns the agent's
-/// name once the edge has registered the key.
+/// proves it and the token's secret over one TLS connection, and returns the
+/// agent's name once the edge has registered the key.
 pub async fn enroll(
     token: &str,
     key_path: &std::path::Path,
 ) -> Result<(Token, String), AgentError> {
     let token = Token::decode(token).ok_or(AgentError::BadToken)?;
     let identity = Identity::load_or_create(key_path)?;
-    let config = client_config(&identity, &token.pin, ENROLL_ALPN)?;
+    let config = client_config()?;
     let edge_error = |why: String| AgentError::Edge {
         edge: token.edge.clone(),
         why,
     };
-    let stream = dial(&token.edge, config).await.map_err(edge_error)?;
-    let mut exported = [0u8; 32];
-    stream
-        .get_ref()
-        .1
-        .export_keying_material(&mut exported, EXPORTER_LABEL, None)
-        .map_err(|e| edge_error(e.to_string()))?;
-    let ask = EnrollRequest {
-        id: token.id.clone(),
-        proof: token.proof(&exported),
+    let asked = async {
+        let mut stream = dial(&token.edge, &token.name, config).await?;
+        let exported = exporter(&stream)?;
+        let knocked = Knock::Enroll {
+            proof: Proof::make(&identity, protocol::AGENT_SIGNS, &exported),
+            id: token.id.clone(),
+            secret_proof: token.proof(&exported),
+        };
+        knock(&mut stream, &knocked, &token.name, &token.pin, &exported).await
     };
-    let mut line = serde_json::to_string(&ask).unwrap_or_default();
-    line.push('\n');
-    let mut stream = BufReader::new(stream);
-    stream
-        .write_all(line.as_bytes())
+    let answer = tokio::time::timeout(DIAL_TIMEOUT, asked)
         .await
-        .map_err(|e| edge_error(e.to_string()))?;
-    let mut reply = String::new();
-    let read = tokio::time::timeout(DIAL_TIMEOUT, stream.read_line(&mut reply)).await;
-    if !matches!(read, Ok(Ok(n)) if n > 0) {
-        return Err(edge_error("no answer to the enrollment".to_string()));
-    }
-    match serde_json::from_str::<EnrollReply>(&reply) {
-        Ok(EnrollReply::Enrolled(name)) => Ok((token, name)),
+        .unwrap_or_else(|_| Err("timed out".to_string()))
+        .map_err(|why| {
+            edge_error(format!(
+                "{why}; if the token is old, used or from another edge, run `drawbridge tunnel add` there for a new one"
+            ))
+        })?;
+    match serde_json::from_slice::<EnrollReply>(&answer.body) {
+        Ok(EnrollReply::Enrolled(name)) if answer.status == 200 => Ok((token, name)),
         Ok(EnrollReply::Refused(why)) => Err(AgentError::Refused(why)),
-        Err(_) => Err(edge_error("an answer that is not drawbridge's".to_string())),
+        _ => Err(edge_error(format!(
+            "an answer ({}) that is not an enrolment's",
+            answer.status
+        ))),
     }
 }
 
 /// Runs the agent until `shutdown`.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let identity = Identity::load_or_create(&config.key)?;
-    let tls = client_config(&identity, &config.edge_pin, TUNNEL_ALPN)?;
+    let identity = Arc::new(Identity::load_or_create(&config.key)?);
+    let tls = client_config()?;
     let services = Services::new(config.services.clone());
     for (name, addr) in &config.services {
         tokio::spawn(announce_known_proxy(
@@ -185,62 +259,97 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         ));
     }
     tracing::info!(edge = config.edge, connections = config.connections, services = ?config.services.keys().collect::<Vec<_>>(), "agent starting");
+    let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
     for slot in 0..config.connections {
-        let (edge, tls, services, shutdown) = (
-            config.edge.clone(),
-            tls.clone(),
-            services.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(keep_up(slot, edge, tls, services, shutdown));
+        let link = Dialler {
+            slot,
+            config: config.clone(),
+            identity: identity.clone(),
+            tls: tls.clone(),
+        };
+        tasks.spawn(keep_up(link, services.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
-/// One tunnel connection, made again whenever it ends.
-async fn keep_up(
+/// What one of the agent's connections dials with.
+struct Dialler {
     slot: usize,
-    edge: String,
+    config: Arc<AgentConfig>,
+    identity: Arc<Identity>,
     tls: Arc<ClientConfig>,
-    services: Services,
-    shutdown: CancellationToken,
-) {
+}
+
+impl Dialler {
+    /// A tunnel connection, knocked and proven, ready for HTTP/2.
+    async fn connect(&self) -> Result<TlsStream<Rewind>, Turned> {
+        let config = &self.config;
+        let away = Turned::Away;
+        let attempt = async {
+            let mut stream = dial(&config.edge, &config.edge_name, self.tls.clone())
+                .await
+                .map_err(away)?;
+            let exported = exporter(&stream).map_err(away)?;
+            let proof = Proof::make(&self.identity, protocol::AGENT_SIGNS, &exported);
+            let answer = knock(
+                &mut stream,
+                &Knock::Tunnel(proof),
+                &config.edge_name,
+                &config.edge_pin,
+                &exported,
+            )
+            .await
+            .map_err(away)?;
+            let refused = answer.headers.get(protocol::REFUSED_BY_EDGE);
+            match (answer.status, refused) {
+                (101, _) => Ok(stream),
+                (_, Some(word)) if word.as_bytes() == protocol::REMOVED.as_bytes() => {
+                    Err(Turned::Removed)
+                }
+                (status, _) => Err(Turned::Away(format!("the edge answered {status}"))),
+            }
+        };
+        tokio::time::timeout(DIAL_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(Turned::Away("timed out".to_string())))
+    }
+}
+
+/// One tunnel connection, made again whenever it ends.
+async fn keep_up(dialler: Dialler, services: Services, shutdown: CancellationToken) {
+    let (slot, edge) = (dialler.slot, dialler.config.edge.clone());
     let mut failures = 0u32;
+    let mut removed_said: Option<Instant> = None;
     loop {
         let started = Instant::now();
-        match dial(&edge, tls.clone()).await {
+        let mut wait = None;
+        match dialler.connect().await {
             Ok(mut stream) => {
-                stream.get_mut().0.read_ahead(READ_AHEAD);
+                removed_said = None;
+                stream.get_mut().0.read_ahead(protocol::READ_AHEAD);
                 tracing::info!(slot, edge, "tunnel connection up");
                 let services = services.clone();
                 let service = hyper::service::service_fn(move |request| {
                     let services = services.clone();
                     async move { Ok::<_, std::convert::Infallible>(services.handle(request).await) }
                 });
-                let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .enable_connect_protocol()
-                    .keep_alive_interval(PING_EVERY)
-                    .keep_alive_timeout(PING_TIMEOUT)
-                    .max_concurrent_streams(512)
-                    .initial_stream_window_size(2 * 1024 * 1024)
-                    // HTTP/2's largest, as the edge's (tunnel/hub.rs): an
-                    // upload home is slow to take must not hold the credit
-                    // of every other request on the connection.
-                    .initial_connection_window_size((1 << 31) - 1)
-                    .max_frame_size(crate::tunnel::MAX_FRAME)
-                    // Room for a few frames of an answer while the socket
-                    // is busy (hyper's default, 400 KiB, is under two).
-                    .max_send_buf_size(4 * crate::tunnel::MAX_FRAME as usize)
-                    // Answers leave in shared TLS records, as the edge's own
-                    // HTTP/2 server's do (socket/coalesce.rs).
-                    .serve_connection(TokioIo::new(Coalesce::new(stream, true)), service);
+                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                protocol::agent_link(&mut builder);
+                // Answers leave in shared TLS records, as the edge's own
+                // HTTP/2 server's do (socket/coalesce.rs).
+                let connection =
+                    builder.serve_connection(TokioIo::new(Coalesce::new(stream, true)), service);
                 tokio::pin!(connection);
                 tokio::select! {
                     result = &mut connection => match result {
-                        Ok(()) => tracing::info!(slot, edge, "tunnel connection closed by the edge"),
+                        Ok(()) => {
+                            // The edge closed it cleanly (it is restarting):
+                            // the next start is a moment away.
+                            tracing::info!(slot, edge, "tunnel connection closed by the edge");
+                            failures = 0;
+                        }
                         Err(error) => tracing::warn!(slot, edge, %error, "tunnel connection lost"),
                     },
                     () = shutdown.cancelled() => {
@@ -250,12 +359,19 @@ async fn keep_up(
                     }
                 }
             }
-            Err(why) => tracing::warn!(slot, edge, why, "cannot reach the edge"),
+            Err(Turned::Removed) => {
+                if removed_said.is_none_or(|said| said.elapsed() >= REMOVED_SAID_EVERY) {
+                    tracing::error!(slot, edge, "the edge says this agent was removed (`drawbridge tunnel remove`): it will not be let in again; enrol it anew with a token from `drawbridge tunnel add` on the edge");
+                    removed_said = Some(Instant::now());
+                }
+                wait = Some(REMOVED_RETRY);
+            }
+            Err(Turned::Away(why)) => tracing::warn!(slot, edge, why, "cannot reach the edge"),
         }
         if started.elapsed() >= HEALTHY {
             failures = 0;
         }
-        let wait = backoff(failures);
+        let wait = wait.unwrap_or_else(|| backoff(failures));
         failures = failures.saturating_add(1);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

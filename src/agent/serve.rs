@@ -19,14 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{full_body, Body};
 use crate::forwarding::remove_hop_by_hop;
-
-/// The header the agent marks its own refusals with, so the edge shows its
-/// own error page and logs the reason.
-pub const REFUSED: &str = "drawbridge-agent-refused";
-
-/// The refusal for a service that could not be connected to: nothing of
-/// the request reached it, so the edge may send it to another agent.
-pub const UNREACHABLE: &str = "unreachable";
+use crate::tunnel::protocol::{Refusal, REFUSED};
 
 /// How long connecting to a service may take: a machine at home that is off
 /// drops packets, and the edge should hear so before its visitor gives up.
@@ -64,7 +57,7 @@ impl Services {
                 service,
                 "the edge asked for a service this agent does not expose"
             );
-            return refused(StatusCode::NOT_FOUND, "not-exposed");
+            return refused(Refusal::NotExposed);
         };
         let websocket = request.method() == Method::CONNECT
             && request
@@ -78,7 +71,7 @@ impl Services {
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         parts.uri = match format!("http://{addr}{target}").parse() {
             Ok(uri) => uri,
-            Err(_) => return refused(StatusCode::BAD_REQUEST, "bad-target"),
+            Err(_) => return refused(Refusal::BadTarget),
         };
         parts.version = http::Version::HTTP_11;
         match self.client.request(Request::from_parts(parts, body)).await {
@@ -88,11 +81,11 @@ impl Services {
             }
             Err(error) if error.is_connect() => {
                 tracing::warn!(service, addr, error = %crate::error::causes(&error), "the local service did not answer");
-                refused(StatusCode::BAD_GATEWAY, UNREACHABLE)
+                refused(Refusal::Unreachable)
             }
             Err(error) => {
                 tracing::warn!(service, addr, error = %crate::error::causes(&error), "the local service broke off its answer");
-                refused(StatusCode::BAD_GATEWAY, "failed")
+                refused(Refusal::Failed)
             }
         }
     }
@@ -118,22 +111,22 @@ impl Services {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::warn!(addr, %error, "the local service did not answer a WebSocket");
-                return refused(StatusCode::BAD_GATEWAY, UNREACHABLE);
+                return refused(Refusal::Unreachable);
             }
             Err(_) => {
                 tracing::warn!(addr, "the local service did not answer a WebSocket in time");
-                return refused(StatusCode::BAD_GATEWAY, UNREACHABLE);
+                return refused(Refusal::Unreachable);
             }
         };
         let _ = stream.set_nodelay(true);
         let Ok((mut sender, connection)) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
         else {
-            return refused(StatusCode::BAD_GATEWAY, "failed");
+            return refused(Refusal::Failed);
         };
         tokio::spawn(connection.with_upgrades());
         let Ok(mut response) = sender.send_request(upgrade).await else {
-            return refused(StatusCode::BAD_GATEWAY, "failed");
+            return refused(Refusal::Failed);
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             from_the_service(response.headers_mut());
@@ -171,11 +164,9 @@ fn from_the_service(headers: &mut http::HeaderMap) {
     headers.remove(REFUSED);
 }
 
-fn refused(status: StatusCode, why: &'static str) -> Response<Body> {
-    let mut response = Response::new(full_body(why));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(REFUSED, HeaderValue::from_static(why));
+fn refused(refusal: Refusal) -> Response<Body> {
+    let mut response = Response::new(full_body(refusal.word()));
+    *response.status_mut() = refusal.status();
+    refusal.mark(response.headers_mut());
     response
 }

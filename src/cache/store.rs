@@ -74,6 +74,11 @@ impl<V> Lru<V> {
         }
     }
 
+    /// The value of `key`, not marked as used.
+    pub fn peek(&self, key: &str) -> Option<&V> {
+        self.map.get(key).map(|(v, _, _)| v)
+    }
+
     /// The value of `key`, marked as used.
     pub fn get(&mut self, key: &str) -> Option<&V> {
         self.tick += 1;
@@ -133,6 +138,11 @@ impl<V> Lru<V> {
 pub struct Store {
     memory: Mutex<Lru<Arc<Cached>>>,
     disk: Option<Disk>,
+    /// Writes to disk hold it shared, a purge alone: a write still under
+    /// way when a purge begins is finished first and then purged, and one
+    /// that starts after finds its entry gone and writes nothing (else a
+    /// poster stored just before a purge came back from disk).
+    purging: std::sync::RwLock<()>,
 }
 
 /// How long the disk tier rests after failures that last.
@@ -176,6 +186,7 @@ impl Store {
         Store {
             memory: Mutex::new(Lru::new(memory)),
             disk,
+            purging: std::sync::RwLock::new(()),
         }
     }
 
@@ -217,9 +228,21 @@ impl Store {
         entry
     }
 
-    /// Writes `entry` to the disk tier (blocking; call off the async threads).
-    pub fn persist(&self, entry: &Cached) {
-        if let Some(disk) = &self.disk {
+    /// Writes `entry` to the disk tier (blocking; call off the async
+    /// threads), unless it is no longer the one in memory (purged, or
+    /// replaced by a newer answer, since it was stored).
+    pub fn persist(&self, entry: &Arc<Cached>) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        let _turn = self.purging.read().unwrap_or_else(|e| e.into_inner());
+        let current = self
+            .memory
+            .lock()
+            .expect("cache lock")
+            .peek(&entry.key)
+            .is_some_and(|held| Arc::ptr_eq(held, entry));
+        if current {
             disk.write(entry);
         }
     }
@@ -230,6 +253,7 @@ impl Store {
     /// (a key in memory and on disk is one), or why some stay on disk and
     /// would come back at the next start.
     pub fn purge(&self, prefix: &str) -> Result<usize, std::io::Error> {
+        let _alone = self.purging.write().unwrap_or_else(|e| e.into_inner());
         let mut memory = self.memory.lock().expect("cache lock");
         let mut purged: std::collections::HashSet<String> = std::collections::HashSet::new();
         for key in memory.keys().into_iter().filter(|k| purged_by(k, prefix)) {

@@ -106,12 +106,12 @@ async fn a_failing_disk_rests_then_is_tried_again() {
     // A file where the folder should be: every write fails at once.
     std::fs::write(&folder, b"not a folder").unwrap();
     let store = Store::open(1 << 20, 1 << 20, &folder);
-    store.persist(&entry("/a", 10));
+    store.persist(&store.put(entry("/a", 10)));
     std::fs::remove_file(&folder).unwrap();
-    store.persist(&entry("/b", 10));
+    store.persist(&store.put(entry("/b", 10)));
     assert!(!folder.exists(), "resting: nothing written");
     tokio::time::advance(DISK_REST).await;
-    store.persist(&entry("/c", 10));
+    store.persist(&store.put(entry("/c", 10)));
     assert_eq!(
         std::fs::read_dir(&folder).unwrap().count(),
         1,
@@ -165,5 +165,26 @@ fn a_path_prefix_purges_that_path_on_every_site_in_any_case() {
     assert!(
         purged_by("jelly.test/web/index.html", ""),
         "empty: everything"
+    );
+}
+
+#[test]
+fn a_purge_is_not_undone_by_a_write_to_disk_that_was_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("cache");
+    let store = Store::open(1 << 20, 1 << 20, &folder);
+    let stored = store.put(entry("/Items/1/Images/Primary", 10));
+    // The write to disk was queued; the purge runs first.
+    assert_eq!(store.purge("/items/").unwrap(), 1);
+    store.persist(&stored);
+    assert_eq!(
+        std::fs::read_dir(&folder).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    let reopened = Store::open(1 << 20, 1 << 20, &folder);
+    assert!(
+        reopened.get(&stored.key).is_none(),
+        "not back after a restart"
     );
 }

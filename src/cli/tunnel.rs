@@ -66,11 +66,13 @@ pub fn command(config: &Config, action: &TunnelAction) -> anyhow::Result<()> {
         } => {
             let ttl = parse_duration(expires).map_err(anyhow::Error::msg)?;
             let identity = Identity::load_or_create(&register.edge_key_path())?;
-            let edge = edge
-                .clone()
-                .or_else(|| default_edge(config))
-                .context("no site name to reach this edge by; say how with --edge host:port")?;
-            let token = register.add_token(name, &edge, &identity.pin(), ttl)?;
+            // The agent dials like a browser: to one of the sites by name.
+            let site = site_name(config, name).context(
+                "no site has an exact name for an agent to ask this edge's TLS for; add one",
+            )?;
+            let port = config.server.https.first().map_or(443, |a| a.port());
+            let edge = edge.clone().unwrap_or_else(|| format!("{site}:{port}"));
+            let token = register.add_token(name, &edge, &site, &identity.pin(), ttl)?;
             println!("Run this once at home, next to Jellyfin, within {expires} (with sudo where drawbridge is installed from the package):\n");
             println!("  drawbridge agent enroll {}\n", token.encode());
             println!("then start the agent there: `sudo systemctl enable --now drawbridge-agent` (the package), or `drawbridge agent`.");
@@ -80,7 +82,13 @@ pub fn command(config: &Config, action: &TunnelAction) -> anyhow::Result<()> {
                 .filter(|site| matches!(&site.upstream, UpstreamTarget::Tunnel { agent, .. } if agent == name))
                 .map(|site| site.name())
                 .collect();
-            if served.is_empty() {
+            let tunnelled = config
+                .sites
+                .iter()
+                .any(|site| matches!(site.upstream, UpstreamTarget::Tunnel { .. }));
+            if !tunnelled {
+                eprintln!("No site uses the tunnel yet, and the edge lets agents in only while one does: point a site at it, upstream = \"tunnel:{name}/jellyfin\", and reload.");
+            } else if served.is_empty() {
                 println!("Point a site here at it: upstream = \"tunnel:{name}/jellyfin\"");
             } else {
                 println!("It serves {} here.", served.join(", "));
@@ -122,15 +130,27 @@ pub fn command(config: &Config, action: &TunnelAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `host:port` of the first site's first exact name and the HTTPS port.
-fn default_edge(config: &Config) -> Option<String> {
-    let port = config.server.https.first()?.port();
-    config.sites.iter().find_map(|site| {
+/// The site name an agent called `agent` asks the edge's TLS for: the first
+/// exact name of a site it serves, else of any site through the tunnel,
+/// else of the first site.
+fn site_name(config: &Config, agent: &str) -> Option<String> {
+    let serves = |site: &&drawbridge::config::SiteConfig| matches!(&site.upstream, UpstreamTarget::Tunnel { agent: a, .. } if a == agent);
+    let tunnelled = |site: &&drawbridge::config::SiteConfig| {
+        matches!(site.upstream, UpstreamTarget::Tunnel { .. })
+    };
+    let exact = |site: &drawbridge::config::SiteConfig| {
         site.hosts.iter().find_map(|host| match host {
-            HostPattern::Exact(name) => Some(format!("{name}:{port}")),
+            HostPattern::Exact(name) => Some(name.clone()),
             HostPattern::Wildcard(_) => None,
         })
-    })
+    };
+    config
+        .sites
+        .iter()
+        .filter(serves)
+        .chain(config.sites.iter().filter(tunnelled))
+        .chain(config.sites.iter())
+        .find_map(exact)
 }
 
 fn when(unix: u64) -> String {
@@ -199,8 +219,8 @@ pub fn agent(given: Option<&Path>, action: Option<&AgentAction>) -> anyhow::Resu
             let key = dir.join(drawbridge::agent::config::KEY_FILE);
             let (token, name) = runtime.block_on(agent::enroll(token, &key))?;
             let text = match std::fs::read_to_string(&path) {
-                Ok(old) => with_edge(&old, &token.edge, &token.pin)?,
-                Err(_) => drawbridge::agent::config::initial(&token.edge, &token.pin),
+                Ok(old) => with_edge(&old, &token)?,
+                Err(_) => drawbridge::agent::config::initial(&token.edge, &token.name, &token.pin),
             };
             drawbridge::atomic_file::write_atomic(&path, text.as_bytes(), 0o600).with_context(
                 || {
@@ -256,11 +276,12 @@ fn writable(dir: &Path) -> std::io::Result<()> {
 
 /// An existing agent config with the edge and its pin replaced (enrolling
 /// again, or with another edge), its services kept.
-fn with_edge(old: &str, edge: &str, pin: &str) -> anyhow::Result<String> {
+fn with_edge(old: &str, token: &drawbridge::tunnel::register::Token) -> anyhow::Result<String> {
     let mut table: toml::Table = old
         .parse()
         .context("the existing agent config is not TOML")?;
-    table.insert("edge".into(), edge.into());
-    table.insert("edge_pin".into(), pin.into());
+    table.insert("edge".into(), token.edge.clone().into());
+    table.insert("edge_name".into(), token.name.clone().into());
+    table.insert("edge_pin".into(), token.pin.clone().into());
     Ok(toml::to_string(&table)?)
 }

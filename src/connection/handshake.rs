@@ -13,18 +13,17 @@ use crate::socket::rewind::Rewind;
 use crate::tls::challenges::ACME_TLS_ALPN;
 use crate::tls::failures::Failure;
 use crate::tls::FIRST_CERTIFICATE_WAIT;
-use crate::tunnel::TUNNEL_ALPN;
 
-/// How long a banned address's connection may take to send its ClientHello.
+/// How long a banned home address's connection may take to send its
+/// ClientHello (an agent sends it at once).
 const BANNED_HELLO_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The TLS handshake, each half bounded by `handshake_timeout`. Between
 /// them, a ClientHello for an ACME site whose first certificate is being
 /// ordered waits up to `FIRST_CERTIFICATE_WAIT`; an unknown name is refused by
-/// the resolver with an alert. `agent_only`: the address is banned, and only
-/// a ClientHello for the tunnel (whose handshake checks the agent's pinned
-/// key) goes on; any other, enrollment included, is closed before any
-/// crypto work.
+/// the resolver with an alert. `agent_only`: the address is banned but is
+/// the household's (an agent attached from it): its ClientHello gets a short
+/// wait, and what follows the handshake must be the agent's knock.
 pub(super) async fn handshake(
     stream: Rewind,
     shared: &Shared,
@@ -57,26 +56,7 @@ pub(super) async fn handshake(
     let validation = hello
         .alpn()
         .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
-    // An agent (tunnel or enrollment ALPN) gets the tunnel's own key and
-    // checks, and never waits for a site's certificate.
-    let agent = if agent_only {
-        // Banned: only the tunnel itself, whose pinned keys decide — not an
-        // enrollment, not a visitor.
-        let tunnel = hello
-            .alpn()
-            .is_some_and(|mut offered| offered.any(|p| p == TUNNEL_ALPN));
-        if !tunnel {
-            tracing::debug!("banned: closed after its ClientHello");
-            shared.guard.refused_banned();
-            return None;
-        }
-        shared.edge.config_for(std::iter::once(TUNNEL_ALPN))
-    } else {
-        hello
-            .alpn()
-            .and_then(|offered| shared.edge.config_for(offered))
-    };
-    if !validation && agent.is_none() {
+    if !validation {
         let name = hello.server_name().and_then(normalise_host);
         let served = name
             .as_deref()
@@ -85,11 +65,8 @@ pub(super) async fn handshake(
             shared.handshake_failures.names.asked(name.as_deref());
         }
     }
-    let waits = !validation && agent.is_none();
-    let config = match agent {
-        Some(config) => config,
-        None => shared.tls.for_hello(&hello),
-    };
+    let waits = !validation;
+    let config = shared.tls.for_hello(&hello);
     if let Some(sni) = hello
         .server_name()
         .and_then(normalise_host)

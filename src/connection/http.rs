@@ -1,6 +1,7 @@
 //! HTTP on an established connection: hyper's builder for the protocol ALPN
-//! chose, the service that hands each request to the pipeline, and parking
-//! of quiet HTTP/1.1 connections between requests.
+//! chose, the service that hands each request to the tunnel's door (an
+//! agent's knock) or else to the pipeline, and parking of quiet HTTP/1.1
+//! connections between requests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +20,8 @@ use crate::body::{Body, ClientBody};
 use crate::config::Limits;
 use crate::pipeline::{Closed, Conn};
 use crate::socket::deadline::{Deadlines, InFlight, Parked, Readiness};
+use crate::tunnel::edge::Answered;
+use crate::tunnel::protocol::Knock;
 
 /// hyper's builders for the two protocols, each serving only its own (not
 /// hyper-util's auto builder, which guesses the protocol from the first
@@ -107,20 +110,49 @@ where
     // polls two cancellations, not three.
     let close_door = kill.child_token();
     let mut parked = Parked::new(io, state.clone(), deadlines);
+    // An agent's tunnel this connection became: the connection's task (and
+    // its place under the guard) lasts as long as the tunnel.
+    let links = tokio_util::task::TaskTracker::new();
     let service = {
-        let gateway = shared.gateway.clone();
+        let shared = shared.clone();
         let close_door = close_door.clone();
         let conn = Arc::new(conn);
+        let links = links.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            let gateway = gateway.clone();
+            let shared = shared.clone();
             let close_door = close_door.clone();
             let conn = conn.clone();
+            let links = links.clone();
             let in_flight = state.request_started();
             // Boxed: hyper moves the future into a task per HTTP/2 stream,
             // and a pointer moves faster than the multi-KB future itself.
             Box::pin(
                 async move {
-                    match gateway.handle(request.map(ClientBody::new), &conn).await {
+                    // An agent's knock is HTTP/1.1 over TLS with the
+                    // tunnel's Upgrade: one header looked at, and the
+                    // door's own future (boxed) only then.
+                    let knocks = conn.exporter.is_some() && Knock::asks(&request);
+                    let (request, in_flight) = if knocks {
+                        let knock = knocked(&shared, request, &conn, &links, in_flight);
+                        match Box::pin(knock).await {
+                            Ok(answer) => return Ok(answer),
+                            Err(visitor) => visitor,
+                        }
+                    } else {
+                        (request, in_flight)
+                    };
+                    if conn.agent_only {
+                        // Banned, but the household's: a visitor from
+                        // it gets no answer.
+                        shared.guard.refused_banned();
+                        close_door.cancel();
+                        return Err(Closed);
+                    }
+                    match shared
+                        .gateway
+                        .handle(request.map(ClientBody::new), &conn)
+                        .await
+                    {
                         Ok(response) => Ok::<_, Closed>(hold_until_sent(response, in_flight)),
                         Err(Closed) => {
                             close_door.cancel();
@@ -136,75 +168,137 @@ where
     let h2 = deadlines.head.is_none();
     let parks = !h2;
     async move {
-        loop {
-            let (watched, back) = if parks {
-                let (watched, back) = parked.wake();
-                (watched, Some(back))
-            } else {
-                (parked.keep(), None)
-            };
-            // Boxed: while parked, the task keeps no room for a hyper connection.
-            let io = TokioIo::new(watched);
-            let mut connection = if h2 {
-                Serving::H2(Box::pin(
-                    shared.http.h2.serve_connection(io, service.clone()),
-                ))
-            } else {
-                Serving::H1(Box::pin(
-                    shared
-                        .http
-                        .h1
-                        .serve_connection(io, service.clone())
-                        .with_upgrades(),
-                ))
-            };
-            tokio::select! {
-                result = &mut connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(error = %error, "connection ended with an error");
+        // Until the client leaves, the door closes, or shutdown; then
+        // for as long as a tunnel this connection became is up.
+        let served = async {
+            loop {
+                let (watched, back) = if parks {
+                    let (watched, back) = parked.wake();
+                    (watched, Some(back))
+                } else {
+                    (parked.keep(), None)
+                };
+                // Boxed: while parked, the task keeps no room for a hyper connection.
+                let io = TokioIo::new(watched);
+                let mut connection = if h2 {
+                    Serving::H2(Box::pin(
+                        shared.http.h2.serve_connection(io, service.clone()),
+                    ))
+                } else {
+                    Serving::H1(Box::pin(
+                        shared
+                            .http
+                            .h1
+                            .serve_connection(io, service.clone())
+                            .with_upgrades(),
+                    ))
+                };
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(error) = result {
+                            tracing::debug!(error = %error, "connection ended with an error");
+                        }
                     }
-                }
-                () = close_door.cancelled() => {
-                    // An unknown :authority on HTTP/2 ends the connection
-                    // with GOAWAY, briefly; on HTTP/1.1, and when banned or
-                    // past the shutdown grace, dropping the connection
-                    // closes the socket with nothing written.
-                    if let (Serving::H2(c), false) = (&mut connection, kill.is_cancelled()) {
-                        c.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(GOAWAY_GRACE, &mut connection).await;
+                    () = close_door.cancelled() => {
+                        // An unknown :authority on HTTP/2 ends the connection
+                        // with GOAWAY, briefly; on HTTP/1.1, and when banned or
+                        // past the shutdown grace, dropping the connection
+                        // closes the socket with nothing written.
+                        if let (Serving::H2(c), false) = (&mut connection, kill.is_cancelled()) {
+                            c.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(GOAWAY_GRACE, &mut connection).await;
+                        }
+                        return;
                     }
-                    return;
-                }
-                () = shutdown.cancelled() => {
-                    match &mut connection {
-                        Serving::H1(c) => c.as_mut().graceful_shutdown(),
-                        Serving::H2(c) => c.as_mut().graceful_shutdown(),
-                    }
-                    tokio::select! {
-                        _ = &mut connection => {}
-                        () = close_door.cancelled() => {}
-                    }
-                    return;
-                }
-            }
-            drop(connection);
-            // Parked, when hyper ended because the connection went quiet (the
-            // drop above sent it back); else it closed or was upgraded.
-            let Some(Ok(back)) = back.map(|mut back| back.try_recv()) else {
-                return;
-            };
-            parked = back;
-            tokio::select! {
-                ready = parked.readable() => {
-                    if ready.is_err() {
+                    () = shutdown.cancelled() => {
+                        match &mut connection {
+                            Serving::H1(c) => c.as_mut().graceful_shutdown(),
+                            Serving::H2(c) => c.as_mut().graceful_shutdown(),
+                        }
+                        tokio::select! {
+                            _ = &mut connection => {}
+                            () = close_door.cancelled() => {}
+                        }
                         return;
                     }
                 }
-                () = close_door.cancelled() => return,
-                () = shutdown.cancelled() => return,
+                drop(connection);
+                // Parked, when hyper ended because the connection went quiet (the
+                // drop above sent it back); else it closed or was upgraded.
+                let Some(Ok(back)) = back.map(|mut back| back.try_recv()) else {
+                    return;
+                };
+                parked = back;
+                tokio::select! {
+                    ready = parked.readable() => {
+                        if ready.is_err() {
+                            return;
+                        }
+                    }
+                    () = close_door.cancelled() => return,
+                    () = shutdown.cancelled() => return,
+                }
             }
-        }
+        };
+        served.await;
+        links.close();
+        links.wait().await;
     }
+}
+
+/// The tunnel's door (`tunnel/edge.rs`): an agent's knock answered, its
+/// tunnel attached once the `101` is out (in `links`, holding the
+/// connection's in-flight mark, so no deadline cuts it); `Err` gives a
+/// visitor's request back with its mark.
+async fn knocked(
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+    conn: &Arc<Conn>,
+    links: &tokio_util::task::TaskTracker,
+    in_flight: InFlight,
+) -> Result<Response<Body>, (Request<Incoming>, InFlight)> {
+    let answered = shared
+        .edge
+        .answer(request, conn.exporter.as_ref(), conn.client)
+        .await;
+    let (response, link, failed) = match answered {
+        Answered::Visitor(request) => return Err((request, in_flight)),
+        Answered::Agent {
+            response,
+            link,
+            failed,
+        } => (response, link, failed),
+    };
+    if failed {
+        // A failed enrolment is guessing at a secret, as a failed login is.
+        let now = tokio::time::Instant::now();
+        shared
+            .guard
+            .failed_login(conn.client.ip(), "tunnel", false, now, conn.id);
+    }
+    let Some(link) = link else {
+        return Ok(hold_until_sent(response, in_flight));
+    };
+    // Proven by its pinned key: bans of its address leave it open, and a
+    // film crosses it in large reads.
+    shared.guard.mark_agent(conn.id);
+    conn.state.mark_upgraded();
+    conn.state.read_ahead(crate::tunnel::protocol::READ_AHEAD);
+    let hub = shared.edge.hub.clone();
+    let (kill, drain, from) = (conn.kill.clone(), conn.drain.clone(), conn.client);
+    links.spawn(async move {
+        let _in_flight = in_flight;
+        let Ok(upgraded) = link.upgrade.await else {
+            return;
+        };
+        let attached = hub.attach(TokioIo::new(upgraded), link.name, link.pin, from, drain);
+        tokio::select! {
+            () = attached => {}
+            // The shutdown grace is over.
+            () = kill.cancelled() => {}
+        }
+    });
+    Ok(response)
 }
 
 /// How long an HTTP/2 connection refused for an unknown `:authority` may

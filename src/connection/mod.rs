@@ -27,7 +27,7 @@ use crate::tls::challenges::ACME_TLS_ALPN;
 use crate::tls::failures::HandshakeFailures;
 use crate::tls::{ServerConfigs, TlsStore};
 use crate::tunnel::edge::Edge;
-use crate::tunnel::{ENROLL_ALPN, READ_AHEAD, TUNNEL_ALPN};
+use crate::tunnel::protocol::EXPORTER_LABEL;
 
 mod handshake;
 mod http;
@@ -59,7 +59,7 @@ pub struct Shared {
     /// Every connection's task and every WebSocket tunnel: shutdown waits
     /// for them, up to its grace.
     pub tasks: tokio_util::task::TaskTracker,
-    /// Agents' tunnel connections and enrollments (told apart by ALPN).
+    /// The tunnel's door and hub: agents knock on visitors' connections.
     pub edge: Arc<Edge>,
     /// The process's metrics (connections by protocol).
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -75,7 +75,8 @@ pub struct ListenerKind {
 }
 
 /// Serves one accepted TCP connection until it ends: admit → handshake →
-/// serve.
+/// one match on what the peer asked for, each arm a call into the room that
+/// owns it.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -84,54 +85,27 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (stream, peer) = if listener.proxy_protocol {
-        match Box::pin(proxy_protocol::accept(
-            stream,
-            peer,
-            shared.limits.handshake_timeout,
-        ))
-        .await
-        {
-            Ok((stream, client)) => {
-                tracing::Span::current().record("client.addr", tracing::field::display(client));
-                (stream, client)
-            }
-            Err(error) => {
-                tracing::debug!(%error, "closing: this listener expects a PROXY protocol header");
-                return;
-            }
-        }
-    } else {
-        (Rewind::new(stream), peer)
+    // Admit: the PROXY header where one is expected, then the guard, before
+    // any TLS work.
+    let Some((mut stream, peer)) = proxy_header(stream, peer, listener, &shared).await else {
+        return;
     };
-    // Admit: the guard, before any TLS work (bans and connection limits).
-    // A banned address on a TLS listener is heard as far as its ClientHello:
-    // the home agent may share it (`Guard::admit_agent`).
-    let (mut admission, agent_only) = match shared.admit(peer) {
-        Ok(admission) => (admission, false),
-        Err(crate::guard::Refused::Banned) if listener.tls => {
-            match shared.guard.admit_agent(peer.ip()) {
-                Ok(admission) => (admission, true),
-                Err(refused) => {
-                    tracing::debug!(%refused, "connection closed at accept");
-                    return;
-                }
-            }
-        }
-        Err(refused) => {
-            tracing::debug!(%refused, "connection closed at accept");
-            return;
-        }
+    let Some((admission, agent_only)) = shared.admit_connection(peer, listener.tls) else {
+        return;
     };
+    let state = Arc::new(ConnState::default());
+    stream.follow(state.clone());
     let mut conn = Conn {
         client: peer,
         sni: None,
         tls: listener.tls,
-        state: Arc::new(ConnState::default()),
+        state,
         kill: admission.kill.clone(),
         drain: shutdown,
         tasks: shared.tasks.clone(),
         id: admission.id,
+        exporter: None,
+        agent_only,
     };
     let h1 = Deadlines {
         head: Some(shared.limits.header_timeout),
@@ -156,53 +130,34 @@ pub async fn serve(
             return;
         };
         let (_, session) = stream.get_ref();
-        if session.alpn_protocol() == Some(ACME_TLS_ALPN) {
-            // A CA validating TLS-ALPN-01: the handshake was the whole answer.
-            return;
-        }
-        if matches!(session.alpn_protocol(), Some(p) if p == TUNNEL_ALPN || p == ENROLL_ALPN) {
-            // An agent, not a visitor: no site logic at all. Once its key
-            // is checked (by the handshake), a ban of its address leaves it
-            // be; `tunnel remove` is how an agent is shut out.
-            let tunnel = session.alpn_protocol() == Some(TUNNEL_ALPN);
-            let mut stream = stream;
-            if tunnel {
-                admission.is_agent();
-                // Films cross it; an enrollment is one line and no buffer.
-                stream.get_mut().0.read_ahead(READ_AHEAD);
-            }
-            let served = shared
-                .edge
-                .serve(stream, peer, shared.limits.handshake_timeout);
-            let failed = tokio::select! {
-                served = served => served.is_err(),
-                () = conn.kill.cancelled() => false,
-            };
-            if failed {
-                shared.guard.failed_login(
-                    peer.ip(),
-                    "tunnel",
-                    false,
-                    tokio::time::Instant::now(),
-                    conn.id,
-                );
-            }
-            return;
-        }
         conn.sni = session.server_name().map(str::to_string);
         tracing::Span::current().record("tls.sni", conn.sni.as_deref());
-        let h2 = session.alpn_protocol() == Some(b"h2");
-        let deadlines = if h2 {
-            Deadlines {
-                head: None,
-                idle: shared.limits.h2_idle_timeout,
+        // What the peer asked for.
+        match session.alpn_protocol() {
+            // A CA validating TLS-ALPN-01: the handshake was the whole answer.
+            Some(ACME_TLS_ALPN) => return,
+            // HTTP/2's answers leave in shared TLS records (`socket/coalesce.rs`).
+            Some(b"h2") => {
+                let deadlines = Deadlines {
+                    head: None,
+                    idle: shared.limits.h2_idle_timeout,
+                };
+                (Coalesce::new(stream, true), deadlines, Protocol::Http2)
             }
-        } else {
-            h1
-        };
-        // HTTP/2's answers leave in shared TLS records (see `socket/coalesce.rs`).
-        let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
-        (Coalesce::new(stream, h2), deadlines, protocol)
+            // HTTP/1.1, where an agent may knock (`tunnel/edge.rs`): the
+            // connection's exporter its proof must be bound to.
+            _ => {
+                if shared.edge.is_open() {
+                    let mut exported = [0u8; 32];
+                    let exporter =
+                        session.export_keying_material(&mut exported, EXPORTER_LABEL, None);
+                    if exporter.is_ok() {
+                        conn.exporter = Some(exported);
+                    }
+                }
+                (Coalesce::new(stream, false), h1, Protocol::Http1)
+            }
+        }
     };
     // Serve.
     let _serving = shared.metrics.serving(protocol);
@@ -210,7 +165,60 @@ pub async fn serve(
     drop(admission);
 }
 
+/// The stream with what a PROXY header says of the client, on listeners
+/// that expect one; None when it is missing or malformed (closed).
+async fn proxy_header(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: ListenerKind,
+    shared: &Shared,
+) -> Option<(Rewind, SocketAddr)> {
+    if !listener.proxy_protocol {
+        return Some((Rewind::new(stream), peer));
+    }
+    let read = proxy_protocol::accept(stream, peer, shared.limits.handshake_timeout);
+    match Box::pin(read).await {
+        Ok((stream, client)) => {
+            tracing::Span::current().record("client.addr", tracing::field::display(client));
+            Some((stream, client))
+        }
+        Err(error) => {
+            tracing::debug!(%error, "closing: this listener expects a PROXY protocol header");
+            None
+        }
+    }
+}
+
 impl Shared {
+    /// The guard's word on a TCP connection from `peer`, and whether it may
+    /// go no further than an agent's knock: a banned address is closed
+    /// here, unless it is one the household's agent attached from (on a
+    /// TLS listener) — the agent shares its household's address, and one
+    /// member's mistyped passwords must not cut every remote viewer's
+    /// tunnel for a day.
+    fn admit_connection(
+        &self,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Option<(crate::guard::Admission, bool)> {
+        match self.admit(peer) {
+            Ok(admission) => Some((admission, false)),
+            Err(crate::guard::Refused::Banned) if tls && self.edge.hub.is_home(peer.ip()) => {
+                match self.guard.admit_agent(peer.ip()) {
+                    Ok(admission) => Some((admission, true)),
+                    Err(refused) => {
+                        tracing::debug!(%refused, "connection closed at accept");
+                        None
+                    }
+                }
+            }
+            Err(refused) => {
+                tracing::debug!(%refused, "connection closed at accept");
+                None
+            }
+        }
+    }
+
     /// The guard's word on a new connection from `peer` (TCP or QUIC): a
     /// ban or a full cap refuses it before any TLS work. A trusted proxy
     /// carries many clients and is judged per request instead.

@@ -44,6 +44,8 @@ pub struct Guard {
     /// Connections that proved to be an agent's tunnel (by its pinned key):
     /// a ban of their address does not close them (see `admit_agent`).
     agents: Mutex<std::collections::HashSet<u64>>,
+    /// How many there are: a connection's end looks in `agents` only then.
+    agent_count: AtomicUsize,
     total: AtomicUsize,
     next: AtomicU64,
     max_total: usize,
@@ -96,8 +98,6 @@ pub struct Admission {
     pub id: u64,
     /// Fired when the connection must close at once (ban, end of shutdown grace).
     pub kill: CancellationToken,
-    /// Listed in the guard's agents (`is_agent`).
-    agent: bool,
 }
 
 impl Guard {
@@ -111,6 +111,7 @@ impl Guard {
             bans: BanList::open(config, state_dir)?,
             open: Mutex::new(HashMap::new()),
             agents: Mutex::default(),
+            agent_count: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
             next: AtomicU64::new(0),
             max_total: config.max_connections as usize,
@@ -139,12 +140,12 @@ impl Guard {
         self.admit_unbanned(key, trusted_proxy)
     }
 
-    /// Admits a connection from a banned `peer` under the caps, only as far
-    /// as its ClientHello: the home agent shares its household's address,
-    /// and one member's mistyped passwords must not cut every remote
-    /// viewer's tunnel for a day. The caller closes it, before any crypto
-    /// work, unless it asks for the tunnel, whose pinned keys then decide
-    /// (`refused_banned` counts the others).
+    /// Admits a connection from a banned `peer` that is a home address (an
+    /// agent attached from it before), under the caps: the home agent
+    /// shares its household's address, and one member's mistyped passwords
+    /// must not cut every remote viewer's tunnel for a day. The caller lets
+    /// it no further than an agent's knock (`refused_banned` counts the
+    /// others).
     pub fn admit_agent(self: &Arc<Self>, peer: IpAddr) -> Result<Admission, Refused> {
         self.admit_unbanned(ClientKey::of(peer), false)
     }
@@ -172,7 +173,6 @@ impl Guard {
                 key: None,
                 id,
                 kill,
-                agent: false,
             });
         }
         let mut open = self.open.lock().expect("guard lock");
@@ -191,7 +191,6 @@ impl Guard {
             key: Some(key),
             id,
             kill,
-            agent: false,
         })
     }
 
@@ -243,6 +242,14 @@ impl Guard {
     pub fn open_connections(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
+
+    /// Connection `id` carries an agent's tunnel, proven by its pinned key:
+    /// bans of its address leave it open (`tunnel remove` closes it).
+    pub fn mark_agent(&self, id: u64) {
+        if self.agents.lock().expect("guard lock").insert(id) {
+            self.agent_count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Whether `ip` is this machine's own: loopback, or an address one of its
@@ -263,27 +270,17 @@ pub fn own_address(ip: IpAddr) -> bool {
         })
 }
 
-impl Admission {
-    /// This connection carries an agent's tunnel, proven by its pinned key:
-    /// bans of its address leave it open (`tunnel remove` closes it).
-    pub fn is_agent(&mut self) {
-        self.agent = true;
-        self.guard
-            .agents
-            .lock()
-            .expect("guard lock")
-            .insert(self.id);
-    }
-}
-
 impl Drop for Admission {
     fn drop(&mut self) {
-        if self.agent {
-            self.guard
+        if self.guard.agent_count.load(Ordering::Acquire) > 0
+            && self
+                .guard
                 .agents
                 .lock()
                 .expect("guard lock")
-                .remove(&self.id);
+                .remove(&self.id)
+        {
+            self.guard.agent_count.fetch_sub(1, Ordering::AcqRel);
         }
         self.guard.total.fetch_sub(1, Ordering::AcqRel);
         if let Some(key) = self.key {

@@ -134,6 +134,8 @@ pub async fn accept_loop(
                     drain,
                     tasks,
                     id: admission.id,
+                    exporter: None,
+                    agent_only: false,
                 };
                 let serving = shared.metrics.serving(crate::metrics::Protocol::Http3);
                 stream::serve(connection, conn, &shared).await;

@@ -27,6 +27,13 @@ pub struct Conn {
     pub tasks: tokio_util::task::TaskTracker,
     /// The connection's number, from the guard.
     pub id: u64,
+    /// The TLS exporter's 32 bytes (`tunnel::protocol::EXPORTER_LABEL`),
+    /// on HTTP/1.1 over TLS while the tunnel's door is open: an agent's
+    /// proof is bound to them.
+    pub exporter: Option<[u8; 32]>,
+    /// The address is banned, but the household's agent attaches from it:
+    /// nothing but an agent's knock is answered.
+    pub agent_only: bool,
 }
 
 /// The request gets no response: close the connection (nginx's 444).

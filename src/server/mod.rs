@@ -116,6 +116,7 @@ impl Server {
         let kill = CancellationToken::new();
         let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone())?;
         let edge = Arc::new(Edge::open(&config.server.state_dir)?);
+        edge.set_open(reload::uses_the_tunnel(&config));
         let metrics = Arc::new(Metrics::new());
         let admin = match config.server.admin_listen {
             Some(addr) => crate::admin_listener::bind(addr).await,
@@ -209,7 +210,7 @@ impl Server {
             lookup: self.lookup.clone(),
             background: self.background.clone(),
             guard: self.shared.guard.clone(),
-            hub: self.shared.edge.hub.clone(),
+            edge: self.shared.edge.clone(),
             metrics: self.metrics.clone(),
             started_with: self.started_with.clone(),
         }

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Gateway;
 use crate::routes::Routes;
 use crate::tls::TlsStore;
-use crate::tunnel::hub::Hub;
+use crate::tunnel::edge::Edge;
 
 /// Reloads the config of a running server (SIGHUP).
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct Reloader {
     pub(super) lookup: Option<Arc<dyn Lookup>>,
     pub(super) background: CancellationToken,
     pub(super) guard: Arc<Guard>,
-    pub(super) hub: Arc<Hub>,
+    pub(super) edge: Arc<Edge>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) started_with: Config,
 }
@@ -91,7 +91,8 @@ impl Reloader {
                 "an upstream given by host name (DNS was not started)",
             ));
         }
-        let routes = Routes::build(&config, &self.guard, &self.hub, &self.metrics);
+        let routes = Routes::build(&config, &self.guard, &self.edge.hub, &self.metrics);
+        self.edge.set_open(uses_the_tunnel(&config));
         routes.start_background(
             self.lookup.as_ref(),
             config.server.dns_ttl,
@@ -113,4 +114,13 @@ impl Reloader {
     pub fn reopen_logs(&self) -> std::io::Result<()> {
         self.gateway.access_log().reopen()
     }
+}
+
+/// Whether a site of `config` goes through the tunnel: the tunnel's door is
+/// there only then.
+pub fn uses_the_tunnel(config: &Config) -> bool {
+    config
+        .sites
+        .iter()
+        .any(|site| matches!(site.upstream, crate::config::UpstreamTarget::Tunnel { .. }))
 }

@@ -24,6 +24,9 @@ pub struct Rewind {
     ahead: Vec<u8>,
     at: usize,
     filled: usize,
+    /// The connection's state, which may ask for read-ahead later (a
+    /// visitor's connection that became an agent's tunnel).
+    state: Option<std::sync::Arc<crate::socket::deadline::ConnState>>,
 }
 
 impl Rewind {
@@ -35,7 +38,13 @@ impl Rewind {
             ahead: Vec::new(),
             at: 0,
             filled: 0,
+            state: None,
         }
+    }
+
+    /// Reads ahead once `state` asks for it (`ConnState::read_ahead`).
+    pub fn follow(&mut self, state: std::sync::Arc<crate::socket::deadline::ConnState>) {
+        self.state = Some(state);
     }
 
     /// A stream with `prefix` put back in front.
@@ -75,7 +84,10 @@ impl AsyncRead for Rewind {
             return Poll::Ready(Ok(()));
         }
         if self.ahead.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
+            match self.state.as_ref().map(|s| s.wants_read_ahead()) {
+                Some(size) if size > 0 => self.read_ahead(size),
+                _ => return Pin::new(&mut self.inner).poll_read(cx, buf),
+            }
         }
         let this = &mut *self;
         if this.at == this.filled {

@@ -1,49 +1,34 @@
-//! The edge's listener side of the tunnel: agents arrive on the HTTPS
-//! listeners, told apart from visitors by ALPN before any site logic
-//! (`drawbridge-tunnel/1` for a tunnel connection, `drawbridge-enroll/1`
-//! to enroll), after the guard has admitted them like any connection.
+//! The tunnel's door at the edge: on a visitor's own HTTPS connection, an
+//! agent's knock (`protocol.rs`) told apart from a visitor's request by the
+//! proof it carries, bound to that connection. An enrolled key's knock is
+//! answered `101` and the connection becomes a link of the hub; an
+//! enrolment is answered with its outcome; everything else — a visitor, a
+//! scanner who knows the protocol but no key — goes on as a visitor's
+//! request and meets the site. The door is there only while a site uses
+//! the tunnel (`set_open`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use rustls::ServerConfig;
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
 
 use super::hub::Hub;
-use super::identity::{pin_of, Identity, IdentityError};
-use super::register::{Register, RegisterError, EXPORTER_LABEL};
-use super::trust::{AgentVerifier, AnyKey};
-use super::{ENROLL_ALPN, TUNNEL_ALPN};
+use super::identity::{Identity, IdentityError};
+use super::protocol::{self, EnrollReply, Knock, Proof};
+use super::register::{Register, RegisterError};
+use crate::body::{empty_body, full_body, Body};
 
-/// What an agent sends to enroll: the token's id and its proof.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnrollRequest {
-    /// The token's id.
-    pub id: String,
-    /// HMAC-SHA256 of the channel's exporter under the token's secret (hex).
-    pub proof: String,
-}
-
-/// What the edge answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnrollReply {
-    /// Enrolled under this name.
-    Enrolled(String),
-    /// Refused; the sentence says why.
-    Refused(String),
-}
-
-/// The edge's tunnel: its key, the rustls configs of both protocols and the hub.
+/// The edge's tunnel: its key, the door's state and the hub.
 pub struct Edge {
     /// The connections up and the agents enrolled.
     pub hub: Arc<Hub>,
     /// The pin agents check the edge by.
     pub pin: String,
-    tunnel: Arc<ServerConfig>,
-    enroll: Arc<ServerConfig>,
+    identity: Identity,
+    /// Whether any site uses the tunnel: no door otherwise.
+    open: AtomicBool,
 }
 
 impl std::fmt::Debug for Edge {
@@ -58,9 +43,33 @@ pub enum EdgeError {
     /// The tunnel key.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// rustls refused the key.
-    #[error("tunnel TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
+}
+
+/// What the door made of a request.
+pub enum Answered {
+    /// Not an agent's: the request goes on as a visitor's, as it came.
+    Visitor(Request<Incoming>),
+    /// An answer for an agent.
+    Agent {
+        /// The answer to send.
+        response: Response<Body>,
+        /// Set when it switches to the tunnel: the link to attach once the
+        /// `101` has gone out.
+        link: Option<Link>,
+        /// A failed enrolment, which counts toward the address's ban like
+        /// a failed login.
+        failed: bool,
+    },
+}
+
+/// A tunnel connection the door let in, to attach once upgraded.
+pub struct Link {
+    /// The connection after the `101`.
+    pub upgrade: hyper::upgrade::OnUpgrade,
+    /// The agent's name.
+    pub name: String,
+    /// Its key's pin.
+    pub pin: String,
 }
 
 impl Edge {
@@ -68,113 +77,158 @@ impl Edge {
     pub fn open(state_dir: &std::path::Path) -> Result<Edge, EdgeError> {
         let register = Register::new(state_dir);
         let identity = Identity::load_or_create(&register.edge_key_path())?;
-        let hub = Hub::new(register);
-        let config = |alpn: &[u8],
-                      verifier: AgentVerifier|
-         -> Result<Arc<ServerConfig>, EdgeError> {
-            let mut config = ServerConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])?
-                .with_client_cert_verifier(Arc::new(verifier))
-                .with_single_cert(
-                    vec![identity.cert.clone()],
-                    rustls_pki_types::PrivateKeyDer::Pkcs8(identity.key.clone_key()),
-                )?;
-            config.alpn_protocols = vec![alpn.to_vec()];
-            // No resumption: a resumed session skips the client certificate,
-            // and a removed agent must not get back in on an old ticket.
-            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-            config.send_tls13_tickets = 0;
-            Ok(Arc::new(config))
-        };
         Ok(Edge {
             pin: identity.pin(),
-            tunnel: config(TUNNEL_ALPN, AgentVerifier::new(hub.clone()))?,
-            enroll: config(ENROLL_ALPN, AgentVerifier::new(Arc::new(AnyKey)))?,
-            hub,
+            hub: Hub::new(register),
+            identity,
+            open: AtomicBool::new(false),
         })
     }
 
-    /// The rustls config for a ClientHello offering `alpn`, when it asks for
-    /// the tunnel or enrollment; None for a visitor.
-    pub fn config_for<'a>(
-        &self,
-        mut alpn: impl Iterator<Item = &'a [u8]>,
-    ) -> Option<Arc<ServerConfig>> {
-        alpn.find_map(|protocol| match protocol {
-            p if p == TUNNEL_ALPN => Some(self.tunnel.clone()),
-            p if p == ENROLL_ALPN => Some(self.enroll.clone()),
-            _ => None,
-        })
+    /// Opens or closes the door: open while a site uses the tunnel.
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::Relaxed);
     }
 
-    /// Serves an agent's connection after its handshake: the tunnel, or one
-    /// enrollment. `Err` when the agent failed to authenticate (the guard
-    /// counts it like a failed login).
-    pub async fn serve<IO>(
+    /// Whether the door is there at all.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// What a request on an HTTPS connection is, whose exporter gave
+    /// `exported` (None: not a connection the door is on), from `from`.
+    pub async fn answer(
         &self,
-        stream: tokio_rustls::server::TlsStream<IO>,
+        mut request: Request<Incoming>,
+        exported: Option<&[u8; 32]>,
         from: SocketAddr,
-        read_timeout: Duration,
-    ) -> Result<(), RegisterError>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let (_, session) = stream.get_ref();
-        let pin = session
-            .peer_certificates()
-            .and_then(|certs| certs.first())
-            .and_then(pin_of)
-            .unwrap_or_default();
-        if session.alpn_protocol() == Some(TUNNEL_ALPN) {
-            // The verifier admitted only enrolled pins.
-            let Some(name) = self.hub.name_of(&pin) else {
-                return Err(RegisterError::Unknown);
-            };
-            self.hub.attach(stream, name, pin, from).await;
-            return Ok(());
-        }
-        let mut exported = [0u8; 32];
-        if session
-            .export_keying_material(&mut exported, EXPORTER_LABEL, None)
-            .is_err()
-        {
-            return Ok(());
-        }
-        let mut stream = BufReader::new(stream);
-        let mut line = String::new();
-        let read = tokio::time::timeout(read_timeout, async {
-            let mut limited = (&mut stream).take(4096);
-            limited.read_line(&mut line).await
-        });
-        if !matches!(read.await, Ok(Ok(n)) if n > 0) {
-            return Ok(());
-        }
-        let result = match serde_json::from_str::<EnrollRequest>(&line) {
-            Ok(ask) => {
-                let register = self.hub.register().clone();
-                tokio::task::spawn_blocking(move || {
-                    register.redeem(&ask.id, &ask.proof, &exported, &pin)
-                })
-                .await
-                .unwrap_or(Err(RegisterError::Unknown))
-            }
-            Err(_) => Err(RegisterError::Unknown),
+    ) -> Answered {
+        let (Some(exported), true) = (exported, self.is_open()) else {
+            return Answered::Visitor(request);
         };
-        let reply = match &result {
+        let Some(knock) = Knock::of(&request) else {
+            return Answered::Visitor(request);
+        };
+        match knock {
+            Knock::Tunnel(proof) => {
+                let Some(pin) = proof.verify(protocol::AGENT_SIGNS, exported) else {
+                    return Answered::Visitor(request);
+                };
+                if let Some(name) = self.hub.name_of(&pin) {
+                    let link = Link {
+                        upgrade: hyper::upgrade::on(&mut request),
+                        name,
+                        pin,
+                    };
+                    let mut response =
+                        self.signed(StatusCode::SWITCHING_PROTOCOLS, exported, empty_body());
+                    let headers = response.headers_mut();
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    headers.insert(header::UPGRADE, HeaderValue::from_static(protocol::UPGRADE));
+                    return Answered::Agent {
+                        response,
+                        link: Some(link),
+                        failed: false,
+                    };
+                }
+                if self.hub.register().was_removed(&pin) {
+                    // Only the removed key's holder can get here: the
+                    // proof is its signature on this connection.
+                    tracing::info!(%from, "a removed agent knocked; told so");
+                    let mut response = self.signed(StatusCode::FORBIDDEN, exported, empty_body());
+                    response.headers_mut().insert(
+                        protocol::REFUSED_BY_EDGE,
+                        HeaderValue::from_static(protocol::REMOVED),
+                    );
+                    return Answered::Agent {
+                        response,
+                        link: None,
+                        failed: false,
+                    };
+                }
+                // A key this edge never enrolled: a visitor.
+                Answered::Visitor(request)
+            }
+            Knock::Enroll {
+                proof,
+                id,
+                secret_proof,
+            } => {
+                self.enroll(request, &proof, id, secret_proof, exported, from)
+                    .await
+            }
+        }
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<Incoming>,
+        proof: &Proof,
+        id: String,
+        secret_proof: String,
+        exported: &[u8; 32],
+        from: SocketAddr,
+    ) -> Answered {
+        let Some(pin) = proof.verify(protocol::AGENT_SIGNS, exported) else {
+            return Answered::Visitor(request);
+        };
+        let register = self.hub.register().clone();
+        if !register.knows_token(&id) {
+            // A token id is 8 random bytes: only its holder knows one.
+            return Answered::Visitor(request);
+        }
+        let exported_owned = *exported;
+        let redeemed = tokio::task::spawn_blocking(move || {
+            register.redeem(&id, &secret_proof, &exported_owned, &pin)
+        })
+        .await
+        .unwrap_or(Err(RegisterError::Unknown));
+        let (status, reply) = match &redeemed {
             Ok(name) => {
                 tracing::info!(agent = name, %from, "agent enrolled");
                 self.hub.reload();
-                EnrollReply::Enrolled(name.clone())
+                (StatusCode::OK, EnrollReply::Enrolled(name.clone()))
             }
             Err(error) => {
                 tracing::warn!(%from, %error, "enrollment refused");
-                EnrollReply::Refused(error.for_the_agent())
+                (
+                    StatusCode::FORBIDDEN,
+                    EnrollReply::Refused(error.for_the_agent()),
+                )
             }
         };
-        let mut text = serde_json::to_string(&reply).unwrap_or_default();
-        text.push('\n');
-        let _ = stream.write_all(text.as_bytes()).await;
-        let _ = stream.shutdown().await;
-        result.map(|_| ())
+        let body = serde_json::to_string(&reply).unwrap_or_default();
+        let length = HeaderValue::from(body.len());
+        let mut response = self.signed(status, exported, full_body(body));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // Said, not left to the framing: the agent reads exactly this much.
+        headers.insert(header::CONTENT_LENGTH, length);
+        Answered::Agent {
+            response,
+            link: None,
+            failed: redeemed.is_err(),
+        }
+    }
+
+    /// An answer with `status` and `body` carrying the edge's proof for the
+    /// connection whose exporter gave `exported`.
+    fn signed(&self, status: StatusCode, exported: &[u8; 32], body: Body) -> Response<Body> {
+        let proof = Proof::make(&self.identity, protocol::EDGE_SIGNS, exported);
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        for (name, value) in [
+            (protocol::EDGE, proof.cert),
+            (protocol::EDGE_PROOF, proof.signature),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+        response
     }
 }

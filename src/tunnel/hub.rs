@@ -9,7 +9,12 @@
 //! `DOWN_FOR` while another agent of the name is up (two machines at home:
 //! requests go to the one that reaches Jellyfin). A
 //! connection ends when its TCP or TLS breaks, its PINGs go unanswered, or
-//! its agent is removed: the streams on it end cut short, never completed.
+//! its agent is removed: the streams on it end cut short, never completed —
+//! a removed agent's streams and WebSockets in flight included (its link's
+//! socket is killed, not just left unused). When the edge shuts down, each
+//! link takes no new stream and closes once its last one has ended, so an
+//! attached agent never holds a restart for the shutdown grace; the agent
+//! reconnects to the new process.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,31 +28,20 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+
+use super::protocol;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::register::{Agent, Register};
-use super::trust::PinSet;
 use crate::body::Body;
 
 /// How long a request waits for an agent connection when none is up.
 pub const AGENT_WAIT: Duration = Duration::from_secs(5);
-
-/// Flow-control credit the edge gives each stream (hyper's adaptive window
-/// starts at 64 KiB and grows too slowly over a long path:
-/// docs/performance.md, "The home leg").
-const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-/// The connection's credit: HTTP/2's largest, so it never binds. Data a
-/// paused visitor has not taken holds connection credit too, so any smaller
-/// window lets a few paused films (or a stranger's unread downloads) freeze
-/// every stream on the connection; a direct upstream connection per request
-/// has no such coupling. What the edge holds stays bounded by the streams:
-/// `STREAM_WINDOW` each, at most `upstream_max_conns` of a site at once.
-const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
 /// The most tunnel connections one agent key keeps up at the edge: an agent
 /// dials at most 8, and as many again may linger after a network change
@@ -59,11 +53,6 @@ const MAX_LINKS_PER_AGENT: usize = 16;
 /// that service while another agent of its name can take the request.
 const DOWN_FOR: Duration = Duration::from_secs(10);
 
-/// How often the edge PINGs each agent connection, and how long an answer
-/// may take before the connection is given up.
-const PING_EVERY: Duration = Duration::from_secs(15);
-const PING_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// One agent connection that is up.
 struct Link {
     id: u64,
@@ -72,18 +61,58 @@ struct Link {
     from: SocketAddr,
     since: SystemTime,
     sender: SendRequest<Body>,
+    /// Fired to end the link at once (its agent removed, or over the
+    /// key's limit): its socket is killed, streams in flight included.
     close: CancellationToken,
+    /// Set while the edge shuts down: no new stream.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Streams on it now.
+    streams: Arc<Streams>,
     bytes: Arc<ByteCounts>,
 }
 
 impl Link {
-    /// Up, and its agent not passed over for `service`.
+    /// Can take a new stream.
+    fn open(&self) -> bool {
+        self.sender.is_ready()
+            && !self.close.is_cancelled()
+            && !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Open, and its agent not passed over for `service`.
     fn takes(&self, service: &str, down: &HashMap<(String, String), Instant>) -> bool {
         let passed_over = !down.is_empty()
             && down
                 .get(&(self.pin.clone(), service.to_string()))
                 .is_some_and(|until| *until > Instant::now());
-        self.sender.is_ready() && !self.close.is_cancelled() && !passed_over
+        self.open() && !passed_over
+    }
+}
+
+/// The streams a link carries now, and a wake when the last one ends.
+#[derive(Debug, Default)]
+struct Streams {
+    count: AtomicUsize,
+    ended: Notify,
+}
+
+/// One stream's place on its link, held by the answer's body or the
+/// WebSocket it became; a link that drains closes once none is held.
+#[derive(Debug)]
+pub struct StreamHold(Arc<Streams>);
+
+impl StreamHold {
+    fn new(streams: &Arc<Streams>) -> StreamHold {
+        streams.count.fetch_add(1, Ordering::AcqRel);
+        StreamHold(streams.clone())
+    }
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ended.notify_waiters();
+        }
     }
 }
 
@@ -157,22 +186,18 @@ pub struct Hub {
     down: Mutex<HashMap<(String, String), Instant>>,
 }
 
-/// One agent connection chosen for a request: its sender, and the pin of
-/// the agent's key, to name the agent in `Hub::service_down`.
+/// One agent connection chosen for a request: its sender, the pin of the
+/// agent's key (to name the agent in `Hub::service_down`), and the stream's
+/// place on it.
 struct Picked {
     sender: SendRequest<Body>,
     pin: String,
+    hold: StreamHold,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").finish_non_exhaustive()
-    }
-}
-
-impl PinSet for Hub {
-    fn allows(&self, pin: &str) -> bool {
-        self.agents.load().iter().any(|a| a.pin == pin)
     }
 }
 
@@ -204,6 +229,18 @@ impl Hub {
     /// The register this hub reads.
     pub fn register(&self) -> &Register {
         &self.register
+    }
+
+    /// Whether the key with `pin` is enrolled.
+    pub fn allows(&self, pin: &str) -> bool {
+        self.agents.load().iter().any(|a| a.pin == pin)
+    }
+
+    /// Whether `ip` is an address an agent attached from (`homes.json`):
+    /// banned, it may still bring the household's agent in.
+    pub fn is_home(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::client_ip::normalise(ip);
+        self.homes.borrow().contains(&ip)
     }
 
     /// The name of the enrolled agent whose key has `pin`.
@@ -240,29 +277,29 @@ impl Hub {
     }
 
     /// Serves an agent's authenticated connection as the edge's HTTP/2
-    /// client until it ends.
-    pub async fn attach<IO>(self: &Arc<Self>, io: IO, name: String, pin: String, from: SocketAddr)
-    where
+    /// client until it ends: its socket breaks, its PINGs go unanswered, its
+    /// agent is removed (everything on it cut at once), or `drain` fires
+    /// (the edge shutting down: no new stream, closed once the last ends).
+    pub async fn attach<IO>(
+        self: &Arc<Self>,
+        io: IO,
+        name: String,
+        pin: String,
+        from: SocketAddr,
+        drain: CancellationToken,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let bytes = Arc::new(ByteCounts::default());
+        let kill = Arc::new(Kill::default());
         let io = Counted {
             inner: io,
             bytes: bytes.clone(),
+            kill: kill.clone(),
         };
-        let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            // Windows sized for a long home uplink: one stream may have
-            // STREAM_WINDOW in flight (4 MiB over 80 ms is 400 Mbit/s), and a
-            // visitor slower than home holds at most that much here.
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(super::MAX_FRAME)
-            .keep_alive_interval(PING_EVERY)
-            .keep_alive_timeout(PING_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .handshake::<_, Body>(TokioIo::new(io))
-            .await;
+        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        protocol::edge_link(&mut builder);
+        let handshake = builder.handshake::<_, Body>(TokioIo::new(io)).await;
         let (sender, connection) = match handshake {
             Ok(pair) => pair,
             Err(error) => {
@@ -272,6 +309,8 @@ impl Hub {
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = CancellationToken::new();
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let streams = Arc::new(Streams::default());
         let register = self.register.clone();
         let pin_noted = pin.clone();
         let noted = tokio::task::spawn_blocking(move || {
@@ -296,6 +335,8 @@ impl Hub {
                 since: SystemTime::now(),
                 sender,
                 close: close.clone(),
+                draining: draining.clone(),
+                streams: streams.clone(),
                 bytes,
             });
             // Links are kept in the order they came: the first of this key's
@@ -314,15 +355,33 @@ impl Hub {
         // shows it (tests wait for this line).
         tracing::info!(agent = name, %from, "agent connected");
         self.arrived.notify_waiters();
+        // hyper runs the link in a task of its own: ending it means killing
+        // its socket, so that what is in flight on it ends too.
+        tokio::pin!(connection);
+        let drained = async {
+            drain.cancelled().await;
+            draining.store(true, Ordering::Relaxed);
+            loop {
+                let ended = streams.ended.notified();
+                if streams.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        };
         tokio::select! {
-            result = connection => {
+            result = &mut connection => {
                 if let Err(error) = result {
                     tracing::info!(agent = name, %from, %error, "tunnel connection ended");
                 } else {
                     tracing::info!(agent = name, %from, "tunnel connection closed");
                 }
             }
-            () = close.cancelled() => {}
+            () = close.cancelled() => kill.now(),
+            () = drained => {
+                tracing::info!(agent = name, %from, "shutting down: tunnel connection closed, the agent will reconnect to the next start");
+                kill.now();
+            }
         }
         self.links.lock().expect("hub lock").retain(|l| l.id != id);
     }
@@ -335,7 +394,7 @@ impl Hub {
         agent: &str,
         service: &str,
         request: Request<Body>,
-    ) -> Result<(Response<Incoming>, String), HubError> {
+    ) -> Result<(Response<Incoming>, String, StreamHold), HubError> {
         let waited = tokio::time::timeout(AGENT_WAIT, async {
             loop {
                 let arrived = self.arrived.notified();
@@ -347,11 +406,16 @@ impl Hub {
                 arrived.await;
             }
         });
-        let Ok(Picked { mut sender, pin }) = waited.await else {
+        let Ok(Picked {
+            mut sender,
+            pin,
+            hold,
+        }) = waited.await
+        else {
             return Err(HubError::NotConnected(agent.to_string()));
         };
         match sender.send_request(request).await {
-            Ok(response) => Ok((response, pin)),
+            Ok(response) => Ok((response, pin, hold)),
             Err(source) => Err(HubError::Exchange {
                 agent: agent.to_string(),
                 source,
@@ -386,7 +450,7 @@ impl Hub {
         let down = self.down.lock().expect("hub lock");
         let ready: Vec<&Link> = links
             .iter()
-            .filter(|l| l.name == agent && l.sender.is_ready() && !l.close.is_cancelled())
+            .filter(|l| l.name == agent && l.open())
             .collect();
         // Nothing passed over (the usual case): no second list.
         let choice = if down.is_empty() {
@@ -411,6 +475,7 @@ impl Hub {
         Some(Picked {
             sender: link.sender.clone(),
             pin: link.pin.clone(),
+            hold: StreamHold::new(&link.streams),
         })
     }
 
@@ -450,10 +515,37 @@ impl Hub {
     }
 }
 
-/// An agent connection's IO, counting bytes for `tunnel list`.
+/// The switch that ends a link's socket from outside hyper's task: once
+/// thrown, every read and write fails, and the reader waiting is woken.
+#[derive(Debug, Default)]
+struct Kill {
+    thrown: std::sync::atomic::AtomicBool,
+    reader: atomic_waker::AtomicWaker,
+    writer: atomic_waker::AtomicWaker,
+}
+
+impl Kill {
+    fn now(&self) {
+        self.thrown.store(true, Ordering::Release);
+        self.reader.wake();
+        self.writer.wake();
+    }
+
+    fn check(&self, waker: &atomic_waker::AtomicWaker, cx: &Context<'_>) -> std::io::Result<()> {
+        waker.register(cx.waker());
+        if self.thrown.load(Ordering::Acquire) {
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
+        }
+        Ok(())
+    }
+}
+
+/// An agent connection's IO, counting bytes for `tunnel list`, killed by
+/// its `Kill`.
 struct Counted<IO> {
     inner: IO,
     bytes: Arc<ByteCounts>,
+    kill: Arc<Kill>,
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
@@ -462,6 +554,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        self.kill.check(&self.kill.reader, cx)?;
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
@@ -476,6 +569,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.kill.check(&self.kill.writer, cx)?;
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             self.bytes.written.fetch_add(n as u64, Ordering::Relaxed);
@@ -488,6 +582,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.kill.check(&self.kill.writer, cx)?;
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
             self.bytes.written.fetch_add(n as u64, Ordering::Relaxed);

@@ -95,6 +95,21 @@ impl Identity {
     pub fn pin(&self) -> String {
         pin_of(&self.cert).unwrap_or_default()
     }
+
+    /// An ECDSA P-256 signature (ASN.1) of `message` with this key; empty
+    /// if the key cannot sign (a damaged file is refused at load).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let rng = ring::rand::SystemRandom::new();
+        ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            self.key.secret_pkcs8_der(),
+            &rng,
+        )
+        .ok()
+        .and_then(|key| key.sign(&rng, message).ok())
+        .map(|signature| signature.as_ref().to_vec())
+        .unwrap_or_default()
+    }
 }
 
 /// The pin of a certificate's public key: `sha256/<base64>`; None when the

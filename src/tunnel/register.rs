@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file::write_atomic;
 use crate::config::valid_agent_name as valid_name;
 
-/// The exporter label enrollment proofs are made over.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-drawbridge-enroll";
+/// How many removed agents' pins `removed.json` keeps, so a removed agent
+/// can be told so (`protocol::REMOVED`).
+const REMOVED_KEPT: usize = 64;
 
 /// One enrolled agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +84,8 @@ struct Pending {
 pub struct Token {
     /// The edge's address, `host:port`.
     pub edge: String,
+    /// The name the agent asks the edge's TLS for: one of its sites.
+    pub name: String,
     /// The pin of the edge's tunnel key.
     pub pin: String,
     /// Which pending enrollment it is.
@@ -319,6 +322,7 @@ impl Register {
         &self,
         name: &str,
         edge: &str,
+        site: &str,
         pin: &str,
         ttl: Duration,
     ) -> Result<Token, RegisterError> {
@@ -331,6 +335,7 @@ impl Register {
         pending.retain(|p| p.expires > now);
         let token = Token {
             edge: edge.to_string(),
+            name: site.to_string(),
             pin: pin.to_string(),
             id: random_hex(8),
             secret: random_hex(32),
@@ -399,12 +404,39 @@ impl Register {
         Ok(token.name)
     }
 
+    /// Whether a token with this id is known (pending, or spent and not
+    /// yet expired): the door answers an enrolment only for these.
+    pub fn knows_token(&self, id: &str) -> bool {
+        let pending: Vec<Pending> = self.read("tokens.json").unwrap_or_default();
+        pending.iter().any(|p| p.id == id)
+    }
+
+    /// Whether the key with `pin` was enrolled here and removed.
+    pub fn was_removed(&self, pin: &str) -> bool {
+        let removed: Vec<String> = self.read("removed.json").unwrap_or_default();
+        removed.iter().any(|p| p == pin)
+    }
+
     /// Removes every agent called `name` and its pending tokens; whether
-    /// there was any.
+    /// there was any. Their pins are kept in `removed.json` (the newest 64)
+    /// so a removed agent that knocks again is told it was removed.
     pub fn remove(&self, name: &str) -> Result<bool, RegisterError> {
         let _turn = self.exclusive()?;
         let mut agents = self.agents()?;
         let before = agents.len();
+        let gone: Vec<String> = agents
+            .iter()
+            .filter(|a| a.name == name)
+            .map(|a| a.pin.clone())
+            .collect();
+        if !gone.is_empty() {
+            let mut removed: Vec<String> = self.read("removed.json")?;
+            removed.retain(|pin| !gone.contains(pin));
+            removed.extend(gone);
+            let excess = removed.len().saturating_sub(REMOVED_KEPT);
+            removed.drain(..excess);
+            self.write("removed.json", &removed)?;
+        }
         agents.retain(|a| a.name != name);
         let mut pending: Vec<Pending> = self.read("tokens.json")?;
         let tokens_before = pending.len();
@@ -432,7 +464,13 @@ mod tests {
     /// A token for an agent called `name`, valid for a minute.
     fn token_for(register: &Register, name: &str) -> Token {
         register
-            .add_token(name, "vps.test:443", "sha256/edge", Duration::from_secs(60))
+            .add_token(
+                name,
+                "vps.test:443",
+                "vps.test",
+                "sha256/edge",
+                Duration::from_secs(60),
+            )
             .unwrap()
     }
 
@@ -483,7 +521,13 @@ mod tests {
             Err(RegisterError::Unknown),
             "a wrong proof from the same key"
         );
+        assert!(!register.was_removed("sha256/a"));
         assert!(register.remove("home").unwrap());
+        assert!(
+            register.was_removed("sha256/a"),
+            "told it was removed if it knocks"
+        );
+        assert!(!register.knows_token(&token.id));
         assert_eq!(
             register.redeem(&token.id, &token.proof(&retry), &retry, "sha256/a"),
             Err(RegisterError::Unknown),
@@ -577,7 +621,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let register = Register::new(dir.path());
         let token = register
-            .add_token("home", "e:443", "sha256/e", Duration::ZERO)
+            .add_token("home", "e:443", "e", "sha256/e", Duration::ZERO)
             .unwrap();
         let channel = [1u8; 32];
         assert_eq!(
@@ -585,7 +629,7 @@ mod tests {
             Err(RegisterError::Expired)
         );
         assert!(matches!(
-            register.add_token("Home Server", "e:443", "p", Duration::from_secs(1)),
+            register.add_token("Home Server", "e:443", "e", "p", Duration::from_secs(1)),
             Err(RegisterError::BadName(_))
         ));
     }

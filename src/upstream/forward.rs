@@ -78,9 +78,10 @@ impl Upstream {
             // Not offered without an epoch; its place would do all the same.
             Acquired::Pooled(conn) => conn.permit,
         };
-        let hold = Hold {
+        let mut hold = Hold {
             _share: share,
             _permit: permit,
+            _stream: None,
         };
         let addr = self.authority.clone();
         let failed = |why| ProxyError::UpstreamUpgrade {
@@ -98,7 +99,7 @@ impl Upstream {
                 .extensions
                 .insert(hyper::ext::Protocol::from_static("websocket"));
             let sent = self.exchange_tunneled(tunnel, Request::from_parts(parts, body));
-            let mut response = match tokio::time::timeout(response_timeout, sent).await {
+            let (mut response, stream) = match tokio::time::timeout(response_timeout, sent).await {
                 Ok(result) => result.map_err(|f| self.classify(f))?,
                 Err(_) => {
                     return Err(ProxyError::UpstreamTimeout {
@@ -107,6 +108,7 @@ impl Upstream {
                     })
                 }
             };
+            hold._stream = Some(stream);
             if response.status() == StatusCode::OK {
                 *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             }

@@ -372,6 +372,8 @@ impl Upstream {
 pub struct Hold {
     _share: Share,
     _permit: ConnPermit,
+    /// Through the tunnel: the stream's place on its link.
+    _stream: Option<crate::tunnel::hub::StreamHold>,
 }
 
 /// What a request got to go out on.

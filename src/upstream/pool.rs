@@ -186,6 +186,8 @@ pub struct UpstreamBody {
     share: Option<Share>,
     /// A tunnel stream's place under the cap (no pooled connection).
     permit: Option<ConnPermit>,
+    /// A tunnel stream's place on its link (a draining link waits for it).
+    stream: Option<crate::tunnel::hub::StreamHold>,
 }
 
 impl UpstreamBody {
@@ -195,16 +197,23 @@ impl UpstreamBody {
             lease: Some(lease),
             share: None,
             permit: None,
+            stream: None,
         }
     }
 
-    /// The body of an answer through a tunnel stream that holds `permit`.
-    pub(super) fn tunneled(inner: Incoming, permit: ConnPermit) -> UpstreamBody {
+    /// The body of an answer through a tunnel stream that holds `permit`
+    /// and `stream`.
+    pub(super) fn tunneled(
+        inner: Incoming,
+        permit: ConnPermit,
+        stream: crate::tunnel::hub::StreamHold,
+    ) -> UpstreamBody {
         UpstreamBody {
             inner,
             lease: None,
             share: None,
             permit: Some(permit),
+            stream: Some(stream),
         }
     }
 
@@ -219,6 +228,7 @@ impl UpstreamBody {
         }
         self.share = None;
         self.permit = None;
+        self.stream = None;
     }
 }
 

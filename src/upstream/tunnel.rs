@@ -9,9 +9,9 @@ use http::{Request, Response, StatusCode, Version};
 use super::limit::Deadline;
 use super::pool::UpstreamBody;
 use super::{Acquired, Failure, Tunnel, Upstream};
-use crate::agent::{REFUSED, UNREACHABLE};
 use crate::body::Body;
-use crate::tunnel::hub::HubError;
+use crate::tunnel::hub::{HubError, StreamHold};
+use crate::tunnel::protocol::Refusal;
 
 impl Upstream {
     /// One exchange through the tunnel, under the cap (waiting up to
@@ -26,8 +26,8 @@ impl Upstream {
             Acquired::Permit(permit) => permit,
             Acquired::Pooled(conn) => conn.permit,
         };
-        let response = self.exchange_tunneled(tunnel, request).await?;
-        Ok(response.map(|body| UpstreamBody::tunneled(body, permit)))
+        let (response, stream) = self.exchange_tunneled(tunnel, request).await?;
+        Ok(response.map(|body| UpstreamBody::tunneled(body, permit, stream)))
     }
 
     /// Sends `request` to the agent and checks its answer's head. An agent
@@ -38,10 +38,10 @@ impl Upstream {
         &self,
         tunnel: &Tunnel,
         request: Request<Body>,
-    ) -> Result<Response<hyper::body::Incoming>, Failure> {
-        let (response, pin) = self.tunnel_once(tunnel, request).await?;
+    ) -> Result<(Response<hyper::body::Incoming>, StreamHold), Failure> {
+        let (response, pin, stream) = self.tunnel_once(tunnel, request).await?;
         let Err(refused) = refusal(tunnel, &response) else {
-            return Ok(response);
+            return Ok((response, stream));
         };
         if !refused.service_down {
             return Err(Failure::Tunnel(refused.why));
@@ -62,12 +62,12 @@ impl Upstream {
     }
 
     /// One stream to the agent: its answer's head within `response_timeout`,
-    /// and the pin of the agent that gave it.
+    /// the pin of the agent that gave it, and the stream's place on its link.
     async fn tunnel_once(
         &self,
         tunnel: &Tunnel,
         mut request: Request<Body>,
-    ) -> Result<(Response<hyper::body::Incoming>, String), Failure> {
+    ) -> Result<(Response<hyper::body::Incoming>, String, StreamHold), Failure> {
         *request.version_mut() = Version::HTTP_2;
         let sent = tunnel.hub.send(&tunnel.agent, &tunnel.service, request);
         match tokio::time::timeout(self.response_timeout, sent).await {
@@ -86,26 +86,29 @@ struct Refused {
     service_down: bool,
 }
 
-/// The agent's refusal, if `response` is one (marked with `REFUSED`).
+/// The agent's refusal, if `response` is one (`protocol::Refusal`).
 fn refusal(tunnel: &Tunnel, response: &Response<hyper::body::Incoming>) -> Result<(), Refused> {
-    let Some(why) = response.headers().get(REFUSED) else {
+    let Some(refusal) = Refusal::read(response.headers()) else {
         return Ok(());
     };
-    let service_down = why.as_bytes() == UNREACHABLE.as_bytes();
-    let why = match why.as_bytes() {
-        b"not-exposed" => format!(
+    let service_down = refusal == Ok(Refusal::Unreachable);
+    let why = match refusal {
+        Ok(Refusal::NotExposed) => format!(
             "agent `{}` does not expose service `{}` (add it to the agent's [services])",
             tunnel.agent, tunnel.service
         ),
-        _ if service_down || response.status() == StatusCode::BAD_GATEWAY => format!(
+        Ok(Refusal::Unreachable | Refusal::Failed) => format!(
             "agent `{}` cannot reach its service `{}`",
             tunnel.agent, tunnel.service
         ),
-        other => format!(
-            "agent `{}` refused: {}",
-            tunnel.agent,
-            String::from_utf8_lossy(other)
-        ),
+        Ok(Refusal::BadTarget) => format!("agent `{}` refused the request's target", tunnel.agent),
+        Err(word) if response.status() == StatusCode::BAD_GATEWAY => {
+            format!(
+                "agent `{}` cannot reach its service `{}` ({word})",
+                tunnel.agent, tunnel.service
+            )
+        }
+        Err(word) => format!("agent `{}` refused: {word}", tunnel.agent),
     };
     Err(Refused { why, service_down })
 }

@@ -277,3 +277,40 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
+
+/// Knocks at the edge on `https` as an agent whose key is at `key` (made if
+/// missing) would, over TLS to jelly.test trusting `ca`: what came back
+/// within 3 s, and whether the edge closed the connection.
+pub async fn knock(https: SocketAddr, ca: &[u8], key: &Path) -> (Vec<u8>, bool) {
+    use drawbridge::tunnel::protocol::{Knock, Proof, AGENT_SIGNS};
+    let identity = drawbridge::tunnel::identity::Identity::load_or_create(key).unwrap();
+    send_head(https, ca, |exported| {
+        Knock::Tunnel(Proof::make(&identity, AGENT_SIGNS, exported)).request_head("jelly.test")
+    })
+    .await
+}
+
+/// Sends the head `head` makes of the connection's exporter, over TLS to
+/// jelly.test at `https` trusting `ca` (ALPN http/1.1): what came back
+/// within 3 s, and whether the edge closed the connection.
+pub async fn send_head(
+    https: SocketAddr,
+    ca: &[u8],
+    head: impl FnOnce(&[u8; 32]) -> String,
+) -> (Vec<u8>, bool) {
+    let config = super::client_config(ca, &[b"http/1.1"]);
+    let mut tls = super::tls_connect(https, config, Some("jelly.test"))
+        .await
+        .unwrap();
+    let mut exported = [0u8; 32];
+    tls.get_ref()
+        .1
+        .export_keying_material(
+            &mut exported,
+            drawbridge::tunnel::protocol::EXPORTER_LABEL,
+            None,
+        )
+        .unwrap();
+    let head = head(&exported);
+    super::exchange(&mut tls, head.as_bytes(), Duration::from_secs(3)).await
+}

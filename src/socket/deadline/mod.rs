@@ -34,6 +34,9 @@ pub struct ConnState {
     waker: atomic_waker::AtomicWaker,
     /// The head being read named both Content-Length and Transfer-Encoding.
     ambiguous: AtomicBool,
+    /// Bytes the socket should read at once from now on (0: as asked): set
+    /// when the connection became an agent's tunnel (`rewind.rs`).
+    read_ahead: AtomicUsize,
 }
 
 impl ConnState {
@@ -54,6 +57,17 @@ impl ConnState {
     /// The connection now carries an upgraded protocol: no deadlines any more.
     pub fn mark_upgraded(&self) {
         self.upgraded.store(true, Ordering::Release);
+    }
+
+    /// From now on the socket reads up to `size` bytes at once (a tunnel
+    /// connection carries films; see `rewind.rs`).
+    pub fn read_ahead(&self, size: usize) {
+        self.read_ahead.store(size, Ordering::Relaxed);
+    }
+
+    /// What `read_ahead` asked for (0: nothing).
+    pub fn wants_read_ahead(&self) -> usize {
+        self.read_ahead.load(Ordering::Relaxed)
     }
 }
 
