@@ -41,6 +41,14 @@ pub enum ProxyError {
     /// The client may not use this site or path (allow/deny lists).
     #[error("forbidden by the access lists")]
     Forbidden,
+    /// Past the gate only a signed-in household goes (`gate/`), and this
+    /// request carries nothing Jellyfin accepts.
+    #[error("not signed in: refused by the gate")]
+    Unauthorized,
+    /// The gate could not have Jellyfin's word on the credentials in time
+    /// (home not answering, or too many checks under way).
+    #[error("the gate could not check the credentials with Jellyfin")]
+    GateUnsure,
     /// Over the rate limit; may try again after this long.
     #[error("rate limit reached")]
     TooManyRequests(std::time::Duration),
@@ -123,6 +131,8 @@ impl ProxyError {
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::GateUnsure => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -184,7 +194,7 @@ impl ProxyError {
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut response = page(status);
-        if let ProxyError::UpstreamBusy { .. } = &self {
+        if let ProxyError::UpstreamBusy { .. } | ProxyError::GateUnsure = &self {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 header::HeaderValue::from_static(BUSY_RETRY_AFTER),

@@ -60,6 +60,7 @@ pub mod error;
 pub mod error_log;
 pub mod filter;
 pub mod forwarding;
+pub mod gate;
 pub mod guard;
 pub mod http3;
 pub mod log_file;

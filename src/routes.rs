@@ -17,6 +17,7 @@ use crate::filter::{self, Filter};
 use crate::guard::Guard;
 use crate::metrics::{Metrics, SiteMetrics};
 use crate::tunnel::hub::Hub;
+use crate::gate::Gate;
 use crate::upstream::Upstream;
 
 /// One site as the pipeline uses it.
@@ -44,6 +45,8 @@ pub struct Site {
     pub cache: CacheRules,
     /// Its request counters.
     pub metrics: SiteMetrics,
+    /// Who gets past Jellyfin's login page (`gate/`).
+    pub gate: Gate,
 }
 
 /// Sites by host name, and who may speak for clients.
@@ -62,14 +65,14 @@ impl Routes {
         &self.sites
     }
 
-    /// Builds the snapshot for `config`; the login filters share `guard`.
-    pub fn build(config: &Config, guard: &Arc<Guard>, hub: &Arc<Hub>, metrics: &Metrics) -> Routes {
+    /// Builds the snapshot for `config` from the process's shared state.
+    pub fn build(config: &Config, process: &Process<'_>) -> Routes {
         let mut routes = Routes {
             trusted_proxies: config.server.trusted_proxies.clone(),
             ..Routes::default()
         };
         for site in &config.sites {
-            let shared = Arc::new(Site::new(site, config, guard, hub, metrics));
+            let shared = Arc::new(Site::new(site, config, process));
             routes.sites.push(shared.clone());
             for host in &site.hosts {
                 match host {
@@ -135,14 +138,29 @@ impl Routes {
     }
 }
 
+/// The process's state the routes are built from, beside the config: the
+/// login filters and the gate share the guard, the tunnel's sites the hub,
+/// every gate one memory; every site's counters live in the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Process<'a> {
+    /// Bans and connection limits.
+    pub guard: &'a Arc<Guard>,
+    /// The tunnel's links.
+    pub hub: &'a Arc<Hub>,
+    /// The process's metrics.
+    pub metrics: &'a Metrics,
+    /// What the gates remember, across reloads.
+    pub gate: &'a Arc<crate::gate::memory::Memory>,
+}
+
 impl Site {
-    fn new(
-        site: &SiteConfig,
-        config: &Config,
-        guard: &Arc<Guard>,
-        hub: &Arc<Hub>,
-        metrics: &Metrics,
-    ) -> Site {
+    fn new(site: &SiteConfig, config: &Config, process: &Process<'_>) -> Site {
+        let Process {
+            guard,
+            hub,
+            metrics,
+            gate,
+        } = *process;
         let trusted = &config.server.trusted_proxies;
         let trusted: Vec<ipnet::IpNet> = trusted
             .nets
@@ -157,11 +175,26 @@ impl Site {
             &trusted,
             config.guard.table_size as usize,
         );
+        let mut exempt = site.access.allow.clone();
+        exempt.extend_from_slice(&trusted);
+        let doors: Vec<&'static str> = crate::gate::Door::REFUSABLE
+            .iter()
+            .map(|door| door.word())
+            .collect();
+        let gate = Gate::new(
+            site,
+            &config.gate,
+            gate.clone(),
+            guard.clone(),
+            exempt,
+            metrics.gate(&site.name(), &doors),
+        );
         let metrics = metrics.site(&site.name());
         Site {
             name: site.name(),
             upstream: Upstream::new(site, hub, metrics.health.clone()),
             metrics,
+            gate,
             https_redirect: site.https_redirect,
             acme_webroot: site.acme_webroot.clone(),
             filters,
@@ -176,7 +209,7 @@ impl Site {
 
 #[cfg(test)]
 mod tests {
-    use super::Routes;
+    use super::{Process, Routes};
     use crate::config::Config;
     use crate::guard::Guard;
     use std::path::Path;
@@ -199,7 +232,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let guard = Guard::new(&config.guard, dir.path(), Default::default()).unwrap();
         let hub = crate::tunnel::hub::Hub::new(crate::tunnel::register::Register::new(dir.path()));
-        let routes = Routes::build(&config, &guard, &hub, &crate::metrics::Metrics::new());
+        let process = Process {
+            guard: &guard,
+            hub: &hub,
+            metrics: &crate::metrics::Metrics::new(),
+            gate: &crate::gate::memory(&config.gate),
+        };
+        let routes = Routes::build(&config, &process);
         assert_eq!(
             routes.site("jelly.home.lan").unwrap().upstream.authority(),
             "127.0.0.1:2"

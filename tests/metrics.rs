@@ -224,7 +224,7 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
     gw.fail_logins(&stranger, 3).await;
     let stream = gw.tls_connect(Some("jelly.test"), &[b"http/1.1"]).await;
     let (mut socket, _) =
-        tokio_tungstenite::client_async("wss://jelly.test/socket?api_key=t0k", stream.unwrap())
+        tokio_tungstenite::client_async(format!("wss://jelly.test/socket?api_key={}", crate::support::origin::TEST_API_KEY), stream.unwrap())
             .await
             .unwrap();
     socket.next().await.unwrap().unwrap();

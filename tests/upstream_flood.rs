@@ -183,7 +183,7 @@ async fn websockets_count_toward_the_cap() {
             .await
             .unwrap();
         let (mut socket, _) =
-            tokio_tungstenite::client_async("wss://jelly.test/socket?api_key=t0k", stream)
+            tokio_tungstenite::client_async(format!("wss://jelly.test/socket?api_key={}", crate::support::origin::TEST_API_KEY), stream)
                 .await
                 .unwrap();
         let hello = socket.next().await.unwrap().unwrap();

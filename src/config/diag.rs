@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::raw::{
-    ACME_KEYS, CACHE_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS, SITE_KEYS,
+    ACME_KEYS, CACHE_KEYS, GATE_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS, SITE_KEYS,
     TLS_FILE_KEYS, TOP_KEYS,
 };
 
@@ -96,6 +96,7 @@ impl<'a> Reporter<'a> {
                 "acme" => self.table_keys(value, "[acme]", ACME_KEYS, &mut dirty),
                 "guard" => self.table_keys(value, "[guard]", GUARD_KEYS, &mut dirty),
                 "cache" => self.table_keys(value, "[cache]", CACHE_KEYS, &mut dirty),
+                "gate" => self.table_keys(value, "[gate]", GATE_KEYS, &mut dirty),
                 "site" => {
                     if let DeValue::Array(sites) = value.get_ref() {
                         for site in sites {

@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use diag::Diagnostic;
 pub use host::{normalise as normalise_host, HostPattern};
 pub use site::{
-    valid_agent_name, AccessList, Acme, Cache, Challenge, Guard, PathRule, Rate, Refuse,
+    valid_agent_name, AccessList, Acme, Cache, Challenge, Gate, GateMode, Guard, PathRule, Rate, Refuse,
     SiteConfig, TlsSource, UpstreamAddr, UpstreamTarget, UpstreamTls, JELLYFIN_AUTH_PATHS,
     JELLYFIN_CACHE_PATHS, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, PRIVATE_NETWORKS,
 };
@@ -42,6 +42,8 @@ pub struct Config {
     pub guard: Guard,
     /// The edge cache's bounds.
     pub cache: Cache,
+    /// The side-door gate's memory and bounds.
+    pub gate: Gate,
     /// The sites, in file order.
     pub sites: Vec<SiteConfig>,
     /// Where some values were written, for what `check` finds after

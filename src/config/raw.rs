@@ -8,7 +8,20 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Known keys of the top-level table.
-pub const TOP_KEYS: &[&str] = &["server", "limits", "log", "acme", "guard", "cache", "site"];
+pub const TOP_KEYS: &[&str] = &[
+    "server", "limits", "log", "acme", "guard", "cache", "gate", "site",
+];
+/// Known keys of `[gate]`.
+pub const GATE_KEYS: &[&str] = &[
+    "remember_good",
+    "remember_bad",
+    "address_grant",
+    "session_idle",
+    "checks_per_client",
+    "check_burst",
+    "max_checks",
+    "max_remembered",
+];
 /// Known keys of `[cache]`.
 pub const CACHE_KEYS: &[&str] = &[
     "memory",
@@ -106,6 +119,8 @@ pub const SITE_KEYS: &[&str] = &[
     "cache",
     "cache_paths",
     "cache_public_paths",
+    "gate",
+    "gate_public",
 ];
 /// Known keys of a site's `tls = { … }` table.
 pub const TLS_FILE_KEYS: &[&str] = &["cert", "key"];
@@ -240,6 +255,8 @@ pub struct RawSite {
     pub cache: Option<bool>,
     pub cache_paths: Option<Vec<Spanned<String>>>,
     pub cache_public_paths: Option<Vec<Spanned<String>>>,
+    pub gate: Option<Spanned<String>>,
+    pub gate_public: Option<Vec<Spanned<String>>>,
 }
 
 /// A site's `tls`: a source name, or certificate and key files.
@@ -250,4 +267,18 @@ pub enum RawTls {
     Name(String),
     /// `{ cert = "…", key = "…" }`.
     Files { cert: String, key: String },
+}
+
+/// `[gate]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    pub remember_good: Option<Spanned<String>>,
+    pub remember_bad: Option<Spanned<String>>,
+    pub address_grant: Option<Spanned<String>>,
+    pub session_idle: Option<Spanned<String>>,
+    pub checks_per_client: Option<Spanned<String>>,
+    pub check_burst: Option<Spanned<u32>>,
+    pub max_checks: Option<Spanned<u32>>,
+    pub max_remembered: Option<Spanned<u32>>,
 }

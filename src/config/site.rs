@@ -54,6 +54,74 @@ pub struct SiteConfig {
     /// Cacheable routes whose answers are the same for everyone: credentials
     /// in the request do not bypass, and tokens are left out of the key.
     pub cache_public_paths: Vec<String>,
+    /// Whether only a signed-in household gets past Jellyfin's login page.
+    pub gate: GateMode,
+    /// Paths of the site's own open to anyone past the gate (a plugin's
+    /// anonymous pages), beside Jellyfin's public routes.
+    pub gate_public: Vec<String>,
+}
+
+/// What the gate does with a request that does not belong to a signed-in
+/// household (`gate/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateMode {
+    /// Refuses it at the edge (401).
+    Enforce,
+    /// Lets it through, and logs and counts that it would have refused it.
+    Report,
+    /// No gate (a site that is not Jellyfin).
+    Off,
+}
+
+impl GateMode {
+    /// As the config spells it.
+    pub fn word(self) -> &'static str {
+        match self {
+            GateMode::Enforce => "enforce",
+            GateMode::Report => "report",
+            GateMode::Off => "off",
+        }
+    }
+}
+
+/// `[gate]`: how long the gate remembers, and what bounds its asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    /// How long Jellyfin's "yes" to a token is remembered.
+    pub remember_good: Duration,
+    /// How long its "no" is.
+    pub remember_bad: Duration,
+    /// How long an address a checked session comes from may use the side
+    /// doors without a token (image loaders and players that send none).
+    pub address_grant: Duration,
+    /// How long a browser session (the gate's cookie) lasts unused.
+    pub session_idle: Duration,
+    /// Checks one client may make Jellyfin do, after `check_burst`.
+    pub checks_per_client: Rate,
+    /// Checks one client may make at once before the rate applies.
+    pub check_burst: u32,
+    /// Checks under way at once, for every client together.
+    pub max_checks: u32,
+    /// Tokens, sessions and addresses remembered, each.
+    pub max_remembered: u32,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            remember_good: Duration::from_secs(60),
+            remember_bad: Duration::from_secs(10),
+            address_grant: Duration::from_secs(600),
+            session_idle: Duration::from_secs(12 * 3600),
+            checks_per_client: Rate {
+                count: 20,
+                per: Duration::from_secs(60),
+            },
+            check_burst: 20,
+            max_checks: 16,
+            max_remembered: 10_000,
+        }
+    }
 }
 
 /// Jellyfin's authentication routes, matched without regard to case.

@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Reporter};
-use super::raw::{RawAcme, RawCache, RawGuard, RawLimits, RawLog, RawServer, RawSite};
+use super::raw::{RawAcme, RawCache, RawGate, RawGuard, RawLimits, RawLog, RawServer, RawSite};
 use super::units::{parse_duration, parse_size};
 use super::{Config, Places, Server};
 
@@ -49,6 +49,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
     let mut raw_acme = RawAcme::default();
     let mut raw_guard = RawGuard::default();
     let mut raw_cache = RawCache::default();
+    let mut raw_gate = RawGate::default();
     let mut raw_sites = Vec::new();
     for (key, value) in root.into_inner() {
         if dirty.contains(&value.span()) {
@@ -64,6 +65,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
             "acme" => raw_acme = v.section(value).unwrap_or_default(),
             "guard" => raw_guard = v.section(value).unwrap_or_default(),
             "cache" => raw_cache = v.section(value).unwrap_or_default(),
+            "gate" => raw_gate = v.section(value).unwrap_or_default(),
             "site" => raw_sites = v.sites(value, &dirty),
             _ => {}
         }
@@ -86,6 +88,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
         );
     }
     let cache = v.cache(raw_cache);
+    let gate = v.gate(raw_gate);
     let sites = v.all_sites(raw_sites, &acme);
     if sites.is_empty() && v.report.errors.is_empty() {
         v.report.at(
@@ -103,6 +106,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
         acme,
         guard,
         cache,
+        gate,
         sites,
         places: v.places,
     };

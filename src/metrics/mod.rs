@@ -22,7 +22,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod gate;
 mod process;
+
+pub use gate::{GateCounts, CHECK_OUTCOMES};
 
 /// The method classes requests are counted by.
 const METHODS: [&str; 4] = ["get", "head", "post", "other"];
@@ -64,6 +67,7 @@ struct AgentLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    gate: gate::GateFamilies,
     /// The unprefixed `process_*` series.
     process: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -357,12 +361,14 @@ impl Metrics {
             "Always 1; the label says which drawbridge runs",
             build_info,
         );
+        let gate = gate::GateFamilies::register(&mut registry);
         let mut process = Registry::default();
         process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             protocols,
             quic_retries,
             registry,
+            gate,
             process,
             requests,
             response_time,
@@ -420,6 +426,12 @@ impl Metrics {
             in_flight: family.in_flight.get_or_create(&label).clone(),
             dns_changes: family.dns_changes.get_or_create(&label).clone(),
         }
+    }
+
+    /// The gate counters of site `name`, one refusal counter per door in
+    /// `doors` (the same ones again after a reload).
+    pub fn gate(&self, name: &str, doors: &[&'static str]) -> GateCounts {
+        self.gate.for_site(name, doors)
     }
 
     /// Brings the guard's counters up to `totals` (reason, since the start).

@@ -6,6 +6,8 @@
 //!                                  method and canonical path → client address
 //!            check (request.rs)    framing → Host vs SNI → port-80 rules →
 //!                                  filters' on_request → OPTIONS *
+//!            gate (gate.rs)        only a signed-in household past Jellyfin's
+//!                                  login page (`gate/`)
 //! forward    forward (forward.rs)  WebSocket tunnel | edge cache | the forward
 //!                                  step to the site's upstream
 //! response   respond (here)        filters' on_response → access log at the
@@ -36,6 +38,7 @@ use request::{refused_method, ALLOWED_METHODS};
 
 mod conn;
 mod forward;
+mod gate;
 mod head;
 mod request;
 pub use conn::{Closed, Conn};
@@ -180,10 +183,10 @@ impl Gateway {
                     subject,
                 };
                 let served = async {
-                    match self.check(&request, scope).await? {
-                        Some(early) => Ok(early),
-                        None => Ok(self.forward(request, scope).await),
+                    if let Some(early) = self.check(&request, scope).await? {
+                        return Ok(early);
                     }
+                    Ok(self.gate_then_forward(request, scope).await)
                 };
                 served.instrument(span).await?
             }

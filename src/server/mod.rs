@@ -83,6 +83,8 @@ pub struct Server {
     /// Stops background tasks (ACME, DNS) when the server stops.
     background: CancellationToken,
     lookup: Option<Arc<dyn Lookup>>,
+    /// What the gates remember, kept across reloads.
+    gate: Arc<crate::gate::memory::Memory>,
     started_with: Config,
 }
 
@@ -116,6 +118,7 @@ impl Server {
         let kill = CancellationToken::new();
         let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone())?;
         let edge = Arc::new(Edge::open(&config.server.state_dir)?);
+        let gate_memory = crate::gate::memory(&config.gate);
         edge.set_open(reload::uses_the_tunnel(&config));
         let metrics = Arc::new(Metrics::new());
         let admin = match config.server.admin_listen {
@@ -124,7 +127,15 @@ impl Server {
         };
         let handshake_failures = Arc::new(crate::tls::failures::HandshakeFailures::default());
         let gateway = Arc::new(Gateway::new(GatewayParts {
-            routes: Routes::build(&config, &guard, &edge.hub, &metrics),
+            routes: Routes::build(
+                &config,
+                &crate::routes::Process {
+                    guard: &guard,
+                    hub: &edge.hub,
+                    metrics: &metrics,
+                    gate: &gate_memory,
+                },
+            ),
             limits: config.limits.clone(),
             https_port,
             access_log: Arc::new(access_log),
@@ -168,6 +179,7 @@ impl Server {
             acme,
             background,
             lookup,
+            gate: gate_memory,
             started_with: config,
         })
     }
@@ -211,6 +223,7 @@ impl Server {
             background: self.background.clone(),
             guard: self.shared.guard.clone(),
             edge: self.shared.edge.clone(),
+            gate: self.gate.clone(),
             metrics: self.metrics.clone(),
             started_with: self.started_with.clone(),
         }

@@ -27,6 +27,7 @@ pub struct Reloader {
     pub(super) background: CancellationToken,
     pub(super) guard: Arc<Guard>,
     pub(super) edge: Arc<Edge>,
+    pub(super) gate: Arc<crate::gate::memory::Memory>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) started_with: Config,
 }
@@ -91,7 +92,15 @@ impl Reloader {
                 "an upstream given by host name (DNS was not started)",
             ));
         }
-        let routes = Routes::build(&config, &self.guard, &self.edge.hub, &self.metrics);
+        let routes = Routes::build(
+            &config,
+            &crate::routes::Process {
+                guard: &self.guard,
+                hub: &self.edge.hub,
+                metrics: &self.metrics,
+                gate: &self.gate,
+            },
+        );
         self.edge.set_open(uses_the_tunnel(&config));
         routes.start_background(
             self.lookup.as_ref(),

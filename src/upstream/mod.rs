@@ -157,6 +157,11 @@ impl Upstream {
         self.tunnel.is_some()
     }
 
+    /// How long home may take to send an answer's head.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// `host:port`, for logs (never for pages).
     pub fn authority(&self) -> &str {
         &self.authority
@@ -213,8 +218,13 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let replay = replay_of(&request);
         match self.send(request, deadline).await {
-            Err(Failure::Exchange(error)) if replay.is_some() && stale_connection(&error) => {
-                tracing::debug!(upstream = %self.authority, %error, "pooled connection was dead; retrying once on a fresh one");
+            // A pooled connection that was dead, or a tunnel link that died
+            // under the stream (an agent's network changed, a link closed
+            // past the key's limit): nothing was answered.
+            Err(Failure::Exchange(error))
+                if replay.is_some() && (stale_connection(&error) || self.is_tunnel()) =>
+            {
+                tracing::debug!(upstream = %self.authority, %error, "the connection died before answering; sending once more");
             }
             Err(Failure::ServiceDown { why, pin })
                 if replay.is_some() && self.another_agent_up(&pin) =>

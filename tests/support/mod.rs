@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod h2;
+pub mod jellyfin;
 pub mod origin;
 pub mod pebble;
 pub mod raw;
@@ -269,7 +270,22 @@ pub fn config_file(dir: &Path, rest: &str) -> PathBuf {
 
 /// A `[[site]]` for `host` in front of `upstream`, with `extra` keys.
 pub fn site(host: &str, upstream: SocketAddr, extra: &str) -> String {
-    format!("[[site]]\nhost = \"{host}\"\nupstream = \"http://{upstream}\"\ntls = \"internal\"\n{extra}\n")
+    format!(
+        "[[site]]\nhost = \"{host}\"\nupstream = \"http://{upstream}\"\ntls = \"internal\"\n{}{extra}\n",
+        gate_off_unless(extra)
+    )
+}
+
+/// `gate = "off"` for a test site whose `extra` says nothing of the gate:
+/// the tests of proxying, streaming and the guard send requests the side-door
+/// gate would refuse (`/echo`, a stream without a token); the gate's own
+/// tests (`side_doors.rs`) turn it on.
+pub fn gate_off_unless(extra: &str) -> &'static str {
+    if extra.contains("gate") {
+        ""
+    } else {
+        "gate = \"off\"\n"
+    }
 }
 
 /// A rustls client config trusting `ca_pem`.

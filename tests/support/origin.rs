@@ -50,6 +50,8 @@ pub struct Seen {
     /// Jellyfin's Known proxies, as `/System/Configuration/network` shows
     /// them to a request with the API key `TEST_API_KEY`.
     pub known_proxies: Mutex<Vec<String>>,
+    /// Jellyfin's sessions, mode (10.11 or 12), library and side doors.
+    pub jellyfin: super::jellyfin::Jellyfin,
 }
 
 /// The API key the fake Jellyfin accepts.
@@ -214,6 +216,15 @@ pub fn kestrel_path(raw: &str) -> String {
 async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<Body>, Infallible> {
     let path = kestrel_route(request.uri().path());
     *seen.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let request = match super::jellyfin::answer_for(&path, request, &seen.jellyfin).await {
+        Ok(mut response) => {
+            response
+                .headers_mut()
+                .insert(header::SERVER, "Kestrel".parse().unwrap());
+            return Ok(response);
+        }
+        Err(request) => request,
+    };
     let mut response = match path.as_str() {
         "/system/info/public" => full(
             StatusCode::OK,
@@ -239,35 +250,7 @@ async fn route(request: Request<Incoming>, seen: Arc<Seen>) -> Result<Response<B
                 )
             }
         }
-        "/users/authenticatebyname" => {
-            let body = request
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            if String::from_utf8_lossy(&body).contains(r#""Pw":"right""#) {
-                full(StatusCode::OK, r#"{"AccessToken":"t0k"}"#)
-            } else {
-                full(StatusCode::UNAUTHORIZED, "Error processing request.")
-            }
-        }
-        // A personalised answer an origin wrongly marks public: only the
-        // cache's route rules keep it from other visitors.
-        "/users/me" => {
-            let token = request
-                .headers()
-                .get("x-emby-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("anonymous");
-            let mut r = full(StatusCode::OK, format!("user:{token}"));
-            r.headers_mut().insert(
-                header::CACHE_CONTROL,
-                "public, max-age=600".parse().unwrap(),
-            );
-            r
-        }
-        "/socket" => return Ok(socket(request)),
+        "/socket" => return Ok(socket(request, &seen.jellyfin)),
         "/echo" => echo(&request),
         "/trickle" => trickle(seen.clone()),
         "/upload" => upload(request, &seen).await,
@@ -607,16 +590,18 @@ fn image<B>(request: &Request<B>) -> Response<Body> {
     response
 }
 
-/// Jellyfin's /socket: a token is required; then ForceKeepAlive, and
-/// KeepAlive answered with KeepAlive.
-fn socket(mut request: Request<Incoming>) -> Response<Body> {
-    let has_token = request
-        .uri()
-        .query()
-        .is_some_and(|q| q.contains("api_key="));
-    let key = request.headers().get("sec-websocket-key").cloned();
-    let (true, Some(key)) = (has_token, key) else {
-        return full(StatusCode::UNAUTHORIZED, "Token is required");
+/// Jellyfin's /socket: credentials Jellyfin accepts are required (an
+/// unknown token is 403); then ForceKeepAlive, and KeepAlive answered with
+/// KeepAlive.
+fn socket(mut request: Request<Incoming>, jellyfin: &super::jellyfin::Jellyfin) -> Response<Body> {
+    if jellyfin
+        .authenticate(request.headers(), request.uri())
+        .is_none()
+    {
+        return full(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
+        return full(StatusCode::BAD_REQUEST, "not a WebSocket");
     };
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {

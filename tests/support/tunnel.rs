@@ -105,9 +105,10 @@ pub async fn wait_until(mut ready: impl FnMut() -> bool, wait: Duration, what: &
 /// The edge's config text: one site through the tunnel.
 pub fn edge_config(dir: &Path, extra: &str) -> String {
     format!(
-        "{}[log]\naccess = \"off\"\n\n[guard]\n{}\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:home/jellyfin\"\ntls = \"internal\"\nhttps_redirect = false\n{extra}",
+        "{}[log]\naccess = \"off\"\n\n[guard]\n{}\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:home/jellyfin\"\ntls = \"internal\"\nhttps_redirect = false\n{}{extra}",
         server_block(dir),
-        super::BAN_LOOPBACK
+        super::BAN_LOOPBACK,
+        super::gate_off_unless(extra)
     )
 }
 
@@ -192,8 +193,9 @@ impl Home {
             .await
             .unwrap();
         let url = format!(
-            "wss://jelly.test:{}/socket?api_key=k",
-            self.edge.https.port()
+            "wss://jelly.test:{}/socket?api_key={}",
+            self.edge.https.port(),
+            super::origin::TEST_API_KEY
         );
         let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
         assert_eq!(response.status(), 101);

@@ -4,12 +4,48 @@
 use toml::Spanned;
 
 use super::Validator;
-use crate::config::raw::{RawAcme, RawCache, RawGuard, RawLimits, RawLog};
+use crate::config::raw::{RawAcme, RawCache, RawGate, RawGuard, RawLimits, RawLog};
 use crate::config::{
-    AccessFormat, Acme, Cache, Challenge, ErrorFormat, Guard, Limits, Log, LogTarget,
+    AccessFormat, Acme, Cache, Challenge, ErrorFormat, Gate, Guard, Limits, Log, LogTarget,
 };
 
 impl Validator<'_> {
+    pub(super) fn gate(&mut self, raw: RawGate) -> Gate {
+        let d = Gate::default();
+        let mut count = |raw: Option<Spanned<u32>>, default: u32, min: u32, max: u32| match raw {
+            Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.report
+                    .at(&n.span(), format!("must be between {min} and {max}"));
+                default
+            }
+            None => default,
+        };
+        let check_burst = count(raw.check_burst, d.check_burst, 1, 10_000);
+        let max_checks = count(raw.max_checks, d.max_checks, 1, 1_000);
+        let max_remembered = count(raw.max_remembered, d.max_remembered, 100, 10_000_000);
+        let checks_per_client = match raw.checks_per_client {
+            Some(rate) => match super::site::parse_rate(rate.get_ref()) {
+                Ok(r) => r,
+                Err(message) => {
+                    self.report.at(&rate.span(), message);
+                    d.checks_per_client
+                }
+            },
+            None => d.checks_per_client,
+        };
+        Gate {
+            remember_good: self.duration(raw.remember_good, d.remember_good),
+            remember_bad: self.duration(raw.remember_bad, d.remember_bad),
+            address_grant: self.duration(raw.address_grant, d.address_grant),
+            session_idle: self.duration(raw.session_idle, d.session_idle),
+            checks_per_client,
+            check_burst,
+            max_checks,
+            max_remembered,
+        }
+    }
+
     pub(super) fn limits(&mut self, raw: RawLimits) -> Limits {
         let d = Limits::default();
         let mut count = |raw: Option<Spanned<u32>>, default: u32, max: u32| match raw {

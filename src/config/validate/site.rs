@@ -9,7 +9,8 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::raw::{RawPath, RawSite, RawTls};
 use crate::config::{
-    AccessList, Acme, Challenge, HostPattern, PathRule, Preset, Rate, Refuse, SiteConfig, TlsSource,
+    AccessList, Acme, Challenge, GateMode, HostPattern, PathRule, Preset, Rate, Refuse,
+    SiteConfig, TlsSource,
 };
 
 /// Connections to one upstream at once: a household's streams, WebSockets
@@ -251,6 +252,22 @@ impl Validator<'_> {
         } else {
             (Vec::new(), Vec::new())
         };
+        let gate = match raw.gate.as_ref().map(|g| g.get_ref().as_str()) {
+            None if jellyfin => GateMode::Enforce,
+            None => GateMode::Off,
+            Some("enforce") => GateMode::Enforce,
+            Some("report") => GateMode::Report,
+            Some("off") => GateMode::Off,
+            Some(other) => {
+                let span = raw.gate.as_ref().map(Spanned::span).unwrap_or_default();
+                self.report.at(
+                    &span,
+                    format!("unknown gate `{other}`; use \"enforce\", \"report\" or \"off\""),
+                );
+                GateMode::Off
+            }
+        };
+        let gate_public = self.patterns(raw.gate_public).unwrap_or_default();
         let connect_timeout = self.duration(raw.connect_timeout, Duration::from_secs(3));
         let response_timeout = self.duration(raw.response_timeout, Duration::from_secs(60));
         let upstream_max_conns = match raw.upstream_max_conns {
@@ -298,6 +315,8 @@ impl Validator<'_> {
             auth_paths,
             cache_paths,
             cache_public_paths,
+            gate,
+            gate_public,
         })
     }
 
@@ -366,7 +385,7 @@ impl Validator<'_> {
 }
 
 /// Parses a rate like `"5/min"`, `"10/s"`, `"100/hour"`.
-fn parse_rate(text: &str) -> Result<Rate, String> {
+pub(super) fn parse_rate(text: &str) -> Result<Rate, String> {
     let bad = || {
         format!("`{text}` is not a rate; write requests per unit, like \"5/min\" or \"10/s\", or \"off\"")
     };

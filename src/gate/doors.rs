@@ -1,0 +1,237 @@
+//! Which of Jellyfin's routes a request is, as its router reads the path
+//! (`canonical.rs` has put the one spelling in place; Jellyfin's routes
+//! ignore case and a trailing `/`): the public ones a signed-out app needs to
+//! show its login screen and sign in, the side doors Jellyfin serves to
+//! anyone who knows an item id, and the rest of its API.
+
+/// What a request's path is to the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// Open to anyone: the login routes, public system info, branding, the
+    /// web client's files (`PUBLIC`, and a site's own `gate_public`).
+    Public,
+    /// `/Users/Public`: the users shown on a login screen. Answered `[]` at
+    /// the edge (apps then ask for a name), so strangers learn no names.
+    UsersPublic,
+    /// One of Jellyfin's unauthenticated media routes.
+    Side(SideDoor),
+    /// Any other route: Jellyfin's API, `/socket`, `/Startup/*`,
+    /// `/Branding/Splashscreen`.
+    Api,
+}
+
+/// Jellyfin's media routes that have no `[Authorize]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideDoor {
+    /// `/Videos/{id}/stream[.{container}]`.
+    VideoStream,
+    /// `/Audio/{id}/stream[.{container}]`.
+    AudioStream,
+    /// `/Items/{id}/Images/…` and the other image routes (artists, genres,
+    /// persons, studios, users).
+    Image,
+    /// `/Videos/{id}/{source}/Subtitles/{index}/[{ticks}/]Stream.{format}`.
+    Subtitle,
+    /// `/Videos/{id}/{source}/Attachments/{index}`.
+    Attachment,
+    /// The older HLS segments: `/Videos/{id}/hls/{playlist}/{segment}.{ext}`
+    /// and `/Audio/{id}/hls/{segment}/stream.{mp3,aac}`.
+    HlsSegment,
+}
+
+impl Door {
+    /// The metrics' and logs' word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Door::Public => "public",
+            Door::UsersPublic => "users_public",
+            Door::Side(SideDoor::VideoStream) => "video_stream",
+            Door::Side(SideDoor::AudioStream) => "audio_stream",
+            Door::Side(SideDoor::Image) => "image",
+            Door::Side(SideDoor::Subtitle) => "subtitle",
+            Door::Side(SideDoor::Attachment) => "attachment",
+            Door::Side(SideDoor::HlsSegment) => "hls_segment",
+            Door::Api => "api",
+        }
+    }
+
+    /// Every door a refusal can be counted for, in the metrics' order.
+    pub const REFUSABLE: [Door; 7] = [
+        Door::Side(SideDoor::VideoStream),
+        Door::Side(SideDoor::AudioStream),
+        Door::Side(SideDoor::Image),
+        Door::Side(SideDoor::Subtitle),
+        Door::Side(SideDoor::Attachment),
+        Door::Side(SideDoor::HlsSegment),
+        Door::Api,
+    ];
+
+    /// Its place in `REFUSABLE`.
+    pub fn index(self) -> usize {
+        Door::REFUSABLE
+            .iter()
+            .position(|d| *d == self)
+            .unwrap_or(Door::REFUSABLE.len() - 1)
+    }
+}
+
+/// Jellyfin's public routes (what a signed-out app needs to show its login
+/// screen and sign in), as path patterns: `*` one segment, `**` the rest.
+pub const PUBLIC: &[&str] = &[
+    "/",
+    "/favicon.ico",
+    "/web",
+    "/web/**",
+    "/System/Info/Public",
+    "/System/Ping",
+    "/Branding/Configuration",
+    "/Branding/Css",
+    "/Branding/Css.css",
+    "/Users/AuthenticateByName",
+    "/Users/AuthenticateWithQuickConnect",
+    "/Users/*/Authenticate",
+    "/Users/ForgotPassword",
+    "/Users/ForgotPassword/Pin",
+    "/QuickConnect/Enabled",
+    "/QuickConnect/Initiate",
+    "/QuickConnect/Connect",
+];
+
+/// The image routes' first segments (`/{these}/{id}/Images/…`).
+const IMAGE_ROOTS: &[&str] = &[
+    "items",
+    "artists",
+    "genres",
+    "musicgenres",
+    "persons",
+    "studios",
+    "users",
+];
+
+/// Whether `path` matches `pattern`, segment by segment without regard to
+/// case, a trailing `/` ignored (`*`: one segment, a final `**`: anything
+/// from there on, nothing included).
+pub fn matches(pattern: &str, path: &str) -> bool {
+    let mut path = segments(path);
+    let mut pattern = segments(pattern).peekable();
+    while let Some(want) = pattern.next() {
+        if want == "**" && pattern.peek().is_none() {
+            return true;
+        }
+        match path.next() {
+            Some(got) if want == "*" || want.eq_ignore_ascii_case(got) => {}
+            _ => return false,
+        }
+    }
+    path.next().is_none()
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.trim_matches('/').split('/').filter(|s| !s.is_empty())
+}
+
+/// The door `path` (canonical) is, given a site's own public patterns.
+pub fn door(path: &str, public: &[String]) -> Door {
+    if PUBLIC.iter().any(|p| matches(p, path)) || public.iter().any(|p| matches(p, path)) {
+        return Door::Public;
+    }
+    let s: Vec<&str> = segments(path).collect();
+    let is = |i: usize, word: &str| s.get(i).is_some_and(|x| x.eq_ignore_ascii_case(word));
+    let lower_starts = |i: usize, prefix: &str| {
+        s.get(i)
+            .is_some_and(|x| x.len() >= prefix.len() && x[..prefix.len()].eq_ignore_ascii_case(prefix))
+    };
+    // `stream` or `stream.{container}`.
+    let stream_at = |i: usize| {
+        s.get(i).is_some_and(|x| {
+            x.eq_ignore_ascii_case("stream")
+                || (x.len() > 7 && x[..7].eq_ignore_ascii_case("stream."))
+        })
+    };
+    if s.len() == 2 && is(0, "users") && is(1, "public") {
+        return Door::UsersPublic;
+    }
+    if s.len() == 3 && is(0, "videos") && stream_at(2) {
+        return Door::Side(SideDoor::VideoStream);
+    }
+    if s.len() == 3 && is(0, "audio") && stream_at(2) {
+        return Door::Side(SideDoor::AudioStream);
+    }
+    if s.len() >= 4 && IMAGE_ROOTS.iter().any(|root| is(0, root)) && is(2, "images") {
+        return Door::Side(SideDoor::Image);
+    }
+    if (s.len() == 6 || s.len() == 7) && is(0, "videos") && is(3, "subtitles") {
+        if lower_starts(s.len() - 1, "stream.") {
+            return Door::Side(SideDoor::Subtitle);
+        }
+    }
+    if s.len() == 5 && is(0, "videos") && is(3, "attachments") {
+        return Door::Side(SideDoor::Attachment);
+    }
+    // A segment, not the playlist (which Jellyfin authorizes).
+    let playlist = s.get(4).is_some_and(|x| {
+        x.len() > 5 && x[x.len() - 5..].eq_ignore_ascii_case(".m3u8")
+    });
+    if s.len() == 5 && is(0, "videos") && is(2, "hls") && s[4].contains('.') && !playlist {
+        return Door::Side(SideDoor::HlsSegment);
+    }
+    if s.len() == 5 && is(0, "audio") && is(2, "hls") && stream_at(4) {
+        return Door::Side(SideDoor::HlsSegment);
+    }
+    Door::Api
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{door, matches, Door, SideDoor};
+
+    #[test]
+    fn patterns_match_by_segment_without_case() {
+        assert!(matches("/Users/*/Authenticate", "/users/abc/authenticate/"));
+        assert!(!matches("/Users/*/Authenticate", "/users/abc/x/authenticate"));
+        assert!(matches("/web/**", "/web/index.html"));
+        assert!(matches("/web/**", "/web"));
+        assert!(matches("/", "/"));
+        assert!(!matches("/", "/x"));
+        assert!(!matches("/System/Info/Public", "/System/Info"));
+    }
+
+    #[test]
+    fn jellyfins_routes_are_told_apart() {
+        let none: &[String] = &[];
+        let id = "0123456789abcdef0123456789abcdef";
+        for (path, want) in [
+            ("/", Door::Public),
+            ("/web/index.html", Door::Public),
+            ("/Users/authenticatebyname", Door::Public),
+            ("/QuickConnect/Connect", Door::Public),
+            ("/System/Info/Public", Door::Public),
+            ("/users/public", Door::UsersPublic),
+            (&format!("/Videos/{id}/stream"), Door::Side(SideDoor::VideoStream)),
+            (&format!("/videos/{id}/stream.mkv"), Door::Side(SideDoor::VideoStream)),
+            (&format!("/Audio/{id}/stream.flac"), Door::Side(SideDoor::AudioStream)),
+            (&format!("/Items/{id}/Images/Primary"), Door::Side(SideDoor::Image)),
+            (&format!("/Items/{id}/Images/Backdrop/0/tag/jpg/100/100/0/0"), Door::Side(SideDoor::Image)),
+            ("/Persons/Someone/Images/Primary", Door::Side(SideDoor::Image)),
+            (&format!("/Videos/{id}/{id}/Subtitles/2/Stream.srt"), Door::Side(SideDoor::Subtitle)),
+            (&format!("/Videos/{id}/{id}/Subtitles/2/0/Stream.vtt"), Door::Side(SideDoor::Subtitle)),
+            (&format!("/Videos/{id}/{id}/Attachments/1"), Door::Side(SideDoor::Attachment)),
+            (&format!("/Videos/{id}/hls/pl/seg3.ts"), Door::Side(SideDoor::HlsSegment)),
+            (&format!("/Audio/{id}/hls/seg3/stream.aac"), Door::Side(SideDoor::HlsSegment)),
+            (&format!("/Videos/{id}/hls1/pl/0.ts"), Door::Api),
+            (&format!("/Videos/{id}/master.m3u8"), Door::Api),
+            (&format!("/Videos/{id}/hls/pl/stream.m3u8"), Door::Api),
+            (&format!("/Audio/{id}/universal"), Door::Api),
+            ("/Users/Me", Door::Api),
+            ("/socket", Door::Api),
+            ("/Startup/Configuration", Door::Api),
+            ("/Branding/Splashscreen", Door::Api),
+            ("/Sessions/Logout", Door::Api),
+        ] {
+            assert_eq!(door(path, none), want, "{path}");
+        }
+        let own = ["/sso/**".to_string()];
+        assert_eq!(door("/SSO/OID/start/x", &own), Door::Public);
+        assert_eq!(door("/SSO/OID/start/x", none), Door::Api);
+    }
+}

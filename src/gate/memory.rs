@@ -1,0 +1,292 @@
+//! What the gate remembers, bounded in memory: Jellyfin's word on each set
+//! of credentials for a while (a minute for a good one, seconds for a bad
+//! one), the browser sessions its cookie stands for, and the addresses a
+//! checked session is using — and which checks are under way, so that
+//! however many requests wait on a token, Jellyfin is asked once.
+//!
+//! Every table keeps at most `cap` entries in two generations (as
+//! `guard/keys.rs` does): when the current one is half full it becomes the
+//! previous one, and the old previous is dropped — a flood of tokens costs
+//! bounded memory, and what is forgotten first is what was used longest ago.
+//! Pure logic on an explicit `now`.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::credentials::Credentials;
+
+/// A map of at most `cap` entries, the least recently used forgotten first.
+#[derive(Debug)]
+struct Bounded<K, V> {
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    fn new(cap: usize) -> Self {
+        Bounded {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            cap: cap.max(2),
+        }
+    }
+
+    fn get(&mut self, key: &K) -> Option<&mut V> {
+        if !self.current.contains_key(key) {
+            let value = self.previous.remove(key)?;
+            self.insert(key.clone(), value);
+        }
+        self.current.get_mut(key)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.current.len() >= self.cap / 2 && !self.current.contains_key(&key) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, value);
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        self.current.remove(key).or_else(|| self.previous.remove(key))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        self.current.retain(|k, v| keep(k, v));
+        self.previous.retain(|k, v| keep(k, v));
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// Jellyfin's word on a set of credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Word {
+    /// Accepted: a user's session (its name), or an API key (no user).
+    Good(Option<String>),
+    /// Refused (401/403).
+    Bad,
+}
+
+#[derive(Debug)]
+struct Remembered {
+    word: Word,
+    until: Instant,
+    /// What to ask Jellyfin with again (a cookie's session outlives a word).
+    credentials: Arc<Credentials>,
+}
+
+#[derive(Debug)]
+struct Session {
+    key: String,
+    last: Instant,
+}
+
+#[derive(Debug)]
+struct Grant {
+    key: String,
+    until: Instant,
+}
+
+/// The gate's memory, shared by the sites of a process (keys carry the
+/// site's name) and across reloads.
+#[derive(Debug)]
+pub struct Memory {
+    words: Mutex<Bounded<String, Remembered>>,
+    sessions: Mutex<Bounded<String, Session>>,
+    grants: Mutex<Bounded<IpAddr, Grant>>,
+    asking: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// A check to make, or to wait for.
+pub enum Turn {
+    /// This caller asks Jellyfin, then calls `Memory::answered`.
+    Ask,
+    /// Another caller is asking: wait, then look again.
+    Wait(Arc<Notify>),
+}
+
+impl Memory {
+    /// An empty memory, each table at most `cap` entries.
+    pub fn new(cap: usize) -> Arc<Memory> {
+        Arc::new(Memory {
+            words: Mutex::new(Bounded::new(cap)),
+            sessions: Mutex::new(Bounded::new(cap)),
+            grants: Mutex::new(Bounded::new(cap)),
+            asking: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Jellyfin's word on `key`, while it is remembered.
+    pub fn word(&self, key: &str, now: Instant) -> Option<Word> {
+        let mut words = self.words.lock().expect("gate lock");
+        let remembered = words.get(&key.to_string())?;
+        (remembered.until > now).then(|| remembered.word.clone())
+    }
+
+    /// The credentials remembered for `key` (to ask again).
+    pub fn credentials(&self, key: &str) -> Option<Arc<Credentials>> {
+        let mut words = self.words.lock().expect("gate lock");
+        words.get(&key.to_string()).map(|r| r.credentials.clone())
+    }
+
+    /// Whose turn it is to ask about `key`.
+    pub fn turn(&self, key: &str) -> Turn {
+        let mut asking = self.asking.lock().expect("gate lock");
+        match asking.get(key) {
+            Some(notify) => Turn::Wait(notify.clone()),
+            None => {
+                asking.insert(key.to_string(), Arc::new(Notify::new()));
+                Turn::Ask
+            }
+        }
+    }
+
+    /// The asker's answer for `key` (None: no word, Jellyfin could not be
+    /// asked), kept until `until`; wakes whoever waited.
+    pub fn answered(&self, key: &str, credentials: Arc<Credentials>, word: Option<(Word, Instant)>) {
+        if let Some((word, until)) = word {
+            self.words.lock().expect("gate lock").insert(
+                key.to_string(),
+                Remembered {
+                    word,
+                    until,
+                    credentials,
+                },
+            );
+        }
+        if let Some(notify) = self.asking.lock().expect("gate lock").remove(key) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Forgets `key`'s word, its sessions and the addresses it granted
+    /// (a logout; Jellyfin refusing a token the gate thought good).
+    pub fn forget(&self, key: &str) {
+        self.words.lock().expect("gate lock").remove(&key.to_string());
+        self.sessions
+            .lock()
+            .expect("gate lock")
+            .retain(|_, session| session.key != key);
+        self.grants
+            .lock()
+            .expect("gate lock")
+            .retain(|_, grant| grant.key != key);
+    }
+
+    /// Starts a browser session for `key` under the cookie value `id`.
+    pub fn open_session(&self, id: String, key: &str, now: Instant) {
+        self.sessions.lock().expect("gate lock").insert(
+            id,
+            Session {
+                key: key.to_string(),
+                last: now,
+            },
+        );
+    }
+
+    /// The credentials' key of the session with cookie value `id`, if it was
+    /// used within `idle`.
+    pub fn session(&self, id: &str, now: Instant, idle: std::time::Duration) -> Option<String> {
+        let mut sessions = self.sessions.lock().expect("gate lock");
+        let session = sessions.get(&id.to_string())?;
+        if now.saturating_duration_since(session.last) > idle {
+            return None;
+        }
+        session.last = now;
+        Some(session.key.clone())
+    }
+
+    /// Lets `ip` through the side doors until `until`, on `key`'s word.
+    pub fn grant(&self, ip: IpAddr, key: &str, until: Instant) {
+        self.grants.lock().expect("gate lock").insert(
+            ip,
+            Grant {
+                key: key.to_string(),
+                until,
+            },
+        );
+    }
+
+    /// The credentials' key whose session granted `ip` the side doors, while
+    /// the grant holds.
+    pub fn granted(&self, ip: IpAddr, now: Instant) -> Option<String> {
+        let mut grants = self.grants.lock().expect("gate lock");
+        let grant = grants.get(&ip)?;
+        (grant.until > now).then(|| grant.key.clone())
+    }
+
+    /// Entries held: words, sessions, grants (for tests and the metrics).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.words.lock().expect("gate lock").len(),
+            self.sessions.lock().expect("gate lock").len(),
+            self.grants.lock().expect("gate lock").len(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Memory, Turn, Word};
+    use crate::gate::credentials::Credentials;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn credentials() -> Arc<Credentials> {
+        Arc::new(Credentials {
+            headers: Vec::new(),
+            params: vec!["ApiKey=t".into()],
+        })
+    }
+
+    #[test]
+    fn a_word_is_kept_for_its_time_and_asked_for_once() {
+        let memory = Memory::new(100);
+        let now = Instant::now();
+        assert!(matches!(memory.turn("k"), Turn::Ask));
+        assert!(matches!(memory.turn("k"), Turn::Wait(_)), "one asker at a time");
+        memory.answered("k", credentials(), Some((Word::Good(None), now + Duration::from_secs(60))));
+        assert_eq!(memory.word("k", now), Some(Word::Good(None)));
+        assert_eq!(memory.word("k", now + Duration::from_secs(61)), None);
+        assert!(matches!(memory.turn("k"), Turn::Ask), "the turn is free again");
+    }
+
+    #[test]
+    fn a_logout_ends_the_word_its_sessions_and_its_grants() {
+        let memory = Memory::new(100);
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        memory.answered("k", credentials(), Some((Word::Good(None), later)));
+        memory.open_session("cookie".into(), "k", now);
+        let ip = "192.0.2.1".parse().unwrap();
+        memory.grant(ip, "k", later);
+        assert_eq!(memory.session("cookie", now, Duration::from_secs(10)).as_deref(), Some("k"));
+        assert_eq!(memory.granted(ip, now).as_deref(), Some("k"));
+        memory.forget("k");
+        assert_eq!(memory.word("k", now), None);
+        assert_eq!(memory.session("cookie", now, Duration::from_secs(10)), None);
+        assert_eq!(memory.granted(ip, now), None);
+    }
+
+    #[test]
+    fn a_flood_of_tokens_stays_within_the_bound() {
+        let memory = Memory::new(1000);
+        let now = Instant::now();
+        for i in 0..100_000 {
+            let key = format!("token-{i}");
+            assert!(matches!(memory.turn(&key), Turn::Ask));
+            memory.answered(&key, credentials(), Some((Word::Bad, now + Duration::from_secs(5))));
+        }
+        assert!(memory.sizes().0 <= 1000, "{:?}", memory.sizes());
+        assert_eq!(memory.word("token-99999", now), Some(Word::Bad), "the newest kept");
+    }
+}

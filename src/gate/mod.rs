@@ -1,0 +1,398 @@
+//! The side-door gate: with the `jellyfin` preset, only requests that belong
+//! to a signed-in household reach Jellyfin beyond its public login routes.
+//! Jellyfin serves its media, images, subtitles and attachments to anyone
+//! who knows an item id (`doors.rs`); the gate closes those doors at the
+//! edge without breaking any app:
+//!
+//! ```text
+//! public route (doors.rs)              → through
+//! /Users/Public                        → [] at the edge (no names for strangers)
+//! credentials (credentials.rs)         → Jellyfin's word on them (check.rs),
+//!                                        remembered (memory.rs): good → through
+//! the gate's cookie (a browser whose   → its session's credentials, as above
+//!   checked session it stands for)
+//! a side door, from an address a       → through (image loaders and players
+//!   checked session uses now             that carry no token)
+//! anything else                        → 401 at the edge, nothing reaches home
+//! ```
+//!
+//! A check Jellyfin refuses counts toward the address's ban like a failed
+//! login (guessing tokens is guessing passwords); checks are bounded per
+//! client and in all, so the gate cannot be used to flood home. A logout
+//! passing through, or Jellyfin refusing a token the gate thought good,
+//! ends what the gate remembered of it, cookie and grants included.
+//! `report` lets everything through but counts and logs what it would have
+//! refused; `off` is for sites that are not Jellyfin.
+
+pub mod check;
+pub mod credentials;
+pub mod doors;
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::body::{full_body, Body};
+use crate::config::{GateMode, SiteConfig};
+use crate::error::ProxyError;
+use crate::filter::rate_limit::RateLimit;
+use crate::forwarding::Visitor;
+use crate::guard::keys::ClientKey;
+use crate::guard::Guard;
+use crate::metrics::GateCounts;
+use crate::upstream::Upstream;
+use credentials::Credentials;
+pub use doors::{Door, SideDoor};
+use memory::{Memory, Turn, Word};
+
+/// The gate's cookie: host-only by its prefix, sent over TLS alone.
+pub const COOKIE: &str = "__Host-drawbridge";
+
+/// How long a request waits for a place among the checks under way.
+const CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// One site's gate.
+#[derive(Debug)]
+pub struct Gate {
+    mode: GateMode,
+    site: String,
+    public: Vec<String>,
+    memory: Arc<Memory>,
+    config: crate::config::Gate,
+    budget: RateLimit,
+    checks: Arc<Semaphore>,
+    guard: Arc<Guard>,
+    /// Never banned for failed checks: the site's allow list, trusted proxies.
+    exempt: Vec<ipnet::IpNet>,
+    counts: GateCounts,
+}
+
+/// What the gate needs to know of the request's client.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    /// The client as the upstream is told of it.
+    pub visitor: Visitor<'a>,
+    /// The connection's number (the ban closes the others).
+    pub connection: u64,
+    /// Now.
+    pub now: Instant,
+}
+
+/// The gate's word on a request.
+#[derive(Debug)]
+pub enum Admitted {
+    /// Through, with what the answer's phase needs.
+    Pass(Ticket),
+    /// Answered at the edge.
+    Answer(Result<Response<Body>, ProxyError>),
+}
+
+/// What the gate remembers of a request it let through, for its answer.
+#[derive(Debug, Default)]
+pub struct Ticket {
+    /// The credentials' key the request passed on.
+    key: Option<String>,
+    /// A browser's request that carried no cookie for these credentials.
+    set_cookie: bool,
+    /// `POST /Sessions/Logout`.
+    logout: bool,
+    /// The request carried the credentials itself (not a cookie's or a
+    /// grant's): Jellyfin refusing it says they went bad.
+    carried: bool,
+}
+
+impl Gate {
+    /// The gate of `site`, remembering in `memory` (the process's).
+    pub fn new(
+        site: &SiteConfig,
+        config: &crate::config::Gate,
+        memory: Arc<Memory>,
+        guard: Arc<Guard>,
+        exempt: Vec<ipnet::IpNet>,
+        counts: GateCounts,
+    ) -> Gate {
+        Gate {
+            mode: site.gate,
+            site: site.name(),
+            public: site.gate_public.clone(),
+            memory,
+            config: config.clone(),
+            budget: RateLimit::new(
+                config.checks_per_client,
+                config.check_burst,
+                config.max_remembered as usize,
+            ),
+            checks: Arc::new(Semaphore::new(config.max_checks as usize)),
+            guard,
+            exempt,
+            counts,
+        }
+    }
+
+    /// Whether the gate is on at all.
+    pub fn mode(&self) -> GateMode {
+        self.mode
+    }
+
+    /// The public routes in force: Jellyfin's and the site's own.
+    pub fn public(&self) -> Vec<String> {
+        doors::PUBLIC
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.public.iter().cloned())
+            .collect()
+    }
+
+    /// The gate's word on `request` (its canonical path in place), through
+    /// `upstream` when Jellyfin must be asked.
+    pub async fn admit<B>(&self, request: &Request<B>, who: Who<'_>, upstream: &Upstream) -> Admitted {
+        if self.mode == GateMode::Off {
+            return Admitted::Pass(Ticket::default());
+        }
+        let path = request.uri().path();
+        let door = doors::door(path, &self.public);
+        match door {
+            Door::Public => return Admitted::Pass(Ticket::default()),
+            Door::UsersPublic => return self.refuse(door, who, users_public()),
+            Door::Side(_) | Door::Api => {}
+        }
+        let logout = request.method() == Method::POST && doors::matches("/Sessions/Logout", path);
+        let cookie = cookie_of(request.headers());
+        if let Some(credentials) = Credentials::of(request.headers(), request.uri()) {
+            let key = format!("{}\n{}", self.site, credentials.key());
+            return match self.word(&key, Arc::new(credentials), who, upstream).await {
+                Ok(Word::Good(_)) => {
+                    self.memory.grant(
+                        who.visitor.client.ip,
+                        &key,
+                        who.now + self.config.address_grant,
+                    );
+                    let browser = request.headers().contains_key("sec-fetch-mode");
+                    let has_cookie = cookie
+                        .and_then(|id| self.memory.session(id, who.now, self.config.session_idle))
+                        .is_some_and(|k| k == key);
+                    Admitted::Pass(Ticket {
+                        set_cookie: browser && who.visitor.tls && !has_cookie,
+                        key: Some(key),
+                        logout,
+                        carried: true,
+                    })
+                }
+                Ok(Word::Bad) => self.refuse(door, who, Err(ProxyError::Unauthorized)),
+                Err(error) => Admitted::Answer(Err(error)),
+            };
+        }
+        // No credentials: a browser session by its cookie, then, on a side
+        // door, the address a checked session uses now.
+        let session = cookie.and_then(|id| self.memory.session(id, who.now, self.config.session_idle));
+        let granted = match door {
+            Door::Side(_) => self.memory.granted(who.visitor.client.ip, who.now),
+            _ => None,
+        };
+        for key in session.into_iter().chain(granted) {
+            let Some(credentials) = self.memory.credentials(&key) else {
+                continue;
+            };
+            if let Ok(Word::Good(_)) = self.word(&key, credentials, who, upstream).await {
+                return Admitted::Pass(Ticket {
+                    key: Some(key),
+                    set_cookie: false,
+                    logout,
+                    carried: false,
+                });
+            }
+        }
+        self.refuse(door, who, Err(ProxyError::Unauthorized))
+    }
+
+    /// Refuses at `door` with `answer` — or, in `report` mode, lets it
+    /// through, counted and logged.
+    fn refuse(
+        &self,
+        door: Door,
+        who: Who<'_>,
+        answer: Result<Response<Body>, ProxyError>,
+    ) -> Admitted {
+        if door != Door::UsersPublic {
+            self.counts
+                .refused(door.index(), self.mode == GateMode::Report);
+        }
+        match self.mode {
+            GateMode::Report => {
+                tracing::info!(site = self.site, door = door.word(), client.ip = %who.visitor.client.ip, "gate (report): would have refused this request");
+                Admitted::Pass(Ticket::default())
+            }
+            _ => Admitted::Answer(answer),
+        }
+    }
+
+    /// Jellyfin's word on the credentials remembered as `key`: remembered,
+    /// or asked now — once, however many requests wait on it, within the
+    /// client's budget and the place among the checks under way.
+    async fn word(
+        &self,
+        key: &str,
+        credentials: Arc<Credentials>,
+        who: Who<'_>,
+        upstream: &Upstream,
+    ) -> Result<Word, ProxyError> {
+        let waited_until = who.now + upstream_wait(upstream);
+        loop {
+            if let Some(word) = self.memory.word(key, Instant::now()) {
+                return Ok(word);
+            }
+            match self.memory.turn(key) {
+                Turn::Ask => break,
+                Turn::Wait(notify) => {
+                    let notified = notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if self.memory.word(key, Instant::now()).is_some() {
+                        continue;
+                    }
+                    if tokio::time::timeout_at(waited_until, notified).await.is_err() {
+                        return Err(ProxyError::GateUnsure);
+                    }
+                }
+            }
+        }
+        let asked = self.ask(key, credentials.clone(), who, upstream).await;
+        let word = asked.as_ref().ok().cloned();
+        let until = match &word {
+            Some(Word::Good(_)) => Instant::now() + self.config.remember_good,
+            Some(Word::Bad) => Instant::now() + self.config.remember_bad,
+            None => Instant::now(),
+        };
+        self.memory
+            .answered(key, credentials, word.map(|word| (word, until)));
+        asked
+    }
+
+    /// Asks Jellyfin (the caller holds the key's turn).
+    async fn ask(
+        &self,
+        key: &str,
+        credentials: Arc<Credentials>,
+        who: Who<'_>,
+        upstream: &Upstream,
+    ) -> Result<Word, ProxyError> {
+        let client = ClientKey::of(who.visitor.client.ip);
+        if let Err(wait) = self.budget.check(client, who.now) {
+            return Err(ProxyError::TooManyRequests(wait));
+        }
+        let Ok(Ok(_place)) = tokio::time::timeout(CHECK_WAIT, self.checks.acquire()).await else {
+            return Err(ProxyError::GateUnsure);
+        };
+        let word = check::ask(upstream, &credentials, who.visitor).await;
+        self.counts.checked(match &word {
+            Some(Word::Good(_)) => 0,
+            Some(Word::Bad) => 1,
+            None => 2,
+        });
+        match word {
+            Some(Word::Bad) => {
+                tracing::info!(site = self.site, client.ip = %who.visitor.client.ip, "gate: Jellyfin refused the credentials");
+                let exempt = client.in_any(&self.exempt);
+                self.guard.failed_login(
+                    who.visitor.client.ip,
+                    &self.site,
+                    exempt,
+                    who.now,
+                    who.connection,
+                );
+                Ok(Word::Bad)
+            }
+            Some(good) => Ok(good),
+            None => {
+                tracing::debug!(site = self.site, key_len = key.len(), "gate: Jellyfin gave no word on the credentials");
+                Err(ProxyError::GateUnsure)
+            }
+        }
+    }
+
+    /// The answer's phase: a browser gets the cookie for its checked
+    /// session; a logout that went through, or Jellyfin refusing credentials
+    /// the gate had let through, ends what the gate remembered of them.
+    pub fn on_response(&self, ticket: Ticket, response: &mut Response<Body>, now: Instant) {
+        let Some(key) = ticket.key else {
+            return;
+        };
+        let status = response.status();
+        if (ticket.logout && status.is_success())
+            || (ticket.carried && status == StatusCode::UNAUTHORIZED)
+        {
+            self.memory.forget(&key);
+            return;
+        }
+        if ticket.set_cookie && status.as_u16() < 400 {
+            let id = random_id();
+            let cookie = format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Lax");
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+                self.memory.open_session(id, &key, now);
+            }
+        }
+    }
+}
+
+/// How long a request waits on another's check: the upstream's answer time.
+fn upstream_wait(upstream: &Upstream) -> Duration {
+    upstream.response_timeout()
+}
+
+/// `/Users/Public` answered at the edge: no users to show (apps then ask
+/// for a name), none named to strangers.
+fn users_public() -> Result<Response<Body>, ProxyError> {
+    let mut response = Response::new(full_body("[]"));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The gate's cookie's value in `headers`, if sent.
+fn cookie_of(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE && !value.is_empty()).then_some(value)
+        })
+}
+
+/// 32 random bytes, base64url: a session's cookie value.
+fn random_id() -> String {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The gate's memory of a process, for `Routes::build`.
+pub fn memory(config: &crate::config::Gate) -> Arc<Memory> {
+    Memory::new(config.max_remembered as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookie_of;
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("cookie", "a=1; __Host-drawbridge=abc; b=2".parse().unwrap());
+        assert_eq!(cookie_of(&headers), Some("abc"));
+        let mut other = http::HeaderMap::new();
+        other.append("cookie", "drawbridge=abc".parse().unwrap());
+        assert_eq!(cookie_of(&other), None, "only the host-only name");
+    }
+}

@@ -1,0 +1,47 @@
+//! The gate's step (`gate/`): between the request's checks and the forward
+//! phase, so nothing past it — the edge cache included — serves a request
+//! the gate would not let reach home; and its part in the answer (the
+//! cookie, a logout's end).
+
+use http::{Request, Response};
+use tokio::time::Instant;
+
+use super::head::raw_host;
+use super::{Gateway, Scope};
+use crate::body::{Body, ClientBody};
+use crate::error::answer;
+use crate::forwarding::Visitor;
+use crate::gate::{Admitted, Who};
+
+impl Gateway {
+    /// The gate's word on `request`, then, if it passes, the forward phase.
+    pub(super) async fn gate_then_forward(
+        &self,
+        request: Request<ClientBody>,
+        scope: Scope<'_>,
+    ) -> Response<Body> {
+        let Scope {
+            conn, client, site, ..
+        } = scope;
+        let host = raw_host(&request).to_string();
+        let who = Who {
+            visitor: Visitor {
+                client,
+                tls: conn.tls,
+                host: &host,
+            },
+            connection: conn.id,
+            now: scope.subject.now,
+        };
+        match site.gate.admit(&request, who, &site.upstream).await {
+            Admitted::Pass(ticket) => {
+                let mut response = self.forward(request, scope).await;
+                site.gate.on_response(ticket, &mut response, Instant::now());
+                response
+            }
+            Admitted::Answer(answered) => {
+                answered.unwrap_or_else(|error| answer(error, request.version()))
+            }
+        }
+    }
+}
