@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, HostPattern, Preset, SiteConfig};
 use crate::dns::{Lookup, TtlBounds};
 use crate::filter::{self, Filter};
+use crate::gate::Gate;
 use crate::guard::Guard;
 use crate::metrics::{Metrics, SiteMetrics};
 use crate::tunnel::hub::Hub;
-use crate::gate::Gate;
 use crate::upstream::Upstream;
 
 /// One site as the pipeline uses it.

@@ -31,6 +31,7 @@ mod reload;
 mod request_limits;
 mod service;
 mod shutdown;
+mod side_doors;
 mod slow_clients;
 mod smuggling;
 mod streaming;

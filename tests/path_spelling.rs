@@ -145,7 +145,7 @@ fn spellings(path: &str) -> Vec<String> {
 }
 
 /// The spellings Kestrel would route to `path`, when forwarded as written.
-fn reaching(path: &str) -> Vec<String> {
+pub(crate) fn reaching(path: &str) -> Vec<String> {
     let route = kestrel_route(path);
     let reach: Vec<String> = spellings(path)
         .into_iter()
@@ -380,7 +380,10 @@ async fn cache_routes_and_keys_follow_the_canonical_path() {
         ] {
             let token = [("x-emby-token", alice.as_str())];
             let mine = send(&gw, with_token(proto, target, &token)).await;
-            assert!(mine.text().contains("\"Name\":\"mum\""), "{proto:?} {target}");
+            assert!(
+                mine.text().contains("\"Name\":\"mum\""),
+                "{proto:?} {target}"
+            );
             let theirs = send(&gw, Raw::get(proto, "jelly.test", target)).await;
             assert_eq!(
                 theirs.status(),

@@ -11,8 +11,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::raw::{
-    ACME_KEYS, CACHE_KEYS, GATE_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS, SITE_KEYS,
-    TLS_FILE_KEYS, TOP_KEYS,
+    ACME_KEYS, CACHE_KEYS, GATE_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS,
+    SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS,
 };
 
 /// One config error with the place it points at.

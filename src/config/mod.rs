@@ -19,8 +19,8 @@ use std::time::Duration;
 pub use diag::Diagnostic;
 pub use host::{normalise as normalise_host, HostPattern};
 pub use site::{
-    valid_agent_name, AccessList, Acme, Cache, Challenge, Gate, GateMode, Guard, PathRule, Rate, Refuse,
-    SiteConfig, TlsSource, UpstreamAddr, UpstreamTarget, UpstreamTls, JELLYFIN_AUTH_PATHS,
+    valid_agent_name, AccessList, Acme, Cache, Challenge, Gate, GateMode, Guard, PathRule, Rate,
+    Refuse, SiteConfig, TlsSource, UpstreamAddr, UpstreamTarget, UpstreamTls, JELLYFIN_AUTH_PATHS,
     JELLYFIN_CACHE_PATHS, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, PRIVATE_NETWORKS,
 };
 pub use units::{parse_duration, parse_size};

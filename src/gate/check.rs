@@ -20,7 +20,11 @@ use crate::upstream::Upstream;
 
 /// Jellyfin's word on `credentials`, asked through `upstream` for the
 /// visitor `visitor`; None when it gave none.
-pub async fn ask(upstream: &Upstream, credentials: &Credentials, visitor: Visitor<'_>) -> Option<Word> {
+pub async fn ask(
+    upstream: &Upstream,
+    credentials: &Credentials,
+    visitor: Visitor<'_>,
+) -> Option<Word> {
     let target = if credentials.params.is_empty() {
         "/Users/Me".to_string()
     } else {

@@ -65,6 +65,23 @@ impl Credentials {
         (!found.headers.is_empty() || !found.params.is_empty()).then_some(found)
     }
 
+    /// The tokens in them, however spelt: a logout of one ends every
+    /// spelling of it.
+    pub fn tokens(&self) -> Vec<&str> {
+        let headers = self
+            .headers
+            .iter()
+            .filter_map(|(name, value)| match name.as_str() {
+                "authorization" | "x-emby-authorization" => token_of(value),
+                _ => value.to_str().ok(),
+            });
+        let params = self
+            .params
+            .iter()
+            .filter_map(|pair| pair.split_once('=').map(|(_, value)| value));
+        headers.chain(params).collect()
+    }
+
     /// What the gate remembers the credentials by: everything that could
     /// change Jellyfin's answer, as sent.
     pub fn key(&self) -> String {
@@ -122,12 +139,30 @@ mod tests {
             r#"MediaBrowser Client="Jellyfin Web", Device="Firefox", DeviceId="x", Version="10.11", Token="abc123""#,
         );
         assert_eq!(token_of(&h), Some("abc123"));
-        assert_eq!(token_of(&HeaderValue::from_static(r#"Emby Token="t""#)), Some("t"));
-        assert_eq!(token_of(&HeaderValue::from_static(r#"MediaBrowser Client="a", Device="b""#)), None);
-        assert_eq!(token_of(&HeaderValue::from_static(r#"Bearer Token="t""#)), None);
-        assert_eq!(token_of(&HeaderValue::from_static(r#"MediaBrowser token="t""#)), None, "names as written");
+        assert_eq!(
+            token_of(&HeaderValue::from_static(r#"Emby Token="t""#)),
+            Some("t")
+        );
+        assert_eq!(
+            token_of(&HeaderValue::from_static(
+                r#"MediaBrowser Client="a", Device="b""#
+            )),
+            None
+        );
+        assert_eq!(
+            token_of(&HeaderValue::from_static(r#"Bearer Token="t""#)),
+            None
+        );
+        assert_eq!(
+            token_of(&HeaderValue::from_static(r#"MediaBrowser token="t""#)),
+            None,
+            "names as written"
+        );
         // A login carries the header without a token: no credentials.
-        assert_eq!(of(&[("authorization", r#"MediaBrowser Client="a""#)], "/x"), None);
+        assert_eq!(
+            of(&[("authorization", r#"MediaBrowser Client="a""#)], "/x"),
+            None
+        );
         assert_eq!(of(&[], "/Videos/1/stream?static=true"), None);
         let found = of(&[("x-emby-token", "t1")], "/x?ApiKey=t2&API_KEY=t3&apikey=").unwrap();
         assert_eq!(found.headers.len(), 1);
@@ -140,7 +175,9 @@ mod tests {
     #[test]
     fn the_key_changes_with_anything_jellyfin_reads() {
         let a = of(&[], "/Videos/1/stream?ApiKey=t").unwrap().key();
-        let b = of(&[], "/Videos/2/stream.mp4?static=true&ApiKey=t").unwrap().key();
+        let b = of(&[], "/Videos/2/stream.mp4?static=true&ApiKey=t")
+            .unwrap()
+            .key();
         assert_eq!(a, b, "the path and other parameters are no part of it");
         let legacy = of(&[], "/Videos/1/stream?api_key=t").unwrap().key();
         assert_ne!(a, legacy, "a legacy spelling is asked about on its own");

@@ -138,8 +138,9 @@ pub fn door(path: &str, public: &[String]) -> Door {
     let s: Vec<&str> = segments(path).collect();
     let is = |i: usize, word: &str| s.get(i).is_some_and(|x| x.eq_ignore_ascii_case(word));
     let lower_starts = |i: usize, prefix: &str| {
-        s.get(i)
-            .is_some_and(|x| x.len() >= prefix.len() && x[..prefix.len()].eq_ignore_ascii_case(prefix))
+        s.get(i).is_some_and(|x| {
+            x.len() >= prefix.len() && x[..prefix.len()].eq_ignore_ascii_case(prefix)
+        })
     };
     // `stream` or `stream.{container}`.
     let stream_at = |i: usize| {
@@ -169,9 +170,9 @@ pub fn door(path: &str, public: &[String]) -> Door {
         return Door::Side(SideDoor::Attachment);
     }
     // A segment, not the playlist (which Jellyfin authorizes).
-    let playlist = s.get(4).is_some_and(|x| {
-        x.len() > 5 && x[x.len() - 5..].eq_ignore_ascii_case(".m3u8")
-    });
+    let playlist = s
+        .get(4)
+        .is_some_and(|x| x.len() > 5 && x[x.len() - 5..].eq_ignore_ascii_case(".m3u8"));
     if s.len() == 5 && is(0, "videos") && is(2, "hls") && s[4].contains('.') && !playlist {
         return Door::Side(SideDoor::HlsSegment);
     }
@@ -188,7 +189,10 @@ mod tests {
     #[test]
     fn patterns_match_by_segment_without_case() {
         assert!(matches("/Users/*/Authenticate", "/users/abc/authenticate/"));
-        assert!(!matches("/Users/*/Authenticate", "/users/abc/x/authenticate"));
+        assert!(!matches(
+            "/Users/*/Authenticate",
+            "/users/abc/x/authenticate"
+        ));
         assert!(matches("/web/**", "/web/index.html"));
         assert!(matches("/web/**", "/web"));
         assert!(matches("/", "/"));
@@ -207,17 +211,50 @@ mod tests {
             ("/QuickConnect/Connect", Door::Public),
             ("/System/Info/Public", Door::Public),
             ("/users/public", Door::UsersPublic),
-            (&format!("/Videos/{id}/stream"), Door::Side(SideDoor::VideoStream)),
-            (&format!("/videos/{id}/stream.mkv"), Door::Side(SideDoor::VideoStream)),
-            (&format!("/Audio/{id}/stream.flac"), Door::Side(SideDoor::AudioStream)),
-            (&format!("/Items/{id}/Images/Primary"), Door::Side(SideDoor::Image)),
-            (&format!("/Items/{id}/Images/Backdrop/0/tag/jpg/100/100/0/0"), Door::Side(SideDoor::Image)),
-            ("/Persons/Someone/Images/Primary", Door::Side(SideDoor::Image)),
-            (&format!("/Videos/{id}/{id}/Subtitles/2/Stream.srt"), Door::Side(SideDoor::Subtitle)),
-            (&format!("/Videos/{id}/{id}/Subtitles/2/0/Stream.vtt"), Door::Side(SideDoor::Subtitle)),
-            (&format!("/Videos/{id}/{id}/Attachments/1"), Door::Side(SideDoor::Attachment)),
-            (&format!("/Videos/{id}/hls/pl/seg3.ts"), Door::Side(SideDoor::HlsSegment)),
-            (&format!("/Audio/{id}/hls/seg3/stream.aac"), Door::Side(SideDoor::HlsSegment)),
+            (
+                &format!("/Videos/{id}/stream"),
+                Door::Side(SideDoor::VideoStream),
+            ),
+            (
+                &format!("/videos/{id}/stream.mkv"),
+                Door::Side(SideDoor::VideoStream),
+            ),
+            (
+                &format!("/Audio/{id}/stream.flac"),
+                Door::Side(SideDoor::AudioStream),
+            ),
+            (
+                &format!("/Items/{id}/Images/Primary"),
+                Door::Side(SideDoor::Image),
+            ),
+            (
+                &format!("/Items/{id}/Images/Backdrop/0/tag/jpg/100/100/0/0"),
+                Door::Side(SideDoor::Image),
+            ),
+            (
+                "/Persons/Someone/Images/Primary",
+                Door::Side(SideDoor::Image),
+            ),
+            (
+                &format!("/Videos/{id}/{id}/Subtitles/2/Stream.srt"),
+                Door::Side(SideDoor::Subtitle),
+            ),
+            (
+                &format!("/Videos/{id}/{id}/Subtitles/2/0/Stream.vtt"),
+                Door::Side(SideDoor::Subtitle),
+            ),
+            (
+                &format!("/Videos/{id}/{id}/Attachments/1"),
+                Door::Side(SideDoor::Attachment),
+            ),
+            (
+                &format!("/Videos/{id}/hls/pl/seg3.ts"),
+                Door::Side(SideDoor::HlsSegment),
+            ),
+            (
+                &format!("/Audio/{id}/hls/seg3/stream.aac"),
+                Door::Side(SideDoor::HlsSegment),
+            ),
             (&format!("/Videos/{id}/hls1/pl/0.ts"), Door::Api),
             (&format!("/Videos/{id}/master.m3u8"), Door::Api),
             (&format!("/Videos/{id}/hls/pl/stream.m3u8"), Door::Api),

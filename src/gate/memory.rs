@@ -53,7 +53,9 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
     }
 
     fn remove(&mut self, key: &K) -> Option<V> {
-        self.current.remove(key).or_else(|| self.previous.remove(key))
+        self.current
+            .remove(key)
+            .or_else(|| self.previous.remove(key))
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
@@ -151,7 +153,12 @@ impl Memory {
 
     /// The asker's answer for `key` (None: no word, Jellyfin could not be
     /// asked), kept until `until`; wakes whoever waited.
-    pub fn answered(&self, key: &str, credentials: Arc<Credentials>, word: Option<(Word, Instant)>) {
+    pub fn answered(
+        &self,
+        key: &str,
+        credentials: Arc<Credentials>,
+        word: Option<(Word, Instant)>,
+    ) {
         if let Some((word, until)) = word {
             self.words.lock().expect("gate lock").insert(
                 key.to_string(),
@@ -167,18 +174,42 @@ impl Memory {
         }
     }
 
-    /// Forgets `key`'s word, its sessions and the addresses it granted
-    /// (a logout; Jellyfin refusing a token the gate thought good).
+    /// Forgets `key`'s word and that of every other spelling of its
+    /// tokens, their sessions and the addresses they granted (a logout ends
+    /// the session however a client writes its token; Jellyfin refusing a
+    /// token the gate thought good).
     pub fn forget(&self, key: &str) {
-        self.words.lock().expect("gate lock").remove(&key.to_string());
+        let mut words = self.words.lock().expect("gate lock");
+        let tokens: Vec<String> = match words.get(&key.to_string()) {
+            Some(remembered) => remembered
+                .credentials
+                .tokens()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut gone = vec![key.to_string()];
+        words.retain(|k, remembered| {
+            let shares = remembered
+                .credentials
+                .tokens()
+                .iter()
+                .any(|t| tokens.iter().any(|mine| mine == t));
+            if shares || k == key {
+                gone.push(k.clone());
+            }
+            !shares && k != key
+        });
+        drop(words);
         self.sessions
             .lock()
             .expect("gate lock")
-            .retain(|_, session| session.key != key);
+            .retain(|_, session| !gone.contains(&session.key));
         self.grants
             .lock()
             .expect("gate lock")
-            .retain(|_, grant| grant.key != key);
+            .retain(|_, grant| !gone.contains(&grant.key));
     }
 
     /// Starts a browser session for `key` under the cookie value `id`.
@@ -253,11 +284,21 @@ mod tests {
         let memory = Memory::new(100);
         let now = Instant::now();
         assert!(matches!(memory.turn("k"), Turn::Ask));
-        assert!(matches!(memory.turn("k"), Turn::Wait(_)), "one asker at a time");
-        memory.answered("k", credentials(), Some((Word::Good(None), now + Duration::from_secs(60))));
+        assert!(
+            matches!(memory.turn("k"), Turn::Wait(_)),
+            "one asker at a time"
+        );
+        memory.answered(
+            "k",
+            credentials(),
+            Some((Word::Good(None), now + Duration::from_secs(60))),
+        );
         assert_eq!(memory.word("k", now), Some(Word::Good(None)));
         assert_eq!(memory.word("k", now + Duration::from_secs(61)), None);
-        assert!(matches!(memory.turn("k"), Turn::Ask), "the turn is free again");
+        assert!(
+            matches!(memory.turn("k"), Turn::Ask),
+            "the turn is free again"
+        );
     }
 
     #[test]
@@ -269,7 +310,12 @@ mod tests {
         memory.open_session("cookie".into(), "k", now);
         let ip = "192.0.2.1".parse().unwrap();
         memory.grant(ip, "k", later);
-        assert_eq!(memory.session("cookie", now, Duration::from_secs(10)).as_deref(), Some("k"));
+        assert_eq!(
+            memory
+                .session("cookie", now, Duration::from_secs(10))
+                .as_deref(),
+            Some("k")
+        );
         assert_eq!(memory.granted(ip, now).as_deref(), Some("k"));
         memory.forget("k");
         assert_eq!(memory.word("k", now), None);
@@ -284,9 +330,17 @@ mod tests {
         for i in 0..100_000 {
             let key = format!("token-{i}");
             assert!(matches!(memory.turn(&key), Turn::Ask));
-            memory.answered(&key, credentials(), Some((Word::Bad, now + Duration::from_secs(5))));
+            memory.answered(
+                &key,
+                credentials(),
+                Some((Word::Bad, now + Duration::from_secs(5))),
+            );
         }
         assert!(memory.sizes().0 <= 1000, "{:?}", memory.sizes());
-        assert_eq!(memory.word("token-99999", now), Some(Word::Bad), "the newest kept");
+        assert_eq!(
+            memory.word("token-99999", now),
+            Some(Word::Bad),
+            "the newest kept"
+        );
     }
 }

@@ -149,7 +149,12 @@ impl Gate {
 
     /// The gate's word on `request` (its canonical path in place), through
     /// `upstream` when Jellyfin must be asked.
-    pub async fn admit<B>(&self, request: &Request<B>, who: Who<'_>, upstream: &Upstream) -> Admitted {
+    pub async fn admit<B>(
+        &self,
+        request: &Request<B>,
+        who: Who<'_>,
+        upstream: &Upstream,
+    ) -> Admitted {
         if self.mode == GateMode::Off {
             return Admitted::Pass(Ticket::default());
         }
@@ -188,7 +193,8 @@ impl Gate {
         }
         // No credentials: a browser session by its cookie, then, on a side
         // door, the address a checked session uses now.
-        let session = cookie.and_then(|id| self.memory.session(id, who.now, self.config.session_idle));
+        let session =
+            cookie.and_then(|id| self.memory.session(id, who.now, self.config.session_idle));
         let granted = match door {
             Door::Side(_) => self.memory.granted(who.visitor.client.ip, who.now),
             _ => None,
@@ -254,7 +260,10 @@ impl Gate {
                     if self.memory.word(key, Instant::now()).is_some() {
                         continue;
                     }
-                    if tokio::time::timeout_at(waited_until, notified).await.is_err() {
+                    if tokio::time::timeout_at(waited_until, notified)
+                        .await
+                        .is_err()
+                    {
                         return Err(ProxyError::GateUnsure);
                     }
                 }
@@ -308,7 +317,11 @@ impl Gate {
             }
             Some(good) => Ok(good),
             None => {
-                tracing::debug!(site = self.site, key_len = key.len(), "gate: Jellyfin gave no word on the credentials");
+                tracing::debug!(
+                    site = self.site,
+                    key_len = key.len(),
+                    "gate: Jellyfin gave no word on the credentials"
+                );
                 Err(ProxyError::GateUnsure)
             }
         }
@@ -349,7 +362,10 @@ fn upstream_wait(upstream: &Upstream) -> Duration {
 fn users_public() -> Result<Response<Body>, ProxyError> {
     let mut response = Response::new(full_body("[]"));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

@@ -86,7 +86,11 @@ pub struct GateCounts {
 impl GateCounts {
     /// A refusal at the door numbered `door` (enforced, or only reported).
     pub fn refused(&self, door: usize, reported: bool) {
-        let counters = if reported { &self.report } else { &self.enforce };
+        let counters = if reported {
+            &self.report
+        } else {
+            &self.enforce
+        };
         if let Some(counter) = counters.get(door) {
             counter.inc();
         }

@@ -93,6 +93,16 @@ impl Jellyfin {
         self.twelve.store(true, Ordering::SeqCst);
     }
 
+    /// Requests the side doors answered so far.
+    pub fn side_door_count(&self) -> u64 {
+        self.side_doors.load(Ordering::SeqCst)
+    }
+
+    /// `/Users/Me` requests so far.
+    pub fn me_count(&self) -> u64 {
+        self.me.load(Ordering::SeqCst)
+    }
+
     /// A new session for the user, as a sign-in makes: its token.
     pub fn sign_in(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
@@ -202,23 +212,76 @@ pub fn media() -> &'static Media {
                 .current_dir(dir.path())
                 .output()
                 .expect("ffmpeg is installed (.ci/run installs Debian's)");
-            assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "ffmpeg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         run(&[
-            "-f", "lavfi", "-i", "testsrc=size=160x90:rate=25:duration=4",
-            "-f", "lavfi", "-i", "sine=frequency=440:duration=4",
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-profile:v", "baseline", "-g", "25",
-            "-c:a", "aac", "-shortest", "-movflags", "+faststart", "film.mp4",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x90:rate=25:duration=4",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=4",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-profile:v",
+            "baseline",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+            "-shortest",
+            "-movflags",
+            "+faststart",
+            "film.mp4",
         ]);
         run(&[
-            "-i", "film.mp4", "-c", "copy", "-f", "segment", "-segment_time", "1",
-            "-segment_format", "mpegts", "-reset_timestamps", "0", "seg%d.ts",
+            "-i",
+            "film.mp4",
+            "-c",
+            "copy",
+            "-f",
+            "segment",
+            "-segment_time",
+            "1",
+            "-segment_format",
+            "mpegts",
+            "-reset_timestamps",
+            "0",
+            "seg%d.ts",
         ]);
-        run(&["-f", "lavfi", "-i", "sine=frequency=220:duration=2", "-c:a", "libmp3lame", "song.mp3"]);
-        run(&["-f", "lavfi", "-i", "color=c=red:size=32x48", "-frames:v", "1", "poster.png"]);
+        run(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=220:duration=2",
+            "-c:a",
+            "libmp3lame",
+            "song.mp3",
+        ]);
+        run(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:size=32x48",
+            "-frames:v",
+            "1",
+            "poster.png",
+        ]);
         let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
         let mut segments = Vec::new();
-        while dir.path().join(format!("seg{}.ts", segments.len())).exists() {
+        while dir
+            .path()
+            .join(format!("seg{}.ts", segments.len()))
+            .exists()
+        {
             segments.push(read(&format!("seg{}.ts", segments.len())));
         }
         Media {
@@ -231,7 +294,11 @@ pub fn media() -> &'static Media {
 }
 
 fn answer(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -261,10 +328,16 @@ fn file(request_headers: &HeaderMap, content_type: &str, bytes: &[u8]) -> Respon
         });
     let mut response = match range {
         Some((start, end)) => {
-            let mut r = answer(StatusCode::PARTIAL_CONTENT, content_type, bytes[start..=end].to_vec());
+            let mut r = answer(
+                StatusCode::PARTIAL_CONTENT,
+                content_type,
+                bytes[start..=end].to_vec(),
+            );
             r.headers_mut().insert(
                 header::CONTENT_RANGE,
-                format!("bytes {start}-{end}/{}", bytes.len()).parse().unwrap(),
+                format!("bytes {start}-{end}/{}", bytes.len())
+                    .parse()
+                    .unwrap(),
             );
             r
         }

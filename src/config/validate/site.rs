@@ -9,8 +9,8 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::raw::{RawPath, RawSite, RawTls};
 use crate::config::{
-    AccessList, Acme, Challenge, GateMode, HostPattern, PathRule, Preset, Rate, Refuse,
-    SiteConfig, TlsSource,
+    AccessList, Acme, Challenge, GateMode, HostPattern, PathRule, Preset, Rate, Refuse, SiteConfig,
+    TlsSource,
 };
 
 /// Connections to one upstream at once: a household's streams, WebSockets

@@ -1,0 +1,523 @@
+//! Jellyfin's side doors, closed at the edge (`gate/`): the routes Jellyfin
+//! serves to anyone who knows an item id — direct video and audio streams,
+//! older HLS segments, images, subtitles, attachments — reach home only for
+//! a signed-in household. The attacker tries every door without credentials,
+//! with a made-up token, with a token after its logout, with a legacy
+//! credential Jellyfin 12 refuses, in every spelling, over HTTP/1.1, HTTP/2
+//! and HTTP/3, through the tunnel, and after the edge cache was warmed by a
+//! signed-in user; the fake Jellyfin counts what its side doors served. The
+//! household, meanwhile, is never refused.
+
+use bytes::Bytes;
+use http::Request;
+
+use crate::support::jellyfin::{movie_id, song_id};
+use crate::support::origin::Origin;
+use crate::support::raw::{send, Answer, Proto, Raw};
+use crate::support::{site, TestGateway, BAN_LOOPBACK};
+
+/// Every side door of the fake's library, as a client would write it.
+fn side_doors() -> Vec<String> {
+    let (m, s) = (movie_id(), song_id());
+    vec![
+        format!("/Videos/{m}/stream"),
+        format!("/Videos/{m}/stream.mp4?static=true"),
+        format!("/Audio/{s}/stream"),
+        format!("/Audio/{s}/stream.mp3"),
+        format!("/Items/{m}/Images/Primary"),
+        format!("/Items/{m}/Images/Primary/0/tag1/png/100/100/0/0"),
+        format!("/Videos/{m}/{m}/Subtitles/2/Stream.srt"),
+        format!("/Videos/{m}/{m}/Subtitles/2/0/Stream.srt"),
+        format!("/Videos/{m}/{m}/Attachments/1"),
+        format!("/Videos/{m}/hls/pl/0.ts"),
+        format!("/Audio/{s}/hls/0/stream.aac"),
+    ]
+}
+
+/// A gated site in front of `origin`, failed checks counted but far from a
+/// ban (the ban has a test of its own).
+async fn gated(origin: &Origin, extra: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        "[guard]\nmax_failures = 1000\n{BAN_LOOPBACK}\n{}",
+        site(
+            "jelly.test",
+            origin.addr,
+            &format!("gate = \"enforce\"\nlogin_rate = \"off\"\n{extra}")
+        )
+    ))
+    .await
+}
+
+/// Signs in through the edge as the household would: its token.
+async fn sign_in(gw: &TestGateway, proto: Proto) -> String {
+    let answer = send(
+        gw,
+        Raw {
+            method: "POST",
+            headers: &[
+                ("content-type", "application/json"),
+                (
+                    "authorization",
+                    r#"MediaBrowser Client="test", Device="d", DeviceId="1", Version="1""#,
+                ),
+            ],
+            body: br#"{"Username":"mum","Pw":"right"}"#,
+            ..Raw::get(proto, "jelly.test", "/Users/AuthenticateByName")
+        },
+    )
+    .await;
+    assert_eq!(answer.status(), 200, "{}", answer.text());
+    let value: serde_json::Value = serde_json::from_str(&answer.text()).unwrap();
+    value["AccessToken"].as_str().unwrap().to_string()
+}
+
+fn bearer(token: &str) -> String {
+    format!(r#"MediaBrowser Client="test", Device="d", DeviceId="1", Version="1", Token="{token}""#)
+}
+
+fn with_param(target: &str, param: &str) -> String {
+    let join = if target.contains('?') { '&' } else { '?' };
+    format!("{target}{join}{param}")
+}
+
+async fn status(
+    gw: &TestGateway,
+    proto: Proto,
+    from: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    send(
+        gw,
+        Raw {
+            from,
+            headers,
+            ..Raw::get(proto, "jelly.test", target)
+        },
+    )
+    .await
+}
+
+/// A stranger at every side door, over HTTP/1.1 and HTTP/2: no credentials,
+/// a made-up token in the query and in the header — 401 from the edge each
+/// time, and the fake's side doors serve nothing. The household's own token
+/// opens each of them.
+#[tokio::test]
+async fn every_side_door_is_shut_to_a_stranger_and_open_to_the_household() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let made_up = bearer("00000000000000000000000000000000");
+    for proto in [Proto::H1, Proto::H2] {
+        for door in side_doors() {
+            for (query, headers) in [
+                (None, vec![]),
+                (Some("ApiKey=deadbeefdeadbeefdeadbeefdeadbeef"), vec![]),
+                (None, vec![("authorization", made_up.as_str())]),
+                (None, vec![("x-emby-token", "deadbeef")]),
+            ] {
+                let target = query.map_or(door.clone(), |q| with_param(&door, q));
+                let answer = status(&gw, proto, "127.0.0.21", &target, &headers).await;
+                assert_eq!(answer.status(), 401, "{proto:?} {target} {headers:?}");
+                // The edge's own page, with the security headers.
+                assert!(answer.header("x-content-type-options").is_some());
+            }
+        }
+    }
+    assert_eq!(
+        origin.seen.jellyfin.side_door_count(),
+        0,
+        "nothing reached home"
+    );
+    let token = sign_in(&gw, Proto::H1).await;
+    for proto in [Proto::H1, Proto::H2] {
+        for door in side_doors() {
+            let target = with_param(&door, &format!("ApiKey={token}"));
+            let answer = status(&gw, proto, "127.0.0.22", &target, &[]).await;
+            assert!(
+                matches!(answer.status(), 200 | 206),
+                "{proto:?} {target}: {}",
+                answer.status()
+            );
+        }
+    }
+}
+
+/// Every spelling of two side doors that Jellyfin's router would route to
+/// them, over HTTP/1.1 and HTTP/2, without credentials: refused (401), or
+/// refused as a spelling (400) — never served.
+#[tokio::test]
+async fn no_spelling_walks_around_the_gate() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let m = movie_id();
+    for door in [
+        format!("/Videos/{m}/stream"),
+        format!("/Items/{m}/Images/Primary"),
+    ] {
+        let spellings = crate::path_spelling::reaching(&door);
+        for proto in [Proto::H1, Proto::H2] {
+            for target in &spellings {
+                let answer = status(&gw, proto, "127.0.0.23", target, &[]).await;
+                assert!(
+                    matches!(answer.status(), 400 | 401),
+                    "{proto:?} {target}: {}",
+                    answer.status()
+                );
+            }
+        }
+    }
+    assert_eq!(
+        origin.seen.jellyfin.side_door_count(),
+        0,
+        "nothing reached home"
+    );
+}
+
+/// Over HTTP/3 the same: the doors are shut to a stranger, open with a
+/// token.
+#[tokio::test]
+async fn the_gate_holds_over_http3() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let token = sign_in(&gw, Proto::H2).await;
+    // A stranger, and the household (whose address its token then lets
+    // through the side doors: its player may carry none).
+    let mut stranger = crate::support::h3::connect(&gw, "127.0.0.24", "jelly.test")
+        .await
+        .unwrap();
+    let mut household = crate::support::h3::connect(&gw, "127.0.0.36", "jelly.test")
+        .await
+        .unwrap();
+    for door in side_doors() {
+        let (response, _) = stranger.get("jelly.test", &door).await.unwrap();
+        assert_eq!(response.status(), 401, "{door}");
+        let request = Request::get(format!("https://jelly.test{door}"))
+            .header("authorization", bearer(&token))
+            .body(())
+            .unwrap();
+        let (response, _) = household.send(request, None::<Bytes>).await.unwrap();
+        assert!(
+            matches!(response.status().as_u16(), 200 | 206),
+            "{door}: {}",
+            response.status()
+        );
+    }
+    // Each stranger's try came to nothing at home; the household's were served.
+    assert_eq!(
+        origin.seen.jellyfin.side_door_count(),
+        side_doors().len() as u64
+    );
+}
+
+/// Logout passing through ends what the edge remembered of the token at
+/// once; a token Jellyfin refuses after the edge remembered it good ends
+/// too. And the edge asks Jellyfin once per token however many requests
+/// wait on it.
+#[tokio::test]
+async fn a_logout_ends_the_token_at_the_edge_and_a_token_is_asked_about_once() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let token = sign_in(&gw, Proto::H2).await;
+    let door = side_doors()[0].clone();
+    let asks_before = origin.seen.jellyfin.me_count();
+    let tries: Vec<_> = (0..30)
+        .map(|i| {
+            let gw = &gw;
+            let target = with_param(&door, &format!("ApiKey={token}&n={i}"));
+            async move {
+                let answer = send(
+                    gw,
+                    Raw {
+                        method: "HEAD",
+                        ..Raw::get(Proto::H2, "jelly.test", &target)
+                    },
+                )
+                .await;
+                answer.status()
+            }
+        })
+        .collect();
+    let statuses = futures_util::future::join_all(tries).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        origin.seen.jellyfin.me_count() - asks_before,
+        1,
+        "asked once"
+    );
+    let authorization = bearer(&token);
+    let logout = send(
+        &gw,
+        Raw {
+            method: "POST",
+            headers: &[("authorization", authorization.as_str())],
+            ..Raw::get(Proto::H1, "jelly.test", "/Sessions/Logout")
+        },
+    )
+    .await;
+    assert_eq!(logout.status(), 204);
+    let after = status(
+        &gw,
+        Proto::H1,
+        "127.0.0.25",
+        &with_param(&door, &format!("ApiKey={token}")),
+        &[],
+    )
+    .await;
+    assert_eq!(after.status(), 401, "a token after its logout");
+    let grant = status(&gw, Proto::H1, "127.0.0.1", &door, &[]).await;
+    assert_eq!(
+        grant.status(),
+        401,
+        "the address it was used from is no longer let in"
+    );
+}
+
+/// Jellyfin 12 refuses legacy credentials by default: the edge lets through
+/// only what Jellyfin accepts, because it asks with exactly what the request
+/// carries — the legacy `api_key` and `X-Emby-Token` of a good session are
+/// refused, `ApiKey` and the `MediaBrowser` header are not. Jellyfin 10.11
+/// accepts both, and so does the edge.
+#[tokio::test]
+async fn legacy_credentials_count_only_where_jellyfin_accepts_them() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let door = side_doors()[4].clone();
+    let token = sign_in(&gw, Proto::H1).await;
+    let legacy_param = status(
+        &gw,
+        Proto::H1,
+        "127.0.0.26",
+        &with_param(&door, &format!("api_key={token}")),
+        &[],
+    )
+    .await;
+    assert_eq!(legacy_param.status(), 200, "10.11 accepts api_key");
+    origin.seen.jellyfin.v12();
+    let token = sign_in(&gw, Proto::H1).await;
+    for (target, headers) in [
+        (with_param(&door, &format!("api_key={token}")), vec![]),
+        (door.clone(), vec![("x-emby-token", token.as_str())]),
+    ] {
+        let answer = status(&gw, Proto::H1, "127.0.0.27", &target, &headers).await;
+        assert_eq!(answer.status(), 401, "12 refuses {target} {headers:?}");
+    }
+    let authorization = bearer(&token);
+    for (target, headers) in [
+        (with_param(&door, &format!("ApiKey={token}")), vec![]),
+        (
+            door.clone(),
+            vec![("authorization", authorization.as_str())],
+        ),
+    ] {
+        let answer = status(&gw, Proto::H1, "127.0.0.28", &target, &headers).await;
+        assert_eq!(answer.status(), 200, "12 accepts {target} {headers:?}");
+    }
+}
+
+/// The edge cache is no side door: a poster a signed-in user warmed it with
+/// is served to a stranger only where the gate would let the request
+/// through — not at all.
+#[tokio::test]
+async fn a_poster_in_the_cache_is_no_side_door() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let token = sign_in(&gw, Proto::H2).await;
+    let poster = side_doors()[4].clone();
+    for proto in [Proto::H1, Proto::H2] {
+        let mut label = None;
+        for _ in 0..50 {
+            let warm = status(
+                &gw,
+                proto,
+                "127.0.0.29",
+                &with_param(&poster, &format!("ApiKey={token}")),
+                &[],
+            )
+            .await;
+            assert_eq!(warm.status(), 200);
+            label = warm.header("x-cache");
+            if label.as_deref() == Some("HIT") {
+                break;
+            }
+            gw.cache_stored(1, false).await;
+        }
+        assert_eq!(label.as_deref(), Some("HIT"), "the cache holds it");
+        let stranger = status(&gw, proto, "127.0.0.30", &poster, &[]).await;
+        assert_eq!(stranger.status(), 401, "{proto:?}");
+        assert_eq!(stranger.header("x-cache"), None);
+    }
+    let mut h3 = crate::support::h3::connect(&gw, "127.0.0.31", "jelly.test")
+        .await
+        .unwrap();
+    let (response, _) = h3.get("jelly.test", &poster).await.unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+/// What a signed-out app needs passes: its login screen's routes, the web
+/// client; `/Users/Public` names nobody to a stranger; the first-run wizard
+/// and the splash screen (which shows the library) are no public routes.
+#[tokio::test]
+async fn the_public_routes_pass_and_the_login_screen_names_nobody() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "gate_public = [\"/sso/**\"]").await;
+    for target in [
+        "/System/Info/Public",
+        "/web/index.html",
+        "/Branding/Configuration",
+        "/QuickConnect/Enabled",
+        "/sso/OID/start/x",
+    ] {
+        let answer = status(&gw, Proto::H2, "127.0.0.32", target, &[]).await;
+        assert_ne!(answer.status(), 401, "{target}");
+    }
+    let users = status(&gw, Proto::H1, "127.0.0.32", "/Users/Public", &[]).await;
+    assert_eq!((users.status(), users.text().as_str()), (200, "[]"));
+    assert_eq!(origin.seen.hits("/users/public"), 0, "answered at the edge");
+    for target in [
+        "/Startup/Configuration",
+        "/Branding/Splashscreen",
+        "/Users/Me",
+        "/socket",
+    ] {
+        let answer = status(&gw, Proto::H1, "127.0.0.32", target, &[]).await;
+        assert_eq!(answer.status(), 401, "{target}");
+    }
+    assert_eq!(origin.seen.jellyfin.side_door_count(), 0);
+}
+
+/// Guessing tokens is guessing passwords: fifty made-up tokens from one
+/// address end in a ban (closed at accept); the checks one client can make
+/// Jellyfin do are bounded.
+#[tokio::test]
+async fn guessing_tokens_ends_in_a_ban_and_checks_are_bounded() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&format!(
+        "[guard]\n{BAN_LOOPBACK}\n{}",
+        site("jelly.test", origin.addr, "gate = \"enforce\"")
+    ))
+    .await;
+    let door = side_doors()[0].clone();
+    let mut refused = 0;
+    for i in 0..50 {
+        let target = with_param(&door, &format!("ApiKey={i:032x}"));
+        match status(&gw, Proto::H1, "127.0.0.33", &target, &[]).await {
+            Answer::Closed => break,
+            answer => {
+                assert_eq!(answer.status(), 401);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 3, "banned after the third bad token");
+    assert_eq!(
+        status(&gw, Proto::H1, "127.0.0.33", "/web/index.html", &[])
+            .await
+            .status(),
+        0
+    );
+    // Checks per client: with a generous ban, the budget answers 429.
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&format!(
+        "[guard]\nmax_failures = 1000\n{BAN_LOOPBACK}\n[gate]\ncheck_burst = 5\nchecks_per_client = \"1/h\"\n\n{}",
+        site("jelly.test", origin.addr, "gate = \"enforce\"")
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let target = with_param(&door, &format!("ApiKey={i:032x}"));
+        statuses.push(
+            status(&gw, Proto::H1, "127.0.0.34", &target, &[])
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429]);
+    assert_eq!(
+        origin.seen.jellyfin.me_count(),
+        5,
+        "Jellyfin asked five times, no more"
+    );
+}
+
+/// `gate = "report"`: everything passes, and what would have been refused
+/// is counted by door.
+#[tokio::test]
+async fn report_lets_through_and_counts() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start(&site("jelly.test", origin.addr, "gate = \"report\"")).await;
+    let answer = status(&gw, Proto::H1, "127.0.0.35", &side_doors()[0], &[]).await;
+    assert_eq!(answer.status(), 200);
+    let text = crate::support::scrape(gw.admin.unwrap()).await;
+    assert!(
+        text.contains(r#"drawbridge_gate_refusals_total{site="jelly.test",door="video_stream",mode="report"} 1"#),
+        "{text}"
+    );
+}
+
+/// Jellyfin's `/socket` needs credentials: without them the edge answers
+/// 401 and nothing reaches home; with the household's `ApiKey` the
+/// WebSocket opens, over HTTP/1.1.
+#[tokio::test]
+async fn a_websocket_needs_credentials_jellyfin_accepts() {
+    use futures_util::StreamExt;
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let token = sign_in(&gw, Proto::H1).await;
+    let open = |query: String| {
+        let gw = &gw;
+        async move {
+            let tls = gw
+                .tls_connect(Some("jelly.test"), &[b"http/1.1"])
+                .await
+                .unwrap();
+            let url = format!("wss://jelly.test:{}/socket{query}", gw.https.port());
+            tokio_tungstenite::client_async(url, tls).await
+        }
+    };
+    match open(String::new()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected the edge's 401, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(origin.seen.hits("/socket"), 0, "nothing reached home");
+    let (mut ws, response) = open(format!("?ApiKey={token}&deviceId=d")).await.unwrap();
+    assert_eq!(response.status(), 101);
+    let hello = ws.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
+}
+
+/// Through the tunnel the gate holds the same: the side doors are shut to a
+/// stranger, open with the household's token, and nothing of the
+/// stranger's reaches home.
+#[tokio::test]
+async fn the_gate_holds_through_the_tunnel() {
+    let home = crate::support::tunnel::Home::start("gate = \"enforce\"", 1).await;
+    let client = home.client(true);
+    let door = side_doors()[0].clone();
+    let refused = client.get(home.url(&door)).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let login = client
+        .post(home.url("/Users/AuthenticateByName"))
+        .header("content-type", "application/json")
+        .body(r#"{"Username":"mum","Pw":"right"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let token = login.json::<serde_json::Value>().await.unwrap()["AccessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let served = client
+        .get(home.url(&with_param(&door, &format!("ApiKey={token}"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        home.origin.seen.jellyfin.side_door_count(),
+        1,
+        "the household's alone"
+    );
+}
