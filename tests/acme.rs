@@ -33,7 +33,9 @@ fn config(
 }
 
 fn acme_site(host_line: &str, origin: std::net::SocketAddr) -> String {
-    format!("[[site]]\n{host_line}\nupstream = \"http://{origin}\"\ntls = \"acme\"\ngate = \"off\"\n")
+    format!(
+        "[[site]]\n{host_line}\nupstream = \"http://{origin}\"\ntls = \"acme\"\ngate = \"off\"\n"
+    )
 }
 
 /// The leaf served for `name`, verified against `root`, once there is one.

@@ -223,10 +223,15 @@ async fn bytes_home_health_websockets_and_the_guard_are_counted() {
     let stranger = gw.reqwest_from("jelly.test", "127.0.0.77");
     gw.fail_logins(&stranger, 3).await;
     let stream = gw.tls_connect(Some("jelly.test"), &[b"http/1.1"]).await;
-    let (mut socket, _) =
-        tokio_tungstenite::client_async(format!("wss://jelly.test/socket?api_key={}", crate::support::origin::TEST_API_KEY), stream.unwrap())
-            .await
-            .unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async(
+        format!(
+            "wss://jelly.test/socket?api_key={}",
+            crate::support::origin::TEST_API_KEY
+        ),
+        stream.unwrap(),
+    )
+    .await
+    .unwrap();
     socket.next().await.unwrap().unwrap();
 
     let text = scrape().await;

@@ -182,10 +182,15 @@ async fn websockets_count_toward_the_cap() {
         let stream = tls(&gw, "127.0.4.3", "jelly.test", Proto::H1)
             .await
             .unwrap();
-        let (mut socket, _) =
-            tokio_tungstenite::client_async(format!("wss://jelly.test/socket?api_key={}", crate::support::origin::TEST_API_KEY), stream)
-                .await
-                .unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async(
+            format!(
+                "wss://jelly.test/socket?api_key={}",
+                crate::support::origin::TEST_API_KEY
+            ),
+            stream,
+        )
+        .await
+        .unwrap();
         let hello = socket.next().await.unwrap().unwrap();
         assert!(matches!(hello, Message::Text(_)));
         sockets.push(socket);

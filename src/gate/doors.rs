@@ -161,10 +161,12 @@ pub fn door(path: &str, public: &[String]) -> Door {
     if s.len() >= 4 && IMAGE_ROOTS.iter().any(|root| is(0, root)) && is(2, "images") {
         return Door::Side(SideDoor::Image);
     }
-    if (s.len() == 6 || s.len() == 7) && is(0, "videos") && is(3, "subtitles") {
-        if lower_starts(s.len() - 1, "stream.") {
-            return Door::Side(SideDoor::Subtitle);
-        }
+    if (s.len() == 6 || s.len() == 7)
+        && is(0, "videos")
+        && is(3, "subtitles")
+        && lower_starts(s.len() - 1, "stream.")
+    {
+        return Door::Side(SideDoor::Subtitle);
     }
     if s.len() == 5 && is(0, "videos") && is(3, "attachments") {
         return Door::Side(SideDoor::Attachment);

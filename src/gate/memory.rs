@@ -52,12 +52,6 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         self.current.insert(key, value);
     }
 
-    fn remove(&mut self, key: &K) -> Option<V> {
-        self.current
-            .remove(key)
-            .or_else(|| self.previous.remove(key))
-    }
-
     fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         self.current.retain(|k, v| keep(k, v));
         self.previous.retain(|k, v| keep(k, v));
