@@ -89,7 +89,7 @@ impl Browser {
     }
 
     /// One DevTools command's result (events meanwhile are skipped).
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = self.next;
         let message = json!({ "id": id, "method": method, "params": params });

@@ -27,6 +27,7 @@ mod path_spelling;
 mod port80;
 mod protocol;
 mod proxy;
+mod real_clients;
 mod reload;
 mod request_limits;
 mod service;

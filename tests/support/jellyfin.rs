@@ -491,10 +491,28 @@ pub async fn answer_for(
             side_door(answer(StatusCode::OK, "application/x-truetype-font", "font bytes"))
         }
         ["branding", "splashscreen"] => side_door(answer(StatusCode::OK, "image/png", media().poster.clone())),
+        // A page as the web client behaves, and the player it uses (static
+        // files: Jellyfin serves /web/ to anyone).
+        ["web", "player.html"] => Ok(answer(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            include_str!("../clients/player.html"),
+        )),
+        ["web", "hls.min.js"] => Ok(match std::fs::read(HLS_JS) {
+            Ok(script) => answer(StatusCode::OK, "text/javascript", script),
+            Err(_) => answer(StatusCode::NOT_FOUND, "text/plain", "npm ci --prefix tests/clients"),
+        }),
         ["system", "info"] => authorized(json(&serde_json::json!({ "ServerName": "fake", "Version": "12.0.0", "Id": "f00" }))),
         _ => Err(request),
     }
 }
+
+/// hls.js as the npm registry ships it (`.ci/run` runs `npm ci` in
+/// tests/clients).
+pub const HLS_JS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/node_modules/hls.js/dist/hls.min.js"
+);
 
 /// A media playlist of the segments, each at `url(n)`.
 fn playlist(url: impl Fn(usize) -> String) -> String {

@@ -102,10 +102,15 @@ pub async fn wait_until(mut ready: impl FnMut() -> bool, wait: Duration, what: &
     }
 }
 
-/// The edge's config text: one site through the tunnel.
+/// The edge's config text: one site, jelly.test, through the tunnel.
 pub fn edge_config(dir: &Path, extra: &str) -> String {
+    edge_config_at(dir, "jelly.test", extra)
+}
+
+/// Like `edge_config`, the site named `host`.
+pub fn edge_config_at(dir: &Path, host: &str, extra: &str) -> String {
     format!(
-        "{}[log]\naccess = \"off\"\n\n[guard]\n{}\n[[site]]\nhost = \"jelly.test\"\nupstream = \"tunnel:home/jellyfin\"\ntls = \"internal\"\nhttps_redirect = false\n{}{extra}",
+        "{}[log]\naccess = \"off\"\n\n[guard]\n{}\n[[site]]\nhost = \"{host}\"\nupstream = \"tunnel:home/jellyfin\"\ntls = \"internal\"\nhttps_redirect = false\n{}{extra}",
         server_block(dir),
         super::BAN_LOOPBACK,
         super::gate_off_unless(extra)
@@ -120,15 +125,23 @@ pub struct Home {
     pub agent: Agent,
     pub edge_config: PathBuf,
     pub agent_config: PathBuf,
+    /// The site's name (jelly.test unless started `at` another).
+    pub host: String,
 }
 
 impl Home {
     /// Everything up, with `connections` agent connections attached.
     pub async fn start(site_extra: &str, connections: usize) -> Home {
+        Home::start_at("jelly.test", site_extra, connections).await
+    }
+
+    /// Like `start`, the site named `host` (`localhost` for clients that
+    /// cannot be told where a name is).
+    pub async fn start_at(host: &str, site_extra: &str, connections: usize) -> Home {
         let origin = Origin::start().await;
         let dir = tempfile::tempdir().unwrap();
         let edge_config = dir.path().join("drawbridge.toml");
-        std::fs::write(&edge_config, edge_config_text(dir.path(), site_extra)).unwrap();
+        std::fs::write(&edge_config, edge_config_at(dir.path(), host, site_extra)).unwrap();
         let edge = Process::start(&edge_config);
         let agent_config = dir.path().join("home/agent.toml");
         std::fs::create_dir_all(agent_config.parent().unwrap()).unwrap();
@@ -143,6 +156,7 @@ impl Home {
             agent,
             edge_config,
             agent_config,
+            host: host.to_string(),
         };
         home.attached(connections).await;
         // The agent asks Jellyfin who it is once (its Known proxies hint):
@@ -166,9 +180,9 @@ impl Home {
         std::fs::read(self.dir.path().join("state/ca/root.pem")).unwrap()
     }
 
-    /// A client for jelly.test at the edge, trusting its local CA.
+    /// A client for the site at the edge, trusting its local CA.
     pub fn client(&self, http2: bool) -> reqwest::Client {
-        client_for(self.dir.path(), self.edge.https, http2)
+        client_for_at(self.dir.path(), &self.host, self.edge.https, http2)
     }
 
     /// The status of GET /System/Info/Public through the edge.
@@ -204,24 +218,25 @@ impl Home {
         ws
     }
 
-    /// `https://jelly.test:PORT{path}` at the edge.
+    /// `https://HOST:PORT{path}` at the edge.
     pub fn url(&self, path: &str) -> String {
-        format!("https://jelly.test:{}{path}", self.edge.https.port())
+        format!("https://{}:{}{path}", self.host, self.edge.https.port())
     }
-}
-
-fn edge_config_text(dir: &Path, site_extra: &str) -> String {
-    edge_config(dir, site_extra)
 }
 
 /// A client for jelly.test at `https`, trusting the local CA under `dir`.
 pub fn client_for(dir: &Path, https: SocketAddr, http2: bool) -> reqwest::Client {
+    client_for_at(dir, "jelly.test", https, http2)
+}
+
+/// Like `client_for`, for the site named `host`.
+pub fn client_for_at(dir: &Path, host: &str, https: SocketAddr, http2: bool) -> reqwest::Client {
     let ca = std::fs::read(dir.join("state/ca/root.pem")).unwrap();
     let builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .resolve("jelly.test", https)
+        .resolve(host, https)
         .timeout(Duration::from_secs(60));
     let builder = if http2 {
         builder.http2_prior_knowledge()
