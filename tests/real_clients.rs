@@ -94,14 +94,21 @@ impl Front {
             .unwrap()
     }
 
-    /// The stranger's status for `path` (no credentials, another address).
+    /// The stranger's status for `path` (no credentials, another address);
+    /// whatever it is, no side door at home served the stranger.
     async fn strangers_status(&self, path: &str) -> u16 {
+        let served = self.jellyfin().side_door_count();
         let response = self
             .stranger("127.0.0.66")
             .get(format!("{}{path}", self.base()))
             .send()
             .await
             .unwrap();
+        assert_eq!(
+            self.jellyfin().side_door_count(),
+            served,
+            "{path} reached a side door at home"
+        );
         response.status().as_u16()
     }
 }
