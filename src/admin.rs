@@ -161,6 +161,13 @@ pub struct SiteStatus {
     pub websockets: i64,
     /// Requests answered since the start.
     pub requests: u64,
+    /// The side-door gate's mode (`enforce`, `report`, `off`).
+    #[serde(default)]
+    pub gate: String,
+    /// Requests the gate refused since the start (in `report` mode: would
+    /// have refused).
+    #[serde(default)]
+    pub gate_refused: u64,
 }
 
 /// The socket's path under `state_dir`.
@@ -280,6 +287,8 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
                     in_flight: site.metrics.in_flight.get(),
                     websockets: site.metrics.websockets.get(),
                     requests: site.metrics.requests(),
+                    gate: site.gate.mode().word().to_string(),
+                    gate_refused: site.gate.refused(),
                 })
                 .collect(),
         })),

@@ -111,7 +111,34 @@ fn a_valid_config_prints_a_summary() {
     );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("the config is valid"), "{stdout}");
-    assert!(stdout.contains("site localhost, *.home.lan -> http://127.0.0.1:8096 (tls: local CA; plain http: redirected to https; login limit: on; edge cache: on)"), "{stdout}");
+    assert!(stdout.contains("site localhost, *.home.lan -> http://127.0.0.1:8096 (tls: local CA; plain http: redirected to https; login limit: on; edge cache: on; side-door gate: enforce)"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "open without credentials: /, /favicon.ico, /web, /web/**, /System/Info/Public,"
+        ),
+        "the public list in force: {stdout}"
+    );
+    assert!(!stdout.contains("the site's own"), "{stdout}");
+}
+
+/// A site's own public paths are shown beside Jellyfin's; a site without
+/// the gate lists none.
+#[test]
+fn check_shows_the_public_list_in_force() {
+    let (ok, stdout, stderr) = check(
+        "[[site]]\nhost = \"localhost\"\nupstream = \"http://127.0.0.1:8096\"\ngate_public = [\"/sso/OID/**\"]\n\n[[site]]\nhost = \"other.localhost\"\nupstream = \"http://127.0.0.1:8097\"\ngate = \"off\"\n",
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("/QuickConnect/Connect; the site's own: /sso/OID/**"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("open without credentials").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(stdout.contains("side-door gate: off)"), "{stdout}");
 }
 
 #[test]

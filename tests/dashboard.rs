@@ -143,12 +143,22 @@ impl Drop for Browser {
 async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     let origin = Origin::start().await;
     let gw = TestGateway::start(&format!(
-        "[guard]\n{}\n{}",
+        "[guard]\n{}\n{}\n{}",
         crate::support::BAN_LOOPBACK,
-        site("jelly.test", origin.addr, "login_rate = \"off\"")
+        site("jelly.test", origin.addr, "login_rate = \"off\""),
+        site("gated.test", origin.addr, "gate = \"enforce\"")
     ))
     .await;
     let admin = gw.admin.unwrap();
+    // A stranger at a side door of the gated site: refused, and counted.
+    let door = format!("/Videos/{}/stream", crate::support::jellyfin::movie_id());
+    let refused = gw
+        .reqwest(&["gated.test"], false)
+        .get(gw.url("gated.test", &door))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     // Live figures: home answered, and an address banned for failed logins.
     let client = gw.reqwest(&["jelly.test"], true);
     let answered = client
@@ -191,6 +201,21 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
             .await,
         "the stream in flight shown: {}",
         browser.eval("document.body.innerText").await
+    );
+    assert!(
+        browser
+            .until(r#"document.querySelector('#sites tr[data-site="gated.test"] .gate')?.textContent === "1 refused""#)
+            .await,
+        "the gate's refusal shown: {}",
+        browser.eval("document.body.innerText").await
+    );
+    assert_eq!(
+        browser
+            .eval(
+                r#"document.querySelector('#sites tr[data-site="jelly.test"] .gate').textContent"#
+            )
+            .await,
+        json!("open (gate off)")
     );
     let text = browser.eval("document.body.innerText").await;
     let text = text.as_str().unwrap();

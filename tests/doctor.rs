@@ -1,6 +1,6 @@
 //! `drawbridge doctor`: each check's ✓, and each ✗ with the line saying
 //! what to do — a name that does not resolve, an upstream that is down, one
-//! that is not Jellyfin.
+//! that is not Jellyfin — and whether each site's side-door gate is on.
 
 use std::process::Command;
 
@@ -52,7 +52,7 @@ async fn each_failed_check_says_what_to_do() {
     let config = config_file(
         dir.path(),
         &format!(
-            "[[site]]\nhost = \"localhost\"\nupstream = \"http://{}\"\ntls = \"internal\"\n\n[[site]]\nhost = \"nx.invalid\"\nupstream = \"http://{down}\"\ntls = \"internal\"\n\n[[site]]\nhost = \"other.localhost\"\nupstream = \"http://{other}\"\ntls = \"internal\"\n",
+            "[[site]]\nhost = \"localhost\"\nupstream = \"http://{}\"\ntls = \"internal\"\n\n[[site]]\nhost = \"nx.invalid\"\nupstream = \"http://{down}\"\ntls = \"internal\"\n\n[[site]]\nhost = \"other.localhost\"\nupstream = \"http://{other}\"\ntls = \"internal\"\ngate = \"off\"\n",
             origin.addr
         ),
     );
@@ -88,6 +88,15 @@ async fn each_failed_check_says_what_to_do() {
         "{text}"
     );
     assert!(text.contains("answers, but not as Jellyfin"), "{text}");
+    // Whether the side-door gate is on, site by site.
+    assert!(
+        text.contains("✓ localhost: the side-door gate is on"),
+        "{text}"
+    );
+    assert!(
+        text.contains("· other.localhost: the side-door gate is off (gate = \"off\")"),
+        "{text}"
+    );
     assert!(
         text.contains("→ point `upstream` at Jellyfin itself"),
         "{text}"

@@ -195,6 +195,7 @@ async fn status_shows_the_running_process() {
     );
     assert!(text.contains("edge cache: 1 hits, 1 misses"), "{text}");
     assert!(text.contains("tunnel: no agents enrolled"), "{text}");
+    assert!(text.contains("side doors: gate off"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
     // Named fields, as docs/observability.md documents them.
     assert_eq!(json["cache"]["hits"], 1, "{json}");
@@ -206,6 +207,8 @@ async fn status_shows_the_running_process() {
     );
     assert_eq!(json["sites"][0]["name"], "jelly.test", "{json}");
     assert_eq!(json["sites"][0]["upstream_up"], true, "{json}");
+    assert_eq!(json["sites"][0]["gate"], "off", "{json}");
+    assert_eq!(json["sites"][0]["gate_refused"], 0, "{json}");
     assert!(json["connections"].as_u64().is_some());
     drop(process);
     let stopped = Command::new(binary())

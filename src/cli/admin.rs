@@ -204,8 +204,16 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             None => "home not asked yet",
         };
         let (streams, websockets) = now_on.map_or((0, 0), |s| (s.in_flight, s.websockets));
+        let refused = now_on.map_or(0, |s| s.gate_refused);
+        let gate = match site.gate {
+            drawbridge::config::GateMode::Enforce => format!("side doors: {refused} refused"),
+            drawbridge::config::GateMode::Report => {
+                format!("side doors: {refused} would be refused (report)")
+            }
+            drawbridge::config::GateMode::Off => "side doors: gate off".to_string(),
+        };
         println!(
-            "  site {name} -> {}   {home}   {certificate}   {streams} streams, {websockets} WebSockets now",
+            "  site {name} -> {}   {home}   {certificate}   {streams} streams, {websockets} WebSockets now   {gate}",
             site.upstream
         );
     }

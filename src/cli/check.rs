@@ -98,7 +98,24 @@ fn summary(config: &Config) {
     }
     for site in &config.sites {
         println!("  site {}", describe(site));
+        if site.gate != drawbridge::config::GateMode::Off {
+            println!("    {}", public_in_force(site));
+        }
     }
+}
+
+/// The paths a gated site lets through without credentials: Jellyfin's
+/// login screen's, then the site's own `gate_public`.
+fn public_in_force(site: &SiteConfig) -> String {
+    let own = if site.gate_public.is_empty() {
+        String::new()
+    } else {
+        format!("; the site's own: {}", site.gate_public.join(", "))
+    };
+    format!(
+        "open without credentials: {}{own}",
+        drawbridge::gate::doors::PUBLIC.join(", ")
+    )
 }
 
 /// What `run` would stop at, short of binding: log files that cannot be
@@ -228,10 +245,11 @@ pub fn describe(site: &SiteConfig) -> String {
     let on = |yes: bool| if yes { "on" } else { "off" };
     let cached = !site.cache_paths.is_empty() || !site.cache_public_paths.is_empty();
     format!(
-        "{} -> {} (tls: {tls}; plain http: {plain}; login limit: {}; edge cache: {})",
+        "{} -> {} (tls: {tls}; plain http: {plain}; login limit: {}; edge cache: {}; side-door gate: {})",
         hosts.join(", "),
         site.upstream,
         on(site.login_rate.is_some()),
         on(cached),
+        site.gate.word(),
     )
 }

@@ -76,6 +76,7 @@ pub fn doctor(config: &Config, api_key: Option<&str>) -> anyhow::Result<()> {
             target => findings.extend(runtime.block_on(upstream(&site.name(), target, api_key))),
         }
         findings.push(certificate(config, site));
+        findings.extend(gate(site));
         if site.tls == drawbridge::config::TlsSource::Acme {
             findings.extend(last_order(config, site));
         }
@@ -409,6 +410,26 @@ async fn known_proxies(
 
 /// This machine's clock against the `Date` Jellyfin sent: certificates and
 /// ACME fail on a clock that is off.
+/// Whether the side-door gate is on for a Jellyfin site.
+fn gate(site: &SiteConfig) -> Option<Finding> {
+    use drawbridge::config::{GateMode, Preset};
+    let name = site.name();
+    let jellyfin = site.preset == Preset::Jellyfin;
+    Some(match site.gate {
+        GateMode::Enforce => good(format!(
+            "{name}: the side-door gate is on: Jellyfin's streams, images and subtitles reach home only for a signed-in household"
+        )),
+        GateMode::Report => note(format!(
+            "{name}: the side-door gate only reports: what it would refuse is logged and counted (drawbridge_gate_refusals_total{{mode=\"report\"}}), and still reaches Jellyfin; set gate = \"enforce\" once nothing the household uses is counted"
+        )),
+        // Turned off on purpose: said plainly, not failed.
+        GateMode::Off if jellyfin => note(format!(
+            "{name}: the side-door gate is off (gate = \"off\"): Jellyfin serves its films, songs, images and subtitles to anyone who guesses an item id; \"report\" shows what \"enforce\" would refuse without refusing it"
+        )),
+        GateMode::Off => return None,
+    })
+}
+
 fn clock(date: &str) -> Finding {
     let theirs = time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc2822);
     let Ok(theirs) = theirs else {

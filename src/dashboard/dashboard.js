@@ -48,6 +48,10 @@ function draw(status, perMinute) {
     cell(row, perMinute.has(site.name) ? perMinute.get(site.name).toFixed(0) : "…");
     cell(row, String(site.in_flight), "streams");
     cell(row, String(site.websockets), "websockets");
+    const gate = site.gate === "enforce" ? site.gate_refused + " refused"
+      : site.gate === "report" ? site.gate_refused + " would be refused (report)"
+      : "open (gate off)";
+    cell(row, gate, "gate");
     const until = expiry.get(site.name);
     cell(row, until === undefined ? "not issued yet" : Math.floor((until - now) / 86400) + " days left");
   });

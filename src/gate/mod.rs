@@ -138,6 +138,12 @@ impl Gate {
         self.mode
     }
 
+    /// Requests refused so far (in `report` mode: that would have been).
+    pub fn refused(&self) -> u64 {
+        let (enforced, reported) = self.counts.refusals();
+        enforced + reported
+    }
+
     /// The public routes in force: Jellyfin's and the site's own.
     pub fn public(&self) -> Vec<String> {
         doors::PUBLIC
