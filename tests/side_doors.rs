@@ -521,3 +521,113 @@ async fn the_gate_holds_through_the_tunnel() {
         "the household's alone"
     );
 }
+
+/// The two ways in without a token, and their bounds: a side door from the
+/// address a checked session used passes (an image loader, a player of the
+/// older HLS), from the address next to it does not; the gate's cookie
+/// lets a browser in from anywhere while its session is good, a made-up one
+/// lets nobody in, and both end with the session; with
+/// `address_grant = "off"`, the cookie alone.
+#[tokio::test]
+async fn grants_and_the_cookie_let_in_only_the_session_they_stand_for() {
+    for grants in [true, false] {
+        let origin = Origin::start().await;
+        let gw = TestGateway::start(&format!(
+            "[guard]\nmax_failures = 1000\n{BAN_LOOPBACK}\n{}{}",
+            if grants {
+                ""
+            } else {
+                "[gate]\naddress_grant = \"off\"\n\n"
+            },
+            site("jelly.test", origin.addr, "gate = \"enforce\"")
+        ))
+        .await;
+        let token = sign_in(&gw, Proto::H1).await;
+        let door = format!("/Items/{}/Images/Primary", movie_id());
+        // A browser's request with the session's token, from 127.0.0.41.
+        let items = status(
+            &gw,
+            Proto::H1,
+            "127.0.0.41",
+            "/Items",
+            &[
+                ("authorization", bearer(&token).as_str()),
+                ("sec-fetch-mode", "cors"),
+            ],
+        )
+        .await;
+        assert_eq!(items.status(), 200);
+        let cookie = items.header("set-cookie").expect("the gate's cookie");
+        assert!(
+            cookie.starts_with("__Host-drawbridge=")
+                && cookie.contains("Secure")
+                && cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Lax")
+                && cookie.contains("Path=/")
+                && !cookie.contains("Domain"),
+            "{cookie}"
+        );
+        let pair = cookie.split(';').next().unwrap().to_string();
+        // Token-less, from the same address: the grant.
+        let same = status(&gw, Proto::H1, "127.0.0.41", &door, &[]).await;
+        assert_eq!(
+            same.status(),
+            if grants { 200 } else { 401 },
+            "grants {grants}"
+        );
+        // From the address next to it: nothing.
+        let next = status(&gw, Proto::H1, "127.0.0.42", &door, &[]).await;
+        assert_eq!(next.status(), 401);
+        // The cookie, from anywhere: its session.
+        let with_cookie = status(
+            &gw,
+            Proto::H2,
+            "127.0.0.43",
+            &door,
+            &[("cookie", pair.as_str())],
+        )
+        .await;
+        assert_eq!(with_cookie.status(), 200);
+        // A made-up cookie: nothing.
+        let forged = status(
+            &gw,
+            Proto::H1,
+            "127.0.0.43",
+            &door,
+            &[(
+                "cookie",
+                "__Host-drawbridge=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )],
+        )
+        .await;
+        assert_eq!(forged.status(), 401);
+        // The session ends: the cookie with it.
+        let ended = send(
+            &gw,
+            Raw {
+                method: "POST",
+                from: "127.0.0.41",
+                headers: &[("authorization", bearer(&token).as_str())],
+                ..Raw::get(Proto::H1, "jelly.test", "/Sessions/Logout")
+            },
+        )
+        .await;
+        assert_eq!(ended.status(), 204);
+        let after = status(
+            &gw,
+            Proto::H1,
+            "127.0.0.43",
+            &door,
+            &[("cookie", pair.as_str())],
+        )
+        .await;
+        assert_eq!(after.status(), 401, "the cookie ended with its session");
+        assert_eq!(
+            status(&gw, Proto::H1, "127.0.0.41", &door, &[])
+                .await
+                .status(),
+            401,
+            "the grant too"
+        );
+    }
+}

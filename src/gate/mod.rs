@@ -177,11 +177,13 @@ impl Gate {
             let key = format!("{}\n{}", self.site, credentials.key());
             return match self.word(&key, Arc::new(credentials), who, upstream).await {
                 Ok(Word::Good(_)) => {
-                    self.memory.grant(
-                        who.visitor.client.ip,
-                        &key,
-                        who.now + self.config.address_grant,
-                    );
+                    if !self.config.address_grant.is_zero() {
+                        self.memory.grant(
+                            who.visitor.client.ip,
+                            &key,
+                            who.now + self.config.address_grant,
+                        );
+                    }
                     let browser = request.headers().contains_key("sec-fetch-mode");
                     let has_cookie = cookie
                         .and_then(|id| self.memory.session(id, who.now, self.config.session_idle))

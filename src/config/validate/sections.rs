@@ -37,7 +37,11 @@ impl Validator<'_> {
         Gate {
             remember_good: self.duration(raw.remember_good, d.remember_good),
             remember_bad: self.duration(raw.remember_bad, d.remember_bad),
-            address_grant: self.duration(raw.address_grant, d.address_grant),
+            // "off": no grants (browsers still pass by the cookie).
+            address_grant: match raw.address_grant {
+                Some(off) if off.get_ref() == "off" => std::time::Duration::ZERO,
+                other => self.duration(other, d.address_grant),
+            },
             session_idle: self.duration(raw.session_idle, d.session_idle),
             checks_per_client,
             check_burst,
