@@ -177,9 +177,9 @@ impl Site {
         );
         let mut exempt = site.access.allow.clone();
         exempt.extend_from_slice(&trusted);
-        let doors: Vec<&'static str> = crate::gate::Door::REFUSABLE
+        let gate_routes: Vec<&'static str> = crate::gate::Route::REFUSABLE
             .iter()
-            .map(|door| door.word())
+            .map(|route| route.word())
             .collect();
         let gate = Gate::new(
             site,
@@ -187,7 +187,7 @@ impl Site {
             gate.clone(),
             guard.clone(),
             exempt,
-            metrics.gate(&site.name(), &doors),
+            metrics.gate(&site.name(), &gate_routes),
         );
         let metrics = metrics.site(&site.name());
         Site {

@@ -440,17 +440,50 @@ async fn guessing_tokens_ends_in_a_ban_and_checks_are_bounded() {
 }
 
 /// `gate = "report"`: everything passes, and what would have been refused
-/// is counted by door.
+/// is counted by route; a reload to `enforce` refuses it from then on, and
+/// a token checked before the reload is not asked about again.
 #[tokio::test]
-async fn report_lets_through_and_counts() {
+async fn report_lets_through_and_counts_then_a_reload_enforces() {
     let origin = Origin::start().await;
     let gw = TestGateway::start(&site("jelly.test", origin.addr, "gate = \"report\"")).await;
     let answer = status(&gw, Proto::H1, "127.0.0.35", &side_doors()[0], &[]).await;
     assert_eq!(answer.status(), 200);
     let text = crate::support::scrape(gw.admin.unwrap()).await;
     assert!(
-        text.contains(r#"drawbridge_gate_refusals_total{site="jelly.test",door="video_stream",mode="report"} 1"#),
+        text.contains(r#"drawbridge_gate_refusals_total{site="jelly.test",route="video_stream",mode="report"} 1"#),
         "{text}"
+    );
+    let token = sign_in(&gw, Proto::H1).await;
+    let with_token = with_param(&side_doors()[0], &format!("ApiKey={token}"));
+    assert_eq!(
+        status(&gw, Proto::H1, "127.0.0.36", &with_token, &[])
+            .await
+            .status(),
+        200
+    );
+    let asked = origin.seen.jellyfin.me_count();
+
+    let path = gw.dir.path().join("drawbridge.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("gate = \"report\"", "gate = \"enforce\""),
+    )
+    .unwrap();
+    let config = drawbridge::config::Config::load(&path).unwrap();
+    gw.reloader.reload(config).await.unwrap();
+    let refused = status(&gw, Proto::H1, "127.0.0.35", &side_doors()[0], &[]).await;
+    assert_eq!(refused.status(), 401, "enforced after the reload");
+    assert_eq!(
+        status(&gw, Proto::H1, "127.0.0.36", &with_token, &[])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        origin.seen.jellyfin.me_count(),
+        asked,
+        "the token's check outlived the reload"
     );
 }
 
@@ -630,4 +663,24 @@ async fn grants_and_the_cookie_let_in_only_the_session_they_stand_for() {
             "the grant too"
         );
     }
+}
+
+/// Home unreachable while a token is due for a check: 503, never a pass,
+/// for a good token and a made-up one alike.
+#[tokio::test]
+async fn no_word_from_home_is_no_pass() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let token = sign_in(&gw, Proto::H1).await;
+    origin.stop();
+    let door = with_param(&side_doors()[0], &format!("ApiKey={token}"));
+    let answer = status(&gw, Proto::H1, "127.0.0.51", &door, &[]).await;
+    assert_eq!(answer.status(), 503);
+    let made_up = with_param(&side_doors()[0], "ApiKey=0123456789abcdef0123456789abcdef");
+    let answer = status(&gw, Proto::H1, "127.0.0.51", &made_up, &[]).await;
+    assert_eq!(
+        answer.status(),
+        503,
+        "no pass for a token nobody vouched for"
+    );
 }

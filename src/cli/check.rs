@@ -114,7 +114,7 @@ fn public_in_force(site: &SiteConfig) -> String {
     };
     format!(
         "open without credentials: {}{own}",
-        drawbridge::gate::doors::PUBLIC.join(", ")
+        drawbridge::gate::routes::PUBLIC.join(", ")
     )
 }
 

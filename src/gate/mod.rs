@@ -1,11 +1,11 @@
 //! The side-door gate: with the `jellyfin` preset, only requests that belong
 //! to a signed-in household reach Jellyfin beyond its public login routes.
 //! Jellyfin serves its media, images, subtitles and attachments to anyone
-//! who knows an item id (`doors.rs`); the gate closes those doors at the
+//! who knows an item id (`routes.rs`); the gate closes those doors at the
 //! edge without breaking any app:
 //!
 //! ```text
-//! public route (doors.rs)              → through
+//! public route (routes.rs)             → through
 //! /Users/Public                        → [] at the edge (no names for strangers)
 //! credentials (credentials.rs)         → Jellyfin's word on them (check.rs),
 //!                                        remembered (memory.rs): good → through
@@ -26,8 +26,8 @@
 
 pub mod check;
 pub mod credentials;
-pub mod doors;
 pub mod memory;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +46,8 @@ use crate::guard::Guard;
 use crate::metrics::GateCounts;
 use crate::upstream::Upstream;
 use credentials::Credentials;
-pub use doors::{Door, SideDoor};
 use memory::{Memory, Turn, Word};
+pub use routes::{Route, SideDoor};
 
 /// The gate's cookie: host-only by its prefix, sent over TLS alone.
 pub const COOKIE: &str = "__Host-drawbridge";
@@ -146,7 +146,7 @@ impl Gate {
 
     /// The public routes in force: Jellyfin's and the site's own.
     pub fn public(&self) -> Vec<String> {
-        doors::PUBLIC
+        routes::PUBLIC
             .iter()
             .map(ToString::to_string)
             .chain(self.public.iter().cloned())
@@ -165,13 +165,13 @@ impl Gate {
             return Admitted::Pass(Ticket::default());
         }
         let path = request.uri().path();
-        let door = doors::door(path, &self.public);
-        match door {
-            Door::Public => return Admitted::Pass(Ticket::default()),
-            Door::UsersPublic => return self.refuse(door, who, users_public()),
-            Door::Side(_) | Door::Api => {}
+        let route = routes::route(path, &self.public);
+        match route {
+            Route::Public => return Admitted::Pass(Ticket::default()),
+            Route::UsersPublic => return self.refuse(route, who, users_public()),
+            Route::Side(_) | Route::Api => {}
         }
-        let logout = request.method() == Method::POST && doors::matches("/Sessions/Logout", path);
+        let logout = request.method() == Method::POST && routes::matches("/Sessions/Logout", path);
         let cookie = cookie_of(request.headers());
         if let Some(credentials) = Credentials::of(request.headers(), request.uri()) {
             let key = format!("{}\n{}", self.site, credentials.key());
@@ -195,7 +195,7 @@ impl Gate {
                         carried: true,
                     })
                 }
-                Ok(Word::Bad) => self.refuse(door, who, Err(ProxyError::Unauthorized)),
+                Ok(Word::Bad) => self.refuse(route, who, Err(ProxyError::Unauthorized)),
                 Err(error) => Admitted::Answer(Err(error)),
             };
         }
@@ -203,8 +203,8 @@ impl Gate {
         // door, the address a checked session uses now.
         let session =
             cookie.and_then(|id| self.memory.session(id, who.now, self.config.session_idle));
-        let granted = match door {
-            Door::Side(_) => self.memory.granted(who.visitor.client.ip, who.now),
+        let granted = match route {
+            Route::Side(_) => self.memory.granted(who.visitor.client.ip, who.now),
             _ => None,
         };
         for key in session.into_iter().chain(granted) {
@@ -220,24 +220,24 @@ impl Gate {
                 });
             }
         }
-        self.refuse(door, who, Err(ProxyError::Unauthorized))
+        self.refuse(route, who, Err(ProxyError::Unauthorized))
     }
 
-    /// Refuses at `door` with `answer` — or, in `report` mode, lets it
+    /// Refuses at `route` with `answer` — or, in `report` mode, lets it
     /// through, counted and logged.
     fn refuse(
         &self,
-        door: Door,
+        route: Route,
         who: Who<'_>,
         answer: Result<Response<Body>, ProxyError>,
     ) -> Admitted {
-        if door != Door::UsersPublic {
+        if route != Route::UsersPublic {
             self.counts
-                .refused(door.index(), self.mode == GateMode::Report);
+                .refused(route.index(), self.mode == GateMode::Report);
         }
         match self.mode {
             GateMode::Report => {
-                tracing::info!(site = self.site, door = door.word(), client.ip = %who.visitor.client.ip, "gate (report): would have refused this request");
+                tracing::info!(site = self.site, route = route.word(), client.ip = %who.visitor.client.ip, "gate (report): would have refused this request");
                 Admitted::Pass(Ticket::default())
             }
             _ => Admitted::Answer(answer),

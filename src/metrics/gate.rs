@@ -1,4 +1,4 @@
-//! The gate's counters (`gate/`): refusals by site, door and mode, and
+//! The gate's counters (`gate/`): refusals by site, route and mode, and
 //! Jellyfin's words on credentials by outcome. Made per site when the routes
 //! are built, so a refusal costs an index and an atomic add.
 
@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabel {
     site: String,
-    door: &'static str,
+    route: &'static str,
     mode: &'static str,
 }
 
@@ -38,7 +38,7 @@ impl GateFamilies {
         };
         registry.register(
             "gate_refusals",
-            "Requests the gate refused (mode enforce) or would have (report), by site and door",
+            "Requests the gate refused (mode enforce) or would have (report), by site and route",
             families.refusals.clone(),
         );
         registry.register(
@@ -49,20 +49,20 @@ impl GateFamilies {
         families
     }
 
-    /// `site`'s counters, a refusal counter per door in `doors`.
-    pub(super) fn for_site(&self, site: &str, doors: &[&'static str]) -> GateCounts {
-        let refusal = |door, mode| {
+    /// `site`'s counters, a refusal counter per route in `routes`.
+    pub(super) fn for_site(&self, site: &str, routes: &[&'static str]) -> GateCounts {
+        let refusal = |route, mode| {
             self.refusals
                 .get_or_create(&RefusalLabel {
                     site: site.to_string(),
-                    door,
+                    route,
                     mode,
                 })
                 .clone()
         };
         GateCounts {
-            enforce: doors.iter().map(|d| refusal(d, "enforce")).collect(),
-            report: doors.iter().map(|d| refusal(d, "report")).collect(),
+            enforce: routes.iter().map(|r| refusal(r, "enforce")).collect(),
+            report: routes.iter().map(|r| refusal(r, "report")).collect(),
             checks: CHECK_OUTCOMES.map(|outcome| {
                 self.checks
                     .get_or_create(&CheckLabel {
@@ -84,14 +84,14 @@ pub struct GateCounts {
 }
 
 impl GateCounts {
-    /// A refusal at the door numbered `door` (enforced, or only reported).
-    pub fn refused(&self, door: usize, reported: bool) {
+    /// A refusal at the route numbered `route` (enforced, or only reported).
+    pub fn refused(&self, route: usize, reported: bool) {
         let counters = if reported {
             &self.report
         } else {
             &self.enforce
         };
-        if let Some(counter) = counters.get(door) {
+        if let Some(counter) = counters.get(route) {
             counter.inc();
         }
     }
@@ -103,23 +103,9 @@ impl GateCounts {
         }
     }
 
-    /// Refusals so far (enforced, reported), every door together.
+    /// Refusals so far (enforced, reported), every route together.
     pub fn refusals(&self) -> (u64, u64) {
         let sum = |counters: &[Counter]| counters.iter().map(Counter::get).sum();
         (sum(&self.enforce), sum(&self.report))
-    }
-
-    /// Refusals so far by door, enforced and reported together.
-    pub fn by_door(&self) -> Vec<u64> {
-        self.enforce
-            .iter()
-            .zip(&self.report)
-            .map(|(e, r)| e.get() + r.get())
-            .collect()
-    }
-
-    /// Checks so far by outcome.
-    pub fn checks(&self) -> [u64; 3] {
-        [0, 1, 2].map(|i| self.checks[i].get())
     }
 }

@@ -428,10 +428,10 @@ impl Metrics {
         }
     }
 
-    /// The gate counters of site `name`, one refusal counter per door in
-    /// `doors` (the same ones again after a reload).
-    pub fn gate(&self, name: &str, doors: &[&'static str]) -> GateCounts {
-        self.gate.for_site(name, doors)
+    /// The gate counters of site `name`, one refusal counter per route in
+    /// `routes` (the same ones again after a reload).
+    pub fn gate(&self, name: &str, routes: &[&'static str]) -> GateCounts {
+        self.gate.for_site(name, routes)
     }
 
     /// Brings the guard's counters up to `totals` (reason, since the start).

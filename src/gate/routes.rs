@@ -6,7 +6,7 @@
 
 /// What a request's path is to the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Door {
+pub enum Route {
     /// Open to anyone: the login routes, public system info, branding, the
     /// web client's files (`PUBLIC`, and a site's own `gate_public`).
     Public,
@@ -39,39 +39,39 @@ pub enum SideDoor {
     HlsSegment,
 }
 
-impl Door {
+impl Route {
     /// The metrics' and logs' word for it.
     pub fn word(self) -> &'static str {
         match self {
-            Door::Public => "public",
-            Door::UsersPublic => "users_public",
-            Door::Side(SideDoor::VideoStream) => "video_stream",
-            Door::Side(SideDoor::AudioStream) => "audio_stream",
-            Door::Side(SideDoor::Image) => "image",
-            Door::Side(SideDoor::Subtitle) => "subtitle",
-            Door::Side(SideDoor::Attachment) => "attachment",
-            Door::Side(SideDoor::HlsSegment) => "hls_segment",
-            Door::Api => "api",
+            Route::Public => "public",
+            Route::UsersPublic => "users_public",
+            Route::Side(SideDoor::VideoStream) => "video_stream",
+            Route::Side(SideDoor::AudioStream) => "audio_stream",
+            Route::Side(SideDoor::Image) => "image",
+            Route::Side(SideDoor::Subtitle) => "subtitle",
+            Route::Side(SideDoor::Attachment) => "attachment",
+            Route::Side(SideDoor::HlsSegment) => "hls_segment",
+            Route::Api => "api",
         }
     }
 
-    /// Every door a refusal can be counted for, in the metrics' order.
-    pub const REFUSABLE: [Door; 7] = [
-        Door::Side(SideDoor::VideoStream),
-        Door::Side(SideDoor::AudioStream),
-        Door::Side(SideDoor::Image),
-        Door::Side(SideDoor::Subtitle),
-        Door::Side(SideDoor::Attachment),
-        Door::Side(SideDoor::HlsSegment),
-        Door::Api,
+    /// Every route a refusal can be counted for, in the metrics' order.
+    pub const REFUSABLE: [Route; 7] = [
+        Route::Side(SideDoor::VideoStream),
+        Route::Side(SideDoor::AudioStream),
+        Route::Side(SideDoor::Image),
+        Route::Side(SideDoor::Subtitle),
+        Route::Side(SideDoor::Attachment),
+        Route::Side(SideDoor::HlsSegment),
+        Route::Api,
     ];
 
     /// Its place in `REFUSABLE`.
     pub fn index(self) -> usize {
-        Door::REFUSABLE
+        Route::REFUSABLE
             .iter()
             .position(|d| *d == self)
-            .unwrap_or(Door::REFUSABLE.len() - 1)
+            .unwrap_or(Route::REFUSABLE.len() - 1)
     }
 }
 
@@ -130,10 +130,10 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.trim_matches('/').split('/').filter(|s| !s.is_empty())
 }
 
-/// The door `path` (canonical) is, given a site's own public patterns.
-pub fn door(path: &str, public: &[String]) -> Door {
+/// The gate's route `path` (canonical) is, given a site's own public patterns.
+pub fn route(path: &str, public: &[String]) -> Route {
     if PUBLIC.iter().any(|p| matches(p, path)) || public.iter().any(|p| matches(p, path)) {
-        return Door::Public;
+        return Route::Public;
     }
     let s: Vec<&str> = segments(path).collect();
     let is = |i: usize, word: &str| s.get(i).is_some_and(|x| x.eq_ignore_ascii_case(word));
@@ -150,43 +150,43 @@ pub fn door(path: &str, public: &[String]) -> Door {
         })
     };
     if s.len() == 2 && is(0, "users") && is(1, "public") {
-        return Door::UsersPublic;
+        return Route::UsersPublic;
     }
     if s.len() == 3 && is(0, "videos") && stream_at(2) {
-        return Door::Side(SideDoor::VideoStream);
+        return Route::Side(SideDoor::VideoStream);
     }
     if s.len() == 3 && is(0, "audio") && stream_at(2) {
-        return Door::Side(SideDoor::AudioStream);
+        return Route::Side(SideDoor::AudioStream);
     }
     if s.len() >= 4 && IMAGE_ROOTS.iter().any(|root| is(0, root)) && is(2, "images") {
-        return Door::Side(SideDoor::Image);
+        return Route::Side(SideDoor::Image);
     }
     if (s.len() == 6 || s.len() == 7)
         && is(0, "videos")
         && is(3, "subtitles")
         && lower_starts(s.len() - 1, "stream.")
     {
-        return Door::Side(SideDoor::Subtitle);
+        return Route::Side(SideDoor::Subtitle);
     }
     if s.len() == 5 && is(0, "videos") && is(3, "attachments") {
-        return Door::Side(SideDoor::Attachment);
+        return Route::Side(SideDoor::Attachment);
     }
     // A segment, not the playlist (which Jellyfin authorizes).
     let playlist = s
         .get(4)
         .is_some_and(|x| x.len() > 5 && x[x.len() - 5..].eq_ignore_ascii_case(".m3u8"));
     if s.len() == 5 && is(0, "videos") && is(2, "hls") && s[4].contains('.') && !playlist {
-        return Door::Side(SideDoor::HlsSegment);
+        return Route::Side(SideDoor::HlsSegment);
     }
     if s.len() == 5 && is(0, "audio") && is(2, "hls") && stream_at(4) {
-        return Door::Side(SideDoor::HlsSegment);
+        return Route::Side(SideDoor::HlsSegment);
     }
-    Door::Api
+    Route::Api
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{door, matches, Door, SideDoor};
+    use super::{matches, route, Route, SideDoor};
 
     #[test]
     fn patterns_match_by_segment_without_case() {
@@ -207,70 +207,70 @@ mod tests {
         let none: &[String] = &[];
         let id = "0123456789abcdef0123456789abcdef";
         for (path, want) in [
-            ("/", Door::Public),
-            ("/web/index.html", Door::Public),
-            ("/Users/authenticatebyname", Door::Public),
-            ("/QuickConnect/Connect", Door::Public),
-            ("/System/Info/Public", Door::Public),
-            ("/users/public", Door::UsersPublic),
+            ("/", Route::Public),
+            ("/web/index.html", Route::Public),
+            ("/Users/authenticatebyname", Route::Public),
+            ("/QuickConnect/Connect", Route::Public),
+            ("/System/Info/Public", Route::Public),
+            ("/users/public", Route::UsersPublic),
             (
                 &format!("/Videos/{id}/stream"),
-                Door::Side(SideDoor::VideoStream),
+                Route::Side(SideDoor::VideoStream),
             ),
             (
                 &format!("/videos/{id}/stream.mkv"),
-                Door::Side(SideDoor::VideoStream),
+                Route::Side(SideDoor::VideoStream),
             ),
             (
                 &format!("/Audio/{id}/stream.flac"),
-                Door::Side(SideDoor::AudioStream),
+                Route::Side(SideDoor::AudioStream),
             ),
             (
                 &format!("/Items/{id}/Images/Primary"),
-                Door::Side(SideDoor::Image),
+                Route::Side(SideDoor::Image),
             ),
             (
                 &format!("/Items/{id}/Images/Backdrop/0/tag/jpg/100/100/0/0"),
-                Door::Side(SideDoor::Image),
+                Route::Side(SideDoor::Image),
             ),
             (
                 "/Persons/Someone/Images/Primary",
-                Door::Side(SideDoor::Image),
+                Route::Side(SideDoor::Image),
             ),
             (
                 &format!("/Videos/{id}/{id}/Subtitles/2/Stream.srt"),
-                Door::Side(SideDoor::Subtitle),
+                Route::Side(SideDoor::Subtitle),
             ),
             (
                 &format!("/Videos/{id}/{id}/Subtitles/2/0/Stream.vtt"),
-                Door::Side(SideDoor::Subtitle),
+                Route::Side(SideDoor::Subtitle),
             ),
             (
                 &format!("/Videos/{id}/{id}/Attachments/1"),
-                Door::Side(SideDoor::Attachment),
+                Route::Side(SideDoor::Attachment),
             ),
             (
                 &format!("/Videos/{id}/hls/pl/seg3.ts"),
-                Door::Side(SideDoor::HlsSegment),
+                Route::Side(SideDoor::HlsSegment),
             ),
             (
                 &format!("/Audio/{id}/hls/seg3/stream.aac"),
-                Door::Side(SideDoor::HlsSegment),
+                Route::Side(SideDoor::HlsSegment),
             ),
-            (&format!("/Videos/{id}/hls1/pl/0.ts"), Door::Api),
-            (&format!("/Videos/{id}/master.m3u8"), Door::Api),
-            (&format!("/Videos/{id}/hls/pl/stream.m3u8"), Door::Api),
-            (&format!("/Audio/{id}/universal"), Door::Api),
-            ("/Users/Me", Door::Api),
-            ("/socket", Door::Api),
-            ("/Startup/Configuration", Door::Api),
-            ("/Branding/Splashscreen", Door::Api),
-            ("/Sessions/Logout", Door::Api),
+            (&format!("/Videos/{id}/hls1/pl/0.ts"), Route::Api),
+            (&format!("/Videos/{id}/master.m3u8"), Route::Api),
+            (&format!("/Videos/{id}/hls/pl/stream.m3u8"), Route::Api),
+            (&format!("/Audio/{id}/universal"), Route::Api),
+            ("/Users/Me", Route::Api),
+            ("/socket", Route::Api),
+            ("/Startup/Configuration", Route::Api),
+            ("/Branding/Splashscreen", Route::Api),
+            ("/Sessions/Logout", Route::Api),
         ] {
-            assert_eq!(door(path, none), want, "{path}");
+            assert_eq!(route(path, none), want, "{path}");
         }
         let own = ["/sso/**".to_string()];
-        assert_eq!(door("/SSO/OID/start/x", &own), Door::Public);
-        assert_eq!(door("/SSO/OID/start/x", none), Door::Api);
+        assert_eq!(route("/SSO/OID/start/x", &own), Route::Public);
+        assert_eq!(route("/SSO/OID/start/x", none), Route::Api);
     }
 }
