@@ -124,7 +124,10 @@ http {{
     def start_origin(self):
         conf = self.nginx_conf("origin", f"""
   sendfile on; tcp_nopush on;
-  server {{ listen 127.0.0.1:{ORIGIN}; root {self.work}/www; location / {{ add_header Cache-Control "public, max-age=60"; }} }}""")
+  server {{ listen 127.0.0.1:{ORIGIN}; root {self.work}/www; location / {{ add_header Cache-Control "public, max-age=60"; }}
+    # Jellyfin's answer to the side-door gate's check of a good token; each
+    # check is a line in checks.log, so checks under load can be counted.
+    location = /Users/Me {{ access_log {self.work}/checks.log; default_type application/json; return 200 '{{"Name":"bench"}}'; }} }}""")
         self.spawn("origin", f"nginx -c {conf}", cpu=1, env={})
 
     def start_ceiling(self):
@@ -248,12 +251,15 @@ backend origin
         binary = ROOT / "target/release/drawbridge"
         self.spawn("drawbridge", f"{binary} run -c {toml}", env={"TOKIO_WORKER_THREADS": "1"})
 
-    def instructions(self, name, h1, count=3000):
+    def instructions(self, name, h1, count=3000, header=""):
         """User-space instructions per request of a proxy running under
         callgrind (all its processes): reproducible where timings on a shared
-        machine are not. Counts neither the kernel's work nor waiting."""
+        machine are not. Counts neither the kernel's work nor waiting.
+        `header`: one more request header (`name: value`) on every request."""
         port = PROXIES[name][0]
         flag = "--h1 " if h1 else ""
+        if header:
+            flag += f"-H '{header}' "
         load = pinned(1, f"h2load {flag}-c 16 -m 4 -n {{}} https://localhost:{port}/small.json")
         sh(load.format(1000))  # warm: connections, pools, caches
         group = self.procs[name].pid
@@ -428,10 +434,11 @@ backend origin
         return (before, after - before), conns
 
 
-def drawbridge_config(work, tls, upstream, state, plain=None):
+def drawbridge_config(work, tls, upstream, state, plain=None, gate="off"):
     """drawbridge as the benchmark runs it: one site on `tls` (and `plain`)
     in front of `upstream`, the guard's caps and the upstream cap lifted
-    (the peers have neither), no access log, no cache; the admin listener
+    (the peers have neither), no access log, no cache, the side-door gate
+    off unless `gate` says otherwise (the peers have none); the admin listener
     closed (requests are counted for the metrics all the same); no HTTP/3
     (the peers are run without it, and its Alt-Svc header would set
     drawbridge's answers apart)."""
@@ -457,6 +464,7 @@ tls = {{ cert = "{work}/cert.pem", key = "{work}/key.pem" }}
 https_redirect = false
 cache = false
 login_rate = "off"
+gate = "{gate}"
 # One load-generator address with up to 640 streams, and the peers have no
 # upstream cap either: lifted like the guard's connection caps above.
 upstream_max_conns = 1024
@@ -689,12 +697,54 @@ def count_instructions(bench, work):
         for label, h1 in (("HTTP/1.1+TLS", True), ("HTTP/2", False)):
             counts = {name: bench.instructions(name, h1) for name in COUNTED}
             rows.append((label, counts))
+        checks = gated_instructions(bench, rows)
     finally:
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
     for label, counts in rows:
         for name, count in counts.items():
             print(f"{name}, {label}: {count:,.0f} instructions per small request (user space, callgrind)")
+    for label in ("HTTP/1.1+TLS", "HTTP/2"):
+        off = dict(rows)[label]["drawbridge"]
+        on = dict(rows)[f"{label}, gate on"]["drawbridge"]
+        print(f"gate on with a remembered token, {label}: {100 * (on - off) / off:+.1f} % instructions per request")
+    print(f"checks Jellyfin answered during the gated loads: {checks[0]} for one token over {checks[1]:.0f} s "
+          f"(remember_good 1m: at most one per started minute)")
+
+
+# The token the gated rows send: the origin's /Users/Me says yes to anything.
+BENCH_TOKEN = 'authorization: MediaBrowser Client="bench", Device="h2load", DeviceId="1", Version="1", Token="0123456789abcdef0123456789abcdef"'
+
+
+def gated_instructions(bench, rows):
+    """The same loads with the side-door gate on (drawbridge reloaded with
+    `gate = "enforce"`), every request carrying one good token: what a
+    remembered token costs per request. Returns (checks made, seconds)."""
+    w = bench.work
+    tls, plain = PROXIES["drawbridge"]
+    toml = w / "drawbridge.toml"
+    toml.write_text(drawbridge_config(w, tls, f"http://127.0.0.1:{ORIGIN}", "drawbridge-state", plain, gate="enforce"))
+    log = w / "drawbridge.out"
+    reloads = log.read_text().count("config reloaded")
+    group = bench.procs["drawbridge"].pid
+    for pid in sh(f"pgrep -g {group}").split():
+        if "callgrind" in pathlib.Path(f"/proc/{pid}/exe").resolve().name:
+            os.kill(int(pid), signal.SIGHUP)
+    deadline = time.time() + 60
+    while log.read_text().count("config reloaded") == reloads:
+        if time.time() > deadline:
+            raise SystemExit("drawbridge did not reload with the gate on")
+        # Valgrind takes a signal only while the program runs: wake it.
+        subprocess.run(f"curl -s -o /dev/null http://localhost:{plain}/small.json", shell=True)
+        time.sleep(0.3)
+    checks_log = w / "checks.log"
+    before = len(checks_log.read_text().splitlines()) if checks_log.exists() else 0
+    started = time.time()
+    for label, h1 in (("HTTP/1.1+TLS", True), ("HTTP/2", False)):
+        counts = {name: bench.instructions(name, h1, header=BENCH_TOKEN) for name in COUNTED}
+        rows.append((f"{label}, gate on", counts))
+    checks = len(checks_log.read_text().splitlines()) - before
+    return checks, time.time() - started
 
 
 def render(r, quick):

@@ -67,6 +67,10 @@ pub enum ProxyError {
     /// The client went away or broke its own body mid-request.
     #[error("client gave up during the request body")]
     ClientGone,
+    /// The edge has no room to hold the request's body before sending it
+    /// home (`spool.rs`): the spool is full or cannot be written.
+    #[error("no room to hold the request body at the edge: {0}")]
+    SpoolFull(&'static str),
     /// Connecting to the upstream failed or timed out.
     #[error("cannot connect to upstream {addr}: {source}")]
     UpstreamConnect {
@@ -143,7 +147,9 @@ impl ProxyError {
             | ProxyError::UpstreamTunnel { .. }
             | ProxyError::UpstreamUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamBusy { .. } | ProxyError::SpoolFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -194,7 +200,9 @@ impl ProxyError {
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut response = page(status);
-        if let ProxyError::UpstreamBusy { .. } | ProxyError::GateUnsure = &self {
+        if let ProxyError::UpstreamBusy { .. } | ProxyError::GateUnsure | ProxyError::SpoolFull(_) =
+            &self
+        {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 header::HeaderValue::from_static(BUSY_RETRY_AFTER),

@@ -72,6 +72,7 @@ pub mod privileges;
 pub mod routes;
 pub mod server;
 pub mod socket;
+pub mod spool;
 pub mod timestamp;
 pub mod tls;
 pub mod tunnel;

@@ -35,6 +35,7 @@ mod shutdown;
 mod side_doors;
 mod slow_clients;
 mod smuggling;
+mod stalled_uploads;
 mod streaming;
 mod tls_handshake;
 mod trailers;

@@ -148,6 +148,11 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Slowest average request-body rate, in bytes per second, after `body_timeout`.
     pub body_min_rate: u64,
+    /// Bytes of a request body kept in memory while it is read whole at the
+    /// edge (`spool.rs`); the rest goes to a spool file.
+    pub body_memory: u64,
+    /// Bytes all spool files together may hold.
+    pub body_spool: u64,
 }
 
 impl Default for Limits {
@@ -164,6 +169,8 @@ impl Default for Limits {
             h2_max_concurrent_streams: 100,
             body_timeout: Duration::from_secs(20),
             body_min_rate: 500,
+            body_memory: 64 * 1024,
+            body_spool: 1 << 30,
         }
     }
 }

@@ -87,6 +87,8 @@ pub const LIMITS_KEYS: &[&str] = &[
     "h2_max_concurrent_streams",
     "body_timeout",
     "body_min_rate",
+    "body_memory",
+    "body_spool",
 ];
 /// Known keys of `[log]`.
 pub const LOG_KEYS: &[&str] = &["level", "error", "error_format", "access", "format"];
@@ -160,6 +162,8 @@ pub struct RawLimits {
     pub h2_max_concurrent_streams: Option<Spanned<u32>>,
     pub body_timeout: Option<Spanned<String>>,
     pub body_min_rate: Option<Spanned<String>>,
+    pub body_memory: Option<Spanned<String>>,
+    pub body_spool: Option<Spanned<String>>,
 }
 
 /// `[log]`.

@@ -79,9 +79,36 @@ impl Gateway {
         let Ok(body) = limits.guard(body, declared, site.metrics.received.clone()) else {
             return answer(ProxyError::PayloadTooLarge, version);
         };
+        let (parts, body) = match self.read_whole(parts, body).await {
+            Ok(read) => read,
+            Err(error) => return answer(error, version),
+        };
         site.upstream
             .forward(parts, body, visitor)
             .await
             .unwrap_or_else(|error| answer(error, version))
+    }
+
+    /// A request's body read whole at the edge (`spool.rs`) before it takes
+    /// a connection home, and sent with its length: a stalled or trickling
+    /// upload holds nothing at home.
+    async fn read_whole(
+        &self,
+        mut parts: http::request::Parts,
+        body: Body,
+    ) -> Result<(http::request::Parts, Body), ProxyError> {
+        use http_body::Body as _;
+        if body.is_end_stream() {
+            return Ok((parts, body));
+        }
+        let buffered = self.spool.read(body).await?;
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        // The body is here: home has nothing to agree to.
+        parts.headers.remove(header::EXPECT);
+        parts.headers.insert(
+            header::CONTENT_LENGTH,
+            http::HeaderValue::from(buffered.len),
+        );
+        Ok((parts, buffered.into_body()))
     }
 }

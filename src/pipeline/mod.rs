@@ -74,6 +74,8 @@ pub struct GatewayParts {
     pub alt_svc: Option<HeaderValue>,
     /// Where hosts no site serves are counted.
     pub unknown: Arc<crate::tls::failures::UnknownNames>,
+    /// Where request bodies are read whole before they go home.
+    pub spool: Arc<crate::spool::Spool>,
 }
 
 /// The request handler shared by every connection.
@@ -89,6 +91,7 @@ pub struct Gateway {
     cache: Arc<Cache>,
     /// Hosts asked for that no site serves (summed up once a minute).
     unknown: Arc<crate::tls::failures::UnknownNames>,
+    spool: Arc<crate::spool::Spool>,
 }
 
 impl Gateway {
@@ -103,6 +106,7 @@ impl Gateway {
             cache: parts.cache,
             alt_svc: parts.alt_svc,
             unknown: parts.unknown,
+            spool: parts.spool,
         }
     }
 

@@ -143,6 +143,11 @@ impl Server {
             cache: Cache::new(&config.cache, &config.server.state_dir),
             alt_svc,
             unknown: handshake_failures.names.clone(),
+            spool: crate::spool::Spool::new(
+                &config.server.state_dir,
+                config.limits.body_memory,
+                config.limits.body_spool,
+            ),
         }));
         let shared = Arc::new(Shared {
             gateway,

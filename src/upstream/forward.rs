@@ -70,7 +70,7 @@ impl Upstream {
         client: IpAddr,
         response_timeout: Duration,
     ) -> Result<(Response<Incoming>, Hold), ProxyError> {
-        let deadline = Deadline::after(self.response_timeout);
+        let deadline = Deadline::after(self.response_timeout, client);
         let busy = |busy| self.classify(Failure::Busy(busy));
         let share = self.limit.share(client, &deadline).await.map_err(busy)?;
         let permit = match self.acquire(None, &deadline).await.map_err(busy)? {

@@ -194,7 +194,7 @@ impl Upstream {
         request: Request<Body>,
         client: IpAddr,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let deadline = Deadline::after(self.response_timeout);
+        let deadline = Deadline::after(self.response_timeout, client);
         let share = self
             .limit
             .share(client, &deadline)
@@ -272,19 +272,32 @@ impl Upstream {
     /// waiting up to `deadline`. An idle connection that cannot be used is
     /// closed to make room.
     async fn acquire(&self, pooled: Option<u64>, deadline: &Deadline) -> Result<Acquired, Busy> {
+        // While others wait, a request takes a ticket and its turn rather
+        // than what comes free (`limit.rs`: fair between clients).
+        let mut ticket = None;
         loop {
-            if let Some(conn) = pooled.and_then(|epoch| self.pool.checkout(epoch)) {
-                return Ok(Acquired::Pooled(conn));
+            let my_turn = match &ticket {
+                None => !self.limit.anyone_waiting(),
+                Some(ticket) => self.limit.at_turn(ticket),
+            };
+            if my_turn {
+                if let Some(conn) = pooled.and_then(|epoch| self.pool.checkout(epoch)) {
+                    return Ok(Acquired::Pooled(conn));
+                }
+                if let Some(permit) = self.limit.try_conn() {
+                    return Ok(Acquired::Permit(permit));
+                }
+                if self.pool.evict_oldest() {
+                    continue;
+                }
             }
-            if let Some(permit) = self.limit.try_conn() {
-                return Ok(Acquired::Permit(permit));
-            }
-            if self.pool.evict_oldest() {
-                continue;
-            }
+            let ticket = match &mut ticket {
+                Some(ticket) => ticket,
+                None => ticket.insert(self.limit.ticket(deadline.client())?),
+            };
             if let Some(permit) = self
                 .limit
-                .conn_or_returned(&self.pool.returned, deadline)
+                .wait(ticket, &self.pool.returned, deadline)
                 .await?
             {
                 return Ok(Acquired::Permit(permit));

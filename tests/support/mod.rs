@@ -60,6 +60,23 @@ pub async fn poll_until(mut ready: impl FnMut() -> bool, what: &str) {
         .unwrap_or_else(|_| panic!("waited 5 s for {what}"));
 }
 
+/// Like `poll_until`, for a condition that must be awaited (a scrape), every
+/// 20 ms for up to 5 s.
+pub async fn poll_until_async<F, Fut>(mut ready: F, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        while !ready().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    waited
+        .await
+        .unwrap_or_else(|_| panic!("waited 5 s for {what}"));
+}
+
 /// The `[guard]` line tests that ban their own clients need: every test
 /// client comes from 127.0.0.1, which drawbridge never bans otherwise (the
 /// machine's own addresses, as fail2ban's `ignoreself`).

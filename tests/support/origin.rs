@@ -418,13 +418,19 @@ fn async_stream(
 }
 
 async fn upload(request: Request<Incoming>, seen: &Seen) -> Response<Body> {
+    let framing = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map_or("chunked", |_| "length");
     let mut body = request.into_body();
     let mut total = 0u64;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     total += data.len() as u64;
+                    digest.update(data);
                     seen.upload_bytes
                         .fetch_add(data.len() as u64, Ordering::SeqCst);
                 }
@@ -433,7 +439,17 @@ async fn upload(request: Request<Incoming>, seen: &Seen) -> Response<Body> {
         }
     }
     seen.uploads_completed.fetch_add(1, Ordering::SeqCst);
-    full(StatusCode::OK, total.to_string())
+    let mut response = full(StatusCode::OK, total.to_string());
+    let sha: String = digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let headers = response.headers_mut();
+    headers.insert("x-body-sha256", sha.parse().unwrap());
+    headers.insert("x-body-framing", framing.parse().unwrap());
+    response
 }
 
 /// A service that ends its answer with a trailer, as gRPC-style services

@@ -97,7 +97,8 @@ impl Raw<'_> {
     }
 }
 
-async fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+/// A TCP connection to `to` from the loopback address `from`.
+pub async fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(format!("{from}:0").parse().unwrap())?;
     socket.connect(to).await

@@ -81,6 +81,8 @@ impl Validator<'_> {
             body_timeout: self.duration(raw.body_timeout, d.body_timeout),
             body_min_rate: self.size(raw.body_min_rate, d.body_min_rate as usize, 0, 1 << 30)
                 as u64,
+            body_memory: self.size(raw.body_memory, d.body_memory as usize, 0, 16 << 20) as u64,
+            body_spool: self.size(raw.body_spool, d.body_spool as usize, 0, 1 << 40) as u64,
         }
     }
 
