@@ -97,6 +97,9 @@ class Bench:
         os.chmod(self.work, 0o755)
         www = self.work / "www"
         www.mkdir(mode=0o755)
+        (www / "upload").mkdir(mode=0o777)
+        (self.work / "origin-body").mkdir(mode=0o777)
+        (self.work / "upload.bin").write_bytes(os.urandom(20 << 20))
         (www / "small.json").write_text('{"ServerName":"bench","pad":"' + "x" * 990 + '"}')
         (www / "image.jpg").write_bytes(os.urandom(100 * 1024))
         with open(www / "big.bin", "wb") as f:
@@ -127,6 +130,9 @@ http {{
   server {{ listen 127.0.0.1:{ORIGIN}; root {self.work}/www; location / {{ add_header Cache-Control "public, max-age=60"; }}
     # Jellyfin's answer to the side-door gate's check of a good token; each
     # check is a line in checks.log, so checks under load can be counted.
+    # Uploads land in a file (WebDAV PUT): nginx answers once the whole
+    # body is in, so an upload's time is until home has all of it.
+    location /upload/ {{ dav_methods PUT; client_max_body_size 64m; client_body_temp_path {self.work}/origin-body; root {self.work}/www; }}
     location = /Users/Me {{ access_log {self.work}/checks.log; default_type application/json; return 200 '{{"Name":"bench"}}'; }} }}""")
         self.spawn("origin", f"nginx -c {conf}", cpu=1, env={})
 
@@ -397,6 +403,20 @@ backend origin
             raise SystemExit(f"stream from {url}: HTTP {code}, {size_got} of {size} bytes")
         return float(speed) / (1 << 20)
 
+    def upload(self, url):
+        """Seconds a 20 MiB upload (curl -T, HTTP/1.1) takes from its first
+        byte until home has stored all of it and answered: the better of
+        three tries."""
+        ca = f"--cacert {self.work}/ca.pem"
+        best = float("inf")
+        for attempt in range(3):
+            out = sh(pinned(1, f"curl -s --http1.1 {ca} -o /dev/null -T {self.work}/upload.bin -w '%{{time_total}} %{{http_code}} %{{size_upload}}' {url}/upload/{attempt}.bin"))
+            seconds, code, size = out.split()
+            if code not in ("201", "204") or int(float(size)) != 20 << 20:
+                raise SystemExit(f"upload to {url}: HTTP {code}, {size} bytes sent")
+            best = min(best, float(seconds))
+        return best
+
     def slow_stream_rss(self, name, port):
         size = (128 if self.quick else 512) << 20
         rate = "32M" if self.quick else "64M"
@@ -661,6 +681,9 @@ def main():
             results[name]["plain"] = bench.stream(f"http://localhost:{plain}/big.bin")
             results[name]["tls"] = bench.stream(f"https://localhost:{tls}/big.bin")
             print(f"stream {name}: {results[name]['plain']:.0f} / {results[name]['tls']:.0f} MiB/s", file=sys.stderr)
+        for name, (tls, _) in PROXIES.items():
+            results[name]["upload"] = bench.upload(f"https://localhost:{tls}")
+            print(f"upload {name}: {results[name]['upload']:.3f} s", file=sys.stderr)
         # After the proxies (the file is in the page cache by then), the
         # better of two tries: a ceiling must not be lowered by a cold read.
         results["origin"]["plain"] = max(bench.stream(f"http://127.0.0.1:{CEILING}/big.bin") for _ in range(2))
@@ -779,6 +802,7 @@ def render(r, quick):
     # Streams: ratios are fractions of the direct path (the ceiling), not of nginx.
     row("large stream, plain (× the direct path)", [r[n]["plain"] for n in names], "MiB/s", r["origin"]["plain"])
     row("large stream, TLS (× the direct path over TLS)", [r[n]["tls"] for n in names], "MiB/s", r["origin"]["tls"])
+    row("20 MiB upload until home has it, TLS", [r[n]["upload"] * 1000 for n in names], "ms", min(r["nginx-4k"]["upload"], r["nginx-64k"]["upload"]) * 1000, False)
     # nginx's workers allocate up front: their growth is often 0, where a ratio says nothing.
     row("RSS growth during a slow stream", [r[n]["stream_rss"][1] for n in names], "KiB", min(r["nginx-4k"]["stream_rss"][1], r["nginx-64k"]["stream_rss"][1]), False, "{:.0f}")
     row("memory at rest", [r[n]["rest_kib"] / 1024 for n in names], "MiB", min(r["nginx-4k"]["rest_kib"], r["nginx-64k"]["rest_kib"]) / 1024, False, "{:.1f}")
