@@ -146,7 +146,10 @@ pub fn set_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
 /// A file rewritten in the background: `store` hands over its newest content
 /// and returns at once; one thread writes it with `write_atomic`, so saves
 /// of the file never overlap, and a burst of saves costs one or two writes.
-/// `flush` waits until what was handed over is on disk.
+/// `flush` waits until what was handed over is on disk. A write that fails
+/// (disk full, folder read-only) is tried again, after 1 s, 2 s, 4 s … at
+/// most a minute apart, until it succeeds or newer content replaces it; a
+/// `flush` (a command, shutdown) tries it again at once.
 #[derive(Debug)]
 pub struct Coalesced {
     shared: Arc<(Mutex<Pending>, Condvar)>,
@@ -162,8 +165,13 @@ struct Pending {
     settled: u64,
     /// The last write's failure, if it failed.
     failed: Option<String>,
+    /// The content whose write failed, kept to be tried again.
+    retry: Option<Vec<u8>>,
     closed: bool,
 }
+
+/// The longest wait between two tries of a failed write.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Coalesced {
     /// Starts the writer of `path`, whose files get `mode`; `what` names the
@@ -192,6 +200,14 @@ impl Coalesced {
     pub fn flush(&self) -> Result<(), String> {
         let (lock, wake) = &*self.shared;
         let mut pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // A failed write still waiting for its next try: tried now.
+        if pending.latest.is_none() {
+            if let Some(retry) = pending.retry.take() {
+                pending.latest = Some(retry);
+                pending.handed += 1;
+                wake.notify_all();
+            }
+        }
         let target = pending.handed;
         while pending.settled < target {
             pending = wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
@@ -212,27 +228,63 @@ impl Drop for Coalesced {
 }
 
 /// The writer thread: takes the newest content, writes it, until closed and
-/// nothing is left.
+/// nothing is left; a failed write's content is tried again, backing off,
+/// unless newer content comes first.
 fn write_loop(shared: &(Mutex<Pending>, Condvar), path: &Path, mode: u32, what: &str) {
     let (lock, wake) = shared;
     let mut pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut backoff = std::time::Duration::from_secs(1);
     loop {
         let Some(bytes) = pending.latest.take() else {
             if pending.closed {
                 return;
             }
-            pending = wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
+            if pending.retry.is_none() {
+                pending = wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            let (waited, timeout) = wake
+                .wait_timeout(pending, backoff)
+                .unwrap_or_else(PoisonError::into_inner);
+            pending = waited;
+            if timeout.timed_out() && pending.latest.is_none() {
+                if let Some(retry) = pending.retry.take() {
+                    pending.latest = Some(retry);
+                    pending.handed += 1;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
             continue;
         };
         let upto = pending.handed;
+        let was_failing = pending.failed.is_some();
+        pending.retry = None;
         drop(pending);
         let result = write_atomic(path, &bytes, mode);
-        if let Err(error) = &result {
-            tracing::error!(%error, "cannot store {what} in {}", path.display());
+        match &result {
+            Err(error) if !was_failing => {
+                tracing::error!(%error, "cannot store {what} in {}; trying again until it can", path.display());
+            }
+            Err(error) => tracing::debug!(%error, "still cannot store {what}"),
+            Ok(()) if was_failing => {
+                tracing::info!("stored {what} in {} again", path.display());
+            }
+            Ok(()) => {}
         }
         pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
         pending.settled = upto;
-        pending.failed = result.err().map(|e| e.to_string());
+        match result {
+            Ok(()) => {
+                pending.failed = None;
+                backoff = std::time::Duration::from_secs(1);
+            }
+            Err(error) => {
+                pending.failed = Some(error.to_string());
+                if pending.latest.is_none() {
+                    pending.retry = Some(bytes);
+                }
+            }
+        }
         wake.notify_all();
     }
 }
@@ -328,6 +380,34 @@ mod tests {
         let unwritable = Coalesced::new(dir.path().join("no/such\0name"), 0o600, "x");
         unwritable.store(b"x".to_vec());
         assert!(unwritable.flush().is_err(), "a failed write is reported");
+    }
+
+    /// A write that fails (here: a folder where the file goes, as a full or
+    /// read-only disk fails it) is tried again by itself once the way is
+    /// clear, and at once by `flush`.
+    #[test]
+    fn a_failed_write_is_tried_again_until_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bans.json");
+        std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+        let file = Coalesced::new(path.clone(), 0o600, "the test file");
+        file.store(b"first".to_vec());
+        assert!(file.flush().is_err());
+        std::fs::remove_dir_all(&path).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read(&path).ok().as_deref() != Some(&b"first"[..]) {
+            assert!(std::time::Instant::now() < deadline, "never stored");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Blocked again, backing off: flush tries at once.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+        file.store(b"second".to_vec());
+        assert!(file.flush().is_err());
+        assert!(file.flush().is_err());
+        std::fs::remove_dir_all(&path).unwrap();
+        assert!(file.flush().is_ok(), "stored by the flush");
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
     }
 
     #[test]

@@ -186,3 +186,100 @@ fn the_admin_socket_comes_back_when_the_state_folder_is_deleted() {
     );
     drop(process);
 }
+
+/// The disk fails while bans are issued (here: a folder where `bans.json`
+/// goes, as a full or read-only disk fails the write): the ban holds in the
+/// process, is stored by itself once the disk works again, and — when the
+/// disk comes back just before a shutdown, while the retries are far apart —
+/// by the shutdown; after a restart every ban is there, and a ban lifted
+/// during the fault stays lifted.
+#[tokio::test]
+async fn bans_are_stored_once_the_disk_works_again_and_at_shutdown() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), origin.addr);
+    let bans_file = dir.path().join("state/bans.json");
+    let block = || {
+        let _ = std::fs::remove_file(&bans_file);
+        std::fs::create_dir_all(bans_file.join("in-the-way")).unwrap();
+    };
+    let unblock = || std::fs::remove_dir_all(&bans_file).unwrap();
+    let process = Process::start(&path);
+    let bans = {
+        let path = path.clone();
+        move |args: &[&str]| {
+            Command::new(binary())
+                .args(["bans"])
+                .args(args)
+                .arg("-c")
+                .arg(&path)
+                .output()
+                .unwrap()
+        }
+    };
+    // Stored once first, then the disk fails.
+    assert!(bans(&["add", "203.0.113.1"]).status.success());
+    block();
+    let refused = tokio::task::spawn_blocking({
+        let bans = bans.clone();
+        move || bans(&["add", "203.0.113.2"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        !refused.status.success(),
+        "the command says it was not stored"
+    );
+    let lifted = tokio::task::spawn_blocking({
+        let bans = bans.clone();
+        move || bans(&["remove", "203.0.113.1"])
+    })
+    .await
+    .unwrap();
+    assert!(!lifted.status.success());
+    assert!(
+        process.wait_for_log("trying again until it can", Duration::from_secs(5)),
+        "the failure is logged"
+    );
+    // The disk works again: stored by itself.
+    unblock();
+    crate::support::poll_until_async(
+        || async {
+            std::fs::read_to_string(&bans_file)
+                .is_ok_and(|text| text.contains("203.0.113.2") && !text.contains("203.0.113.1"))
+        },
+        "the bans stored once the disk works again",
+    )
+    .await;
+    assert!(process.wait_for_log("stored the bans", Duration::from_secs(5)));
+
+    // Fails again, long enough for the retries to be seconds apart; comes
+    // back, and the process stops before the next retry.
+    block();
+    let third = tokio::task::spawn_blocking({
+        let bans = bans.clone();
+        move || bans(&["add", "203.0.113.3"])
+    })
+    .await
+    .unwrap();
+    assert!(!third.status.success());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    unblock();
+    process.signal("TERM");
+    let mut process = process;
+    process.child.wait().unwrap();
+    let text = std::fs::read_to_string(&bans_file).expect("stored at shutdown");
+    assert!(text.contains("203.0.113.3"), "{text}");
+    let restarted = Process::start(&path);
+    let listed = bans(&["list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains("203.0.113.2") && listed.contains("203.0.113.3"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("203.0.113.1"),
+        "the lifted ban came back: {listed}"
+    );
+    drop(restarted);
+}

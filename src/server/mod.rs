@@ -396,6 +396,12 @@ impl Server {
             self.shared.kill.cancel();
             tracker.wait().await;
         }
+        // The bans on disk as they are now: a write that failed earlier
+        // (disk full, read-only) gets one more try.
+        let guard = self.shared.guard.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || guard.bans.flush()).await {
+            tracing::error!(%error, "the bans could not be stored at shutdown: bans issued or lifted since the last good write are lost");
+        }
     }
 }
 
