@@ -135,6 +135,16 @@ fn status(code: StatusCode, text: &'static str) -> Response<Body> {
 
 async fn answer(request: Request<Incoming>, sources: &Sources, door: &Door) -> Response<Body> {
     let path = request.uri().path().to_string();
+    // An absolute-form target (`GET http://evil.example/metrics`) names its
+    // own authority, which wins over Host (RFC 9112 §3.2.2): no browser
+    // sends one to a server, and answering it would make the Host check
+    // below a check of the wrong field.
+    if request.uri().authority().is_some() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "absolute-form request targets are not served here\n",
+        );
+    }
     // Without a token the listener is loopback-only, and a Host that is not
     // its own is a page that rebound its DNS name to 127.0.0.1.
     if door.token.is_none() {

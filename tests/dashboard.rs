@@ -328,4 +328,18 @@ async fn commands_from_anywhere_but_the_dashboard_are_refused() {
         .await
         .unwrap();
     assert_eq!(rebound.status(), 421);
+    // Nor can an absolute-form target name another authority while Host
+    // names the listener (the target's authority wins: RFC 9112 §3.2.2).
+    let mut raw = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let request = format!(
+        "GET http://evil.example/metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    );
+    let (answer, _) = crate::support::exchange(
+        &mut raw,
+        request.as_bytes(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(crate::support::status_of(&answer), 400);
+    assert!(!String::from_utf8_lossy(&answer).contains("drawbridge_"));
 }

@@ -475,3 +475,77 @@ async fn the_machine_itself_is_never_banned_and_a_range_is_not_narrowed() {
     assert!(!listed.contains("10.0.0.0"), "{listed}");
     assert!(added.contains("2001:db8:1:2::/64"), "{added}");
 }
+
+/// A client that sends a wrong password and closes its connection before
+/// home answers (never reading the answer) has still made home check the
+/// password: home's 401 counts toward the ban when it comes, over HTTP/1.1
+/// and HTTP/2, and the access log says 499 for each, as nginx does.
+#[tokio::test]
+async fn a_login_whose_client_leaves_before_the_answer_still_counts() {
+    use crate::support::raw::{tls, Proto};
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let gw = TestGateway::start_in(
+        dir,
+        &format!(
+            "[log]\naccess = \"{}\"\n\n[guard]\n{BAN_LOOPBACK}\n{}",
+            log.display(),
+            site("jelly.test", origin.addr, "login_rate = \"off\"")
+        ),
+    )
+    .await;
+    let body = r#"{"Username":"mum","Pw":"wrong"}"#;
+    for (proto, from) in [(Proto::H1, "127.0.0.93"), (Proto::H2, "127.0.0.94")] {
+        for attempt in 1..=3 {
+            let mut stream = tls(&gw, from, "jelly.test", proto).await.unwrap();
+            let logins = || origin.seen.hits("/Users/AuthenticateByName");
+            let before = logins();
+            match proto {
+                Proto::H1 => {
+                    let request = format!(
+                        "POST /Users/AuthenticateByName HTTP/1.1\r\nHost: jelly.test\r\nContent-Type: application/json\r\nx-test-delay-ms: 300\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    crate::support::poll_until(|| logins() > before, "the login at home").await;
+                    drop(stream);
+                }
+                Proto::H2 => {
+                    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                        hyper_util::rt::TokioExecutor::new(),
+                        hyper_util::rt::TokioIo::new(stream),
+                    )
+                    .await
+                    .unwrap();
+                    let connection = tokio::spawn(connection);
+                    let request =
+                        http::Request::post("https://jelly.test/Users/AuthenticateByName")
+                            .header("content-type", "application/json")
+                            .header("x-test-delay-ms", "300")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                            .unwrap();
+                    let waiting = tokio::spawn(async move { sender.send_request(request).await });
+                    crate::support::poll_until(|| logins() > before, "the login at home").await;
+                    waiting.abort();
+                    connection.abort();
+                }
+            }
+            if attempt < 3 {
+                assert!(!closed_at_accept(from, gw.https).await, "banned too soon");
+            }
+        }
+        // The third answer, counted after its client left, bans the address.
+        crate::support::poll_until_async(
+            || closed_at_accept(from, gw.https),
+            "the ban from answers nobody read",
+        )
+        .await;
+    }
+    crate::support::poll_until(
+        || std::fs::read_to_string(&log).is_ok_and(|text| text.matches("\" 499 ").count() >= 6),
+        "six 499 lines in the access log",
+    )
+    .await;
+}

@@ -120,6 +120,25 @@ pub fn for_site(
     ]
 }
 
+/// Whether `path` is one of the auth routes the login guard of `filters`
+/// watches.
+pub fn is_auth_route(filters: &[Filter], path: &str) -> bool {
+    filters.iter().any(|filter| match filter {
+        Filter::Login(login) => login.auth.matches(path),
+        _ => false,
+    })
+}
+
+/// Counts home's answer to a login whose client left before it came, as
+/// `on_response` would have (the login guard alone: no answer is sent).
+pub fn count_unsent(filters: &[Filter], exchange: Exchange<'_>) {
+    for filter in filters {
+        if let Filter::Login(_) = filter {
+            filter.on_response(&mut HeaderMap::new(), exchange);
+        }
+    }
+}
+
 impl Filter {
     /// Looks at a request before it is forwarded.
     pub fn on_request(&self, subject: Subject<'_>) -> Verdict {

@@ -5,6 +5,7 @@ use http::{header, Method, Request, Response};
 
 use super::head::raw_host;
 use super::{Gateway, Scope};
+use crate::access_log::Line;
 use crate::body::{Body, BodyLimits, ClientBody};
 use crate::cache;
 use crate::error::{answer, ProxyError};
@@ -70,6 +71,10 @@ impl Gateway {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        // A login outlives its client (`login.rs`): its own access-log line.
+        let login = crate::filter::is_auth_route(&site.filters, scope.subject.path);
+        let line = (login && site.access_log && self.access_log.enabled())
+            .then(|| Line::start(&request, client.ip, &site.name));
         let (parts, body) = request.into_parts();
         let limits = BodyLimits {
             max: site.max_body,
@@ -83,6 +88,11 @@ impl Gateway {
             Ok(read) => read,
             Err(error) => return answer(error, version),
         };
+        if login {
+            return self
+                .forward_login((parts, body), scope, raw_host.clone(), line)
+                .await;
+        }
         site.upstream
             .forward(parts, body, visitor)
             .await

@@ -40,6 +40,7 @@ mod conn;
 mod forward;
 mod gate;
 mod head;
+mod login;
 mod request;
 pub use conn::{Closed, Conn};
 pub use head::check_head;
@@ -50,7 +51,7 @@ struct Scope<'a> {
     conn: &'a Conn,
     client: &'a Client,
     routes: &'a Routes,
-    site: &'a Site,
+    site: &'a Arc<Site>,
     host: &'a str,
     subject: filter::Subject<'a>,
 }

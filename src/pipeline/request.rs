@@ -42,7 +42,7 @@ impl Gateway {
                 .sni
                 .as_deref()
                 .and_then(|sni| routes.site(sni))
-                .is_some_and(|s| std::ptr::eq(s.as_ref(), site));
+                .is_some_and(|s| std::sync::Arc::ptr_eq(s, site));
             if !same_site {
                 return Ok(Some(answer(ProxyError::Misdirected, version)));
             }

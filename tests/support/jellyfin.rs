@@ -396,7 +396,15 @@ pub async fn answer_for(
     let method = request.method().clone();
     match s.as_slice() {
         ["users", "authenticatebyname"] if method == Method::POST => {
+            // A test's slow home: `x-test-delay-ms` before the answer.
+            let delay = request
+                .headers()
+                .get("x-test-delay-ms")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            if let Some(ms) = delay {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             let login: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             if login["Pw"] == PASSWORD {
                 let token = jellyfin.sign_in();
