@@ -7,6 +7,8 @@
 //! else — home down, an error — is no word at all: the gate neither lets the
 //! request through nor remembers anything.
 
+use std::sync::Arc;
+
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 
@@ -52,7 +54,7 @@ pub async fn ask(
 }
 
 /// The user's name in `/Users/Me`'s answer (read up to 64 KiB).
-async fn user_name(mut body: Body) -> Option<String> {
+async fn user_name(mut body: Body) -> Option<Arc<str>> {
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.ok()?.into_data() {
@@ -63,5 +65,5 @@ async fn user_name(mut body: Body) -> Option<String> {
         }
     }
     let user: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    user["Name"].as_str().map(str::to_string)
+    user["Name"].as_str().map(Arc::from)
 }

@@ -32,27 +32,53 @@ pub struct Credentials {
     pub params: Vec<String>,
 }
 
-impl Credentials {
-    /// The credentials in `headers` and `uri`'s query, if any carries a
-    /// token (an `Authorization` header without `Token`, as a login sends,
-    /// is none).
-    pub fn of(headers: &HeaderMap, uri: &Uri) -> Option<Credentials> {
+/// What a request carries that the gate reads, found in one pass over its
+/// headers: its credentials, the gate's cookie, and whether a browser sent
+/// it (`Sec-Fetch-Mode`, which browsers send with every request).
+#[derive(Debug, Default)]
+pub struct Carried<'a> {
+    /// Its credentials, if any carries a token.
+    pub credentials: Option<Credentials>,
+    /// The gate's cookie's value.
+    pub cookie: Option<&'a str>,
+    /// A browser sent it.
+    pub browser: bool,
+}
+
+impl<'a> Carried<'a> {
+    /// What `headers` and `uri`'s query carry.
+    pub fn of(headers: &'a HeaderMap, uri: &Uri) -> Carried<'a> {
         let mut found = Credentials {
             headers: Vec::new(),
             params: Vec::new(),
         };
-        for name in HEADERS {
-            for value in headers.get_all(name) {
-                let tokened = match name {
-                    "authorization" | "x-emby-authorization" => token_of(value).is_some(),
-                    _ => !value.is_empty(),
-                };
-                if tokened {
-                    found
-                        .headers
-                        .push((HeaderName::from_static(name), value.clone()));
+        let mut carried = Carried::default();
+        for (name, value) in headers {
+            let tokened = match name.as_str() {
+                "authorization" | "x-emby-authorization" => token_of(value).is_some(),
+                "x-emby-token" | "x-mediabrowser-token" => !value.is_empty(),
+                "cookie" => {
+                    if carried.cookie.is_none() {
+                        carried.cookie = cookie_in(value);
+                    }
+                    false
                 }
+                "sec-fetch-mode" => {
+                    carried.browser = true;
+                    false
+                }
+                _ => false,
+            };
+            if tokened {
+                found.headers.push((name.clone(), value.clone()));
             }
+        }
+        // In `HEADERS` order, whatever order they came in (the key is the
+        // same for the same credentials).
+        if found.headers.len() > 1 {
+            found
+                .headers
+                .sort_by_key(|(name, _)| HEADERS.iter().position(|h| *h == name.as_str()));
         }
         if let Some(query) = uri.query() {
             for pair in query.split('&') {
@@ -62,7 +88,27 @@ impl Credentials {
                 }
             }
         }
-        (!found.headers.is_empty() || !found.params.is_empty()).then_some(found)
+        if !found.headers.is_empty() || !found.params.is_empty() {
+            carried.credentials = Some(found);
+        }
+        carried
+    }
+}
+
+/// The gate's cookie's value in one `Cookie` header, if there.
+fn cookie_in(value: &HeaderValue) -> Option<&str> {
+    value.to_str().ok()?.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == super::COOKIE && !value.is_empty()).then_some(value)
+    })
+}
+
+impl Credentials {
+    /// The credentials in `headers` and `uri`'s query, if any carries a
+    /// token (an `Authorization` header without `Token`, as a login sends,
+    /// is none).
+    pub fn of(headers: &HeaderMap, uri: &Uri) -> Option<Credentials> {
+        Carried::of(headers, uri).credentials
     }
 
     /// The tokens in them, however spelt: a logout of one ends every
@@ -83,13 +129,32 @@ impl Credentials {
     }
 
     /// What the gate remembers the credentials by: everything that could
-    /// change Jellyfin's answer, as sent.
+    /// change Jellyfin's answer — where each token was sent, its scheme
+    /// and the token itself, not the client's name or version beside it.
     pub fn key(&self) -> String {
-        let mut key = String::with_capacity(96);
+        self.key_for("")
+    }
+
+    /// `key`, for the site `site` (one string: the gate's memory is the
+    /// process's).
+    pub fn key_for(&self, site: &str) -> String {
+        let mut key = String::with_capacity(site.len() + 64);
+        key.push_str(site);
+        key.push('\n');
         for (name, value) in &self.headers {
             key.push_str(name.as_str());
             key.push(':');
-            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            match name.as_str() {
+                "authorization" | "x-emby-authorization" => {
+                    let scheme = value.as_bytes().split(|b| *b == b' ').next().unwrap_or(b"");
+                    for byte in scheme {
+                        key.push(char::from(byte.to_ascii_lowercase()));
+                    }
+                    key.push(' ');
+                    key.push_str(token_of(value).unwrap_or(""));
+                }
+                _ => key.push_str(&String::from_utf8_lossy(value.as_bytes())),
+            }
             key.push('\n');
         }
         for param in &self.params {
@@ -110,11 +175,28 @@ pub fn token_of(value: &HeaderValue) -> Option<&str> {
     if !scheme.eq_ignore_ascii_case("MediaBrowser") && !scheme.eq_ignore_ascii_case("Emby") {
         return None;
     }
-    params.split(',').find_map(|param| {
-        let (name, value) = param.trim().split_once('=')?;
-        let value = value.trim().trim_matches('"');
-        (name.trim() == "Token" && !value.is_empty()).then_some(value)
-    })
+    // `Token` where a parameter starts (after the scheme or a comma), then
+    // `=`, then the value, quoted or up to the next comma. On every request
+    // with credentials: found by memmem, not by splitting every parameter.
+    let bytes = params.as_bytes();
+    for at in memchr::memmem::find_iter(bytes, b"Token") {
+        let before = bytes[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+        if !matches!(before, None | Some(b',')) {
+            continue;
+        }
+        let Some(rest) = params[at + 5..].trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let value = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next().unwrap_or(""),
+            None => rest.split(',').next().unwrap_or("").trim_end(),
+        };
+        if !value.is_empty() {
+            return Some(value);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -158,6 +240,19 @@ mod tests {
             None,
             "names as written"
         );
+        assert_eq!(
+            token_of(&HeaderValue::from_static(
+                r#"MediaBrowser DeviceToken="d", Token = "t2""#
+            )),
+            Some("t2"),
+            "a name ending in Token is not Token; spaces around ="
+        );
+        assert_eq!(
+            token_of(&HeaderValue::from_static(
+                r#"MediaBrowser Token=bare, Client="c""#
+            )),
+            Some("bare")
+        );
         // A login carries the header without a token: no credentials.
         assert_eq!(
             of(&[("authorization", r#"MediaBrowser Client="a""#)], "/x"),
@@ -170,6 +265,47 @@ mod tests {
         // An escaped name is the same name to ASP.NET Core.
         let escaped = of(&[], "/x?api%5Fkey=t4").unwrap();
         assert_eq!(escaped.params, ["api%5Fkey=t4"]);
+    }
+
+    #[test]
+    fn the_cookie_and_a_browser_are_found_among_other_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append("cookie", "a=1".parse().unwrap());
+        headers.append("cookie", "b=2; __Host-drawbridge=abc".parse().unwrap());
+        headers.append("sec-fetch-mode", "cors".parse().unwrap());
+        let carried = super::Carried::of(&headers, &"/x".parse::<Uri>().unwrap());
+        assert_eq!(carried.cookie, Some("abc"), "in a later crumb too");
+        assert!(carried.browser);
+        assert!(carried.credentials.is_none());
+        let mut other = HeaderMap::new();
+        other.append("cookie", "drawbridge=abc".parse().unwrap());
+        let carried = super::Carried::of(&other, &"/x".parse::<Uri>().unwrap());
+        assert_eq!(carried.cookie, None, "only the host-only name");
+        assert!(!carried.browser);
+    }
+
+    #[test]
+    fn the_key_is_where_the_token_went_and_the_token() {
+        let web = of(
+            &[(
+                "authorization",
+                r#"MediaBrowser Client="Web", Device="a", Token="t""#,
+            )],
+            "/x",
+        )
+        .unwrap();
+        let app = of(
+            &[(
+                "authorization",
+                r#"mediabrowser Device="b", Token="t", Version="2""#,
+            )],
+            "/x",
+        )
+        .unwrap();
+        assert_eq!(web.key(), app.key(), "the client's name is no part of it");
+        let legacy = of(&[("authorization", r#"Emby Token="t""#)], "/x").unwrap();
+        assert_ne!(web.key(), legacy.key(), "the scheme is");
+        assert_ne!(web.key_for("a.test"), web.key_for("b.test"), "and the site");
     }
 
     #[test]

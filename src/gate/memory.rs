@@ -37,10 +37,15 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         }
     }
 
-    fn get(&mut self, key: &K) -> Option<&mut V> {
+    /// The entry of `key` (borrowed: no copy of it is made to look).
+    fn get<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         if !self.current.contains_key(key) {
-            let value = self.previous.remove(key)?;
-            self.insert(key.clone(), value);
+            let (owned, value) = self.previous.remove_entry(key)?;
+            self.insert(owned, value);
         }
         self.current.get_mut(key)
     }
@@ -66,7 +71,7 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Word {
     /// Accepted: a user's session (its name), or an API key (no user).
-    Good(Option<String>),
+    Good(Option<Arc<str>>),
     /// Refused (401/403).
     Bad,
 }
@@ -123,14 +128,14 @@ impl Memory {
     /// Jellyfin's word on `key`, while it is remembered.
     pub fn word(&self, key: &str, now: Instant) -> Option<Word> {
         let mut words = self.words.lock().expect("gate lock");
-        let remembered = words.get(&key.to_string())?;
+        let remembered = words.get(key)?;
         (remembered.until > now).then(|| remembered.word.clone())
     }
 
     /// The credentials remembered for `key` (to ask again).
     pub fn credentials(&self, key: &str) -> Option<Arc<Credentials>> {
         let mut words = self.words.lock().expect("gate lock");
-        words.get(&key.to_string()).map(|r| r.credentials.clone())
+        words.get(key).map(|r| r.credentials.clone())
     }
 
     /// Whose turn it is to ask about `key`.
@@ -174,7 +179,7 @@ impl Memory {
     /// token the gate thought good).
     pub fn forget(&self, key: &str) {
         let mut words = self.words.lock().expect("gate lock");
-        let tokens: Vec<String> = match words.get(&key.to_string()) {
+        let tokens: Vec<String> = match words.get(key) {
             Some(remembered) => remembered
                 .credentials
                 .tokens()
@@ -221,7 +226,7 @@ impl Memory {
     /// used within `idle`.
     pub fn session(&self, id: &str, now: Instant, idle: std::time::Duration) -> Option<String> {
         let mut sessions = self.sessions.lock().expect("gate lock");
-        let session = sessions.get(&id.to_string())?;
+        let session = sessions.get(id)?;
         if now.saturating_duration_since(session.last) > idle {
             return None;
         }
@@ -229,9 +234,15 @@ impl Memory {
         Some(session.key.clone())
     }
 
-    /// Lets `ip` through the side doors until `until`, on `key`'s word.
+    /// Lets `ip` through the side doors until `until`, on `key`'s word (a
+    /// grant it already has on that key is only moved on: no copy).
     pub fn grant(&self, ip: IpAddr, key: &str, until: Instant) {
-        self.grants.lock().expect("gate lock").insert(
+        let mut grants = self.grants.lock().expect("gate lock");
+        if let Some(grant) = grants.get(&ip).filter(|grant| grant.key == key) {
+            grant.until = until;
+            return;
+        }
+        grants.insert(
             ip,
             Grant {
                 key: key.to_string(),

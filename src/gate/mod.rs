@@ -39,13 +39,14 @@ use tokio::time::Instant;
 use crate::body::{full_body, Body};
 use crate::config::{GateMode, SiteConfig};
 use crate::error::ProxyError;
+use crate::filter::access::RouteClass;
 use crate::filter::rate_limit::RateLimit;
 use crate::forwarding::Visitor;
 use crate::guard::keys::ClientKey;
 use crate::guard::Guard;
 use crate::metrics::GateCounts;
 use crate::upstream::Upstream;
-use credentials::Credentials;
+use credentials::{Carried, Credentials};
 use memory::{Memory, Turn, Word};
 pub use routes::{Route, SideDoor};
 
@@ -60,7 +61,10 @@ const CHECK_WAIT: Duration = Duration::from_secs(5);
 pub struct Gate {
     mode: GateMode,
     site: String,
-    public: Vec<String>,
+    /// The site's own public paths, as configured (for `check`).
+    own_public: Vec<String>,
+    /// Jellyfin's public routes and the site's own, ready to match.
+    public: RouteClass,
     memory: Arc<Memory>,
     config: crate::config::Gate,
     budget: RateLimit,
@@ -118,7 +122,8 @@ impl Gate {
         Gate {
             mode: site.gate,
             site: site.name(),
-            public: site.gate_public.clone(),
+            own_public: site.gate_public.clone(),
+            public: routes::public_class(&site.gate_public),
             memory,
             config: config.clone(),
             budget: RateLimit::new(
@@ -149,7 +154,7 @@ impl Gate {
         routes::PUBLIC
             .iter()
             .map(ToString::to_string)
-            .chain(self.public.iter().cloned())
+            .chain(self.own_public.iter().cloned())
             .collect()
     }
 
@@ -172,10 +177,10 @@ impl Gate {
             Route::Side(_) | Route::Api => {}
         }
         let logout = request.method() == Method::POST && routes::matches("/Sessions/Logout", path);
-        let cookie = cookie_of(request.headers());
-        if let Some(credentials) = Credentials::of(request.headers(), request.uri()) {
-            let key = format!("{}\n{}", self.site, credentials.key());
-            return match self.word(&key, Arc::new(credentials), who, upstream).await {
+        let carried = Carried::of(request.headers(), request.uri());
+        if let Some(credentials) = carried.credentials {
+            let key = credentials.key_for(&self.site);
+            return match self.word(&key, &credentials, who, upstream).await {
                 Ok(Word::Good(_)) => {
                     if !self.config.address_grant.is_zero() {
                         self.memory.grant(
@@ -184,12 +189,17 @@ impl Gate {
                             who.now + self.config.address_grant,
                         );
                     }
-                    let browser = request.headers().contains_key("sec-fetch-mode");
-                    let has_cookie = cookie
-                        .and_then(|id| self.memory.session(id, who.now, self.config.session_idle))
-                        .is_some_and(|k| k == key);
+                    // A browser gets the cookie once per session it stands for.
+                    let set_cookie = carried.browser
+                        && who.visitor.tls
+                        && carried
+                            .cookie
+                            .and_then(|id| {
+                                self.memory.session(id, who.now, self.config.session_idle)
+                            })
+                            .is_none_or(|k| k != key);
                     Admitted::Pass(Ticket {
-                        set_cookie: browser && who.visitor.tls && !has_cookie,
+                        set_cookie,
                         key: Some(key),
                         logout,
                         carried: true,
@@ -201,8 +211,9 @@ impl Gate {
         }
         // No credentials: a browser session by its cookie, then, on a side
         // door, the address a checked session uses now.
-        let session =
-            cookie.and_then(|id| self.memory.session(id, who.now, self.config.session_idle));
+        let session = carried
+            .cookie
+            .and_then(|id| self.memory.session(id, who.now, self.config.session_idle));
         let granted = match route {
             Route::Side(_) => self.memory.granted(who.visitor.client.ip, who.now),
             _ => None,
@@ -211,7 +222,7 @@ impl Gate {
             let Some(credentials) = self.memory.credentials(&key) else {
                 continue;
             };
-            if let Ok(Word::Good(_)) = self.word(&key, credentials, who, upstream).await {
+            if let Ok(Word::Good(_)) = self.word(&key, &credentials, who, upstream).await {
                 return Admitted::Pass(Ticket {
                     key: Some(key),
                     set_cookie: false,
@@ -250,10 +261,15 @@ impl Gate {
     async fn word(
         &self,
         key: &str,
-        credentials: Arc<Credentials>,
+        credentials: &Credentials,
         who: Who<'_>,
         upstream: &Upstream,
     ) -> Result<Word, ProxyError> {
+        // Remembered: the common case, no clock read beyond the request's.
+        if let Some(word) = self.memory.word(key, who.now) {
+            return Ok(word);
+        }
+        let credentials = Arc::new(credentials.clone());
         let waited_until = who.now + upstream_wait(upstream);
         loop {
             if let Some(word) = self.memory.word(key, Instant::now()) {
@@ -379,19 +395,6 @@ fn users_public() -> Result<Response<Body>, ProxyError> {
     Ok(response)
 }
 
-/// The gate's cookie's value in `headers`, if sent.
-fn cookie_of(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE && !value.is_empty()).then_some(value)
-        })
-}
-
 /// 32 random bytes, base64url: a session's cookie value.
 fn random_id() -> String {
     use base64::Engine as _;
@@ -404,19 +407,4 @@ fn random_id() -> String {
 /// The gate's memory of a process, for `Routes::build`.
 pub fn memory(config: &crate::config::Gate) -> Arc<Memory> {
     Memory::new(config.max_remembered as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cookie_of;
-
-    #[test]
-    fn the_cookie_is_found_among_others() {
-        let mut headers = http::HeaderMap::new();
-        headers.append("cookie", "a=1; __Host-drawbridge=abc; b=2".parse().unwrap());
-        assert_eq!(cookie_of(&headers), Some("abc"));
-        let mut other = http::HeaderMap::new();
-        other.append("cookie", "drawbridge=abc".parse().unwrap());
-        assert_eq!(cookie_of(&other), None, "only the host-only name");
-    }
 }

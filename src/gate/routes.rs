@@ -4,6 +4,8 @@
 //! show its login screen and sign in, the side doors Jellyfin serves to
 //! anyone who knows an item id, and the rest of its API.
 
+use crate::filter::access::RouteClass;
+
 /// What a request's path is to the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -130,12 +132,36 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.trim_matches('/').split('/').filter(|s| !s.is_empty())
 }
 
-/// The gate's route `path` (canonical) is, given a site's own public patterns.
-pub fn route(path: &str, public: &[String]) -> Route {
-    if PUBLIC.iter().any(|p| matches(p, path)) || public.iter().any(|p| matches(p, path)) {
+/// The routes open without credentials: Jellyfin's `PUBLIC` and a site's
+/// own, matched as `auth_paths` are (every request with the gate on asks).
+pub fn public_class(own: &[String]) -> RouteClass {
+    let all: Vec<String> = PUBLIC
+        .iter()
+        .map(ToString::to_string)
+        .chain(own.iter().cloned())
+        .collect();
+    RouteClass::new(&all)
+}
+
+/// The gate's route `path` (canonical) is, given the public routes in
+/// force (`public_class`).
+pub fn route(path: &str, public: &RouteClass) -> Route {
+    if public.matches(path) {
         return Route::Public;
     }
-    let s: Vec<&str> = segments(path).collect();
+    // The segments on the stack. A longer path is none of Jellyfin's side
+    // doors (its longest route has 11), and is gated all the same.
+    const MOST: usize = 16;
+    let mut found = [""; MOST];
+    let mut count = 0;
+    for segment in segments(path) {
+        if count == MOST {
+            return Route::Api;
+        }
+        found[count] = segment;
+        count += 1;
+    }
+    let s = &found[..count];
     let is = |i: usize, word: &str| s.get(i).is_some_and(|x| x.eq_ignore_ascii_case(word));
     let lower_starts = |i: usize, prefix: &str| {
         s.get(i).is_some_and(|x| {
@@ -186,7 +212,7 @@ pub fn route(path: &str, public: &[String]) -> Route {
 
 #[cfg(test)]
 mod tests {
-    use super::{matches, route, Route, SideDoor};
+    use super::{matches, public_class, route, Route, SideDoor};
 
     #[test]
     fn patterns_match_by_segment_without_case() {
@@ -204,7 +230,7 @@ mod tests {
 
     #[test]
     fn jellyfins_routes_are_told_apart() {
-        let none: &[String] = &[];
+        let none = &public_class(&[]);
         let id = "0123456789abcdef0123456789abcdef";
         for (path, want) in [
             ("/", Route::Public),
@@ -269,7 +295,7 @@ mod tests {
         ] {
             assert_eq!(route(path, none), want, "{path}");
         }
-        let own = ["/sso/**".to_string()];
+        let own = public_class(&["/sso/**".to_string()]);
         assert_eq!(route("/SSO/OID/start/x", &own), Route::Public);
         assert_eq!(route("/SSO/OID/start/x", none), Route::Api);
     }
