@@ -269,9 +269,13 @@ backend origin
         load = pinned(1, f"h2load {flag}-c 16 -m 4 -n {{}} https://localhost:{port}/small.json")
         sh(load.format(1000))  # warm: connections, pools, caches
         group = self.procs[name].pid
-        traced = {p: int(open(f"/proc/{p}/stat").read().split(") ")[1].split()[1])
-                  for p in sh(f"pgrep -g {group}").split()
-                  if "callgrind" in pathlib.Path(f"/proc/{p}/exe").resolve().name}
+        traced = {}
+        for p in sh(f"pgrep -g {group}").split():
+            try:  # a process of the group may end while it is looked at
+                if "callgrind" in pathlib.Path(f"/proc/{p}/exe").resolve().name:
+                    traced[p] = int(open(f"/proc/{p}/stat").read().split(") ")[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                pass
         # The serving processes: nginx's worker, not its master.
         serving = [p for p in traced if str(p) not in map(str, traced.values())]
         for pid in serving:
@@ -751,8 +755,11 @@ def gated_instructions(bench, rows):
     reloads = log.read_text().count("config reloaded")
     group = bench.procs["drawbridge"].pid
     for pid in sh(f"pgrep -g {group}").split():
-        if "callgrind" in pathlib.Path(f"/proc/{pid}/exe").resolve().name:
-            os.kill(int(pid), signal.SIGHUP)
+        try:
+            if "callgrind" in pathlib.Path(f"/proc/{pid}/exe").resolve().name:
+                os.kill(int(pid), signal.SIGHUP)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
     deadline = time.time() + 60
     while log.read_text().count("config reloaded") == reloads:
         if time.time() > deadline:
