@@ -33,64 +33,112 @@ pub struct Credentials {
 }
 
 /// What a request carries that the gate reads, found in one pass over its
-/// headers: its credentials, the gate's cookie, and whether a browser sent
-/// it (`Sec-Fetch-Mode`, which browsers send with every request).
+/// headers: its credentials (borrowed, with the key the gate remembers them
+/// by), the gate's cookie, and whether a browser sent it (`Sec-Fetch-Mode`,
+/// which browsers send with every request). Nothing is copied but the key:
+/// this runs for every request past the public routes.
 #[derive(Debug, Default)]
 pub struct Carried<'a> {
     /// Its credentials, if any carries a token.
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<Found<'a>>,
     /// The gate's cookie's value.
     pub cookie: Option<&'a str>,
     /// A browser sent it.
     pub browser: bool,
 }
 
+/// A request's credentials as it carries them, and their key.
+#[derive(Debug)]
+pub struct Found<'a> {
+    /// What the gate remembers them by (`Credentials::key_for`).
+    pub key: String,
+    headers: Vec<(&'a HeaderName, &'a HeaderValue)>,
+    params: Vec<&'a str>,
+}
+
+impl Found<'_> {
+    /// An owned copy, to ask Jellyfin with and to remember.
+    pub fn to_credentials(&self) -> Credentials {
+        Credentials {
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| ((*name).clone(), (*value).clone()))
+                .collect(),
+            params: self.params.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
 impl<'a> Carried<'a> {
-    /// What `headers` and `uri`'s query carry.
-    pub fn of(headers: &'a HeaderMap, uri: &Uri) -> Carried<'a> {
-        let mut found = Credentials {
-            headers: Vec::new(),
-            params: Vec::new(),
-        };
+    /// What `headers` and `uri`'s query carry, the key made for `site`.
+    pub fn of(headers: &'a HeaderMap, uri: &'a Uri, site: &str) -> Carried<'a> {
         let mut carried = Carried::default();
+        let mut found: Vec<(&HeaderName, &HeaderValue, Option<&str>)> = Vec::new();
         for (name, value) in headers {
-            let tokened = match name.as_str() {
-                "authorization" | "x-emby-authorization" => token_of(value).is_some(),
-                "x-emby-token" | "x-mediabrowser-token" => !value.is_empty(),
-                "cookie" => {
-                    if carried.cookie.is_none() {
-                        carried.cookie = cookie_in(value);
+            match name.as_str() {
+                "authorization" | "x-emby-authorization" => {
+                    if let Some(token) = token_of(value) {
+                        found.push((name, value, Some(token)));
                     }
-                    false
                 }
-                "sec-fetch-mode" => {
-                    carried.browser = true;
-                    false
+                "x-emby-token" | "x-mediabrowser-token" if !value.is_empty() => {
+                    found.push((name, value, None));
                 }
-                _ => false,
-            };
-            if tokened {
-                found.headers.push((name.clone(), value.clone()));
+                "cookie" if carried.cookie.is_none() => carried.cookie = cookie_in(value),
+                "sec-fetch-mode" => carried.browser = true,
+                _ => {}
             }
         }
-        // In `HEADERS` order, whatever order they came in (the key is the
-        // same for the same credentials).
-        if found.headers.len() > 1 {
-            found
-                .headers
-                .sort_by_key(|(name, _)| HEADERS.iter().position(|h| *h == name.as_str()));
-        }
+        let mut params = Vec::new();
         if let Some(query) = uri.query() {
             for pair in query.split('&') {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
                 if !value.is_empty() && crate::canonical::param_is(name, &PARAMS) {
-                    found.params.push(pair.to_string());
+                    params.push(pair);
                 }
             }
         }
-        if !found.headers.is_empty() || !found.params.is_empty() {
-            carried.credentials = Some(found);
+        if found.is_empty() && params.is_empty() {
+            return carried;
         }
+        // In `HEADERS` order, whatever order they came in: the same
+        // credentials have the same key.
+        if found.len() > 1 {
+            found.sort_by_key(|(name, _, _)| HEADERS.iter().position(|h| *h == name.as_str()));
+        }
+        let mut key = String::with_capacity(site.len() + 48);
+        key.push_str(site);
+        key.push('\n');
+        for (name, value, token) in &found {
+            key.push_str(name.as_str());
+            key.push(':');
+            match token {
+                // The scheme (lower case) and the token: not the client's
+                // name, device or version around it.
+                Some(token) => {
+                    let scheme = value.as_bytes().split(|b| *b == b' ').next().unwrap_or(b"");
+                    key.extend(scheme.iter().map(|b| char::from(b.to_ascii_lowercase())));
+                    key.push(' ');
+                    key.push_str(token);
+                }
+                None => key.push_str(&String::from_utf8_lossy(value.as_bytes())),
+            }
+            key.push('\n');
+        }
+        for param in &params {
+            key.push('?');
+            key.push_str(param);
+            key.push('\n');
+        }
+        carried.credentials = Some(Found {
+            key,
+            headers: found
+                .into_iter()
+                .map(|(name, value, _)| (name, value))
+                .collect(),
+            params,
+        });
         carried
     }
 }
@@ -108,7 +156,29 @@ impl Credentials {
     /// token (an `Authorization` header without `Token`, as a login sends,
     /// is none).
     pub fn of(headers: &HeaderMap, uri: &Uri) -> Option<Credentials> {
-        Carried::of(headers, uri).credentials
+        Carried::of(headers, uri, "")
+            .credentials
+            .map(|found| found.to_credentials())
+    }
+
+    /// What the gate remembers the credentials by, for the site `site`:
+    /// where each token was sent, its scheme and the token itself.
+    pub fn key_for(&self, site: &str) -> String {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let query = self.params.join("&");
+        let uri: Uri = format!("/?{query}").parse().unwrap_or_default();
+        Carried::of(&headers, &uri, site)
+            .credentials
+            .map(|found| found.key)
+            .unwrap_or_default()
+    }
+
+    /// `key_for` without a site.
+    pub fn key(&self) -> String {
+        self.key_for("")
     }
 
     /// The tokens in them, however spelt: a logout of one ends every
@@ -127,73 +197,61 @@ impl Credentials {
             .filter_map(|pair| pair.split_once('=').map(|(_, value)| value));
         headers.chain(params).collect()
     }
-
-    /// What the gate remembers the credentials by: everything that could
-    /// change Jellyfin's answer — where each token was sent, its scheme
-    /// and the token itself, not the client's name or version beside it.
-    pub fn key(&self) -> String {
-        self.key_for("")
-    }
-
-    /// `key`, for the site `site` (one string: the gate's memory is the
-    /// process's).
-    pub fn key_for(&self, site: &str) -> String {
-        let mut key = String::with_capacity(site.len() + 64);
-        key.push_str(site);
-        key.push('\n');
-        for (name, value) in &self.headers {
-            key.push_str(name.as_str());
-            key.push(':');
-            match name.as_str() {
-                "authorization" | "x-emby-authorization" => {
-                    let scheme = value.as_bytes().split(|b| *b == b' ').next().unwrap_or(b"");
-                    for byte in scheme {
-                        key.push(char::from(byte.to_ascii_lowercase()));
-                    }
-                    key.push(' ');
-                    key.push_str(token_of(value).unwrap_or(""));
-                }
-                _ => key.push_str(&String::from_utf8_lossy(value.as_bytes())),
-            }
-            key.push('\n');
-        }
-        for param in &self.params {
-            key.push('?');
-            key.push_str(param);
-            key.push('\n');
-        }
-        key
-    }
 }
 
 /// The `Token` of an `Authorization`-style value with Jellyfin's scheme
 /// (`MediaBrowser`, or the legacy `Emby`): `Token="…"` among its
 /// comma-separated parameters (the name as written, the value unquoted).
 pub fn token_of(value: &HeaderValue) -> Option<&str> {
-    let text = value.to_str().ok()?;
-    let (scheme, params) = text.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("MediaBrowser") && !scheme.eq_ignore_ascii_case("Emby") {
+    let bytes = value.as_bytes();
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &bytes[start..];
+    let space = rest.iter().position(|b| *b == b' ')?;
+    let scheme = &rest[..space];
+    if !scheme.eq_ignore_ascii_case(b"MediaBrowser") && !scheme.eq_ignore_ascii_case(b"Emby") {
         return None;
     }
-    // `Token` where a parameter starts (after the scheme or a comma), then
-    // `=`, then the value, quoted or up to the next comma. On every request
-    // with credentials: found by memmem, not by splitting every parameter.
-    let bytes = params.as_bytes();
-    for at in memchr::memmem::find_iter(bytes, b"Token") {
-        let before = bytes[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
-        if !matches!(before, None | Some(b',')) {
+    // One pass over the parameters (a device name may be any bytes, so
+    // only the token itself must be text).
+    let params = &rest[space + 1..];
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let mut i = 0;
+    while i < params.len() {
+        while i < params.len() && (blank(params[i]) || params[i] == b',') {
+            i += 1;
+        }
+        let name_start = i;
+        while i < params.len() && !matches!(params[i], b'=' | b',' | b' ' | b'\t') {
+            i += 1;
+        }
+        let name = &params[name_start..i];
+        while i < params.len() && blank(params[i]) {
+            i += 1;
+        }
+        if params.get(i) != Some(&b'=') {
             continue;
         }
-        let Some(rest) = params[at + 5..].trim_start().strip_prefix('=') else {
-            continue;
+        i += 1;
+        while i < params.len() && blank(params[i]) {
+            i += 1;
+        }
+        let value = if params.get(i) == Some(&b'"') {
+            let from = i + 1;
+            let to = params[from..]
+                .iter()
+                .position(|b| *b == b'"')
+                .map_or(params.len(), |at| from + at);
+            i = to + 1;
+            &params[from..to]
+        } else {
+            let from = i;
+            while i < params.len() && params[i] != b',' {
+                i += 1;
+            }
+            params[from..i].trim_ascii_end()
         };
-        let rest = rest.trim_start();
-        let value = match rest.strip_prefix('"') {
-            Some(quoted) => quoted.split('"').next().unwrap_or(""),
-            None => rest.split(',').next().unwrap_or("").trim_end(),
-        };
-        if !value.is_empty() {
-            return Some(value);
+        if name == b"Token" && !value.is_empty() {
+            return std::str::from_utf8(value).ok();
         }
     }
     None
@@ -273,13 +331,14 @@ mod tests {
         headers.append("cookie", "a=1".parse().unwrap());
         headers.append("cookie", "b=2; __Host-drawbridge=abc".parse().unwrap());
         headers.append("sec-fetch-mode", "cors".parse().unwrap());
-        let carried = super::Carried::of(&headers, &"/x".parse::<Uri>().unwrap());
+        let uri = "/x".parse::<Uri>().unwrap();
+        let carried = super::Carried::of(&headers, &uri, "a.test");
         assert_eq!(carried.cookie, Some("abc"), "in a later crumb too");
         assert!(carried.browser);
         assert!(carried.credentials.is_none());
         let mut other = HeaderMap::new();
         other.append("cookie", "drawbridge=abc".parse().unwrap());
-        let carried = super::Carried::of(&other, &"/x".parse::<Uri>().unwrap());
+        let carried = super::Carried::of(&other, &uri, "a.test");
         assert_eq!(carried.cookie, None, "only the host-only name");
         assert!(!carried.browser);
     }

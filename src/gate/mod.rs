@@ -177,10 +177,12 @@ impl Gate {
             Route::Side(_) | Route::Api => {}
         }
         let logout = request.method() == Method::POST && routes::matches("/Sessions/Logout", path);
-        let carried = Carried::of(request.headers(), request.uri());
-        if let Some(credentials) = carried.credentials {
-            let key = credentials.key_for(&self.site);
-            return match self.word(&key, &credentials, who, upstream).await {
+        let carried = Carried::of(request.headers(), request.uri(), &self.site);
+        if let Some(found) = carried.credentials {
+            let owned = || Arc::new(found.to_credentials());
+            let word = self.word(&found.key, owned, who, upstream).await;
+            let key = found.key;
+            return match word {
                 Ok(Word::Good(_)) => {
                     if !self.config.address_grant.is_zero() {
                         self.memory.grant(
@@ -222,7 +224,8 @@ impl Gate {
             let Some(credentials) = self.memory.credentials(&key) else {
                 continue;
             };
-            if let Ok(Word::Good(_)) = self.word(&key, &credentials, who, upstream).await {
+            let remembered = || credentials.clone();
+            if let Ok(Word::Good(_)) = self.word(&key, remembered, who, upstream).await {
                 return Admitted::Pass(Ticket {
                     key: Some(key),
                     set_cookie: false,
@@ -261,15 +264,16 @@ impl Gate {
     async fn word(
         &self,
         key: &str,
-        credentials: &Credentials,
+        credentials: impl FnOnce() -> Arc<Credentials>,
         who: Who<'_>,
         upstream: &Upstream,
     ) -> Result<Word, ProxyError> {
-        // Remembered: the common case, no clock read beyond the request's.
+        // Remembered: the common case, no clock read beyond the request's
+        // and no copy of the credentials.
         if let Some(word) = self.memory.word(key, who.now) {
             return Ok(word);
         }
-        let credentials = Arc::new(credentials.clone());
+        let credentials = credentials();
         let waited_until = who.now + upstream_wait(upstream);
         loop {
             if let Some(word) = self.memory.word(key, Instant::now()) {
