@@ -107,19 +107,30 @@ impl<'a> Carried<'a> {
         if found.len() > 1 {
             found.sort_by_key(|(name, _, _)| HEADERS.iter().position(|h| *h == name.as_str()));
         }
-        let mut key = String::with_capacity(site.len() + 48);
+        // Short: it is hashed at every request. A letter for where each
+        // token went, another for its scheme, then the token.
+        let room: usize = found
+            .iter()
+            .map(|(_, value, token)| token.map_or(value.len(), str::len) + 3)
+            .chain(params.iter().map(|p| p.len() + 2))
+            .sum();
+        let mut key = String::with_capacity(site.len() + 1 + room);
         key.push_str(site);
         key.push('\n');
         for (name, value, token) in &found {
-            key.push_str(name.as_str());
-            key.push(':');
+            key.push(match name.as_str() {
+                "authorization" => 'A',
+                "x-emby-authorization" => 'X',
+                "x-emby-token" => 'E',
+                _ => 'M',
+            });
             match token {
-                // The scheme (lower case) and the token: not the client's
-                // name, device or version around it.
+                // The scheme and the token: not the client's name, device
+                // or version around it.
                 Some(token) => {
-                    let scheme = value.as_bytes().split(|b| *b == b' ').next().unwrap_or(b"");
-                    key.extend(scheme.iter().map(|b| char::from(b.to_ascii_lowercase())));
-                    key.push(' ');
+                    let legacy = value.as_bytes().trim_ascii_start().starts_with(b"E")
+                        || value.as_bytes().trim_ascii_start().starts_with(b"e");
+                    key.push(if legacy { 'e' } else { 'm' });
                     key.push_str(token);
                 }
                 None => key.push_str(&String::from_utf8_lossy(value.as_bytes())),
@@ -203,54 +214,41 @@ impl Credentials {
 /// (`MediaBrowser`, or the legacy `Emby`): `Token="…"` among its
 /// comma-separated parameters (the name as written, the value unquoted).
 pub fn token_of(value: &HeaderValue) -> Option<&str> {
+    static TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("Token"));
     let bytes = value.as_bytes();
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let start = bytes.iter().position(|b| *b != b' ' && *b != b'\t')?;
     let rest = &bytes[start..];
-    let space = rest.iter().position(|b| *b == b' ')?;
+    let space = memchr::memchr(b' ', rest)?;
     let scheme = &rest[..space];
     if !scheme.eq_ignore_ascii_case(b"MediaBrowser") && !scheme.eq_ignore_ascii_case(b"Emby") {
         return None;
     }
-    // One pass over the parameters (a device name may be any bytes, so
-    // only the token itself must be text).
+    // `Token` where a parameter starts (after the scheme or a comma), then
+    // `=`, then its value, quoted or up to the next comma. Found by memmem:
+    // this runs for every request with credentials. (A device name may be
+    // any bytes, so only the token itself must be text.)
     let params = &rest[space + 1..];
-    let blank = |b: u8| b == b' ' || b == b'\t';
-    let mut i = 0;
-    while i < params.len() {
-        while i < params.len() && (blank(params[i]) || params[i] == b',') {
-            i += 1;
-        }
-        let name_start = i;
-        while i < params.len() && !matches!(params[i], b'=' | b',' | b' ' | b'\t') {
-            i += 1;
-        }
-        let name = &params[name_start..i];
-        while i < params.len() && blank(params[i]) {
-            i += 1;
-        }
-        if params.get(i) != Some(&b'=') {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let mut from = 0;
+    while let Some(found) = TOKEN.find(&params[from..]) {
+        let at = from + found;
+        from = at + 5;
+        let before = params[..at].iter().rev().find(|b| !blank(b));
+        if !matches!(before, None | Some(b',')) {
             continue;
         }
-        i += 1;
-        while i < params.len() && blank(params[i]) {
-            i += 1;
-        }
-        let value = if params.get(i) == Some(&b'"') {
-            let from = i + 1;
-            let to = params[from..]
-                .iter()
-                .position(|b| *b == b'"')
-                .map_or(params.len(), |at| from + at);
-            i = to + 1;
-            &params[from..to]
-        } else {
-            let from = i;
-            while i < params.len() && params[i] != b',' {
-                i += 1;
-            }
-            params[from..i].trim_ascii_end()
+        let after = &params[at + 5..];
+        let after = &after[after.iter().take_while(|b| blank(b)).count()..];
+        let Some(after) = after.strip_prefix(b"=") else {
+            continue;
         };
-        if name == b"Token" && !value.is_empty() {
+        let after = &after[after.iter().take_while(|b| blank(b)).count()..];
+        let value = match after.strip_prefix(b"\"") {
+            Some(quoted) => &quoted[..memchr::memchr(b'"', quoted).unwrap_or(quoted.len())],
+            None => after[..memchr::memchr(b',', after).unwrap_or(after.len())].trim_ascii_end(),
+        };
+        if !value.is_empty() {
             return std::str::from_utf8(value).ok();
         }
     }
