@@ -52,106 +52,132 @@ pub struct Carried<'a> {
 pub struct Found<'a> {
     /// What the gate remembers them by (`Credentials::key_for`).
     pub key: String,
-    headers: Vec<(&'a HeaderName, &'a HeaderValue)>,
-    params: Vec<&'a str>,
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
 }
 
 impl Found<'_> {
-    /// An owned copy, to ask Jellyfin with and to remember.
+    /// An owned copy, to ask Jellyfin with and to remember (only then: the
+    /// request is read again).
     pub fn to_credentials(&self) -> Credentials {
+        let mut headers = Vec::new();
+        for (name, value) in self.headers {
+            let tokened = match name.as_str() {
+                "authorization" | "x-emby-authorization" => token_of(value).is_some(),
+                "x-emby-token" | "x-mediabrowser-token" => !value.is_empty(),
+                _ => false,
+            };
+            if tokened {
+                headers.push((name.clone(), value.clone()));
+            }
+        }
+        headers.sort_by_key(|(name, _)| HEADERS.iter().position(|h| *h == name.as_str()));
         Credentials {
-            headers: self
-                .headers
-                .iter()
-                .map(|(name, value)| ((*name).clone(), (*value).clone()))
-                .collect(),
-            params: self.params.iter().map(ToString::to_string).collect(),
+            headers,
+            params: params_of(self.uri).map(ToString::to_string).collect(),
         }
     }
+}
+
+/// The credential parameters of `uri`'s query, `name=value` as sent.
+fn params_of(uri: &Uri) -> impl Iterator<Item = &str> {
+    uri.query().into_iter().flat_map(|query| {
+        query.split('&').filter(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            !value.is_empty() && crate::canonical::param_is(name, &PARAMS)
+        })
+    })
 }
 
 impl<'a> Carried<'a> {
     /// What `headers` and `uri`'s query carry, the key made for `site`.
     pub fn of(headers: &'a HeaderMap, uri: &'a Uri, site: &str) -> Carried<'a> {
         let mut carried = Carried::default();
-        let mut found: Vec<(&HeaderName, &HeaderValue, Option<&str>)> = Vec::new();
+        // Most requests carry one credential: it is kept on the stack.
+        let mut first: Option<Entry<'a>> = None;
+        let mut found: Vec<Entry<'a>> = Vec::new();
+        let mut keep = |entry: Entry<'a>| match first {
+            None => first = Some(entry),
+            Some(_) => found.push(entry),
+        };
         for (name, value) in headers {
             match name.as_str() {
                 "authorization" | "x-emby-authorization" => {
                     if let Some(token) = token_of(value) {
-                        found.push((name, value, Some(token)));
+                        keep((name, value, Some(token)));
                     }
                 }
                 "x-emby-token" | "x-mediabrowser-token" if !value.is_empty() => {
-                    found.push((name, value, None));
+                    keep((name, value, None));
                 }
                 "cookie" if carried.cookie.is_none() => carried.cookie = cookie_in(value),
                 "sec-fetch-mode" => carried.browser = true,
                 _ => {}
             }
         }
-        let mut params = Vec::new();
-        if let Some(query) = uri.query() {
-            for pair in query.split('&') {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                if !value.is_empty() && crate::canonical::param_is(name, &PARAMS) {
-                    params.push(pair);
-                }
-            }
-        }
-        if found.is_empty() && params.is_empty() {
+        let params: Vec<&str> = params_of(uri).collect();
+        if first.is_none() && params.is_empty() {
             return carried;
         }
         // In `HEADERS` order, whatever order they came in: the same
         // credentials have the same key.
-        if found.len() > 1 {
-            found.sort_by_key(|(name, _, _)| HEADERS.iter().position(|h| *h == name.as_str()));
-        }
-        // Short: it is hashed at every request. A letter for where each
-        // token went, another for its scheme, then the token.
-        let room: usize = found
-            .iter()
-            .map(|(_, value, token)| token.map_or(value.len(), str::len) + 3)
-            .chain(params.iter().map(|p| p.len() + 2))
-            .sum();
-        let mut key = String::with_capacity(site.len() + 1 + room);
-        key.push_str(site);
-        key.push('\n');
-        for (name, value, token) in &found {
-            key.push(match name.as_str() {
-                "authorization" => 'A',
-                "x-emby-authorization" => 'X',
-                "x-emby-token" => 'E',
-                _ => 'M',
-            });
-            match token {
-                // The scheme and the token: not the client's name, device
-                // or version around it.
-                Some(token) => {
-                    let legacy = value.as_bytes().trim_ascii_start().starts_with(b"E")
-                        || value.as_bytes().trim_ascii_start().starts_with(b"e");
-                    key.push(if legacy { 'e' } else { 'm' });
-                    key.push_str(token);
-                }
-                None => key.push_str(&String::from_utf8_lossy(value.as_bytes())),
+        let key = match first {
+            Some(one) if found.is_empty() => key_of(site, std::slice::from_ref(&one), &params),
+            Some(one) => {
+                found.insert(0, one);
+                found.sort_by_key(|(name, _, _)| HEADERS.iter().position(|h| *h == name.as_str()));
+                key_of(site, &found, &params)
             }
-            key.push('\n');
-        }
-        for param in &params {
-            key.push('?');
-            key.push_str(param);
-            key.push('\n');
-        }
-        carried.credentials = Some(Found {
-            key,
-            headers: found
-                .into_iter()
-                .map(|(name, value, _)| (name, value))
-                .collect(),
-            params,
-        });
+            None => key_of(site, &[], &params),
+        };
+        carried.credentials = Some(Found { key, headers, uri });
         carried
     }
+}
+
+/// A credential header, and its token where the value has one.
+type Entry<'a> = (&'a HeaderName, &'a HeaderValue, Option<&'a str>);
+
+/// The key of `headers` and `params` for `site`: short, for it is hashed at
+/// every request — a letter for where each token went, another for its
+/// scheme, then the token.
+fn key_of(site: &str, headers: &[Entry<'_>], params: &[&str]) -> String {
+    let room: usize = headers
+        .iter()
+        .map(|(_, value, token)| token.map_or(value.len(), str::len) + 3)
+        .chain(params.iter().map(|p| p.len() + 2))
+        .sum();
+    let mut key = String::with_capacity(site.len() + 1 + room);
+    key.push_str(site);
+    key.push('\n');
+    for (name, value, token) in headers {
+        key.push(match name.as_str() {
+            "authorization" => 'A',
+            "x-emby-authorization" => 'X',
+            "x-emby-token" => 'E',
+            _ => 'M',
+        });
+        match token {
+            // The scheme and the token: not the client's name, device or
+            // version around it.
+            Some(token) => {
+                let scheme = value.as_bytes().trim_ascii_start();
+                let legacy = scheme
+                    .first()
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&b'e'));
+                key.push(if legacy { 'e' } else { 'm' });
+                key.push_str(token);
+            }
+            None => key.push_str(&String::from_utf8_lossy(value.as_bytes())),
+        }
+        key.push('\n');
+    }
+    for param in params {
+        key.push('?');
+        key.push_str(param);
+        key.push('\n');
+    }
+    key
 }
 
 /// The gate's cookie's value in one `Cookie` header, if there.

@@ -188,6 +188,7 @@ impl Gate {
                         self.memory.grant(
                             who.visitor.client.ip,
                             &key,
+                            who.now,
                             who.now + self.config.address_grant,
                         );
                     }
