@@ -152,11 +152,11 @@ pub fn set_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
 /// `flush` (a command, shutdown) tries it again at once.
 #[derive(Debug)]
 pub struct Coalesced {
-    shared: Arc<(Mutex<Pending>, Condvar)>,
+    shared: Arc<(Mutex<Handed>, Condvar)>,
 }
 
 #[derive(Debug, Default)]
-struct Pending {
+struct Handed {
     /// The newest content not yet taken by the writer.
     latest: Option<Vec<u8>>,
     /// How many contents were handed over, and how many of them are settled
@@ -177,7 +177,7 @@ impl Coalesced {
     /// Starts the writer of `path`, whose files get `mode`; `what` names the
     /// file in error lines ("the bans").
     pub fn new(path: PathBuf, mode: u32, what: &'static str) -> Coalesced {
-        let shared = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
+        let shared = Arc::new((Mutex::new(Handed::default()), Condvar::new()));
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("drawbridge-save".into())
@@ -230,7 +230,7 @@ impl Drop for Coalesced {
 /// The writer thread: takes the newest content, writes it, until closed and
 /// nothing is left; a failed write's content is tried again, backing off,
 /// unless newer content comes first.
-fn write_loop(shared: &(Mutex<Pending>, Condvar), path: &Path, mode: u32, what: &str) {
+fn write_loop(shared: &(Mutex<Handed>, Condvar), path: &Path, mode: u32, what: &str) {
     let (lock, wake) = shared;
     let mut pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
     let mut backoff = std::time::Duration::from_secs(1);

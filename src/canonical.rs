@@ -28,11 +28,11 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
 
 /// Why a path is refused.
-pub type Refusal = &'static str;
+pub type BadSpelling = &'static str;
 
 /// Puts the canonical path into `request`'s target (the query kept as
 /// sent), or says why the target is refused. `*` is left for `OPTIONS`.
-pub fn apply<B>(request: &mut Request<B>) -> Result<(), Refusal> {
+pub fn apply<B>(request: &mut Request<B>) -> Result<(), BadSpelling> {
     let uri = request.uri();
     if uri.path() == "*" {
         return if request.method() == Method::OPTIONS {
@@ -57,7 +57,7 @@ pub fn apply<B>(request: &mut Request<B>) -> Result<(), Refusal> {
 
 /// The canonical spelling of `path` (a request target's path, query
 /// excluded), borrowed when `path` already is canonical.
-pub fn path(path: &str) -> Result<Cow<'_, str>, Refusal> {
+pub fn path(path: &str) -> Result<Cow<'_, str>, BadSpelling> {
     if !path.starts_with('/') {
         return Err("the path does not start with /");
     }
@@ -194,7 +194,7 @@ const fn stays_raw(b: u8) -> bool {
 /// Every escape decoded, with the refusals that need the raw text: an
 /// encoded `/` or `\`, a malformed escape; then the decoded bytes' own
 /// refusals (control characters, `\`, `;`).
-fn decode(path: &[u8]) -> Result<Vec<u8>, Refusal> {
+fn decode(path: &[u8]) -> Result<Vec<u8>, BadSpelling> {
     let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < path.len() {

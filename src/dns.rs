@@ -26,15 +26,15 @@ use hickory_resolver::TokioResolver;
 use tokio::sync::Notify;
 
 /// A lookup's result: the addresses and how long they may be kept.
-pub type Answer = Result<(Vec<IpAddr>, Duration), String>;
+pub type Resolved = Result<(Vec<IpAddr>, Duration), String>;
 
 /// A lookup in progress.
-pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+pub type Resolving<'a> = Pin<Box<dyn Future<Output = Resolved> + Send + 'a>>;
 
 /// How a name is looked up (hickory in production, a fake in unit tests).
-pub trait Lookup: Send + Sync + std::fmt::Debug + 'static {
+pub trait Resolve: Send + Sync + std::fmt::Debug + 'static {
     /// The addresses of `name` and how long they may be kept.
-    fn lookup(&self, name: &str) -> Pending<'_>;
+    fn lookup(&self, name: &str) -> Resolving<'_>;
 }
 
 /// hickory's resolver: the system's name servers or `[server] resolvers`, with
@@ -81,8 +81,8 @@ impl HickoryLookup {
     }
 }
 
-impl Lookup for HickoryLookup {
-    fn lookup(&self, name: &str) -> Pending<'_> {
+impl Resolve for HickoryLookup {
+    fn lookup(&self, name: &str) -> Resolving<'_> {
         // A trailing dot: the configured name is absolute, no search domains.
         let fqdn = format!("{}.", name.trim_end_matches('.'));
         Box::pin(async move {
@@ -194,7 +194,7 @@ impl Addresses {
 pub async fn refresh(
     name: String,
     addresses: Weak<Addresses>,
-    lookup: Arc<dyn Lookup>,
+    lookup: Arc<dyn Resolve>,
     bounds: TtlBounds,
     shutdown: tokio_util::sync::CancellationToken,
     changes: prometheus_client::metrics::counter::Counter,
@@ -242,17 +242,17 @@ pub async fn refresh(
 
 #[cfg(test)]
 mod tests {
-    use super::{refresh, Addresses, Answer, Lookup, Pending, TtlBounds};
+    use super::{refresh, Addresses, Resolve, Resolved, Resolving, TtlBounds};
     use std::net::IpAddr;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     /// Answers from a script, one entry per lookup; the last repeats.
     #[derive(Debug)]
-    struct Script(Mutex<Vec<Answer>>);
+    struct Script(Mutex<Vec<Resolved>>);
 
-    impl Lookup for Script {
-        fn lookup(&self, _: &str) -> Pending<'_> {
+    impl Resolve for Script {
+        fn lookup(&self, _: &str) -> Resolving<'_> {
             let mut script = self.0.lock().unwrap();
             let next = if script.len() > 1 {
                 script.remove(0)

@@ -36,11 +36,11 @@ use tunnel::{AgentAction, TunnelAction};
 #[command(name = "drawbridge", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: CliCommand,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum CliCommand {
     /// Serve in the foreground (SIGHUP reloads the config, SIGTERM drains and stops).
     Run {
         /// The config file (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
@@ -118,21 +118,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match edge_config(config.as_deref()) {
+        CliCommand::Check { config } => match edge_config(config.as_deref()) {
             Ok(config) => check::check(&config),
             Err(error) => report(Err(error)),
         },
-        Command::Cache {
+        CliCommand::Cache {
             config,
             action: CacheAction::Purge { prefix },
         } => with_config(config.as_deref(), |config| purge(config, prefix.as_deref())),
-        Command::Bans { config, action } => {
+        CliCommand::Bans { config, action } => {
             with_config(config.as_deref(), |config| bans(config, &action))
         }
-        Command::Status { config, json } => {
+        CliCommand::Status { config, json } => {
             with_config(config.as_deref(), |config| status(config, json))
         }
-        Command::Doctor {
+        CliCommand::Doctor {
             config,
             jellyfin_api_key,
         } => {
@@ -142,16 +142,16 @@ fn main() -> ExitCode {
                 doctor::doctor(config, key.as_deref())
             })
         }
-        Command::Tunnel { config, action } => {
+        CliCommand::Tunnel { config, action } => {
             with_config(config.as_deref(), |config| tunnel::command(config, &action))
         }
-        Command::Agent { config, action } => {
+        CliCommand::Agent { config, action } => {
             report(tunnel::agent(config.as_deref(), action.as_ref()))
         }
-        Command::Run { config, pid_file } => {
+        CliCommand::Run { config, pid_file } => {
             report(edge_config(config.as_deref()).and_then(|c| run(&c, pid_file.as_deref())))
         }
-        Command::Assets { dir } => report(assets(&dir)),
+        CliCommand::Assets { dir } => report(assets(&dir)),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::client_ip::TrustedProxies;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HostPattern, Preset, SiteConfig};
-use crate::dns::{Lookup, TtlBounds};
+use crate::dns::{Resolve, TtlBounds};
 use crate::filter::{self, Filter};
 use crate::gate::Gate;
 use crate::guard::Guard;
@@ -94,7 +94,7 @@ impl Routes {
     /// replaced and dropped.
     pub fn start_background(
         &self,
-        lookup: Option<&Arc<dyn Lookup>>,
+        lookup: Option<&Arc<dyn Resolve>>,
         bounds: TtlBounds,
         shutdown: &CancellationToken,
         previous: Option<&Routes>,

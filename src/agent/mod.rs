@@ -134,7 +134,7 @@ fn exporter(stream: &TlsStream<Rewind>) -> Result<[u8; 32], String> {
 
 /// The edge's answer to a knock: its status, headers and body (read only
 /// when it says how long it is, for an enrolment).
-struct Answer {
+struct EdgeAnswer {
     status: u16,
     headers: http::HeaderMap,
     body: Vec<u8>,
@@ -148,7 +148,7 @@ async fn knock(
     host: &str,
     edge_pin: &str,
     exported: &[u8; 32],
-) -> Result<Answer, String> {
+) -> Result<EdgeAnswer, String> {
     stream
         .write_all(knock.request_head(host).as_bytes())
         .await
@@ -197,7 +197,7 @@ async fn knock(
         .read_exact(&mut body)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Answer {
+    Ok(EdgeAnswer {
         status,
         headers,
         body,

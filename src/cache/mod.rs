@@ -78,7 +78,7 @@ pub struct Lookup<'a> {
 
 impl Cache {
     /// A cache with `config`'s bounds, its disk tier under `state_dir/cache`.
-    pub fn new(config: &crate::config::Cache, state_dir: &Path) -> Arc<Cache> {
+    pub fn new(config: &crate::config::CacheConfig, state_dir: &Path) -> Arc<Cache> {
         Arc::new(Cache {
             store: Store::open(config.memory, config.disk, &state_dir.join("cache")),
             inflight: Mutex::new(HashMap::new()),

@@ -155,12 +155,12 @@ const FAILURES_BEFORE_REST: u32 = 3;
 struct Disk {
     dir: PathBuf,
     index: Mutex<Lru<()>>,
-    health: Mutex<Health>,
+    health: Mutex<DiskHealth>,
 }
 
 /// How the disk has been doing.
 #[derive(Debug, Default)]
-struct Health {
+struct DiskHealth {
     /// Failed writes in a row.
     failures: u32,
     /// Not storing until then.
@@ -178,7 +178,7 @@ impl Store {
             let disk = Disk {
                 dir: dir.to_path_buf(),
                 index: Mutex::new(Lru::new(disk)),
-                health: Mutex::new(Health::default()),
+                health: Mutex::new(DiskHealth::default()),
             };
             disk.scan();
             disk

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The places one kind of config is looked for, in order.
 #[derive(Debug, Clone, Copy)]
-pub struct Places {
+pub struct SearchPath {
     /// The environment variable that names the file.
     pub env: &'static str,
     /// The file name looked for in the current folder.
@@ -17,14 +17,14 @@ pub struct Places {
 }
 
 /// The edge's config (`run`, `check`, `bans`, `tunnel`, …).
-pub const EDGE: Places = Places {
+pub const EDGE: SearchPath = SearchPath {
     env: "DRAWBRIDGE_CONFIG",
     local: "drawbridge.toml",
     system: "/etc/drawbridge/drawbridge.toml",
 };
 
 /// The agent's config (`agent`, `agent enroll`).
-pub const AGENT: Places = Places {
+pub const AGENT: SearchPath = SearchPath {
     env: "DRAWBRIDGE_AGENT_CONFIG",
     local: "agent.toml",
     system: "/etc/drawbridge/agent.toml",
@@ -40,7 +40,7 @@ pub struct NotFound {
     pub env: &'static str,
 }
 
-impl Places {
+impl SearchPath {
     /// The config to read: `given` (`-c`), else the variable's file, else
     /// the first of the local and the packaged file that exists.
     pub fn find(&self, given: Option<&Path>) -> Result<PathBuf, NotFound> {

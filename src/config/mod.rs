@@ -19,9 +19,10 @@ use std::time::Duration;
 pub use diag::Diagnostic;
 pub use host::{normalise as normalise_host, HostPattern};
 pub use site::{
-    valid_agent_name, AccessList, Acme, Cache, Challenge, Gate, GateMode, Guard, PathRule, Rate,
-    Refuse, SiteConfig, TlsSource, UpstreamAddr, UpstreamTarget, UpstreamTls, JELLYFIN_AUTH_PATHS,
-    JELLYFIN_CACHE_PATHS, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, PRIVATE_NETWORKS,
+    valid_agent_name, AccessList, Acme, CacheConfig, Challenge, GateConfig, GateMode, GuardConfig,
+    PathRule, Rate, Refuse, SiteConfig, TlsSource, UpstreamAddr, UpstreamTarget, UpstreamTls,
+    JELLYFIN_AUTH_PATHS, JELLYFIN_CACHE_PATHS, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
+    PRIVATE_NETWORKS,
 };
 pub use units::{parse_duration, parse_size};
 
@@ -31,7 +32,7 @@ pub struct Config {
     /// The file it was read from (relative paths in it are relative to its folder).
     pub path: PathBuf,
     /// Listeners and process-wide settings.
-    pub server: Server,
+    pub server: ServerConfig,
     /// Protocol limits and timeouts.
     pub limits: Limits,
     /// Where the error log goes.
@@ -39,11 +40,11 @@ pub struct Config {
     /// The ACME client, for sites with `tls = "acme"`.
     pub acme: Acme,
     /// Bans and connection limits.
-    pub guard: Guard,
+    pub guard: GuardConfig,
     /// The edge cache's bounds.
-    pub cache: Cache,
+    pub cache: CacheConfig,
     /// The side-door gate's memory and bounds.
-    pub gate: Gate,
+    pub gate: GateConfig,
     /// The sites, in file order.
     pub sites: Vec<SiteConfig>,
     /// Where some values were written, for what `check` finds after
@@ -91,7 +92,7 @@ pub struct SitePlaces {
 
 /// `[server]`.
 #[derive(Debug, Clone)]
-pub struct Server {
+pub struct ServerConfig {
     /// Plain-HTTP listeners (ACME challenges, redirects, opted-out sites).
     pub http: Vec<SocketAddr>,
     /// TLS listeners.

@@ -86,7 +86,7 @@ impl GateMode {
 
 /// `[gate]`: how long the gate remembers, and what bounds its asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gate {
+pub struct GateConfig {
     /// How long Jellyfin's "yes" to a token is remembered.
     pub remember_good: Duration,
     /// How long its "no" is.
@@ -106,9 +106,9 @@ pub struct Gate {
     pub max_remembered: u32,
 }
 
-impl Default for Gate {
+impl Default for GateConfig {
     fn default() -> Self {
-        Gate {
+        GateConfig {
             remember_good: Duration::from_secs(60),
             remember_bad: Duration::from_secs(10),
             address_grant: Duration::from_secs(600),
@@ -258,7 +258,7 @@ pub enum UpstreamTls {
 
 /// `[guard]`: bans after failed logins, and connection limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Guard {
+pub struct GuardConfig {
     /// Failed logins within `window` that earn a ban.
     pub max_failures: u32,
     /// How far back failed logins count.
@@ -287,9 +287,9 @@ pub struct Guard {
     pub ban_own_addresses: bool,
 }
 
-impl Default for Guard {
+impl Default for GuardConfig {
     fn default() -> Self {
-        Guard {
+        GuardConfig {
             // Jellyfin's own fail2ban guide: 3 failures in 12 h → 24 h.
             max_failures: 3,
             window: Duration::from_secs(12 * 3600),
@@ -308,7 +308,7 @@ impl Default for Guard {
 
 /// `[cache]`: the edge cache's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cache {
+pub struct CacheConfig {
     /// Bytes kept in memory.
     pub memory: u64,
     /// Bytes kept on disk under `state_dir/cache` (0: no disk tier).
@@ -321,9 +321,9 @@ pub struct Cache {
     pub stats_interval: Duration,
 }
 
-impl Default for Cache {
+impl Default for CacheConfig {
     fn default() -> Self {
-        Cache {
+        CacheConfig {
             memory: 64 << 20,
             disk: 1 << 30,
             max_object: 8 << 20,

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Reporter};
 use super::raw::{RawAcme, RawCache, RawGate, RawGuard, RawLimits, RawLog, RawServer, RawSite};
 use super::units::{parse_duration, parse_size};
-use super::{Config, Places, Server};
+use super::{Config, Places, ServerConfig};
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
 pub fn validate(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
@@ -315,7 +315,7 @@ impl Validator<'_> {
         }
     }
 
-    fn server(&mut self, raw: RawServer) -> Server {
+    fn server(&mut self, raw: RawServer) -> ServerConfig {
         let spans: Vec<Spanned<String>> = raw
             .http
             .iter()
@@ -403,7 +403,7 @@ impl Validator<'_> {
             }
             plain.then(|| name.into_inner())
         });
-        Server {
+        ServerConfig {
             quic,
             user,
             admin_listen,

@@ -11,7 +11,7 @@ use crate::config::normalise_host;
 use crate::socket::deadline::Readiness;
 use crate::socket::rewind::Rewind;
 use crate::tls::challenges::ACME_TLS_ALPN;
-use crate::tls::failures::Failure;
+use crate::tls::failures::HandshakeFailure;
 use crate::tls::FIRST_CERTIFICATE_WAIT;
 
 /// How long a banned home address's connection may take to send its
@@ -42,12 +42,12 @@ pub(super) async fn handshake(
         Ok(Ok(start)) => start,
         Ok(Err(error)) => {
             tracing::debug!(%error, "not a TLS ClientHello");
-            shared.handshake_failures.count(Failure::NotTls);
+            shared.handshake_failures.count(HandshakeFailure::NotTls);
             return None;
         }
         Err(_) => {
             tracing::debug!("TLS ClientHello not received in time");
-            shared.handshake_failures.count(Failure::TimedOut);
+            shared.handshake_failures.count(HandshakeFailure::TimedOut);
             return None;
         }
     };
@@ -84,12 +84,12 @@ pub(super) async fn handshake(
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(error)) => {
             tracing::debug!(%error, "TLS handshake refused");
-            shared.handshake_failures.count(Failure::Refused);
+            shared.handshake_failures.count(HandshakeFailure::Refused);
             None
         }
         Err(_) => {
             tracing::debug!("TLS handshake not finished in time");
-            shared.handshake_failures.count(Failure::TimedOut);
+            shared.handshake_failures.count(HandshakeFailure::TimedOut);
             None
         }
     }

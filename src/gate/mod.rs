@@ -66,7 +66,7 @@ pub struct Gate {
     /// Jellyfin's public routes and the site's own, ready to match.
     public: RouteClass,
     memory: Arc<Memory>,
-    config: crate::config::Gate,
+    config: crate::config::GateConfig,
     budget: RateLimit,
     checks: Arc<Semaphore>,
     guard: Arc<Guard>,
@@ -90,14 +90,14 @@ pub struct Who<'a> {
 #[derive(Debug)]
 pub enum Admitted {
     /// Through, with what the answer's phase needs.
-    Pass(Ticket),
+    Pass(Passed),
     /// Answered at the edge.
     Answer(Result<Response<Body>, ProxyError>),
 }
 
 /// What the gate remembers of a request it let through, for its answer.
 #[derive(Debug, Default)]
-pub struct Ticket {
+pub struct Passed {
     /// The credentials' key the request passed on.
     key: Option<String>,
     /// A browser's request that carried no cookie for these credentials.
@@ -113,7 +113,7 @@ impl Gate {
     /// The gate of `site`, remembering in `memory` (the process's).
     pub fn new(
         site: &SiteConfig,
-        config: &crate::config::Gate,
+        config: &crate::config::GateConfig,
         memory: Arc<Memory>,
         guard: Arc<Guard>,
         exempt: Vec<ipnet::IpNet>,
@@ -167,12 +167,12 @@ impl Gate {
         upstream: &Upstream,
     ) -> Admitted {
         if self.mode == GateMode::Off {
-            return Admitted::Pass(Ticket::default());
+            return Admitted::Pass(Passed::default());
         }
         let path = request.uri().path();
         let route = routes::route(path, &self.public);
         match route {
-            Route::Public => return Admitted::Pass(Ticket::default()),
+            Route::Public => return Admitted::Pass(Passed::default()),
             Route::UsersPublic => return self.refuse(route, who, users_public()),
             Route::Side(_) | Route::Api => {}
         }
@@ -201,7 +201,7 @@ impl Gate {
                                 self.memory.session(id, who.now, self.config.session_idle)
                             })
                             .is_none_or(|k| k != key);
-                    Admitted::Pass(Ticket {
+                    Admitted::Pass(Passed {
                         set_cookie,
                         key: Some(key),
                         logout,
@@ -227,7 +227,7 @@ impl Gate {
             };
             let remembered = || credentials.clone();
             if let Ok(Word::Good(_)) = self.word(&key, remembered, who, upstream).await {
-                return Admitted::Pass(Ticket {
+                return Admitted::Pass(Passed {
                     key: Some(key),
                     set_cookie: false,
                     logout,
@@ -253,7 +253,7 @@ impl Gate {
         match self.mode {
             GateMode::Report => {
                 tracing::info!(site = self.site, route = route.word(), client.ip = %who.visitor.client.ip, "gate (report): would have refused this request");
-                Admitted::Pass(Ticket::default())
+                Admitted::Pass(Passed::default())
             }
             _ => Admitted::Answer(answer),
         }
@@ -359,7 +359,7 @@ impl Gate {
     /// The answer's phase: a browser gets the cookie for its checked
     /// session; a logout that went through, or Jellyfin refusing credentials
     /// the gate had let through, ends what the gate remembered of them.
-    pub fn on_response(&self, ticket: Ticket, response: &mut Response<Body>, now: Instant) {
+    pub fn on_response(&self, ticket: Passed, response: &mut Response<Body>, now: Instant) {
         let Some(key) = ticket.key else {
             return;
         };
@@ -410,6 +410,6 @@ fn random_id() -> String {
 }
 
 /// The gate's memory of a process, for `Routes::build`.
-pub fn memory(config: &crate::config::Gate) -> Arc<Memory> {
+pub fn memory(config: &crate::config::GateConfig) -> Arc<Memory> {
     Memory::new(config.max_remembered as usize)
 }

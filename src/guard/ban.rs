@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::keys::{ClientKey, KeyTable};
 use crate::atomic_file::{remove_stale_temps, set_aside, write_atomic, Coalesced};
-use crate::config::Guard as GuardConfig;
+use crate::config::GuardConfig;
 
 /// One ban.
 #[derive(Debug, Clone, PartialEq, Eq)]

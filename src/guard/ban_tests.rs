@@ -1,7 +1,7 @@
 //! Unit tests of `ban.rs`.
 
 use super::{BanList, Outcome};
-use crate::config::Guard;
+use crate::config::GuardConfig as Guard;
 use crate::guard::keys::ClientKey;
 use std::time::Duration;
 use tokio::time::Instant;

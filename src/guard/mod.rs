@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Guard as GuardConfig;
+use crate::config::GuardConfig;
 pub mod ban;
 pub mod keys;
 pub mod nftables;
@@ -345,7 +345,7 @@ mod tests {
             Refused::Banned
         );
     }
-    use crate::config::Guard as GuardConfig;
+    use crate::config::GuardConfig;
     use tokio::time::Instant;
 
     #[test]

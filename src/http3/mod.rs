@@ -27,7 +27,7 @@ use crate::config::Limits;
 use crate::connection::Shared;
 use crate::pipeline::Conn;
 use crate::socket::deadline::ConnState;
-use crate::tls::failures::Failure;
+use crate::tls::failures::HandshakeFailure;
 
 mod stream;
 
@@ -161,12 +161,12 @@ async fn handshake(incoming: quinn::Incoming, shared: &Shared) -> Option<quinn::
         Ok(Ok(connection)) => Some(connection),
         Ok(Err(error)) => {
             tracing::debug!(%error, "QUIC handshake refused");
-            shared.handshake_failures.count(Failure::Refused);
+            shared.handshake_failures.count(HandshakeFailure::Refused);
             None
         }
         Err(_) => {
             tracing::debug!("QUIC handshake not finished in time");
-            shared.handshake_failures.count(Failure::TimedOut);
+            shared.handshake_failures.count(HandshakeFailure::TimedOut);
             None
         }
     }

@@ -35,7 +35,7 @@ impl Gateway {
             host: &raw_host,
         };
         if let Some(upgrade) = websocket::opening(&request) {
-            let tunnel = websocket::Tunnel {
+            let tunnel = websocket::Relay {
                 hold: conn.state.request_started(),
                 kill: conn.kill.clone(),
                 drain: conn.drain.clone(),

@@ -16,7 +16,7 @@ use crate::acme::AcmeManager;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::connection::{self, ListenerKind, Shared};
-use crate::dns::{HickoryLookup, Lookup};
+use crate::dns::{HickoryLookup, Resolve};
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::pipeline::{Gateway, GatewayParts};
@@ -82,7 +82,7 @@ pub struct Server {
     acme: Arc<AcmeManager>,
     /// Stops background tasks (ACME, DNS) when the server stops.
     background: CancellationToken,
-    lookup: Option<Arc<dyn Lookup>>,
+    lookup: Option<Arc<dyn Resolve>>,
     /// What the gates remember, kept across reloads.
     gate: Arc<crate::gate::memory::Memory>,
     started_with: Config,
@@ -168,7 +168,7 @@ impl Server {
         let named = config.sites.iter().any(|s| s.upstream.needs_dns());
         let lookup = if named {
             let lookup = HickoryLookup::new(&config.server.resolvers).map_err(ServerError::Dns)?;
-            Some(Arc::new(lookup) as Arc<dyn Lookup>)
+            Some(Arc::new(lookup) as Arc<dyn Resolve>)
         } else {
             None
         };

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServerError;
 use crate::acme::AcmeManager;
 use crate::config::Config;
-use crate::dns::Lookup;
+use crate::dns::Resolve;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::pipeline::Gateway;
@@ -23,7 +23,7 @@ pub struct Reloader {
     pub(super) gateway: Arc<Gateway>,
     pub(super) tls: Arc<TlsStore>,
     pub(super) acme: Arc<AcmeManager>,
-    pub(super) lookup: Option<Arc<dyn Lookup>>,
+    pub(super) lookup: Option<Arc<dyn Resolve>>,
     pub(super) background: CancellationToken,
     pub(super) guard: Arc<Guard>,
     pub(super) edge: Arc<Edge>,

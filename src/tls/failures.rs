@@ -14,7 +14,7 @@ pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a handshake failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum HandshakeFailure {
     /// The first bytes were not a TLS ClientHello.
     NotTls,
     /// Refused: an unknown or missing name, an old version, no common cipher.
@@ -85,11 +85,11 @@ impl UnknownNames {
 
 impl HandshakeFailures {
     /// Counts one failure.
-    pub fn count(&self, failure: Failure) {
+    pub fn count(&self, failure: HandshakeFailure) {
         let (counter, total) = match failure {
-            Failure::NotTls => (&self.not_tls, &self.totals[0]),
-            Failure::Refused => (&self.refused, &self.totals[1]),
-            Failure::TimedOut => (&self.timed_out, &self.totals[2]),
+            HandshakeFailure::NotTls => (&self.not_tls, &self.totals[0]),
+            HandshakeFailure::Refused => (&self.refused, &self.totals[1]),
+            HandshakeFailure::TimedOut => (&self.timed_out, &self.totals[2]),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(1, Ordering::Relaxed);
@@ -142,17 +142,17 @@ impl HandshakeFailures {
 
 #[cfg(test)]
 mod tests {
-    use super::{Failure, HandshakeFailures};
+    use super::{HandshakeFailure, HandshakeFailures};
 
     #[test]
     fn failures_are_summed_up_once_then_counted_afresh() {
         let failures = HandshakeFailures::default();
         assert_eq!(failures.summary(), None, "nothing failed: no line");
         for _ in 0..40 {
-            failures.count(Failure::Refused);
+            failures.count(HandshakeFailure::Refused);
         }
-        failures.count(Failure::NotTls);
-        failures.count(Failure::TimedOut);
+        failures.count(HandshakeFailure::NotTls);
+        failures.count(HandshakeFailure::TimedOut);
         let line = failures.summary().unwrap();
         assert!(line.starts_with("42 TLS handshakes failed"), "{line}");
         assert!(

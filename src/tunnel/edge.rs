@@ -55,7 +55,7 @@ pub enum Answered {
         response: Response<Body>,
         /// Set when it switches to the tunnel: the link to attach once the
         /// `101` has gone out.
-        link: Option<Link>,
+        link: Option<NewLink>,
         /// A failed enrolment, which counts toward the address's ban like
         /// a failed login.
         failed: bool,
@@ -63,7 +63,7 @@ pub enum Answered {
 }
 
 /// A tunnel connection the door let in, to attach once upgraded.
-pub struct Link {
+pub struct NewLink {
     /// The connection after the `101`.
     pub upgrade: hyper::upgrade::OnUpgrade,
     /// The agent's name.
@@ -115,7 +115,7 @@ impl Edge {
                     return Answered::Visitor(request);
                 };
                 if let Some(name) = self.hub.name_of(&pin) {
-                    let link = Link {
+                    let link = NewLink {
                         upgrade: hyper::upgrade::on(&mut request),
                         name,
                         pin,

@@ -70,7 +70,7 @@ impl From<StoredHome> for Home {
 /// `spent_by` holds (which may use it again until it expires, should its
 /// first answer have been lost or its config not written).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pending {
+struct PendingToken {
     id: String,
     name: String,
     secret: String,
@@ -304,7 +304,7 @@ impl Register {
             .into_iter()
             .map(|a| a.name)
             .collect();
-        let pending: Vec<Pending> = self.read("tokens.json").unwrap_or_default();
+        let pending: Vec<PendingToken> = self.read("tokens.json").unwrap_or_default();
         names.extend(
             pending
                 .into_iter()
@@ -331,7 +331,7 @@ impl Register {
         }
         let now = now();
         let _turn = self.exclusive()?;
-        let mut pending: Vec<Pending> = self.read("tokens.json")?;
+        let mut pending: Vec<PendingToken> = self.read("tokens.json")?;
         pending.retain(|p| p.expires > now);
         let token = Token {
             edge: edge.to_string(),
@@ -341,7 +341,7 @@ impl Register {
             secret: random_hex(32),
             expires: now + ttl.as_secs(),
         };
-        pending.push(Pending {
+        pending.push(PendingToken {
             id: token.id.clone(),
             name: name.to_string(),
             secret: token.secret.clone(),
@@ -366,7 +366,7 @@ impl Register {
         pin: &str,
     ) -> Result<String, RegisterError> {
         let _turn = self.exclusive()?;
-        let mut pending: Vec<Pending> = self.read("tokens.json")?;
+        let mut pending: Vec<PendingToken> = self.read("tokens.json")?;
         let Some(at) = pending.iter().position(|p| p.id == id) else {
             return Err(RegisterError::Unknown);
         };
@@ -407,7 +407,7 @@ impl Register {
     /// Whether a token with this id is known (pending, or spent and not
     /// yet expired): the door answers an enrolment only for these.
     pub fn knows_token(&self, id: &str) -> bool {
-        let pending: Vec<Pending> = self.read("tokens.json").unwrap_or_default();
+        let pending: Vec<PendingToken> = self.read("tokens.json").unwrap_or_default();
         pending.iter().any(|p| p.id == id)
     }
 
@@ -438,7 +438,7 @@ impl Register {
             self.write("removed.json", &removed)?;
         }
         agents.retain(|a| a.name != name);
-        let mut pending: Vec<Pending> = self.read("tokens.json")?;
+        let mut pending: Vec<PendingToken> = self.read("tokens.json")?;
         let tokens_before = pending.len();
         pending.retain(|p| p.name != name);
         let removed = agents.len() != before || pending.len() != tokens_before;
@@ -596,7 +596,7 @@ mod tests {
             edge.join().unwrap();
             cli.join().unwrap()
         });
-        let pending: Vec<super::Pending> = register.read("tokens.json").unwrap();
+        let pending: Vec<super::PendingToken> = register.read("tokens.json").unwrap();
         let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
         // Kept until they expire, for their own agent's retry, but spent.
         for token in &spendable {

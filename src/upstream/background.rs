@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{pool, Upstream};
-use crate::dns::{self, Lookup, TtlBounds};
+use crate::dns::{self, Resolve, TtlBounds};
 
 impl Upstream {
     /// Starts re-resolving the upstream's name (nothing for an IP address),
     /// counting each change of address in `changes`.
     pub fn start_dns(
         &self,
-        lookup: Arc<dyn Lookup>,
+        lookup: Arc<dyn Resolve>,
         bounds: TtlBounds,
         shutdown: CancellationToken,
         changes: prometheus_client::metrics::counter::Counter,

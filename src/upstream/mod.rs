@@ -35,7 +35,7 @@ use crate::error::Busy;
 use crate::metrics::Health;
 use limit::{ConnPermit, Deadline, Limit, Share};
 pub use pool::UpstreamBody;
-use pool::{Conn, Lease, Pool};
+use pool::{Lease, Pool, PooledConn};
 
 /// An agent's service, reached through the edge's tunnels.
 #[derive(Debug, Clone)]
@@ -342,7 +342,7 @@ impl Upstream {
     fn lend(
         &self,
         response: Response<hyper::body::Incoming>,
-        conn: Conn,
+        conn: PooledConn,
         epoch: u64,
     ) -> Response<UpstreamBody> {
         let pool = self.pool.clone();
@@ -351,7 +351,7 @@ impl Upstream {
 
     /// A new keep-alive connection in `permit`'s place; its connection task
     /// runs on its own until the upstream or drawbridge closes it.
-    async fn connect(&self, permit: ConnPermit) -> Result<Conn, Failure> {
+    async fn connect(&self, permit: ConnPermit) -> Result<PooledConn, Failure> {
         let stream = self.dial_io().await.map_err(Failure::Connect)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -361,7 +361,7 @@ impl Upstream {
                 tracing::debug!(%error, "upstream connection ended");
             }
         });
-        Ok(Conn { sender, permit })
+        Ok(PooledConn { sender, permit })
     }
 
     fn classify(&self, failure: Failure) -> ProxyError {
@@ -402,7 +402,7 @@ pub struct Hold {
 /// What a request got to go out on.
 enum Acquired {
     /// An idle pooled connection.
-    Pooled(Conn),
+    Pooled(PooledConn),
     /// The place for a new one.
     Permit(ConnPermit),
 }

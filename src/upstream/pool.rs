@@ -30,7 +30,7 @@ pub(super) type Sender = SendRequest<Body>;
 /// A connection's request side with its place under the upstream's cap:
 /// dropping it closes the connection and frees the place.
 #[derive(Debug)]
-pub(super) struct Conn {
+pub(super) struct PooledConn {
     pub(super) sender: Sender,
     pub(super) permit: ConnPermit,
 }
@@ -64,14 +64,14 @@ struct Idle {
     /// The address epoch the idle connections were made for.
     epoch: u64,
     /// Oldest first.
-    senders: VecDeque<(Conn, Instant)>,
+    senders: VecDeque<(PooledConn, Instant)>,
 }
 
 impl Pool {
     /// An idle connection ready for a request, made for the addresses of
     /// `epoch`. Connections that closed, aged past `POOL_IDLE`, or lead to
     /// addresses DNS has moved away from are dropped on the way.
-    pub(super) fn checkout(&self, epoch: u64) -> Option<Conn> {
+    pub(super) fn checkout(&self, epoch: u64) -> Option<PooledConn> {
         let mut idle = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.epoch != epoch {
             idle.epoch = epoch;
@@ -93,7 +93,7 @@ impl Pool {
     }
 
     /// Takes `conn` back, unless it closed or DNS moved on from `epoch`.
-    fn checkin(&self, conn: Conn, epoch: u64) {
+    fn checkin(&self, conn: PooledConn, epoch: u64) {
         if conn.sender.is_closed() {
             return;
         }
@@ -170,7 +170,7 @@ pub(super) async fn sweep(pool: Weak<Pool>, shutdown: CancellationToken) {
 /// A connection lent to one exchange.
 #[derive(Debug)]
 pub(super) struct Lease {
-    pub(super) conn: Conn,
+    pub(super) conn: PooledConn,
     pub(super) epoch: u64,
     pub(super) pool: Arc<Pool>,
 }

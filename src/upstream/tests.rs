@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::dial::interleaved;
-use super::pool::{Conn, Lease, Pool, UpstreamBody, POOL_IDLE, SWEEP_EVERY};
+use super::pool::{Lease, Pool, PooledConn, UpstreamBody, POOL_IDLE, SWEEP_EVERY};
 use crate::body::empty_body;
 
 /// An origin answering every request on a connection with `answer`; with
@@ -54,7 +54,7 @@ async fn origin_telling_closes(
     (addr, closes)
 }
 
-async fn connect(addr: SocketAddr) -> Conn {
+async fn connect(addr: SocketAddr) -> PooledConn {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -63,11 +63,11 @@ async fn connect(addr: SocketAddr) -> Conn {
     let permit = Arc::new(tokio::sync::Semaphore::new(1))
         .try_acquire_owned()
         .unwrap();
-    Conn { sender, permit }
+    PooledConn { sender, permit }
 }
 
 /// Sends one GET on `conn` and returns its body, leased from `pool`.
-async fn get(mut conn: Conn, pool: &Arc<Pool>, epoch: u64) -> UpstreamBody {
+async fn get(mut conn: PooledConn, pool: &Arc<Pool>, epoch: u64) -> UpstreamBody {
     let request = Request::get("/").body(empty_body()).unwrap();
     let response = conn.sender.send_request(request).await.unwrap();
     let lease = Lease {

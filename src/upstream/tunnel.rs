@@ -81,13 +81,13 @@ impl Upstream {
 
 /// An agent's own refusal: why, for the log, and whether it was that its
 /// service did not answer.
-struct Refused {
+struct Declined {
     why: String,
     service_down: bool,
 }
 
 /// The agent's refusal, if `response` is one (`protocol::Refusal`).
-fn refusal(tunnel: &Tunnel, response: &Response<hyper::body::Incoming>) -> Result<(), Refused> {
+fn refusal(tunnel: &Tunnel, response: &Response<hyper::body::Incoming>) -> Result<(), Declined> {
     let Some(refusal) = Refusal::read(response.headers()) else {
         return Ok(());
     };
@@ -110,5 +110,5 @@ fn refusal(tunnel: &Tunnel, response: &Response<hyper::body::Incoming>) -> Resul
         }
         Err(word) => format!("agent `{}` refused: {word}", tunnel.agent),
     };
-    Err(Refused { why, service_down })
+    Err(Declined { why, service_down })
 }

@@ -64,7 +64,7 @@ pub fn opening<B>(request: &Request<B>) -> Option<Opening> {
 
 /// What a tunnel keeps while it runs.
 #[derive(Debug)]
-pub struct Tunnel {
+pub struct Relay {
     /// Marks the client connection busy, so no deadline cuts it.
     pub hold: InFlight,
     /// Ends the tunnel at once (a ban, or the shutdown grace is over).
@@ -86,9 +86,9 @@ pub async fn tunnel(
     opening: Opening,
     upstream: &Upstream,
     visitor: Visitor<'_>,
-    tunnel: Tunnel,
+    tunnel: Relay,
 ) -> Result<Response<Body>, ProxyError> {
-    let Tunnel {
+    let Relay {
         hold,
         kill,
         drain,

@@ -6,12 +6,13 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::raw::{RawAcme, RawCache, RawGate, RawGuard, RawLimits, RawLog};
 use crate::config::{
-    AccessFormat, Acme, Cache, Challenge, ErrorFormat, Gate, Guard, Limits, Log, LogTarget,
+    AccessFormat, Acme, CacheConfig, Challenge, ErrorFormat, GateConfig, GuardConfig, Limits, Log,
+    LogTarget,
 };
 
 impl Validator<'_> {
-    pub(super) fn gate(&mut self, raw: RawGate) -> Gate {
-        let d = Gate::default();
+    pub(super) fn gate(&mut self, raw: RawGate) -> GateConfig {
+        let d = GateConfig::default();
         let mut count = |raw: Option<Spanned<u32>>, default: u32, min: u32, max: u32| match raw {
             Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
             Some(n) => {
@@ -34,7 +35,7 @@ impl Validator<'_> {
             },
             None => d.checks_per_client,
         };
-        Gate {
+        GateConfig {
             remember_good: self.duration(raw.remember_good, d.remember_good),
             remember_bad: self.duration(raw.remember_bad, d.remember_bad),
             // "off": no grants (browsers still pass by the cookie).
@@ -202,9 +203,9 @@ impl Validator<'_> {
             .collect()
     }
 
-    pub(super) fn cache(&mut self, raw: RawCache) -> Cache {
-        let d = Cache::default();
-        Cache {
+    pub(super) fn cache(&mut self, raw: RawCache) -> CacheConfig {
+        let d = CacheConfig::default();
+        CacheConfig {
             memory: self.size(raw.memory, d.memory as usize, 0, usize::MAX) as u64,
             disk: self.size(raw.disk, d.disk as usize, 0, usize::MAX) as u64,
             max_object: self.size(raw.max_object, d.max_object as usize, 1, usize::MAX) as u64,
@@ -213,8 +214,8 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn guard(&mut self, raw: RawGuard) -> Guard {
-        let d = Guard::default();
+    pub(super) fn guard(&mut self, raw: RawGuard) -> GuardConfig {
+        let d = GuardConfig::default();
         let mut count = |raw: Option<Spanned<u32>>, default: u32, min: u32, max: u32| match raw {
             Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
             Some(n) => {
@@ -248,7 +249,7 @@ impl Validator<'_> {
                 .collect(),
             None => d.failure_statuses,
         };
-        Guard {
+        GuardConfig {
             max_failures,
             window: self.duration(raw.window, d.window),
             ban_time: self.duration(raw.ban_time, d.ban_time),
