@@ -1,4 +1,6 @@
-//! Asking Jellyfin itself whether credentials are good: `GET /Users/Me` with
+//! Asking Jellyfin itself whether credentials are good, once per set of
+//! credentials however many requests wait on them, within the client's
+//! budget and the checks under way (`Gate::word`), remembering the answer: `GET /Users/Me` with
 //! exactly the credential headers and parameters the request carried, sent
 //! the way every request home goes (`Upstream::forward`: direct, TLS or the
 //! tunnel). Jellyfin authenticates before it routes: an unknown or refused
@@ -8,16 +10,19 @@
 //! request through nor remembers anything.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-
-use crate::body::Body;
+use tokio::time::Instant;
 
 use super::credentials::Credentials;
-use super::memory::Word;
-use crate::body::empty_body;
+use super::memory::{Turn, Word};
+use super::{Gate, Who, CHECK_WAIT};
+use crate::body::{empty_body, Body};
+use crate::error::ProxyError;
 use crate::forwarding::Visitor;
+use crate::guard::keys::ClientKey;
 use crate::upstream::Upstream;
 
 /// Jellyfin's word on `credentials`, asked through `upstream` for the
@@ -66,4 +71,108 @@ async fn user_name(mut body: Body) -> Option<Arc<str>> {
     }
     let user: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     user["Name"].as_str().map(Arc::from)
+}
+
+impl Gate {
+    /// Jellyfin's word on the credentials remembered as `key`: remembered,
+    /// or asked now — once, however many requests wait on it, within the
+    /// client's budget and the place among the checks under way.
+    pub(super) async fn word(
+        &self,
+        key: &str,
+        credentials: impl FnOnce() -> Arc<Credentials>,
+        who: Who<'_>,
+        upstream: &Upstream,
+    ) -> Result<Word, ProxyError> {
+        // Remembered: the common case, no clock read beyond the request's
+        // and no copy of the credentials.
+        if let Some(word) = self.memory.word(key, who.now) {
+            return Ok(word);
+        }
+        let credentials = credentials();
+        let waited_until = who.now + upstream_wait(upstream);
+        loop {
+            if let Some(word) = self.memory.word(key, Instant::now()) {
+                return Ok(word);
+            }
+            match self.memory.turn(key) {
+                Turn::Ask => break,
+                Turn::Wait(notify) => {
+                    let notified = notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if self.memory.word(key, Instant::now()).is_some() {
+                        continue;
+                    }
+                    if tokio::time::timeout_at(waited_until, notified)
+                        .await
+                        .is_err()
+                    {
+                        return Err(ProxyError::GateUnsure);
+                    }
+                }
+            }
+        }
+        let asked = self.ask(key, credentials.clone(), who, upstream).await;
+        let word = asked.as_ref().ok().cloned();
+        let until = match &word {
+            Some(Word::Good(_)) => Instant::now() + self.config.remember_good,
+            Some(Word::Bad) => Instant::now() + self.config.remember_bad,
+            None => Instant::now(),
+        };
+        self.memory
+            .answered(key, credentials, word.map(|word| (word, until)));
+        asked
+    }
+
+    /// Asks Jellyfin (the caller holds the key's turn).
+    async fn ask(
+        &self,
+        key: &str,
+        credentials: Arc<Credentials>,
+        who: Who<'_>,
+        upstream: &Upstream,
+    ) -> Result<Word, ProxyError> {
+        let client = ClientKey::of(who.visitor.client.ip);
+        if let Err(wait) = self.budget.check(client, who.now) {
+            return Err(ProxyError::TooManyRequests(wait));
+        }
+        let Ok(Ok(_place)) = tokio::time::timeout(CHECK_WAIT, self.checks.acquire()).await else {
+            return Err(ProxyError::GateUnsure);
+        };
+        let word = ask(upstream, &credentials, who.visitor).await;
+        self.counts.checked(match &word {
+            Some(Word::Good(_)) => 0,
+            Some(Word::Bad) => 1,
+            None => 2,
+        });
+        match word {
+            Some(Word::Bad) => {
+                tracing::info!(site = self.site, client.ip = %who.visitor.client.ip, "gate: Jellyfin refused the credentials");
+                let exempt = client.in_any(&self.exempt);
+                self.guard.failed_login(
+                    who.visitor.client.ip,
+                    &self.site,
+                    exempt,
+                    who.now,
+                    who.connection,
+                );
+                Ok(Word::Bad)
+            }
+            Some(good) => Ok(good),
+            None => {
+                tracing::debug!(
+                    site = self.site,
+                    key_len = key.len(),
+                    "gate: Jellyfin gave no word on the credentials"
+                );
+                Err(ProxyError::GateUnsure)
+            }
+        }
+    }
+}
+
+/// How long a request waits on another's check: the upstream's answer time.
+fn upstream_wait(upstream: &Upstream) -> Duration {
+    upstream.response_timeout()
 }

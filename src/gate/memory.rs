@@ -258,23 +258,45 @@ impl Memory {
         Some(session.key.clone())
     }
 
-    /// Lets `ip` through the side doors until `until`, on `key`'s word —
-    /// unless it was let through on it lately (the grant is moved on once
-    /// an eighth of its length has passed: every request of a session
-    /// comes here, and most need not touch the table of grants).
-    pub fn grant(&self, ip: IpAddr, key: &str, now: Instant, until: Instant) {
-        {
-            let mut words = self.words.lock().expect("gate lock");
-            if let Some(remembered) = words.get(key) {
-                let step = until.saturating_duration_since(now) / 8;
-                if let Some((to, was)) = remembered.granted {
-                    if to == ip && until.saturating_duration_since(was) < step {
-                        return;
-                    }
-                }
-                remembered.granted = Some((ip, until));
-            }
+    /// Jellyfin's word on `key` while remembered, as `word` — and, when it
+    /// is good, `ip` let through the side doors until `until` on it, in the
+    /// same look-up (every request of a session comes here). The table of
+    /// grants is touched only when the grant moves on by an eighth of its
+    /// length or more.
+    pub fn word_granting(
+        &self,
+        key: &str,
+        now: Instant,
+        grant: Option<(IpAddr, Instant)>,
+    ) -> Option<Word> {
+        let mut words = self.words.lock().expect("gate lock");
+        let remembered = words.get(key)?;
+        if remembered.until <= now {
+            return None;
         }
+        let word = remembered.word.clone();
+        let moved = match (&word, grant) {
+            (Word::Good(_), Some((ip, until))) => {
+                let step = until.saturating_duration_since(now) / 8;
+                let fresh = remembered.granted.is_some_and(|(to, was)| {
+                    to == ip && until.saturating_duration_since(was) < step
+                });
+                (!fresh).then(|| {
+                    remembered.granted = Some((ip, until));
+                    (ip, until)
+                })
+            }
+            _ => None,
+        };
+        drop(words);
+        if let Some((ip, until)) = moved {
+            self.grant(ip, key, until);
+        }
+        Some(word)
+    }
+
+    /// Lets `ip` through the side doors until `until`, on `key`'s word.
+    pub fn grant(&self, ip: IpAddr, key: &str, until: Instant) {
         let mut grants = self.grants.lock().expect("gate lock");
         if let Some(grant) = grants.get(&ip).filter(|grant| grant.key == key) {
             grant.until = until;
@@ -352,7 +374,7 @@ mod tests {
         memory.answered("k", credentials(), Some((Word::Good(None), later)));
         memory.open_session("cookie".into(), "k", now);
         let ip = "192.0.2.1".parse().unwrap();
-        memory.grant(ip, "k", now, later);
+        memory.grant(ip, "k", later);
         assert_eq!(
             memory
                 .session("cookie", now, Duration::from_secs(10))

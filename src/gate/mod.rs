@@ -28,6 +28,7 @@ pub mod check;
 pub mod credentials;
 pub mod memory;
 pub mod routes;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,19 +43,18 @@ use crate::error::ProxyError;
 use crate::filter::access::RouteClass;
 use crate::filter::rate_limit::RateLimit;
 use crate::forwarding::Visitor;
-use crate::guard::keys::ClientKey;
 use crate::guard::Guard;
 use crate::metrics::GateCounts;
 use crate::upstream::Upstream;
-use credentials::{Carried, Credentials};
-use memory::{Memory, Turn, Word};
+use credentials::Carried;
+use memory::{Memory, Word};
 pub use routes::{Route, SideDoor};
 
 /// The gate's cookie: host-only by its prefix, sent over TLS alone.
 pub const COOKIE: &str = "__Host-drawbridge";
 
 /// How long a request waits for a place among the checks under way.
-const CHECK_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const CHECK_WAIT: Duration = Duration::from_secs(5);
 
 /// One site's gate.
 #[derive(Debug)]
@@ -179,19 +179,23 @@ impl Gate {
         let logout = request.method() == Method::POST && routes::matches("/Sessions/Logout", path);
         let carried = Carried::of(request.headers(), request.uri(), &self.site);
         if let Some(found) = carried.credentials {
-            let owned = || Arc::new(found.to_credentials());
-            let word = self.word(&found.key, owned, who, upstream).await;
+            let grant = (!self.config.address_grant.is_zero())
+                .then(|| (who.visitor.client.ip, who.now + self.config.address_grant));
+            // Remembered (and the grant moved on) in one look-up; else asked.
+            let word = match self.memory.word_granting(&found.key, who.now, grant) {
+                Some(word) => Ok(word),
+                None => {
+                    let owned = || Arc::new(found.to_credentials());
+                    let asked = self.word(&found.key, owned, who, upstream).await;
+                    if let (Ok(Word::Good(_)), Some((ip, until))) = (&asked, grant) {
+                        self.memory.grant(ip, &found.key, until);
+                    }
+                    asked
+                }
+            };
             let key = found.key;
             return match word {
                 Ok(Word::Good(_)) => {
-                    if !self.config.address_grant.is_zero() {
-                        self.memory.grant(
-                            who.visitor.client.ip,
-                            &key,
-                            who.now,
-                            who.now + self.config.address_grant,
-                        );
-                    }
                     // A browser gets the cookie once per session it stands for.
                     let set_cookie = carried.browser
                         && who.visitor.tls
@@ -259,103 +263,6 @@ impl Gate {
         }
     }
 
-    /// Jellyfin's word on the credentials remembered as `key`: remembered,
-    /// or asked now — once, however many requests wait on it, within the
-    /// client's budget and the place among the checks under way.
-    async fn word(
-        &self,
-        key: &str,
-        credentials: impl FnOnce() -> Arc<Credentials>,
-        who: Who<'_>,
-        upstream: &Upstream,
-    ) -> Result<Word, ProxyError> {
-        // Remembered: the common case, no clock read beyond the request's
-        // and no copy of the credentials.
-        if let Some(word) = self.memory.word(key, who.now) {
-            return Ok(word);
-        }
-        let credentials = credentials();
-        let waited_until = who.now + upstream_wait(upstream);
-        loop {
-            if let Some(word) = self.memory.word(key, Instant::now()) {
-                return Ok(word);
-            }
-            match self.memory.turn(key) {
-                Turn::Ask => break,
-                Turn::Wait(notify) => {
-                    let notified = notify.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if self.memory.word(key, Instant::now()).is_some() {
-                        continue;
-                    }
-                    if tokio::time::timeout_at(waited_until, notified)
-                        .await
-                        .is_err()
-                    {
-                        return Err(ProxyError::GateUnsure);
-                    }
-                }
-            }
-        }
-        let asked = self.ask(key, credentials.clone(), who, upstream).await;
-        let word = asked.as_ref().ok().cloned();
-        let until = match &word {
-            Some(Word::Good(_)) => Instant::now() + self.config.remember_good,
-            Some(Word::Bad) => Instant::now() + self.config.remember_bad,
-            None => Instant::now(),
-        };
-        self.memory
-            .answered(key, credentials, word.map(|word| (word, until)));
-        asked
-    }
-
-    /// Asks Jellyfin (the caller holds the key's turn).
-    async fn ask(
-        &self,
-        key: &str,
-        credentials: Arc<Credentials>,
-        who: Who<'_>,
-        upstream: &Upstream,
-    ) -> Result<Word, ProxyError> {
-        let client = ClientKey::of(who.visitor.client.ip);
-        if let Err(wait) = self.budget.check(client, who.now) {
-            return Err(ProxyError::TooManyRequests(wait));
-        }
-        let Ok(Ok(_place)) = tokio::time::timeout(CHECK_WAIT, self.checks.acquire()).await else {
-            return Err(ProxyError::GateUnsure);
-        };
-        let word = check::ask(upstream, &credentials, who.visitor).await;
-        self.counts.checked(match &word {
-            Some(Word::Good(_)) => 0,
-            Some(Word::Bad) => 1,
-            None => 2,
-        });
-        match word {
-            Some(Word::Bad) => {
-                tracing::info!(site = self.site, client.ip = %who.visitor.client.ip, "gate: Jellyfin refused the credentials");
-                let exempt = client.in_any(&self.exempt);
-                self.guard.failed_login(
-                    who.visitor.client.ip,
-                    &self.site,
-                    exempt,
-                    who.now,
-                    who.connection,
-                );
-                Ok(Word::Bad)
-            }
-            Some(good) => Ok(good),
-            None => {
-                tracing::debug!(
-                    site = self.site,
-                    key_len = key.len(),
-                    "gate: Jellyfin gave no word on the credentials"
-                );
-                Err(ProxyError::GateUnsure)
-            }
-        }
-    }
-
     /// The answer's phase: a browser gets the cookie for its checked
     /// session; a logout that went through, or Jellyfin refusing credentials
     /// the gate had let through, ends what the gate remembered of them.
@@ -379,11 +286,6 @@ impl Gate {
             }
         }
     }
-}
-
-/// How long a request waits on another's check: the upstream's answer time.
-fn upstream_wait(upstream: &Upstream) -> Duration {
-    upstream.response_timeout()
 }
 
 /// `/Users/Public` answered at the edge: no users to show (apps then ask
