@@ -15,20 +15,11 @@ use drawbridge::server::Server;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-#[path = "cli/admin.rs"]
-mod admin_cli;
-#[path = "cli/check.rs"]
-mod check;
-#[path = "cli/doctor.rs"]
-mod doctor;
-#[path = "cli/findings.rs"]
-mod findings;
-#[path = "cli/tunnel.rs"]
-mod tunnel;
+mod cli;
 
-use admin_cli::{bans, purge, status, BansAction, CacheAction};
-
-use tunnel::{AgentAction, TunnelAction};
+use cli::admin::{bans, purge, status, BansAction, CacheAction};
+use cli::tunnel::{AgentAction, TunnelAction};
+use cli::{check, doctor, tunnel};
 
 /// Put a home media server on the internet safely: TLS, HTTP/2, WebSocket,
 /// streaming, security headers and a closed door for unknown names.

@@ -194,7 +194,7 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     for site in &config.sites {
         let name = site.name();
         let certificate = match status.certificates.iter().find(|c| c.site == name) {
-            Some(c) => crate::check::days_left(c.expires, now),
+            Some(c) => super::check::days_left(c.expires, now),
             None => "certificate: not issued yet".to_string(),
         };
         let now_on = status.sites.iter().find(|s| s.name == name);
