@@ -18,11 +18,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use super::ban_file::{add_stored, read, remove_stored, BansFileError, StoredBan, MANUAL};
+use super::ban_file::{stored, unix, BanFile};
 use super::keys::{ClientKey, KeyTable};
-use crate::atomic_file::{remove_stale_temps, set_aside, write_atomic, Coalesced};
+use crate::atomic_file::Coalesced;
 use crate::config::GuardConfig;
 
 /// One ban.
@@ -40,32 +41,6 @@ pub struct Ban {
     pub since: u64,
 }
 
-/// A ban as shown and stored: wall-clock end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredBan {
-    /// The address, or IPv6 /64.
-    pub address: String,
-    /// End of the ban, seconds since the Unix epoch.
-    pub until: u64,
-    /// Offences so far.
-    pub offences: u32,
-    /// The site whose logins failed, or `manual`; empty in files written
-    /// before it was kept.
-    #[serde(default)]
-    pub site: String,
-    /// Failed logins that earned it.
-    #[serde(default)]
-    pub failures: u32,
-    /// When it began, seconds since the Unix epoch (0: not known).
-    #[serde(default)]
-    pub since: u64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct BanFile {
-    bans: Vec<StoredBan>,
-}
-
 /// What recording a failure led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -81,20 +56,6 @@ struct State {
     bans: HashMap<ClientKey, Ban>,
     failures: KeyTable<VecDeque<Instant>>,
     offences: KeyTable<u32>,
-}
-
-/// Why the stored bans could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum BansFileError {
-    /// The file exists but cannot be read (owner, mode, a folder in the way).
-    #[error("cannot read the bans file {path}: {source}; drawbridge will not start without its bans (fix the file's owner or mode, or move it away to start with none)")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// All bans of the process.
@@ -122,13 +83,6 @@ impl BanList {
     /// aside; an unreadable one is an error).
     pub fn open(config: &GuardConfig, state_dir: &Path) -> Result<BanList, BansFileError> {
         let path = state_dir.join("bans.json");
-        let stale = remove_stale_temps(&path);
-        if stale > 0 {
-            tracing::info!(
-                "removed {stale} temporary file(s) of {} left by an interrupted write",
-                path.display()
-            );
-        }
         let list = BanList {
             config: config.clone(),
             path: path.clone(),
@@ -141,49 +95,38 @@ impl BanList {
             held: AtomicUsize::new(0),
             watchers: std::sync::OnceLock::new(),
         };
-        match read_file(&path) {
-            Err(ReadError::Io(source)) => return Err(BansFileError::Unreadable { path, source }),
-            Ok(stored) => {
-                let now = Instant::now();
-                let mut state = list.state.lock().expect("ban lock");
-                for ban in stored {
-                    let Some(key) = ClientKey::parse(&ban.address) else {
-                        continue;
-                    };
-                    let left = (SystemTime::UNIX_EPOCH + Duration::from_secs(ban.until))
-                        .duration_since(SystemTime::now());
-                    if let Ok(left) = left {
-                        state.bans.insert(
-                            key,
-                            Ban {
-                                until: now + left,
-                                offences: ban.offences,
-                                site: ban.site,
-                                failures: ban.failures,
-                                since: ban.since,
-                            },
-                        );
-                        *state.offences.entry(key, || 0) = ban.offences;
-                    }
-                }
-                list.held.store(state.bans.len(), Ordering::Release);
-                if !state.bans.is_empty() {
-                    tracing::info!(
-                        count = state.bans.len(),
-                        "bans restored from {}",
-                        path.display()
-                    );
-                }
+        let stored = super::ban_file::restore(&path)?;
+        let now = Instant::now();
+        let mut state = list.state.lock().expect("ban lock");
+        for ban in stored {
+            let Some(key) = ClientKey::parse(&ban.address) else {
+                continue;
+            };
+            let left = (SystemTime::UNIX_EPOCH + Duration::from_secs(ban.until))
+                .duration_since(SystemTime::now());
+            if let Ok(left) = left {
+                state.bans.insert(
+                    key,
+                    Ban {
+                        until: now + left,
+                        offences: ban.offences,
+                        site: ban.site,
+                        failures: ban.failures,
+                        since: ban.since,
+                    },
+                );
+                *state.offences.entry(key, || 0) = ban.offences;
             }
-            Err(ReadError::Damaged(error)) => match set_aside(&path, "corrupt") {
-                Ok(aside) => {
-                    tracing::error!(%error, "the bans file {} is damaged; set aside as {}, starting with no bans", path.display(), aside.display())
-                }
-                Err(moving) => {
-                    tracing::error!(%error, %moving, "the bans file {} is damaged and cannot be moved aside; starting with no bans", path.display())
-                }
-            },
         }
+        list.held.store(state.bans.len(), Ordering::Release);
+        if !state.bans.is_empty() {
+            tracing::info!(
+                count = state.bans.len(),
+                "bans restored from {}",
+                path.display()
+            );
+        }
+        drop(state);
         Ok(list)
     }
 
@@ -341,93 +284,111 @@ fn listed(state: &State, now: Instant) -> Vec<StoredBan> {
     }
 }
 
-fn stored(key: ClientKey, ban: &Ban, now: Instant) -> StoredBan {
-    let until = SystemTime::now() + ban.until.saturating_duration_since(now);
-    StoredBan {
-        address: key.to_string(),
-        until: unix(until),
-        offences: ban.offences,
-        site: ban.site.clone(),
-        failures: ban.failures,
-        since: ban.since,
-    }
-}
-
-/// The site of a ban made by hand.
-pub const MANUAL: &str = "manual";
-
-/// Adds a ban on `address` for `length` to the stored file (drawbridge not
-/// running: it takes effect at its next start); the ban as stored.
-pub fn add_stored(path: &Path, address: &str, length: Duration) -> Result<StoredBan, String> {
-    let key = ClientKey::parse_one(address)?;
-    let mut bans = read(path)?;
-    let now = SystemTime::now();
-    let offences = bans
-        .iter()
-        .find(|b| b.address == key.to_string())
-        .map_or(1, |b| b.offences + 1);
-    bans.retain(|b| b.address != key.to_string());
-    let ban = StoredBan {
-        address: key.to_string(),
-        until: unix(now + length),
-        offences,
-        site: MANUAL.to_string(),
-        failures: 0,
-        since: unix(now),
-    };
-    bans.push(ban.clone());
-    bans.sort_by(|a, b| a.address.cmp(&b.address));
-    let json = serde_json::to_vec_pretty(&BanFile { bans }).map_err(|e| e.to_string())?;
-    write_atomic(path, &json, 0o600).map_err(|e| e.to_string())?;
-    Ok(ban)
-}
-
-/// The bans stored in `path` (none if there is no file).
-pub fn read(path: &Path) -> Result<Vec<StoredBan>, String> {
-    read_file(path).map_err(|e| match e {
-        ReadError::Io(e) => e.to_string(),
-        ReadError::Damaged(e) => e,
-    })
-}
-
-/// Why a bans file was not read.
-enum ReadError {
-    /// It could not be read at all.
-    Io(std::io::Error),
-    /// It was read, and is not a bans file.
-    Damaged(String),
-}
-
-fn read_file(path: &Path) -> Result<Vec<StoredBan>, ReadError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<BanFile>(&bytes)
-            .map(|f| f.bans)
-            .map_err(|e| ReadError::Damaged(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(ReadError::Io(e)),
-    }
-}
-
-/// Removes `address` from the stored bans in `path` (drawbridge not running).
-pub fn remove_stored(path: &Path, address: &str) -> Result<bool, String> {
-    let mut bans = read(path)?;
-    let key = ClientKey::parse_one(address)?;
-    let before = bans.len();
-    bans.retain(|b| ClientKey::parse(&b.address) != Some(key));
-    let json = serde_json::to_vec_pretty(&BanFile { bans: bans.clone() }).expect("bans serialise");
-    write_atomic(path, &json, 0o600).map_err(|e| e.to_string())?;
-    Ok(bans.len() < before)
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn rfc3339(now: Instant, until: Instant) -> String {
     crate::timestamp::rfc3339(SystemTime::now() + until.saturating_duration_since(now))
 }
 
 #[cfg(test)]
-#[path = "ban_tests.rs"]
-mod tests;
+mod tests {
+    use super::{BanList, Outcome};
+    use crate::config::GuardConfig as Guard;
+    use crate::guard::keys::ClientKey;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn key(s: &str) -> ClientKey {
+        ClientKey::of(s.parse().unwrap())
+    }
+
+    fn hours(n: u64) -> Duration {
+        Duration::from_secs(n * 3600)
+    }
+
+    #[test]
+    fn three_failures_in_the_window_ban_for_a_day_then_longer() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Guard {
+            never_ban: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Guard::default()
+        };
+        let bans = BanList::open(&config, dir.path()).unwrap();
+        let now = Instant::now();
+        let c = key("203.0.113.9");
+        assert_eq!(bans.failed_login(c, "s", false, now), Outcome::Counted(1));
+        // The first failure leaves the 12 h window before the third comes.
+        assert_eq!(
+            bans.failed_login(c, "s", false, now + hours(12) + Duration::from_secs(1)),
+            Outcome::Counted(1)
+        );
+        assert_eq!(
+            bans.failed_login(c, "s", false, now + hours(13)),
+            Outcome::Counted(2)
+        );
+        let Outcome::Banned(ban) = bans.failed_login(c, "s", false, now + hours(14)) else {
+            panic!("banned")
+        };
+        assert_eq!(ban.until, now + hours(14) + hours(24));
+        assert!(bans.is_banned(c, now + hours(37)));
+        assert!(
+            !bans.is_banned(c, now + hours(38) + Duration::from_secs(1)),
+            "lifted when it ends"
+        );
+        for n in 0..2 {
+            bans.failed_login(c, "s", false, now + hours(40 + n));
+        }
+        let Outcome::Banned(again) = bans.failed_login(c, "s", false, now + hours(42)) else {
+            panic!()
+        };
+        assert_eq!(
+            again.until,
+            now + hours(42) + hours(48),
+            "a repeat offender waits twice as long"
+        );
+        assert_eq!(
+            bans.failed_login(key("10.1.2.3"), "s", false, now),
+            Outcome::Exempt
+        );
+        assert_eq!(
+            bans.failed_login(key("198.51.100.1"), "s", true, now),
+            Outcome::Exempt
+        );
+    }
+
+    #[test]
+    fn bans_outlive_a_restart_and_a_corrupt_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Guard {
+            max_failures: 1,
+            ..Guard::default()
+        };
+        let now = Instant::now();
+        BanList::open(&config, dir.path()).unwrap().failed_login(
+            key("2001:db8:1:2::7"),
+            "s",
+            false,
+            now,
+        );
+        let again = BanList::open(&config, dir.path()).unwrap();
+        assert!(
+            again.is_banned(key("2001:db8:1:2::9"), Instant::now()),
+            "restored, for the whole /64"
+        );
+        let list = again.list(Instant::now());
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].address, "2001:db8:1:2::/64");
+
+        std::fs::write(dir.path().join("bans.json"), "{ not json").unwrap();
+        let fresh = BanList::open(&config, dir.path()).unwrap();
+        assert!(fresh.list(Instant::now()).is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("corrupt"))
+            .collect();
+        assert_eq!(
+            aside.len(),
+            1,
+            "the damaged file is kept for a person to look at"
+        );
+    }
+}

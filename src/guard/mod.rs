@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GuardConfig;
 pub mod ban;
+mod ban_file;
 pub mod keys;
 pub mod nftables;
 
