@@ -11,6 +11,8 @@
 //! misses for one key wait for the first to finish instead of all going home.
 
 mod answer;
+mod disk;
+mod lru;
 pub mod rules;
 pub mod store;
 mod tee;

@@ -7,19 +7,16 @@
 //! tier rests for `DISK_REST`, says so once, and tries again after; serving
 //! goes on throughout.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_cache_semantics::CachePolicy;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::write_atomic;
+use super::disk::{file_name, read_entry, read_key, Disk, DiskHealth};
+use super::lru::Lru;
 
 /// One cached response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,87 +49,6 @@ impl Cached {
     }
 }
 
-/// A byte-bounded map that forgets the least recently used first.
-#[derive(Debug)]
-pub struct Lru<V> {
-    map: HashMap<String, (V, u64, u64)>,
-    order: BTreeMap<u64, String>,
-    bytes: u64,
-    cap: u64,
-    tick: u64,
-}
-
-impl<V> Lru<V> {
-    /// A map of at most `cap` bytes.
-    pub fn new(cap: u64) -> Lru<V> {
-        Lru {
-            map: HashMap::new(),
-            order: BTreeMap::new(),
-            bytes: 0,
-            cap,
-            tick: 0,
-        }
-    }
-
-    /// The value of `key`, not marked as used.
-    pub fn peek(&self, key: &str) -> Option<&V> {
-        self.map.get(key).map(|(v, _, _)| v)
-    }
-
-    /// The value of `key`, marked as used.
-    pub fn get(&mut self, key: &str) -> Option<&V> {
-        self.tick += 1;
-        let (_, used, _) = self.map.get_mut(key)?;
-        self.order.remove(used);
-        *used = self.tick;
-        self.order.insert(self.tick, key.to_string());
-        self.map.get(key).map(|(v, _, _)| v)
-    }
-
-    /// Stores `value` of `weight` bytes; returns what was evicted to make room.
-    pub fn insert(&mut self, key: String, value: V, weight: u64) -> Vec<(String, V)> {
-        let mut evicted = Vec::new();
-        if let Some(old) = self.remove(&key) {
-            drop(old);
-        }
-        if weight > self.cap {
-            return evicted;
-        }
-        while self.bytes + weight > self.cap {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
-            };
-            if let Some((v, _, w)) = self.map.remove(&oldest) {
-                self.bytes -= w;
-                evicted.push((oldest, v));
-            }
-        }
-        self.tick += 1;
-        self.order.insert(self.tick, key.clone());
-        self.map.insert(key, (value, self.tick, weight));
-        self.bytes += weight;
-        evicted
-    }
-
-    /// Forgets `key`.
-    pub fn remove(&mut self, key: &str) -> Option<V> {
-        let (v, used, w) = self.map.remove(key)?;
-        self.order.remove(&used);
-        self.bytes -= w;
-        Some(v)
-    }
-
-    /// Keys held.
-    pub fn keys(&self) -> Vec<String> {
-        self.map.keys().cloned().collect()
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
 /// Both tiers.
 #[derive(Debug)]
 pub struct Store {
@@ -144,30 +60,6 @@ pub struct Store {
     /// poster stored just before a purge came back from disk).
     purging: std::sync::RwLock<()>,
 }
-
-/// How long the disk tier rests after failures that last.
-pub const DISK_REST: Duration = Duration::from_secs(60);
-
-/// Failed writes in a row that make the disk tier rest.
-const FAILURES_BEFORE_REST: u32 = 3;
-
-#[derive(Debug)]
-struct Disk {
-    dir: PathBuf,
-    index: Mutex<Lru<()>>,
-    health: Mutex<DiskHealth>,
-}
-
-/// How the disk has been doing.
-#[derive(Debug, Default)]
-struct DiskHealth {
-    /// Failed writes in a row.
-    failures: u32,
-    /// Not storing until then.
-    resting_until: Option<Instant>,
-}
-
-const MAGIC: &[u8; 8] = b"DBCACHE1";
 
 impl Store {
     /// A store of `memory` bytes, and `disk` bytes under `dir` (0: none). Disk
@@ -291,136 +183,6 @@ impl Store {
     }
 }
 
-impl Disk {
-    fn scan(&self) {
-        let _ = crate::owner::create_dir_all(&self.dir);
-        let Ok(files) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        let mut damaged = 0;
-        let mut index = self.index.lock().expect("cache lock");
-        for file in files.flatten() {
-            let path = file.path();
-            let name = file.file_name().to_string_lossy().into_owned();
-            match read_entry(&path) {
-                Some(entry) if file_name(&entry.key) == name => {
-                    for (old, ()) in index.insert(name, (), entry.weight()) {
-                        let _ = std::fs::remove_file(self.dir.join(old));
-                    }
-                }
-                _ => {
-                    damaged += 1;
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        if damaged > 0 {
-            tracing::warn!(
-                damaged,
-                "cache: discarded damaged files in {}",
-                self.dir.display()
-            );
-        }
-    }
-
-    fn write(&self, entry: &Cached) {
-        {
-            let mut health = self.health.lock().expect("cache lock");
-            match health.resting_until {
-                Some(until) if Instant::now() < until => return,
-                Some(_) => {
-                    health.resting_until = None;
-                    tracing::info!("cache: storing on disk in {} again", self.dir.display());
-                }
-                None => {}
-            }
-        }
-        let name = file_name(&entry.key);
-        let bytes = encode(entry);
-        match write_atomic(&self.dir.join(&name), &bytes, 0o600) {
-            Ok(()) => {
-                self.health.lock().expect("cache lock").failures = 0;
-                let evicted =
-                    self.index
-                        .lock()
-                        .expect("cache lock")
-                        .insert(name, (), entry.weight());
-                for (old, ()) in evicted {
-                    let _ = std::fs::remove_file(self.dir.join(old));
-                }
-            }
-            Err(error) => {
-                let mut health = self.health.lock().expect("cache lock");
-                health.failures += 1;
-                if lasting(&error) || health.failures >= FAILURES_BEFORE_REST {
-                    health.resting_until = Some(Instant::now() + DISK_REST);
-                    health.failures = 0;
-                    tracing::error!(%error, "cache: cannot write to {}; not storing on disk for the next {} s (serving goes on)", self.dir.display(), DISK_REST.as_secs());
-                } else {
-                    tracing::warn!(%error, "cache: one entry not stored in {}", self.dir.display());
-                }
-            }
-        }
-    }
-}
-
-/// A write error that the next write would meet too.
-fn lasting(error: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        error.kind(),
-        ErrorKind::StorageFull
-            | ErrorKind::ReadOnlyFilesystem
-            | ErrorKind::PermissionDenied
-            | ErrorKind::NotADirectory
-            // A file where the cache folder should be.
-            | ErrorKind::AlreadyExists
-            | ErrorKind::QuotaExceeded
-    )
-}
-
-fn file_name(key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `MAGIC`, meta length (u32), meta JSON, body, SHA-256 of all before it.
-fn encode(entry: &Cached) -> Vec<u8> {
-    let meta = serde_json::to_vec(entry).expect("entry serialises");
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + entry.body.len() + 32);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(meta.len() as u32).to_be_bytes());
-    out.extend_from_slice(&meta);
-    out.extend_from_slice(&entry.body);
-    let sum = ring::digest::digest(&ring::digest::SHA256, &out);
-    out.extend_from_slice(sum.as_ref());
-    out
-}
-
-fn read_entry(path: &Path) -> Option<Cached> {
-    let bytes = std::fs::read(path).ok()?;
-    decode(&bytes)
-}
-
-fn decode(bytes: &[u8]) -> Option<Cached> {
-    if bytes.len() < MAGIC.len() + 4 + 32 || &bytes[..8] != MAGIC {
-        return None;
-    }
-    let (content, sum) = bytes.split_at(bytes.len() - 32);
-    if ring::digest::digest(&ring::digest::SHA256, content).as_ref() != sum {
-        return None;
-    }
-    let meta_len = u32::from_be_bytes(content[8..12].try_into().ok()?) as usize;
-    let meta = content.get(12..12 + meta_len)?;
-    let mut entry: Cached = serde_json::from_slice(meta).ok()?;
-    entry.body = Bytes::copy_from_slice(&content[12 + meta_len..]);
-    Some(entry)
-}
-
-fn read_key(path: &Path) -> Option<String> {
-    read_entry(path).map(|e| e.key)
-}
-
 /// Whether `purge(prefix)` forgets `key` (`host/path?query`).
 fn purged_by(key: &str, prefix: &str) -> bool {
     let lower = |s: &str| s.to_ascii_lowercase();
@@ -433,5 +195,131 @@ fn purged_by(key: &str, prefix: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
-mod tests;
+pub(in crate::cache) mod tests {
+    use super::{Cached, Store};
+    use crate::cache::disk::DISK_REST;
+    use bytes::Bytes;
+    use http::{HeaderMap, Request, Response, StatusCode};
+    use http_cache_semantics::CachePolicy;
+
+    pub(in crate::cache) fn entry(key: &str, size: usize) -> Cached {
+        let req = Request::get(format!("http://a.test{key}"))
+            .body(())
+            .unwrap();
+        let res = Response::builder()
+            .header("cache-control", "public, max-age=60")
+            .body(())
+            .unwrap();
+        Cached {
+            key: key.to_string(),
+            policy: CachePolicy::new(&req, &res),
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![7u8; size]),
+        }
+    }
+
+    #[test]
+    fn disk_tier_survives_a_restart_and_damage_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(1 << 20, 1 << 20, dir.path());
+        for key in ["/a", "/b"] {
+            let stored = store.put(entry(key, 1000));
+            store.persist(&stored);
+        }
+        drop(store);
+        // Truncate one file as a crash would.
+        let victim = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let bytes = std::fs::read(&victim).unwrap();
+        std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+        let store = Store::open(1 << 20, 1 << 20, dir.path());
+        let kept = ["/a", "/b"]
+            .iter()
+            .filter(|k| store.get(k).is_some())
+            .count();
+        assert_eq!(kept, 1, "the intact entry is back, the damaged one gone");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn both_bounds_hold_when_filled_past_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(100_000, 200_000, dir.path());
+        for n in 0..100 {
+            let stored = store.put(entry(&format!("/img/{n}"), 10_000));
+            store.persist(&stored);
+        }
+        let (memory, disk) = store.bytes();
+        assert!(memory <= 100_000 && disk <= 200_000, "{memory} {disk}");
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            on_disk <= 200_000 + 100 * 2048,
+            "files on disk follow the index: {on_disk}"
+        );
+        assert!(store.get("/img/99").is_some() && store.get("/img/0").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_disk_rests_then_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("cache");
+        // A file where the folder should be: every write fails at once.
+        std::fs::write(&folder, b"not a folder").unwrap();
+        let store = Store::open(1 << 20, 1 << 20, &folder);
+        store.persist(&store.put(entry("/a", 10)));
+        std::fs::remove_file(&folder).unwrap();
+        store.persist(&store.put(entry("/b", 10)));
+        assert!(!folder.exists(), "resting: nothing written");
+        tokio::time::advance(DISK_REST).await;
+        store.persist(&store.put(entry("/c", 10)));
+        assert_eq!(
+            std::fs::read_dir(&folder).unwrap().count(),
+            1,
+            "stored on disk again after the rest"
+        );
+    }
+
+    #[test]
+    fn a_path_prefix_purges_that_path_on_every_site_in_any_case() {
+        use super::purged_by;
+        assert!(purged_by("jelly.test/Items/1/Images/Primary", "/Items/"));
+        assert!(purged_by("tv.test/items/2/Images/Primary?tag=a", "/Items/"));
+        assert!(!purged_by("jelly.test/web/index.html", "/Items/"));
+        assert!(purged_by("jelly.test/web/index.html", "jelly.test/web/"));
+        assert!(purged_by("jelly.test/web/index.html", "JELLY.test/Web/"));
+        assert!(!purged_by("tv.test/web/index.html", "jelly.test/"));
+        assert!(
+            purged_by("jelly.test/web/index.html", ""),
+            "empty: everything"
+        );
+    }
+
+    #[test]
+    fn a_purge_is_not_undone_by_a_write_to_disk_that_was_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("cache");
+        let store = Store::open(1 << 20, 1 << 20, &folder);
+        let stored = store.put(entry("/Items/1/Images/Primary", 10));
+        // The write to disk was queued; the purge runs first.
+        assert_eq!(store.purge("/items/").unwrap(), 1);
+        store.persist(&stored);
+        assert_eq!(
+            std::fs::read_dir(&folder).unwrap().count(),
+            0,
+            "nothing written"
+        );
+        let reopened = Store::open(1 << 20, 1 << 20, &folder);
+        assert!(
+            reopened.get(&stored.key).is_none(),
+            "not back after a restart"
+        );
+    }
+}
