@@ -15,7 +15,7 @@
 //!    closed), puts the [`canonical`] path in place, checks Host against SNI,
 //!    applies port-80 rules ([`webroot`]) and the site's [`filter`]s.
 //! 3. **forward** — a [`websocket`] tunnel, the edge [`cache`], or the one
-//!    forward step of the [`upstream`] ([`forwarding`] writes the head).
+//!    forward step of the [`upstream`] (`upstream::head` writes the head).
 //! 4. **response** — filters' `on_response`; errors become short pages in
 //!    [`error`]; the [`access_log`] line is written when the body ends.
 //!
@@ -30,7 +30,7 @@
 //!   what a request is served by; [`agent`] is the home end of the tunnel,
 //!   [`tunnel`] its edge end (keys, enrollment, the hub the upstream sends
 //!   through).
-//! - [`tls`], [`guard`], [`access_log`], [`forwarding`], [`socket`]:
+//! - [`tls`], [`guard`], [`access_log`], [`socket`]:
 //!   certificates by SNI, bans and caps, the log, the upstream's head, the
 //!   layers under hyper.
 //! - [`config`], [`error`]: the validated config (errors as `file:line:col`)
@@ -59,7 +59,6 @@ pub mod dns;
 pub mod error;
 pub mod error_log;
 pub mod filter;
-pub mod forwarding;
 pub mod gate;
 pub mod guard;
 pub mod http3;

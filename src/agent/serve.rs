@@ -18,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{full_body, Body};
-use crate::forwarding::remove_hop_by_hop;
 use crate::tunnel::protocol::{Refusal, REFUSED};
+use crate::upstream::head::remove_hop_by_hop;
 
 /// How long connecting to a service may take: a machine at home that is off
 /// drops packets, and the edge should hear so before its visitor gives up.

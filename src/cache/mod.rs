@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use crate::body::{empty_body, Body};
 use crate::error::ProxyError;
-use crate::forwarding::Visitor;
+use crate::upstream::head::Visitor;
 use crate::upstream::Upstream;
 use rules::has_credentials;
 pub use rules::{key, CacheRules, Visibility};

@@ -21,8 +21,8 @@ use super::memory::{Turn, Word};
 use super::{Gate, Who, CHECK_WAIT};
 use crate::body::{empty_body, Body};
 use crate::error::ProxyError;
-use crate::forwarding::Visitor;
 use crate::guard::keys::ClientKey;
+use crate::upstream::head::Visitor;
 use crate::upstream::Upstream;
 
 /// Jellyfin's word on `credentials`, asked through `upstream` for the

@@ -9,7 +9,7 @@ use crate::access_log::Line;
 use crate::body::{Body, BodyLimits, ClientBody};
 use crate::cache;
 use crate::error::{answer, ProxyError};
-use crate::forwarding::Visitor;
+use crate::upstream::head::Visitor;
 use crate::websocket;
 
 impl Gateway {

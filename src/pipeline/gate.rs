@@ -10,8 +10,8 @@ use super::head::raw_host;
 use super::{Gateway, Scope};
 use crate::body::{Body, ClientBody};
 use crate::error::answer;
-use crate::forwarding::Visitor;
 use crate::gate::{Admitted, Who};
+use crate::upstream::head::Visitor;
 
 impl Gateway {
     /// The gate's word on `request`, then, if it passes, the forward phase.

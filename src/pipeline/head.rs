@@ -2,7 +2,7 @@
 //! proxy (sizes, exactly one Host, a target that agrees with it) and the raw
 //! Host to forward.
 
-use http::{header, Request, Version};
+use http::{header, HeaderMap, HeaderValue, Request, Version};
 
 use crate::config::{normalise_host, Limits};
 use crate::error::ProxyError;
@@ -72,12 +72,58 @@ pub fn check_head<B>(request: &Request<B>, limits: &Limits) -> Result<String, Pr
     }
 }
 
+/// Refuses request framing that two parsers could read differently (RFC 9112
+/// §6.1, §6.3): Content-Length with Transfer-Encoding, more than one
+/// Content-Length, a transfer coding other than a lone `chunked`, control bytes
+/// in header values. For HTTP/1.1, hyper has already answered most of these
+/// with 400, and resolves two of them itself before we see the head: with both
+/// CL and TE it drops CL (the raw head is watched for that in `head_scan.rs`),
+/// and it folds identical duplicate CLs into one (RFC 9110 §8.6). This check is
+/// the second line for whatever reaches the pipeline by any protocol.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    let codings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if lengths > 0 && !codings.is_empty() {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if lengths > 1 {
+        return Err(ProxyError::BadRequest("more than one Content-Length"));
+    }
+    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+        if length.is_empty() || !length.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Err(ProxyError::BadRequest("malformed Content-Length"));
+        }
+    }
+    match codings.as_slice() {
+        [] => {}
+        [only]
+            if only
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked") => {}
+        _ => {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding other than chunked",
+            ))
+        }
+    }
+    let control = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
+    if headers.values().any(|v| v.as_bytes().iter().any(control)) {
+        return Err(ProxyError::BadRequest(
+            "control character in a header value",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_head;
+    use super::{check_framing, check_head};
     use crate::config::Limits;
     use crate::error::ProxyError;
-    use http::{Request, Version};
+    use http::{HeaderMap, Request, Version};
 
     fn req(uri: &str, hosts: &[&str], version: Version) -> Request<()> {
         let mut builder = Request::builder().uri(uri).version(version);
@@ -156,5 +202,34 @@ mod tests {
             }
             assert!(check_head(&r, &l).is_ok(), "crumbs join into one cookie");
         }
+    }
+
+    #[test]
+    fn smuggling_framings_are_refused() {
+        fn map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, http::HeaderValue::from_bytes(v).unwrap());
+            }
+            h
+        }
+        assert!(check_framing(&map(&[
+            ("content-length", b"5"),
+            ("transfer-encoding", b"chunked")
+        ]))
+        .is_err());
+        assert!(
+            check_framing(&map(&[("content-length", b"5"), ("content-length", b"5")])).is_err()
+        );
+        assert!(check_framing(&map(&[("transfer-encoding", b"chunked, gzip")])).is_err());
+        assert!(check_framing(&map(&[("transfer-encoding", b"identity")])).is_err());
+        assert!(check_framing(&map(&[
+            ("transfer-encoding", b"chunked"),
+            ("transfer-encoding", b"chunked")
+        ]))
+        .is_err());
+        assert!(check_framing(&map(&[("content-length", b"+5")])).is_err());
+        assert!(check_framing(&map(&[("transfer-encoding", b"Chunked")])).is_ok());
+        assert!(check_framing(&map(&[("content-length", b"5"), ("x-a", b"tab\there")])).is_ok());
     }
 }

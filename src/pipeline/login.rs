@@ -13,7 +13,7 @@ use crate::access_log::Line;
 use crate::body::Body;
 use crate::error::{answer, ProxyError};
 use crate::filter::{self, Exchange, Subject};
-use crate::forwarding::Visitor;
+use crate::upstream::head::Visitor;
 
 /// What the access log says of a request whose client left first.
 const CLIENT_CLOSED: u16 = 499;

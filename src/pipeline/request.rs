@@ -4,12 +4,13 @@
 
 use http::{header, HeaderValue, Method, Request, Response};
 
+use super::head::check_framing;
 use super::{Closed, Gateway, Scope};
 use crate::body::{empty_body, Body, ClientBody};
 use crate::client_ip;
 use crate::error::{answer, ProxyError};
 use crate::filter::Verdict;
-use crate::{forwarding, webroot, websocket};
+use crate::{webroot, websocket};
 
 impl Gateway {
     /// The rest of the request phase: framing, Host against SNI, port-80
@@ -33,7 +34,7 @@ impl Gateway {
             let error = ProxyError::BadRequest("both Content-Length and Transfer-Encoding");
             return Ok(Some(answer(error, version)));
         }
-        if let Err(error) = forwarding::check_framing(request.headers()) {
+        if let Err(error) = check_framing(request.headers()) {
             return Ok(Some(answer(error, version)));
         }
         if conn.tls {

@@ -1,6 +1,6 @@
 //! The forward step: the one way a request leaves drawbridge for a site's
 //! upstream (the plain path and the edge cache alike). The client's head
-//! becomes the upstream's (`forwarding::upstream_head`, an origin-form
+//! becomes the upstream's (`head::upstream_head`, an origin-form
 //! target), the request goes out under the connection cap, and the answer
 //! comes back with hop-by-hop headers stripped, its body streaming. A WebSocket
 //! upgrade leaves here too (`upgrade`). Under it, two transports: a direct
@@ -20,7 +20,7 @@ use super::limit::Deadline;
 use super::{Acquired, Failure, Hold, Upstream};
 use crate::body::Body;
 use crate::error::ProxyError;
-use crate::forwarding::{self, Visitor};
+use crate::upstream::head::{self, Visitor};
 
 impl Upstream {
     /// Forwards a client's request (`parts` as the client sent them, after
@@ -35,7 +35,7 @@ impl Upstream {
         let mut response = self
             .send_rewritten(Request::from_parts(parts, body), visitor.client.ip)
             .await?;
-        forwarding::remove_hop_by_hop(response.headers_mut());
+        head::remove_hop_by_hop(response.headers_mut());
         Ok(response.map(|body| body.map_err(Into::into).boxed()))
     }
 
@@ -43,7 +43,7 @@ impl Upstream {
     /// an origin-form target (also for WebSocket upgrades, which take a
     /// connection of their own).
     pub fn rewrite(&self, parts: &mut request::Parts, visitor: Visitor<'_>) {
-        forwarding::upstream_head(parts, visitor);
+        head::upstream_head(parts, visitor);
         parts.uri = self.uri(parts.uri.path_and_query());
     }
 

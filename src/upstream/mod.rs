@@ -9,6 +9,7 @@
 mod background;
 mod dial;
 mod forward;
+pub mod head;
 mod limit;
 mod pool;
 mod tls;

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{empty_body, Body, ClientBody};
 use crate::error::ProxyError;
-use crate::forwarding::{self, Visitor};
 use crate::socket::deadline::InFlight;
+use crate::upstream::head::{self, Visitor};
 use crate::upstream::Upstream;
 
 /// How the client asked for a WebSocket.
@@ -131,7 +131,7 @@ pub async fn tunnel(
         .await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused (401 without a token, 404…): the client gets that answer.
-        forwarding::remove_hop_by_hop(response.headers_mut());
+        head::remove_hop_by_hop(response.headers_mut());
         return Ok(response.map(|body| body.map_err(Into::into).boxed()));
     }
     let upstream_side = hyper::upgrade::on(&mut response);

@@ -1,13 +1,14 @@
-//! The request and response heads as they cross drawbridge: framing checks
-//! that stop request smuggling, hop-by-hop headers removed both ways (RFC 9110
-//! §7.6.1), HTTP/2 translated to clean HTTP/1.1, and the forwarded headers set
-//! from what drawbridge knows, never from what the client claims.
+//! The upstream's head: a request's head as the upstream sees it and an
+//! answer's as the client does — hop-by-hop headers removed both ways
+//! (RFC 9110 §7.6.1), HTTP/2 translated to clean HTTP/1.1, and the
+//! forwarded headers set from what drawbridge knows, never from what the
+//! client claims. (The framing checks that stop request smuggling come
+//! first, with the rest of the request head's checks: `pipeline/head.rs`.)
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Version};
 
 use crate::client_ip::Client;
-use crate::error::ProxyError;
 
 /// Headers that describe one connection, never forwarded. Not `Trailer`:
 /// it is end to end (RFC 9110 §6.6.2), and an answer's trailers reach an
@@ -35,52 +36,6 @@ const CLAIMS: [HeaderName; 3] = [
     header::FORWARDED,
     HeaderName::from_static("cf-connecting-ip"),
 ];
-
-/// Refuses request framing that two parsers could read differently (RFC 9112
-/// §6.1, §6.3): Content-Length with Transfer-Encoding, more than one
-/// Content-Length, a transfer coding other than a lone `chunked`, control bytes
-/// in header values. For HTTP/1.1, hyper has already answered most of these
-/// with 400, and resolves two of them itself before we see the head: with both
-/// CL and TE it drops CL (the raw head is watched for that in `head_scan.rs`),
-/// and it folds identical duplicate CLs into one (RFC 9110 §8.6). This check is
-/// the second line for whatever reaches the pipeline by any protocol.
-pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
-    let codings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if lengths > 0 && !codings.is_empty() {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    if lengths > 1 {
-        return Err(ProxyError::BadRequest("more than one Content-Length"));
-    }
-    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
-        if length.is_empty() || !length.as_bytes().iter().all(u8::is_ascii_digit) {
-            return Err(ProxyError::BadRequest("malformed Content-Length"));
-        }
-    }
-    match codings.as_slice() {
-        [] => {}
-        [only]
-            if only
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked") => {}
-        _ => {
-            return Err(ProxyError::BadRequest(
-                "Transfer-Encoding other than chunked",
-            ))
-        }
-    }
-    let control = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
-    if headers.values().any(|v| v.as_bytes().iter().any(control)) {
-        return Err(ProxyError::BadRequest(
-            "control character in a header value",
-        ));
-    }
-    Ok(())
-}
 
 /// Removes hop-by-hop headers and every header the Connection header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -203,7 +158,7 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_framing, remove_hop_by_hop, upstream_head, Visitor};
+    use super::{remove_hop_by_hop, upstream_head, Visitor};
     use crate::client_ip::Client;
     use http::{HeaderMap, HeaderValue, Request, Version};
 
@@ -372,34 +327,5 @@ mod tests {
         let cookies: Vec<_> = parts.headers.get_all("cookie").iter().collect();
         assert_eq!(cookies, ["a=1; b=2"]);
         assert_eq!(parts.headers["host"], "jelly.test");
-    }
-
-    #[test]
-    fn smuggling_framings_are_refused() {
-        fn map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
-            let mut h = HeaderMap::new();
-            for (n, v) in pairs {
-                h.append(*n, http::HeaderValue::from_bytes(v).unwrap());
-            }
-            h
-        }
-        assert!(check_framing(&map(&[
-            ("content-length", b"5"),
-            ("transfer-encoding", b"chunked")
-        ]))
-        .is_err());
-        assert!(
-            check_framing(&map(&[("content-length", b"5"), ("content-length", b"5")])).is_err()
-        );
-        assert!(check_framing(&map(&[("transfer-encoding", b"chunked, gzip")])).is_err());
-        assert!(check_framing(&map(&[("transfer-encoding", b"identity")])).is_err());
-        assert!(check_framing(&map(&[
-            ("transfer-encoding", b"chunked"),
-            ("transfer-encoding", b"chunked")
-        ]))
-        .is_err());
-        assert!(check_framing(&map(&[("content-length", b"+5")])).is_err());
-        assert!(check_framing(&map(&[("transfer-encoding", b"Chunked")])).is_ok());
-        assert!(check_framing(&map(&[("content-length", b"5"), ("x-a", b"tab\there")])).is_ok());
     }
 }
