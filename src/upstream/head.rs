@@ -156,6 +156,23 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
     }
 }
 
+/// A copy of a request's head, without body or extensions (`Parts` holds
+/// extensions and is not `Clone`): for a request sent once more, or the
+/// cache's own request home.
+pub fn copy_head(
+    method: &http::Method,
+    uri: &http::Uri,
+    version: Version,
+    headers: &HeaderMap,
+) -> request::Parts {
+    let mut copy = http::Request::new(()).into_parts().0;
+    copy.method = method.clone();
+    copy.uri = uri.clone();
+    copy.version = version;
+    copy.headers = headers.clone();
+    copy
+}
+
 #[cfg(test)]
 mod tests {
     use super::{remove_hop_by_hop, upstream_head, Visitor};

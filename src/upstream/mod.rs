@@ -432,12 +432,13 @@ enum Failure {
 /// is safe to send twice.
 fn replay_of<B: http_body::Body>(request: &Request<B>) -> Option<Request<()>> {
     replayable(request).then(|| {
-        let mut copy = Request::new(());
-        *copy.method_mut() = request.method().clone();
-        *copy.uri_mut() = request.uri().clone();
-        *copy.version_mut() = request.version();
-        *copy.headers_mut() = request.headers().clone();
-        copy
+        let head = head::copy_head(
+            request.method(),
+            request.uri(),
+            request.version(),
+            request.headers(),
+        );
+        Request::from_parts(head, ())
     })
 }
 
