@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{pool, Upstream};
+use super::{pool, Direct, Transport, Upstream};
 use crate::dns::{self, Resolve, TtlBounds};
 
 impl Upstream {
@@ -20,10 +20,15 @@ impl Upstream {
         shutdown: CancellationToken,
         changes: prometheus_client::metrics::counter::Counter,
     ) {
-        if let Some(name) = &self.name {
+        if let Transport::Direct(Direct {
+            name: Some(name),
+            addresses,
+            ..
+        }) = &self.transport
+        {
             tokio::spawn(dns::refresh(
                 name.clone(),
-                Arc::downgrade(&self.addresses),
+                Arc::downgrade(addresses),
                 lookup,
                 bounds,
                 shutdown,
@@ -43,9 +48,13 @@ impl Upstream {
         // Until it answers (the task ends with the process): Jellyfin at
         // home may come up long after drawbridge. Every 2 s for the first
         // minute, then every 10 s.
+        let Transport::Direct(direct) = &self.transport else {
+            // Through the tunnel, the agent says it (`agent/`).
+            return;
+        };
         let started = tokio::time::Instant::now();
         for attempt in 0u32.. {
-            match self.dial().await {
+            match direct.dial(self.connect_timeout).await {
                 Ok(stream) => {
                     if let Ok(local) = stream.local_addr() {
                         tracing::info!(

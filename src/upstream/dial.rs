@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-use super::Upstream;
+use super::tls::UpstreamTlsConfig;
+use crate::dns::Addresses;
+use std::sync::Arc;
 
 /// After this long without an answer from one address, the next one is tried
 /// alongside it (RFC 8305's connection attempt delay): an address that drops
@@ -21,14 +23,26 @@ const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// A connection to the upstream: plain, or TLS for an `https://` one.
 pub(super) type UpstreamIo = Either<TcpStream, TlsStream<TcpStream>>;
 
-impl Upstream {
+/// The direct way home: the upstream's addresses (followed in DNS when it
+/// is named), its port, and TLS for an `https://` upstream.
+#[derive(Debug)]
+pub(super) struct Direct {
+    pub(super) addresses: Arc<Addresses>,
+    /// The host name to keep resolving; None for an IP address.
+    pub(super) name: Option<String>,
+    pub(super) port: u16,
+    /// Set for an `https://` upstream.
+    pub(super) tls: Option<UpstreamTlsConfig>,
+}
+
+impl Direct {
     /// A connection to the upstream, with TLS when it is `https://`, all
     /// within `connect_timeout`.
-    pub(super) async fn dial_io(&self) -> io::Result<UpstreamIo> {
-        let stream = self.dial().await?;
+    pub(super) async fn dial_io(&self, connect_timeout: Duration) -> io::Result<UpstreamIo> {
+        let stream = self.dial(connect_timeout).await?;
         match &self.tls {
             None => Ok(Either::Left(stream)),
-            Some(tls) => tokio::time::timeout(self.connect_timeout, tls.connect(stream))
+            Some(tls) => tokio::time::timeout(connect_timeout, tls.connect(stream))
                 .await
                 .unwrap_or_else(|_| {
                     Err(io::Error::new(
@@ -44,10 +58,10 @@ impl Upstream {
     /// With several (a name with A and AAAA records), the next address is
     /// tried as soon as one refuses or after `ATTEMPT_DELAY` without an
     /// answer, alternating families; the first to connect wins.
-    pub(super) async fn dial(&self) -> io::Result<TcpStream> {
+    pub(super) async fn dial(&self, connect_timeout: Duration) -> io::Result<TcpStream> {
         let port = self.port;
         let attempts = async {
-            let ips = self.addresses.resolved(self.connect_timeout).await?;
+            let ips = self.addresses.resolved(connect_timeout).await?;
             let mut queue = interleaved(&ips).into_iter();
             let mut racing = JoinSet::new();
             let mut last = io::Error::from(io::ErrorKind::NotFound);
@@ -68,7 +82,7 @@ impl Upstream {
                 }
             }
         };
-        let stream = tokio::time::timeout(self.connect_timeout, attempts)
+        let stream = tokio::time::timeout(connect_timeout, attempts)
             .await
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
         stream.set_nodelay(true)?;
@@ -94,4 +108,25 @@ pub(super) fn interleaved(ips: &[IpAddr]) -> Vec<IpAddr> {
     }
     order.extend(other);
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleaved;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn addresses_alternate_families_starting_with_the_first() {
+        let v4 = |n| IpAddr::V4(Ipv4Addr::new(192, 0, 2, n));
+        let v6 = |n| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n));
+        assert_eq!(
+            interleaved(&[v6(1), v6(2), v6(3), v4(1)]),
+            [v6(1), v4(1), v6(2), v6(3)]
+        );
+        assert_eq!(
+            interleaved(&[v4(1), v4(2), v6(1), v6(2), v6(3)]),
+            [v4(1), v6(1), v4(2), v6(2), v6(3)]
+        );
+        assert!(interleaved(&[]).is_empty());
+    }
 }

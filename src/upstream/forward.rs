@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::limit::Deadline;
-use super::{Acquired, Failure, Hold, Upstream};
+use super::{Acquired, Failure, Hold, Transport, Upstream};
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::upstream::head::{self, Visitor};
@@ -88,34 +88,38 @@ impl Upstream {
             addr: addr.clone(),
             why,
         };
-        if let Some(tunnel) = &self.tunnel {
-            // Extended CONNECT (RFC 8441) to the agent, which makes it an
-            // HTTP/1.1 Upgrade at home and answers 200 when it switched.
-            let (mut parts, body) = request.into_parts();
-            parts.method = Method::CONNECT;
-            parts.headers.remove(header::CONNECTION);
-            parts.headers.remove(header::UPGRADE);
-            parts
-                .extensions
-                .insert(hyper::ext::Protocol::from_static("websocket"));
-            let sent = self.exchange_tunneled(tunnel, Request::from_parts(parts, body));
-            let (mut response, stream) = match tokio::time::timeout(response_timeout, sent).await {
-                Ok(result) => result.map_err(|f| self.classify(f))?,
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        addr,
-                        after: response_timeout,
-                    })
+        let direct = match &self.transport {
+            Transport::Direct(direct) => direct,
+            Transport::Tunnel(tunnel) => {
+                // Extended CONNECT (RFC 8441) to the agent, which makes it an
+                // HTTP/1.1 Upgrade at home and answers 200 when it switched.
+                let (mut parts, body) = request.into_parts();
+                parts.method = Method::CONNECT;
+                parts.headers.remove(header::CONNECTION);
+                parts.headers.remove(header::UPGRADE);
+                parts
+                    .extensions
+                    .insert(hyper::ext::Protocol::from_static("websocket"));
+                let sent = self.exchange_tunneled(tunnel, Request::from_parts(parts, body));
+                let (mut response, stream) =
+                    match tokio::time::timeout(response_timeout, sent).await {
+                        Ok(result) => result.map_err(|f| self.classify(f))?,
+                        Err(_) => {
+                            return Err(ProxyError::UpstreamTimeout {
+                                addr,
+                                after: response_timeout,
+                            })
+                        }
+                    };
+                hold._stream = Some(stream);
+                if response.status() == StatusCode::OK {
+                    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                 }
-            };
-            hold._stream = Some(stream);
-            if response.status() == StatusCode::OK {
-                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                return Ok((response, hold));
             }
-            return Ok((response, hold));
-        }
-        let stream = self
-            .dial_io()
+        };
+        let stream = direct
+            .dial_io(self.connect_timeout)
             .await
             .map_err(|source| ProxyError::UpstreamConnect {
                 addr: addr.clone(),

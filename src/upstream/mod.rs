@@ -8,8 +8,10 @@
 
 mod background;
 mod dial;
+mod exchange;
 mod forward;
 pub mod head;
+mod lent;
 mod limit;
 mod pool;
 mod tls;
@@ -23,7 +25,6 @@ use std::time::Duration;
 
 use http::uri::{self, PathAndQuery};
 use http::{Method, Request, Response, Uri};
-use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
 use crate::body::BodyError;
@@ -34,9 +35,20 @@ use crate::tunnel::hub::Hub;
 
 use crate::error::Busy;
 use crate::metrics::Health;
+use dial::Direct;
+pub use lent::UpstreamBody;
 use limit::{ConnPermit, Deadline, Limit, Share};
-pub use pool::UpstreamBody;
-use pool::{Lease, Pool, PooledConn};
+use pool::{Pool, PooledConn};
+
+/// How a site's requests reach home: the one choice between the ways out,
+/// matched once in `send` and once in `upgrade`.
+#[derive(Debug)]
+enum Transport {
+    /// HTTP/1.1 over TCP, plain or TLS, to the site's addresses (`dial.rs`).
+    Direct(Direct),
+    /// An agent's service through the edge's tunnels (`tunnel.rs`).
+    Tunnel(Tunnel),
+}
 
 /// An agent's service, reached through the edge's tunnels.
 #[derive(Debug, Clone)]
@@ -50,15 +62,8 @@ struct Tunnel {
 pub struct Upstream {
     pool: Arc<Pool>,
     limit: Arc<Limit>,
-    addresses: Arc<Addresses>,
-    /// The host name to keep resolving; None for an IP address.
-    name: Option<String>,
+    transport: Transport,
     authority: String,
-    port: u16,
-    /// Set for an `https://` upstream.
-    tls: Option<tls::UpstreamTlsConfig>,
-    /// Set when the site's upstream is an agent's service.
-    tunnel: Option<Tunnel>,
     connect_timeout: Duration,
     response_timeout: Duration,
     /// Where every way out records whether home answered, and how fast.
@@ -77,10 +82,12 @@ impl fmt::Display for Upstream {
     /// As the config spells it: `http://host:port`, `https://…` or
     /// `tunnel:AGENT/SERVICE`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.tunnel, &self.tls) {
-            (Some(tunnel), _) => write!(f, "tunnel:{}/{}", tunnel.agent, tunnel.service),
-            (None, Some(_)) => write!(f, "https://{}", self.authority),
-            (None, None) => write!(f, "http://{}", self.authority),
+        match &self.transport {
+            Transport::Tunnel(tunnel) => write!(f, "tunnel:{}/{}", tunnel.agent, tunnel.service),
+            Transport::Direct(Direct { tls: Some(_), .. }) => {
+                write!(f, "https://{}", self.authority)
+            }
+            Transport::Direct(_) => write!(f, "http://{}", self.authority),
         }
     }
 }
@@ -89,26 +96,27 @@ impl Upstream {
     /// The upstream of `site`, with an empty pool; a tunnel target goes
     /// through `hub`; whether home answers is recorded in `health`.
     pub fn new(site: &SiteConfig, hub: &Arc<Hub>, health: Health) -> Upstream {
-        let (addresses, name, port, tunnel) = match &site.upstream {
-            UpstreamTarget::Http(addr) => match addr.host.parse::<IpAddr>() {
-                Ok(ip) => (Addresses::fixed(ip), None, addr.port, None),
-                Err(_) => (
-                    Addresses::unresolved(),
-                    Some(addr.host.clone()),
-                    addr.port,
-                    None,
-                ),
-            },
-            UpstreamTarget::Tunnel { agent, service } => (
-                Addresses::unresolved(),
-                None,
-                0,
-                Some(Tunnel {
-                    hub: hub.clone(),
-                    agent: agent.clone(),
-                    service: service.clone(),
-                }),
-            ),
+        let transport = match &site.upstream {
+            UpstreamTarget::Http(addr) => {
+                let (addresses, name) = match addr.host.parse::<IpAddr>() {
+                    Ok(ip) => (Addresses::fixed(ip), None),
+                    Err(_) => (Addresses::unresolved(), Some(addr.host.clone())),
+                };
+                Transport::Direct(Direct {
+                    addresses,
+                    name,
+                    port: addr.port,
+                    tls: addr
+                        .tls
+                        .as_ref()
+                        .map(|how| tls::UpstreamTlsConfig::new(&addr.host, how)),
+                })
+            }
+            UpstreamTarget::Tunnel { agent, service } => Transport::Tunnel(Tunnel {
+                hub: hub.clone(),
+                agent: agent.clone(),
+                service: service.clone(),
+            }),
         };
         let authority = match &site.upstream {
             UpstreamTarget::Http(addr) if addr.host.contains(':') => {
@@ -123,18 +131,8 @@ impl Upstream {
                 site.upstream_max_conns as usize,
                 site.upstream_max_conns_per_client as usize,
             ),
-            addresses,
-            name,
+            transport,
             authority,
-            port,
-            tls: match &site.upstream {
-                UpstreamTarget::Http(addr) => addr
-                    .tls
-                    .as_ref()
-                    .map(|how| tls::UpstreamTlsConfig::new(&addr.host, how)),
-                UpstreamTarget::Tunnel { .. } => None,
-            },
-            tunnel,
             connect_timeout: site.connect_timeout,
             response_timeout: site.response_timeout,
             health,
@@ -155,7 +153,7 @@ impl Upstream {
     /// Whether requests go through the tunnel (the agent then says which
     /// address Jellyfin sees).
     pub fn is_tunnel(&self) -> bool {
-        self.tunnel.is_some()
+        matches!(self.transport, Transport::Tunnel(_))
     }
 
     /// How long home may take to send an answer's head.
@@ -172,7 +170,7 @@ impl Upstream {
     /// already says which server it is; the Host header is set separately).
     pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let mut parts = uri::Parts::default();
-        if let Some(tunnel) = &self.tunnel {
+        if let Transport::Tunnel(tunnel) = &self.transport {
             // HTTP/2 to the agent: its `:authority` names the service.
             parts.scheme = Some(uri::Scheme::HTTP);
             parts.authority = tunnel.service.parse().ok();
@@ -247,122 +245,28 @@ impl Upstream {
         request: Request<Body>,
         deadline: &Deadline,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        if let Some(tunnel) = &self.tunnel {
-            return self.send_tunneled(tunnel, request, deadline).await;
-        }
+        let direct = match &self.transport {
+            Transport::Tunnel(tunnel) => {
+                return self.send_tunneled(tunnel, request, deadline).await
+            }
+            Transport::Direct(direct) => direct,
+        };
         // Read before connecting: a connection made while DNS moves is
         // pooled under the older epoch and retired at the next checkout.
-        let epoch = self.addresses.epoch();
+        let epoch = direct.addresses.epoch();
         let acquired = self
             .acquire(Some(epoch), deadline)
             .await
             .map_err(Failure::Busy)?;
         match tokio::time::timeout(
             self.response_timeout,
-            self.exchange(request, acquired, epoch),
+            self.exchange(direct, request, acquired, epoch),
         )
         .await
         {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout),
         }
-    }
-
-    /// An idle pooled connection made for `pooled` (the address epoch; None
-    /// for a connection of its own), or the permit to open a new one,
-    /// waiting up to `deadline`. An idle connection that cannot be used is
-    /// closed to make room.
-    async fn acquire(&self, pooled: Option<u64>, deadline: &Deadline) -> Result<Acquired, Busy> {
-        // While others wait, a request takes a ticket and its turn rather
-        // than what comes free (`limit.rs`: fair between clients).
-        let mut ticket = None;
-        loop {
-            let my_turn = match &ticket {
-                None => !self.limit.anyone_waiting(),
-                Some(ticket) => self.limit.at_turn(ticket),
-            };
-            if my_turn {
-                if let Some(conn) = pooled.and_then(|epoch| self.pool.checkout(epoch)) {
-                    return Ok(Acquired::Pooled(conn));
-                }
-                if let Some(permit) = self.limit.try_conn() {
-                    return Ok(Acquired::Permit(permit));
-                }
-                if self.pool.evict_oldest() {
-                    continue;
-                }
-            }
-            let ticket = match &mut ticket {
-                Some(ticket) => ticket,
-                None => ticket.insert(self.limit.ticket(deadline.client())?),
-            };
-            if let Some(permit) = self
-                .limit
-                .wait(ticket, &self.pool.returned, deadline)
-                .await?
-            {
-                return Ok(Acquired::Permit(permit));
-            }
-        }
-    }
-
-    /// One exchange: on the pooled connection, or on a new one. A request a
-    /// pooled connection closed before taking goes out again on a new
-    /// connection (in the dead one's place under the cap), whatever its
-    /// method: nothing of it was sent.
-    async fn exchange(
-        &self,
-        request: Request<Body>,
-        acquired: Acquired,
-        epoch: u64,
-    ) -> Result<Response<UpstreamBody>, Failure> {
-        let mut request = request;
-        let permit = match acquired {
-            Acquired::Permit(permit) => permit,
-            Acquired::Pooled(mut conn) => match conn.sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.lend(response, conn, epoch)),
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => {
-                        request = unsent;
-                        conn.permit
-                    }
-                    None => return Err(Failure::Exchange(error.into_error())),
-                },
-            },
-        };
-        // Boxed: connecting is rare, and its future would size every exchange.
-        let mut conn = Box::pin(self.connect(permit)).await?;
-        let response = conn
-            .sender
-            .send_request(request)
-            .await
-            .map_err(Failure::Exchange)?;
-        Ok(self.lend(response, conn, epoch))
-    }
-
-    fn lend(
-        &self,
-        response: Response<hyper::body::Incoming>,
-        conn: PooledConn,
-        epoch: u64,
-    ) -> Response<UpstreamBody> {
-        let pool = self.pool.clone();
-        response.map(|body| UpstreamBody::new(body, Lease { conn, epoch, pool }))
-    }
-
-    /// A new keep-alive connection in `permit`'s place; its connection task
-    /// runs on its own until the upstream or drawbridge closes it.
-    async fn connect(&self, permit: ConnPermit) -> Result<PooledConn, Failure> {
-        let stream = self.dial_io().await.map_err(Failure::Connect)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(Failure::Exchange)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
-        Ok(PooledConn { sender, permit })
     }
 
     fn classify(&self, failure: Failure) -> ProxyError {
@@ -466,6 +370,3 @@ fn body_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e Bo
     }
     None
 }
-
-#[cfg(test)]
-mod tests;

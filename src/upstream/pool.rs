@@ -1,6 +1,6 @@
 //! The upstream's keep-alive pool: idle HTTP/1.1 connections, the most
 //! recently used taken first. A connection comes back when the body of its
-//! last answer has been read to the end (`UpstreamBody`); one dropped half-read
+//! last answer has been read to the end (`lent.rs`); one dropped half-read
 //! is closed, since its connection is mid-message.
 //!
 //! Each connection is a hyper `http1::SendRequest` whose connection task runs
@@ -8,20 +8,15 @@
 //! with no pool task or lookup per request in between.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-use super::limit::{ConnPermit, Share};
+use super::limit::ConnPermit;
 use crate::body::Body;
 
 /// A connection's request side.
@@ -93,7 +88,7 @@ impl Pool {
     }
 
     /// Takes `conn` back, unless it closed or DNS moved on from `epoch`.
-    fn checkin(&self, conn: PooledConn, epoch: u64) {
+    pub(super) fn checkin(&self, conn: PooledConn, epoch: u64) {
         if conn.sender.is_closed() {
             return;
         }
@@ -167,109 +162,163 @@ pub(super) async fn sweep(pool: Weak<Pool>, shutdown: CancellationToken) {
     }
 }
 
-/// A connection lent to one exchange.
-#[derive(Debug)]
-pub(super) struct Lease {
-    pub(super) conn: PooledConn,
-    pub(super) epoch: u64,
-    pub(super) pool: Arc<Pool>,
-}
+#[cfg(test)]
+pub(in crate::upstream) mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-/// An upstream answer's body. Read to its end, it gives its connection back
-/// to the pool.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-    /// The client's share of the upstream's connections, given back with
-    /// the connection.
-    share: Option<Share>,
-    /// A tunnel stream's place under the cap (no pooled connection).
-    permit: Option<ConnPermit>,
-    /// A tunnel stream's place on its link (a draining link waits for it).
-    stream: Option<crate::tunnel::hub::StreamHold>,
-}
+    use http::Request;
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
 
-impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, lease: Lease) -> UpstreamBody {
-        UpstreamBody {
-            inner,
-            lease: Some(lease),
-            share: None,
-            permit: None,
-            stream: None,
-        }
+    use super::{Pool, PooledConn, POOL_IDLE, SWEEP_EVERY};
+    use crate::body::empty_body;
+    use crate::upstream::lent::{Lease, UpstreamBody};
+
+    /// An origin answering every request on a connection with `answer`; with
+    /// `close_after`, it closes the connection that long after its first answer.
+    pub(in crate::upstream) async fn origin(
+        answer: &'static [u8],
+        close_after: Option<Duration>,
+    ) -> SocketAddr {
+        origin_telling_closes(answer, close_after).await.0
     }
 
-    /// The body of an answer through a tunnel stream that holds `permit`
-    /// and `stream`.
-    pub(super) fn tunneled(
-        inner: Incoming,
-        permit: ConnPermit,
-        stream: crate::tunnel::hub::StreamHold,
-    ) -> UpstreamBody {
-        UpstreamBody {
-            inner,
-            lease: None,
-            share: None,
-            permit: Some(permit),
-            stream: Some(stream),
-        }
-    }
-
-    /// Keeps `share` until the body has been read or dropped.
-    pub(super) fn hold(&mut self, share: Share) {
-        self.share = Some(share);
-    }
-
-    fn give_back(&mut self) {
-        if let Some(Lease { conn, epoch, pool }) = self.lease.take() {
-            pool.checkin(conn, epoch);
-        }
-        self.share = None;
-        self.permit = None;
-        self.stream = None;
-    }
-}
-
-impl HttpBody for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            None => self.give_back(),
-            // The connection is mid-message: it cannot carry another.
-            Some(Err(error)) => {
-                tracing::warn!(%error, "the upstream failed mid-body; the client's response is cut short");
-                self.lease = None;
-                self.share = None;
-                self.permit = None;
+    /// `origin`, also telling when drawbridge closed one of its connections.
+    pub(in crate::upstream) async fn origin_telling_closes(
+        answer: &'static [u8],
+        close_after: Option<Duration>,
+    ) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed, closes) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            let _ = closed.send(());
+                            return;
+                        }
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(after) = close_after {
+                            tokio::time::sleep(after).await;
+                            return;
+                        }
+                    }
+                });
             }
-            Some(Ok(_)) => {}
-        }
-        Poll::Ready(frame)
+        });
+        (addr, closes)
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    pub(in crate::upstream) async fn connect(addr: SocketAddr) -> PooledConn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        PooledConn { sender, permit }
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    /// Sends one GET on `conn` and returns its body, leased from `pool`.
+    pub(in crate::upstream) async fn get(
+        mut conn: PooledConn,
+        pool: &Arc<Pool>,
+        epoch: u64,
+    ) -> UpstreamBody {
+        let request = Request::get("/").body(empty_body()).unwrap();
+        let response = conn.sender.send_request(request).await.unwrap();
+        let lease = Lease {
+            conn,
+            epoch,
+            pool: pool.clone(),
+        };
+        UpstreamBody::new(response.into_body(), lease)
     }
-}
 
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // hyper stops reading a body once it says it has ended, without
-        // asking for the end: that counts as read to the end.
-        if self.inner.is_end_stream() {
-            self.give_back();
-        }
+    pub(in crate::upstream) const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[tokio::test]
+    async fn dns_moving_on_retires_idle_connections() {
+        let addr = origin(OK, None).await;
+        let pool = Arc::new(Pool::default());
+        let body = get(connect(addr).await, &pool, 0).await;
+        body.collect().await.unwrap();
+        assert_eq!(pool.idle(), 1);
+        assert!(pool.checkout(1).is_none(), "made for the old addresses");
+        assert_eq!(pool.idle(), 0);
+        // One lent under the old epoch is not taken back either.
+        let body = get(connect(addr).await, &pool, 0).await;
+        body.collect().await.unwrap();
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_never_checked_out() {
+        let addr = origin(OK, Some(Duration::from_millis(100))).await;
+        let pool = Arc::new(Pool::default());
+        let sender = connect(addr).await;
+        let body = get(sender, &pool, 0).await;
+        body.collect().await.unwrap();
+        assert_eq!(pool.idle(), 1, "given back before the close arrives");
+        // The upstream closes it 100 ms after answering.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            pool.checkout(0).is_none(),
+            "a closed connection was offered"
+        );
+        assert_eq!(pool.idle(), 0, "and it was dropped, not kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_past_the_pool_idle_time_is_closed_not_reused() {
+        let addr = origin(OK, None).await;
+        let pool = Arc::new(Pool::default());
+        get(connect(addr).await, &pool, 0)
+            .await
+            .collect()
+            .await
+            .unwrap();
+        tokio::time::advance(POOL_IDLE - Duration::from_secs(1)).await;
+        let sender = pool.checkout(0).expect("not yet aged");
+        get(sender, &pool, 0).await.collect().await.unwrap();
+        tokio::time::advance(POOL_IDLE).await;
+        assert!(pool.checkout(0).is_none(), "aged past POOL_IDLE");
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_closes_connections_idle_past_the_pool_idle_time_with_no_request_coming() {
+        let (addr, mut closes) = origin_telling_closes(OK, None).await;
+        let pool = Arc::new(Pool::default());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(super::sweep(Arc::downgrade(&pool), shutdown.clone()));
+        get(connect(addr).await, &pool, 0)
+            .await
+            .collect()
+            .await
+            .unwrap();
+        tokio::time::advance(POOL_IDLE - SWEEP_EVERY).await;
+        assert_eq!(pool.idle(), 1, "not yet aged");
+        tokio::time::advance(2 * SWEEP_EVERY).await;
+        assert_eq!(pool.idle(), 0, "swept without a checkout");
+        closes
+            .recv()
+            .await
+            .expect("the origin saw the connection close");
+        shutdown.cancel();
     }
 }

@@ -6,9 +6,9 @@
 
 use http::{Request, Response, StatusCode, Version};
 
+use super::lent::UpstreamBody;
 use super::limit::Deadline;
-use super::pool::UpstreamBody;
-use super::{Acquired, Failure, Tunnel, Upstream};
+use super::{Acquired, Failure, Transport, Tunnel, Upstream};
 use crate::body::Body;
 use crate::tunnel::hub::{HubError, StreamHold};
 use crate::tunnel::protocol::Refusal;
@@ -56,9 +56,10 @@ impl Upstream {
     /// Whether another agent than the one whose key has `pin` can take this
     /// site's next request (never, without a tunnel).
     pub(super) fn another_agent_up(&self, pin: &str) -> bool {
-        self.tunnel
-            .as_ref()
-            .is_some_and(|tunnel| tunnel.hub.another_up(&tunnel.agent, &tunnel.service, pin))
+        match &self.transport {
+            Transport::Tunnel(tunnel) => tunnel.hub.another_up(&tunnel.agent, &tunnel.service, pin),
+            Transport::Direct(_) => false,
+        }
     }
 
     /// One stream to the agent: its answer's head within `response_timeout`,
