@@ -11,21 +11,22 @@
 //! scraped.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use http::{Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 mod gate;
 mod process;
+mod scraped;
+mod site;
 
 pub use gate::{GateCounts, CHECK_OUTCOMES};
+use site::PerSite;
+pub use site::{Health, Live, Sending, SiteMetrics};
 
 /// The method classes requests are counted by.
 const METHODS: [&str; 4] = ["get", "head", "post", "other"];
@@ -71,7 +72,7 @@ pub struct Metrics {
     /// The unprefixed `process_*` series.
     process: Registry,
     requests: Family<RequestLabels, Counter>,
-    response_time: Family<SiteLabel, Histogram>,
+    response_time: Family<SiteLabel, Histogram, fn() -> Histogram>,
     /// Open client connections (the guard's count), set when scraped.
     pub connections: Gauge,
     /// Bans in force, set when scraped.
@@ -138,211 +139,132 @@ struct TierLabel {
     tier: &'static str,
 }
 
-/// The families labelled by site alone, beside the request counters.
-#[derive(Debug)]
-struct PerSite {
-    received: Family<SiteLabel, Counter>,
-    sent: Family<SiteLabel, Counter>,
-    upstream_time: Family<SiteLabel, Histogram, fn() -> Histogram>,
-    upstream_up: Family<SiteLabel, Gauge>,
-    websockets: Family<SiteLabel, Gauge>,
-    in_flight: Family<SiteLabel, Gauge>,
-    dns_changes: Family<SiteLabel, Counter>,
-}
-
-/// One site's request counters and response-time histogram.
-#[derive(Debug, Clone)]
-pub struct SiteMetrics {
-    requests: Vec<Counter>,
-    response_time: Histogram,
-    /// Request body bytes received from clients and forwarded.
-    pub received: Counter,
-    /// Response body bytes sent to clients.
-    pub sent: Counter,
-    /// Whether home answers, and how fast (recorded by the upstream).
-    pub health: Health,
-    /// WebSockets open now.
-    pub websockets: Gauge,
-    /// Responses whose body is still being sent (streams among them).
-    pub in_flight: Gauge,
-    /// Changes of the upstream name's addresses (dynamic DNS at work).
-    pub dns_changes: Counter,
-}
-
-/// A response on its way: its body's bytes are added to the site's sent
-/// bytes, and it counts as in flight, until its body ends or is dropped.
-#[derive(Debug)]
-pub struct Sending {
-    sent: Counter,
-    _live: Live,
-}
-
-impl Sending {
-    /// The body has ended after `bytes`.
-    pub fn done(self, bytes: u64) {
-        self.sent.inc_by(bytes);
-    }
-}
-
-/// Holds a gauge one higher while it lives (a WebSocket, a response being
-/// sent).
-#[derive(Debug)]
-pub struct Live(Gauge);
-
-impl Live {
-    /// Raises `gauge` until dropped.
-    pub fn new(gauge: &Gauge) -> Live {
-        gauge.inc();
-        Live(gauge.clone())
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
+/// Registers `metric` under `name` and gives it back to be kept.
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// As `add`, with a unit the name ends in.
+fn add_in<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Unit,
+    metric: M,
+) -> M {
+    registry.register_with_unit(name, help, unit, metric.clone());
+    metric
+}
+
+fn histograms<L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync>(
+) -> Family<L, Histogram, fn() -> Histogram> {
+    Family::new_with_constructor(|| Histogram::new(BUCKETS))
+}
+
 impl Metrics {
-    /// The metrics, registered under `drawbridge_`.
+    /// The metrics, registered under `drawbridge_`: one line each, in the
+    /// order `/metrics` shows them.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("drawbridge");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let r = &mut Registry::with_prefix("drawbridge");
+        let requests = add(
+            r,
             "requests",
             "Requests answered, by site, method class and status class",
-            requests.clone(),
+            Family::default(),
         );
-        let response_time =
-            Family::<SiteLabel, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
-        registry.register_with_unit(
+        let response_time = add_in(
+            r,
             "response_time",
             "Time from a request's arrival to its answer's head, by site",
-            prometheus_client::registry::Unit::Seconds,
-            response_time.clone(),
+            Unit::Seconds,
+            histograms(),
         );
-        let connections = Gauge::default();
-        registry.register(
+        let connections = add(
+            r,
             "connections_open",
             "Client connections open",
-            connections.clone(),
+            Gauge::default(),
         );
-        let bans = Gauge::default();
-        registry.register("bans_active", "Client keys banned now", bans.clone());
-        let cache: [Counter<u64, AtomicU64>; 4] = Default::default();
-        for (counter, (name, help)) in cache.iter().zip([
-            ("cache_hits", "Answers from the edge cache"),
-            ("cache_misses", "Cache-route requests that went home"),
-            (
+        let bans = add(r, "bans_active", "Client keys banned now", Gauge::default());
+        let cache = [
+            add(
+                r,
+                "cache_hits",
+                "Answers from the edge cache",
+                Counter::default(),
+            ),
+            add(
+                r,
+                "cache_misses",
+                "Cache-route requests that went home",
+                Counter::default(),
+            ),
+            add(
+                r,
                 "cache_stale",
                 "Stale answers served while home was unreachable",
+                Counter::default(),
             ),
-            (
+            add(
+                r,
                 "cache_bypass",
                 "Cache-route requests that bypassed the cache",
+                Counter::default(),
             ),
-        ]) {
-            registry.register(name, help, counter.clone());
-        }
-        let tunnels = Family::<AgentLabel, Gauge>::default();
-        registry.register(
+        ];
+        let tunnels = add(
+            r,
             "tunnel_connections",
             "Tunnel connections up, by agent",
-            tunnels.clone(),
+            Family::default(),
         );
-        let handshake_failures = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let handshake_failures = add(
+            r,
             "tls_handshake_failures",
             "Failed TLS handshakes by reason (not_tls, refused, timed_out)",
-            handshake_failures.clone(),
+            Family::default(),
         );
-        let certificate_expiry = Family::<SiteLabel, Gauge>::default();
-        registry.register(
+        let certificate_expiry = add(
+            r,
             "certificate_expiry_timestamp_seconds",
             "When each site's certificate expires, Unix time",
-            certificate_expiry.clone(),
+            Family::default(),
         );
-        let per_site = PerSite {
-            received: Family::default(),
-            sent: Family::default(),
-            upstream_time: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
-            upstream_up: Family::default(),
-            websockets: Family::default(),
-            in_flight: Family::default(),
-            dns_changes: Family::default(),
-        };
-        registry.register(
-            "received_bytes",
-            "Request body bytes received from clients, by site",
-            per_site.received.clone(),
-        );
-        registry.register(
-            "sent_bytes",
-            "Response body bytes sent to clients, by site",
-            per_site.sent.clone(),
-        );
-        registry.register_with_unit(
-            "upstream_response_time",
-            "Time from sending a request home to its answer's head, by site",
-            prometheus_client::registry::Unit::Seconds,
-            per_site.upstream_time.clone(),
-        );
-        registry.register(
-            "upstream_up",
-            "Whether the site's last request home got an answer (1) or failed (0)",
-            per_site.upstream_up.clone(),
-        );
-        registry.register(
-            "websockets_open",
-            "WebSockets open, by site",
-            per_site.websockets.clone(),
-        );
-        registry.register(
-            "responses_in_flight",
-            "Responses whose body is still being sent (streams among them), by site",
-            per_site.in_flight.clone(),
-        );
-        registry.register(
-            "upstream_dns_changes",
-            "Changes of the upstream name's addresses (dynamic DNS), by site",
-            per_site.dns_changes.clone(),
-        );
-        let guard = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "guard_events",
-            "The guard's doings: connections refused (banned, full, full_for_client), login requests over the rate limit (login_rate_limited), failed logins (failed_login), bans issued (banned_now)",
-            guard.clone(),
-        );
-        let acme_orders = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
+        let per_site = PerSite::register(r);
+        let guard = add(r, "guard_events", "The guard's doings: connections refused (banned, full, full_for_client), login requests over the rate limit (login_rate_limited), failed logins (failed_login), bans issued (banned_now)", Family::default());
+        let acme_orders = add(
+            r,
             "acme_orders",
             "Certificate orders by outcome (issued, failed)",
-            acme_orders.clone(),
+            Family::default(),
         );
-        let cache_bytes = Family::<TierLabel, Gauge>::default();
-        registry.register(
+        let cache_bytes = add(
+            r,
             "cache_stored_bytes",
             "Bytes the edge cache holds, by tier (memory, disk)",
-            cache_bytes.clone(),
+            Family::default(),
         );
-        let quic_retries = Counter::default();
-        registry.register(
-            "quic_retries",
-            "QUIC Retries sent: new sources asked to prove their address while many handshakes were under way",
-            quic_retries.clone(),
+        let quic_retries = add(r, "quic_retries", "QUIC Retries sent: new sources asked to prove their address while many handshakes were under way", Counter::default());
+        let by_protocol: Family<ProtocolLabel, Gauge> = add(r, "connections_serving", "Client connections past their handshake, by protocol (http1_plain, http1, http2, http3)", Family::default());
+        let build_info: Family<VersionLabel, Gauge> = add(
+            r,
+            "build_info",
+            "Always 1; the label says which drawbridge runs",
+            Family::default(),
         );
-        let by_protocol = Family::<ProtocolLabel, Gauge>::default();
-        registry.register(
-            "connections_serving",
-            "Client connections past their handshake, by protocol (http1_plain, http1, http2, http3)",
-            by_protocol.clone(),
-        );
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let gate = gate::GateFamilies::register(r);
         let protocols = Protocol::ALL.map(|p| {
             by_protocol
                 .get_or_create(&ProtocolLabel {
@@ -350,24 +272,10 @@ impl Metrics {
                 })
                 .clone()
         });
-        let build_info = Family::<VersionLabel, Gauge>::default();
-        build_info
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "Always 1; the label says which drawbridge runs",
-            build_info,
-        );
-        let gate = gate::GateFamilies::register(&mut registry);
         let mut process = Registry::default();
         process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
-            protocols,
-            quic_retries,
-            registry,
+            registry: std::mem::take(r),
             gate,
             process,
             requests,
@@ -382,6 +290,8 @@ impl Metrics {
             guard,
             acme_orders,
             cache_bytes,
+            quic_retries,
+            protocols,
         }
     }
 
@@ -390,112 +300,10 @@ impl Metrics {
         Live::new(&self.protocols[protocol as usize])
     }
 
-    /// The counters of site `name` (the same ones again after a reload).
-    pub fn site(&self, name: &str) -> SiteMetrics {
-        let mut requests = Vec::with_capacity(METHODS.len() * STATUSES.len());
-        for method in METHODS {
-            for status in STATUSES {
-                let labels = RequestLabels {
-                    site: name.to_string(),
-                    method,
-                    status,
-                };
-                requests.push(self.requests.get_or_create(&labels).clone());
-            }
-        }
-        let response_time = self
-            .response_time
-            .get_or_create(&SiteLabel {
-                site: name.to_string(),
-            })
-            .clone();
-        let label = SiteLabel {
-            site: name.to_string(),
-        };
-        let family = &self.per_site;
-        SiteMetrics {
-            requests,
-            response_time,
-            received: family.received.get_or_create(&label).clone(),
-            sent: family.sent.get_or_create(&label).clone(),
-            health: Health {
-                time: family.upstream_time.get_or_create(&label).clone(),
-                up: Arc::new((family.upstream_up.clone(), label.clone(), OnceLock::new())),
-            },
-            websockets: family.websockets.get_or_create(&label).clone(),
-            in_flight: family.in_flight.get_or_create(&label).clone(),
-            dns_changes: family.dns_changes.get_or_create(&label).clone(),
-        }
-    }
-
     /// The gate counters of site `name`, one refusal counter per route in
     /// `routes` (the same ones again after a reload).
     pub fn gate(&self, name: &str, routes: &[&'static str]) -> GateCounts {
         self.gate.for_site(name, routes)
-    }
-
-    /// Brings the guard's counters up to `totals` (reason, since the start).
-    pub fn set_guard_events(&self, totals: &[(&'static str, u64)]) {
-        for (reason, total) in totals {
-            let counter = self.guard.get_or_create(&ReasonLabel { reason });
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
-    }
-
-    /// Brings the QUIC Retry counter up to `total`.
-    pub fn set_quic_retries(&self, total: u64) {
-        self.quic_retries
-            .inc_by(total.saturating_sub(self.quic_retries.get()));
-    }
-
-    /// Brings the ACME order counters up to `issued` and `failed`.
-    pub fn set_acme_orders(&self, issued: u64, failed: u64) {
-        for (outcome, total) in [("issued", issued), ("failed", failed)] {
-            let counter = self.acme_orders.get_or_create(&OutcomeLabel { outcome });
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
-    }
-
-    /// Sets the edge cache's bytes in memory and on disk.
-    pub fn set_cache_bytes(&self, memory: u64, disk: u64) {
-        for (tier, bytes) in [("memory", memory), ("disk", disk)] {
-            self.cache_bytes
-                .get_or_create(&TierLabel { tier })
-                .set(bytes as i64);
-        }
-    }
-
-    /// Sets the gauge of each agent's connections (agents gone drop to 0).
-    pub fn set_tunnels(&self, connected: &[(String, usize)]) {
-        self.tunnels.clear();
-        for (agent, count) in connected {
-            self.tunnels
-                .get_or_create(&AgentLabel {
-                    agent: agent.clone(),
-                })
-                .set(*count as i64);
-        }
-    }
-
-    /// Brings the handshake-failure counters up to `totals` (not TLS,
-    /// refused, timed out, since the start).
-    pub fn set_handshake_failures(&self, totals: [u64; 3]) {
-        for (reason, total) in ["not_tls", "refused", "timed_out"].into_iter().zip(totals) {
-            let counter = self
-                .handshake_failures
-                .get_or_create(&ReasonLabel { reason });
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
-    }
-
-    /// Sets each site's certificate expiry (Unix seconds).
-    pub fn set_certificate_expiries(&self, expiries: &[(String, u64)]) {
-        self.certificate_expiry.clear();
-        for (site, at) in expiries {
-            self.certificate_expiry
-                .get_or_create(&SiteLabel { site: site.clone() })
-                .set(*at as i64);
-        }
     }
 
     /// The OpenMetrics text of every metric: drawbridge's, then the
@@ -508,87 +316,6 @@ impl Metrics {
         let _ = text::encode_registry(&mut text, &self.process);
         let _ = text::encode_eof(&mut text);
         text
-    }
-}
-
-impl SiteMetrics {
-    /// Counts one answered request.
-    pub fn answered(&self, method: &Method, status: StatusCode, elapsed: Duration) {
-        let method = match *method {
-            Method::GET => 0,
-            Method::HEAD => 1,
-            Method::POST => 2,
-            _ => 3,
-        };
-        let status = (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1;
-        self.requests[method * STATUSES.len() + status].inc();
-        self.response_time.observe(elapsed.as_secs_f64());
-    }
-
-    /// A response starts on its way to the client.
-    pub fn sending(&self) -> Sending {
-        Sending {
-            sent: self.sent.clone(),
-            _live: Live::new(&self.in_flight),
-        }
-    }
-
-    /// Requests answered so far (every class).
-    pub fn requests(&self) -> u64 {
-        self.requests.iter().map(Counter::get).sum()
-    }
-
-    /// Whether the last request home got an answer; `None` before the first.
-    pub fn upstream_is_up(&self) -> Option<bool> {
-        self.health.is_up()
-    }
-}
-
-/// Whether a site's home answers, and how fast: every way out to home
-/// records here (`upstream/`), so a poster's cache miss or a WebSocket
-/// that got no answer says "down" as a plain request does.
-#[derive(Debug, Clone)]
-pub struct Health {
-    time: Histogram,
-    /// The site's `upstream_up` series, made at the first request home: a
-    /// fresh start says nothing rather than "down".
-    up: Arc<(Family<SiteLabel, Gauge>, SiteLabel, OnceLock<Gauge>)>,
-}
-
-impl Health {
-    /// A request home got its answer's head after `elapsed`, or home did
-    /// not answer (unreachable, silent, broken).
-    pub fn record(&self, answered: Option<Duration>) {
-        let (family, label, up) = &*self.up;
-        let up = up.get_or_init(|| family.get_or_create(label).clone());
-        match answered {
-            Some(elapsed) => {
-                up.set(1);
-                self.time.observe(elapsed.as_secs_f64());
-            }
-            None => {
-                up.set(0);
-            }
-        }
-    }
-
-    /// Whether the last request home got an answer; `None` before the first.
-    pub fn is_up(&self) -> Option<bool> {
-        self.up.2.get().map(|up| up.get() == 1)
-    }
-
-    /// A health that records nowhere (tests of the upstream alone).
-    pub fn detached() -> Health {
-        Health {
-            time: Histogram::new(BUCKETS),
-            up: Arc::new((
-                Family::default(),
-                SiteLabel {
-                    site: String::new(),
-                },
-                OnceLock::new(),
-            )),
-        }
     }
 }
 
