@@ -8,23 +8,21 @@
 //! and tried again only every few minutes.
 
 pub mod config;
+mod knock;
+mod known_proxy;
 mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
+use knock::{client_config, dial, exporter, knock};
 use serve::Services;
 
 use crate::socket::coalesce::Coalesce;
@@ -32,7 +30,6 @@ use crate::socket::rewind::Rewind;
 use crate::tunnel::identity::{Identity, IdentityError};
 use crate::tunnel::protocol::{self, EnrollReply, Knock, Proof};
 use crate::tunnel::register::Token;
-use crate::tunnel::trust::PinnedServer;
 
 /// The first retry's ceiling, and the most a retry waits.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -89,121 +86,6 @@ enum Turned {
     Away(String),
 }
 
-/// TLS 1.3 to the edge as any browser dials it (`http/1.1`); the edge's key
-/// is checked inside the connection (`knock`), not by its certificate.
-fn client_config() -> Result<Arc<ClientConfig>, AgentError> {
-    let mut config = ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServer::proven_inside()))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// TCP to `edge` (`host:port`) with TLS on top for the site `name`.
-async fn dial(
-    edge: &str,
-    name: &str,
-    config: Arc<ClientConfig>,
-) -> Result<TlsStream<Rewind>, String> {
-    let name = ServerName::try_from(name.to_string())
-        .map_err(|_| format!("`{name}` is not a host name"))?;
-    let stream = TcpStream::connect(edge).await.map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10));
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-    TlsConnector::from(config)
-        .connect(name, Rewind::new(stream))
-        .await
-        .map_err(|e| format!("TLS: {e} (is the token's site name one of the edge's sites?)"))
-}
-
-/// The connection's 32 exporter bytes the proofs are bound to.
-fn exporter(stream: &TlsStream<Rewind>) -> Result<[u8; 32], String> {
-    let mut exported = [0u8; 32];
-    stream
-        .get_ref()
-        .1
-        .export_keying_material(&mut exported, protocol::EXPORTER_LABEL, None)
-        .map_err(|e| e.to_string())?;
-    Ok(exported)
-}
-
-/// The edge's answer to a knock: its status, headers and body (read only
-/// when it says how long it is, for an enrolment).
-struct EdgeAnswer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
-}
-
-/// Sends `knock` on `stream` and reads the edge's answer, whose proof must
-/// be the key pinned as `edge_pin` on this connection.
-async fn knock(
-    stream: &mut TlsStream<Rewind>,
-    knock: &Knock,
-    host: &str,
-    edge_pin: &str,
-    exported: &[u8; 32],
-) -> Result<EdgeAnswer, String> {
-    stream
-        .write_all(knock.request_head(host).as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    // Byte by byte up to the blank line: whatever follows is the link's
-    // (the edge's HTTP/2 preface), not the answer's.
-    let mut head = Vec::with_capacity(1024);
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16 * 1024 {
-            return Err("an answer head over 16 KiB".to_string());
-        }
-        match stream.read_u8().await {
-            Ok(byte) => head.push(byte),
-            Err(error) => return Err(format!("no answer to the knock: {error}")),
-        }
-    }
-    let mut parsed_headers = [httparse::EMPTY_HEADER; 32];
-    let mut parsed = httparse::Response::new(&mut parsed_headers);
-    if !matches!(parsed.parse(&head), Ok(httparse::Status::Complete(_))) {
-        return Err("an answer that is not HTTP".to_string());
-    }
-    let mut headers = http::HeaderMap::new();
-    for h in parsed.headers.iter() {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(h.name.as_bytes()),
-            http::HeaderValue::from_bytes(h.value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    let status = parsed.code.unwrap_or(0);
-    let proven = Proof::from_headers(&headers, protocol::EDGE, protocol::EDGE_PROOF)
-        .and_then(|proof| proof.verify(protocol::EDGE_SIGNS, exported));
-    if proven.as_deref() != Some(edge_pin) {
-        return Err(format!(
-            "it answered {status} without the pinned key's proof: not this agent's edge (an impostor, or another edge), or its tunnel is off (no site uses it), or it does not know this agent"
-        ));
-    }
-    let length = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(0)
-        .min(64 * 1024);
-    let mut body = vec![0u8; length];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(EdgeAnswer {
-        status,
-        headers,
-        body,
-    })
-}
-
 /// Enrolls at the edge `token` names: makes the agent's key at `key_path`,
 /// proves it and the token's secret over one TLS connection, and returns the
 /// agent's name once the edge has registered the key.
@@ -252,7 +134,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let tls = client_config()?;
     let services = Services::new(config.services.clone());
     for (name, addr) in &config.services {
-        tokio::spawn(announce_known_proxy(
+        tokio::spawn(known_proxy::announce_known_proxy(
             name.clone(),
             addr.clone(),
             shutdown.clone(),
@@ -390,89 +272,6 @@ fn backoff(failures: u32) -> Duration {
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
     let fraction = f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX);
     ceiling.mul_f64(fraction)
-}
-
-/// Logs, once the service answers as Jellyfin, the address the agent
-/// reaches it from: with the tunnel, that is the address Jellyfin's Known
-/// proxies must list. Jellyfin may start long after the agent (a NAS
-/// booting): asked every 2 s for the first minute, then every 10 s, until
-/// it answers or the agent stops. A service that is not Jellyfin gets no hint.
-async fn announce_known_proxy(service: String, addr: String, shutdown: CancellationToken) {
-    let started = Instant::now();
-    let mut waiting_said = false;
-    loop {
-        match jellyfin_seen_from(&addr).await {
-            Ok(Some(ip)) => {
-                tracing::info!(
-                    service,
-                    "the agent reaches Jellyfin at {addr} from {ip}: add {ip} to Jellyfin's Known proxies \
-                     (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every visitor as {ip}"
-                );
-                return;
-            }
-            Ok(None) => {
-                tracing::info!(
-                    service,
-                    addr,
-                    "the service does not answer as Jellyfin: no Known proxies hint for it"
-                );
-                return;
-            }
-            Err(why) if !waiting_said => {
-                tracing::warn!(service, addr, why, "local service not reachable yet; the agent will say which address to add to Jellyfin's Known proxies once it answers");
-                waiting_said = true;
-            }
-            Err(_) => {}
-        }
-        let wait = if started.elapsed() < Duration::from_secs(60) {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(10)
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Asks the service at `addr` for Jellyfin's public system info: the
-/// address the agent reached it from when it is Jellyfin, None when it
-/// answered as something else, Err while it does not answer yet (Jellyfin
-/// starting up answers 503).
-async fn jellyfin_seen_from(addr: &str) -> Result<Option<std::net::IpAddr>, String> {
-    use tokio::io::AsyncReadExt;
-    let asked = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let local = stream.local_addr().map_err(|e| e.to_string())?.ip();
-        let request = format!(
-            "GET /System/Info/Public HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut answer = Vec::new();
-        (&mut stream)
-            .take(64 * 1024)
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((local, answer))
-    };
-    let (local, answer) = tokio::time::timeout(Duration::from_secs(5), asked)
-        .await
-        .map_err(|_| "no answer within 5 s".to_string())??;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.split_whitespace().nth(1).unwrap_or("");
-    match status {
-        "200" if text.contains("\"ProductName\":\"Jellyfin Server\"") => Ok(Some(local)),
-        "503" | "" => Err(format!(
-            "answered {}",
-            if status.is_empty() { "nothing" } else { status }
-        )),
-        _ => Ok(None),
-    }
 }
 
 #[cfg(test)]
