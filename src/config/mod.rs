@@ -10,6 +10,7 @@ pub mod locate;
 mod raw;
 mod site;
 mod units;
+mod upstream;
 mod validate;
 
 use std::net::SocketAddr;
@@ -19,11 +20,11 @@ use std::time::Duration;
 pub use diag::Diagnostic;
 pub use host::{normalise as normalise_host, HostPattern};
 pub use site::{
-    valid_agent_name, AccessList, Acme, CacheConfig, Challenge, GateConfig, GateMode, GuardConfig,
-    PathRule, Rate, Refuse, SiteConfig, TlsSource, UpstreamAddr, UpstreamTarget, UpstreamTls,
-    JELLYFIN_AUTH_PATHS, JELLYFIN_CACHE_PATHS, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
-    PRIVATE_NETWORKS,
+    AccessList, Acme, CacheConfig, Challenge, GateConfig, GateMode, GuardConfig, PathRule, Rate,
+    Refuse, SiteConfig, TlsSource, JELLYFIN_AUTH_PATHS, JELLYFIN_CACHE_PATHS, LETS_ENCRYPT,
+    LETS_ENCRYPT_STAGING, PRIVATE_NETWORKS,
 };
+pub use upstream::{valid_agent_name, UpstreamAddr, UpstreamTarget, UpstreamTls};
 pub use units::{parse_duration, parse_size};
 
 /// Everything drawbridge runs from.
