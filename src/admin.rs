@@ -18,38 +18,21 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::cache::Cache;
+use crate::connection::Shared;
 use crate::guard::ban::StoredBan;
 use crate::guard::keys::ClientKey;
-use crate::guard::Guard;
-use crate::metrics::Metrics;
-use crate::tls::failures::HandshakeFailures;
-use crate::tls::TlsStore;
 use crate::tunnel::hub::AgentStatus;
-use crate::tunnel::hub::Hub;
 
 /// What the admin commands and the admin listener read (the socket, the
-/// HTTP API and `/metrics` alike).
+/// HTTP API and `/metrics` alike): the process's context, borrowed, and the
+/// token the listener asks for.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    /// The metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Connections and bans.
-    pub guard: Arc<Guard>,
-    /// Cache outcomes.
-    pub cache: Arc<Cache>,
-    /// Tunnel connections.
-    pub hub: Arc<Hub>,
-    /// Failed TLS handshakes.
-    pub handshake_failures: Arc<HandshakeFailures>,
-    /// QUIC Retries sent.
-    pub quic: Arc<crate::tls::failures::QuicCounts>,
-    /// Certificates and their expiry.
-    pub certificates: Arc<TlsStore>,
+    /// The process: guard, gateway (routes, cache), certificates, tunnels,
+    /// handshake counts, metrics.
+    pub process: Arc<Shared>,
     /// The token asked for, if any.
     pub token: Option<String>,
-    /// The sites as they are now.
-    pub gateway: Arc<crate::pipeline::Gateway>,
 }
 
 /// What the CLI asks the running process.
@@ -254,7 +237,12 @@ async fn answer(stream: UnixStream, sources: &Sources) -> io::Result<()> {
 /// admin listener's `POST /api` alike.
 pub async fn execute(command: Command, sources: &Sources) -> Reply {
     let now = Instant::now();
-    let (guard, cache, hub) = (sources.guard.clone(), &sources.cache, &sources.hub);
+    let process = &sources.process;
+    let (guard, cache, hub) = (
+        process.guard.clone(),
+        process.gateway.cache(),
+        &process.edge.hub,
+    );
     match command {
         Command::Status => Reply::Status(Box::new(Status {
             connections: guard.open_connections() as u64,
@@ -268,14 +256,14 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
                     bypass,
                 }
             },
-            certificates: sources
+            certificates: process
                 .certificates
                 .expiries()
                 .into_iter()
                 .map(|(site, expires)| CertificateStatus { site, expires })
                 .collect(),
             tunnels: hub.status(),
-            sites: sources
+            sites: process
                 .gateway
                 .routes()
                 .sites()

@@ -218,32 +218,33 @@ async fn api(request: Request<Incoming>, sources: &Sources) -> Response<Body> {
 
 /// The metrics text, the gauges read from their sources first.
 fn scrape(sources: &Sources) -> String {
-    let metrics = &sources.metrics;
+    let process = &sources.process;
+    let metrics = &process.metrics;
     metrics
         .connections
-        .set(sources.guard.open_connections() as i64);
+        .set(process.guard.open_connections() as i64);
     metrics
         .bans
-        .set(sources.guard.bans.list(tokio::time::Instant::now()).len() as i64);
-    let counts = sources.cache.counts();
+        .set(process.guard.bans.list(tokio::time::Instant::now()).len() as i64);
+    let counts = process.gateway.cache().counts();
     for (counter, now) in metrics.cache.iter().zip(counts) {
         counter.inc_by(now.saturating_sub(counter.get()));
     }
     let mut agents: Vec<(String, usize)> = Vec::new();
-    for agent in sources.hub.status() {
+    for agent in process.edge.hub.status() {
         match agents.iter_mut().find(|(name, _)| *name == agent.name) {
             Some((_, count)) => *count += agent.connections.len(),
             None => agents.push((agent.name, agent.connections.len())),
         }
     }
     metrics.set_tunnels(&agents);
-    metrics.set_handshake_failures(sources.handshake_failures.totals());
-    metrics.set_certificate_expiries(&sources.certificates.expiries());
-    metrics.set_guard_events(&sources.guard.events.totals());
-    metrics.set_quic_retries(sources.quic.retries());
-    let (issued, failed) = sources.certificates.orders();
+    metrics.set_handshake_failures(process.handshake_failures.totals());
+    metrics.set_certificate_expiries(&process.certificates.expiries());
+    metrics.set_guard_events(&process.guard.events.totals());
+    metrics.set_quic_retries(process.quic.retries());
+    let (issued, failed) = process.certificates.orders();
     metrics.set_acme_orders(issued, failed);
-    let (memory, disk) = sources.cache.stored_bytes();
+    let (memory, disk) = process.gateway.cache().stored_bytes();
     metrics.set_cache_bytes(memory, disk);
     metrics.encode()
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::store::Cached;
+use super::entry::Cached;
 use super::{Cache, Lookup};
 use crate::body::{empty_body, full_body, Body};
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::entry::Cached;
 use super::lru::Lru;
-use super::store::Cached;
 use crate::atomic_file::write_atomic;
 
 /// How long the disk tier rests after failures that last.
@@ -186,7 +186,7 @@ mod tests {
 
     mod roundtrip {
         use super::super::{decode, encode};
-        use crate::cache::store::Cached;
+        use crate::cache::entry::Cached;
         use http::{HeaderMap, Request, Response, StatusCode};
         use http_cache_semantics::{BeforeRequest, CachePolicy};
 

@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::BodyExt;
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
 
-use super::store::Cached;
+use super::entry::Cached;
 use super::tee::Tee;
 use super::{Cache, Lookup, Visibility};
 use crate::body::{empty_body, Body};

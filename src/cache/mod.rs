@@ -12,6 +12,7 @@
 
 mod answer;
 mod disk;
+mod entry;
 mod home;
 mod lru;
 pub mod rules;

@@ -10,44 +10,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
-use http_cache_semantics::CachePolicy;
-use serde::{Deserialize, Serialize};
-
 use super::disk::{file_name, read_entry, read_key, Disk, DiskHealth};
+use super::entry::Cached;
 use super::lru::Lru;
-
-/// One cached response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Cached {
-    /// The cache key it was stored under.
-    pub key: String,
-    /// RFC 9111 state: freshness, validators, Vary.
-    pub policy: CachePolicy,
-    /// Status of the stored response.
-    #[serde(with = "http_serde::status_code")]
-    pub status: StatusCode,
-    /// Headers of the stored response.
-    #[serde(with = "http_serde::header_map")]
-    pub headers: HeaderMap,
-    /// The whole body.
-    #[serde(skip)]
-    pub body: Bytes,
-}
-
-impl Cached {
-    /// Bytes it takes, roughly.
-    pub fn weight(&self) -> u64 {
-        self.body.len() as u64
-            + 512
-            + self
-                .headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len())
-                .sum::<usize>() as u64
-    }
-}
 
 /// Both tiers.
 #[derive(Debug)]
@@ -196,7 +161,8 @@ fn purged_by(key: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 pub(in crate::cache) mod tests {
-    use super::{Cached, Store};
+    use super::super::entry::Cached;
+    use super::Store;
     use crate::cache::disk::DISK_REST;
     use bytes::Bytes;
     use http::{HeaderMap, Request, Response, StatusCode};

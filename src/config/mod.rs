@@ -24,8 +24,8 @@ pub use site::{
     Refuse, SiteConfig, TlsSource, JELLYFIN_AUTH_PATHS, JELLYFIN_CACHE_PATHS, LETS_ENCRYPT,
     LETS_ENCRYPT_STAGING, PRIVATE_NETWORKS,
 };
-pub use upstream::{valid_agent_name, UpstreamAddr, UpstreamTarget, UpstreamTls};
 pub use units::{parse_duration, parse_size};
+pub use upstream::{valid_agent_name, UpstreamAddr, UpstreamTarget, UpstreamTls};
 
 /// Everything drawbridge runs from.
 #[derive(Debug, Clone)]

@@ -36,7 +36,9 @@ use handshake::handshake;
 use http::serve_http;
 pub use http::HttpBuilders;
 
-/// Everything a connection needs, shared by all connections of the process.
+/// The process's context: everything a connection needs, shared by all
+/// connections, and what the admin (`admin::Sources`) and the reloader
+/// (`server::Reloader`) borrow rather than wire again.
 pub struct Shared {
     /// The request handler.
     pub gateway: Arc<Gateway>,
@@ -63,6 +65,9 @@ pub struct Shared {
     pub edge: Arc<Edge>,
     /// The process's metrics (connections by protocol).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What the side-door gates remember (tokens, addresses), kept across
+    /// reloads.
+    pub gate: Arc<crate::gate::memory::Memory>,
 }
 
 /// What a listener speaks.
@@ -190,6 +195,16 @@ async fn proxy_header(
 }
 
 impl Shared {
+    /// What building the routes borrows from the process.
+    pub fn for_routes(&self) -> crate::routes::Process<'_> {
+        crate::routes::Process {
+            guard: &self.guard,
+            hub: &self.edge.hub,
+            metrics: &self.metrics,
+            gate: &self.gate,
+        }
+    }
+
     /// The guard's word on a TCP connection from `peer`, and whether it may
     /// go no further than an agent's knock: a banned address is closed
     /// here, unless it is one the household's agent attached from (on a

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 pub use super::ban_file::{add_stored, read, remove_stored, BansFileError, StoredBan, MANUAL};
-use super::ban_file::{stored, unix, BanFile};
+use super::ban_file::{unix, BanFile};
 use super::keys::{ClientKey, KeyTable};
 use crate::atomic_file::Coalesced;
 use crate::config::GuardConfig;
@@ -39,6 +39,19 @@ pub struct Ban {
     pub failures: u32,
     /// When it began, seconds since the Unix epoch.
     pub since: u64,
+}
+
+/// `ban` of `key` as stored, its end as wall-clock time.
+fn stored(key: ClientKey, ban: &Ban, now: Instant) -> StoredBan {
+    let until = SystemTime::now() + ban.until.saturating_duration_since(now);
+    StoredBan {
+        address: key.to_string(),
+        until: unix(until),
+        offences: ban.offences,
+        site: ban.site.clone(),
+        failures: ban.failures,
+        since: ban.since,
+    }
 }
 
 /// What recording a failure led to.

@@ -153,20 +153,3 @@ pub(super) fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
-
-/// `ban` of `key` as stored, its end as wall-clock time.
-pub(super) fn stored(
-    key: ClientKey,
-    ban: &super::ban::Ban,
-    now: tokio::time::Instant,
-) -> StoredBan {
-    let until = SystemTime::now() + ban.until.saturating_duration_since(now);
-    StoredBan {
-        address: key.to_string(),
-        until: unix(until),
-        offences: ban.offences,
-        site: ban.site.clone(),
-        failures: ban.failures,
-        since: ban.since,
-    }
-}

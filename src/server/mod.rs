@@ -70,21 +70,18 @@ pub struct Server {
     admin: Option<TcpListener>,
     /// The admin socket (`state_dir/admin.sock`), once opened.
     admin_socket: Option<tokio::net::UnixListener>,
-    metrics: Arc<Metrics>,
     /// Plain-HTTP listeners, each with whether it expects PROXY headers.
     http: Vec<(TcpListener, bool)>,
     /// TLS listeners, likewise.
     https: Vec<(TcpListener, bool)>,
     /// HTTP/3 endpoints (UDP).
     quic: Vec<quinn::Endpoint>,
+    /// The process's context (`connection::Shared`).
     shared: Arc<Shared>,
-    tls: Arc<TlsStore>,
     acme: Arc<AcmeManager>,
     /// Stops background tasks (ACME, DNS) when the server stops.
     background: CancellationToken,
     lookup: Option<Arc<dyn Resolve>>,
-    /// What the gates remember, kept across reloads.
-    gate: Arc<crate::gate::memory::Memory>,
     started_with: Config,
 }
 
@@ -161,7 +158,8 @@ impl Server {
             quic: Arc::default(),
             tasks: TaskTracker::new(),
             edge,
-            metrics: metrics.clone(),
+            metrics,
+            gate: gate_memory,
         });
         let background = CancellationToken::new();
         let acme = AcmeManager::new(&config, tls.clone(), challenges, background.clone());
@@ -175,16 +173,13 @@ impl Server {
         Ok(Server {
             admin,
             admin_socket: None,
-            metrics,
             http,
             https,
             quic,
             shared,
-            tls,
             acme,
             background,
             lookup,
-            gate: gate_memory,
             started_with: config,
         })
     }
@@ -215,21 +210,16 @@ impl Server {
 
     /// The local CA certificate, when a site uses `tls = "internal"`.
     pub fn ca_cert_path(&self) -> Option<std::path::PathBuf> {
-        self.tls.ca_cert_path()
+        self.shared.certificates.ca_cert_path()
     }
 
     /// A handle that reloads this server's config while it runs.
     pub fn reloader(&self) -> Reloader {
         Reloader {
-            gateway: self.shared.gateway.clone(),
-            tls: self.tls.clone(),
+            process: self.shared.clone(),
             acme: self.acme.clone(),
             lookup: self.lookup.clone(),
             background: self.background.clone(),
-            guard: self.shared.guard.clone(),
-            edge: self.shared.edge.clone(),
-            gate: self.gate.clone(),
-            metrics: self.metrics.clone(),
             started_with: self.started_with.clone(),
         }
     }
@@ -242,7 +232,7 @@ impl Server {
     /// Each site's certificate expiry (first name, Unix seconds), for the
     /// sites that have one yet.
     pub fn certificate_expiries(&self) -> Vec<(String, u64)> {
-        self.tls.expiries()
+        self.shared.certificates.expiries()
     }
 
     /// The edge cache.
@@ -270,15 +260,8 @@ impl Server {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let tracker = self.shared.tasks.clone();
         let sources = crate::admin::Sources {
-            metrics: self.metrics.clone(),
-            guard: self.shared.guard.clone(),
-            cache: self.shared.gateway.cache().clone(),
-            hub: self.shared.edge.hub.clone(),
-            handshake_failures: self.shared.handshake_failures.clone(),
-            quic: self.shared.quic.clone(),
-            certificates: self.tls.clone(),
+            process: self.shared.clone(),
             token: self.started_with.server.admin_token.clone(),
-            gateway: self.shared.gateway.clone(),
         };
         if let Some(listener) = self.admin.take() {
             tokio::spawn(crate::admin_listener::serve(
@@ -337,7 +320,7 @@ impl Server {
                 self.background.clone(),
             ));
         }
-        let watch = self.tls.clone().run(
+        let watch = self.shared.certificates.clone().run(
             self.started_with.server.cert_watch_interval,
             shutdown.clone(),
         );

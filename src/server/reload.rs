@@ -9,26 +9,19 @@ use tokio_util::sync::CancellationToken;
 use super::ServerError;
 use crate::acme::AcmeManager;
 use crate::config::Config;
+use crate::connection::Shared;
 use crate::dns::Resolve;
-use crate::guard::Guard;
-use crate::metrics::Metrics;
-use crate::pipeline::Gateway;
 use crate::routes::Routes;
-use crate::tls::TlsStore;
-use crate::tunnel::edge::Edge;
 
 /// Reloads the config of a running server (SIGHUP).
 #[derive(Debug, Clone)]
 pub struct Reloader {
-    pub(super) gateway: Arc<Gateway>,
-    pub(super) tls: Arc<TlsStore>,
+    /// The process's context, borrowed: the gateway whose routes are
+    /// swapped, the certificates, the guard, tunnels, gate memory, metrics.
+    pub(super) process: Arc<Shared>,
     pub(super) acme: Arc<AcmeManager>,
     pub(super) lookup: Option<Arc<dyn Resolve>>,
     pub(super) background: CancellationToken,
-    pub(super) guard: Arc<Guard>,
-    pub(super) edge: Arc<Edge>,
-    pub(super) gate: Arc<crate::gate::memory::Memory>,
-    pub(super) metrics: Arc<Metrics>,
     pub(super) started_with: Config,
 }
 
@@ -81,7 +74,8 @@ impl Reloader {
                 "[server] admin_listen or admin_token",
             ));
         }
-        let tls = self.tls.clone();
+        let process = &self.process;
+        let tls = process.certificates.clone();
         let for_tls = config.clone();
         tokio::task::spawn_blocking(move || tls.install(&for_tls))
             .await
@@ -92,23 +86,15 @@ impl Reloader {
                 "an upstream given by host name (DNS was not started)",
             ));
         }
-        let routes = Routes::build(
-            &config,
-            &crate::routes::Process {
-                guard: &self.guard,
-                hub: &self.edge.hub,
-                metrics: &self.metrics,
-                gate: &self.gate,
-            },
-        );
-        self.edge.set_open(uses_the_tunnel(&config));
+        let routes = Routes::build(&config, &process.for_routes());
+        process.edge.set_open(uses_the_tunnel(&config));
         routes.start_background(
             self.lookup.as_ref(),
             config.server.dns_ttl,
             &self.background,
-            Some(&self.gateway.routes()),
+            Some(&process.gateway.routes()),
         );
-        self.gateway.swap_routes(routes);
+        process.gateway.swap_routes(routes);
         self.acme.apply(&config.sites);
         Ok(())
     }
@@ -121,7 +107,7 @@ impl Reloader {
 
     /// Reopens the access log file (SIGUSR1, after logrotate).
     pub fn reopen_logs(&self) -> std::io::Result<()> {
-        self.gateway.access_log().reopen()
+        self.process.gateway.access_log().reopen()
     }
 }
 
