@@ -12,76 +12,20 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::socket::head_scan::HeadScan;
 
-/// What the service tells the IO about the connection.
-#[derive(Debug, Default)]
-pub struct ConnState {
-    in_flight: AtomicUsize,
-    /// Bumped whenever `in_flight` changes, so the IO can restart its clocks.
-    epoch: AtomicU64,
-    upgraded: AtomicBool,
-    /// Woken when a request ends, so the idle clock restarts at once.
-    waker: atomic_waker::AtomicWaker,
-    /// The head being read named both Content-Length and Transfer-Encoding.
-    ambiguous: AtomicBool,
-    /// Bytes the socket should read at once from now on (0: as asked): set
-    /// when the connection became an agent's tunnel (`rewind.rs`).
-    read_ahead: AtomicUsize,
-}
+mod state;
+mod watched_io;
 
-impl ConnState {
-    /// A request head was parsed and is being served.
-    pub fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
-    }
-
-    /// Whether the last request head named both Content-Length and
-    /// Transfer-Encoding (read from the raw bytes: hyper drops Content-Length
-    /// in that case before the head reaches us). Clears the mark.
-    pub fn take_ambiguous_framing(&self) -> bool {
-        self.ambiguous.swap(false, Ordering::AcqRel)
-    }
-
-    /// The connection now carries an upgraded protocol: no deadlines any more.
-    pub fn mark_upgraded(&self) {
-        self.upgraded.store(true, Ordering::Release);
-    }
-
-    /// From now on the socket reads up to `size` bytes at once (a tunnel
-    /// connection carries films; see `rewind.rs`).
-    pub fn read_ahead(&self, size: usize) {
-        self.read_ahead.store(size, Ordering::Relaxed);
-    }
-
-    /// What `read_ahead` asked for (0: nothing).
-    pub fn wants_read_ahead(&self) -> usize {
-        self.read_ahead.load(Ordering::Relaxed)
-    }
-}
-
-/// Held while a request is in flight (until its response body is done).
-#[derive(Debug)]
-pub struct InFlight(Arc<ConnState>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.epoch.fetch_add(1, Ordering::AcqRel);
-        self.0.waker.wake();
-    }
-}
+pub use state::{ConnState, InFlight};
 
 /// Deadlines for one connection.
 #[derive(Debug, Clone, Copy)]
@@ -312,101 +256,116 @@ pub trait Readiness {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let may_park = self.home.is_some();
-        let this = self.live();
-        if this.parking {
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if !this.sniffed {
-                    this.sniffed = true;
-                    if buf.filled()[before..].starts_with(b"PRI ") {
-                        this.deadlines.head = None;
-                    }
-                }
-                let idle_now = this.state.in_flight.load(Ordering::Acquire) == 0;
-                this.at_boundary = false;
-                if idle_now && this.deadlines.head.is_some() {
-                    let epoch = this.state.epoch.load(Ordering::Acquire);
-                    let scanned = this.scan.feed(epoch, &buf.filled()[before..]);
-                    if scanned.ambiguous {
-                        this.state.ambiguous.store(true, Ordering::Release);
-                    }
-                    this.at_boundary = scanned.at_boundary;
-                }
-                let now = Instant::now();
-                if let (true, None, Some(limit)) = (idle_now, this.head_at, this.deadlines.head) {
-                    this.head_at = Some(now + limit);
-                }
-                this.quiet_at = None;
-                this.idle_at = now + this.deadlines.idle;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => match this.check(cx, may_park) {
-                Due::Wait => Poll::Pending,
-                Due::Expired(why) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why))),
-                Due::Park => {
-                    // End-of-stream for hyper; the socket stays open.
-                    this.parking = true;
-                    Poll::Ready(Ok(()))
-                }
-            },
-            other => other,
-        }
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.live().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.live().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.live
-            .as_ref()
-            .is_some_and(|live| live.io.is_write_vectored())
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.live();
-        // Sampled first: a request ending during the flush must not count as flushed.
-        let epoch = this.state.epoch.load(Ordering::Acquire);
-        let flushed = Pin::new(&mut this.io).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = flushed {
-            this.flushed_epoch = epoch;
-        }
-        flushed
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.live();
-        if this.parking {
-            // hyper closes its side; the client's connection stays open.
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
-mod tests;
+pub(super) mod tests {
+    use super::{ConnState, Deadlines, Parked, Watched};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub(super) fn deadlines() -> Deadlines {
+        Deadlines {
+            head: Some(Duration::from_secs(10)),
+            idle: Duration::from_secs(75),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connection_closes_after_idle_timeout_not_head_timeout() {
+        let (client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched::new(server, state, deadlines());
+        let start = tokio::time::Instant::now();
+        let mut buf = [0u8; 8];
+        let err = watched.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(75));
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partial_head_is_cut_at_head_deadline() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched::new(server, state, deadlines());
+        client.write_all(b"GET / HT").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(watched.read(&mut buf).await.unwrap(), 8);
+        let start = tokio::time::Instant::now();
+        let err = watched.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.to_string(), "request head not received in time");
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_deadline_while_a_request_is_in_flight() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched::new(server, state.clone(), deadlines());
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(watched.read(&mut buf).await.unwrap(), 18);
+        let in_flight = state.request_started();
+        let read = tokio::time::timeout(Duration::from_secs(3600), watched.read(&mut buf)).await;
+        assert!(read.is_err(), "an hour-long response is not cut");
+        drop(in_flight);
+        let start = tokio::time::Instant::now();
+        assert!(watched.read(&mut buf).await.is_err());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(75),
+            "idle counts from the response's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_clock_restarts_when_the_response_ends_during_a_pending_read() {
+        let (_client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched::new(server, state.clone(), deadlines());
+        let in_flight = state.request_started();
+        // hyper polls for the next request while the response is still streaming.
+        let ended = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(500)).await;
+            drop(in_flight);
+            tokio::time::Instant::now()
+        });
+        let mut buf = [0u8; 8];
+        assert!(watched.read(&mut buf).await.is_err());
+        let closed_at = tokio::time::Instant::now();
+        assert_eq!(closed_at - ended.await.unwrap(), Duration::from_secs(75));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upgraded_connections_have_no_deadline() {
+        let (_client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched::new(server, state.clone(), deadlines());
+        state.mark_upgraded();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(86_400), watched.read(&mut buf)).await;
+        assert!(read.is_err(), "still open after a day of silence");
+    }
+
+    /// A Watched that may park, after one request read and answered.
+    pub(super) async fn answered(
+        request: &[u8],
+    ) -> (
+        tokio::io::DuplexStream,
+        Watched<tokio::io::DuplexStream>,
+        tokio::sync::oneshot::Receiver<Parked<tokio::io::DuplexStream>>,
+        Arc<ConnState>,
+    ) {
+        let (mut client, server) = tokio::io::duplex(256);
+        let state = Arc::new(ConnState::default());
+        let (mut watched, back) = Parked::new(server, state.clone(), deadlines()).wake();
+        client.write_all(request).await.unwrap();
+        let mut buf = [0u8; 256];
+        assert_eq!(watched.read(&mut buf).await.unwrap(), request.len());
+        let in_flight = state.request_started();
+        watched.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        drop(in_flight);
+        watched.flush().await.unwrap();
+        (client, watched, back, state)
+    }
+}
