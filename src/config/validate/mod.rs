@@ -13,7 +13,6 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Reporter};
 use super::raw::{RawAcme, RawCache, RawGate, RawGuard, RawLimits, RawLog, RawServer, RawSite};
-use super::units::{parse_duration, parse_size};
 use super::{Config, Places, ServerConfig};
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
@@ -116,6 +115,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
 mod sections;
 mod site;
 mod upstream;
+mod values;
 
 struct Validator<'a> {
     report: Reporter<'a>,
@@ -201,67 +201,6 @@ impl Validator<'_> {
             }
         }
         sites
-    }
-
-    fn duration(&mut self, raw: Option<Spanned<String>>, default: Duration) -> Duration {
-        let Some(raw) = raw else { return default };
-        match parse_duration(raw.get_ref()) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                self.report
-                    .at(&raw.span(), "a duration of zero is not allowed here");
-                default
-            }
-            Err(message) => {
-                self.report.at(&raw.span(), message);
-                default
-            }
-        }
-    }
-
-    fn size(
-        &mut self,
-        raw: Option<Spanned<String>>,
-        default: usize,
-        min: usize,
-        max: usize,
-    ) -> usize {
-        let Some(raw) = raw else { return default };
-        match parse_size(raw.get_ref()) {
-            Ok(n) if (min as u64..=max as u64).contains(&n) => n as usize,
-            Ok(_) => {
-                self.report.at(
-                    &raw.span(),
-                    format!("must be between {min} and {max} bytes"),
-                );
-                default
-            }
-            Err(message) => {
-                self.report.at(&raw.span(), message);
-                default
-            }
-        }
-    }
-
-    /// The file `raw` names (relative to the config's folder); reported at
-    /// `raw`, with `problem` after its path, when there is no such file.
-    fn file(&mut self, raw: &Spanned<String>, problem: &str) -> Option<PathBuf> {
-        let path = self.path(raw.get_ref());
-        if path.is_file() {
-            return Some(path);
-        }
-        self.report
-            .at(&raw.span(), format!("`{}` {problem}", path.display()));
-        None
-    }
-
-    fn path(&self, text: &str) -> PathBuf {
-        let path = Path::new(text);
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base.join(path)
-        }
     }
 
     fn listeners(

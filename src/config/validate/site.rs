@@ -82,6 +82,8 @@ impl Validator<'_> {
         sites
     }
 
+    /// One `[[site]]`: each key read by its own line, defaults from the
+    /// preset; `None` when any key was wrong (every problem reported).
     fn site(
         &mut self,
         span: &Range<usize>,
@@ -90,7 +92,132 @@ impl Validator<'_> {
         acme: &Acme,
     ) -> Option<SiteConfig> {
         let errors_before = self.report.errors.len();
-        let names: Vec<Spanned<String>> = match (raw.host, raw.hosts) {
+        let hosts = self.hosts(span, raw.host, raw.hosts, earlier)?;
+        let upstream = match raw.upstream {
+            Some(upstream) => self.upstream(&upstream, raw.upstream_pin, raw.upstream_ca),
+            None => {
+                self.report.at(
+                    span,
+                    "a site needs `upstream`, e.g. upstream = \"http://127.0.0.1:8096\"",
+                );
+                None
+            }
+        };
+        let tls = self.tls(raw.tls, hosts.iter().all(HostPattern::is_local));
+        if tls == Some(TlsSource::Acme)
+            && hosts.iter().any(|h| matches!(h, HostPattern::Wildcard(_)))
+            && !acme.challenges.contains(&Challenge::Dns01)
+        {
+            self.report.at(span, "a wildcard name can only be validated by DNS-01: add \"dns-01\" to [acme] challenges and set [acme] dns_hook");
+        }
+        let acme_webroot = raw.acme_webroot.and_then(|dir| self.folder(&dir));
+        let preset = self.word(
+            "preset",
+            raw.preset,
+            &[("jellyfin", Preset::Jellyfin), ("none", Preset::None)],
+            Preset::Jellyfin,
+            Preset::None,
+        );
+        let jellyfin = preset == Preset::Jellyfin;
+        let refuse = self.word(
+            "refuse",
+            raw.refuse,
+            &[("403", Refuse::Forbidden), ("close", Refuse::Close)],
+            Refuse::Forbidden,
+            Refuse::Forbidden,
+        );
+        let gate = self.word(
+            "gate",
+            raw.gate,
+            &[
+                ("enforce", GateMode::Enforce),
+                ("report", GateMode::Report),
+                ("off", GateMode::Off),
+            ],
+            if jellyfin {
+                GateMode::Enforce
+            } else {
+                GateMode::Off
+            },
+            GateMode::Off,
+        );
+        let mut paths: Vec<PathRule> = (raw.path.unwrap_or_default().into_iter())
+            .filter_map(|p| self.path_rule(p))
+            .collect();
+        if jellyfin && !paths.iter().any(|p| p.prefix == "/metrics") {
+            paths.push(metrics_for_the_home_network());
+        }
+        let upstream_max_conns = self.number(
+            raw.upstream_max_conns,
+            1..=100_000,
+            DEFAULT_UPSTREAM_MAX_CONNS,
+            "must be between 1 and 100000",
+        );
+        let half = upstream_max_conns.div_ceil(2);
+        let caching = raw.cache.unwrap_or(jellyfin);
+        let jellyfin_cache_paths =
+            || jellyfin.then(|| strings(crate::config::JELLYFIN_CACHE_PATHS));
+        // Fields are read in the order written: `upstream` and `tls` last,
+        // so a wrong one still lets every other key be checked.
+        let site = SiteConfig {
+            https_redirect: raw.https_redirect.unwrap_or(true),
+            acme_webroot,
+            preset,
+            max_body: self.size(raw.max_body, 20 << 20, 0, usize::MAX) as u64,
+            access_log: raw.access_log.unwrap_or(true),
+            headers: self.headers(raw.headers),
+            remove_headers: self.header_names(raw.remove_headers),
+            connect_timeout: self.duration(raw.connect_timeout, Duration::from_secs(3)),
+            response_timeout: self.duration(raw.response_timeout, Duration::from_secs(60)),
+            upstream_max_conns,
+            upstream_max_conns_per_client: self.number(
+                raw.upstream_max_conns_per_client,
+                1..=upstream_max_conns,
+                half,
+                &format!("must be between 1 and upstream_max_conns ({upstream_max_conns})"),
+            ),
+            access: AccessList {
+                allow: self.nets(raw.allow),
+                deny: self.nets(raw.deny),
+            },
+            paths,
+            refuse,
+            login_rate: self.login_rate(raw.login_rate, jellyfin),
+            login_burst: self.number(
+                raw.login_burst,
+                1..=10_000,
+                5,
+                "must be between 1 and 10000",
+            ),
+            auth_paths: self.auth_paths(raw.auth_paths, jellyfin),
+            cache_paths: (self.patterns(raw.cache_paths).unwrap_or_default())
+                .into_iter()
+                .filter(|_| caching)
+                .collect(),
+            cache_public_paths: (self.patterns(raw.cache_public_paths))
+                .or_else(jellyfin_cache_paths)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|_| caching)
+                .collect(),
+            gate,
+            gate_public: self.patterns(raw.gate_public).unwrap_or_default(),
+            hosts,
+            upstream: upstream?,
+            tls: tls?,
+        };
+        (self.report.errors.len() == errors_before).then_some(site)
+    }
+
+    /// `host` or `hosts`: each name once across the sites.
+    fn hosts(
+        &mut self,
+        span: &Range<usize>,
+        host: Option<Spanned<String>>,
+        hosts: Option<Vec<Spanned<String>>>,
+        earlier: &[SiteConfig],
+    ) -> Option<Vec<HostPattern>> {
+        let names: Vec<Spanned<String>> = match (host, hosts) {
             (Some(host), None) => vec![host],
             (None, Some(hosts)) if !hosts.is_empty() => hosts,
             (Some(host), Some(_)) => {
@@ -121,75 +248,12 @@ impl Validator<'_> {
                 Err(message) => self.report.at(&name.span(), message),
             }
         }
-        let upstream = match raw.upstream {
-            Some(upstream) => self.upstream(&upstream, raw.upstream_pin, raw.upstream_ca),
-            None => {
-                self.report.at(
-                    span,
-                    "a site needs `upstream`, e.g. upstream = \"http://127.0.0.1:8096\"",
-                );
-                None
-            }
-        };
-        let all_local = hosts.iter().all(HostPattern::is_local);
-        let tls = self.tls(raw.tls, all_local);
-        if tls == Some(TlsSource::Acme)
-            && hosts.iter().any(|h| matches!(h, HostPattern::Wildcard(_)))
-            && !acme.challenges.contains(&Challenge::Dns01)
-        {
-            self.report.at(span, "a wildcard name can only be validated by DNS-01: add \"dns-01\" to [acme] challenges and set [acme] dns_hook");
-        }
-        let acme_webroot = raw.acme_webroot.and_then(|dir| {
-            let path = self.path(dir.get_ref());
-            if path.is_dir() {
-                Some(path)
-            } else {
-                self.report.at(
-                    &dir.span(),
-                    format!("`{}` is not a folder drawbridge can read", path.display()),
-                );
-                None
-            }
-        });
-        let preset = match raw.preset.as_ref().map(|p| p.get_ref().as_str()) {
-            None | Some("jellyfin") => Preset::Jellyfin,
-            Some("none") => Preset::None,
-            Some(other) => {
-                let span = raw.preset.as_ref().map(Spanned::span).unwrap_or_default();
-                self.report.at(
-                    &span,
-                    format!("unknown preset `{other}`; use \"jellyfin\" or \"none\""),
-                );
-                Preset::None
-            }
-        };
-        let max_body = self.size(raw.max_body, 20 << 20, 0, usize::MAX) as u64;
-        let headers = self.headers(raw.headers);
-        let remove_headers = self.header_names(raw.remove_headers);
-        let access = AccessList {
-            allow: self.nets(raw.allow),
-            deny: self.nets(raw.deny),
-        };
-        let mut paths: Vec<PathRule> = raw
-            .path
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| self.path_rule(p))
-            .collect();
-        let refuse = match raw.refuse.as_ref().map(|r| r.get_ref().as_str()) {
-            None | Some("403") => Refuse::Forbidden,
-            Some("close") => Refuse::Close,
-            Some(other) => {
-                let span = raw.refuse.as_ref().map(Spanned::span).unwrap_or_default();
-                self.report.at(
-                    &span,
-                    format!("unknown refuse `{other}`; use \"403\" or \"close\""),
-                );
-                Refuse::Forbidden
-            }
-        };
-        let jellyfin = preset == Preset::Jellyfin;
-        let login_rate = match raw.login_rate {
+        Some(hosts)
+    }
+
+    /// `login_rate`: "off", a rate, or the preset's 5 a minute.
+    fn login_rate(&mut self, raw: Option<Spanned<String>>, jellyfin: bool) -> Option<Rate> {
+        match raw {
             Some(rate) if rate.get_ref() == "off" => None,
             Some(rate) => match parse_rate(rate.get_ref()) {
                 Ok(r) => Some(r),
@@ -203,121 +267,27 @@ impl Validator<'_> {
                 per: Duration::from_secs(60),
             }),
             None => None,
-        };
-        let login_burst = match raw.login_burst {
-            Some(b) if (1..=10_000).contains(b.get_ref()) => *b.get_ref(),
-            Some(b) => {
-                self.report.at(&b.span(), "must be between 1 and 10000");
-                1
-            }
-            None => 5,
-        };
-        let auth_paths: Vec<String> = match raw.auth_paths {
-            Some(list) => list.into_iter().filter_map(|p| {
-                if p.get_ref().starts_with('/') { Some(p.into_inner()) } else {
-                    self.report.at(&p.span(), "an auth path starts with `/`, like \"/api/login\" or \"/Users/*/Authenticate\"");
-                    None
-                }
-            }).collect(),
-            None if jellyfin => crate::config::JELLYFIN_AUTH_PATHS.iter().map(ToString::to_string).collect(),
-            None => Vec::new(),
-        };
-        if jellyfin && !paths.iter().any(|p| p.prefix == "/metrics") {
-            let private = crate::config::PRIVATE_NETWORKS
-                .iter()
-                .map(|n| n.parse().expect("built-in range"))
-                .collect();
-            paths.push(PathRule {
-                prefix: "/metrics".to_string(),
-                access: AccessList {
-                    allow: private,
-                    deny: Vec::new(),
-                },
-            });
         }
-        let caching = raw.cache.unwrap_or(jellyfin);
-        let cache_paths = self.patterns(raw.cache_paths).unwrap_or_default();
-        let cache_public_paths = self.patterns(raw.cache_public_paths).unwrap_or_else(|| {
-            if jellyfin {
-                crate::config::JELLYFIN_CACHE_PATHS
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect()
+    }
+
+    /// `auth_paths`: each starts with `/`; the preset's login routes when
+    /// absent.
+    fn auth_paths(&mut self, raw: Option<Vec<Spanned<String>>>, jellyfin: bool) -> Vec<String> {
+        let Some(list) = raw else {
+            return match jellyfin {
+                true => strings(crate::config::JELLYFIN_AUTH_PATHS),
+                false => Vec::new(),
+            };
+        };
+        let mut paths = Vec::new();
+        for p in list {
+            if p.get_ref().starts_with('/') {
+                paths.push(p.into_inner());
             } else {
-                Vec::new()
+                self.report.at(&p.span(), "an auth path starts with `/`, like \"/api/login\" or \"/Users/*/Authenticate\"");
             }
-        });
-        let (cache_paths, cache_public_paths) = if caching {
-            (cache_paths, cache_public_paths)
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        let gate = match raw.gate.as_ref().map(|g| g.get_ref().as_str()) {
-            None if jellyfin => GateMode::Enforce,
-            None => GateMode::Off,
-            Some("enforce") => GateMode::Enforce,
-            Some("report") => GateMode::Report,
-            Some("off") => GateMode::Off,
-            Some(other) => {
-                let span = raw.gate.as_ref().map(Spanned::span).unwrap_or_default();
-                self.report.at(
-                    &span,
-                    format!("unknown gate `{other}`; use \"enforce\", \"report\" or \"off\""),
-                );
-                GateMode::Off
-            }
-        };
-        let gate_public = self.patterns(raw.gate_public).unwrap_or_default();
-        let connect_timeout = self.duration(raw.connect_timeout, Duration::from_secs(3));
-        let response_timeout = self.duration(raw.response_timeout, Duration::from_secs(60));
-        let upstream_max_conns = match raw.upstream_max_conns {
-            Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref(),
-            Some(n) => {
-                self.report.at(&n.span(), "must be between 1 and 100000");
-                DEFAULT_UPSTREAM_MAX_CONNS
-            }
-            None => DEFAULT_UPSTREAM_MAX_CONNS,
-        };
-        let upstream_max_conns_per_client = match raw.upstream_max_conns_per_client {
-            Some(n) if (1..=upstream_max_conns).contains(n.get_ref()) => *n.get_ref(),
-            Some(n) => {
-                self.report.at(
-                    &n.span(),
-                    format!("must be between 1 and upstream_max_conns ({upstream_max_conns})"),
-                );
-                upstream_max_conns.div_ceil(2)
-            }
-            None => upstream_max_conns.div_ceil(2),
-        };
-        if self.report.errors.len() > errors_before {
-            return None;
         }
-        Some(SiteConfig {
-            hosts,
-            upstream: upstream?,
-            tls: tls?,
-            https_redirect: raw.https_redirect.unwrap_or(true),
-            acme_webroot,
-            preset,
-            max_body,
-            access_log: raw.access_log.unwrap_or(true),
-            headers,
-            remove_headers,
-            connect_timeout,
-            response_timeout,
-            upstream_max_conns,
-            upstream_max_conns_per_client,
-            access,
-            paths,
-            refuse,
-            login_rate,
-            login_burst,
-            auth_paths,
-            cache_paths,
-            cache_public_paths,
-            gate,
-            gate_public,
-        })
+        paths
     }
 
     fn tls(&mut self, raw: Option<Spanned<RawTls>>, all_local: bool) -> Option<TlsSource> {
@@ -402,4 +372,21 @@ pub(super) fn parse_rate(text: &str) -> Result<Rate, String> {
         return Err(bad());
     }
     Ok(Rate { count, per })
+}
+
+/// The Jellyfin preset's `/metrics` rule: the home network only.
+fn metrics_for_the_home_network() -> PathRule {
+    PathRule {
+        prefix: "/metrics".to_string(),
+        access: AccessList {
+            allow: (crate::config::PRIVATE_NETWORKS.iter())
+                .map(|n| n.parse().expect("built-in range"))
+                .collect(),
+            deny: Vec::new(),
+        },
+    }
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
 }
