@@ -24,6 +24,7 @@
 //! `report` lets everything through but counts and logs what it would have
 //! refused; `off` is for sites that are not Jellyfin.
 
+mod bounded;
 pub mod check;
 pub mod credentials;
 pub mod memory;
