@@ -153,3 +153,53 @@ pub(super) fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::GuardConfig as Guard;
+    use crate::guard::ban::BanList;
+    use crate::guard::keys::ClientKey;
+    use tokio::time::Instant;
+
+    fn key(s: &str) -> ClientKey {
+        ClientKey::of(s.parse().unwrap())
+    }
+
+    #[test]
+    fn bans_outlive_a_restart_and_a_corrupt_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Guard {
+            max_failures: 1,
+            ..Guard::default()
+        };
+        let now = Instant::now();
+        BanList::open(&config, dir.path()).unwrap().failed_login(
+            key("2001:db8:1:2::7"),
+            "s",
+            false,
+            now,
+        );
+        let again = BanList::open(&config, dir.path()).unwrap();
+        assert!(
+            again.is_banned(key("2001:db8:1:2::9"), Instant::now()),
+            "restored, for the whole /64"
+        );
+        let list = again.list(Instant::now());
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].address, "2001:db8:1:2::/64");
+
+        std::fs::write(dir.path().join("bans.json"), "{ not json").unwrap();
+        let fresh = BanList::open(&config, dir.path()).unwrap();
+        assert!(fresh.list(Instant::now()).is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("corrupt"))
+            .collect();
+        assert_eq!(
+            aside.len(),
+            1,
+            "the damaged file is kept for a person to look at"
+        );
+    }
+}
