@@ -4,40 +4,45 @@
 //! # Architecture in one page
 //!
 //! A request goes through four phases (see `docs/architecture.md`, whose
-//! "reading path" lists the ten files to open in request order):
+//! "reading path" lists the twelve files to open in request order):
 //!
 //! 1. **connection** — [`server`] accepts; [`connection`] admits (the
 //!    [`guard`]), runs the TLS handshake, where [`tls`] picks the certificate
 //!    by SNI, then hyper serves HTTP/1.1 or HTTP/2 over the I/O layers of
-//!    [`socket`].
+//!    [`socket`]; [`http3`] is the same over QUIC.
 //! 2. **request** — [`pipeline::Gateway::handle`] checks the head, finds the
 //!    site in the [`routes`] snapshot from Host (an unknown host gets the door
 //!    closed), puts the [`canonical`] path in place, checks Host against SNI,
-//!    applies port-80 rules ([`webroot`]) and the site's [`filter`]s.
-//! 3. **forward** — a [`websocket`] tunnel, the edge [`cache`], or the one
-//!    forward step of the [`upstream`] (`upstream::head` writes the head).
+//!    applies port-80 rules ([`webroot`]), the site's [`filter`]s and the
+//!    side-door [`gate`].
+//! 3. **forward** — a [`websocket`] relay, the edge [`cache`], or the one
+//!    forward step of the [`upstream`] (directly or through the [`tunnel`]),
+//!    the request's body read whole first ([`spool`]).
 //! 4. **response** — filters' `on_response`; errors become short pages in
 //!    [`error`]; the [`access_log`] line is written when the body ends.
 //!
 //! # Layout (modules by floor: each imports only from those below it)
 //!
-//! - `main.rs` and `src/cli/` are the command line, logging and signals;
-//!   [`admin`] is the admin socket (its protocol typed in [`admin::Command`]
-//!   and [`admin::Reply`]), [`admin_listener`] the loopback HTTP listener for
-//!   [`metrics`]; [`notify`] tells systemd how the process is doing.
-//! - [`server`], [`connection`], [`pipeline`]: accept, one connection, one request.
-//! - [`routes`], [`cache`], [`websocket`], [`upstream`], [`filter`], [`acme`]:
-//!   what a request is served by; [`agent`] is the home end of the tunnel,
-//!   [`tunnel`] its edge end (keys, enrollment, the hub the upstream sends
-//!   through).
-//! - [`tls`], [`guard`], [`access_log`], [`socket`]:
-//!   certificates by SNI, bans and caps, the log, the upstream's head, the
-//!   layers under hyper.
-//! - [`config`], [`error`]: the validated config (errors as `file:line:col`)
-//!   and `ProxyError` → status and page.
-//! - [`body`], [`canonical`], [`client_ip`], [`dns`], [`atomic_file`],
-//!   [`owner`], [`certfile`], [`log_file`], [`error_log`]: leaves with no
-//!   drawbridge imports above them.
+//! - `main.rs` and `src/cli/` are the command line, logging and signals.
+//! - [`server`] binds, accepts, reloads and shuts down; [`admin_listener`]
+//!   serves `/metrics`, the [`dashboard`] and its API; [`admin`] is the admin
+//!   socket (its protocol typed in [`admin::Command`] and [`admin::Reply`]);
+//!   [`http3`] the QUIC endpoints.
+//! - [`connection`] (one connection; [`connection::Shared`] is the process
+//!   context the admin and the reloader borrow), [`pipeline`] (one request),
+//!   [`routes`] (the snapshot of sites).
+//! - [`agent`], [`gate`], [`websocket`], [`cache`]: the home end of the
+//!   tunnel, the side-door gate, WebSocket relays, the edge cache.
+//! - [`upstream`], [`dashboard`]: the way out (one `Transport`: direct or
+//!   tunnel), the page.
+//! - [`acme`], [`tunnel`] (its protocol, the edge's door, hub and register),
+//!   [`filter`], [`webroot`].
+//! - [`tls`], [`guard`], [`access_log`], [`error_log`], [`spool`],
+//!   [`notify`].
+//! - [`config`], [`error`], [`atomic_file`], [`privileges`], [`log_file`].
+//! - Leaves with no drawbridge imports above them: [`metrics`], [`body`],
+//!   [`canonical`], [`client_ip`], [`dns`], [`socket`], [`owner`],
+//!   [`certfile`], [`timestamp`].
 //!
 //! Words are fixed in `docs/glossary.md`.
 

@@ -1,5 +1,8 @@
-//! The `drawbridge` command: `run` serves, `check` validates a config.
-//! The only place `anyhow` is used.
+//! The `drawbridge` command: `run` serves (the edge), `agent` runs the home
+//! end of the tunnel; `check`, `doctor`, `status`, `bans`, `cache` and
+//! `tunnel` look after a setup (`cli/`). Logging, signals (SIGTERM drains,
+//! SIGHUP reloads, SIGUSR1 reopens logs) and giving up root live here. The
+//! only place `anyhow` is used.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

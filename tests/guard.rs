@@ -131,7 +131,7 @@ async fn failed_logins_ban_the_address_before_tls_and_close_its_connections() {
     );
     // On TLS, a banned address is heard as far as its ClientHello (its
     // home agent may share it: tunnel.rs), then closed before any crypto
-    // work: no ServerHello for a visitor.
+    // work: no ServerHello for a client.
     let visitor = client(&gw, "127.0.0.4")
         .get(gw.url("jelly.test", "/System/Info/Public"))
         .send();

@@ -103,11 +103,11 @@ async fn requests_over_http3_reach_home_as_over_tcp() {
     );
 }
 
-/// An HTTP/3 visitor of a site whose home is behind the tunnel: the same
+/// An HTTP/3 client of a site whose home is behind the tunnel: the same
 /// forwarded head, Range and upload, and the body limit before anything
 /// enters the tunnel — the pipeline does not know the transport.
 #[tokio::test]
-async fn http3_visitors_reach_home_through_the_tunnel() {
+async fn http3_clients_reach_home_through_the_tunnel() {
     let home = Home::start("max_body = \"1MiB\"", 1).await;
     let opened = home
         .edge

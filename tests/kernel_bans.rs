@@ -3,7 +3,7 @@
 //! kernel then drops its packets to drawbridge's port (a connection times
 //! out, where drawbridge itself would have closed it) while other addresses
 //! are served; the address the home agent attaches from stays out of the
-//! kernel's set (drawbridge refuses its visitors itself); lifting the ban
+//! kernel's set (drawbridge refuses its clients itself); lifting the ban
 //! lifts the kernel's too; at exit the table is gone. Root only (CI runs so).
 
 use std::process::Command;
@@ -113,7 +113,7 @@ fn a_ban_is_dropped_by_the_kernel_and_lifted_with_it() {
         line("set")
     );
     // Not dropped by the kernel (that would time out, exit 28): drawbridge
-    // itself lets a banned visitor from the agent's address no further than
+    // itself lets a banned client from the agent's address no further than
     // the TLS handshake, and answers nothing (curl: empty reply, or the
     // HTTP/2 stream refused).
     let home = line("home");

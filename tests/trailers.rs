@@ -1,4 +1,4 @@
-//! Trailers: an answer's come back to a visitor who said `TE: trailers`,
+//! Trailers: an answer's come back to a client who said `TE: trailers`,
 //! over HTTP/1.1 and HTTP/2, on the direct path and through the tunnel; a
 //! request's never reach home, so fields hidden there cannot pass the
 //! rewrites of the head (an X-Forwarded-For, an Authorization).
@@ -24,7 +24,7 @@ struct Answer {
 }
 
 /// A POST of `/trailers` to jelly.test at `https` over a fresh connection:
-/// `te` sent or not; the body ends with trailers a visitor should not get
+/// `te` sent or not; the body ends with trailers a client should not get
 /// home (announced by `Trailer`, as HTTP/1.1 needs).
 async fn exchange(https: SocketAddr, ca_pem: &[u8], http2: bool, te: bool) -> Answer {
     let alpn: &[&[u8]] = if http2 { &[b"h2"] } else { &[b"http/1.1"] };

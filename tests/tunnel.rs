@@ -16,7 +16,7 @@ use crate::support::tunnel::{
 use crate::support::Process;
 
 #[tokio::test]
-async fn requests_reach_jellyfin_through_the_tunnel_with_the_visitor_named() {
+async fn requests_reach_jellyfin_through_the_tunnel_with_the_client_named() {
     let home = Home::start("", 2).await;
     for http2 in [false, true] {
         let client = home.client(http2);
@@ -86,7 +86,7 @@ async fn ranges_head_and_a_large_stream_pass_with_flat_memory_at_both_ends() {
     );
 
     // 200 MiB, read slowly at first: neither end may buffer what the
-    // visitor has not taken.
+    // client has not taken.
     let (edge_before, agent_before) = (
         rss_kib(home.edge.child.id()),
         rss_kib(home.agent.child.id()),
@@ -309,7 +309,7 @@ async fn a_removed_agents_streams_and_websockets_end_at_once() {
         .unwrap();
     assert_eq!(download.status(), 200);
     let mut body = download.bytes_stream();
-    // Flowing: a first piece has arrived, and the visitor reads no more.
+    // Flowing: a first piece has arrived, and the client reads no more.
     assert!(body.next().await.unwrap().is_ok());
     let c = home.edge_config.to_str().unwrap();
     cli(&["tunnel", "remove", "home", "-c", c]);
@@ -682,7 +682,7 @@ async fn paused_films_do_not_freeze_the_tunnel_for_everyone_else() {
     let edge_before = rss_kib(home.edge.child.id());
     let mut paused = Vec::new();
     for _ in 0..6 {
-        // A client of its own each: one visitor connection per film.
+        // A client of its own each: one client connection per film.
         let client = home.client(false);
         let mut film = client.get(home.url("/bulk/200")).send().await.unwrap();
         assert_eq!(film.status(), 200);
@@ -924,7 +924,7 @@ async fn the_tunnel_door_shows_nothing_to_anyone_without_the_key() {
     let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
     assert_eq!(drawbridge::certfile::dns_names(&parsed), ["jelly.test"]);
-    // What a visitor gets for the same request, and what a stranger's knock
+    // What a client gets for the same request, and what a stranger's knock
     // gets: the same, to the byte (the date aside).
     let plain = |_: &[u8; 32]| {
         "GET / HTTP/1.1\r\nHost: jelly.test\r\nConnection: Upgrade\r\nUpgrade: drawbridge-tunnel/2\r\nContent-Length: 0\r\n\r\n".to_string()

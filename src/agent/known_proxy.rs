@@ -27,7 +27,7 @@ pub(super) async fn announce_known_proxy(
                 tracing::info!(
                     service,
                     "the agent reaches Jellyfin at {addr} from {ip}: add {ip} to Jellyfin's Known proxies \
-                     (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every visitor as {ip}"
+                     (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every client as {ip}"
                 );
                 return;
             }

@@ -22,7 +22,7 @@ use crate::tunnel::protocol::{Refusal, REFUSED};
 use crate::upstream::head::remove_hop_by_hop;
 
 /// How long connecting to a service may take: a machine at home that is off
-/// drops packets, and the edge should hear so before its visitor gives up.
+/// drops packets, and the edge should hear so before its client gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The services and the client that reaches them.

@@ -86,7 +86,7 @@ impl std::fmt::Display for UpstreamTarget {
     }
 }
 
-/// An upstream origin: `http://host:port`, fixed by the config.
+/// An upstream address: `http://host:port`, fixed by the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamAddr {
     /// Host name or IP literal (without brackets).

@@ -142,7 +142,7 @@ where
                         (request, in_flight)
                     };
                     if conn.agent_only {
-                        // Banned, but the household's: a visitor from
+                        // Banned, but the household's: a client from
                         // it gets no answer.
                         shared.guard.refused_banned();
                         close_door.cancel();
@@ -249,7 +249,7 @@ where
 /// The tunnel's door (`tunnel/edge.rs`): an agent's knock answered, its
 /// tunnel attached once the `101` is out (in `links`, holding the
 /// connection's in-flight mark, so no deadline cuts it); `Err` gives a
-/// visitor's request back with its mark.
+/// client's request back with its mark.
 async fn knocked(
     shared: &Arc<Shared>,
     request: Request<Incoming>,

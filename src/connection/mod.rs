@@ -58,10 +58,10 @@ pub struct Shared {
     pub handshake_failures: Arc<HandshakeFailures>,
     /// QUIC handshakes under way and Retries sent (`http3/`).
     pub quic: Arc<crate::tls::failures::QuicCounts>,
-    /// Every connection's task and every WebSocket tunnel: shutdown waits
+    /// Every connection's task and every WebSocket relay: shutdown waits
     /// for them, up to its grace.
     pub tasks: tokio_util::task::TaskTracker,
-    /// The tunnel's door and hub: agents knock on visitors' connections.
+    /// The tunnel's door and hub: agents knock on clients' connections.
     pub edge: Arc<Edge>,
     /// The process's metrics (connections by protocol).
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -26,7 +26,7 @@ use crate::upstream::head::Visitor;
 use crate::upstream::Upstream;
 
 /// Jellyfin's word on `credentials`, asked through `upstream` for the
-/// visitor `visitor`; None when it gave none.
+/// client described by `visitor`; None when it gave none.
 pub async fn ask(
     upstream: &Upstream,
     credentials: &Credentials,

@@ -209,7 +209,7 @@ impl Guard {
         let key = ClientKey::of(client);
         let own = !self.ban_own_addresses && own_address(client);
         if own && !self.own_said.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%client, site, "a failed login from this machine's own address: never banned (fail2ban's ignoreself); if a proxy on this machine sends visitors to drawbridge, list it in [server] trusted_proxies, or every visitor looks like the machine itself");
+            tracing::warn!(%client, site, "a failed login from this machine's own address: never banned (fail2ban's ignoreself); if a proxy on this machine sends clients to drawbridge, list it in [server] trusted_proxies, or every client looks like the machine itself");
         }
         let outcome = self.bans.failed_login(key, site, exempt || own, now);
         self.events.failed_logins.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,7 @@
 //! list (an IPv6 ban is its /64, as in the guard), each element timing out
 //! with its ban, and removed at exit. The addresses the home agent attaches
 //! from are left out: the kernel cannot tell the agent's tunnel from a
-//! visitor, and one household member's mistyped passwords must not cut it
+//! client, and one household member's mistyped passwords must not cut it
 //! (drawbridge itself lets the tunnel through and refuses the rest — see
 //! `Guard::admit_agent`). It needs CAP_NET_ADMIN and the `nft`
 //! command (Debian's `nftables`); without them drawbridge says so once and

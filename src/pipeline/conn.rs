@@ -22,7 +22,7 @@ pub struct Conn {
     pub kill: tokio_util::sync::CancellationToken,
     /// Fired when shutdown begins (no new requests; WebSockets say goodbye).
     pub drain: tokio_util::sync::CancellationToken,
-    /// Where long-lived tasks of the connection (WebSocket tunnels) run, so
+    /// Where long-lived tasks of the connection (WebSocket relays) run, so
     /// shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
     /// The connection's number, from the guard.

@@ -1,4 +1,4 @@
-//! The forward phase: a WebSocket tunnel, the edge cache, or the forward
+//! The forward phase: a WebSocket relay, the edge cache, or the forward
 //! step to the site's upstream (`upstream/forward.rs`).
 
 use http::{header, Method, Request, Response};
@@ -13,7 +13,7 @@ use crate::upstream::head::Visitor;
 use crate::websocket;
 
 impl Gateway {
-    /// The forward phase: a WebSocket tunnel, the edge cache, or the
+    /// The forward phase: a WebSocket relay, the edge cache, or the
     /// upstream through the forward step (`upstream/forward.rs`).
     pub(super) async fn forward(
         &self,
@@ -35,7 +35,7 @@ impl Gateway {
             host: &raw_host,
         };
         if let Some(upgrade) = websocket::opening(&request) {
-            let tunnel = websocket::Relay {
+            let relay = websocket::Relay {
                 hold: conn.state.request_started(),
                 kill: conn.kill.clone(),
                 drain: conn.drain.clone(),
@@ -43,7 +43,7 @@ impl Gateway {
                 response_timeout: site.response_timeout,
                 open: site.metrics.websockets.clone(),
             };
-            let upgraded = websocket::tunnel(request, upgrade, &site.upstream, visitor, tunnel);
+            let upgraded = websocket::relay(request, upgrade, &site.upstream, visitor, relay);
             return Box::pin(upgraded)
                 .await
                 .unwrap_or_else(|e| answer(e, version));
@@ -60,7 +60,7 @@ impl Gateway {
                     visitor,
                     upstream: &site.upstream,
                 };
-                // Boxed, like the WebSocket tunnel: the cache's future is
+                // Boxed, like the WebSocket relay: the cache's future is
                 // twice the forward's, and every request's task would carry it.
                 return Box::pin(self.cache.serve(lookup))
                     .await

@@ -8,7 +8,7 @@
 //!                                  filters' on_request → OPTIONS *
 //!            gate (gate.rs)        only a signed-in household past Jellyfin's
 //!                                  login page (`gate/`)
-//! forward    forward (forward.rs)  WebSocket tunnel | edge cache | the forward
+//! forward    forward (forward.rs)  WebSocket relay | edge cache | the forward
 //!                                  step to the site's upstream
 //! response   respond (here)        filters' on_response → access log at the
 //!                                  body's end (access_log.rs)

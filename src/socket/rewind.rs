@@ -25,7 +25,7 @@ pub struct Rewind {
     at: usize,
     filled: usize,
     /// The connection's state, which may ask for read-ahead later (a
-    /// visitor's connection that became an agent's tunnel).
+    /// client's connection that became an agent's tunnel).
     state: Option<std::sync::Arc<crate::socket::deadline::ConnState>>,
 }
 

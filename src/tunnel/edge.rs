@@ -1,9 +1,9 @@
-//! The tunnel's door at the edge: on a visitor's own HTTPS connection, an
-//! agent's knock (`protocol.rs`) told apart from a visitor's request by the
+//! The tunnel's door at the edge: on a client's own HTTPS connection, an
+//! agent's knock (`protocol.rs`) told apart from a client's request by the
 //! proof it carries, bound to that connection. An enrolled key's knock is
 //! answered `101` and the connection becomes a link of the hub; an
-//! enrolment is answered with its outcome; everything else — a visitor, a
-//! scanner who knows the protocol but no key — goes on as a visitor's
+//! enrolment is answered with its outcome; everything else — a client, a
+//! scanner who knows the protocol but no key — goes on as a client's
 //! request and meets the site. The door is there only while a site uses
 //! the tunnel (`set_open`).
 
@@ -47,7 +47,7 @@ pub enum EdgeError {
 
 /// What the door made of a request.
 pub enum Answered {
-    /// Not an agent's: the request goes on as a visitor's, as it came.
+    /// Not an agent's: the request goes on as a client's, as it came.
     Visitor(Request<Incoming>),
     /// An answer for an agent.
     Agent {
@@ -146,7 +146,7 @@ impl Edge {
                         failed: false,
                     };
                 }
-                // A key this edge never enrolled: a visitor.
+                // A key this edge never enrolled: a client.
                 Answered::Visitor(request)
             }
             Knock::Enroll {

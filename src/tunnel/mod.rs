@@ -13,8 +13,8 @@
 //! - `trust.rs`: the rustls verifiers a TLS client of ours may need (by pin,
 //!   or none at all where the key is proven inside).
 //! - `register.rs`: enrolled agents, pending tokens, removed keys on the edge.
-//! - `edge.rs`: the door on a visitor's connection: a knock told apart from
-//!   a visitor's request; enrolment.
+//! - `edge.rs`: the door on a client's connection: a knock told apart from
+//!   a client's request; enrolment.
 //! - `hub.rs`: the links that are up, as HTTP/2 clients.
 //!
 //! The agent's side is `agent/`. The forward step reaches the hub through

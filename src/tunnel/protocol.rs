@@ -26,7 +26,7 @@
 //! answers. A proof from a key that was removed gets `403` with
 //! `Drawbridge-Refused: removed`, signed the same way, so the agent can say so.
 //! Anything else — no proof, a wrong one, a key the edge never enrolled — is
-//! not an agent: the request goes on as any visitor's would, and what a
+//! not an agent: the request goes on as any client's would, and what a
 //! scanner sees is the site. Nothing on the wire, certificate or answer, says
 //! drawbridge or a tunnel is there.
 
@@ -83,7 +83,7 @@ pub const EDGE_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// Credit the agent gives each stream (uploads home).
 pub const AGENT_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// A link's connection credit, at both ends: HTTP/2's largest, so it never
-/// binds. Data a paused visitor has not taken holds connection credit too,
+/// binds. Data a paused client has not taken holds connection credit too,
 /// so any smaller window lets a few paused films freeze every stream on the
 /// link; what the edge holds stays bounded by the streams.
 pub const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
@@ -195,7 +195,7 @@ impl Knock {
 
     /// The knock a request carries, if it asks for the tunnel's upgrade at
     /// all: HTTP/1.1 with `Upgrade: drawbridge-tunnel/2` and an agent's
-    /// proof. Cheap for a visitor's request (one header looked at).
+    /// proof. Cheap for a client's request (one header looked at).
     pub fn of<B>(request: &http::Request<B>) -> Option<Knock> {
         if !Knock::asks(request) {
             return None;

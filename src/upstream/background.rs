@@ -60,7 +60,7 @@ impl Upstream {
                         tracing::info!(
                             site,
                             "drawbridge reaches the upstream from {ip}: add {ip} to Jellyfin's Known proxies \
-                             (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every visitor as {ip}",
+                             (Dashboard → Networking), or Jellyfin will ignore X-Forwarded-For and see every client as {ip}",
                             ip = local.ip()
                         );
                     }

@@ -12,7 +12,7 @@ use crate::client_ip::Client;
 
 /// Headers that describe one connection, never forwarded. Not `Trailer`:
 /// it is end to end (RFC 9110 §6.6.2), and an answer's trailers reach an
-/// HTTP/1.1 visitor only under it; a request's is dropped in
+/// HTTP/1.1 client only under it; a request's is dropped in
 /// `upstream_head`, with the request's trailers (`body.rs`).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -88,7 +88,7 @@ pub fn upstream_head(parts: &mut request::Parts, visitor: Visitor<'_>) {
     // rewrites below), so neither is their announcement.
     headers.remove(header::TRAILER);
     if trailers_wanted {
-        // The one TE a proxy passes on (RFC 9110 §10.1.4): the visitor takes
+        // The one TE a proxy passes on (RFC 9110 §10.1.4): the client takes
         // trailers, and drawbridge carries them back over every version.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -303,14 +303,11 @@ mod tests {
             assert!(parts.headers.get(gone).is_none(), "{gone} forwarded");
         }
         assert_eq!(parts.headers["x-kept"], "1");
-        assert_eq!(
-            parts.headers["te"], "trailers",
-            "the visitor takes trailers"
-        );
+        assert_eq!(parts.headers["te"], "trailers", "the client takes trailers");
     }
 
     #[test]
-    fn te_goes_on_as_trailers_alone_and_only_when_the_visitor_listed_it() {
+    fn te_goes_on_as_trailers_alone_and_only_when_the_client_listed_it() {
         for (sent, forwarded) in [
             (&["gzip, Trailers;q=1"][..], Some("trailers")),
             (&["deflate", "trailers"][..], Some("trailers")),

@@ -129,12 +129,12 @@ mod tests {
     use http_body::Body as _;
     use http_body_util::BodyExt;
 
-    use super::super::pool::tests::{connect, get, origin, OK};
+    use super::super::pool::tests::{connect, fake_upstream, get, OK};
     use super::super::pool::Pool;
 
     #[tokio::test]
     async fn a_body_read_to_its_end_gives_its_connection_back_for_the_next_request() {
-        let addr = origin(OK, None).await;
+        let addr = fake_upstream(OK, None).await;
         let pool = Arc::new(Pool::default());
         let body = get(connect(addr).await, &pool, 0).await;
         assert_eq!(pool.idle(), 0, "lent while the body is read");
@@ -150,7 +150,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_after_its_last_frame_counts_as_read() {
         // hyper stops polling a body that says it has ended.
-        let addr = origin(OK, None).await;
+        let addr = fake_upstream(OK, None).await;
         let pool = Arc::new(Pool::default());
         let mut body = get(connect(addr).await, &pool, 0).await;
         let frame = body.frame().await.unwrap().unwrap();
@@ -162,7 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_half_read_takes_its_connection_with_it() {
-        let addr = origin(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok", None).await;
+        let addr = fake_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok", None).await;
         let pool = Arc::new(Pool::default());
         let mut body = get(connect(addr).await, &pool, 0).await;
         let _ = body.frame().await;

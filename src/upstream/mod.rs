@@ -1,4 +1,4 @@
-//! A site's upstream: the fixed origin from the config, reached over a pooled
+//! A site's upstream: the fixed address from the config, reached over a pooled
 //! keep-alive HTTP/1.1 client; `forward.rs` is the forward step every request
 //! leaves by, `dial.rs` connects, `limit.rs` is the connection cap, `pool.rs`
 //! the keep-alive pool. Owns waiting for a connection and for response

@@ -180,16 +180,16 @@ pub(in crate::upstream) mod tests {
     use crate::body::empty_body;
     use crate::upstream::lent::{Lease, UpstreamBody};
 
-    /// An origin answering every request on a connection with `answer`; with
+    /// An upstream answering every request on a connection with `answer`; with
     /// `close_after`, it closes the connection that long after its first answer.
-    pub(in crate::upstream) async fn origin(
+    pub(in crate::upstream) async fn fake_upstream(
         answer: &'static [u8],
         close_after: Option<Duration>,
     ) -> SocketAddr {
         origin_telling_closes(answer, close_after).await.0
     }
 
-    /// `origin`, also telling when drawbridge closed one of its connections.
+    /// `fake_upstream`, also telling when drawbridge closed one of its connections.
     pub(in crate::upstream) async fn origin_telling_closes(
         answer: &'static [u8],
         close_after: Option<Duration>,
@@ -253,7 +253,7 @@ pub(in crate::upstream) mod tests {
 
     #[tokio::test]
     async fn dns_moving_on_retires_idle_connections() {
-        let addr = origin(OK, None).await;
+        let addr = fake_upstream(OK, None).await;
         let pool = Arc::new(Pool::default());
         let body = get(connect(addr).await, &pool, 0).await;
         body.collect().await.unwrap();
@@ -268,7 +268,7 @@ pub(in crate::upstream) mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_never_checked_out() {
-        let addr = origin(OK, Some(Duration::from_millis(100))).await;
+        let addr = fake_upstream(OK, Some(Duration::from_millis(100))).await;
         let pool = Arc::new(Pool::default());
         let sender = connect(addr).await;
         let body = get(sender, &pool, 0).await;
@@ -285,7 +285,7 @@ pub(in crate::upstream) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_idle_past_the_pool_idle_time_is_closed_not_reused() {
-        let addr = origin(OK, None).await;
+        let addr = fake_upstream(OK, None).await;
         let pool = Arc::new(Pool::default());
         get(connect(addr).await, &pool, 0)
             .await
@@ -318,7 +318,7 @@ pub(in crate::upstream) mod tests {
         closes
             .recv()
             .await
-            .expect("the origin saw the connection close");
+            .expect("the upstream saw the connection close");
         shutdown.cancel();
     }
 }

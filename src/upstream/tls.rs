@@ -2,7 +2,7 @@
 //! text): the certificate checked against the system's roots or a CA file
 //! for the upstream's name, or by its key's pin alone. A certificate that
 //! does not verify fails the connection with the reason, which the error
-//! log names and the visitor sees as a 502 — never plain text instead.
+//! log names and the client sees as a 502 — never plain text instead.
 
 use std::io;
 use std::sync::{Arc, OnceLock};

@@ -81,12 +81,12 @@ pub struct Relay {
 
 /// Opens the WebSocket upstream and, if it switches protocols, answers the
 /// client so that it switches too and starts copying.
-pub async fn tunnel(
+pub async fn relay(
     mut request: Request<ClientBody>,
     opening: Opening,
     upstream: &Upstream,
     visitor: Visitor<'_>,
-    tunnel: Relay,
+    relay: Relay,
 ) -> Result<Response<Body>, ProxyError> {
     let Relay {
         hold,
@@ -95,7 +95,7 @@ pub async fn tunnel(
         tasks,
         response_timeout,
         open,
-    } = tunnel;
+    } = relay;
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
     let kept: Vec<(&str, HeaderValue)> = FORWARDED_WS_HEADERS

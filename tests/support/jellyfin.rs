@@ -435,7 +435,7 @@ pub async fn answer_for(
                 None => unauthorized(),
             };
             // A personal answer wrongly marked public: only a proxy's own
-            // rules keep it from other visitors (path_spelling.rs).
+            // rules keep it from other clients (path_spelling.rs).
             response.headers_mut().insert(
                 header::CACHE_CONTROL,
                 "public, max-age=600".parse().unwrap(),

@@ -42,7 +42,7 @@ pub(super) async fn dns(name: &str) -> Finding {
     } else {
         bad(
             format!("{name} resolves to {}, not an address of this machine", foreign.join(", ")),
-            "fine behind a 1:1 NAT (most clouds); otherwise point the record here — an AAAA elsewhere breaks IPv6 visitors and ACME alike".into(),
+            "fine behind a 1:1 NAT (most clouds); otherwise point the record here — an AAAA elsewhere breaks IPv6 clients and ACME alike".into(),
         )
     }
 }
@@ -217,7 +217,7 @@ pub(super) async fn known_proxies(
     api_key: Option<&str>,
 ) -> Finding {
     let add = format!(
-        "in Jellyfin: Dashboard → Networking → Known proxies, add {from}, save and restart Jellyfin; until then Jellyfin sees this proxy as every visitor's address (its own logs, LAN detection and bitrate limits)"
+        "in Jellyfin: Dashboard → Networking → Known proxies, add {from}, save and restart Jellyfin; until then Jellyfin sees this proxy as every client's address (its own logs, LAN detection and bitrate limits)"
     );
     let Some(key) = api_key else {
         return note(format!(

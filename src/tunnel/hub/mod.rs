@@ -4,7 +4,7 @@
 //!
 //! A request for `tunnel:NAME/service` goes out on one of NAME's connections
 //! that can take a stream, in turn; with none up it waits up to
-//! `AGENT_WAIT` for one to arrive, then fails (a 502 for the visitor). An
+//! `AGENT_WAIT` for one to arrive, then fails (a 502 for the client). An
 //! agent that said it could not reach the service is passed over for it for
 //! `DOWN_FOR` while another agent of the name is up (two machines at home:
 //! requests go to the one that reaches Jellyfin). A
