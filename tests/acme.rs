@@ -38,6 +38,76 @@ fn acme_site(host_line: &str, origin: std::net::SocketAddr) -> String {
     )
 }
 
+/// What every test here starts from: a fake Jellyfin, two fixed loopback
+/// ports (Pebble validates against them), Pebble itself, a folder for the
+/// state, and Pebble's root to verify what is served.
+struct Ca {
+    origin: Origin,
+    http: u16,
+    https: u16,
+    pebble: Pebble,
+    dir: tempfile::TempDir,
+    root: String,
+}
+
+impl Ca {
+    async fn start() -> Ca {
+        Ca::started(None).await
+    }
+
+    /// Pebble requiring external account binding with this key.
+    async fn with_eab(kid: &str, key: &str) -> Ca {
+        Ca::started(Some((kid, key))).await
+    }
+
+    async fn started(eab: Option<(&str, &str)>) -> Ca {
+        let origin = Origin::start().await;
+        let (http, https) = (free_port(), free_port());
+        let pebble = match eab {
+            None => Pebble::start(http, https).await,
+            Some(binding) => Pebble::start_with_eab(http, https, Some(binding)).await,
+        };
+        let root = pebble.root_pem().await;
+        Ca {
+            origin,
+            http,
+            https,
+            pebble,
+            dir: tempfile::tempdir().unwrap(),
+            root,
+        }
+    }
+
+    /// A config of one ACME site named by `host_line`, state in a folder of
+    /// its own under the fixture's.
+    fn config(&self, acme_extra: &str, host_line: &str) -> String {
+        let state = tempfile::tempdir_in(self.dir.path()).unwrap().keep();
+        config(
+            &state,
+            self.http,
+            self.https,
+            &self.pebble,
+            acme_extra,
+            &acme_site(host_line, self.origin.addr),
+        )
+    }
+
+    /// Serves `text` in this process.
+    async fn serve(&self, text: &str) -> TestGateway {
+        TestGateway::start_text(tempfile::tempdir().unwrap(), text).await
+    }
+
+    /// `text` written as a config file, for a drawbridge process.
+    fn file(&self, text: &str) -> std::path::PathBuf {
+        let path = tempfile::tempdir_in(self.dir.path())
+            .unwrap()
+            .keep()
+            .join("drawbridge.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
 /// The leaf served for `name`, verified against `root`, once there is one.
 async fn served(
     addr: std::net::SocketAddr,
@@ -85,35 +155,36 @@ fn reqwest_for(root: &str, names: &[&str], addr: std::net::SocketAddr) -> reqwes
     builder.build().unwrap()
 }
 
+/// The state folder a config names.
+fn state_of(text: &str) -> std::path::PathBuf {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("state_dir = "))
+        .unwrap();
+    line.trim_start_matches("state_dir = ")
+        .trim_matches('"')
+        .into()
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[tokio::test]
 async fn tls_alpn_01_then_a_restart_reuses_the_stored_certificate_without_the_ca() {
-    let origin = Origin::start().await;
-    let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config(
-        dir.path(),
-        http,
-        https,
-        &pebble,
-        "challenges = [\"tls-alpn-01\"]",
-        &acme_site("host = \"alpn.test\"", origin.addr),
-    );
+    let ca = Ca::start().await;
+    let (https, root) = (ca.https, ca.root.clone());
+    let text = ca.config("challenges = [\"tls-alpn-01\"]", "host = \"alpn.test\"");
     // The config names Pebble's listener CA, which goes with Pebble: keep a copy.
-    let kept_ca = dir.path().join("listener-ca.pem");
-    std::fs::copy(&pebble.listener_ca, &kept_ca).unwrap();
+    let kept_ca = ca.dir.path().join("listener-ca.pem");
+    std::fs::copy(&ca.pebble.listener_ca, &kept_ca).unwrap();
     let text = text.replace(
-        &pebble.listener_ca.display().to_string(),
+        &ca.pebble.listener_ca.display().to_string(),
         &kept_ca.display().to_string(),
     );
-    let state = dir.path().join("state");
-    let root = pebble.root_pem().await;
+    let state = state_of(&text);
 
-    let mut gw = TestGateway::start_text(tempfile::tempdir().unwrap(), &text).await;
+    let mut gw = ca.serve(&text).await;
     let first = wait_served(gw.https, &root, "alpn.test").await;
     let client = reqwest_for(&root, &["alpn.test"], gw.https);
     let info = client
@@ -135,7 +206,7 @@ async fn tls_alpn_01_then_a_restart_reuses_the_stored_certificate_without_the_ca
     gw.stopped().await;
 
     // The CA goes down, and a crashed write left a half-written key beside the pair.
-    drop(pebble);
+    drop(ca.pebble);
     std::fs::write(
         cert_dir.join(".key.pem.new"),
         "-----BEGIN PRIVATE KEY-----\ntrunc",
@@ -143,6 +214,7 @@ async fn tls_alpn_01_then_a_restart_reuses_the_stored_certificate_without_the_ca
     .unwrap();
     let gw = TestGateway::start_text(tempfile::tempdir().unwrap(), &text).await;
     let again = served(gw.https, &root, "alpn.test").await;
+    drop(ca.dir);
     assert_eq!(
         again,
         Some(first),
@@ -152,24 +224,13 @@ async fn tls_alpn_01_then_a_restart_reuses_the_stored_certificate_without_the_ca
 
 #[tokio::test]
 async fn http_01_certificate_is_served() {
-    let origin = Origin::start().await;
-    let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config(
-        dir.path(),
-        http,
-        https,
-        &pebble,
-        "challenges = [\"http-01\"]",
-        &acme_site("host = \"web.test\"", origin.addr),
-    );
-    let root = pebble.root_pem().await;
-    let gw = TestGateway::start_text(dir, &text).await;
-    wait_served(gw.https, &root, "web.test").await;
-    let client = reqwest_for(&root, &["web.test"], gw.https);
+    let ca = Ca::start().await;
+    let text = ca.config("challenges = [\"http-01\"]", "host = \"web.test\"");
+    let gw = ca.serve(&text).await;
+    wait_served(gw.https, &ca.root, "web.test").await;
+    let client = reqwest_for(&ca.root, &["web.test"], gw.https);
     let echo = client
-        .get(format!("https://web.test:{https}/echo"))
+        .get(format!("https://web.test:{}/echo", ca.https))
         .send()
         .await
         .unwrap();
@@ -178,18 +239,15 @@ async fn http_01_certificate_is_served() {
 
 #[tokio::test]
 async fn dns_01_through_a_hook_covers_a_wildcard() {
-    let origin = Origin::start().await;
-    let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https).await;
-    let dir = tempfile::tempdir().unwrap();
-    let hook = dir.path().join("dns-hook.sh");
-    let calls = dir.path().join("hook-calls.log");
+    let ca = Ca::start().await;
+    let hook = ca.dir.path().join("dns-hook.sh");
+    let calls = ca.dir.path().join("hook-calls.log");
     std::fs::write(
         &hook,
         format!(
             "#!/bin/sh\necho \"$1 $2\" >> {calls}\nif [ \"$1\" = present ]; then\n  curl -sf -X POST -d \"{{\\\"host\\\":\\\"_acme-challenge.$2.\\\",\\\"value\\\":\\\"$3\\\"}}\" http://{mgmt}/set-txt\nelse\n  curl -sf -X POST -d \"{{\\\"host\\\":\\\"_acme-challenge.$2.\\\"}}\" http://{mgmt}/clear-txt\nfi\n",
             calls = calls.display(),
-            mgmt = pebble.challtest_addr()
+            mgmt = ca.pebble.challtest_addr()
         ),
     )
     .unwrap();
@@ -198,18 +256,10 @@ async fn dns_01_through_a_hook_covers_a_wildcard() {
         "challenges = [\"dns-01\"]\ndns_hook = \"{}\"",
         hook.display()
     );
-    let text = config(
-        dir.path(),
-        http,
-        https,
-        &pebble,
-        &acme,
-        &acme_site("hosts = [\"dns.test\", \"*.dns.test\"]", origin.addr),
-    );
-    let root = pebble.root_pem().await;
-    let gw = TestGateway::start_text(dir, &text).await;
-    wait_served(gw.https, &root, "films.dns.test").await;
-    assert!(served(gw.https, &root, "dns.test").await.is_some());
+    let text = ca.config(&acme, "hosts = [\"dns.test\", \"*.dns.test\"]");
+    let gw = ca.serve(&text).await;
+    wait_served(gw.https, &ca.root, "films.dns.test").await;
+    assert!(served(gw.https, &ca.root, "dns.test").await.is_some());
     let log = std::fs::read_to_string(&calls).unwrap();
     assert!(
         log.contains("present dns.test") && log.contains("cleanup dns.test"),
@@ -220,21 +270,10 @@ async fn dns_01_through_a_hook_covers_a_wildcard() {
 #[tokio::test]
 async fn forced_renewal_swaps_the_certificate_while_a_connection_stays_open() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let origin = Origin::start().await;
-    let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config(
-        dir.path(),
-        http,
-        https,
-        &pebble,
-        "",
-        &acme_site("host = \"renew.test\"", origin.addr),
-    );
-    let root = pebble.root_pem().await;
-    let gw = TestGateway::start_text(dir, &text).await;
-    let before = wait_served(gw.https, &root, "renew.test").await;
+    let ca = Ca::start().await;
+    let root = &ca.root;
+    let gw = ca.serve(&ca.config("", "host = \"renew.test\"")).await;
+    let before = wait_served(gw.https, root, "renew.test").await;
     let mut open = tls_connect(
         gw.https,
         client_config(root.as_bytes(), &[b"http/1.1"]),
@@ -250,7 +289,7 @@ async fn forced_renewal_swaps_the_certificate_while_a_connection_stays_open() {
     assert!(gw.reloader.renew_now("renew.test"));
     let mut after = before.clone();
     for _ in 0..150 {
-        after = served(gw.https, &root, "renew.test")
+        after = served(gw.https, root, "renew.test")
             .await
             .expect("every handshake succeeds during renewal");
         if after != before {
@@ -269,27 +308,16 @@ async fn forced_renewal_swaps_the_certificate_while_a_connection_stays_open() {
 
 #[tokio::test]
 async fn a_failing_challenge_falls_back_then_logs_the_cas_problem() {
-    let origin = Origin::start().await;
-    let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https).await;
+    let ca = Ca::start().await;
+    let (http, https) = (ca.http, ca.https);
     // The CA resolves the name to an address where nothing listens.
-    pebble
+    ca.pebble
         .challtest(
             "/add-a",
             serde_json::json!({"host": "elsewhere.test.", "addresses": ["127.0.0.2"]}),
         )
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = config(
-        dir.path(),
-        http,
-        https,
-        &pebble,
-        "",
-        &acme_site("host = \"elsewhere.test\"", origin.addr),
-    );
-    let path = dir.path().join("drawbridge.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = ca.file(&ca.config("", "host = \"elsewhere.test\""));
     let process = Process::start(&path);
     assert!(
         process.wait_for_log(
@@ -316,18 +344,18 @@ async fn a_failing_challenge_falls_back_then_logs_the_cas_problem() {
     assert!(log.contains("retrying in about 1 min"), "{log}");
     // Meanwhile the name gets no certificate: after a bounded wait the handshake is refused.
     let started = tokio::time::Instant::now();
-    let root = pebble.root_pem().await;
-    assert!(served(process.https, &root, "elsewhere.test")
+    assert!(served(process.https, &ca.root, "elsewhere.test")
         .await
         .is_none());
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // doctor, beside the running process: its ports listen, the account is
     // stored, and the failed order is named with the CA's words.
+    let asked = path.clone();
     let doctor = tokio::task::spawn_blocking(move || {
         std::process::Command::new(crate::support::binary())
             .args(["doctor", "-c"])
-            .arg(&path)
+            .arg(&asked)
             .output()
             .unwrap()
     })
@@ -356,7 +384,7 @@ async fn a_failing_challenge_falls_back_then_logs_the_cas_problem() {
     drop(process);
     let doctor = std::process::Command::new(crate::support::binary())
         .args(["doctor", "-c"])
-        .arg(dir.path().join("drawbridge.toml"))
+        .arg(&path)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&doctor.stdout);
@@ -369,24 +397,11 @@ async fn a_failing_challenge_falls_back_then_logs_the_cas_problem() {
 
 #[tokio::test]
 async fn external_account_binding_is_sent_when_the_ca_requires_it() {
-    let origin = Origin::start().await;
-    let (http, https) = (free_port(), free_port());
     let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
-    let pebble = Pebble::start_with_eab(http, https, Some(("kid-1", key))).await;
-    let root = pebble.root_pem().await;
+    let ca = Ca::with_eab("kid-1", key).await;
     // Without binding the CA refuses the account; with it, the certificate comes.
-    let dir = tempfile::tempdir().unwrap();
-    let bare = config(
-        dir.path(),
-        http,
-        https,
-        &pebble,
-        "challenges = [\"http-01\"]",
-        &acme_site("host = \"eab.test\"", origin.addr),
-    );
-    let path = dir.path().join("drawbridge.toml");
-    std::fs::write(&path, &bare).unwrap();
-    let refused = Process::start(&path);
+    let bare = ca.config("challenges = [\"http-01\"]", "host = \"eab.test\"");
+    let refused = Process::start(&ca.file(&bare));
     assert!(refused.wait_for_log(
         "could not get a certificate for eab.test",
         Duration::from_secs(30)
@@ -403,18 +418,9 @@ async fn external_account_binding_is_sent_when_the_ca_requires_it() {
     );
     drop(refused);
 
-    let dir = tempfile::tempdir().unwrap();
     let acme = format!("challenges = [\"http-01\"]\neab_kid = \"kid-1\"\neab_hmac_key = \"{key}\"");
-    let bound = config(
-        dir.path(),
-        http,
-        https,
-        &pebble,
-        &acme,
-        &acme_site("host = \"eab.test\"", origin.addr),
-    );
-    let gw = TestGateway::start_text(dir, &bound).await;
-    wait_served(gw.https, &root, "eab.test").await;
+    let gw = ca.serve(&ca.config(&acme, "host = \"eab.test\"")).await;
+    wait_served(gw.https, &ca.root, "eab.test").await;
 }
 
 #[tokio::test]
