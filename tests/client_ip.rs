@@ -162,8 +162,7 @@ async fn missing_or_malformed_proxy_headers_are_refused() {
 
 #[tokio::test]
 async fn proxy_headers_are_never_read_where_not_enabled() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "https_redirect = false")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("https_redirect = false").await;
     let mut tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     let (bytes, _) = exchange(
         &mut tcp,

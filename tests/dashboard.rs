@@ -260,8 +260,7 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
 /// value is refused, and the ban stays.
 #[tokio::test]
 async fn commands_from_anywhere_but_the_dashboard_are_refused() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let admin = gw.admin.unwrap();
     let page = reqwest::get(format!("http://{admin}/")).await.unwrap();
     let csp = page.headers()["content-security-policy"]

@@ -17,8 +17,7 @@ use crate::support::{site, TestGateway};
 
 #[tokio::test]
 async fn curl_reads_the_413_while_still_uploading_over_h1_and_h2() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let upload = gw.dir.path().join("25MB");
     std::fs::write(&upload, vec![b'p'; 25 * 1000 * 1000]).unwrap();
     let ca = gw.dir.path().join("ca.pem");

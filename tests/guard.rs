@@ -440,8 +440,7 @@ async fn a_corrupt_bans_file_is_set_aside_and_drawbridge_starts() {
 /// of banning its first address.
 #[tokio::test]
 async fn the_machine_itself_is_never_banned_and_a_range_is_not_narrowed() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "login_rate = \"off\"")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("login_rate = \"off\"").await;
     let own = client(&gw, "127.0.0.1");
     for _ in 0..4 {
         assert_eq!(login(&gw, &own, "guess").await.unwrap().status(), 401);

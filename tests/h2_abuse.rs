@@ -15,13 +15,12 @@ use crate::support::h2::{
     SETTINGS,
 };
 use crate::support::origin::Origin;
-use crate::support::{site, TestGateway};
+use crate::support::TestGateway;
 
 /// An h2 connection to a gateway in front of a fake Jellyfin, with the
 /// client preface and SETTINGS already in `flood`.
 async fn attacker() -> (Origin, TestGateway, TlsStream<TcpStream>, Vec<u8>) {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let tls = gw.tls_connect(Some("jelly.test"), &[b"h2"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();

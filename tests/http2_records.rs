@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use tokio::sync::Barrier;
 
-use crate::support::origin::{video_byte, Origin, VIDEO_LEN};
+use crate::support::origin::{video_byte, VIDEO_LEN};
 use crate::support::{site, TestGateway};
 
 /// Answers held until this many requests are in, then all sent at once.
@@ -219,8 +219,7 @@ async fn answers_ready_together_share_tls_records_and_arrive_whole() {
 
 #[tokio::test]
 async fn large_and_small_answers_arrive_whole_after_the_client_stops_reading() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     // A small receive buffer, so that the proxy's socket fills soon.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();

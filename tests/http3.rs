@@ -56,8 +56,7 @@ async fn range_upload_and_the_body_limit(h3: &mut H3, uploaded: &AtomicU64) {
 
 #[tokio::test]
 async fn requests_over_http3_reach_home_as_over_tcp() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "max_body = \"1MiB\"")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("max_body = \"1MiB\"").await;
     let mut h3 = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
 
     let (response, body) = h3.get("jelly.test", "/echo").await.unwrap();
@@ -190,8 +189,7 @@ async fn the_closed_door_holds_over_http3() {
 /// download goes on to its last byte over the same connection.
 #[tokio::test]
 async fn a_download_survives_the_client_changing_address() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let mut h3 = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
     let before = h3.endpoint.local_addr().unwrap();
     let request = Request::get("https://jelly.test/bulk/16").body(()).unwrap();
@@ -226,8 +224,7 @@ async fn a_download_survives_the_client_changing_address() {
 /// client connecting meanwhile is served.
 #[tokio::test]
 async fn garbage_packets_are_dropped_and_clients_are_served() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let quic = gw.quic.unwrap();
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
@@ -345,8 +342,7 @@ async fn ngtcp2s_client_is_served_over_http3() {
 /// client — which answers its Retry — is served meanwhile.
 #[tokio::test]
 async fn a_handshake_flood_turns_retry_on_and_clients_are_still_served() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let quic = gw.quic.unwrap();
     // A relay that carries the flood's packets to drawbridge and drops
     // every answer: each handshake stays half-open, as from a forged source.
@@ -518,8 +514,7 @@ async fn aioquics_client_is_served_and_finds_the_door_closed() {
 /// connection still answers afterwards.
 #[tokio::test]
 async fn a_stream_reset_flood_stays_at_the_door_and_others_are_served() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let mut flood = connect(&gw, "127.0.0.1", "jelly.test").await.unwrap();
     let mut other = connect(&gw, "127.0.0.2", "jelly.test").await.unwrap();
     let before = crate::support::tunnel::rss_kib(std::process::id());

@@ -10,8 +10,7 @@ use crate::support::{closed_addr, site, TestGateway};
 
 #[tokio::test]
 async fn prometheus_scrapes_the_requests_drawbridge_answered() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let admin = gw.admin.expect("the admin listener is open");
     assert!(admin.ip().is_loopback());
     let client = gw.reqwest(&["jelly.test"], true);

@@ -317,8 +317,7 @@ fn with_token<'a>(proto: Proto, target: &'a str, token: &'a [(&'a str, &'a str)]
 
 #[tokio::test]
 async fn cache_routes_and_keys_follow_the_canonical_path() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let poster = "/Items/abc/Images/Primary";
     let mut keys = std::collections::HashSet::from([poster.to_string()]);
     for proto in PROTOCOLS {
@@ -397,8 +396,7 @@ async fn cache_routes_and_keys_follow_the_canonical_path() {
 
 #[tokio::test]
 async fn trace_is_never_forwarded_and_star_is_for_options_only() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     for proto in PROTOCOLS {
         for method in ["TRACE", "TRACK", "trace"] {
             let answer = send(

@@ -7,16 +7,14 @@
 use std::time::Duration;
 
 use crate::support::h2::{frame, get_block, goaway_in, PROTOCOL_ERROR, SETTINGS};
-use crate::support::origin::Origin;
-use crate::support::{exchange, site, TestGateway};
+use crate::support::{exchange, TestGateway};
 
 const WAIT: Duration = Duration::from_secs(5);
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[tokio::test]
 async fn after_h2_an_http1_request_or_a_bad_preface_ends_the_connection() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     for opening in [
         &b"GET /echo HTTP/1.1\r\nHost: jelly.test\r\n\r\n"[..],
         &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
@@ -47,8 +45,7 @@ async fn after_h2_an_http1_request_or_a_bad_preface_ends_the_connection() {
 
 #[tokio::test]
 async fn without_h2_an_http2_preface_is_not_switched_to() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "https_redirect = false")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("https_redirect = false").await;
     let mut preface = PREFACE.to_vec();
     preface.extend(frame(SETTINGS, 0, 0, &[]));
     preface.extend(frame(0x1, 0x4 | 0x1, 1, &get_block()));
@@ -85,8 +82,7 @@ async fn without_h2_an_http2_preface_is_not_switched_to() {
 
 #[tokio::test]
 async fn an_unknown_authority_on_h2_ends_the_connection_with_goaway() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let mut tls = gw.tls_connect(Some("jelly.test"), &[b"h2"]).await.unwrap();
     let mut request = PREFACE.to_vec();
     request.extend(frame(SETTINGS, 0, 0, &[]));

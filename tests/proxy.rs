@@ -11,8 +11,7 @@ use crate::support::{exchange, site, status_of, TestGateway};
 
 #[tokio::test]
 async fn origin_sees_clean_forwarded_headers_over_h1_and_h2() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     for http2 in [false, true] {
         let client = gw.reqwest(&["jelly.test"], http2);
         let response = client
@@ -52,8 +51,7 @@ async fn origin_sees_clean_forwarded_headers_over_h1_and_h2() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_and_h2_cookie_crumbs() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let mut tls = gw
         .tls_connect(Some("jelly.test"), &[b"http/1.1"])
         .await
@@ -175,8 +173,7 @@ async fn site_header_overrides_and_bare_preset() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_never_reach_the_origin() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "max_body = \"1KiB\"")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("max_body = \"1KiB\"").await;
     let mut tls = gw
         .tls_connect(Some("jelly.test"), &[b"http/1.1"])
         .await
@@ -226,8 +223,7 @@ async fn bodies_over_the_limit_never_reach_the_origin() {
 
 #[tokio::test]
 async fn login_answers_pass_through() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let client = gw.reqwest(&["jelly.test"], true);
     let wrong = client
         .post(gw.url("jelly.test", "/Users/authenticatebyname"))
@@ -254,8 +250,7 @@ async fn login_answers_pass_through() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_from_the_upstream_stop_here() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let mut tls = gw
         .tls_connect(Some("jelly.test"), &[b"http/1.1"])
         .await

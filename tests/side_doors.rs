@@ -444,8 +444,7 @@ async fn guessing_tokens_ends_in_a_ban_and_checks_are_bounded() {
 /// a token checked before the reload is not asked about again.
 #[tokio::test]
 async fn report_lets_through_and_counts_then_a_reload_enforces() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "gate = \"report\"")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("gate = \"report\"").await;
     let answer = status(&gw, Proto::H1, "127.0.0.35", &side_doors()[0], &[]).await;
     assert_eq!(answer.status(), 200);
     let text = crate::support::scrape(gw.admin.unwrap()).await;

@@ -6,8 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::support::origin::Origin;
-use crate::support::{exchange, site, TestGateway};
+use crate::support::{exchange, TestGateway};
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: jelly.test\r\n\r\n";
 
@@ -43,8 +42,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test]
 async fn malformed_framing_is_refused_and_never_forwarded() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "https_redirect = false")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("https_redirect = false").await;
     let mut wrong = Vec::new();
     for (name, bytes) in cases() {
         let mut tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
@@ -70,8 +68,7 @@ async fn malformed_framing_is_refused_and_never_forwarded() {
 /// does, so the framing is unambiguous and the next pipelined request is real.
 #[tokio::test]
 async fn identical_content_lengths_count_once() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "https_redirect = false")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("https_redirect = false").await;
     let mut tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     let request = "POST /upload HTTP/1.1\r\nHost: jelly.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
     let (answer, _) = exchange(&mut tcp, request.as_bytes(), Duration::from_secs(1)).await;
@@ -85,8 +82,7 @@ async fn identical_content_lengths_count_once() {
 
 #[tokio::test]
 async fn a_bad_chunk_is_never_completed_upstream() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "https_redirect = false")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("https_redirect = false").await;
     for chunk_size in ["0x5", "+5", "Z", "5 5"] {
         let mut tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
         let request = format!("POST /upload HTTP/1.1\r\nHost: jelly.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk_size}\r\nhello\r\n0\r\n\r\n{SMUGGLED}");
@@ -109,8 +105,7 @@ async fn a_bad_chunk_is_never_completed_upstream() {
 
 #[tokio::test]
 async fn connect_and_foreign_absolute_targets_are_refused() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "https_redirect = false")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("https_redirect = false").await;
     for request in [
         "CONNECT evil.test:443 HTTP/1.1\r\nHost: jelly.test\r\n\r\n",
         "CONNECT jelly.test:80 HTTP/1.1\r\nHost: jelly.test:80\r\n\r\n",

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::origin::{video_byte, Origin, VIDEO_LEN};
-use crate::support::{exchange, site, status_of, TestGateway};
+use crate::support::origin::{video_byte, VIDEO_LEN};
+use crate::support::{exchange, status_of, TestGateway};
 
 fn expected(start: usize, end: usize) -> Vec<u8> {
     (start..=end).map(video_byte).collect()
@@ -15,8 +15,7 @@ fn expected(start: usize, end: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn first_chunk_arrives_before_the_second_is_sent() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     for http2 in [false, true] {
         let client = gw.reqwest(&["jelly.test"], http2);
         let mut response = client
@@ -40,8 +39,7 @@ async fn first_chunk_arrives_before_the_second_is_sent() {
 
 #[tokio::test]
 async fn ranges_pass_through_byte_for_byte() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let last = VIDEO_LEN - 1;
     for http2 in [false, true] {
         let client = gw.reqwest(&["jelly.test"], http2);
@@ -107,8 +105,7 @@ async fn ranges_pass_through_byte_for_byte() {
 
 #[tokio::test]
 async fn conditional_image_gets_304() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let client = gw.reqwest(&["jelly.test"], true);
     let url = gw.url("jelly.test", "/Items/1/Images/Primary?tag=abc");
     let first = client.get(&url).send().await.unwrap();
@@ -128,8 +125,7 @@ async fn conditional_image_gets_304() {
 
 #[tokio::test]
 async fn a_body_the_upstream_cuts_is_cut_for_the_client() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     for http2 in [false, true] {
         let client = gw.reqwest(&["jelly.test"], http2);
         let response = client
@@ -147,8 +143,7 @@ async fn a_body_the_upstream_cuts_is_cut_for_the_client() {
 
 #[tokio::test]
 async fn expect_100_continue_then_body() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let mut tls = gw
         .tls_connect(Some("jelly.test"), &[b"http/1.1"])
         .await

@@ -11,9 +11,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::support::origin::Origin;
 use crate::support::tunnel::Home;
-use crate::support::{client_config, site, tls_connect, TestGateway};
+use crate::support::{client_config, tls_connect, TestGateway};
 
 /// What came back for `/trailers`.
 struct Answer {
@@ -110,8 +109,7 @@ async fn check_all(https: SocketAddr, ca_pem: &[u8]) {
 
 #[tokio::test]
 async fn trailers_come_back_to_who_asks_and_a_requests_never_go_home() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     check_all(gw.https, gw.ca_pem.as_deref().unwrap()).await;
 }
 

@@ -109,8 +109,7 @@ async fn http2_extended_connect_round_trip_survives_silence() {
 
 #[tokio::test]
 async fn refused_upgrade_answer_reaches_the_client() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (_origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let tls = gw
         .tls_connect(Some("jelly.test"), &[b"http/1.1"])
         .await
@@ -144,8 +143,7 @@ async fn open_socket(
 
 #[tokio::test]
 async fn a_reload_does_not_cut_an_open_socket() {
-    let origin = Origin::start().await;
-    let gw = TestGateway::start(&site("jelly.test", origin.addr, "")).await;
+    let (origin, gw) = TestGateway::in_front_of_jellyfin("").await;
     let mut ws = open_socket(&gw).await;
     // Reload to a config where the site is gone: new requests are refused,
     // the open socket carries on.

@@ -97,6 +97,14 @@ impl TestGateway {
         Self::start_in(dir, rest).await
     }
 
+    /// The most common start: a fake Jellyfin, and drawbridge with one site,
+    /// `jelly.test`, in front of it (`extra`: the site's further keys).
+    pub async fn in_front_of_jellyfin(extra: &str) -> (origin::Origin, TestGateway) {
+        let origin = origin::Origin::start().await;
+        let gw = Self::start(&site("jelly.test", origin.addr, extra)).await;
+        (origin, gw)
+    }
+
     /// Like `start`, in a folder the test prepared (for cert files, webroots).
     pub async fn start_in(dir: tempfile::TempDir, rest: &str) -> TestGateway {
         Self::start_with_server_extra(dir, "", rest).await
