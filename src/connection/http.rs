@@ -109,7 +109,7 @@ where
     // or the shutdown grace is over). One token, so a wake of the connection
     // polls two cancellations, not three.
     let close_door = kill.child_token();
-    let mut parked = Parked::new(io, state.clone(), deadlines);
+    let parked = Parked::new(io, state.clone(), deadlines);
     // An agent's tunnel this connection became: the connection's task (and
     // its place under the guard) lasts as long as the tunnel.
     let links = tokio_util::task::TaskTracker::new();
@@ -167,83 +167,103 @@ where
     // HTTP/2 by ALPN (no head clock): never parked, so no way back is made.
     let h2 = deadlines.head.is_none();
     let parks = !h2;
+    // One async block, the socket boxed: the connection's task is allocated
+    // at the size of its largest state, for every connection, so it keeps
+    // a pointer to the parked socket (a TLS stream is 1.5 KiB), not the
+    // socket; and a future nested in another and awaited there would be
+    // kept twice (its captured copy and the one being polled).
+    let mut parked = Box::new(parked);
     async move {
         // Until the client leaves, the door closes, or shutdown; then
         // for as long as a tunnel this connection became is up.
-        let served = async {
-            loop {
-                let (watched, back) = if parks {
-                    let (watched, back) = parked.wake();
-                    (watched, Some(back))
-                } else {
-                    (parked.keep(), None)
-                };
-                // Boxed: while parked, the task keeps no room for a hyper connection.
-                let io = TokioIo::new(watched);
-                let mut connection = if h2 {
-                    Serving::H2(Box::pin(
-                        shared.http.h2.serve_connection(io, service.clone()),
-                    ))
-                } else {
-                    Serving::H1(Box::pin(
-                        shared
-                            .http
-                            .h1
-                            .serve_connection(io, service.clone())
-                            .with_upgrades(),
-                    ))
-                };
-                tokio::select! {
-                    result = &mut connection => {
-                        if let Err(error) = result {
-                            tracing::debug!(error = %error, "connection ended with an error");
-                        }
-                    }
-                    () = close_door.cancelled() => {
-                        // An unknown :authority on HTTP/2 ends the connection
-                        // with GOAWAY, briefly; on HTTP/1.1, and when banned or
-                        // past the shutdown grace, dropping the connection
-                        // closes the socket with nothing written.
-                        if let (Serving::H2(c), false) = (&mut connection, kill.is_cancelled()) {
-                            c.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(GOAWAY_GRACE, &mut connection).await;
-                        }
-                        return;
-                    }
-                    () = shutdown.cancelled() => {
-                        match &mut connection {
-                            Serving::H1(c) => c.as_mut().graceful_shutdown(),
-                            Serving::H2(c) => c.as_mut().graceful_shutdown(),
-                        }
-                        tokio::select! {
-                            _ = &mut connection => {}
-                            () = close_door.cancelled() => {}
-                        }
-                        return;
+        'serving: loop {
+            // Out of its box, which is freed: an HTTP/2 connection keeps
+            // its socket inside hyper's connection alone.
+            let parked_now = unbox(parked);
+            let (watched, back) = if parks {
+                let (watched, back) = parked_now.wake();
+                (watched, Some(back))
+            } else {
+                (parked_now.keep(), None)
+            };
+            // Boxed: while parked, the task keeps no room for a hyper connection.
+            let io = TokioIo::new(watched);
+            let mut connection = if h2 {
+                Serving::H2(Box::pin(
+                    shared.http.h2.serve_connection(io, service.clone()),
+                ))
+            } else {
+                Serving::H1(Box::pin(
+                    shared
+                        .http
+                        .h1
+                        .serve_connection(io, service.clone())
+                        .with_upgrades(),
+                ))
+            };
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "connection ended with an error");
                     }
                 }
-                drop(connection);
-                // Parked, when hyper ended because the connection went quiet (the
-                // drop above sent it back); else it closed or was upgraded.
-                let Some(Ok(back)) = back.map(|mut back| back.try_recv()) else {
-                    return;
-                };
-                parked = back;
-                tokio::select! {
-                    ready = parked.readable() => {
-                        if ready.is_err() {
-                            return;
-                        }
+                () = close_door.cancelled() => {
+                    // An unknown :authority on HTTP/2 ends the connection
+                    // with GOAWAY, briefly; on HTTP/1.1, and when banned or
+                    // past the shutdown grace, dropping the connection
+                    // closes the socket with nothing written.
+                    if let (Serving::H2(c), false) = (&mut connection, kill.is_cancelled()) {
+                        c.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(GOAWAY_GRACE, &mut connection).await;
                     }
-                    () = close_door.cancelled() => return,
-                    () = shutdown.cancelled() => return,
+                    break 'serving;
+                }
+                () = shutdown.cancelled() => {
+                    match &mut connection {
+                        Serving::H1(c) => c.as_mut().graceful_shutdown(),
+                        Serving::H2(c) => c.as_mut().graceful_shutdown(),
+                    }
+                    tokio::select! {
+                        _ = &mut connection => {}
+                        () = close_door.cancelled() => {}
+                    }
+                    break 'serving;
                 }
             }
-        };
-        served.await;
+            drop(connection);
+            // Parked, when hyper ended because the connection went quiet (the
+            // drop above sent it back); else it closed or was upgraded.
+            let Some(Ok(back)) = back.map(|mut back| back.try_recv()) else {
+                break 'serving;
+            };
+            // `parked` was moved out whole (`unbox`): there is no box to reuse.
+            #[expect(clippy::replace_box, reason = "the old box was freed by unbox")]
+            {
+                parked = Box::new(back);
+            }
+            tokio::select! {
+                ready = parked.readable() => {
+                    if ready.is_err() {
+                        break 'serving;
+                    }
+                }
+                () = close_door.cancelled() => break 'serving,
+                () = shutdown.cancelled() => break 'serving,
+            }
+        }
         links.close();
         links.wait().await;
     }
+}
+
+/// The value out of its box, the box freed (a move out of `*boxed` in place
+/// would keep the allocation until the variable is assigned again).
+#[expect(
+    clippy::boxed_local,
+    reason = "taking the box is the point: it is freed here"
+)]
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 /// The tunnel's door (`tunnel/edge.rs`): an agent's knock answered, its
