@@ -355,8 +355,8 @@ backend origin
     def rounds(self):
         return 1 if self.quick else 3
 
-    def wrk(self, port, extra=""):
-        out = sh(pinned(1, f"wrk -t1 -c64 -d{self.seconds()}s --latency {extra} https://localhost:{port}/small.json"))
+    def wrk(self, port, extra="", path="/small.json"):
+        out = sh(pinned(1, f"wrk -t1 -c64 -d{self.seconds()}s --latency {extra} https://localhost:{port}{path}"))
         check_wrk(out, port)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
@@ -373,6 +373,10 @@ backend origin
         pct = lambda p: durations[min(len(durations) - 1, int(len(durations) * p))] / 1000.0
         done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
         return rps, pct(0.50), pct(0.99), done
+
+    def images(self, port):
+        """100 KiB answers (posters) over HTTP/1.1+TLS, 64 connections."""
+        return self.wrk(port, path="/image.jpg")
 
     def handshakes(self, port):
         out = sh(pinned(1, f"wrk -t1 -c32 -d{self.seconds()}s -H 'Connection: close' https://localhost:{port}/small.json"))
@@ -434,9 +438,10 @@ backend origin
             raise SystemExit(f"slow stream through {name}: curl failed ({curl.returncode})")
         return before, peak - before
 
-    def idle_connections(self, name, port, http2=False, count=1000):
-        """RSS before and growth after `count` idle TLS keep-alive connections,
-        each having made one request; the connections are returned open."""
+    def idle_connections(self, name, port, http2=False, count=1000, plain=False):
+        """RSS before and growth after `count` idle keep-alive connections
+        (TLS, or `plain` HTTP/1.1 on the plain port), each having made one
+        request; the connections are returned open."""
         context = ssl.create_default_context(cafile=str(self.work / "ca.pem"))
         context.set_alpn_protocols(["h2" if http2 else "http/1.1"])
         time.sleep(0.5)
@@ -444,7 +449,7 @@ backend origin
         conns = []
         for _ in range(count):
             raw = socket.create_connection(("127.0.0.1", port))
-            tls = context.wrap_socket(raw, server_hostname="localhost")
+            tls = raw if plain else context.wrap_socket(raw, server_hostname="localhost")
             if http2:
                 h2_get(tls)
             else:
@@ -644,14 +649,15 @@ def main():
         # what a connection or a stream costs.
         for name, (tls, _) in PROXIES.items():
             results[name]["rest_kib"] = bench.rss(name)
-        for name, (tls, _) in PROXIES.items():
-            # HTTP/2 measured while the HTTP/1.1 connections stay open, so
-            # that neither reuses memory the other freed on closing.
+        for name, (tls, plain) in PROXIES.items():
+            # Each kind measured while the others stay open, so that none
+            # reuses memory another freed on closing.
+            results[name]["idle_plain"], clear = bench.idle_connections(name, plain, plain=True)
             results[name]["idle"], h1 = bench.idle_connections(name, tls)
             results[name]["idle_h2"], h2 = bench.idle_connections(name, tls, http2=True)
-            for conn in h1 + h2:
+            for conn in clear + h1 + h2:
                 conn.close()
-            print(f"idle {name}: {results[name]['idle'][1]} KiB HTTP/1.1, {results[name]['idle_h2'][1]} KiB HTTP/2", file=sys.stderr)
+            print(f"idle {name}: {results[name]['idle_plain'][1]} KiB plain, {results[name]['idle'][1]} KiB HTTP/1.1, {results[name]['idle_h2'][1]} KiB HTTP/2", file=sys.stderr)
         for name, (tls, _) in PROXIES.items():
             results[name]["stream_rss"] = bench.slow_stream_rss(name, tls)
             print(f"slow stream {name}: {results[name]['stream_rss'][1]} KiB", file=sys.stderr)
@@ -668,6 +674,7 @@ def main():
         cases = (
             ("h1", "h1_cpu", bench.wrk),
             ("h2", "h2_cpu", bench.h2load),
+            ("images", "images_cpu", bench.images),
             ("handshakes", "hs_cpu", bench.handshakes),
             ("resumed", "resumed_cpu", bench.resumed),
         )
@@ -802,9 +809,11 @@ def render(r, quick):
     row("HTTP/2 small requests/s", [r[n]["h2"][0] for n in names], "", max(r["nginx-4k"]["h2"][0], r["nginx-64k"]["h2"][0]))
     row("HTTP/2 p50 latency", [r[n]["h2"][1] for n in names], "ms", min(r["nginx-4k"]["h2"][1], r["nginx-64k"]["h2"][1]), False, "{:.2f}")
     row("HTTP/2 p99 latency", [r[n]["h2"][2] for n in names], "ms", min(r["nginx-4k"]["h2"][2], r["nginx-64k"]["h2"][2]), False, "{:.2f}")
+    row("100 KiB images/s (HTTP/1.1+TLS)", [r[n]["images"][0] for n in names], "", max(r["nginx-4k"]["images"][0], r["nginx-64k"]["images"][0]))
     row("full TLS handshakes/s", [r[n]["handshakes"][0] for n in names], "", max(r["nginx-4k"]["handshakes"][0], r["nginx-64k"]["handshakes"][0]))
     row("proxy CPU per HTTP/1.1 request", [r[n]["h1_cpu"] for n in names], "µs", min(r["nginx-4k"]["h1_cpu"], r["nginx-64k"]["h1_cpu"]), False)
     row("proxy CPU per HTTP/2 request", [r[n]["h2_cpu"] for n in names], "µs", min(r["nginx-4k"]["h2_cpu"], r["nginx-64k"]["h2_cpu"]), False)
+    row("proxy CPU per 100 KiB image", [r[n]["images_cpu"] for n in names], "µs", min(r["nginx-4k"]["images_cpu"], r["nginx-64k"]["images_cpu"]), False)
     row("proxy CPU per full TLS handshake", [r[n]["hs_cpu"] for n in names], "µs", min(r["nginx-4k"]["hs_cpu"], r["nginx-64k"]["hs_cpu"]), False)
     # A proxy that did not resume most sessions did full handshakes instead: no figure.
     resumed_cpu = [r[n]["resumed_cpu"] if r[n]["resumed"][1] >= 0.9 else float("nan") for n in names]
@@ -817,6 +826,7 @@ def render(r, quick):
     # nginx's workers allocate up front: their growth is often 0, where a ratio says nothing.
     row("RSS growth during a slow stream", [r[n]["stream_rss"][1] for n in names], "KiB", min(r["nginx-4k"]["stream_rss"][1], r["nginx-64k"]["stream_rss"][1]), False, "{:.0f}")
     row("memory at rest", [r[n]["rest_kib"] / 1024 for n in names], "MiB", min(r["nginx-4k"]["rest_kib"], r["nginx-64k"]["rest_kib"]) / 1024, False, "{:.1f}")
+    row("memory per 1,000 idle plain HTTP/1.1 keep-alive connections", [r[n]["idle_plain"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle_plain"][1], r["nginx-64k"]["idle_plain"][1]) / 1024, False, "{:.1f}")
     row("memory per 1,000 idle HTTP/1.1 TLS keep-alive connections", [r[n]["idle"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle"][1], r["nginx-64k"]["idle"][1]) / 1024, False, "{:.1f}")
     row("memory per 1,000 idle HTTP/2 TLS connections", [r[n]["idle_h2"][1] / 1024 for n in names], "MiB", min(r["nginx-4k"]["idle_h2"][1], r["nginx-64k"]["idle_h2"][1]) / 1024, False, "{:.1f}")
     # Which side bounds a rate: a CPU near 100 % busy is the limit. With the
