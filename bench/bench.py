@@ -97,8 +97,11 @@ class Bench:
         os.chmod(self.work, 0o755)
         www = self.work / "www"
         www.mkdir(mode=0o755)
-        (www / "upload").mkdir(mode=0o777)
-        (self.work / "origin-body").mkdir(mode=0o777)
+        # mkdir's mode passes through the umask: set it after, for nginx's
+        # workers (another user) to write uploads there.
+        for folder in (www / "upload", self.work / "origin-body"):
+            folder.mkdir()
+            os.chmod(folder, 0o777)
         (self.work / "upload.bin").write_bytes(os.urandom(20 << 20))
         (www / "small.json").write_text('{"ServerName":"bench","pad":"' + "x" * 990 + '"}')
         (www / "image.jpg").write_bytes(os.urandom(100 * 1024))
