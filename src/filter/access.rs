@@ -103,18 +103,17 @@ impl RouteClass {
     /// Jellyfin preset (cache routes, auth routes).
     pub fn matches(&self, path: &str) -> bool {
         const MOST: usize = 16;
-        let path = path.trim_matches('/');
         if let Some(firsts) = &self.firsts {
-            let first = path.split('/').next().unwrap_or("");
+            let first = path_segments(path).next().unwrap_or("");
             if !firsts.iter().any(|f| first.eq_ignore_ascii_case(f)) {
                 return false;
             }
         }
         let mut segments = [""; MOST];
         let mut count = 0;
-        for segment in path.split('/') {
+        for segment in path_segments(path) {
             if count == MOST {
-                let long: Vec<&str> = path.split('/').collect();
+                let long: Vec<&str> = path_segments(path).collect();
                 return self.patterns.iter().any(|pattern| fits(pattern, &long));
             }
             segments[count] = segment;
@@ -128,6 +127,32 @@ impl RouteClass {
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
+}
+
+/// The segments of `path` between its leading and trailing slashes, as
+/// `path.trim_matches('/').split('/')` gives them, found by byte (the path
+/// is split for every request, by several classes and the gate).
+pub fn path_segments(path: &str) -> impl Iterator<Item = &str> {
+    let bytes = path.as_bytes();
+    let start = bytes.iter().position(|&b| b != b'/').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b'/')
+        .map_or(start, |at| at + 1);
+    let mut rest = Some(&path[start..end]);
+    std::iter::from_fn(move || {
+        let now = rest?;
+        match now.as_bytes().iter().position(|&b| b == b'/') {
+            Some(at) => {
+                rest = Some(&now[at + 1..]);
+                Some(&now[..at])
+            }
+            None => {
+                rest = None;
+                Some(now)
+            }
+        }
+    })
 }
 
 /// Whether `segments` fit `pattern`: `*` any one segment, a final `**` one
@@ -148,8 +173,32 @@ fn fits(pattern: &[String], segments: &[&str]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{AccessRules, RouteClass};
+    use super::{path_segments, AccessRules, RouteClass};
     use crate::config::{AccessList, PathRule, JELLYFIN_AUTH_PATHS};
+
+    /// The byte split gives what `trim_matches('/').split('/')` gives, for
+    /// every shape of slashes.
+    #[test]
+    fn path_segments_are_the_trimmed_split() {
+        for path in [
+            "",
+            "/",
+            "//",
+            "a",
+            "/a",
+            "a/",
+            "/a/b",
+            "/a/b/",
+            "//a//b//",
+            "/Items/1/Images/Primary",
+            "/é/ü/",
+            "/a/%2F/b",
+        ] {
+            let expected: Vec<&str> = path.trim_matches('/').split('/').collect();
+            let got: Vec<&str> = path_segments(path).collect();
+            assert_eq!(got, expected, "{path:?}");
+        }
+    }
 
     fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()

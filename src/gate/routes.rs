@@ -4,7 +4,7 @@
 //! show its login screen and sign in, the side doors Jellyfin serves to
 //! anyone who knows an item id, and the rest of its API.
 
-use crate::filter::access::RouteClass;
+use crate::filter::access::{path_segments, RouteClass};
 
 /// What a request's path is to the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub fn matches(pattern: &str, path: &str) -> bool {
 }
 
 fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.trim_matches('/').split('/').filter(|s| !s.is_empty())
+    path_segments(path).filter(|s| !s.is_empty())
 }
 
 /// The routes open without credentials: Jellyfin's `PUBLIC` and a site's
