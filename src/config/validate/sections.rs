@@ -13,18 +13,9 @@ use crate::config::{
 impl Validator<'_> {
     pub(super) fn gate(&mut self, raw: RawGate) -> GateConfig {
         let d = GateConfig::default();
-        let mut count = |raw: Option<Spanned<u32>>, default: u32, min: u32, max: u32| match raw {
-            Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
-            Some(n) => {
-                self.report
-                    .at(&n.span(), format!("must be between {min} and {max}"));
-                default
-            }
-            None => default,
-        };
-        let check_burst = count(raw.check_burst, d.check_burst, 1, 10_000);
-        let max_checks = count(raw.max_checks, d.max_checks, 1, 1_000);
-        let max_remembered = count(raw.max_remembered, d.max_remembered, 100, 10_000_000);
+        let check_burst = self.count(raw.check_burst, d.check_burst, 1, 10_000);
+        let max_checks = self.count(raw.max_checks, d.max_checks, 1, 1_000);
+        let max_remembered = self.count(raw.max_remembered, d.max_remembered, 100, 10_000_000);
         let checks_per_client = match raw.checks_per_client {
             Some(rate) => match super::site::parse_rate(rate.get_ref()) {
                 Ok(r) => r,
@@ -53,19 +44,11 @@ impl Validator<'_> {
 
     pub(super) fn limits(&mut self, raw: RawLimits) -> Limits {
         let d = Limits::default();
-        let mut count = |raw: Option<Spanned<u32>>, default: u32, max: u32| match raw {
-            Some(n) if (1..=max).contains(n.get_ref()) => *n.get_ref(),
-            Some(n) => {
-                self.report
-                    .at(&n.span(), format!("must be between 1 and {max}"));
-                default
-            }
-            None => default,
-        };
-        let max_headers = count(raw.max_headers, d.max_headers as u32, 1000) as usize;
-        let streams = count(
+        let max_headers = self.count(raw.max_headers, d.max_headers as u32, 1, 1000) as usize;
+        let streams = self.count(
             raw.h2_max_concurrent_streams,
             d.h2_max_concurrent_streams,
+            1,
             1000,
         );
         Limits {
@@ -216,24 +199,15 @@ impl Validator<'_> {
 
     pub(super) fn guard(&mut self, raw: RawGuard) -> GuardConfig {
         let d = GuardConfig::default();
-        let mut count = |raw: Option<Spanned<u32>>, default: u32, min: u32, max: u32| match raw {
-            Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
-            Some(n) => {
-                self.report
-                    .at(&n.span(), format!("must be between {min} and {max}"));
-                default
-            }
-            None => default,
-        };
-        let max_failures = count(raw.max_failures, d.max_failures, 1, 1000);
-        let max_connections = count(raw.max_connections, d.max_connections, 1, 1_000_000);
-        let max_connections_per_ip = count(
+        let max_failures = self.count(raw.max_failures, d.max_failures, 1, 1000);
+        let max_connections = self.count(raw.max_connections, d.max_connections, 1, 1_000_000);
+        let max_connections_per_ip = self.count(
             raw.max_connections_per_ip,
             d.max_connections_per_ip,
             1,
             1_000_000,
         );
-        let table_size = count(raw.table_size, d.table_size, 100, 10_000_000);
+        let table_size = self.count(raw.table_size, d.table_size, 100, 10_000_000);
         let failure_statuses = match raw.failure_statuses {
             Some(list) => list
                 .into_iter()

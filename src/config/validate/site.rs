@@ -147,11 +147,11 @@ impl Validator<'_> {
         if jellyfin && !paths.iter().any(|p| p.prefix == "/metrics") {
             paths.push(metrics_for_the_home_network());
         }
-        let upstream_max_conns = self.number(
+        let upstream_max_conns = self.count(
             raw.upstream_max_conns,
-            1..=100_000,
             DEFAULT_UPSTREAM_MAX_CONNS,
-            "must be between 1 and 100000",
+            1,
+            100_000,
         );
         let half = upstream_max_conns.div_ceil(2);
         let caching = raw.cache.unwrap_or(jellyfin);
@@ -183,12 +183,7 @@ impl Validator<'_> {
             paths,
             refuse,
             login_rate: self.login_rate(raw.login_rate, jellyfin),
-            login_burst: self.number(
-                raw.login_burst,
-                1..=10_000,
-                5,
-                "must be between 1 and 10000",
-            ),
+            login_burst: self.count(raw.login_burst, 5, 1, 10_000),
             auth_paths: self.auth_paths(raw.auth_paths, jellyfin),
             cache_paths: (self.patterns(raw.cache_paths).unwrap_or_default())
                 .into_iter()

@@ -113,6 +113,22 @@ impl Validator<'_> {
         fallback
     }
 
+    /// A count between `min` and `max`; `default` when absent or outside.
+    pub(super) fn count(
+        &mut self,
+        raw: Option<Spanned<u32>>,
+        default: u32,
+        min: u32,
+        max: u32,
+    ) -> u32 {
+        self.number(
+            raw,
+            min..=max,
+            default,
+            &format!("must be between {min} and {max}"),
+        )
+    }
+
     /// A whole number within `range`; `default` when absent or wrong.
     pub(super) fn number(
         &mut self,
