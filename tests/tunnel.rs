@@ -222,16 +222,7 @@ async fn a_stream_cut_by_the_agent_dying_ends_short_and_the_next_request_waits_f
 async fn the_agent_comes_back_after_the_edge_restarts() {
     let mut home = Home::start("", 1).await;
     assert_eq!(home.info_status().await, 200);
-    // Same config, same ports are not promised: the agent's config names the
-    // edge's port, so the new edge listens where the old one did.
-    let port = home.edge.https.port();
-    drop(std::mem::replace(&mut home.edge, dummy_process()));
-    let text = std::fs::read_to_string(&home.edge_config).unwrap().replace(
-        "https = [\"127.0.0.1:0\"]",
-        &format!("https = [\"127.0.0.1:{port}\"]"),
-    );
-    std::fs::write(&home.edge_config, text).unwrap();
-    home.edge = Process::start(&home.edge_config);
+    restart_edge_on_its_port(&mut home);
     home.attached(1).await;
     assert_eq!(home.info_status().await, 200);
 }
@@ -247,14 +238,7 @@ async fn an_attached_agent_does_not_hold_a_restart_for_the_grace() {
         .unwrap()
         .replace("[server]\n", "[server]\nshutdown_grace = \"60s\"\n");
     std::fs::write(&home.edge_config, text).unwrap();
-    let port = home.edge.https.port();
-    drop(std::mem::replace(&mut home.edge, dummy_process()));
-    let text = std::fs::read_to_string(&home.edge_config).unwrap().replace(
-        "https = [\"127.0.0.1:0\"]",
-        &format!("https = [\"127.0.0.1:{port}\"]"),
-    );
-    std::fs::write(&home.edge_config, text).unwrap();
-    home.edge = Process::start(&home.edge_config);
+    restart_edge_on_its_port(&mut home);
     home.attached(2).await;
     assert_eq!(home.info_status().await, 200);
     let told = home.agent.count("closed by the edge");
@@ -352,6 +336,20 @@ fn enroll_fails(token: &str, agent_config: &std::path::Path) -> String {
 }
 
 /// A process that has already exited, to stand in while the edge restarts.
+/// Stops the edge and starts it again on the same HTTPS port: a restart
+/// does not promise the ports of `127.0.0.1:0`, and the agent's config names
+/// the edge's port.
+fn restart_edge_on_its_port(home: &mut Home) {
+    let port = home.edge.https.port();
+    drop(std::mem::replace(&mut home.edge, dummy_process()));
+    let text = std::fs::read_to_string(&home.edge_config).unwrap().replace(
+        "https = [\"127.0.0.1:0\"]",
+        &format!("https = [\"127.0.0.1:{port}\"]"),
+    );
+    std::fs::write(&home.edge_config, text).unwrap();
+    home.edge = Process::start(&home.edge_config);
+}
+
 fn dummy_process() -> Process {
     Process {
         child: std::process::Command::new("true").spawn().unwrap(),
