@@ -683,3 +683,166 @@ async fn no_word_from_home_is_no_pass() {
         "no pass for a token nobody vouched for"
     );
 }
+
+/// One kept connection to the gateway from `from`, over `proto`: requests
+/// on it share the connection's recall of credentials (`gate/recall.rs`).
+enum Kept {
+    H1(hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>),
+}
+
+impl Kept {
+    async fn open(gw: &TestGateway, from: &str, proto: Proto) -> Kept {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let stream = crate::support::raw::tls(gw, from, "jelly.test", proto)
+            .await
+            .unwrap();
+        let io = TokioIo::new(stream);
+        match proto {
+            Proto::H1 => {
+                let (sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(connection);
+                Kept::H1(sender)
+            }
+            Proto::H2 => {
+                let (sender, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(connection);
+                Kept::H2(sender)
+            }
+        }
+    }
+
+    /// GET `target` on the kept connection: its status.
+    async fn get(&mut self, target: &str, headers: &[(&str, &str)]) -> u16 {
+        let mut request = Request::get(format!("https://jelly.test{target}"));
+        if let Kept::H1(_) = self {
+            request = request.header("host", "jelly.test");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = match self {
+            Kept::H1(sender) => {
+                sender.ready().await.unwrap();
+                sender.send_request(request).await.unwrap()
+            }
+            Kept::H2(sender) => sender.send_request(request).await.unwrap(),
+        };
+        let status = response.status().as_u16();
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        status
+    }
+}
+
+/// A connection recalls the last credentials it passed, and the recall
+/// holds no longer than they do: after a logout made on another
+/// connection, the same token on the kept connection — HTTP/1.1 keep-alive
+/// and HTTP/2 alike — is refused, and the side door serves nothing more.
+#[tokio::test]
+async fn a_kept_connection_recalls_a_token_no_longer_than_it_stands() {
+    let origin = Origin::start().await;
+    let gw = gated(&origin, "").await;
+    let door = side_doors()[0].clone();
+    for proto in [Proto::H1, Proto::H2] {
+        let token = sign_in(&gw, proto).await;
+        let authorization = bearer(&token);
+        let carried = [("authorization", authorization.as_str())];
+        let mut kept = Kept::open(&gw, "127.0.0.61", proto).await;
+        let asks = origin.seen.jellyfin.me_count();
+        for _ in 0..3 {
+            assert_eq!(kept.get(&door, &carried).await, 200, "{proto:?}");
+        }
+        assert_eq!(origin.seen.jellyfin.me_count() - asks, 1, "asked once");
+        // Anything else sent on the connection is read afresh: a made-up
+        // token beside the good one is Jellyfin's to judge (asked), one
+        // instead of it is refused.
+        let made_up = bearer("00000000000000000000000000000000");
+        let beside = [
+            ("authorization", authorization.as_str()),
+            ("x-emby-token", "00000000000000000000000000000000"),
+        ];
+        let asks = origin.seen.jellyfin.me_count();
+        kept.get(&door, &beside).await;
+        assert_eq!(
+            origin.seen.jellyfin.me_count() - asks,
+            1,
+            "{proto:?}: asked"
+        );
+        assert_eq!(
+            kept.get(&door, &[("authorization", made_up.as_str())])
+                .await,
+            401,
+            "{proto:?}"
+        );
+        assert_eq!(kept.get(&door, &carried).await, 200, "{proto:?}");
+        let logout = send(
+            &gw,
+            Raw {
+                method: "POST",
+                from: "127.0.0.62",
+                headers: &carried,
+                ..Raw::get(Proto::H1, "jelly.test", "/Sessions/Logout")
+            },
+        )
+        .await;
+        assert_eq!(logout.status(), 204);
+        let served = origin.seen.jellyfin.side_door_count();
+        assert_eq!(
+            kept.get(&door, &carried).await,
+            401,
+            "{proto:?}: the token after its logout, on the connection that recalled it"
+        );
+        assert_eq!(origin.seen.jellyfin.side_door_count(), served);
+    }
+}
+
+/// A trusted proxy carries many clients on one connection: the recall is
+/// of one client address, so a second client using the same token is
+/// granted the side doors for its own address, and a third, without a
+/// token, is not.
+#[tokio::test]
+async fn a_recall_is_of_one_client_behind_a_trusted_proxy() {
+    let origin = Origin::start().await;
+    let gw = TestGateway::start_with_server_extra(
+        tempfile::tempdir().unwrap(),
+        "trusted_proxies = [\"127.0.0.63\"]\n",
+        &format!(
+            "[guard]\nmax_failures = 1000\n{BAN_LOOPBACK}\n{}",
+            site("jelly.test", origin.addr, "gate = \"enforce\"")
+        ),
+    )
+    .await;
+    let token = sign_in(&gw, Proto::H1).await;
+    let authorization = bearer(&token);
+    let door = side_doors()[4].clone();
+    for proto in [Proto::H1, Proto::H2] {
+        let mut kept = Kept::open(&gw, "127.0.0.63", proto).await;
+        let (first, second, third) = match proto {
+            Proto::H1 => ("198.51.100.1", "198.51.100.2", "198.51.100.3"),
+            Proto::H2 => ("198.51.100.11", "198.51.100.12", "198.51.100.13"),
+        };
+        for client in [first, second] {
+            let headers = [
+                ("authorization", authorization.as_str()),
+                ("x-forwarded-for", client),
+            ];
+            assert_eq!(kept.get(&door, &headers).await, 200, "{proto:?} {client}");
+        }
+        assert_eq!(
+            kept.get(&door, &[("x-forwarded-for", second)]).await,
+            200,
+            "{proto:?}: the second client's address was granted by its own request"
+        );
+        assert_eq!(
+            kept.get(&door, &[("x-forwarded-for", third)]).await,
+            401,
+            "{proto:?}: a third client without a token"
+        );
+    }
+}

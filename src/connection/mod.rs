@@ -111,6 +111,7 @@ pub async fn serve(
         id: admission.id,
         exporter: None,
         agent_only,
+        recall: Default::default(),
     };
     let h1 = Deadlines {
         head: Some(shared.limits.header_timeout),

@@ -35,19 +35,35 @@ pub struct Credentials {
 }
 
 /// What a request carries that the gate reads, found in one pass over its
-/// headers: its credentials (borrowed, with the key the gate remembers them
-/// by), the gate's cookie, and whether a browser sent it (`Sec-Fetch-Mode`,
-/// which browsers send with every request). Nothing is copied but the key:
-/// this runs for every request past the public routes.
-#[derive(Debug, Default)]
+/// headers: its credential headers and parameters as sent, the gate's
+/// cookie, and whether a browser sent it (`Sec-Fetch-Mode`, which browsers
+/// send with every request). Nothing is copied or parsed yet: this runs for
+/// every request past the public routes, and most are recalled by their
+/// connection (`Sent::is`) before a token is read.
+#[derive(Debug)]
 pub struct Carried<'a> {
-    /// Its credentials, if any carries a token.
-    pub credentials: Option<Found<'a>>,
+    /// Its credential headers and parameters, as sent.
+    pub sent: Sent<'a>,
     /// The gate's cookie's value.
     pub cookie: Option<&'a str>,
     /// A browser sent it.
     pub browser: bool,
 }
+
+/// A request's credential headers (any value, in the order they came) and
+/// parameters, exactly as sent: everything the credentials' key is made
+/// of, so the same bytes are the same key.
+#[derive(Debug)]
+pub struct Sent<'a> {
+    /// Most requests carry one credential header: it is kept on the stack.
+    first: Option<Entry<'a>>,
+    more: Vec<Entry<'a>>,
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+}
+
+/// A credential header as sent.
+type Entry<'a> = (&'a HeaderName, &'a HeaderValue);
 
 /// A request's credentials as it carries them, and their key.
 #[derive(Debug)]
@@ -64,12 +80,7 @@ impl Found<'_> {
     pub fn to_credentials(&self) -> Credentials {
         let mut headers = Vec::new();
         for (name, value) in self.headers {
-            let tokened = match name.as_str() {
-                "authorization" | "x-emby-authorization" => token_of(value).is_some(),
-                "x-emby-token" | "x-mediabrowser-token" => !value.is_empty(),
-                _ => false,
-            };
-            if tokened {
+            if tokened(name, value).is_some() {
                 headers.push((name.clone(), value.clone()));
             }
         }
@@ -78,6 +89,92 @@ impl Found<'_> {
             headers,
             params: params_of(self.uri).map(ToString::to_string).collect(),
         }
+    }
+}
+
+/// Whether a credential header carries a token — and the token, where the
+/// value is `Authorization`-style: None when it carries none (an
+/// `Authorization` header without `Token`, as a login sends).
+fn tokened<'a>(name: &HeaderName, value: &'a HeaderValue) -> Option<Option<&'a str>> {
+    match name.as_str() {
+        "authorization" | "x-emby-authorization" => token_of(value).map(Some),
+        "x-emby-token" | "x-mediabrowser-token" if !value.is_empty() => Some(None),
+        _ => None,
+    }
+}
+
+/// The letter of a credential header in a key and in `Sent::bytes`.
+fn letter(name: &HeaderName) -> u8 {
+    match name.as_str() {
+        "authorization" => b'A',
+        "x-emby-authorization" => b'X',
+        "x-emby-token" => b'E',
+        _ => b'M',
+    }
+}
+
+impl<'a> Sent<'a> {
+    fn entries(&self) -> impl Iterator<Item = Entry<'a>> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
+
+    /// The credentials in it, with their key for `site`: None when nothing
+    /// sent carries a token.
+    pub fn found(&self, site: &str) -> Option<Found<'a>> {
+        let mut tokened: Vec<(Entry<'a>, Option<&'a str>)> = self
+            .entries()
+            .filter_map(|(name, value)| tokened(name, value).map(|token| ((name, value), token)))
+            .collect();
+        let params: Vec<&str> = params_of(self.uri).collect();
+        if tokened.is_empty() && params.is_empty() {
+            return None;
+        }
+        // In `HEADERS` order, whatever order they came in: the same
+        // credentials have the same key.
+        tokened.sort_by_key(|((name, _), _)| HEADERS.iter().position(|h| *h == name.as_str()));
+        Some(Found {
+            key: key_of(site, &tokened, &params),
+            headers: self.headers,
+            uri: self.uri,
+        })
+    }
+
+    /// What was sent, as bytes to compare with a later request's (`is`):
+    /// each header's letter, value and a newline, then each parameter
+    /// after `?` (neither a header value nor a URI holds a newline).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (name, value) in self.entries() {
+            bytes.push(letter(name));
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.push(b'\n');
+        }
+        for param in params_of(self.uri) {
+            bytes.push(b'?');
+            bytes.extend_from_slice(param.as_bytes());
+            bytes.push(b'\n');
+        }
+        bytes
+    }
+
+    /// Whether exactly what `bytes` holds was sent (`Sent::bytes`), read
+    /// without a copy.
+    pub fn is(&self, bytes: &[u8]) -> bool {
+        let mut rest = bytes;
+        let mut take = |lead: u8, piece: &[u8]| {
+            let fits = rest.len() > piece.len() + 1
+                && rest[0] == lead
+                && rest[1..=piece.len()] == *piece
+                && rest[piece.len() + 1] == b'\n';
+            if fits {
+                rest = &rest[piece.len() + 2..];
+            }
+            fits
+        };
+        self.entries()
+            .all(|(name, value)| take(letter(name), value.as_bytes()))
+            && params_of(self.uri).all(|param| take(b'?', param.as_bytes()))
+            && rest.is_empty()
     }
 }
 
@@ -92,73 +189,50 @@ fn params_of(uri: &Uri) -> impl Iterator<Item = &str> {
 }
 
 impl<'a> Carried<'a> {
-    /// What `headers` and `uri`'s query carry, the key made for `site`.
-    pub fn of(headers: &'a HeaderMap, uri: &'a Uri, site: &str) -> Carried<'a> {
-        let mut carried = Carried::default();
-        // Most requests carry one credential: it is kept on the stack.
-        let mut first: Option<Entry<'a>> = None;
-        let mut found: Vec<Entry<'a>> = Vec::new();
-        let mut keep = |entry: Entry<'a>| match first {
-            None => first = Some(entry),
-            Some(_) => found.push(entry),
+    /// What `headers` and `uri`'s query carry.
+    pub fn of(headers: &'a HeaderMap, uri: &'a Uri) -> Carried<'a> {
+        let mut carried = Carried {
+            sent: Sent {
+                first: None,
+                more: Vec::new(),
+                headers,
+                uri,
+            },
+            cookie: None,
+            browser: false,
         };
         for (name, value) in headers {
             match name.as_str() {
-                "authorization" | "x-emby-authorization" => {
-                    if let Some(token) = token_of(value) {
-                        keep((name, value, Some(token)));
-                    }
-                }
-                "x-emby-token" | "x-mediabrowser-token" if !value.is_empty() => {
-                    keep((name, value, None));
-                }
+                "authorization"
+                | "x-emby-authorization"
+                | "x-emby-token"
+                | "x-mediabrowser-token" => match carried.sent.first {
+                    None => carried.sent.first = Some((name, value)),
+                    Some(_) => carried.sent.more.push((name, value)),
+                },
                 "cookie" if carried.cookie.is_none() => carried.cookie = cookie_in(value),
                 "sec-fetch-mode" => carried.browser = true,
                 _ => {}
             }
         }
-        let params: Vec<&str> = params_of(uri).collect();
-        if first.is_none() && params.is_empty() {
-            return carried;
-        }
-        // In `HEADERS` order, whatever order they came in: the same
-        // credentials have the same key.
-        let key = match first {
-            Some(one) if found.is_empty() => key_of(site, std::slice::from_ref(&one), &params),
-            Some(one) => {
-                found.insert(0, one);
-                found.sort_by_key(|(name, _, _)| HEADERS.iter().position(|h| *h == name.as_str()));
-                key_of(site, &found, &params)
-            }
-            None => key_of(site, &[], &params),
-        };
-        carried.credentials = Some(Found { key, headers, uri });
         carried
     }
 }
 
-/// A credential header, and its token where the value has one.
-type Entry<'a> = (&'a HeaderName, &'a HeaderValue, Option<&'a str>);
-
 /// The key of `headers` and `params` for `site`: short, for it is hashed at
 /// every request — a letter for where each token went, another for its
 /// scheme, then the token.
-fn key_of(site: &str, headers: &[Entry<'_>], params: &[&str]) -> String {
+fn key_of(site: &str, headers: &[(Entry<'_>, Option<&str>)], params: &[&str]) -> String {
     let room: usize = headers
         .iter()
-        .map(|(_, value, token)| token.map_or(value.len(), str::len) + 3)
+        .map(|((_, value), token)| token.map_or(value.len(), str::len) + 3)
         .chain(params.iter().map(|p| p.len() + 2))
         .sum();
     let mut key = String::with_capacity(site.len() + 1 + room);
     key.push_str(site);
     key.push('\n');
-    for (name, value, token) in headers {
-        key.push(match name.as_str() {
-            "authorization" => 'A',
-            "x-emby-authorization" => 'X',
-            "x-emby-token" => 'E',
-            _ => 'M',
-        });
+    for ((name, value), token) in headers {
+        key.push(char::from(letter(name)));
         match token {
             // The scheme and the token: not the client's name, device or
             // version around it.
@@ -195,8 +269,9 @@ impl Credentials {
     /// token (an `Authorization` header without `Token`, as a login sends,
     /// is none).
     pub fn of(headers: &HeaderMap, uri: &Uri) -> Option<Credentials> {
-        Carried::of(headers, uri, "")
-            .credentials
+        Carried::of(headers, uri)
+            .sent
+            .found("")
             .map(|found| found.to_credentials())
     }
 
@@ -209,8 +284,9 @@ impl Credentials {
         }
         let query = self.params.join("&");
         let uri: Uri = format!("/?{query}").parse().unwrap_or_default();
-        Carried::of(&headers, &uri, site)
-            .credentials
+        Carried::of(&headers, &uri)
+            .sent
+            .found(site)
             .map(|found| found.key)
             .unwrap_or_default()
     }
@@ -277,13 +353,13 @@ mod tests {
         headers.append("cookie", "b=2; __Host-drawbridge=abc".parse().unwrap());
         headers.append("sec-fetch-mode", "cors".parse().unwrap());
         let uri = "/x".parse::<Uri>().unwrap();
-        let carried = super::Carried::of(&headers, &uri, "a.test");
+        let carried = super::Carried::of(&headers, &uri);
         assert_eq!(carried.cookie, Some("abc"), "in a later crumb too");
         assert!(carried.browser);
-        assert!(carried.credentials.is_none());
+        assert!(carried.sent.found("a.test").is_none());
         let mut other = HeaderMap::new();
         other.append("cookie", "drawbridge=abc".parse().unwrap());
-        let carried = super::Carried::of(&other, &uri, "a.test");
+        let carried = super::Carried::of(&other, &uri);
         assert_eq!(carried.cookie, None, "only the host-only name");
         assert!(!carried.browser);
     }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -35,7 +36,8 @@ struct Remembered {
     until: Instant,
     /// What to ask Jellyfin with again (a cookie's session outlives a word).
     credentials: Arc<Credentials>,
-    /// The last grant these credentials gave: to whom, until when.
+    /// The last grant these credentials gave: to whom, and when it is due
+    /// to move on.
     granted: Option<(IpAddr, Instant)>,
 }
 
@@ -59,6 +61,9 @@ pub struct Memory {
     sessions: Mutex<Bounded<String, Session>>,
     grants: Mutex<Bounded<IpAddr, Grant>>,
     asking: Mutex<HashMap<String, Arc<Notify>>>,
+    /// How many times words were forgotten: a connection's recall of a word
+    /// read before holds no longer (`recall.rs`).
+    forgotten: AtomicU64,
 }
 
 /// A check to make, or to wait for.
@@ -77,6 +82,7 @@ impl Memory {
             sessions: Mutex::new(Bounded::new(cap)),
             grants: Mutex::new(Bounded::new(cap)),
             asking: Mutex::new(HashMap::new()),
+            forgotten: AtomicU64::new(0),
         })
     }
 
@@ -134,6 +140,8 @@ impl Memory {
     /// the session however a client writes its token; Jellyfin refusing a
     /// token the gate thought good).
     pub fn forget(&self, key: &str) {
+        // First: a recall checked from now on holds no longer.
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
         let mut words = self.words.lock().expect("gate lock");
         let tokens: Vec<String> = match words.get(key) {
             Some(remembered) => remembered
@@ -190,41 +198,49 @@ impl Memory {
         Some(session.key.clone())
     }
 
+    /// How many times words were forgotten so far (read it before the
+    /// word a recall is made of).
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten.load(Ordering::Acquire)
+    }
+
     /// Jellyfin's word on `key` while remembered, as `word` — and, when it
     /// is good, `ip` let through the side doors until `until` on it, in the
-    /// same look-up (every request of a session comes here). The table of
-    /// grants is touched only when the grant moves on by an eighth of its
-    /// length or more.
+    /// same look-up (every request of a session comes here) — with how long
+    /// a connection may recall it: until the word's end, or the grant's
+    /// next move. The table of grants is touched only when the grant moves
+    /// on by an eighth of its length or more.
     pub fn word_granting(
         &self,
         key: &str,
         now: Instant,
         grant: Option<(IpAddr, Instant)>,
-    ) -> Option<Word> {
+    ) -> Option<(Word, Instant)> {
         let mut words = self.words.lock().expect("gate lock");
         let remembered = words.get(key)?;
         if remembered.until <= now {
             return None;
         }
         let word = remembered.word.clone();
-        let moved = match (&word, grant) {
-            (Word::Good(_), Some((ip, until))) => {
-                let step = until.saturating_duration_since(now) / 8;
-                let fresh = remembered.granted.is_some_and(|(to, was)| {
-                    to == ip && until.saturating_duration_since(was) < step
-                });
-                (!fresh).then(|| {
-                    remembered.granted = Some((ip, until));
-                    (ip, until)
-                })
-            }
-            _ => None,
-        };
+        let mut recall = remembered.until;
+        let mut moved = None;
+        if let (Word::Good(_), Some((ip, until))) = (&word, grant) {
+            let due = match remembered.granted {
+                Some((to, due)) if to == ip && now < due => due,
+                _ => {
+                    let due = now + until.saturating_duration_since(now) / 8;
+                    remembered.granted = Some((ip, due));
+                    moved = Some((ip, until));
+                    due
+                }
+            };
+            recall = recall.min(due);
+        }
         drop(words);
         if let Some((ip, until)) = moved {
             self.grant(ip, key, until);
         }
-        Some(word)
+        Some((word, recall))
     }
 
     /// Lets `ip` through the side doors until `until`, on `key`'s word.

@@ -28,6 +28,7 @@ mod bounded;
 pub mod check;
 pub mod credentials;
 pub mod memory;
+pub mod recall;
 pub mod routes;
 pub mod token;
 
@@ -49,6 +50,7 @@ use crate::upstream::head::Visitor;
 use crate::upstream::Upstream;
 use credentials::Carried;
 use memory::{Memory, Word};
+pub use recall::Recall;
 pub use routes::{Route, SideDoor};
 
 /// The gate's cookie: host-only by its prefix, sent over TLS alone.
@@ -85,6 +87,8 @@ pub struct Who<'a> {
     pub connection: u64,
     /// Now.
     pub now: Instant,
+    /// The connection's recall of the last credentials it passed.
+    pub recall: &'a Recall,
 }
 
 /// The gate's word on a request.
@@ -100,7 +104,7 @@ pub enum Admitted {
 #[derive(Debug, Default)]
 pub struct Passed {
     /// The credentials' key the request passed on.
-    key: Option<String>,
+    key: Option<Arc<str>>,
     /// A browser's request that carried no cookie for these credentials.
     set_cookie: bool,
     /// `POST /Sessions/Logout`.
@@ -178,41 +182,39 @@ impl Gate {
             Route::Side(_) | Route::Api => {}
         }
         let logout = request.method() == Method::POST && routes::matches("/Sessions/Logout", path);
-        let carried = Carried::of(request.headers(), request.uri(), &self.site);
-        if let Some(found) = carried.credentials {
+        let carried = Carried::of(request.headers(), request.uri());
+        // What the connection recalls passes as it was (no token read, no
+        // look-up); else the credentials' word: remembered (and the grant
+        // moved on) in one look-up, then recalled; else asked.
+        let ip = who.visitor.client.ip;
+        let forgotten = self.memory.forgotten();
+        let sent = &carried.sent;
+        if let Some(key) = who.recall.of(&self.site, sent, ip, who.now, forgotten) {
+            return self.good(key, &carried, who, logout);
+        }
+        if let Some(found) = sent.found(&self.site) {
             let grant = (!self.config.address_grant.is_zero())
-                .then(|| (who.visitor.client.ip, who.now + self.config.address_grant));
-            // Remembered (and the grant moved on) in one look-up; else asked.
-            let word = match self.memory.word_granting(&found.key, who.now, grant) {
-                Some(word) => Ok(word),
+                .then(|| (ip, who.now + self.config.address_grant));
+            let key: Arc<str> = Arc::from(found.key.as_str());
+            let word = match self.memory.word_granting(&key, who.now, grant) {
+                Some((word, until)) => {
+                    if let Word::Good(_) = word {
+                        who.recall
+                            .keep(&self.site, sent, &key, ip, until, forgotten);
+                    }
+                    Ok(word)
+                }
                 None => {
                     let owned = || Arc::new(found.to_credentials());
-                    let asked = self.word(&found.key, owned, who, upstream).await;
+                    let asked = self.word(&key, owned, who, upstream).await;
                     if let (Ok(Word::Good(_)), Some((ip, until))) = (&asked, grant) {
-                        self.memory.grant(ip, &found.key, until);
+                        self.memory.grant(ip, &key, until);
                     }
                     asked
                 }
             };
-            let key = found.key;
             return match word {
-                Ok(Word::Good(_)) => {
-                    // A browser gets the cookie once per session it stands for.
-                    let set_cookie = carried.browser
-                        && who.visitor.tls
-                        && carried
-                            .cookie
-                            .and_then(|id| {
-                                self.memory.session(id, who.now, self.config.session_idle)
-                            })
-                            .is_none_or(|k| k != key);
-                    Admitted::Pass(Passed {
-                        set_cookie,
-                        key: Some(key),
-                        logout,
-                        carried: true,
-                    })
-                }
+                Ok(Word::Good(_)) => self.good(key, &carried, who, logout),
                 Ok(Word::Bad) => self.refuse(route, who, Err(ProxyError::Unauthorized)),
                 Err(error) => Admitted::Answer(Err(error)),
             };
@@ -233,7 +235,7 @@ impl Gate {
             let remembered = || credentials.clone();
             if let Ok(Word::Good(_)) = self.word(&key, remembered, who, upstream).await {
                 return Admitted::Pass(Passed {
-                    key: Some(key),
+                    key: Some(Arc::from(key)),
                     set_cookie: false,
                     logout,
                     carried: false,
@@ -241,6 +243,23 @@ impl Gate {
             }
         }
         self.refuse(route, who, Err(ProxyError::Unauthorized))
+    }
+
+    /// Through on the good credentials of `key`, which the request
+    /// carried: a browser gets the cookie once per session it stands for.
+    fn good(&self, key: Arc<str>, carried: &Carried<'_>, who: Who<'_>, logout: bool) -> Admitted {
+        let set_cookie = carried.browser
+            && who.visitor.tls
+            && carried
+                .cookie
+                .and_then(|id| self.memory.session(id, who.now, self.config.session_idle))
+                .is_none_or(|k| *k != *key);
+        Admitted::Pass(Passed {
+            set_cookie,
+            key: Some(key),
+            logout,
+            carried: true,
+        })
     }
 
     /// Refuses at `route` with `answer` — or, in `report` mode, lets it

@@ -6,39 +6,41 @@
 use http::HeaderValue;
 
 /// The `Token` of an `Authorization`-style value with Jellyfin's scheme
-/// (`MediaBrowser`, or the legacy `Emby`): `Token="…"` among its
-/// comma-separated parameters (the name as written, the value unquoted).
+/// (`MediaBrowser`, or the legacy `Emby`): the first `Token="…"` with a
+/// value among its comma-separated parameters (the name as written, the
+/// value unquoted).
 pub fn token_of(value: &HeaderValue) -> Option<&str> {
     static TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new("Token"));
-    let bytes = value.as_bytes();
-    let start = bytes.iter().position(|b| *b != b' ' && *b != b'\t')?;
-    let rest = &bytes[start..];
-    let space = memchr::memchr(b' ', rest)?;
+    let rest = trim_blank(value.as_bytes());
+    let space = rest.iter().position(|b| *b == b' ')?;
     let scheme = &rest[..space];
-    if !scheme.eq_ignore_ascii_case(b"MediaBrowser") && !scheme.eq_ignore_ascii_case(b"Emby") {
+    // As every app writes it, then in any case.
+    let jellyfin = |name: &[u8]| scheme == name || scheme.eq_ignore_ascii_case(name);
+    if !jellyfin(b"MediaBrowser") && !jellyfin(b"Emby") {
         return None;
     }
-    // `Token` where a parameter starts (after the scheme or a comma), then
-    // `=`, then its value, quoted or up to the next comma. Found by memmem:
-    // this runs for every request with credentials. (A device name may be
-    // any bytes, so only the token itself must be text.)
+    // `Token` where a parameter starts (after the scheme or a comma — in a
+    // quoted value too: a device name may be any bytes, so only the token
+    // itself must be text), then `=`, then its value, quoted or up to the
+    // next comma. Found by memmem: this runs for every request with
+    // credentials, and most carry one `Token`, last.
     let params = &rest[space + 1..];
-    let blank = |b: &u8| *b == b' ' || *b == b'\t';
     let mut from = 0;
     while let Some(found) = TOKEN.find(&params[from..]) {
         let at = from + found;
         from = at + 5;
-        let before = params[..at].iter().rev().find(|b| !blank(b));
+        let before = params[..at]
+            .iter()
+            .rev()
+            .find(|b| !matches!(b, b' ' | b'\t'));
         if !matches!(before, None | Some(b',')) {
             continue;
         }
-        let after = &params[at + 5..];
-        let after = &after[after.iter().take_while(|b| blank(b)).count()..];
-        let Some(after) = after.strip_prefix(b"=") else {
+        let Some(after) = trim_blank(&params[at + 5..]).strip_prefix(b"=") else {
             continue;
         };
-        let after = &after[after.iter().take_while(|b| blank(b)).count()..];
+        let after = trim_blank(after);
         let value = match after.strip_prefix(b"\"") {
             Some(quoted) => &quoted[..memchr::memchr(b'"', quoted).unwrap_or(quoted.len())],
             None => after[..memchr::memchr(b',', after).unwrap_or(after.len())].trim_ascii_end(),
@@ -48,6 +50,15 @@ pub fn token_of(value: &HeaderValue) -> Option<&str> {
         }
     }
     None
+}
+
+/// `bytes` without the spaces and tabs it starts with.
+fn trim_blank(bytes: &[u8]) -> &[u8] {
+    let blanks = bytes
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    &bytes[blanks..]
 }
 
 #[cfg(test)]
@@ -92,6 +103,17 @@ mod tests {
                 r#"MediaBrowser Token=bare, Client="c""#
             )),
             Some("bare")
+        );
+        assert_eq!(
+            token_of(&HeaderValue::from_static(
+                "\t MediaBrowser  Client=\"c\",\tToken=\"\", Token=\"t3\""
+            )),
+            Some("t3"),
+            "blanks anywhere a parameter starts; the first token with a value"
+        );
+        assert_eq!(
+            token_of(&HeaderValue::from_static(r#"MediaBrowser TokenToken="t""#)),
+            None
         );
     }
 }

@@ -136,6 +136,7 @@ pub async fn accept_loop(
                     id: admission.id,
                     exporter: None,
                     agent_only: false,
+                    recall: Default::default(),
                 };
                 let serving = shared.metrics.serving(crate::metrics::Protocol::Http3);
                 stream::serve(connection, conn, &shared).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::socket::deadline::ConnState;
 
 /// What the pipeline knows about the connection a request came on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Conn {
     /// The TCP peer.
     pub client: SocketAddr,
@@ -34,6 +34,8 @@ pub struct Conn {
     /// The address is banned, but the household's agent attaches from it:
     /// nothing but an agent's knock is answered.
     pub agent_only: bool,
+    /// The last credentials the gate let through on this connection.
+    pub recall: crate::gate::Recall,
 }
 
 /// The request gets no response: close the connection (nginx's 444).

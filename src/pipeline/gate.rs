@@ -23,15 +23,15 @@ impl Gateway {
         let Scope {
             conn, client, site, ..
         } = scope;
-        let host = raw_host(&request).to_string();
         let who = Who {
             visitor: Visitor {
                 client,
                 tls: conn.tls,
-                host: &host,
+                host: raw_host(&request),
             },
             connection: conn.id,
             now: scope.subject.now,
+            recall: &conn.recall,
         };
         match site.gate.admit(&request, who, &site.upstream).await {
             Admitted::Pass(ticket) => {
