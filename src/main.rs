@@ -301,6 +301,12 @@ async fn serve(
         };
         tracing::info!("site {site}; {certificate}");
     }
+    // The signals are ours before anyone can learn the process is there
+    // (the pid file, readiness): a reload sent at once must not end it.
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut user1 = signal(SignalKind::user_defined1())?;
     if let Some(pid_file) = pid_file {
         drawbridge::notify::write_pid_file(pid_file)
             .with_context(|| format!("cannot write the pid file {}", pid_file.display()))?;
@@ -314,10 +320,6 @@ async fn serve(
     }
     let shutdown = CancellationToken::new();
     let reloader = server.reloader();
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut user1 = signal(SignalKind::user_defined1())?;
     let signals = {
         let shutdown = shutdown.clone();
         async move {

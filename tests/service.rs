@@ -49,23 +49,18 @@ fn systemd_hears_ready_reloading_and_stopping_and_the_pid_file_comes_and_goes() 
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let ready = next();
-    assert!(
-        ready.starts_with("READY=1\nSTATUS=serving 1 sites"),
-        "{ready}"
-    );
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // A reload sent the moment the process can be found (its pid file)
+    // reloads it: the signals are its own before then.
+    let pid = loop {
+        match std::fs::read_to_string(&pid_file) {
+            Ok(pid) if pid.ends_with('\n') => break pid.trim().parse::<u32>().unwrap(),
+            _ => std::thread::yield_now(),
+        }
+    };
     assert_eq!(pid, child.0.id());
-    // A command run the moment the service is up reaches the process, not
-    // the stored bans behind its back.
-    assert!(
-        dir.path().join("state/admin.sock").exists(),
-        "the admin socket is open before readiness is told"
-    );
+    // At once: spawning `kill` would take longer than the gap it tries.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let signal = |name: &str| {
         assert!(Command::new("kill")
             .arg(format!("-{name}"))
@@ -74,7 +69,17 @@ fn systemd_hears_ready_reloading_and_stopping_and_the_pid_file_comes_and_goes() 
             .unwrap()
             .success());
     };
-    signal("HUP");
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving 1 sites"),
+        "{ready}"
+    );
+    // A command run the moment the service is up reaches the process, not
+    // the stored bans behind its back.
+    assert!(
+        dir.path().join("state/admin.sock").exists(),
+        "the admin socket is open before readiness is told"
+    );
     assert_eq!(next(), "RELOADING=1");
     assert!(next().starts_with("READY=1"));
     signal("TERM");
