@@ -305,6 +305,7 @@ fn the_package_installs_serves_as_its_user_with_one_capability_and_purges_cleanl
         "config root:drawbridge 640",
         "state drawbridge:drawbridge 700",
         "answer 308",
+        "default listeners: 308 308",
         "CapEff:\t0000000000000400",
         "CapPrm:\t0000000000000400",
         "user gone",
@@ -352,6 +353,21 @@ echo "answer $(curl -s -o /dev/null -w "%{http_code}" -H "Host: jelly.test" http
 grep -E "^(Uid|CapEff|CapPrm):" /proc/$pid/status || cat /tmp/run.log
 kill $pid
 wait $pid || true
+# The shipped listeners (every address, IPv4 and IPv6, HTTP/3 on the
+# HTTPS ports too) in this namespace of the test'"'"'s own.
+printf "%s\n" "[server]" "admin_listen = \"off\"" "[[site]]" "host = \"jelly.test\"" \
+  "upstream = \"http://127.0.0.1:8096\"" "tls = \"internal\"" > /etc/drawbridge/defaults.toml
+setpriv --reuid=drawbridge --regid=drawbridge --init-groups \
+  --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+  --bounding-set=-all,+net_bind_service \
+  drawbridge run -c /etc/drawbridge/defaults.toml 2>/tmp/defaults.log &
+pid=$!
+for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
+v4=$(curl -s -o /dev/null -w "%{http_code}" -H "Host: jelly.test" http://127.0.0.1/)
+v6=$(curl -s -o /dev/null -w "%{http_code}" -H "Host: jelly.test" "http://[::1]/")
+echo "default listeners: $v4 $v6"
+kill $pid
+wait $pid || cat /tmp/defaults.log
 dpkg --purge drawbridge >/dev/null 2>&1
 id drawbridge 2>/dev/null || echo "user gone"
 test -e /var/lib/drawbridge || echo "state gone"

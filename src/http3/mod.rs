@@ -66,8 +66,32 @@ pub fn bind(
     config.migration(true);
     addrs
         .iter()
-        .map(|addr| quinn::Endpoint::server(config.clone(), *addr).map_err(|e| (*addr, e)))
+        .map(|addr| endpoint(config.clone(), *addr).map_err(|e| (*addr, e)))
         .collect()
+}
+
+/// A QUIC server endpoint on `addr`. The socket is made here, not by
+/// `quinn::Endpoint::server`: an IPv6 one only for IPv6 (as the TCP
+/// listeners are), so that `0.0.0.0:443` and `[::]:443` — the default — can
+/// both be listed.
+fn endpoint(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket.into(),
+        runtime,
+    )
 }
 
 /// Accepts QUIC connections on `endpoint` until `shutdown`.
