@@ -142,17 +142,19 @@ fn check_shows_the_public_list_in_force() {
 }
 
 #[test]
-fn bundled_quickstart_is_valid() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.toml");
-    let out = Command::new(binary())
-        .args(["check", "-c", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn bundled_configs_are_valid() {
+    for example in ["quickstart.toml", "compose/drawbridge.toml"] {
+        let path = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(binary())
+            .args(["check", "-c", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// `drawbridge run` on `text` (its state under `dir`), expected to stop at

@@ -9,6 +9,7 @@ mod ban_store;
 mod cache;
 mod client_ip;
 mod config_check;
+mod container;
 mod dashboard;
 mod dns;
 mod doctor;

@@ -162,8 +162,10 @@ impl AgentConfig {
 }
 
 /// The text of a new agent config for the edge `edge`, asked for as
-/// `name`, with key pin `pin`.
-pub fn initial(edge: &str, name: &str, pin: &str) -> String {
+/// `name`, with key pin `pin`; Jellyfin at `jellyfin` (None: on this
+/// machine, `http://127.0.0.1:8096`).
+pub fn initial(edge: &str, name: &str, pin: &str, jellyfin: Option<&str>) -> String {
+    let jellyfin = toml::Value::String(jellyfin.unwrap_or("http://127.0.0.1:8096").to_string());
     format!(
         "# Written by `drawbridge agent enroll`. Run: drawbridge agent -c <this file>\n\
          edge = \"{edge}\"\n\
@@ -174,7 +176,7 @@ pub fn initial(edge: &str, name: &str, pin: &str) -> String {
          \n\
          # What the edge may reach through the tunnel, and nothing else.\n\
          [services]\n\
-         jellyfin = \"http://127.0.0.1:8096\"\n"
+         jellyfin = {jellyfin}\n"
     )
 }
 
@@ -186,7 +188,7 @@ mod tests {
     #[test]
     fn a_config_reads_and_errors_point_at_their_place() {
         let path = Path::new("/etc/drawbridge/agent.toml");
-        let good = super::initial("vps.test:443", "jelly.test", "sha256/abc");
+        let good = super::initial("vps.test:443", "jelly.test", "sha256/abc", None);
         let config = AgentConfig::parse(path, &good).unwrap();
         assert_eq!(config.services["jellyfin"], "127.0.0.1:8096");
         assert_eq!(config.key, Path::new("/etc/drawbridge/agent.pem"));

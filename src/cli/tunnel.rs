@@ -188,6 +188,12 @@ fn print_agents(agents: &[AgentStatus]) {
     }
 }
 
+/// Names Jellyfin's address for the config `agent enroll` writes.
+const JELLYFIN_VARIABLE: &str = "DRAWBRIDGE_JELLYFIN";
+
+/// Set in drawbridge's container image (`packaging/container`).
+const IN_CONTAINER: &str = "DRAWBRIDGE_IN_CONTAINER";
+
 /// `drawbridge agent [enroll TOKEN]`, with the config `given` by `-c` or
 /// found where `config::locate::AGENT` looks.
 pub fn agent(given: Option<&Path>, action: Option<&AgentAction>) -> anyhow::Result<()> {
@@ -216,11 +222,33 @@ pub fn agent(given: Option<&Path>, action: Option<&AgentAction>) -> anyhow::Resu
                     dir.display()
                 )
             })?;
+            // Where Jellyfin is, for a new config (a container beside it
+            // names it, `http://jellyfin:8096`): checked before the token
+            // is spent too.
+            let jellyfin = std::env::var(JELLYFIN_VARIABLE)
+                .ok()
+                .filter(|v| !v.is_empty());
+            if let Some(url) = &jellyfin {
+                let trial = drawbridge::agent::config::initial(
+                    "edge.invalid:443",
+                    "edge.invalid",
+                    "sha256/-",
+                    Some(url),
+                );
+                AgentConfig::parse(&path, &trial).map_err(|error| {
+                    anyhow::anyhow!("{JELLYFIN_VARIABLE}={url} is not where the agent can reach Jellyfin: {error}")
+                })?;
+            }
             let key = dir.join(drawbridge::agent::config::KEY_FILE);
             let (token, name) = runtime.block_on(agent::enroll(token, &key))?;
             let text = match std::fs::read_to_string(&path) {
                 Ok(old) => with_edge(&old, &token)?,
-                Err(_) => drawbridge::agent::config::initial(&token.edge, &token.name, &token.pin),
+                Err(_) => drawbridge::agent::config::initial(
+                    &token.edge,
+                    &token.name,
+                    &token.pin,
+                    jellyfin.as_deref(),
+                ),
             };
             drawbridge::atomic_file::write_atomic(&path, text.as_bytes(), 0o600).with_context(
                 || {
@@ -230,7 +258,10 @@ pub fn agent(given: Option<&Path>, action: Option<&AgentAction>) -> anyhow::Resu
                     )
                 },
             )?;
-            let run = if path == Path::new(locate::AGENT.system) {
+            let run = if std::env::var_os(IN_CONTAINER).is_some() {
+                "start the agent's container (its command: `agent`), e.g. `docker compose up -d`"
+                    .to_string()
+            } else if path == Path::new(locate::AGENT.system) {
                 "sudo systemctl enable --now drawbridge-agent".to_string()
             } else {
                 format!("drawbridge agent -c {}", path.display())

@@ -453,6 +453,22 @@ impl Process {
     /// is read from that file (stderr must stay empty of it).
     pub fn start_logging_to(config: &Path, log_file: Option<&Path>) -> Process {
         let (child, stderr) = spawn_binary(&["run", "-c"], config);
+        Process::watch(child, stderr, log_file)
+    }
+
+    /// `command` (a `drawbridge run` however started: a container of the
+    /// image too), its stderr read, once both listeners are up.
+    pub fn start_command(mut command: Command) -> Process {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        Process::watch(child, stderr, None)
+    }
+
+    fn watch(child: Child, stderr: std::process::ChildStderr, log_file: Option<&Path>) -> Process {
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let keep = move |line: String, log: &std::sync::Mutex<Vec<String>>| {
