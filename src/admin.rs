@@ -105,6 +105,9 @@ pub struct Status {
     /// Each site's upstream and what is on its way now.
     #[serde(default)]
     pub sites: Vec<SiteStatus>,
+    /// The last hour and day, for the dashboard's charts.
+    #[serde(default)]
+    pub history: Option<crate::metrics::history::Charts>,
 }
 
 /// The edge cache's answers since the start, in `Status`.
@@ -233,6 +236,57 @@ async fn answer(stream: UnixStream, sources: &Sources) -> io::Result<()> {
     write.write_all(reply.as_bytes()).await
 }
 
+/// What the counters say now, for the history (`metrics::history`): each
+/// site's requests and bytes, the cache's answers, the refusals by kind —
+/// the guard's, and the side-door gate's of every site.
+pub fn totals(process: &Shared) -> crate::metrics::history::Totals {
+    let routes = process.gateway.routes();
+    let sites = routes.sites();
+    let gate: u64 = sites.iter().map(|site| site.gate.refused()).sum();
+    let events = process.guard.events.totals();
+    let mut refusals: Vec<(&'static str, u64)> = events
+        .iter()
+        .filter(|(kind, _)| *kind != "failed_login" && *kind != "banned_now")
+        .copied()
+        .collect();
+    refusals.push(("gate", gate));
+    crate::metrics::history::Totals {
+        sites: sites
+            .iter()
+            .map(|site| {
+                let m = &site.metrics;
+                (
+                    site.name.clone(),
+                    [m.requests(), m.sent.get(), m.received.get()],
+                )
+            })
+            .collect(),
+        cache: process.gateway.cache().counts(),
+        refusals,
+    }
+}
+
+/// Samples the history once a minute until `stop`.
+pub async fn keep_history(process: Arc<Shared>, stop: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        process
+            .metrics
+            .history
+            .sample(unix_now(), &totals(&process));
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Carries out `command`: the one admin protocol, behind the socket and the
 /// admin listener's `POST /api` alike.
 pub async fn execute(command: Command, sources: &Sources) -> Reply {
@@ -279,6 +333,7 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
                     gate_refused: site.gate.refused(),
                 })
                 .collect(),
+            history: Some(process.metrics.history.charts(unix_now(), &totals(process))),
         })),
         Command::BansList => Reply::Bans(guard.bans.list(now)),
         Command::BansRemove { address } => {

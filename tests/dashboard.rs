@@ -170,17 +170,32 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     let stranger = gw.reqwest_from("jelly.test", "127.0.0.78");
     gw.fail_logins(&stranger, 3).await;
 
-    // A film being watched: its answer's body still on its way.
-    let watching = client
+    // A film being watched: its answer's body still on its way, a
+    // megabyte of it read.
+    let mut watching = client
         .get(gw.url("jelly.test", "/bulk/64"))
         .send()
         .await
         .unwrap();
     assert_eq!(watching.status(), 200);
+    let mut read = 0;
+    while read < 1024 * 1024 {
+        read += watching.chunk().await.unwrap().unwrap().len();
+    }
 
     let Some(mut browser) = Browser::open(&format!("http://{admin}/")).await else {
         panic!("chromium is not installed (.ci/run installs Debian's)");
     };
+    // Every violation of the page's Content-Security-Policy, from its
+    // first line on.
+    browser.call("Page.enable", json!({})).await;
+    browser
+        .call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": "window.violations = []; document.addEventListener('securitypolicyviolation', (e) => window.violations.push(e.violatedDirective + ' ' + e.blockedURI));" }),
+        )
+        .await;
+    browser.call("Page.reload", json!({})).await;
     assert!(
         browser
             .until(r#"document.querySelector('#sites tr[data-site="jelly.test"] .up')?.textContent === "up""#)
@@ -222,6 +237,73 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     assert!(
         text.contains("days left") && text.contains("live, updated"),
         "{text}"
+    );
+
+    // The charts, from the process's history: the data each is drawn
+    // from, as the page holds it. The last point is the minute under way.
+    let last = |site: &str, label: &str| {
+        format!(
+            r#"JSON.parse(document.querySelector('#traffic [data-site="{site}"] svg[aria-label="{label}"]').dataset.series)[0].values.at(-1)"#
+        )
+    };
+    assert!(
+        browser
+            .until(&format!("{} > 0", last("jelly.test", "requests")))
+            .await,
+        "requests drawn: {}",
+        browser.eval(&last("jelly.test", "requests")).await
+    );
+    assert!(
+        browser
+            .until(&format!("{} > 0", last("jelly.test", "sent")))
+            .await,
+        "the film's bytes drawn while it plays: {}",
+        browser.eval(&last("jelly.test", "sent")).await
+    );
+    let gate_line = r#"JSON.parse(document.querySelector('#refusals svg').dataset.series).find((l) => l.name === "gate").values.at(-1)"#;
+    assert!(
+        browser.until(&format!("{gate_line} > 0")).await,
+        "the gate's refusal drawn: {}",
+        browser
+            .eval("document.querySelector('#refusals svg').dataset.series")
+            .await
+    );
+    assert!(
+        browser
+            .until(r#"document.querySelectorAll('#traffic svg polyline').length === 4 && document.querySelector('#cache-chart svg') !== null"#)
+            .await
+    );
+    // The day's span: the same series, ten minutes a point.
+    browser
+        .eval(r#"document.querySelector('button[data-range="day"]').click()"#)
+        .await;
+    assert!(
+        browser
+            .until(&format!(
+                r#"document.querySelector('button[data-range="day"]').getAttribute('aria-pressed') === "true" && {} > 0"#,
+                last("jelly.test", "requests")
+            ))
+            .await
+    );
+    // A phone: everything shown, nothing wider than the screen.
+    browser
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
+        )
+        .await;
+    assert!(
+        browser
+            .until("document.documentElement.scrollWidth <= window.innerWidth && window.innerWidth <= 400")
+            .await,
+        "wider than a phone: {} > {}",
+        browser.eval("document.documentElement.scrollWidth").await,
+        browser.eval("window.innerWidth").await
+    );
+    assert_eq!(
+        browser.eval("window.violations").await,
+        json!([]),
+        "no CSP violation"
     );
 
     let shot = browser

@@ -146,9 +146,10 @@ impl AccessLog {
         if let Some(entry) = entry.as_mut() {
             entry.status = response.status().as_u16();
         }
+        let sent = sending.counter();
         response.map(|body| {
             Tail::new(body, move |bytes, complete| {
-                sending.done(bytes);
+                sending.done();
                 if let Some(mut entry) = entry {
                     entry.bytes = bytes;
                     entry.complete = complete;
@@ -156,6 +157,7 @@ impl AccessLog {
                     access_log.write(&entry);
                 }
             })
+            .counting(sent)
             .boxed()
         })
     }

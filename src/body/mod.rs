@@ -17,6 +17,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 
 mod guarded;
 
@@ -163,13 +164,19 @@ async fn linger<B: HttpBody + Unpin>(mut body: B) {
 }
 
 /// A response body that reports how many bytes it carried, once, when it ends
-/// or is dropped (the client went away), and whether it ended whole.
+/// or is dropped (the client went away), and whether it ended whole; and,
+/// with `counting`, adds them to a counter as they go (every
+/// `COUNT_STEP`), so a film's bytes are counted while it plays.
 pub struct Tail<B: HttpBody, F: FnOnce(u64, bool)> {
     inner: B,
     bytes: u64,
     complete: bool,
     report: Option<F>,
+    counter: Option<(Counter, u64)>,
 }
+
+/// How many bytes a counting `Tail` carries before it adds them.
+const COUNT_STEP: u64 = 256 * 1024;
 
 impl<B: HttpBody, F: FnOnce(u64, bool)> Tail<B, F> {
     /// Wraps `inner`; `report(bytes, complete)` runs once at the end.
@@ -179,6 +186,20 @@ impl<B: HttpBody, F: FnOnce(u64, bool)> Tail<B, F> {
             bytes: 0,
             complete: false,
             report: Some(report),
+            counter: None,
+        }
+    }
+
+    /// Adds the bytes to `counter` as they go.
+    pub fn counting(mut self, counter: Counter) -> Self {
+        self.counter = Some((counter, 0));
+        self
+    }
+
+    fn count(&mut self) {
+        if let Some((counter, counted)) = &mut self.counter {
+            counter.inc_by(self.bytes - *counted);
+            *counted = self.bytes;
         }
     }
 }
@@ -200,6 +221,11 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                    if let Some((_, counted)) = self.counter {
+                        if self.bytes - counted >= COUNT_STEP {
+                            self.count();
+                        }
+                    }
                 }
             }
             Poll::Ready(None) => self.complete = true,
@@ -219,6 +245,7 @@ where
 
 impl<B: HttpBody, F: FnOnce(u64, bool)> Drop for Tail<B, F> {
     fn drop(&mut self) {
+        self.count();
         if let Some(report) = self.report.take() {
             // hyper stops polling once is_end_stream() says so, so the end may
             // never be seen as Ready(None).

@@ -32,6 +32,85 @@ function fill(id, items, draw) {
   for (const item of items) draw(body.insertRow(), item);
 }
 
+// The charts: inline SVG made here, their points in `data-series` too.
+const SVG = "http://www.w3.org/2000/svg";
+let range = "hour";
+
+function amount(value) {
+  for (const [size, unit] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
+    if (value >= size) return (value / size).toFixed(1) + unit;
+  }
+  return value.toFixed(value < 10 && value % 1 ? 1 : 0);
+}
+
+function chart(label, unit, lines) {
+  const figure = document.createElement("figure");
+  figure.className = "chart";
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 300 60");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", label);
+  svg.dataset.series = JSON.stringify(lines);
+  const top = Math.max(0, ...lines.flatMap((line) => line.values));
+  lines.forEach((line, i) => {
+    const n = line.values.length;
+    const points = line.values.map((value, x) =>
+      (n > 1 ? (x * 300) / (n - 1) : 300).toFixed(1) + "," + (58 - (top > 0 ? (value / top) * 56 : 0)).toFixed(1));
+    const polyline = document.createElementNS(SVG, "polyline");
+    polyline.setAttribute("points", points.join(" "));
+    polyline.setAttribute("class", "line line" + (i % 4));
+    svg.append(polyline);
+  });
+  const caption = document.createElement("figcaption");
+  const now = lines.map((line) => (lines.length > 1 ? line.name + " " : "") + amount(line.values.at(-1) ?? 0)).join(", ");
+  caption.textContent = label + ": now " + now + unit + ", top " + amount(top) + unit;
+  figure.append(svg, caption);
+  return figure;
+}
+
+// Per minute or per second from a chart's points, the last one scaled by
+// the seconds it stands for so far.
+function rate(chartData, values, per) {
+  return values.map((value, i) =>
+    (value * per) / (i === values.length - 1 ? chartData.last : chartData.every));
+}
+
+function drawHistory(history) {
+  const data = history[range];
+  const traffic = document.getElementById("traffic");
+  traffic.replaceChildren();
+  for (const site of data.sites) {
+    const block = document.createElement("div");
+    block.className = "site-charts";
+    block.dataset.site = site.name;
+    const title = document.createElement("h3");
+    title.textContent = site.name;
+    block.append(title,
+      chart("requests", "/min", [{ name: "requests", values: rate(data, site.requests, 60) }]),
+      chart("sent", "B/s", [{ name: "sent", values: rate(data, site.sent, 1) }]));
+    traffic.append(block);
+  }
+  const ratio = data.cache_hits.map((hits, i) => {
+    const all = hits + data.cache_misses[i];
+    return all > 0 ? (100 * hits) / all : 0;
+  });
+  document.getElementById("cache-chart").replaceChildren(
+    chart("hit ratio", " %", [{ name: "hit ratio", values: ratio }]));
+  document.getElementById("refusals").replaceChildren(
+    chart("refused", "/min", data.refusals.map((kind) => ({ name: kind.kind, values: rate(data, kind.counts, 60) }))));
+}
+
+for (const button of document.querySelectorAll("[data-range]")) {
+  button.addEventListener("click", () => {
+    range = button.dataset.range;
+    for (const other of document.querySelectorAll("[data-range]")) {
+      other.setAttribute("aria-pressed", String(other === button));
+    }
+    refresh();
+  });
+}
+
 function when(seconds) {
   return new Date(seconds * 1000).toLocaleString();
 }
@@ -84,6 +163,7 @@ function draw(status, perMinute) {
     agents.append(item);
   }
   document.getElementById("connections").textContent = status.connections + " open";
+  if (status.history) drawHistory(status.history);
 }
 
 async function refresh() {

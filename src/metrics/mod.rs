@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 mod gate;
+pub mod history;
 mod process;
 mod scraped;
 mod site;
@@ -67,6 +68,9 @@ struct AgentLabel {
 /// The process's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    /// What the counters said over the last hour and day, for the
+    /// dashboard's charts.
+    pub history: history::History,
     registry: Registry,
     gate: gate::GateFamilies,
     /// The unprefixed `process_*` series.
@@ -275,6 +279,7 @@ impl Metrics {
         let mut process = Registry::default();
         process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
+            history: history::History::new(),
             registry: std::mem::take(r),
             gate,
             process,

@@ -48,8 +48,9 @@ pub struct SiteMetrics {
     pub dns_changes: Counter,
 }
 
-/// A response on its way: its body's bytes are added to the site's sent
-/// bytes, and it counts as in flight, until its body ends or is dropped.
+/// A response on its way: it counts as in flight until its body ends or
+/// is dropped; its body's bytes go to the site's sent bytes as they go
+/// (`body::Tail::counting`).
 #[derive(Debug)]
 pub struct Sending {
     sent: Counter,
@@ -57,10 +58,13 @@ pub struct Sending {
 }
 
 impl Sending {
-    /// The body has ended after `bytes`.
-    pub fn done(self, bytes: u64) {
-        self.sent.inc_by(bytes);
+    /// The site's sent bytes, for the body to count into.
+    pub fn counter(&self) -> Counter {
+        self.sent.clone()
     }
+
+    /// The body has ended.
+    pub fn done(self) {}
 }
 
 /// Holds a gauge one higher while it lives (a WebSocket, a response being

@@ -284,6 +284,10 @@ impl Server {
                 self.background.clone(),
             ));
         }
+        tokio::spawn(crate::admin::keep_history(
+            self.shared.clone(),
+            self.background.clone(),
+        ));
         let failures = self.shared.handshake_failures.clone();
         let stop = self.background.clone();
         tokio::spawn(async move { failures.report(stop).await });
