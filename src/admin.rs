@@ -108,6 +108,9 @@ pub struct Status {
     /// The last hour and day, for the dashboard's charts.
     #[serde(default)]
     pub history: Option<crate::metrics::history::Charts>,
+    /// The films and songs on their way now.
+    #[serde(default)]
+    pub streams: Vec<crate::metrics::streams::StreamStatus>,
 }
 
 /// The edge cache's answers since the start, in `Status`.
@@ -277,14 +280,8 @@ pub async fn keep_history(process: Arc<Shared>, stop: tokio_util::sync::Cancella
         process
             .metrics
             .history
-            .sample(unix_now(), &totals(&process));
+            .sample(crate::timestamp::unix_now(), &totals(&process));
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Carries out `command`: the one admin protocol, behind the socket and the
@@ -333,7 +330,13 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
                     gate_refused: site.gate.refused(),
                 })
                 .collect(),
-            history: Some(process.metrics.history.charts(unix_now(), &totals(process))),
+            history: Some(
+                process
+                    .metrics
+                    .history
+                    .charts(crate::timestamp::unix_now(), &totals(process)),
+            ),
+            streams: process.metrics.streams.list(),
         })),
         Command::BansList => Reply::Bans(guard.bans.list(now)),
         Command::BansRemove { address } => {

@@ -23,6 +23,13 @@ pub fn rfc3339_unix(unix: u64) -> String {
     rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(unix))
 }
 
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

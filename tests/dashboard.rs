@@ -183,6 +183,32 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         read += watching.chunk().await.unwrap().unwrap().len();
     }
 
+    // A film through the gate, played for a signed-in user (a long one:
+    // still on its way while the page looks).
+    let gated = gw.reqwest(&["gated.test"], true);
+    let signed_in: Value = gated
+        .post(gw.url("gated.test", "/Users/AuthenticateByName"))
+        .header(
+            "authorization",
+            r#"MediaBrowser Client="test", Device="d", DeviceId="1", Version="1""#,
+        )
+        .json(&json!({ "Username": "mum", "Pw": "right" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signed_in["AccessToken"].as_str().unwrap();
+    let mut playing = gated
+        .get(gw.url("gated.test", &format!("/bulk/64?ApiKey={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(playing.status(), 200);
+    let first = playing.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+
     let Some(mut browser) = Browser::open(&format!("http://{admin}/")).await else {
         panic!("chromium is not installed (.ci/run installs Debian's)");
     };
@@ -238,6 +264,30 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         text.contains("days left") && text.contains("live, updated"),
         "{text}"
     );
+
+    // The streams now: who, what, how, how fast, for how long.
+    assert!(
+        browser
+            .until(r#"[...document.querySelectorAll('#streams tr[data-client="127.0.0.1"] .how')].some((c) => c.textContent === "HTTP/2, direct")"#)
+            .await,
+        "the film shown as a stream: {}",
+        browser.eval("document.querySelector('#streams').innerText").await
+    );
+    assert!(
+        browser
+            .until(r#"[...document.querySelectorAll('#streams .who')].some((c) => c.textContent === "127.0.0.1 (mum)")"#)
+            .await,
+        "the gated film shown with its user: {}",
+        browser.eval("document.querySelector('#streams').innerText").await
+    );
+    assert!(
+        browser
+            .until(r#"[...document.querySelectorAll('#streams .rate')].some((c) => Number(c.dataset.bytes) >= 1048576)"#)
+            .await,
+        "the bytes the film has carried: {}",
+        browser.eval("document.querySelector('#streams').innerText").await
+    );
+    drop(playing);
 
     // The charts, from the process's history: the data each is drawn
     // from, as the page holds it. The last point is the minute under way.

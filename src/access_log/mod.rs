@@ -138,6 +138,7 @@ impl AccessLog {
         self: &Arc<Self>,
         entry: Option<Line>,
         sending: Sending,
+        watched: Option<crate::metrics::streams::Watched>,
         response: Response<Body>,
         started: Instant,
     ) -> Response<Body> {
@@ -158,6 +159,7 @@ impl AccessLog {
                 }
             })
             .counting(sent)
+            .watched(watched)
             .boxed()
         })
     }

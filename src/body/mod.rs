@@ -19,6 +19,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::metrics::streams::Watched;
+
 mod guarded;
 
 pub use guarded::{BodyLimits, GuardedBody, TooLarge};
@@ -173,6 +175,7 @@ pub struct Tail<B: HttpBody, F: FnOnce(u64, bool)> {
     complete: bool,
     report: Option<F>,
     counter: Option<(Counter, u64)>,
+    watched: Option<Watched>,
 }
 
 /// How many bytes a counting `Tail` carries before it adds them.
@@ -187,7 +190,14 @@ impl<B: HttpBody, F: FnOnce(u64, bool)> Tail<B, F> {
             complete: false,
             report: Some(report),
             counter: None,
+            watched: None,
         }
+    }
+
+    /// Keeps the listed stream's bytes up as they are counted.
+    pub fn watched(mut self, watched: Option<Watched>) -> Self {
+        self.watched = watched;
+        self
     }
 
     /// Adds the bytes to `counter` as they go.
@@ -200,6 +210,9 @@ impl<B: HttpBody, F: FnOnce(u64, bool)> Tail<B, F> {
         if let Some((counter, counted)) = &mut self.counter {
             counter.inc_by(self.bytes - *counted);
             *counted = self.bytes;
+        }
+        if let Some(watched) = &self.watched {
+            watched.progress(self.bytes);
         }
     }
 }

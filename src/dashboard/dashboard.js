@@ -111,6 +111,11 @@ for (const button of document.querySelectorAll("[data-range]")) {
   });
 }
 
+function duration(seconds) {
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = Math.floor(seconds % 60);
+  return (h ? h + " h " : "") + (h || m ? m + " min " : "") + s + " s";
+}
+
 function when(seconds) {
   return new Date(seconds * 1000).toLocaleString();
 }
@@ -163,6 +168,16 @@ function draw(status, perMinute) {
     agents.append(item);
   }
   document.getElementById("connections").textContent = status.connections + " open";
+  document.getElementById("streams-none").hidden = status.streams.length > 0;
+  fill("streams", status.streams, (row, stream) => {
+    row.dataset.client = stream.client;
+    const seconds = Math.max(1, now - stream.since);
+    cell(row, stream.client + (stream.user ? " (" + stream.user + ")" : ""), "who");
+    cell(row, stream.site + stream.path, "what").title = stream.path;
+    cell(row, stream.protocol + ", " + stream.via, "how");
+    cell(row, amount((stream.bytes * 8) / seconds) + "bit/s", "rate").dataset.bytes = String(stream.bytes);
+    cell(row, duration(seconds), "for");
+  });
   if (status.history) drawHistory(status.history);
 }
 

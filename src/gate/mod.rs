@@ -105,6 +105,8 @@ pub enum Admitted {
 pub struct Passed {
     /// The credentials' key the request passed on.
     key: Option<Arc<str>>,
+    /// Their Jellyfin user, where Jellyfin named one.
+    user: Option<Arc<str>>,
     /// A browser's request that carried no cookie for these credentials.
     set_cookie: bool,
     /// `POST /Sessions/Logout`.
@@ -189,8 +191,8 @@ impl Gate {
         let ip = who.visitor.client.ip;
         let forgotten = self.memory.forgotten();
         let sent = &carried.sent;
-        if let Some(key) = who.recall.of(&self.site, sent, ip, who.now, forgotten) {
-            return self.good(key, &carried, who, logout);
+        if let Some((key, user)) = who.recall.of(&self.site, sent, ip, who.now, forgotten) {
+            return self.good(key, user, &carried, who, logout);
         }
         if let Some(found) = sent.found(&self.site) {
             let grant = (!self.config.address_grant.is_zero())
@@ -198,9 +200,10 @@ impl Gate {
             let key: Arc<str> = Arc::from(found.key.as_str());
             let word = match self.memory.word_granting(&key, who.now, grant) {
                 Some((word, until)) => {
-                    if let Word::Good(_) = word {
+                    if let Word::Good(user) = &word {
+                        let user = user.clone();
                         who.recall
-                            .keep(&self.site, sent, &key, ip, until, forgotten);
+                            .keep(&self.site, sent, (&key, user), ip, until, forgotten);
                     }
                     Ok(word)
                 }
@@ -214,7 +217,7 @@ impl Gate {
                 }
             };
             return match word {
-                Ok(Word::Good(_)) => self.good(key, &carried, who, logout),
+                Ok(Word::Good(user)) => self.good(key, user, &carried, who, logout),
                 Ok(Word::Bad) => self.refuse(route, who, Err(ProxyError::Unauthorized)),
                 Err(error) => Admitted::Answer(Err(error)),
             };
@@ -233,8 +236,9 @@ impl Gate {
                 continue;
             };
             let remembered = || credentials.clone();
-            if let Ok(Word::Good(_)) = self.word(&key, remembered, who, upstream).await {
+            if let Ok(Word::Good(user)) = self.word(&key, remembered, who, upstream).await {
                 return Admitted::Pass(Passed {
+                    user,
                     key: Some(Arc::from(key)),
                     set_cookie: false,
                     logout,
@@ -247,7 +251,14 @@ impl Gate {
 
     /// Through on the good credentials of `key`, which the request
     /// carried: a browser gets the cookie once per session it stands for.
-    fn good(&self, key: Arc<str>, carried: &Carried<'_>, who: Who<'_>, logout: bool) -> Admitted {
+    fn good(
+        &self,
+        key: Arc<str>,
+        user: Option<Arc<str>>,
+        carried: &Carried<'_>,
+        who: Who<'_>,
+        logout: bool,
+    ) -> Admitted {
         let set_cookie = carried.browser
             && who.visitor.tls
             && carried
@@ -255,6 +266,7 @@ impl Gate {
                 .and_then(|id| self.memory.session(id, who.now, self.config.session_idle))
                 .is_none_or(|k| *k != *key);
         Admitted::Pass(Passed {
+            user,
             set_cookie,
             key: Some(key),
             logout,
@@ -290,6 +302,14 @@ impl Gate {
         let Some(key) = ticket.key else {
             return;
         };
+        // A stream is listed with the user it plays for (`metrics::streams`).
+        if let Some(user) = ticket.user {
+            if crate::metrics::streams::is_stream(response) {
+                response
+                    .extensions_mut()
+                    .insert(crate::metrics::streams::GateUser(user));
+            }
+        }
         let status = response.status();
         if (ticket.logout && status.is_success())
             || (ticket.carried && status == StatusCode::UNAUTHORIZED)

@@ -34,6 +34,8 @@ struct Recalled {
     sent: Vec<u8>,
     /// Their key (`Found::key`).
     key: Arc<str>,
+    /// Their Jellyfin user, where Jellyfin named one.
+    user: Option<Arc<str>>,
     /// The client address they passed for.
     ip: IpAddr,
     /// Recalled while now is before this.
@@ -53,7 +55,7 @@ impl Recall {
         ip: IpAddr,
         now: Instant,
         forgotten: u64,
-    ) -> Option<Arc<str>> {
+    ) -> Option<(Arc<str>, Option<Arc<str>>)> {
         let recalled = self.0.lock().expect("recall lock");
         let r = recalled.as_ref()?;
         let holds = r.forgotten == forgotten
@@ -61,10 +63,10 @@ impl Recall {
             && r.ip == ip
             && *r.site == *site
             && sent.is(&r.sent);
-        holds.then(|| r.key.clone())
+        holds.then(|| (r.key.clone(), r.user.clone()))
     }
 
-    /// Recalls what `sent` to `site` — credentials of `key`, with a good
+    /// Recalls what `sent` to `site` — credentials of `key` (and `user`), with a good
     /// word read while the memory counted `forgotten` (read before the word,
     /// so that forgetting in between ends the recall) — for `ip` until
     /// `until`.
@@ -72,7 +74,7 @@ impl Recall {
         &self,
         site: &str,
         sent: &Sent<'_>,
-        key: &Arc<str>,
+        (key, user): (&Arc<str>, Option<Arc<str>>),
         ip: IpAddr,
         until: Instant,
         forgotten: u64,
@@ -81,6 +83,7 @@ impl Recall {
             site: site.into(),
             sent: sent.bytes(),
             key: key.clone(),
+            user,
             ip,
             until,
             forgotten,
@@ -114,8 +117,8 @@ mod tests {
             recall.of("a", &carried.sent, ip, now, 3).is_none(),
             "empty until kept"
         );
-        recall.keep("a", &carried.sent, &key, ip, until, 3);
-        assert_eq!(recall.of("a", &carried.sent, ip, now, 3), Some(key));
+        recall.keep("a", &carried.sent, (&key, None), ip, until, 3);
+        assert_eq!(recall.of("a", &carried.sent, ip, now, 3), Some((key, None)));
         assert!(
             recall.of("b", &carried.sent, ip, now, 3).is_none(),
             "another site"

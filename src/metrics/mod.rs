@@ -24,6 +24,7 @@ pub mod history;
 mod process;
 mod scraped;
 mod site;
+pub mod streams;
 
 pub use gate::{GateCounts, CHECK_OUTCOMES};
 use site::PerSite;
@@ -71,6 +72,8 @@ pub struct Metrics {
     /// What the counters said over the last hour and day, for the
     /// dashboard's charts.
     pub history: history::History,
+    /// The streams being watched now.
+    pub streams: std::sync::Arc<streams::Streams>,
     registry: Registry,
     gate: gate::GateFamilies,
     /// The unprefixed `process_*` series.
@@ -280,6 +283,7 @@ impl Metrics {
         process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             history: history::History::new(),
+            streams: std::sync::Arc::default(),
             registry: std::mem::take(r),
             gate,
             process,

@@ -46,6 +46,8 @@ pub struct SiteMetrics {
     pub in_flight: Gauge,
     /// Changes of the upstream name's addresses (dynamic DNS at work).
     pub dns_changes: Counter,
+    /// The process's streams being watched now.
+    pub streams: Arc<super::streams::Streams>,
 }
 
 /// A response on its way: it counts as in flight until its body ends or
@@ -172,6 +174,7 @@ impl Metrics {
             websockets: family.websockets.get_or_create(&label).clone(),
             in_flight: family.in_flight.get_or_create(&label).clone(),
             dns_changes: family.dns_changes.get_or_create(&label).clone(),
+            streams: self.streams.clone(),
         }
     }
 }

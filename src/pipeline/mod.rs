@@ -32,6 +32,7 @@ use crate::client_ip::{self, Client};
 use crate::config::Limits;
 use crate::error::{answer, ProxyError, UpstreamFailure};
 use crate::filter::{self, Exchange};
+use crate::metrics::streams;
 use crate::routes::{Routes, Site};
 use crate::tls::challenges::Challenges;
 use request::{refused_method, ALLOWED_METHODS};
@@ -203,7 +204,28 @@ impl Gateway {
         site.metrics
             .answered(&method, response.status(), started.elapsed());
         let sending = site.metrics.sending();
-        Ok(self.access_log.follow(log, sending, response, started))
+        // A film or a song: listed on the dashboard while it goes.
+        let watched = streams::is_stream(&response).then(|| {
+            let user = response.extensions_mut().remove::<streams::GateUser>();
+            let upstream = site.upstream.to_string();
+            let via = match upstream.strip_prefix("tunnel:") {
+                Some(rest) => format!("agent {}", rest.split('/').next().unwrap_or(rest)),
+                None => "direct".to_string(),
+            };
+            site.metrics.streams.watch(streams::StreamStatus {
+                site: site.name.clone(),
+                client: client.ip,
+                path: path.clone(),
+                user: user.map(|u| u.0.to_string()),
+                protocol: streams::protocol(version).to_string(),
+                via,
+                since: crate::timestamp::unix_now(),
+                bytes: 0,
+            })
+        });
+        Ok(self
+            .access_log
+            .follow(log, sending, watched, response, started))
     }
 
     /// The response phase: the filters' `on_response` (failed logins
