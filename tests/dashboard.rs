@@ -231,10 +231,10 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     );
     assert!(
         browser
-            .until(r#"document.querySelector('#bans tr[data-address="127.0.0.78"]') !== null"#)
+            .until(r#"document.querySelector('#bans tr[data-address="127.0.0.78"] .why')?.textContent === "failed login at /Users/AuthenticateByName""#)
             .await,
-        "the ban shown: {}",
-        browser.eval("document.body.innerText").await
+        "the ban shown with what earned it: {}",
+        browser.eval("document.querySelector('#bans').innerText").await
     );
     assert!(
         browser
@@ -385,6 +385,24 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(served.status(), 200, "the unbanned address is served again");
+
+    // Ban by hand from the page: the address is refused at once.
+    browser
+        .eval(r#"document.getElementById('ban-address').value = '127.0.0.79'; document.querySelector('#ban button').click()"#)
+        .await;
+    assert!(
+        browser
+            .until(r#"document.querySelector('#bans tr[data-address="127.0.0.79"] .why')?.textContent === "by hand""#)
+            .await,
+        "the ban made by hand shown: {}",
+        browser.eval("document.querySelector('#bans').innerText").await
+    );
+    let banned = gw
+        .reqwest_from("jelly.test", "127.0.0.79")
+        .get(gw.url("jelly.test", "/System/Info/Public"))
+        .send()
+        .await;
+    assert!(banned.is_err(), "the banned address is refused: {banned:?}");
 }
 
 /// A command must come from the dashboard itself: another Host (a page

@@ -137,8 +137,13 @@ fn print_bans(bans: &[drawbridge::guard::ban::StoredBan], json: bool) -> anyhow:
     }
     for ban in bans {
         let site = if ban.site.is_empty() { "?" } else { &ban.site };
+        let reason = if ban.reason.is_empty() {
+            String::new()
+        } else {
+            format!("\t{}", ban.reason)
+        };
         println!(
-            "{}\tsite {site}\tfailed logins {}\tsince {}\tuntil {}\toffences {}",
+            "{}\tsite {site}\tfailed logins {}\tsince {}\tuntil {}\toffences {}{reason}",
             ban.address,
             ban.failures,
             rfc3339(ban.since),

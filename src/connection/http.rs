@@ -292,9 +292,14 @@ async fn knocked(
     if failed {
         // A failed enrolment is guessing at a secret, as a failed login is.
         let now = tokio::time::Instant::now();
-        shared
-            .guard
-            .failed_login(conn.client.ip(), "tunnel", false, now, conn.id);
+        shared.guard.failed_login(
+            conn.client.ip(),
+            "tunnel",
+            "an agent's enrolment refused",
+            false,
+            now,
+            conn.id,
+        );
     }
     let Some(link) = link else {
         return Ok(hold_until_sent(response, in_flight));

@@ -144,6 +144,7 @@ function draw(status, perMinute) {
     row.dataset.address = ban.address;
     cell(row, ban.address);
     cell(row, ban.site || "?");
+    cell(row, ban.reason || "?", "why");
     cell(row, String(ban.failures));
     cell(row, when(ban.until));
     const button = document.createElement("button");
@@ -216,6 +217,20 @@ async function unban(address, button) {
   }
   await refresh();
 }
+
+document.getElementById("ban").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const address = document.getElementById("ban-address").value.trim();
+  const seconds = Number(document.getElementById("ban-for").value);
+  try {
+    const reply = await command({ command: "bans_add", address, seconds });
+    if (reply.error) throw new Error(reply.error);
+    document.getElementById("ban-address").value = "";
+  } catch (error) {
+    document.getElementById("state").textContent = "ban failed: " + error.message;
+  }
+  await refresh();
+});
 
 document.getElementById("login").addEventListener("submit", (event) => {
   event.preventDefault();

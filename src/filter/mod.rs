@@ -193,6 +193,7 @@ impl Filter {
                     login.guard.failed_login(
                         subject.client,
                         &login.site,
+                        &format!("failed login at {}", subject.path),
                         exempt,
                         subject.now,
                         subject.connection,

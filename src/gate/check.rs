@@ -153,6 +153,7 @@ impl Gate {
                 self.guard.failed_login(
                     who.visitor.client.ip,
                     &self.site,
+                    &format!("a token Jellyfin refused, at {}", who.route),
                     exempt,
                     who.now,
                     who.connection,

@@ -89,6 +89,8 @@ pub struct Who<'a> {
     pub now: Instant,
     /// The connection's recall of the last credentials it passed.
     pub recall: &'a Recall,
+    /// The request's route, in the metrics' words (the gate sets it).
+    pub route: &'static str,
 }
 
 /// The gate's word on a request.
@@ -178,6 +180,10 @@ impl Gate {
         }
         let path = request.uri().path();
         let route = routes::route(path, &self.public);
+        let who = Who {
+            route: route.word(),
+            ..who
+        };
         match route {
             Route::Public => return Admitted::Pass(Passed::default()),
             Route::UsersPublic => return self.refuse(route, who, users_public()),

@@ -37,6 +37,10 @@ pub struct Ban {
     pub site: String,
     /// Failed logins within the window that earned it (0 for `manual`).
     pub failures: u32,
+    /// What the failure that earned it was, and where (`failed login at
+    /// /Users/AuthenticateByName`, `token Jellyfin refused at video_stream`,
+    /// `by hand`).
+    pub reason: String,
     /// When it began, seconds since the Unix epoch.
     pub since: u64,
 }
@@ -51,6 +55,7 @@ fn stored(key: ClientKey, ban: &Ban, now: Instant) -> StoredBan {
         site: ban.site.clone(),
         failures: ban.failures,
         since: ban.since,
+        reason: ban.reason.clone(),
     }
 }
 
@@ -126,6 +131,7 @@ impl BanList {
                         site: ban.site,
                         failures: ban.failures,
                         since: ban.since,
+                        reason: ban.reason,
                     },
                 );
                 *state.offences.entry(key, || 0) = ban.offences;
@@ -172,6 +178,7 @@ impl BanList {
         &self,
         client: ClientKey,
         site: &str,
+        reason: &str,
         exempt: bool,
         now: Instant,
     ) -> Outcome {
@@ -206,6 +213,7 @@ impl BanList {
             site: site.to_string(),
             failures: count as u32,
             since: unix(SystemTime::now()),
+            reason: reason.to_string(),
         };
         state.bans.insert(client, ban.clone());
         self.held.store(state.bans.len(), Ordering::Release);
@@ -232,6 +240,7 @@ impl BanList {
             site: MANUAL.to_string(),
             failures: 0,
             since: unix(SystemTime::now()),
+            reason: "by hand".to_string(),
         };
         state.bans.insert(client, ban.clone());
         self.held.store(state.bans.len(), Ordering::Release);
@@ -327,17 +336,26 @@ mod tests {
         let bans = BanList::open(&config, dir.path()).unwrap();
         let now = Instant::now();
         let c = key("203.0.113.9");
-        assert_eq!(bans.failed_login(c, "s", false, now), Outcome::Counted(1));
+        assert_eq!(
+            bans.failed_login(c, "s", "test", false, now),
+            Outcome::Counted(1)
+        );
         // The first failure leaves the 12 h window before the third comes.
         assert_eq!(
-            bans.failed_login(c, "s", false, now + hours(12) + Duration::from_secs(1)),
+            bans.failed_login(
+                c,
+                "s",
+                "test",
+                false,
+                now + hours(12) + Duration::from_secs(1)
+            ),
             Outcome::Counted(1)
         );
         assert_eq!(
-            bans.failed_login(c, "s", false, now + hours(13)),
+            bans.failed_login(c, "s", "test", false, now + hours(13)),
             Outcome::Counted(2)
         );
-        let Outcome::Banned(ban) = bans.failed_login(c, "s", false, now + hours(14)) else {
+        let Outcome::Banned(ban) = bans.failed_login(c, "s", "test", false, now + hours(14)) else {
             panic!("banned")
         };
         assert_eq!(ban.until, now + hours(14) + hours(24));
@@ -347,9 +365,10 @@ mod tests {
             "lifted when it ends"
         );
         for n in 0..2 {
-            bans.failed_login(c, "s", false, now + hours(40 + n));
+            bans.failed_login(c, "s", "test", false, now + hours(40 + n));
         }
-        let Outcome::Banned(again) = bans.failed_login(c, "s", false, now + hours(42)) else {
+        let Outcome::Banned(again) = bans.failed_login(c, "s", "test", false, now + hours(42))
+        else {
             panic!()
         };
         assert_eq!(
@@ -358,11 +377,11 @@ mod tests {
             "a repeat offender waits twice as long"
         );
         assert_eq!(
-            bans.failed_login(key("10.1.2.3"), "s", false, now),
+            bans.failed_login(key("10.1.2.3"), "s", "test", false, now),
             Outcome::Exempt
         );
         assert_eq!(
-            bans.failed_login(key("198.51.100.1"), "s", true, now),
+            bans.failed_login(key("198.51.100.1"), "s", "test", true, now),
             Outcome::Exempt
         );
     }

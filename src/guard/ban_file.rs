@@ -31,6 +31,10 @@ pub struct StoredBan {
     /// When it began, seconds since the Unix epoch (0: not known).
     #[serde(default)]
     pub since: u64,
+    /// What earned it, and where (empty in files written before it was
+    /// kept).
+    #[serde(default)]
+    pub reason: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -104,6 +108,7 @@ pub fn add_stored(path: &Path, address: &str, length: Duration) -> Result<Stored
         site: MANUAL.to_string(),
         failures: 0,
         since: unix(now),
+        reason: "by hand".to_string(),
     };
     bans.push(ban.clone());
     bans.sort_by(|a, b| a.address.cmp(&b.address));
@@ -176,6 +181,7 @@ mod tests {
         BanList::open(&config, dir.path()).unwrap().failed_login(
             key("2001:db8:1:2::7"),
             "s",
+            "test",
             false,
             now,
         );

@@ -202,6 +202,7 @@ impl Guard {
         &self,
         client: IpAddr,
         site: &str,
+        reason: &str,
         exempt: bool,
         now: Instant,
         current: u64,
@@ -211,7 +212,9 @@ impl Guard {
         if own && !self.own_said.swap(true, Ordering::Relaxed) {
             tracing::warn!(%client, site, "a failed login from this machine's own address: never banned (fail2ban's ignoreself); if a proxy on this machine sends clients to drawbridge, list it in [server] trusted_proxies, or every client looks like the machine itself");
         }
-        let outcome = self.bans.failed_login(key, site, exempt || own, now);
+        let outcome = self
+            .bans
+            .failed_login(key, site, reason, exempt || own, now);
         self.events.failed_logins.fetch_add(1, Ordering::Relaxed);
         if matches!(outcome, Outcome::Banned(_)) {
             self.events.banned_now.fetch_add(1, Ordering::Relaxed);
@@ -332,7 +335,7 @@ mod tests {
             ..GuardConfig::default()
         };
         let guard = Guard::new(&config, dir.path(), Default::default()).unwrap();
-        guard.failed_login(loopback, "s", false, now, 0);
+        guard.failed_login(loopback, "s", "test", false, now, 0);
         assert!(guard.admit(loopback, false, now).is_ok());
         let config = GuardConfig {
             ban_own_addresses: true,
@@ -340,7 +343,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let guard = Guard::new(&config, dir.path(), Default::default()).unwrap();
-        guard.failed_login(loopback, "s", false, now, 0);
+        guard.failed_login(loopback, "s", "test", false, now, 0);
         assert_eq!(
             guard.admit(loopback, false, now).unwrap_err(),
             Refused::Banned
@@ -378,7 +381,7 @@ mod tests {
         let a3 = guard.admit(ip("192.0.2.1"), false, now).unwrap();
         drop(_a2);
         let a4 = guard.admit(ip("192.0.2.1"), false, now).unwrap();
-        guard.failed_login(ip("192.0.2.1"), "s", false, now, a4.id);
+        guard.failed_login(ip("192.0.2.1"), "s", "test", false, now, a4.id);
         assert!(
             a3.kill.is_cancelled(),
             "a new ban closes the client's other connections"

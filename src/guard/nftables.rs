@@ -196,6 +196,7 @@ mod tests {
             site: "s".into(),
             failures: 3,
             since: 0,
+            reason: String::new(),
         }
     }
 

@@ -32,6 +32,7 @@ impl Gateway {
             connection: conn.id,
             now: scope.subject.now,
             recall: &conn.recall,
+            route: "",
         };
         match site.gate.admit(&request, who, &site.upstream).await {
             Admitted::Pass(ticket) => {
