@@ -131,8 +131,12 @@ pub struct CacheCounts {
 pub struct CertificateStatus {
     /// The site's first name.
     pub site: String,
-    /// When the certificate expires, Unix seconds.
+    /// When the certificate expires, Unix seconds (0: none issued yet).
     pub expires: u64,
+    /// The last renewal that failed since the certificate was issued: when
+    /// (Unix seconds) and why.
+    #[serde(default)]
+    pub last_error: Option<(u64, String)>,
 }
 
 /// One site in `Status`.
@@ -144,6 +148,12 @@ pub struct SiteStatus {
     pub upstream: String,
     /// Whether its last request home got an answer (`None`: none yet).
     pub upstream_up: Option<bool>,
+    /// Since when home has been up or down, Unix seconds (0: not asked yet).
+    #[serde(default)]
+    pub up_since: u64,
+    /// How long home's last answer's head took, milliseconds.
+    #[serde(default)]
+    pub answer_ms: u64,
     /// Responses being sent now (films being watched among them).
     pub in_flight: i64,
     /// WebSockets open now.
@@ -307,12 +317,33 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
                     bypass,
                 }
             },
-            certificates: process
-                .certificates
-                .expiries()
-                .into_iter()
-                .map(|(site, expires)| CertificateStatus { site, expires })
-                .collect(),
+            certificates: {
+                let errors = process.certificates.last_errors();
+                let mut certificates: Vec<CertificateStatus> = process
+                    .certificates
+                    .expiries()
+                    .into_iter()
+                    .map(|(site, expires)| CertificateStatus {
+                        last_error: errors
+                            .iter()
+                            .find(|(name, _, _)| *name == site)
+                            .map(|(_, when, why)| (*when, why.clone())),
+                        site,
+                        expires,
+                    })
+                    .collect();
+                // A site whose first order failed: no certificate yet (0).
+                for (site, when, why) in errors {
+                    if !certificates.iter().any(|c| c.site == site) {
+                        certificates.push(CertificateStatus {
+                            site,
+                            expires: 0,
+                            last_error: Some((when, why)),
+                        });
+                    }
+                }
+                certificates
+            },
             tunnels: hub.status(),
             sites: process
                 .gateway
@@ -323,6 +354,8 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
                     name: site.name.clone(),
                     upstream: site.upstream.to_string(),
                     upstream_up: site.metrics.upstream_is_up(),
+                    up_since: site.metrics.health.since().0,
+                    answer_ms: site.metrics.health.since().1,
                     in_flight: site.metrics.in_flight.get(),
                     websockets: site.metrics.websockets.get(),
                     requests: site.metrics.requests(),

@@ -145,7 +145,11 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     let gw = TestGateway::start(&format!(
         "[guard]\n{}\n{}\n{}",
         crate::support::BAN_LOOPBACK,
-        site("jelly.test", origin.addr, "login_rate = \"off\""),
+        site(
+            "jelly.test",
+            origin.addr,
+            "login_rate = \"off\"\n[[site.path]]\nprefix = \"/secret/\"\ndeny = [\"127.0.0.0/8\"]\n"
+        ),
         site("gated.test", origin.addr, "gate = \"enforce\"")
     ))
     .await;
@@ -167,6 +171,13 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(answered.status(), 200);
+    // A path the site's deny list keeps from this address.
+    let listed = client
+        .get(gw.url("jelly.test", "/secret/plans"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 403);
     let stranger = gw.reqwest_from("jelly.test", "127.0.0.78");
     gw.fail_logins(&stranger, 3).await;
 
@@ -264,6 +275,17 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         text.contains("days left") && text.contains("live, updated"),
         "{text}"
     );
+    // Home: up since when, and how fast it answers.
+    let detail = browser
+        .eval(r#"document.querySelector('#sites tr[data-site="jelly.test"] .detail').textContent"#)
+        .await;
+    let detail = detail.as_str().unwrap();
+    assert!(
+        detail.starts_with(" since ")
+            && detail.contains(", answers in ")
+            && detail.ends_with(" ms"),
+        "{detail}"
+    );
 
     // The streams now: who, what, how, how fast, for how long.
     assert!(
@@ -311,6 +333,14 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         browser.eval(&last("jelly.test", "sent")).await
     );
     let gate_line = r#"JSON.parse(document.querySelector('#refusals svg').dataset.series).find((l) => l.name === "gate").values.at(-1)"#;
+    let list_line = r#"JSON.parse(document.querySelector('#refusals svg').dataset.series).find((l) => l.name === "access_list").values.at(-1)"#;
+    assert!(
+        browser.until(&format!("{list_line} > 0")).await,
+        "the deny list's refusal drawn: {}",
+        browser
+            .eval("document.querySelector('#refusals svg').dataset.series")
+            .await
+    );
     assert!(
         browser.until(&format!("{gate_line} > 0")).await,
         "the gate's refusal drawn: {}",

@@ -174,6 +174,8 @@ impl AcmeManager {
             self.tls.order_started(&hosts);
             let ordered = self.order(&hosts, &name).await;
             self.tls.count_order(ordered.is_ok());
+            self.tls
+                .order_ended(&name, ordered.as_ref().err().map(String::as_str));
             if ordered.is_err() {
                 // Handshakes for a site without a certificate are refused at
                 // once until the next try (success installs one).

@@ -198,10 +198,14 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     println!("drawbridge is running");
     for site in &config.sites {
         let name = site.name();
-        let certificate = match status.certificates.iter().find(|c| c.site == name) {
-            Some(c) => super::check::days_left(c.expires, now),
-            None => "certificate: not issued yet".to_string(),
+        let found = status.certificates.iter().find(|c| c.site == name);
+        let mut certificate = match found {
+            Some(c) if c.expires > 0 => super::check::days_left(c.expires, now),
+            _ => "certificate: not issued yet".to_string(),
         };
+        if let Some((_, why)) = found.and_then(|c| c.last_error.as_ref()) {
+            certificate.push_str(&format!("; last order failed: {why}"));
+        }
         let now_on = status.sites.iter().find(|s| s.name == name);
         let home = match now_on.and_then(|s| s.upstream_up) {
             Some(true) => "home up",

@@ -5,6 +5,8 @@
 
 const csrf = document.querySelector('meta[name="drawbridge-csrf"]').content;
 let lastRequests = null;
+// Each agent's bytes at the last refresh: its throughput since.
+let lastLinks = new Map();
 
 async function command(body) {
   const headers = { "content-type": "application/json", "x-drawbridge-csrf": csrf };
@@ -122,13 +124,22 @@ function when(seconds) {
 
 function draw(status, perMinute) {
   const now = Date.now() / 1000;
-  const expiry = new Map(status.certificates.map((c) => [c.site, c.expires]));
+  const expiry = new Map(status.certificates.map((c) => [c.site, c]));
   fill("sites", status.sites, (row, site) => {
     row.dataset.site = site.name;
     cell(row, site.name).title = site.upstream;
     const home = site.upstream_up === null ? ["not asked yet", "unknown"]
       : site.upstream_up ? ["up", "up"] : ["DOWN", "down"];
-    cell(row, home[0], home[1]);
+    const since = site.up_since ? " since " + when(site.up_since) : "";
+    const answer = site.upstream_up ? ", answers in " + site.answer_ms + " ms" : "";
+    const homeCell = row.insertCell();
+    const state = document.createElement("span");
+    state.className = home[1];
+    state.textContent = home[0];
+    const detail = document.createElement("small");
+    detail.className = "detail";
+    detail.textContent = since + answer;
+    homeCell.append(state, detail);
     cell(row, perMinute.has(site.name) ? perMinute.get(site.name).toFixed(0) : "…");
     cell(row, String(site.in_flight), "streams");
     cell(row, String(site.websockets), "websockets");
@@ -136,8 +147,13 @@ function draw(status, perMinute) {
       : site.gate === "report" ? site.gate_refused + " would be refused (report)"
       : "open (gate off)";
     cell(row, gate, "gate");
-    const until = expiry.get(site.name);
-    cell(row, until === undefined ? "not issued yet" : Math.floor((until - now) / 86400) + " days left");
+    const certificate = expiry.get(site.name);
+    const days = !certificate || certificate.expires === 0 ? "not issued yet"
+      : Math.floor((certificate.expires - now) / 86400) + " days left";
+    const failed = certificate && certificate.last_error;
+    const shown = cell(row, failed ? days + "; renewal failed " + when(failed[0]) + ": " + failed[1] : days,
+      failed ? "certificate down" : "certificate");
+    if (failed) shown.title = failed[1];
   });
   document.getElementById("bans-none").hidden = status.bans.length > 0;
   fill("bans", status.bans, (row, ban) => {
@@ -160,14 +176,27 @@ function draw(status, perMinute) {
   const agents = document.getElementById("agents");
   agents.replaceChildren();
   document.getElementById("agents-none").hidden = status.tunnels.length > 0;
+  const links = new Map();
   for (const agent of status.tunnels) {
     const item = document.createElement("li");
+    item.dataset.agent = agent.name;
     const from = agent.connections.map((c) => c.from).join(", ");
+    const received = agent.connections.reduce((sum, c) => sum + c.received, 0);
+    const sent = agent.connections.reduce((sum, c) => sum + c.sent, 0);
+    const before = lastLinks.get(agent.name);
+    links.set(agent.name, { received, sent, at: now });
+    let speed = "";
+    if (before && now > before.at && received >= before.received && sent >= before.sent) {
+      const seconds = now - before.at;
+      speed = "; from home " + amount((received - before.received) / seconds) + "B/s, to home "
+        + amount((sent - before.sent) / seconds) + "B/s";
+    }
     item.textContent = agent.name + ": " + (agent.connections.length
-      ? agent.connections.length + " connection(s) from " + from : "not connected")
+      ? agent.connections.length + " connection(s) from " + from + speed : "not connected")
       + (agent.unreachable.length ? "; cannot reach " + agent.unreachable.join(", ") : "");
     agents.append(item);
   }
+  lastLinks = links;
   document.getElementById("connections").textContent = status.connections + " open";
   document.getElementById("streams-none").hidden = status.streams.length > 0;
   fill("streams", status.streams, (row, stream) => {

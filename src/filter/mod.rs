@@ -65,6 +65,8 @@ pub struct Exchange<'a> {
 pub struct Access {
     rules: AccessRules,
     refuse: Refuse,
+    /// Counts what the lists refuse (`Events::refused_by_list`).
+    guard: Arc<Guard>,
 }
 
 /// Bans and the rate limit on a site's auth routes.
@@ -105,6 +107,7 @@ pub fn for_site(
         Filter::Access(Access {
             rules,
             refuse: site.refuse,
+            guard: guard.clone(),
         }),
         Filter::Login(Login {
             site: site.name(),
@@ -147,6 +150,11 @@ impl Filter {
                 if access.rules.allows(subject.client, subject.path) {
                     Verdict::Continue
                 } else {
+                    access
+                        .guard
+                        .events
+                        .refused_by_list
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match access.refuse {
                         Refuse::Forbidden => Verdict::Refuse(ProxyError::Forbidden),
                         Refuse::Close => Verdict::Close,

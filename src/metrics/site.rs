@@ -170,6 +170,7 @@ impl Metrics {
             health: Health {
                 time: family.upstream_time.get_or_create(&label).clone(),
                 up: Arc::new((family.upstream_up.clone(), label.clone(), OnceLock::new())),
+                since: Arc::default(),
             },
             websockets: family.websockets.get_or_create(&label).clone(),
             in_flight: family.in_flight.get_or_create(&label).clone(),
@@ -221,23 +222,39 @@ pub struct Health {
     /// The site's `upstream_up` series, made at the first request home: a
     /// fresh start says nothing rather than "down".
     up: Arc<(Family<SiteLabel, Gauge>, SiteLabel, OnceLock<Gauge>)>,
+    /// Since when home has been up or down (Unix seconds), and how long
+    /// its last answer's head took (milliseconds), for the dashboard.
+    since: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 impl Health {
     /// A request home got its answer's head after `elapsed`, or home did
     /// not answer (unreachable, silent, broken).
     pub fn record(&self, answered: Option<Duration>) {
+        use std::sync::atomic::Ordering;
         let (family, label, up) = &*self.up;
+        let first = up.get().is_none();
         let up = up.get_or_init(|| family.get_or_create(label).clone());
-        match answered {
-            Some(elapsed) => {
-                up.set(1);
-                self.time.observe(elapsed.as_secs_f64());
-            }
-            None => {
-                up.set(0);
-            }
+        let now_up = i64::from(answered.is_some());
+        if first || up.get() != now_up {
+            self.since[0].store(crate::timestamp::unix_now(), Ordering::Relaxed);
         }
+        up.set(now_up);
+        if let Some(elapsed) = answered {
+            self.time.observe(elapsed.as_secs_f64());
+            let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            self.since[1].store(millis, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when home has been as `is_up` says (Unix seconds; 0 before the
+    /// first request home), and its last answer's head time in milliseconds.
+    pub fn since(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.since[0].load(Ordering::Relaxed),
+            self.since[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Whether the last request home got an answer; `None` before the first.
@@ -256,6 +273,7 @@ impl Health {
                 },
                 OnceLock::new(),
             )),
+            since: Arc::default(),
         }
     }
 }

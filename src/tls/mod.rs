@@ -117,9 +117,38 @@ pub struct TlsStore {
     failed: std::sync::Mutex<Vec<Vec<HostPattern>>>,
     /// ACME orders that ended with a certificate, and that failed.
     orders: [std::sync::atomic::AtomicU64; 2],
+    /// Each ACME site's last failed order, while no order since succeeded:
+    /// its first name, when (Unix seconds), and why.
+    last_errors: std::sync::Mutex<Vec<(String, u64, String)>>,
 }
 
 impl TlsStore {
+    /// The order for the site named `name` ended: with `error`, or (None)
+    /// with a certificate, which clears the last error.
+    pub fn order_ended(&self, name: &str, error: Option<&str>) {
+        let mut errors = self
+            .last_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        errors.retain(|(site, _, _)| site != name);
+        if let Some(error) = error {
+            errors.push((
+                name.to_string(),
+                crate::timestamp::unix_now(),
+                error.to_string(),
+            ));
+        }
+    }
+
+    /// Each ACME site's last failed order since its last certificate: its
+    /// first name, when, why.
+    pub fn last_errors(&self) -> Vec<(String, u64, String)> {
+        self.last_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Counts one finished ACME order.
     pub fn count_order(&self, issued: bool) {
         let slot = if issued { 0 } else { 1 };
@@ -173,6 +202,7 @@ impl TlsStore {
             challenges,
             installed: Notify::new(),
             failed: std::sync::Mutex::default(),
+            last_errors: std::sync::Mutex::default(),
             orders: Default::default(),
         };
         store.install(config)?;
