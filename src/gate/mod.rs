@@ -304,24 +304,21 @@ impl Gate {
     /// The answer's phase: a browser gets the cookie for its checked
     /// session; a logout that went through, or Jellyfin refusing credentials
     /// the gate had let through, ends what the gate remembered of them.
-    pub fn on_response(&self, ticket: Passed, response: &mut Response<Body>, now: Instant) {
-        let Some(key) = ticket.key else {
-            return;
-        };
-        // A stream is listed with the user it plays for (`metrics::streams`).
-        if let Some(user) = ticket.user {
-            if crate::metrics::streams::is_stream(response) {
-                response
-                    .extensions_mut()
-                    .insert(crate::metrics::streams::GateUser(user));
-            }
-        }
+    /// Returns the Jellyfin user the request passed for, where known (a
+    /// stream is listed with it: `metrics::streams`).
+    pub fn on_response(
+        &self,
+        ticket: Passed,
+        response: &mut Response<Body>,
+        now: Instant,
+    ) -> Option<Arc<str>> {
+        let key = ticket.key?;
         let status = response.status();
         if (ticket.logout && status.is_success())
             || (ticket.carried && status == StatusCode::UNAUTHORIZED)
         {
             self.memory.forget(&key);
-            return;
+            return None;
         }
         if ticket.set_cookie && status.as_u16() < 400 {
             let id = random_id();
@@ -331,6 +328,7 @@ impl Gate {
                 self.memory.open_session(id, &key, now);
             }
         }
+        ticket.user
     }
 }
 

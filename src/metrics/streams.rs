@@ -15,27 +15,36 @@ use std::sync::{Arc, Mutex};
 use http::{header, Response, StatusCode, Version};
 use serde::{Deserialize, Serialize};
 
-/// The Jellyfin user the gate let a request through for (a response
-/// extension, set on streams only).
+/// A response that is a stream (`is_stream`), and the Jellyfin user the
+/// gate let it through for: a response extension, set on streams only.
 #[derive(Debug, Clone)]
-pub struct GateUser(pub Arc<str>);
+pub struct Stream {
+    pub user: Option<Arc<str>>,
+}
 
-/// Whether `response` looks like a stream worth listing.
-pub fn is_stream<B>(response: &Response<B>) -> bool {
+/// Whether `response` looks like a stream worth listing (this runs for
+/// every answer: the status, the body's known length, then the type).
+pub fn is_stream<B: http_body::Body>(response: &Response<B>) -> bool {
     let status = response.status();
-    if status != StatusCode::OK && status != StatusCode::PARTIAL_CONTENT {
+    if status == StatusCode::PARTIAL_CONTENT {
+        return true;
+    }
+    if status != StatusCode::OK {
         return false;
     }
-    let headers = response.headers();
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .map(|kind| kind.as_bytes())
-        .is_some_and(|kind| kind.starts_with(b"video/") || kind.starts_with(b"audio/"));
-    let large = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
+    let large = response
+        .body()
+        .size_hint()
+        .upper()
         .is_some_and(|length| length >= 8 * 1024 * 1024);
-    media || large || status == StatusCode::PARTIAL_CONTENT
+    large
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|kind| {
+                let kind = kind.as_bytes();
+                kind.starts_with(b"video/") || kind.starts_with(b"audio/")
+            })
 }
 
 /// One stream, as the dashboard lists it.
@@ -143,28 +152,31 @@ pub fn protocol(version: Version) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::{is_stream, StreamStatus, Streams};
+    use bytes::Bytes;
     use http::{Response, StatusCode};
+    use http_body_util::Full;
     use std::sync::Arc;
 
     #[test]
     fn films_and_songs_are_listed_while_they_go_and_small_answers_never() {
-        let answer = |status: u16, kind: &str, length: &str| {
+        let answer = |status: u16, kind: &str, length: usize| {
             Response::builder()
                 .status(StatusCode::from_u16(status).unwrap())
                 .header("content-type", kind)
-                .header("content-length", length)
-                .body(())
+                .body(Full::new(Bytes::from(vec![0u8; length])))
                 .unwrap()
         };
-        assert!(is_stream(&answer(200, "video/mp4", "100")));
-        assert!(is_stream(&answer(206, "application/octet-stream", "100")));
-        assert!(is_stream(&answer(
+        assert!(is_stream(&answer(200, "video/mp4", 100)));
+        assert!(is_stream(&answer(200, "audio/mpeg", 100)));
+        assert!(is_stream(&answer(206, "application/octet-stream", 100)));
+        assert!(is_stream(&answer(200, "application/octet-stream", 8 << 20)));
+        assert!(!is_stream(&answer(
             200,
             "application/octet-stream",
-            "8388608"
+            (8 << 20) - 1
         )));
-        assert!(!is_stream(&answer(200, "application/json", "2000")));
-        assert!(!is_stream(&answer(404, "video/mp4", "100")));
+        assert!(!is_stream(&answer(200, "application/json", 2000)));
+        assert!(!is_stream(&answer(404, "video/mp4", 100)));
         let streams = Arc::new(Streams::default());
         let status = StreamStatus {
             site: "a".into(),

@@ -11,6 +11,7 @@ use super::{Gateway, Scope};
 use crate::body::{Body, ClientBody};
 use crate::error::answer;
 use crate::gate::{Admitted, Who};
+use crate::metrics::streams;
 use crate::upstream::head::Visitor;
 
 impl Gateway {
@@ -37,7 +38,11 @@ impl Gateway {
         match site.gate.admit(&request, who, &site.upstream).await {
             Admitted::Pass(ticket) => {
                 let mut response = self.forward(request, scope).await;
-                site.gate.on_response(ticket, &mut response, Instant::now());
+                let user = site.gate.on_response(ticket, &mut response, Instant::now());
+                // A film or a song: marked once here, listed by `handle`.
+                if streams::is_stream(&response) {
+                    response.extensions_mut().insert(streams::Stream { user });
+                }
                 response
             }
             Admitted::Answer(answered) => {

@@ -205,8 +205,9 @@ impl Gateway {
             .answered(&method, response.status(), started.elapsed());
         let sending = site.metrics.sending();
         // A film or a song: listed on the dashboard while it goes.
-        let watched = streams::is_stream(&response).then(|| {
-            let user = response.extensions_mut().remove::<streams::GateUser>();
+        let stream = response.extensions_mut().remove::<streams::Stream>();
+        let watched = stream.map(|stream| {
+            let user = stream.user;
             let upstream = site.upstream.to_string();
             let via = match upstream.strip_prefix("tunnel:") {
                 Some(rest) => format!("agent {}", rest.split('/').next().unwrap_or(rest)),
@@ -216,7 +217,7 @@ impl Gateway {
                 site: site.name.clone(),
                 client: client.ip,
                 path: path.clone(),
-                user: user.map(|u| u.0.to_string()),
+                user: user.map(|u| u.to_string()),
                 protocol: streams::protocol(version).to_string(),
                 via,
                 since: crate::timestamp::unix_now(),
