@@ -134,6 +134,33 @@ impl History {
         let rings = self.rings.lock().expect("history lock");
         rings.iter().map(|r| r.snapshots.len()).sum()
     }
+
+    /// The bytes it holds on the heap, from the capacities of what it keeps
+    /// (`examples/history_memory.rs`; the allocator's rounding aside).
+    pub fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        let rings = self.rings.lock().expect("history lock");
+        rings
+            .iter()
+            .map(|ring| {
+                let slots = ring.snapshots.capacity() * size_of::<(u64, Totals)>();
+                let held: usize = ring
+                    .snapshots
+                    .iter()
+                    .map(|(_, totals)| {
+                        totals.sites.capacity() * size_of::<(String, [u64; 3])>()
+                            + totals
+                                .sites
+                                .iter()
+                                .map(|(name, _)| name.capacity())
+                                .sum::<usize>()
+                            + totals.refusals.capacity() * size_of::<(&str, u64)>()
+                    })
+                    .sum();
+                slots + held
+            })
+            .sum()
+    }
 }
 
 impl Ring {
