@@ -55,6 +55,21 @@ async fn requests_reach_jellyfin_through_the_tunnel_with_the_client_named() {
         0,
         "the edge's hint would be wrong here"
     );
+    // Each link's round trip is timed (the dashboard's RTT), answered by
+    // the agent itself: nothing more reached Jellyfin for it.
+    let config = home.edge_config.to_str().unwrap().to_string();
+    let timed = || {
+        let (json, _) = cli(&["status", "--json", "-c", &config]);
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        status["tunnels"][0]["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|link| link["rtt_us"].as_u64().unwrap_or(0) > 0)
+            .count()
+    };
+    wait_until(|| timed() == 2, Duration::from_secs(10), "both links timed").await;
+    assert_eq!(home.agent.count("does not expose"), 0);
 }
 
 #[tokio::test]

@@ -129,6 +129,12 @@ impl AgentConfig {
         }
         let mut services = BTreeMap::new();
         for (name, url) in &raw.services {
+            if name == crate::tunnel::protocol::PING_SERVICE {
+                return Err(at(
+                    value_at(name),
+                    &format!("`{name}` is the tunnel's own: name the service otherwise"),
+                ));
+            }
             let authority = url
                 .strip_prefix("http://")
                 .map(|rest| rest.trim_end_matches('/'))
@@ -215,6 +221,10 @@ mod tests {
         assert!(AgentConfig::parse(path, &by_address)
             .unwrap_err()
             .contains("add `edge_name`"));
+        let taken = good.replace("jellyfin = ", "drawbridge-ping = ");
+        assert!(AgentConfig::parse(path, &taken)
+            .unwrap_err()
+            .contains("`drawbridge-ping` is the tunnel's own"));
         let bad = good.replace("http://127.0.0.1:8096", "http://127.0.0.1:8096/jf");
         assert!(AgentConfig::parse(path, &bad)
             .unwrap_err()

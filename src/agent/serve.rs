@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{full_body, Body};
-use crate::tunnel::protocol::{Refusal, REFUSED};
+use crate::tunnel::protocol::{Refusal, PING_SERVICE, REFUSED};
 use crate::upstream::head::remove_hop_by_hop;
 
 /// How long connecting to a service may take: a machine at home that is off
@@ -52,6 +52,11 @@ impl Services {
             .authority()
             .map(|a| a.host().to_string())
             .unwrap_or_default();
+        if service == PING_SERVICE {
+            let mut pong = Response::new(full_body(""));
+            *pong.status_mut() = StatusCode::NO_CONTENT;
+            return pong;
+        }
         let Some(addr) = self.addrs.get(&service) else {
             tracing::warn!(
                 service,

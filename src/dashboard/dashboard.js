@@ -191,8 +191,10 @@ function draw(status, perMinute) {
       speed = "; from home " + amount((received - before.received) / seconds) + "B/s, to home "
         + amount((sent - before.sent) / seconds) + "B/s";
     }
+    const timed = agent.connections.filter((c) => c.rtt_us > 0).map((c) => c.rtt_us);
+    const trip = timed.length ? "; round trip " + (Math.min(...timed) / 1000).toFixed(1) + " ms" : "";
     item.textContent = agent.name + ": " + (agent.connections.length
-      ? agent.connections.length + " connection(s) from " + from + speed : "not connected")
+      ? agent.connections.length + " connection(s) from " + from + trip + speed : "not connected")
       + (agent.unreachable.length ? "; cannot reach " + agent.unreachable.join(", ") : "");
     agents.append(item);
   }

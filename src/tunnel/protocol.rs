@@ -52,6 +52,10 @@ pub const EDGE_PROOF: &str = "drawbridge-edge-proof";
 pub const REFUSED_BY_EDGE: &str = "drawbridge-refused";
 /// The edge's word for a key it removed (`tunnel remove`).
 pub const REMOVED: &str = "removed";
+/// The service an agent answers itself, at once and with nothing (204):
+/// the edge times it for the link's round trip (the dashboard's RTT). No
+/// agent config may name a service so.
+pub const PING_SERVICE: &str = "drawbridge-ping";
 
 /// The exporter label both ends derive a connection's 32 bytes with.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-drawbridge-tunnel-2";

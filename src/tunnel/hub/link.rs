@@ -43,6 +43,9 @@ pub(super) struct Link {
     /// Streams on it now.
     pub(super) streams: Arc<Streams>,
     pub(super) bytes: Arc<ByteCounts>,
+    /// The link's last round trip to the agent and back, in microseconds
+    /// (0: not timed yet): `protocol::PING_SERVICE`, every `PING_EVERY`.
+    pub(super) rtt: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Link {
@@ -126,6 +129,8 @@ impl Hub {
         let close = CancellationToken::new();
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let streams = Arc::new(Streams::default());
+        let rtt = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let timing = time_round_trips(sender.clone(), rtt.clone());
         let register = self.register.clone();
         let pin_noted = pin.clone();
         let noted = tokio::task::spawn_blocking(move || {
@@ -153,6 +158,7 @@ impl Hub {
                 draining: draining.clone(),
                 streams: streams.clone(),
                 bytes,
+                rtt,
             });
             // Links are kept in the order they came: the first of this key's
             // is its oldest, most likely one whose network went away.
@@ -193,11 +199,32 @@ impl Hub {
                 }
             }
             () = close.cancelled() => kill.now(),
+            () = timing => {}
             () = drained => {
                 tracing::info!(agent = name, %from, "shutting down: tunnel connection closed, the agent will reconnect to the next start");
                 kill.now();
             }
         }
         self.links.lock().expect("hub lock").retain(|l| l.id != id);
+    }
+}
+
+/// Times a request the agent answers itself (`protocol::PING_SERVICE`)
+/// over `sender` at once and then every `PING_EVERY`, keeping the last
+/// round trip in `rtt` (microseconds). Never ends by itself.
+async fn time_round_trips(mut sender: SendRequest<Body>, rtt: Arc<std::sync::atomic::AtomicU64>) {
+    loop {
+        let request = http::Request::get(format!("http://{}/", protocol::PING_SERVICE))
+            .body(crate::body::empty_body())
+            .expect("a fixed request");
+        let started = Instant::now();
+        if sender.ready().await.is_ok() {
+            if let Ok(answer) = sender.send_request(request).await {
+                let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                rtt.store(took.max(1), Ordering::Relaxed);
+                drop(answer);
+            }
+        }
+        tokio::time::sleep(protocol::PING_EVERY).await;
     }
 }

@@ -37,6 +37,10 @@ pub struct LinkStatus {
     pub received: u64,
     /// Bytes the edge sent on it.
     pub sent: u64,
+    /// Its last round trip to the agent and back, microseconds (0: not
+    /// timed yet).
+    #[serde(default)]
+    pub rtt_us: u64,
 }
 
 impl Hub {
@@ -64,6 +68,7 @@ impl Hub {
                         since: unix(l.since),
                         received: l.bytes.read.load(Ordering::Relaxed),
                         sent: l.bytes.written.load(Ordering::Relaxed),
+                        rtt_us: l.rtt.load(Ordering::Relaxed),
                     })
                     .collect(),
                 unreachable: down
