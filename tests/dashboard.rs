@@ -522,3 +522,64 @@ async fn commands_from_anywhere_but_the_dashboard_are_refused() {
     assert_eq!(crate::support::status_of(&answer), 400);
     assert!(!String::from_utf8_lossy(&answer).contains("drawbridge_"));
 }
+
+/// The dashboard of an edge whose home is behind the tunnel: the agent
+/// shown with its connections, their round trip, and the bytes each way
+/// while a film comes home through it.
+#[tokio::test]
+async fn the_dashboard_shows_the_agent_its_round_trip_and_throughput() {
+    let home = crate::support::tunnel::Home::start("", 2).await;
+    let line = home
+        .edge
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("admin listener open: dashboard at http://"))
+        .cloned()
+        .expect("the edge names its dashboard");
+    let admin = line
+        .split("dashboard at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    // A film coming home through the tunnel while the page looks.
+    let mut film = home
+        .client(true)
+        .get(home.url("/bulk/64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(film.status(), 200);
+    let Some(mut browser) = Browser::open(&format!("http://{admin}/")).await else {
+        panic!("chromium is not installed (.ci/run installs Debian's)");
+    };
+    let agent = r#"document.querySelector('#agents li[data-agent="home"]')?.textContent ?? """#;
+    // Read on while the page refreshes (every two seconds), so that its
+    // throughput is of bytes moving.
+    let mut shown = String::new();
+    for _ in 0..100 {
+        for _ in 0..8 {
+            if film.chunk().await.unwrap().is_none() {
+                break;
+            }
+        }
+        shown = browser.eval(agent).await.as_str().unwrap_or("").to_string();
+        let moving = shown
+            .split("from home ")
+            .nth(1)
+            .is_some_and(|rest| !rest.starts_with("0B/s"));
+        if shown.contains("2 connection(s)") && shown.contains("round trip ") && moving {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        shown.contains("2 connection(s) from 127.0.0.1")
+            && shown.contains("round trip ")
+            && shown.contains(" ms; from home ")
+            && !shown.contains("from home 0B/s"),
+        "{shown}"
+    );
+}
