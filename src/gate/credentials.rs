@@ -12,10 +12,11 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
+pub use super::sent::Sent;
 pub use super::token::token_of;
 
 /// The credential headers, as Jellyfin reads them.
-const HEADERS: [&str; 4] = [
+pub(super) const HEADERS: [&str; 4] = [
     "authorization",
     "x-emby-authorization",
     "x-emby-token",
@@ -50,28 +51,16 @@ pub struct Carried<'a> {
     pub browser: bool,
 }
 
-/// A request's credential headers (any value, in the order they came) and
-/// parameters, exactly as sent: everything the credentials' key is made
-/// of, so the same bytes are the same key.
-#[derive(Debug)]
-pub struct Sent<'a> {
-    /// Most requests carry one credential header: it is kept on the stack.
-    first: Option<Entry<'a>>,
-    more: Vec<Entry<'a>>,
-    headers: &'a HeaderMap,
-    uri: &'a Uri,
-}
-
 /// A credential header as sent.
-type Entry<'a> = (&'a HeaderName, &'a HeaderValue);
+pub(super) type Entry<'a> = (&'a HeaderName, &'a HeaderValue);
 
 /// A request's credentials as it carries them, and their key.
 #[derive(Debug)]
 pub struct Found<'a> {
     /// What the gate remembers them by (`Credentials::key_for`).
     pub key: String,
-    headers: &'a HeaderMap,
-    uri: &'a Uri,
+    pub(super) headers: &'a HeaderMap,
+    pub(super) uri: &'a Uri,
 }
 
 impl Found<'_> {
@@ -95,7 +84,7 @@ impl Found<'_> {
 /// Whether a credential header carries a token — and the token, where the
 /// value is `Authorization`-style: None when it carries none (an
 /// `Authorization` header without `Token`, as a login sends).
-fn tokened<'a>(name: &HeaderName, value: &'a HeaderValue) -> Option<Option<&'a str>> {
+pub(super) fn tokened<'a>(name: &HeaderName, value: &'a HeaderValue) -> Option<Option<&'a str>> {
     match name.as_str() {
         "authorization" | "x-emby-authorization" => token_of(value).map(Some),
         "x-emby-token" | "x-mediabrowser-token" if !value.is_empty() => Some(None),
@@ -104,7 +93,7 @@ fn tokened<'a>(name: &HeaderName, value: &'a HeaderValue) -> Option<Option<&'a s
 }
 
 /// The letter of a credential header in a key and in `Sent::bytes`.
-fn letter(name: &HeaderName) -> u8 {
+pub(super) fn letter(name: &HeaderName) -> u8 {
     match name.as_str() {
         "authorization" => b'A',
         "x-emby-authorization" => b'X',
@@ -113,73 +102,8 @@ fn letter(name: &HeaderName) -> u8 {
     }
 }
 
-impl<'a> Sent<'a> {
-    fn entries(&self) -> impl Iterator<Item = Entry<'a>> + '_ {
-        self.first.into_iter().chain(self.more.iter().copied())
-    }
-
-    /// The credentials in it, with their key for `site`: None when nothing
-    /// sent carries a token.
-    pub fn found(&self, site: &str) -> Option<Found<'a>> {
-        let mut tokened: Vec<(Entry<'a>, Option<&'a str>)> = self
-            .entries()
-            .filter_map(|(name, value)| tokened(name, value).map(|token| ((name, value), token)))
-            .collect();
-        let params: Vec<&str> = params_of(self.uri).collect();
-        if tokened.is_empty() && params.is_empty() {
-            return None;
-        }
-        // In `HEADERS` order, whatever order they came in: the same
-        // credentials have the same key.
-        tokened.sort_by_key(|((name, _), _)| HEADERS.iter().position(|h| *h == name.as_str()));
-        Some(Found {
-            key: key_of(site, &tokened, &params),
-            headers: self.headers,
-            uri: self.uri,
-        })
-    }
-
-    /// What was sent, as bytes to compare with a later request's (`is`):
-    /// each header's letter, value and a newline, then each parameter
-    /// after `?` (neither a header value nor a URI holds a newline).
-    pub fn bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        for (name, value) in self.entries() {
-            bytes.push(letter(name));
-            bytes.extend_from_slice(value.as_bytes());
-            bytes.push(b'\n');
-        }
-        for param in params_of(self.uri) {
-            bytes.push(b'?');
-            bytes.extend_from_slice(param.as_bytes());
-            bytes.push(b'\n');
-        }
-        bytes
-    }
-
-    /// Whether exactly what `bytes` holds was sent (`Sent::bytes`), read
-    /// without a copy.
-    pub fn is(&self, bytes: &[u8]) -> bool {
-        let mut rest = bytes;
-        let mut take = |lead: u8, piece: &[u8]| {
-            let fits = rest.len() > piece.len() + 1
-                && rest[0] == lead
-                && rest[1..=piece.len()] == *piece
-                && rest[piece.len() + 1] == b'\n';
-            if fits {
-                rest = &rest[piece.len() + 2..];
-            }
-            fits
-        };
-        self.entries()
-            .all(|(name, value)| take(letter(name), value.as_bytes()))
-            && params_of(self.uri).all(|param| take(b'?', param.as_bytes()))
-            && rest.is_empty()
-    }
-}
-
 /// The credential parameters of `uri`'s query, `name=value` as sent.
-fn params_of(uri: &Uri) -> impl Iterator<Item = &str> {
+pub(super) fn params_of(uri: &Uri) -> impl Iterator<Item = &str> {
     uri.query().into_iter().flat_map(|query| {
         query.split('&').filter(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -222,7 +146,7 @@ impl<'a> Carried<'a> {
 /// The key of `headers` and `params` for `site`: short, for it is hashed at
 /// every request — a letter for where each token went, another for its
 /// scheme, then the token.
-fn key_of(site: &str, headers: &[(Entry<'_>, Option<&str>)], params: &[&str]) -> String {
+pub(super) fn key_of(site: &str, headers: &[(Entry<'_>, Option<&str>)], params: &[&str]) -> String {
     let room: usize = headers
         .iter()
         .map(|((_, value), token)| token.map_or(value.len(), str::len) + 3)

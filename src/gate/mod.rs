@@ -30,6 +30,7 @@ pub mod credentials;
 pub mod memory;
 pub mod recall;
 pub mod routes;
+pub mod sent;
 pub mod token;
 
 use std::sync::Arc;

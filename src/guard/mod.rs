@@ -16,10 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GuardConfig;
 pub mod ban;
 mod ban_file;
+mod events;
 pub mod keys;
 pub mod nftables;
 
 use ban::{BanList, BansFileError, Outcome};
+pub use events::Events;
 use keys::ClientKey;
 
 /// Why a connection was refused at accept.
@@ -59,37 +61,6 @@ pub struct Guard {
     kill: CancellationToken,
     /// What the guard did, counted for the metrics.
     pub events: Events,
-}
-
-/// The guard's doings since the start, by the reason the metrics name.
-#[derive(Debug, Default)]
-pub struct Events {
-    refused_banned: AtomicU64,
-    refused_full: AtomicU64,
-    refused_full_for_client: AtomicU64,
-    /// Login requests refused by the rate limit (the login filter counts).
-    pub login_rate_limited: AtomicU64,
-    /// Requests refused by a site's allow or deny lists (the access filter
-    /// counts).
-    pub refused_by_list: AtomicU64,
-    failed_logins: AtomicU64,
-    banned_now: AtomicU64,
-}
-
-impl Events {
-    /// Each count by its metric label.
-    pub fn totals(&self) -> [(&'static str, u64); 7] {
-        let read = |count: &AtomicU64| count.load(Ordering::Relaxed);
-        [
-            ("banned", read(&self.refused_banned)),
-            ("full", read(&self.refused_full)),
-            ("full_for_client", read(&self.refused_full_for_client)),
-            ("login_rate_limited", read(&self.login_rate_limited)),
-            ("access_list", read(&self.refused_by_list)),
-            ("failed_login", read(&self.failed_logins)),
-            ("banned_now", read(&self.banned_now)),
-        ]
-    }
 }
 
 /// An admitted connection; dropping it frees its place.

@@ -23,6 +23,9 @@ use crate::guard::ban::StoredBan;
 use crate::guard::keys::ClientKey;
 use crate::tunnel::hub::AgentStatus;
 
+mod status;
+pub use status::{keep_history, totals, CacheCounts, CertificateStatus, SiteStatus, Status};
+
 /// What the admin commands and the admin listener read (the socket, the
 /// HTTP API and `/metrics` alike): the process's context, borrowed, and the
 /// token the listener asks for.
@@ -87,86 +90,6 @@ pub enum Reply {
     Status(Box<Status>),
     /// The command could not be done; the sentence says why.
     Error(String),
-}
-
-/// What `drawbridge status` shows of the running process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// Client connections open.
-    pub connections: u64,
-    /// Bans in force.
-    pub bans: Vec<StoredBan>,
-    /// The edge cache's answers since the start.
-    pub cache: CacheCounts,
-    /// Each site's certificate and when it expires.
-    pub certificates: Vec<CertificateStatus>,
-    /// Enrolled tunnel agents and their connections.
-    pub tunnels: Vec<AgentStatus>,
-    /// Each site's upstream and what is on its way now.
-    #[serde(default)]
-    pub sites: Vec<SiteStatus>,
-    /// The last hour and day, for the dashboard's charts.
-    #[serde(default)]
-    pub history: Option<crate::metrics::history::Charts>,
-    /// The films and songs on their way now.
-    #[serde(default)]
-    pub streams: Vec<crate::metrics::streams::StreamStatus>,
-}
-
-/// The edge cache's answers since the start, in `Status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheCounts {
-    /// Answered from the cache, fresh.
-    pub hits: u64,
-    /// Went home and were stored (or could have been).
-    pub misses: u64,
-    /// Answered from the cache, stale, while home did not answer.
-    pub stale: u64,
-    /// Went home past the cache (credentials on a private route, ranges).
-    pub bypass: u64,
-}
-
-/// One site's certificate in `Status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertificateStatus {
-    /// The site's first name.
-    pub site: String,
-    /// When the certificate expires, Unix seconds (0: none issued yet).
-    pub expires: u64,
-    /// The last renewal that failed since the certificate was issued: when
-    /// (Unix seconds) and why.
-    #[serde(default)]
-    pub last_error: Option<(u64, String)>,
-}
-
-/// One site in `Status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiteStatus {
-    /// Its first name.
-    pub name: String,
-    /// Where its requests go.
-    pub upstream: String,
-    /// Whether its last request home got an answer (`None`: none yet).
-    pub upstream_up: Option<bool>,
-    /// Since when home has been up or down, Unix seconds (0: not asked yet).
-    #[serde(default)]
-    pub up_since: u64,
-    /// How long home's last answer's head took, milliseconds.
-    #[serde(default)]
-    pub answer_ms: u64,
-    /// Responses being sent now (films being watched among them).
-    pub in_flight: i64,
-    /// WebSockets open now.
-    pub websockets: i64,
-    /// Requests answered since the start.
-    pub requests: u64,
-    /// The side-door gate's mode (`enforce`, `report`, `off`).
-    #[serde(default)]
-    pub gate: String,
-    /// Requests the gate refused since the start (in `report` mode: would
-    /// have refused).
-    #[serde(default)]
-    pub gate_refused: u64,
 }
 
 /// The socket's path under `state_dir`.
@@ -249,51 +172,6 @@ async fn answer(stream: UnixStream, sources: &Sources) -> io::Result<()> {
     write.write_all(reply.as_bytes()).await
 }
 
-/// What the counters say now, for the history (`metrics::history`): each
-/// site's requests and bytes, the cache's answers, the refusals by kind —
-/// the guard's, and the side-door gate's of every site.
-pub fn totals(process: &Shared) -> crate::metrics::history::Totals {
-    let routes = process.gateway.routes();
-    let sites = routes.sites();
-    let gate: u64 = sites.iter().map(|site| site.gate.refused()).sum();
-    let events = process.guard.events.totals();
-    let mut refusals: Vec<(&'static str, u64)> = events
-        .iter()
-        .filter(|(kind, _)| *kind != "failed_login" && *kind != "banned_now")
-        .copied()
-        .collect();
-    refusals.push(("gate", gate));
-    crate::metrics::history::Totals {
-        sites: sites
-            .iter()
-            .map(|site| {
-                let m = &site.metrics;
-                (
-                    site.name.clone(),
-                    [m.requests(), m.sent.get(), m.received.get()],
-                )
-            })
-            .collect(),
-        cache: process.gateway.cache().counts(),
-        refusals,
-    }
-}
-
-/// Samples the history once a minute until `stop`.
-pub async fn keep_history(process: Arc<Shared>, stop: tokio_util::sync::CancellationToken) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        process
-            .metrics
-            .history
-            .sample(crate::timestamp::unix_now(), &totals(&process));
-    }
-}
-
 /// Carries out `command`: the one admin protocol, behind the socket and the
 /// admin listener's `POST /api` alike.
 pub async fn execute(command: Command, sources: &Sources) -> Reply {
@@ -305,72 +183,7 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
         &process.edge.hub,
     );
     match command {
-        Command::Status => Reply::Status(Box::new(Status {
-            connections: guard.open_connections() as u64,
-            bans: guard.bans.list(now),
-            cache: {
-                let [hits, misses, stale, bypass] = cache.counts();
-                CacheCounts {
-                    hits,
-                    misses,
-                    stale,
-                    bypass,
-                }
-            },
-            certificates: {
-                let errors = process.certificates.last_errors();
-                let mut certificates: Vec<CertificateStatus> = process
-                    .certificates
-                    .expiries()
-                    .into_iter()
-                    .map(|(site, expires)| CertificateStatus {
-                        last_error: errors
-                            .iter()
-                            .find(|(name, _, _)| *name == site)
-                            .map(|(_, when, why)| (*when, why.clone())),
-                        site,
-                        expires,
-                    })
-                    .collect();
-                // A site whose first order failed: no certificate yet (0).
-                for (site, when, why) in errors {
-                    if !certificates.iter().any(|c| c.site == site) {
-                        certificates.push(CertificateStatus {
-                            site,
-                            expires: 0,
-                            last_error: Some((when, why)),
-                        });
-                    }
-                }
-                certificates
-            },
-            tunnels: hub.status(),
-            sites: process
-                .gateway
-                .routes()
-                .sites()
-                .iter()
-                .map(|site| SiteStatus {
-                    name: site.name.clone(),
-                    upstream: site.upstream.to_string(),
-                    upstream_up: site.metrics.upstream_is_up(),
-                    up_since: site.metrics.health.since().0,
-                    answer_ms: site.metrics.health.since().1,
-                    in_flight: site.metrics.in_flight.get(),
-                    websockets: site.metrics.websockets.get(),
-                    requests: site.metrics.requests(),
-                    gate: site.gate.mode().word().to_string(),
-                    gate_refused: site.gate.refused(),
-                })
-                .collect(),
-            history: Some(
-                process
-                    .metrics
-                    .history
-                    .charts(crate::timestamp::unix_now(), &totals(process)),
-            ),
-            streams: process.metrics.streams.list(),
-        })),
+        Command::Status => Reply::Status(Box::new(status::now(process, now))),
         Command::BansList => Reply::Bans(guard.bans.list(now)),
         Command::BansRemove { address } => {
             let key = match ClientKey::parse_one(&address) {
