@@ -8,7 +8,7 @@ generator to CPU 1, all on 127.0.0.1, each case bounded in time.
 
     bench/run                 full run, writes docs/performance.md
     bench/run --quick         a few seconds per case, prints the table only
-    bench/run --instructions  drawbridge alone under callgrind: instructions
+    bench/run --instructions  drawbridge and HAProxy under callgrind: instructions
                               per request, to compare a change with the last
 
 Needs (Debian): nginx haproxy caddy wrk nghttp2-client curl openssl; the run
@@ -622,7 +622,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a few seconds per case; print only")
     parser.add_argument("--write", action="store_true", help="write docs/performance.md even in quick mode")
     parser.add_argument("--instructions", action="store_true",
-                        help="only drawbridge, under callgrind: instructions per request (needs valgrind)")
+                        help="drawbridge and HAProxy only, under callgrind: instructions per request (needs valgrind)")
     args = parser.parse_args()
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -720,10 +720,11 @@ def main():
         print(f"written to {ROOT / 'docs/performance.md'}", file=sys.stderr)
 
 
-# The proxies whose instructions are counted: drawbridge only, to compare a
-# change with the one before it. (Caddy, a Go program, does not run under
-# valgrind; nginx's worker under callgrind stalled taking its commands.)
-COUNTED = ("drawbridge",)
+# The proxies whose instructions are counted: drawbridge, to compare a
+# change with the one before it, and HAProxy beside it. (Caddy, a Go
+# program, does not run under valgrind; nginx's worker, running as `nobody`,
+# never takes callgrind_control's commands.)
+COUNTED = ("drawbridge", "haproxy")
 
 
 def count_instructions(bench, work):
@@ -762,7 +763,7 @@ def gated_instructions(bench, rows):
     "enforce"`): what the gate costs a request whose token it remembers.
     Returns (checks made, seconds)."""
     for label, h1 in (("HTTP/1.1+TLS", True), ("HTTP/2", False)):
-        counts = {name: bench.instructions(name, h1, header=BENCH_TOKEN) for name in COUNTED}
+        counts = {name: bench.instructions(name, h1, header=BENCH_TOKEN) for name in ("drawbridge",)}
         rows.append((f"{label}, a token, gate off", counts))
     w = bench.work
     tls, plain = PROXIES["drawbridge"]
@@ -788,7 +789,7 @@ def gated_instructions(bench, rows):
     before = len(checks_log.read_text().splitlines()) if checks_log.exists() else 0
     started = time.time()
     for label, h1 in (("HTTP/1.1+TLS", True), ("HTTP/2", False)):
-        counts = {name: bench.instructions(name, h1, header=BENCH_TOKEN) for name in COUNTED}
+        counts = {name: bench.instructions(name, h1, header=BENCH_TOKEN) for name in ("drawbridge",)}
         rows.append((f"{label}, a token, gate on", counts))
     checks = len(checks_log.read_text().splitlines()) - before
     return checks, time.time() - started
