@@ -521,6 +521,29 @@ async fn commands_from_anywhere_but_the_dashboard_are_refused() {
     .await;
     assert_eq!(crate::support::status_of(&answer), 400);
     assert!(!String::from_utf8_lossy(&answer).contains("drawbridge_"));
+    // The page's Ban form, sent by another page: refused, nobody banned.
+    let ban = r#"{"command":"bans_add","address":"127.0.0.90","seconds":3600}"#;
+    let forged = client
+        .post(&api)
+        .header("origin", "http://evil.example")
+        .header("x-drawbridge-csrf", &csrf)
+        .body(ban)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let listed: Value = client
+        .post(&api)
+        .header("origin", own.as_str())
+        .header("x-drawbridge-csrf", &csrf)
+        .body(r#"{"command":"bans_list"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!listed.to_string().contains("127.0.0.90"), "{listed}");
 }
 
 /// The dashboard of an edge whose home is behind the tunnel: the agent
