@@ -1,6 +1,6 @@
 //! The streams being watched now, for the dashboard: each answer that looks
 //! like a film or a song on its way (`is_stream`: audio or video, a range,
-//! or a body of 8 MiB or more) is listed from its head until its body ends
+//! or a body known to be 8 MiB or more) is listed from its head until its body ends
 //! or the client leaves, with who asked (the client's address and, where
 //! the side-door gate knows it, the Jellyfin user), what (the path), how
 //! (the protocol, direct or through which agent) and how far (bytes so far,
