@@ -20,13 +20,49 @@ use crate::tunnel::trust::PinnedServer;
 /// TLS 1.3 to the edge as any browser dials it (`http/1.1`); the edge's key
 /// is checked inside the connection (`knock`), not by its certificate.
 pub(super) fn client_config() -> Result<Arc<ClientConfig>, AgentError> {
-    let mut config = ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+    let provider = suites_for(crate::tls::provider(), aes_in_hardware());
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedServer::proven_inside()))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// `provider` with ChaCha20-Poly1305 first when the CPU has no AES
+/// instructions (a small ARM board at home): the edge then chooses it, and
+/// the agent pays a third of what AES in software would cost per GiB;
+/// otherwise as it is (AES-GCM first: `docs/performance.md`).
+fn suites_for(
+    mut provider: rustls::crypto::CryptoProvider,
+    aes: bool,
+) -> rustls::crypto::CryptoProvider {
+    if !aes {
+        let chacha = |suite: &rustls::SupportedCipherSuite| {
+            suite.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        };
+        provider.cipher_suites.sort_by_key(|suite| !chacha(suite));
+    }
+    provider
+}
+
+/// Whether this CPU does AES-GCM in hardware.
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
 }
 
 /// TCP to `edge` (`host:port`) with TLS on top for the site `name`.
@@ -130,4 +166,19 @@ pub(super) async fn knock(
         headers,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suites_for;
+    use rustls::CipherSuite;
+
+    #[test]
+    fn without_aes_in_hardware_the_agent_asks_for_chacha20_first() {
+        let first = |aes| suites_for(crate::tls::provider(), aes).cipher_suites[0].suite();
+        assert_eq!(first(false), CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+        assert_eq!(first(true), CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let all = |aes| suites_for(crate::tls::provider(), aes).cipher_suites.len();
+        assert_eq!(all(false), all(true), "the same suites, in another order");
+    }
 }
