@@ -31,9 +31,9 @@ pub(super) fn client_config() -> Result<Arc<ClientConfig>, AgentError> {
 }
 
 /// `provider` with ChaCha20-Poly1305 first when the CPU has no AES
-/// instructions (a small ARM board at home): the edge then chooses it, and
-/// the agent pays a third of what AES in software would cost per GiB;
-/// otherwise as it is (AES-GCM first: `docs/performance.md`).
+/// instructions (a small ARM board at home): the edge then chooses it,
+/// cheaper there than AES in software; otherwise as it is (AES-GCM first,
+/// the cheaper with AES instructions: `docs/performance.md`).
 fn suites_for(
     mut provider: rustls::crypto::CryptoProvider,
     aes: bool,
