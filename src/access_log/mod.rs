@@ -150,7 +150,8 @@ impl AccessLog {
         let sent = sending.counter();
         response.map(|body| {
             Tail::new(body, move |bytes, complete| {
-                sending.done();
+                // In flight until the body ends.
+                drop(sending);
                 if let Some(mut entry) = entry {
                     entry.bytes = bytes;
                     entry.complete = complete;

@@ -183,7 +183,7 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
         &process.edge.hub,
     );
     match command {
-        Command::Status => Reply::Status(Box::new(status::now(process, now))),
+        Command::Status => Reply::Status(Box::new(status::at(process, now))),
         Command::BansList => Reply::Bans(guard.bans.list(now)),
         Command::BansRemove { address } => {
             let key = match ClientKey::parse_one(&address) {

@@ -91,7 +91,7 @@ pub struct SiteStatus {
 }
 
 /// The process's status at `now`.
-pub(super) fn now(process: &Shared, now: Instant) -> Status {
+pub(super) fn at(process: &Shared, now: Instant) -> Status {
     let (guard, cache, hub) = (
         process.guard.clone(),
         process.gateway.cache(),
@@ -146,8 +146,8 @@ pub(super) fn now(process: &Shared, now: Instant) -> Status {
                 name: site.name.clone(),
                 upstream: site.upstream.to_string(),
                 upstream_up: site.metrics.upstream_is_up(),
-                up_since: site.metrics.health.since().0,
-                answer_ms: site.metrics.health.since().1,
+                up_since: site.metrics.health.up_since(),
+                answer_ms: site.metrics.health.answer_ms(),
                 in_flight: site.metrics.in_flight.get(),
                 websockets: site.metrics.websockets.get(),
                 requests: site.metrics.requests(),

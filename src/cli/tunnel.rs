@@ -259,8 +259,7 @@ pub fn agent(given: Option<&Path>, action: Option<&AgentAction>) -> anyhow::Resu
                 },
             )?;
             let run = if std::env::var_os(IN_CONTAINER).is_some() {
-                "start the agent's container (its command: `agent`), e.g. `docker compose up -d`"
-                    .to_string()
+                "the agent's container (its command: `agent`)".to_string()
             } else if path == Path::new(locate::AGENT.system) {
                 "sudo systemctl enable --now drawbridge-agent".to_string()
             } else {

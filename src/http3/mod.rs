@@ -75,14 +75,7 @@ pub fn bind(
 /// listeners are), so that `0.0.0.0:443` and `[::]:443` — the default — can
 /// both be listed.
 fn endpoint(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
+    let socket = crate::socket::for_address(addr, socket2::Type::DGRAM)?;
     socket.bind(&addr.into())?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;

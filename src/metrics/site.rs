@@ -3,6 +3,7 @@
 //! flight, dynamic DNS changes. Made once per site when the routes are
 //! built, so a request costs an index and an atomic add.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -50,8 +51,8 @@ pub struct SiteMetrics {
     pub streams: Arc<super::streams::Streams>,
 }
 
-/// A response on its way: it counts as in flight until its body ends or
-/// is dropped; its body's bytes go to the site's sent bytes as they go
+/// A response on its way: it counts as in flight until dropped with its
+/// body; the body's bytes go to the site's sent bytes as they go
 /// (`body::Tail::counting`).
 #[derive(Debug)]
 pub struct Sending {
@@ -64,9 +65,6 @@ impl Sending {
     pub fn counter(&self) -> Counter {
         self.sent.clone()
     }
-
-    /// The body has ended.
-    pub fn done(self) {}
 }
 
 /// Holds a gauge one higher while it lives (a WebSocket, a response being
@@ -170,7 +168,7 @@ impl Metrics {
             health: Health {
                 time: family.upstream_time.get_or_create(&label).clone(),
                 up: Arc::new((family.upstream_up.clone(), label.clone(), OnceLock::new())),
-                since: Arc::default(),
+                times: Arc::default(),
             },
             websockets: family.websockets.get_or_create(&label).clone(),
             in_flight: family.in_flight.get_or_create(&label).clone(),
@@ -222,39 +220,48 @@ pub struct Health {
     /// The site's `upstream_up` series, made at the first request home: a
     /// fresh start says nothing rather than "down".
     up: Arc<(Family<SiteLabel, Gauge>, SiteLabel, OnceLock<Gauge>)>,
-    /// Since when home has been up or down (Unix seconds), and how long
-    /// its last answer's head took (milliseconds), for the dashboard.
-    since: Arc<[std::sync::atomic::AtomicU64; 2]>,
+    /// For the dashboard: since when, how fast.
+    times: Arc<HealthTimes>,
+}
+
+/// Since when home has been up or down, and how fast it last answered.
+#[derive(Debug, Default)]
+struct HealthTimes {
+    /// When `up` last changed (Unix seconds; 0 before the first request).
+    changed: AtomicU64,
+    /// How long the last answer's head took, milliseconds.
+    answer_ms: AtomicU64,
 }
 
 impl Health {
     /// A request home got its answer's head after `elapsed`, or home did
     /// not answer (unreachable, silent, broken).
     pub fn record(&self, answered: Option<Duration>) {
-        use std::sync::atomic::Ordering;
         let (family, label, up) = &*self.up;
         let first = up.get().is_none();
         let up = up.get_or_init(|| family.get_or_create(label).clone());
         let now_up = i64::from(answered.is_some());
         if first || up.get() != now_up {
-            self.since[0].store(crate::timestamp::unix_now(), Ordering::Relaxed);
+            let now = crate::timestamp::unix_now();
+            self.times.changed.store(now, Ordering::Relaxed);
         }
         up.set(now_up);
         if let Some(elapsed) = answered {
             self.time.observe(elapsed.as_secs_f64());
             let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-            self.since[1].store(millis, Ordering::Relaxed);
+            self.times.answer_ms.store(millis, Ordering::Relaxed);
         }
     }
 
     /// Since when home has been as `is_up` says (Unix seconds; 0 before the
-    /// first request home), and its last answer's head time in milliseconds.
-    pub fn since(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering;
-        (
-            self.since[0].load(Ordering::Relaxed),
-            self.since[1].load(Ordering::Relaxed),
-        )
+    /// first request home).
+    pub fn up_since(&self) -> u64 {
+        self.times.changed.load(Ordering::Relaxed)
+    }
+
+    /// How long home's last answer's head took, milliseconds.
+    pub fn answer_ms(&self) -> u64 {
+        self.times.answer_ms.load(Ordering::Relaxed)
     }
 
     /// Whether the last request home got an answer; `None` before the first.
@@ -273,7 +280,7 @@ impl Health {
                 },
                 OnceLock::new(),
             )),
-            since: Arc::default(),
+            times: Arc::default(),
         }
     }
 }

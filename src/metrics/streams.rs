@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use http::{header, Response, StatusCode, Version};
+use http::{header, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 /// A response that is a stream (`is_stream`), and the Jellyfin user the
@@ -55,7 +55,7 @@ pub struct StreamStatus {
     pub path: String,
     /// The Jellyfin user, where the gate knows it.
     pub user: Option<String>,
-    /// `HTTP/1.1`, `HTTP/2` or `HTTP/3`.
+    /// `HTTP/1.1`, `HTTP/2.0` or `HTTP/3.0` (as the access log writes it).
     pub protocol: String,
     /// `direct`, or `agent NAME` through the tunnel.
     pub via: String,
@@ -136,16 +136,6 @@ impl Drop for Watched {
             .lock()
             .expect("streams lock")
             .remove(&self.id);
-    }
-}
-
-/// The protocol's name as the dashboard shows it.
-pub fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
     }
 }
 

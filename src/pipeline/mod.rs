@@ -207,19 +207,16 @@ impl Gateway {
         // A film or a song: listed on the dashboard while it goes.
         let stream = response.extensions_mut().remove::<streams::Stream>();
         let watched = stream.map(|stream| {
-            let user = stream.user;
-            let upstream = site.upstream.to_string();
-            let via = match upstream.strip_prefix("tunnel:") {
-                Some(rest) => format!("agent {}", rest.split('/').next().unwrap_or(rest)),
-                None => "direct".to_string(),
-            };
             site.metrics.streams.watch(streams::StreamStatus {
                 site: site.name.clone(),
                 client: client.ip,
                 path: path.clone(),
-                user: user.map(|u| u.to_string()),
-                protocol: streams::protocol(version).to_string(),
-                via,
+                user: stream.user.map(|u| u.to_string()),
+                protocol: format!("{version:?}"),
+                via: site
+                    .upstream
+                    .agent()
+                    .map_or_else(|| "direct".to_string(), |agent| format!("agent {agent}")),
                 since: crate::timestamp::unix_now(),
                 bytes: 0,
             })

@@ -44,15 +44,7 @@ pub(super) fn bind_all(
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if addr.is_ipv6() {
-        // So that "[::]:443" and "0.0.0.0:443" can both be listed.
-        socket.set_only_v6(true)?;
-    }
+    let socket = crate::socket::for_address(addr, socket2::Type::STREAM)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

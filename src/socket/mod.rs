@@ -26,3 +26,22 @@ pub mod deadline;
 pub mod head_scan;
 pub mod proxy_protocol;
 pub mod rewind;
+
+/// A socket of `kind` (TCP or UDP) for `addr`, not yet bound: IPv6-only
+/// when `addr` is IPv6, so that `0.0.0.0:443` and `[::]:443` — the shipped
+/// listeners — can both be bound, over TCP and over QUIC alike.
+pub fn for_address(
+    addr: std::net::SocketAddr,
+    kind: socket2::Type,
+) -> std::io::Result<socket2::Socket> {
+    let protocol = if kind == socket2::Type::DGRAM {
+        socket2::Protocol::UDP
+    } else {
+        socket2::Protocol::TCP
+    };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}

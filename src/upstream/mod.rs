@@ -156,6 +156,14 @@ impl Upstream {
         matches!(self.transport, Transport::Tunnel(_))
     }
 
+    /// The agent whose tunnel requests go through; None when direct.
+    pub fn agent(&self) -> Option<&str> {
+        match &self.transport {
+            Transport::Tunnel(tunnel) => Some(&tunnel.agent),
+            Transport::Direct(_) => None,
+        }
+    }
+
     /// How long home may take to send an answer's head.
     pub fn response_timeout(&self) -> Duration {
         self.response_timeout
