@@ -470,17 +470,11 @@ async fn an_unreachable_ca_is_explained_and_handshakes_are_not_kept_waiting() {
     .expect("the handshake was kept waiting for an order that is not running");
     assert!(refused.is_err(), "a certificate was shown");
     // `status` (and the dashboard, from the same answer) says why.
-    let out = std::process::Command::new(crate::support::binary())
-        .args(["status", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
+    let (said, _) = crate::support::tunnel::cli(&["status", "-c", path.to_str().unwrap()]);
     assert!(
         said.contains("certificate: not issued yet; last order failed: ")
             && said.contains("dns error"),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{said}"
     );
     drop(process);
 }

@@ -17,10 +17,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use futures_util::StreamExt;
-
 use crate::support::origin::Origin;
-use crate::support::tunnel::{client_for, count, wait_until};
+use crate::support::tunnel::{client_for, count, token_in, wait_until, websocket_at, Agent};
 use crate::support::{binary, Process};
 
 /// The uid and gid the image runs as (its /etc/passwd).
@@ -92,12 +90,7 @@ impl Podman {
             .env("CONTAINER_ENGINE", "podman")
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = succeeded(&out);
         assert_eq!(stdout.trim(), self.image, "the build prints the image");
     }
 
@@ -147,6 +140,17 @@ impl Drop for Podman {
     }
 }
 
+/// The stdout of a command that must have succeeded.
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A folder the image's user owns.
 fn owned_folder(path: &Path) -> PathBuf {
     std::fs::create_dir_all(path).unwrap();
@@ -193,7 +197,7 @@ async fn the_edge_and_the_agent_run_as_containers_of_the_image() {
     ));
     // The token, from inside the edge's container (it finds its config).
     let https = edge.https.to_string();
-    let added = podman.run(&[
+    let token = token_in(&succeeded(&podman.run(&[
         "exec",
         &edge_name,
         "drawbridge",
@@ -202,18 +206,7 @@ async fn the_edge_and_the_agent_run_as_containers_of_the_image() {
         "home",
         "--edge",
         &https,
-    ]);
-    let printed = String::from_utf8_lossy(&added.stdout).into_owned();
-    assert!(
-        added.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    let token = printed
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("drawbridge agent enroll "))
-        .unwrap_or_else(|| panic!("no enroll line in:\n{printed}"))
-        .to_string();
+    ])));
     // Enrolled in the agent's container, as a compose file runs it: where
     // Jellyfin is comes from the environment.
     let home = owned_folder(&dir.path().join("home"));
@@ -245,38 +238,22 @@ async fn the_edge_and_the_agent_run_as_containers_of_the_image() {
         )
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&enrolled.stdout).into_owned();
+    let said = succeeded(&enrolled);
     assert!(
-        enrolled.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&enrolled.stderr)
+        said.contains("then run: the agent's container (its command: `agent`)"),
+        "{said}"
     );
-    assert!(said.contains("start the agent's container"), "{said}");
     let config = std::fs::read_to_string(home.join("agent.toml")).unwrap();
     assert!(
         config.contains(&format!("jellyfin = \"http://{}\"", origin.addr)),
         "{config}"
     );
-    let mut agent = podman
-        .container(&agent_name, &[(&home, "/etc/drawbridge")], &[], &["agent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let agent_log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        use std::io::BufRead;
-        let stderr = agent.stderr.take().unwrap();
-        let log = agent_log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
+    let mut agent = Agent::start_command(podman.container(
+        &agent_name,
+        &[(&home, "/etc/drawbridge")],
+        &[],
+        &["agent"],
+    ));
     wait_until(
         || count(&edge, "agent connected") >= 2,
         Duration::from_secs(20),
@@ -297,32 +274,10 @@ async fn the_edge_and_the_agent_run_as_containers_of_the_image() {
     assert_eq!(info.status(), 200);
     assert!(info.text().await.unwrap().contains("ServerName"));
     let ca = std::fs::read(state.join("ca/root.pem")).unwrap();
-    let tls = crate::support::tls_connect(
-        edge.https,
-        crate::support::client_config(&ca, &[b"http/1.1"]),
-        Some("jelly.test"),
-    )
-    .await
-    .unwrap();
-    let url = format!(
-        "wss://jelly.test:{}/socket?api_key={}",
-        edge.https.port(),
-        crate::support::origin::TEST_API_KEY
-    );
-    let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
-    assert_eq!(response.status(), 101);
-    let hello = ws.next().await.unwrap().unwrap();
-    assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
-    drop(ws);
+    drop(websocket_at(edge.https, &ca).await);
     // The Known proxies hint names the address Jellyfin sees the agent at.
     wait_until(
-        || {
-            agent_log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("add 127.0.0.1 to Jellyfin's Known proxies"))
-        },
+        || agent.count("add 127.0.0.1 to Jellyfin's Known proxies") == 1,
         Duration::from_secs(10),
         "the agent's Known proxies hint",
     )
@@ -331,25 +286,17 @@ async fn the_edge_and_the_agent_run_as_containers_of_the_image() {
     // Not root, either of them; the edge's health check passes.
     assert_eq!(podman.uid_of(&edge_name), IMAGE_USER);
     assert_eq!(podman.uid_of(&agent_name), IMAGE_USER);
-    let health = podman.run(&["healthcheck", "run", &edge_name]);
-    assert!(
-        health.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&health.stdout),
-        String::from_utf8_lossy(&health.stderr)
-    );
+    succeeded(&podman.run(&["healthcheck", "run", &edge_name]));
 
     // SIGTERM (`podman stop`) ends each within the grace, cleanly (a kill
     // after podman's own timeout would be 137).
     let mut edge = edge;
-    for (name, child) in [(&agent_name, &mut agent), (&edge_name, &mut edge.child)] {
+    for (name, child) in [
+        (&agent_name, &mut agent.child),
+        (&edge_name, &mut edge.child),
+    ] {
         let asked = Instant::now();
-        let stopped = podman.run(&["stop", "-t", "20", name]);
-        assert!(
-            stopped.status.success(),
-            "{}",
-            String::from_utf8_lossy(&stopped.stderr)
-        );
+        succeeded(&podman.run(&["stop", "-t", "20", name]));
         let status = child.wait().unwrap();
         let took = asked.elapsed();
         assert_eq!(

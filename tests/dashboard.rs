@@ -120,6 +120,18 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Waits (up to 10 s) until `expression` is true in the page; else
+    /// fails, saying `what` and the value of `context` as it then stood.
+    pub(crate) async fn shows(&mut self, expression: &str, what: &str, context: &str) {
+        let shown = self.until(expression).await;
+        let stood = if shown {
+            Value::Null
+        } else {
+            self.eval(context).await
+        };
+        assert!(shown, "{what}: {stood}");
+    }
+
     /// Waits (up to 10 s) until `expression` is true in the page.
     pub(crate) async fn until(&mut self, expression: &str) -> bool {
         for _ in 0..200 {
@@ -171,6 +183,16 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(answered.status(), 200);
+    // A poster, twice: the second from the edge cache.
+    for _ in 0..2 {
+        let poster = client
+            .get(gw.url("jelly.test", "/Items/abc/Images/Primary?tag=dash"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(poster.status(), 200);
+        poster.bytes().await.unwrap();
+    }
     // A path the site's deny list keeps from this address.
     let listed = client
         .get(gw.url("jelly.test", "/secret/plans"))
@@ -197,20 +219,7 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     // A film through the gate, played for a signed-in user (a long one:
     // still on its way while the page looks).
     let gated = gw.reqwest(&["gated.test"], true);
-    let signed_in: Value = gated
-        .post(gw.url("gated.test", "/Users/AuthenticateByName"))
-        .header(
-            "authorization",
-            r#"MediaBrowser Client="test", Device="d", DeviceId="1", Version="1""#,
-        )
-        .json(&json!({ "Username": "mum", "Pw": "right" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = signed_in["AccessToken"].as_str().unwrap();
+    let token = origin.seen.jellyfin.sign_in();
     let mut playing = gated
         .get(gw.url("gated.test", &format!("/bulk/64?ApiKey={token}")))
         .send()
@@ -233,34 +242,18 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
         )
         .await;
     browser.call("Page.reload", json!({})).await;
-    assert!(
-        browser
-            .until(r#"document.querySelector('#sites tr[data-site="jelly.test"] .up')?.textContent === "up""#)
-            .await,
-        "the site's home shown up: {}",
-        browser.eval("document.body.innerText").await
-    );
-    assert!(
-        browser
-            .until(r#"document.querySelector('#bans tr[data-address="127.0.0.78"] .why')?.textContent === "failed login at /Users/AuthenticateByName""#)
-            .await,
-        "the ban shown with what earned it: {}",
-        browser.eval("document.querySelector('#bans').innerText").await
-    );
-    assert!(
-        browser
-            .until(r#"document.querySelector('#sites tr[data-site="jelly.test"] .streams')?.textContent === "1""#)
-            .await,
-        "the stream in flight shown: {}",
-        browser.eval("document.body.innerText").await
-    );
-    assert!(
-        browser
-            .until(r#"document.querySelector('#sites tr[data-site="gated.test"] .gate')?.textContent === "1 refused""#)
-            .await,
-        "the gate's refusal shown: {}",
-        browser.eval("document.body.innerText").await
-    );
+    browser
+        .shows(r#"document.querySelector('#sites tr[data-site="jelly.test"] .up')?.textContent === "up""#, "the site's home shown up", "document.body.innerText")
+        .await;
+    browser
+        .shows(r#"document.querySelector('#bans tr[data-address="127.0.0.78"] .why')?.textContent === "failed login at /Users/AuthenticateByName""#, "the ban shown with what earned it", "document.querySelector('#bans').innerText")
+        .await;
+    browser
+        .shows(r#"document.querySelector('#sites tr[data-site="jelly.test"] .streams')?.textContent === "1""#, "the stream in flight shown", "document.body.innerText")
+        .await;
+    browser
+        .shows(r#"document.querySelector('#sites tr[data-site="gated.test"] .gate')?.textContent === "1 refused""#, "the gate's refusal shown", "document.body.innerText")
+        .await;
     assert_eq!(
         browser
             .eval(
@@ -288,27 +281,15 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     );
 
     // The streams now: who, what, how, how fast, for how long.
-    assert!(
-        browser
-            .until(r#"[...document.querySelectorAll('#streams tr[data-client="127.0.0.1"] .how')].some((c) => c.textContent === "HTTP/2, direct")"#)
-            .await,
-        "the film shown as a stream: {}",
-        browser.eval("document.querySelector('#streams').innerText").await
-    );
-    assert!(
-        browser
-            .until(r#"[...document.querySelectorAll('#streams .who')].some((c) => c.textContent === "127.0.0.1 (mum)")"#)
-            .await,
-        "the gated film shown with its user: {}",
-        browser.eval("document.querySelector('#streams').innerText").await
-    );
-    assert!(
-        browser
-            .until(r#"[...document.querySelectorAll('#streams .rate')].some((c) => Number(c.dataset.bytes) >= 1048576)"#)
-            .await,
-        "the bytes the film has carried: {}",
-        browser.eval("document.querySelector('#streams').innerText").await
-    );
+    browser
+        .shows(r#"[...document.querySelectorAll('#streams tr[data-client="127.0.0.1"] .how')].some((c) => c.textContent === "HTTP/2.0, direct")"#, "the film shown as a stream", "document.querySelector('#streams').innerText")
+        .await;
+    browser
+        .shows(r#"[...document.querySelectorAll('#streams .who')].some((c) => c.textContent === "127.0.0.1 (mum)")"#, "the gated film shown with its user", "document.querySelector('#streams').innerText")
+        .await;
+    browser
+        .shows(r#"[...document.querySelectorAll('#streams .rate')].some((c) => Number(c.dataset.bytes) >= 1048576)"#, "the bytes the film has carried", "document.querySelector('#streams').innerText")
+        .await;
     drop(playing);
 
     // The charts, from the process's history: the data each is drawn
@@ -318,36 +299,43 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
             r#"JSON.parse(document.querySelector('#traffic [data-site="{site}"] svg[aria-label="{label}"]').dataset.series)[0].values.at(-1)"#
         )
     };
-    assert!(
-        browser
-            .until(&format!("{} > 0", last("jelly.test", "requests")))
-            .await,
-        "requests drawn: {}",
-        browser.eval(&last("jelly.test", "requests")).await
-    );
-    assert!(
-        browser
-            .until(&format!("{} > 0", last("jelly.test", "sent")))
-            .await,
-        "the film's bytes drawn while it plays: {}",
-        browser.eval(&last("jelly.test", "sent")).await
-    );
+    browser
+        .shows(
+            &format!("{} > 0", last("jelly.test", "requests")),
+            "requests drawn",
+            &last("jelly.test", "requests"),
+        )
+        .await;
+    browser
+        .shows(
+            &format!("{} > 0", last("jelly.test", "sent")),
+            "the film's bytes drawn while it plays",
+            &last("jelly.test", "sent"),
+        )
+        .await;
     let gate_line = r#"JSON.parse(document.querySelector('#refusals svg').dataset.series).find((l) => l.name === "gate").values.at(-1)"#;
     let list_line = r#"JSON.parse(document.querySelector('#refusals svg').dataset.series).find((l) => l.name === "access_list").values.at(-1)"#;
-    assert!(
-        browser.until(&format!("{list_line} > 0")).await,
-        "the deny list's refusal drawn: {}",
-        browser
-            .eval("document.querySelector('#refusals svg').dataset.series")
-            .await
-    );
-    assert!(
-        browser.until(&format!("{gate_line} > 0")).await,
-        "the gate's refusal drawn: {}",
-        browser
-            .eval("document.querySelector('#refusals svg').dataset.series")
-            .await
-    );
+    browser
+        .shows(
+            &format!("{list_line} > 0"),
+            "the deny list's refusal drawn",
+            "document.querySelector('#refusals svg').dataset.series",
+        )
+        .await;
+    browser
+        .shows(
+            &format!("{gate_line} > 0"),
+            "the gate's refusal drawn",
+            "document.querySelector('#refusals svg').dataset.series",
+        )
+        .await;
+    browser
+        .shows(
+            "JSON.parse(document.querySelector('#cache-chart svg').dataset.series)[0].values.at(-1) > 0",
+            "the cache's hit ratio drawn",
+            "document.querySelector('#cache-chart').textContent",
+        )
+        .await;
     assert!(
         browser
             .until(r#"document.querySelectorAll('#traffic svg polyline').length === 4 && document.querySelector('#cache-chart svg') !== null"#)
@@ -420,19 +408,22 @@ async fn the_dashboard_shows_the_live_setup_and_unbans_in_a_real_browser() {
     browser
         .eval(r#"document.getElementById('ban-address').value = '127.0.0.79'; document.querySelector('#ban button').click()"#)
         .await;
-    assert!(
-        browser
-            .until(r#"document.querySelector('#bans tr[data-address="127.0.0.79"] .why')?.textContent === "by hand""#)
-            .await,
-        "the ban made by hand shown: {}",
-        browser.eval("document.querySelector('#bans').innerText").await
-    );
+    browser
+        .shows(r#"document.querySelector('#bans tr[data-address="127.0.0.79"] .why')?.textContent === "by hand""#, "the ban made by hand shown", "document.querySelector('#bans').innerText")
+        .await;
     let banned = gw
         .reqwest_from("jelly.test", "127.0.0.79")
         .get(gw.url("jelly.test", "/System/Info/Public"))
         .send()
         .await;
     assert!(banned.is_err(), "the banned address is refused: {banned:?}");
+    browser
+        .shows(
+            r#"JSON.parse(document.querySelector('#refusals svg').dataset.series).find((l) => l.name === "banned").values.at(-1) > 0"#,
+            "the banned address's refusal drawn",
+            "document.querySelector('#refusals svg').dataset.series",
+        )
+        .await;
 }
 
 /// A command must come from the dashboard itself: another Host (a page

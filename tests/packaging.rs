@@ -340,15 +340,20 @@ id drawbridge
 stat -c "config %U:%G %a" /etc/drawbridge/drawbridge.toml
 stat -c "state %U:%G %a" /var/lib/drawbridge
 ip link set lo up
+# drawbridge run -c $1 as the unit runs it (its user, CAP_NET_BIND_SERVICE
+# alone), its log in $2, once it answers on 127.0.0.1:80.
+serve() {
+  setpriv --reuid=drawbridge --regid=drawbridge --init-groups \
+    --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+    --bounding-set=-all,+net_bind_service \
+    drawbridge run -c "$1" 2>"$2" &
+  pid=$!
+  for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
+}
 printf "%s\n" "[server]" "http = [\"127.0.0.1:80\"]" "https = [\"127.0.0.1:443\"]" \
   "admin_listen = \"off\"" "[[site]]" "host = \"jelly.test\"" \
   "upstream = \"http://127.0.0.1:8096\"" "tls = \"internal\"" > /etc/drawbridge/ports.toml
-setpriv --reuid=drawbridge --regid=drawbridge --init-groups \
-  --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
-  --bounding-set=-all,+net_bind_service \
-  drawbridge run -c /etc/drawbridge/ports.toml 2>/tmp/run.log &
-pid=$!
-for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
+serve /etc/drawbridge/ports.toml /tmp/run.log
 echo "answer $(curl -s -o /dev/null -w "%{http_code}" -H "Host: jelly.test" http://127.0.0.1/)"
 grep -E "^(Uid|CapEff|CapPrm):" /proc/$pid/status || cat /tmp/run.log
 kill $pid
@@ -357,12 +362,7 @@ wait $pid || true
 # HTTPS ports too) in this namespace of the test'"'"'s own.
 printf "%s\n" "[server]" "admin_listen = \"off\"" "[[site]]" "host = \"jelly.test\"" \
   "upstream = \"http://127.0.0.1:8096\"" "tls = \"internal\"" > /etc/drawbridge/defaults.toml
-setpriv --reuid=drawbridge --regid=drawbridge --init-groups \
-  --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
-  --bounding-set=-all,+net_bind_service \
-  drawbridge run -c /etc/drawbridge/defaults.toml 2>/tmp/defaults.log &
-pid=$!
-for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
+serve /etc/drawbridge/defaults.toml /tmp/defaults.log
 v4=$(curl -s -o /dev/null -w "%{http_code}" -H "Host: jelly.test" http://127.0.0.1/)
 v6=$(curl -s -o /dev/null -w "%{http_code}" -H "Host: jelly.test" "http://[::1]/")
 echo "default listeners: $v4 $v6"

@@ -40,6 +40,22 @@ impl Agent {
     /// Starts the agent on `config`.
     pub fn start(config: &Path) -> Agent {
         let (child, stderr) = super::spawn_binary(&["agent", "-c"], config);
+        Agent::watch(child, stderr)
+    }
+
+    /// `command` (a `drawbridge agent` however started: a container of the
+    /// image too), its stderr read.
+    pub fn start_command(mut command: Command) -> Agent {
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        Agent::watch(child, stderr)
+    }
+
+    fn watch(child: Child, stderr: std::process::ChildStderr) -> Agent {
         let log = Arc::new(Mutex::new(Vec::new()));
         let keep = log.clone();
         std::thread::spawn(move || {
@@ -100,6 +116,31 @@ pub async fn wait_until(mut ready: impl FnMut() -> bool, wait: Duration, what: &
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A WebSocket of jelly.test's, through the edge at `https`.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to the fake Jellyfin's `/socket` through the edge at `https`
+/// (whose local CA is `ca`), its server's first message (ForceKeepAlive)
+/// already read.
+pub async fn websocket_at(https: SocketAddr, ca: &[u8]) -> Socket {
+    use futures_util::StreamExt;
+    let config = crate::support::client_config(ca, &[b"http/1.1"]);
+    let tls = crate::support::tls_connect(https, config, Some("jelly.test"))
+        .await
+        .unwrap();
+    let url = format!(
+        "wss://jelly.test:{}/socket?api_key={}",
+        https.port(),
+        super::origin::TEST_API_KEY
+    );
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    assert_eq!(response.status(), 101);
+    let hello = ws.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
+    ws
 }
 
 /// The edge's config text: one site, jelly.test, through the tunnel.
@@ -196,26 +237,8 @@ impl Home {
 
     /// A WebSocket to the fake Jellyfin's `/socket` through the edge, its
     /// server's first message (ForceKeepAlive) already read.
-    pub async fn websocket(
-        &self,
-    ) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>
-    {
-        use futures_util::StreamExt;
-        let ca = self.ca_pem();
-        let config = crate::support::client_config(&ca, &[b"http/1.1"]);
-        let tls = crate::support::tls_connect(self.edge.https, config, Some("jelly.test"))
-            .await
-            .unwrap();
-        let url = format!(
-            "wss://jelly.test:{}/socket?api_key={}",
-            self.edge.https.port(),
-            super::origin::TEST_API_KEY
-        );
-        let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
-        assert_eq!(response.status(), 101);
-        let hello = ws.next().await.unwrap().unwrap();
-        assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
-        ws
+    pub async fn websocket(&self) -> Socket {
+        websocket_at(self.edge.https, &self.ca_pem()).await
     }
 
     /// `https://HOST:PORT{path}` at the edge.
@@ -257,6 +280,11 @@ pub fn add_token(edge_config: &Path, name: &str, https: SocketAddr) -> String {
         "-c",
         edge_config.to_str().unwrap(),
     ]);
+    token_in(&stdout)
+}
+
+/// The token of the enrol line `tunnel add` printed in `stdout`.
+pub fn token_in(stdout: &str) -> String {
     stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("drawbridge agent enroll "))
