@@ -161,8 +161,9 @@ fn owned_folder(path: &Path) -> PathBuf {
 
 /// The edge and the agent, each a container of the image, in front of the
 /// fake Jellyfin: a request and a WebSocket reach it through the tunnel;
-/// both run as the image's user, not root; the edge's health check passes;
-/// each stops on SIGTERM within the shutdown grace, exiting 0.
+/// both run as the image's user, not root; the edge's health check passes
+/// and SIGHUP reloads it; each stops on SIGTERM within the shutdown grace,
+/// exiting 0.
 #[tokio::test]
 async fn the_edge_and_the_agent_run_as_containers_of_the_image() {
     let Some(podman) = Podman::here() else {
@@ -287,6 +288,14 @@ async fn the_edge_and_the_agent_run_as_containers_of_the_image() {
     assert_eq!(podman.uid_of(&edge_name), IMAGE_USER);
     assert_eq!(podman.uid_of(&agent_name), IMAGE_USER);
     succeeded(&podman.run(&["healthcheck", "run", &edge_name]));
+    // SIGHUP to the container (drawbridge is its PID 1) reloads the config.
+    succeeded(&podman.run(&["kill", "--signal", "HUP", &edge_name]));
+    wait_until(
+        || count(&edge, "config reloaded") == 1,
+        Duration::from_secs(10),
+        "the edge's reload",
+    )
+    .await;
 
     // SIGTERM (`podman stop`) ends each within the grace, cleanly (a kill
     // after podman's own timeout would be 137).
