@@ -340,8 +340,13 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
     );
     let listed = bans_cli(&path, &["list"]).0;
     assert!(
-        listed.starts_with("127.0.0.16\tsite jelly.test\tfailed logins 3\tsince 20"),
-        "{listed}"
+        listed.starts_with("127.0.0.16\tsite jelly.test\tfailed logins 3\tsince 20")
+            && listed
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with("\tfailed login at /Users/AuthenticateByName"),
+        "what earned it, kept across the restart: {listed}"
     );
     let json: serde_json::Value =
         serde_json::from_str(&bans_cli(&path, &["list", "--json"]).0).unwrap();
@@ -369,6 +374,7 @@ async fn a_ban_outlives_a_restart_and_is_lifted_by_the_cli() {
     let manual = &json[1];
     assert_eq!(manual["address"], "127.0.0.17");
     assert_eq!(manual["site"], "manual");
+    assert_eq!(manual["reason"], "by hand");
     let length = manual["until"].as_u64().unwrap() - manual["since"].as_u64().unwrap();
     assert!((7_190..=7_210).contains(&length), "2h: {length}");
     assert_eq!(
