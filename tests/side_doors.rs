@@ -409,6 +409,12 @@ async fn guessing_tokens_ends_in_a_ban_and_checks_are_bounded() {
         }
     }
     assert_eq!(refused, 3, "banned after the third bad token");
+    let bans = gw.bans();
+    assert_eq!(
+        (bans[0].address.as_str(), bans[0].reason.as_str()),
+        ("127.0.0.33", "a token Jellyfin refused, at video_stream"),
+        "what earned the ban, and where"
+    );
     assert_eq!(
         status(&gw, Proto::H1, "127.0.0.33", "/web/index.html", &[])
             .await

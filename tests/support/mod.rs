@@ -191,6 +191,11 @@ impl TestGateway {
         .await;
     }
 
+    /// The bans in force now, as `bans list` shows them.
+    pub fn bans(&self) -> Vec<drawbridge::guard::ban::StoredBan> {
+        self.guard.bans.list(tokio::time::Instant::now())
+    }
+
     /// Starts the shutdown, as SIGTERM does.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
