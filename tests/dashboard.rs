@@ -597,3 +597,28 @@ async fn the_dashboard_shows_the_agent_its_round_trip_and_throughput() {
         "{shown}"
     );
 }
+
+/// A certificate whose order failed: the page says so, with when and why,
+/// beside the site (here the first order: no certificate yet).
+#[tokio::test]
+async fn the_dashboard_shows_a_failed_certificate_order_and_why() {
+    let gw = TestGateway::start(
+        "[acme]\ndirectory = \"https://acme-directory.invalid/dir\"\n\n\
+         [[site]]\nhost = \"jelly.example.com\"\nupstream = \"http://127.0.0.1:9\"\ngate = \"off\"\n",
+    )
+    .await;
+    let admin = gw.admin.unwrap();
+    let Some(mut browser) = Browser::open(&format!("http://{admin}/")).await else {
+        panic!("chromium is not installed (.ci/run installs Debian's)");
+    };
+    let certificate = r#"document.querySelector('#sites tr[data-site="jelly.example.com"] .certificate')?.textContent ?? """#;
+    browser
+        .shows(
+            &format!(
+                "({certificate}).startsWith('not issued yet; renewal failed ') && ({certificate}).includes('dns error')"
+            ),
+            "the failed order shown, with why",
+            "document.querySelector('#sites').innerText",
+        )
+        .await;
+}
