@@ -238,6 +238,7 @@ fn scrape(sources: &Sources) -> String {
         }
     }
     metrics.set_tunnels(&agents);
+    metrics.set_wireguard(&process.wireguard.status(), process.wireguard.refused());
     metrics.set_handshake_failures(process.handshake_failures.totals());
     metrics.set_certificate_expiries(&process.certificates.expiries());
     metrics.set_guard_events(&process.guard.events.totals());

@@ -83,3 +83,4 @@ pub mod tunnel;
 pub mod upstream;
 pub mod webroot;
 pub mod websocket;
+pub mod wireguard;

@@ -22,7 +22,8 @@ mod cli;
 
 use cli::admin::{bans, purge, status, BansAction, CacheAction};
 use cli::tunnel::{AgentAction, TunnelAction};
-use cli::{check, doctor, tunnel};
+use cli::wireguard::WireguardAction;
+use cli::{check, doctor, tunnel, wireguard};
 
 /// Put a home media server on the internet safely: TLS, HTTP/2, WebSocket,
 /// streaming, security headers and a closed door for unknown names.
@@ -65,6 +66,14 @@ enum CliCommand {
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: TunnelAction,
+    },
+    /// Home routers that speak WireGuard themselves (no software at home).
+    Wireguard {
+        /// The config file, for its state_dir and [wireguard] (default: $DRAWBRIDGE_CONFIG, ./drawbridge.toml, /etc/drawbridge/drawbridge.toml).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: WireguardAction,
     },
     /// Run the home end of the tunnel (or `agent enroll TOKEN` once first).
     Agent {
@@ -139,6 +148,9 @@ fn main() -> ExitCode {
         CliCommand::Tunnel { config, action } => {
             with_config(config.as_deref(), |config| tunnel::command(config, &action))
         }
+        CliCommand::Wireguard { config, action } => with_config(config.as_deref(), |config| {
+            wireguard::command(config, &action)
+        }),
         CliCommand::Agent { config, action } => {
             report(tunnel::agent(config.as_deref(), action.as_ref()))
         }

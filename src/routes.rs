@@ -147,6 +147,8 @@ pub struct Process<'a> {
     pub guard: &'a Arc<Guard>,
     /// The tunnel's links.
     pub hub: &'a Arc<Hub>,
+    /// The router's own WireGuard.
+    pub wireguard: &'a Arc<crate::wireguard::Wireguard>,
     /// The process's metrics.
     pub metrics: &'a Metrics,
     /// What the gates remember, across reloads.
@@ -158,6 +160,7 @@ impl Site {
         let Process {
             guard,
             hub,
+            wireguard,
             metrics,
             gate,
         } = *process;
@@ -192,7 +195,7 @@ impl Site {
         let metrics = metrics.site(&site.name());
         Site {
             name: site.name(),
-            upstream: Upstream::new(site, hub, metrics.health.clone()),
+            upstream: Upstream::new(site, hub, wireguard, metrics.health.clone()),
             metrics,
             gate,
             https_redirect: site.https_redirect,
@@ -235,6 +238,7 @@ mod tests {
         let process = Process {
             guard: &guard,
             hub: &hub,
+            wireguard: &crate::wireguard::Wireguard::new(&config),
             metrics: &crate::metrics::Metrics::new(),
             gate: &crate::gate::memory(&config.gate),
         };

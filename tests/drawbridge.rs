@@ -45,3 +45,4 @@ mod upstream_faults;
 mod upstream_flood;
 mod upstream_tls;
 mod websocket;
+mod wireguard;

@@ -63,6 +63,11 @@ pub enum Command {
     /// Read the tunnel register again (after `tunnel remove`): connections
     /// of removed agents close at once.
     TunnelReload,
+    /// The WireGuard home peers and what the device knows of them.
+    WireguardList,
+    /// Read the WireGuard register again (after `wireguard add`, `rotate`
+    /// or `remove`): a removed or rotated key stops working at once.
+    WireguardReload,
     /// Drop cached responses whose key starts with `prefix` (all when empty).
     CachePurge {
         /// `host/path` prefix.
@@ -84,6 +89,8 @@ pub enum Reply {
     Purged(u64),
     /// The enrolled agents and their connections.
     Tunnels(Vec<AgentStatus>),
+    /// The WireGuard home peers.
+    Wireguard(Vec<crate::wireguard::PeerStatus>),
     /// Done.
     Done,
     /// What the running process is doing.
@@ -219,6 +226,11 @@ pub async fn execute(command: Command, sources: &Sources) -> Reply {
         Command::TunnelList => Reply::Tunnels(hub.status()),
         Command::TunnelReload => {
             hub.reload();
+            Reply::Done
+        }
+        Command::WireguardList => Reply::Wireguard(process.wireguard.status()),
+        Command::WireguardReload => {
+            process.wireguard.reload().await;
             Reply::Done
         }
         Command::CachePurge { prefix } => match cache.purge(&prefix) {

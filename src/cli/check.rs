@@ -195,6 +195,23 @@ fn would_refuse(config: &Config) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
             warnings.push(config.diagnostic(None, "[guard] nftables needs the CAP_NET_ADMIN capability, which this shell does not have: the systemd unit's drop-in grants it (docs/operations.md); without it bans hold in drawbridge only"));
         }
     }
+    let wireguard = config.sites.iter().any(|s| {
+        matches!(
+            s.upstream,
+            drawbridge::config::UpstreamTarget::Wireguard { .. }
+        )
+    });
+    if wireguard {
+        if !has_capability(12) {
+            warnings.push(config.diagnostic(None, "`wireguard:` upstreams need the CAP_NET_ADMIN capability for drawbridge's TUN device, which this shell does not have: the systemd unit's WireGuard drop-in grants it (docs/operations.md); without it those sites answer 502"));
+        }
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            warnings.push(config.diagnostic(None, "`wireguard:` upstreams need /dev/net/tun, which this machine (or container) does not have; without it those sites answer 502"));
+        }
+        if std::process::Command::new("ip").arg("-V").output().is_err() {
+            warnings.push(config.diagnostic(None, "`wireguard:` upstreams outside the tunnel network need the `ip` command (apt install iproute2) to route them into the TUN"));
+        }
+    }
     (refusals, warnings)
 }
 

@@ -10,6 +10,12 @@ use drawbridge::tunnel::register::Register;
 pub fn quiet_mistakes(config: &Config) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
     let known = Register::new(&config.server.state_dir).known_names();
+    let peers: Vec<String> = drawbridge::wireguard::register::Peers::new(&config.server.state_dir)
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     for (site, places) in config.sites.iter().zip(&config.places.sites) {
         let upstream = places.upstream.or(Some(places.site));
         if site.upstream.plain_to_public() {
@@ -20,6 +26,9 @@ pub fn quiet_mistakes(config: &Config) -> Vec<Diagnostic> {
             )));
         }
         if let Some(word) = unknown_agent(site, &known) {
+            warnings.push(config.diagnostic(upstream, word));
+        }
+        if let Some(word) = unknown_peer(site, &peers) {
             warnings.push(config.diagnostic(upstream, word));
         }
         if let Some(word) = foreign_certificate(site) {
@@ -38,6 +47,17 @@ pub fn quiet_mistakes(config: &Config) -> Vec<Diagnostic> {
         }
     }
     warnings
+}
+
+/// A `wireguard:NAME/…` whose NAME no peer is registered under: every
+/// request would get 502.
+fn unknown_peer(site: &SiteConfig, peers: &[String]) -> Option<String> {
+    let UpstreamTarget::Wireguard { peer, .. } = &site.upstream else {
+        return None;
+    };
+    (!peers.contains(peer)).then(|| {
+        format!("no WireGuard peer called `{peer}` is registered here: `drawbridge wireguard add {peer}` makes its keys and prints the router's config (`drawbridge wireguard list` shows them)")
+    })
 }
 
 /// A `tunnel:NAME/…` whose NAME no agent is enrolled under and no token

@@ -6,3 +6,4 @@ pub mod check;
 pub mod doctor;
 pub mod findings;
 pub mod tunnel;
+pub mod wireguard;

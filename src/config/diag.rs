@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::raw::{
     ACME_KEYS, CACHE_KEYS, GATE_KEYS, GUARD_KEYS, LIMITS_KEYS, LOG_KEYS, PATH_KEYS, SERVER_KEYS,
-    SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS,
+    SITE_KEYS, TLS_FILE_KEYS, TOP_KEYS, WIREGUARD_KEYS,
 };
 
 /// One config error with the place it points at.
@@ -97,6 +97,7 @@ impl<'a> Reporter<'a> {
                 "guard" => self.table_keys(value, "[guard]", GUARD_KEYS, &mut dirty),
                 "cache" => self.table_keys(value, "[cache]", CACHE_KEYS, &mut dirty),
                 "gate" => self.table_keys(value, "[gate]", GATE_KEYS, &mut dirty),
+                "wireguard" => self.table_keys(value, "[wireguard]", WIREGUARD_KEYS, &mut dirty),
                 "site" => {
                     if let DeValue::Array(sites) = value.get_ref() {
                         for site in sites {

@@ -12,6 +12,7 @@ mod site;
 mod units;
 mod upstream;
 mod validate;
+mod wireguard;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use site::{
 };
 pub use units::{parse_duration, parse_size};
 pub use upstream::{valid_agent_name, UpstreamAddr, UpstreamTarget, UpstreamTls};
+pub use wireguard::WireguardConfig;
 
 /// Everything drawbridge runs from.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The side-door gate's memory and bounds.
     pub gate: GateConfig,
+    /// The WireGuard responder for home routers.
+    pub wireguard: WireguardConfig,
     /// The sites, in file order.
     pub sites: Vec<SiteConfig>,
     /// Where some values were written, for what `check` finds after

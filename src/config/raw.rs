@@ -9,7 +9,24 @@ use toml::Spanned;
 
 /// Known keys of the top-level table.
 pub const TOP_KEYS: &[&str] = &[
-    "server", "limits", "log", "acme", "guard", "cache", "gate", "site",
+    "server",
+    "limits",
+    "log",
+    "acme",
+    "guard",
+    "cache",
+    "gate",
+    "wireguard",
+    "site",
+];
+/// Known keys of `[wireguard]`.
+pub const WIREGUARD_KEYS: &[&str] = &[
+    "listen",
+    "address",
+    "endpoint",
+    "keepalive",
+    "mtu",
+    "interface",
 ];
 /// Known keys of `[gate]`.
 pub const GATE_KEYS: &[&str] = &[
@@ -285,4 +302,16 @@ pub struct RawGate {
     pub check_burst: Option<Spanned<u32>>,
     pub max_checks: Option<Spanned<u32>>,
     pub max_remembered: Option<Spanned<u32>>,
+}
+
+/// `[wireguard]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWireguard {
+    pub listen: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    pub endpoint: Option<Spanned<String>>,
+    pub keepalive: Option<Spanned<String>>,
+    pub mtu: Option<Spanned<u32>>,
+    pub interface: Option<Spanned<String>>,
 }

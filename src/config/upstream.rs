@@ -1,6 +1,7 @@
 //! A site's upstream as the config names it: an HTTP server reached
-//! directly (`http://`, `https://` with its certificate check) or an agent's
-//! service through the tunnel (`tunnel:AGENT/SERVICE`).
+//! directly (`http://`, `https://` with its certificate check), an agent's
+//! service through the tunnel (`tunnel:AGENT/SERVICE`), or an address at home
+//! through the home router's WireGuard (`wireguard:PEER/http://…`).
 
 use std::path::PathBuf;
 
@@ -26,6 +27,14 @@ pub enum UpstreamTarget {
         agent: String,
         /// The service, as the agent's `[services]` names it.
         service: String,
+    },
+    /// An address at home reached through the home router's own WireGuard
+    /// (`wireguard:PEER/http://ADDRESS:PORT`).
+    Wireguard {
+        /// The peer's name (`drawbridge wireguard add NAME`).
+        peer: String,
+        /// Jellyfin's address as the peer routes it (an IP literal).
+        addr: UpstreamAddr,
     },
 }
 
@@ -82,6 +91,9 @@ impl std::fmt::Display for UpstreamTarget {
                 }
             }
             UpstreamTarget::Tunnel { agent, service } => write!(f, "tunnel:{agent}/{service}"),
+            UpstreamTarget::Wireguard { peer, addr } => {
+                write!(f, "wireguard:{peer}/{}", UpstreamTarget::Http(addr.clone()))
+            }
         }
     }
 }

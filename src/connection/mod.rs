@@ -63,6 +63,8 @@ pub struct Shared {
     pub tasks: tokio_util::task::TaskTracker,
     /// The tunnel's door and hub: agents knock on clients' connections.
     pub edge: Arc<Edge>,
+    /// The router's own WireGuard (`wireguard:` upstreams).
+    pub wireguard: Arc<crate::wireguard::Wireguard>,
     /// The process's metrics (connections by protocol).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What the side-door gates remember (tokens, addresses), kept across
@@ -201,6 +203,7 @@ impl Shared {
         crate::routes::Process {
             guard: &self.guard,
             hub: &self.edge.hub,
+            wireguard: &self.wireguard,
             metrics: &self.metrics,
             gate: &self.gate,
         }

@@ -88,6 +88,9 @@ pub struct Metrics {
     pub cache: [Counter<u64, AtomicU64>; 4],
     /// Tunnel connections up per agent, set when scraped.
     tunnels: Family<AgentLabel, Gauge>,
+    /// WireGuard home peers: up, handshake age, bytes each way; and the
+    /// packets the fence refused. Set when scraped.
+    wireguard: scraped::WireguardFamilies,
     handshake_failures: Family<ReasonLabel, Counter>,
     certificate_expiry: Family<SiteLabel, Gauge>,
     per_site: PerSite,
@@ -232,6 +235,7 @@ impl Metrics {
             "Tunnel connections up, by agent",
             Family::default(),
         );
+        let wireguard = scraped::WireguardFamilies::register(r);
         let handshake_failures = add(
             r,
             "tls_handshake_failures",
@@ -293,6 +297,7 @@ impl Metrics {
             bans,
             cache,
             tunnels,
+            wireguard,
             handshake_failures,
             certificate_expiry,
             per_site,

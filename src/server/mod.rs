@@ -117,6 +117,8 @@ impl Server {
         let guard = Guard::new(&config.guard, &config.server.state_dir, kill.clone())?;
         let edge = Arc::new(Edge::open(&config.server.state_dir)?);
         let gate_memory = crate::gate::memory(&config.gate);
+        let wireguard = crate::wireguard::Wireguard::new(&config);
+        wireguard.apply(&config).await;
         edge.set_open(reload::uses_the_tunnel(&config));
         let metrics = Arc::new(Metrics::new());
         let admin = match config.server.admin_listen {
@@ -130,6 +132,7 @@ impl Server {
                 &crate::routes::Process {
                     guard: &guard,
                     hub: &edge.hub,
+                    wireguard: &wireguard,
                     metrics: &metrics,
                     gate: &gate_memory,
                 },
@@ -159,6 +162,7 @@ impl Server {
             quic: Arc::default(),
             tasks: TaskTracker::new(),
             edge,
+            wireguard,
             metrics,
             gate: gate_memory,
         });

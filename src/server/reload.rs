@@ -64,6 +64,9 @@ impl Reloader {
         if config.server.quic != old.server.quic {
             return Err(ServerError::NeedsRestart("[server] quic"));
         }
+        if config.wireguard != old.wireguard {
+            return Err(ServerError::NeedsRestart("[wireguard]"));
+        }
         if config.server.user != old.server.user {
             return Err(ServerError::NeedsRestart("[server] user"));
         }
@@ -86,6 +89,7 @@ impl Reloader {
                 "an upstream given by host name (DNS was not started)",
             ));
         }
+        process.wireguard.apply(&config).await;
         let routes = Routes::build(&config, &process.for_routes());
         process.edge.set_open(uses_the_tunnel(&config));
         routes.start_background(

@@ -33,6 +33,30 @@ pub(super) struct Direct {
     pub(super) port: u16,
     /// Set for an `https://` upstream.
     pub(super) tls: Option<UpstreamTlsConfig>,
+    /// Set when home is reached through the router's WireGuard.
+    pub(super) through: Option<Through>,
+}
+
+/// The home peer a `wireguard:` upstream goes through.
+#[derive(Debug)]
+pub(super) struct Through {
+    pub(super) wireguard: Arc<crate::wireguard::Wireguard>,
+    pub(super) peer: String,
+}
+
+/// A TCP connection to `addr`; through WireGuard, from a socket bound to
+/// the TUN, so it can leave by no other way whatever the routes say.
+async fn connect(addr: SocketAddr, device: Option<String>) -> io::Result<TcpStream> {
+    let Some(device) = device else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket2::SockRef::from(&socket).bind_device(Some(device.as_bytes()))?;
+    socket.connect(addr).await
 }
 
 impl Direct {
@@ -60,6 +84,19 @@ impl Direct {
     /// answer, alternating families; the first to connect wins.
     pub(super) async fn dial(&self, connect_timeout: Duration) -> io::Result<TcpStream> {
         let port = self.port;
+        if let Some(through) = &self.through {
+            // A silent peer: at once, not after `connect_timeout`.
+            if !through.wireguard.is_up(&through.peer) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    format!("WireGuard peer `{}` has not been heard from", through.peer),
+                ));
+            }
+        }
+        let device = self
+            .through
+            .as_ref()
+            .map(|t| t.wireguard.interface().to_string());
         let attempts = async {
             let ips = self.addresses.resolved(connect_timeout).await?;
             let mut queue = interleaved(&ips).into_iter();
@@ -67,7 +104,7 @@ impl Direct {
             let mut last = io::Error::from(io::ErrorKind::NotFound);
             loop {
                 if let Some(ip) = queue.next() {
-                    racing.spawn(TcpStream::connect(SocketAddr::new(ip, port)));
+                    racing.spawn(connect(SocketAddr::new(ip, port), device.clone()));
                 } else if racing.is_empty() {
                     return Err(last);
                 }

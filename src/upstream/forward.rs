@@ -70,6 +70,9 @@ impl Upstream {
         client: IpAddr,
         response_timeout: Duration,
     ) -> Result<(Response<Incoming>, Hold), ProxyError> {
+        if let Some(silent) = self.silent_peer() {
+            return Err(silent);
+        }
         let deadline = Deadline::after(self.response_timeout, client);
         let busy = |busy| self.classify(Failure::Busy(busy));
         let share = self.limit.share(client, &deadline).await.map_err(busy)?;

@@ -84,6 +84,18 @@ impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.transport {
             Transport::Tunnel(tunnel) => write!(f, "tunnel:{}/{}", tunnel.agent, tunnel.service),
+            Transport::Direct(Direct {
+                through: Some(through),
+                tls,
+                ..
+            }) => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                write!(
+                    f,
+                    "wireguard:{}/{scheme}://{}",
+                    through.peer, self.authority
+                )
+            }
             Transport::Direct(Direct { tls: Some(_), .. }) => {
                 write!(f, "https://{}", self.authority)
             }
@@ -95,23 +107,37 @@ impl fmt::Display for Upstream {
 impl Upstream {
     /// The upstream of `site`, with an empty pool; a tunnel target goes
     /// through `hub`; whether home answers is recorded in `health`.
-    pub fn new(site: &SiteConfig, hub: &Arc<Hub>, health: Health) -> Upstream {
+    pub fn new(
+        site: &SiteConfig,
+        hub: &Arc<Hub>,
+        wireguard: &Arc<crate::wireguard::Wireguard>,
+        health: Health,
+    ) -> Upstream {
+        let direct = |addr: &crate::config::UpstreamAddr, through: Option<dial::Through>| {
+            let (addresses, name) = match addr.host.parse::<IpAddr>() {
+                Ok(ip) => (Addresses::fixed(ip), None),
+                Err(_) => (Addresses::unresolved(), Some(addr.host.clone())),
+            };
+            Transport::Direct(Direct {
+                addresses,
+                name,
+                port: addr.port,
+                tls: addr
+                    .tls
+                    .as_ref()
+                    .map(|how| tls::UpstreamTlsConfig::new(&addr.host, how)),
+                through,
+            })
+        };
         let transport = match &site.upstream {
-            UpstreamTarget::Http(addr) => {
-                let (addresses, name) = match addr.host.parse::<IpAddr>() {
-                    Ok(ip) => (Addresses::fixed(ip), None),
-                    Err(_) => (Addresses::unresolved(), Some(addr.host.clone())),
-                };
-                Transport::Direct(Direct {
-                    addresses,
-                    name,
-                    port: addr.port,
-                    tls: addr
-                        .tls
-                        .as_ref()
-                        .map(|how| tls::UpstreamTlsConfig::new(&addr.host, how)),
-                })
-            }
+            UpstreamTarget::Http(addr) => direct(addr, None),
+            UpstreamTarget::Wireguard { peer, addr } => direct(
+                addr,
+                Some(dial::Through {
+                    wireguard: wireguard.clone(),
+                    peer: peer.clone(),
+                }),
+            ),
             UpstreamTarget::Tunnel { agent, service } => Transport::Tunnel(Tunnel {
                 hub: hub.clone(),
                 agent: agent.clone(),
@@ -119,10 +145,14 @@ impl Upstream {
             }),
         };
         let authority = match &site.upstream {
-            UpstreamTarget::Http(addr) if addr.host.contains(':') => {
+            UpstreamTarget::Http(addr) | UpstreamTarget::Wireguard { addr, .. }
+                if addr.host.contains(':') =>
+            {
                 format!("[{}]:{}", addr.host, addr.port)
             }
-            UpstreamTarget::Http(addr) => format!("{}:{}", addr.host, addr.port),
+            UpstreamTarget::Http(addr) | UpstreamTarget::Wireguard { addr, .. } => {
+                format!("{}:{}", addr.host, addr.port)
+            }
             tunnel => tunnel.to_string(),
         };
         Upstream {
@@ -201,6 +231,11 @@ impl Upstream {
         request: Request<Body>,
         client: IpAddr,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
+        if let Some(silent) = self.silent_peer() {
+            let silent = Err(silent);
+            self.record(&silent, Duration::ZERO);
+            return silent;
+        }
         let deadline = Deadline::after(self.response_timeout, client);
         let share = self
             .limit
@@ -275,6 +310,26 @@ impl Upstream {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout),
         }
+    }
+
+    /// A `wireguard:` upstream whose peer has gone silent: a 502 at once,
+    /// rather than a request sent on a pooled connection into a tunnel
+    /// nobody answers (a connect timeout or a response timeout later).
+    fn silent_peer(&self) -> Option<ProxyError> {
+        let Transport::Direct(Direct {
+            through: Some(through),
+            ..
+        }) = &self.transport
+        else {
+            return None;
+        };
+        (!through.wireguard.is_up(&through.peer)).then(|| ProxyError::UpstreamConnect {
+            addr: self.authority.clone(),
+            source: io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("WireGuard peer `{}` has not been heard from", through.peer),
+            ),
+        })
     }
 
     fn classify(&self, failure: Failure) -> ProxyError {

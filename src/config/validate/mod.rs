@@ -12,7 +12,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Reporter};
-use super::raw::{RawAcme, RawCache, RawGate, RawGuard, RawLimits, RawLog, RawServer, RawSite};
+use super::raw::{
+    RawAcme, RawCache, RawGate, RawGuard, RawLimits, RawLog, RawServer, RawSite, RawWireguard,
+};
 use super::{Config, Places, ServerConfig};
 
 /// Validates `text` (read from `path`) into a `Config`, or returns every error.
@@ -49,6 +51,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
     let mut raw_guard = RawGuard::default();
     let mut raw_cache = RawCache::default();
     let mut raw_gate = RawGate::default();
+    let mut raw_wireguard = RawWireguard::default();
     let mut raw_sites = Vec::new();
     for (key, value) in root.into_inner() {
         if dirty.contains(&value.span()) {
@@ -65,6 +68,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
             "guard" => raw_guard = v.section(value).unwrap_or_default(),
             "cache" => raw_cache = v.section(value).unwrap_or_default(),
             "gate" => raw_gate = v.section(value).unwrap_or_default(),
+            "wireguard" => raw_wireguard = v.section(value).unwrap_or_default(),
             "site" => raw_sites = v.sites(value, &dirty),
             _ => {}
         }
@@ -88,6 +92,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
     }
     let cache = v.cache(raw_cache);
     let gate = v.gate(raw_gate);
+    let wireguard = v.wireguard(raw_wireguard);
     let sites = v.all_sites(raw_sites, &acme);
     if sites.is_empty() && v.report.errors.is_empty() {
         v.report.at(
@@ -106,6 +111,7 @@ pub fn checked(path: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
         guard,
         cache,
         gate,
+        wireguard,
         sites,
         places: v.places,
     };
@@ -116,6 +122,7 @@ mod sections;
 mod site;
 mod upstream;
 mod values;
+mod wireguard;
 
 struct Validator<'a> {
     report: Reporter<'a>,

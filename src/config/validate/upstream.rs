@@ -22,6 +22,30 @@ impl Validator<'_> {
             );
             None
         };
+        if let Some(rest) = text.strip_prefix("wireguard:") {
+            let Some((peer, url)) = rest
+                .split_once('/')
+                .filter(|(peer, _)| crate::config::valid_agent_name(peer))
+            else {
+                return fail(
+                    self,
+                    "is not a WireGuard target: the peer's name (a-z, 0-9, - and _), a slash, and Jellyfin's address at home, like \"wireguard:home/http://192.168.1.10:8096\"",
+                );
+            };
+            let url = Spanned::new(raw.span(), url.to_string());
+            return match self.upstream(&url, pin, ca)? {
+                UpstreamTarget::Http(addr) if addr.host.parse::<std::net::IpAddr>().is_ok() => {
+                    Some(UpstreamTarget::Wireguard {
+                        peer: peer.to_string(),
+                        addr,
+                    })
+                }
+                _ => fail(
+                    self,
+                    "names a host by name: through WireGuard the edge asks no DNS, give Jellyfin's IP address at home",
+                ),
+            };
+        }
         if let Some(rest) = text.strip_prefix("tunnel:") {
             let named = rest.split_once('/').filter(|(agent, service)| {
                 crate::config::valid_agent_name(agent) && valid_service(service)
@@ -43,7 +67,12 @@ impl Validator<'_> {
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return fail(self, "must start with http://, https:// or tunnel:"),
+            _ => {
+                return fail(
+                    self,
+                    "must start with http://, https://, tunnel: or wireguard:",
+                )
+            }
         };
         let tls = match (https, pin, ca) {
             (_, Some(pin), Some(_)) => {

@@ -1,0 +1,554 @@
+//! The router's own WireGuard (`wireguard:PEER/http://…`), in network
+//! namespaces the test makes: the edge in one, a home router in another
+//! running Debian's `wireguard-go` with the very file `drawbridge wireguard
+//! add` printed (`wg-quick up`), and the fake Jellyfin on the router's LAN
+//! side (the test's own namespace, on a LAN link of its own). The edge has
+//! no route to that LAN but the TUN. Root only (CI runs so).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+
+use crate::support::binary;
+use crate::support::origin::{video_byte, Origin, TEST_API_KEY};
+use crate::support::tunnel::{cli, rss_kib, wait_until};
+
+const EDGE: &str = "198.18.214.2:8080";
+const EDGE_WG: &str = "198.18.213.1:51820";
+const JELLYFIN: &str = "192.168.213.10";
+
+/// Sends what is not WireGuard's, and an initiation nobody could have made,
+/// to the edge's port; prints whether anything came back within a second.
+const STRANGERS: &str = "import socket, os
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+for p in [os.urandom(32), bytes([1, 0, 0, 0]) + os.urandom(144), bytes([4, 0, 0, 0]) + os.urandom(60)]:
+    s.sendto(p, ('198.18.213.1', 51820))
+try:
+    s.recv(2048)
+    print('answered')
+except socket.timeout:
+    print('silent')
+";
+
+/// The namespaces and links, removed on drop.
+struct Net {
+    edge: String,
+    router: String,
+    client_link: String,
+    lan_link: String,
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Net {
+    fn make() -> Net {
+        let n = std::process::id() % 100_000;
+        let net = Net {
+            edge: format!("dbwge{n}"),
+            router: format!("dbwgr{n}"),
+            client_link: format!("dbwc{n}"),
+            lan_link: format!("dbwl{n}"),
+        };
+        let (e, r) = (net.edge.as_str(), net.router.as_str());
+        for step in [
+            format!("ip netns add {e}"),
+            format!("ip netns add {r}"),
+            format!("ip -n {e} link set lo up"),
+            format!("ip -n {r} link set lo up"),
+            // The client's side of the internet: this namespace to the edge.
+            format!(
+                "ip link add {} type veth peer name c0 netns {e}",
+                net.client_link
+            ),
+            format!("ip addr add 198.18.214.1/30 dev {}", net.client_link),
+            format!("ip link set {} up", net.client_link),
+            format!("ip -n {e} addr add 198.18.214.2/30 dev c0"),
+            format!("ip -n {e} link set c0 up"),
+            // The home's side: the edge to the router.
+            format!("ip -n {e} link add i0 type veth peer name i0 netns {r}"),
+            format!("ip -n {e} addr add 198.18.213.1/24 dev i0"),
+            format!("ip -n {e} link set i0 up"),
+            format!("ip -n {r} addr add 198.18.213.2/24 dev i0"),
+            format!("ip -n {r} link set i0 up"),
+            format!("ip netns exec {r} sysctl -qw net.ipv4.conf.i0.promote_secondaries=1"),
+            // The home LAN: the router to Jellyfin (here).
+            format!(
+                "ip link add {} type veth peer name l0 netns {r}",
+                net.lan_link
+            ),
+            format!("ip addr add {JELLYFIN}/24 dev {}", net.lan_link),
+            format!("ip link set {} up", net.lan_link),
+            format!("ip -n {r} addr add 192.168.213.1/24 dev l0"),
+            format!("ip -n {r} link set l0 up"),
+            format!("ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1"),
+            // Jellyfin's host answers the tunnel's addresses by its router.
+            format!(
+                "ip route add 10.213.0.0/24 via 192.168.213.1 dev {}",
+                net.lan_link
+            ),
+        ] {
+            run(&step.split(' ').collect::<Vec<_>>());
+        }
+        net
+    }
+
+    fn in_ns(&self, ns: &str, args: &[&str]) -> Output {
+        let mut all = vec!["ip", "netns", "exec", ns];
+        all.extend_from_slice(args);
+        Command::new(all[0]).args(&all[1..]).output().unwrap()
+    }
+
+    fn router(&self, args: &[&str]) -> Output {
+        self.in_ns(&self.router, args)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.edge, &self.router] {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).output();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        for link in [&self.client_link, &self.lan_link] {
+            let _ = Command::new("ip").args(["link", "del", link]).output();
+        }
+    }
+}
+
+/// The edge's config: one site through the peer `home`.
+fn edge_config(dir: &Path, jellyfin: SocketAddr) -> PathBuf {
+    let path = dir.join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhttp = [\"0.0.0.0:8080\"]\nhttps = []\nstate_dir = \"{}\"\nadmin_listen = \"127.0.0.1:9100\"\n\n[log]\naccess = \"off\"\n\n[wireguard]\nlisten = \"0.0.0.0:51820\"\naddress = \"10.213.0.1/24\"\nendpoint = \"{EDGE_WG}\"\nkeepalive = \"2s\"\n\n[[site]]\nhost = \"jelly.test\"\nupstream = \"wireguard:home/http://{jellyfin}\"\ngate = \"off\"\nhttps_redirect = false\nmax_body = \"30MiB\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `drawbridge wireguard ACTION home`, its file written where `wg-quick`
+/// takes it (the interface is named after the file).
+fn home_file(config: &Path, action: &str, file: &Path) -> String {
+    let c = config.to_str().unwrap();
+    let (stdout, stderr) = cli(&["wireguard", "-c", c, action, "home"]);
+    std::fs::write(file, &stdout).unwrap();
+    stderr
+}
+
+fn wg_quick(net: &Net, up: &str, file: &Path) {
+    let out = net.router(&["wg-quick", up, file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "wg-quick {up}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn listed(config: &Path) -> String {
+    cli(&["wireguard", "-c", config.to_str().unwrap(), "list"]).0
+}
+
+async fn status(client: &reqwest::Client, path: &str) -> u16 {
+    match client
+        .get(format!("http://jelly.test:8080{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+async fn served(client: &reqwest::Client, wait: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let last = status(client, "/System/Info/Public").await;
+        if last == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {wait:?} for {what}, last {last}: {}",
+            String::from_utf8_lossy(
+                &Command::new("sh")
+                    .args(["-c", "grep -h WARN /tmp/dbwg-edge.log | tail -3"])
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether no TCP connection from namespace `ns` to `target` could be
+/// opened (curl timed out or was refused), `extra` curl's arguments.
+fn unreachable_from(net: &Net, ns: &str, target: &str, extra: &[&str]) -> bool {
+    let mut args = vec!["curl", "-s", "-m", "3", "-o", "/dev/null"];
+    args.extend_from_slice(extra);
+    let url = format!("http://{target}/");
+    args.push(&url);
+    matches!(net.in_ns(ns, &args).status.code(), Some(7 | 28))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_router_s_own_wireguard_carries_jellyfin_and_nothing_else() {
+    if !crate::support::as_root("no network namespaces; skipped") {
+        return;
+    }
+    for tool in ["wireguard-go", "wg", "wg-quick"] {
+        assert!(
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success(),
+            "{tool} is installed (Debian's wireguard-go and wireguard-tools; .ci/run installs them)"
+        );
+    }
+    let net = Net::make();
+    let origin = Origin::start_on(format!("{JELLYFIN}:0").parse().unwrap()).await;
+    // Another service at home, which no site names.
+    let other = tokio::net::TcpListener::bind(format!("{JELLYFIN}:0"))
+        .await
+        .unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = edge_config(dir.path(), origin.addr);
+    let n = std::process::id() % 10_000;
+    let file = dir.path().join(format!("wgh{n}.conf"));
+
+    // `check` names the peer nobody registered yet.
+    let checked = Command::new(binary())
+        .args(["check", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let checked = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        checked.contains("no WireGuard peer called `home`"),
+        "{checked}"
+    );
+
+    // The keys and the router's file, before the edge runs.
+    let told = home_file(&config, "add", &file);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("Address = 10.213.0.2/32"), "{text}");
+    assert!(text.contains(&format!("Endpoint = {EDGE_WG}")), "{text}");
+    assert!(text.contains("AllowedIPs = 10.213.0.1/32"), "{text}");
+    assert!(told.contains("It serves jelly.test"), "{told}");
+
+    let log = dir.path().join("edge.log");
+    let mut edge: Child = Command::new("ip")
+        .args(["netns", "exec", &net.edge])
+        .arg(binary())
+        .args(["run", "-c", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        || read_log().contains("listening"),
+        Duration::from_secs(10),
+        "the edge",
+    )
+    .await;
+    assert!(
+        read_log().contains("WireGuard on 0.0.0.0:51820"),
+        "{}",
+        read_log()
+    );
+
+    wg_quick(&net, "up", &file);
+    let client = reqwest::Client::builder()
+        .resolve("jelly.test", EDGE.parse().unwrap())
+        .build()
+        .unwrap();
+    served(
+        &client,
+        Duration::from_secs(10),
+        "the first request through the router",
+    )
+    .await;
+    assert!(
+        listed(&config).contains("home\tup\t10.213.0.2"),
+        "{}",
+        listed(&config)
+    );
+    let metrics = net.in_ns(&net.edge, &["curl", "-s", "http://127.0.0.1:9100/metrics"]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    assert!(
+        metrics.contains("wireguard_peer_up{peer=\"home\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wireguard_handshake_age_seconds{peer=\"home\"}"),
+        "{metrics}"
+    );
+
+    // What Jellyfin is told of the client.
+    let echo: serde_json::Value = client
+        .get("http://jelly.test:8080/echo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::support::origin::seen(&echo, "x-forwarded-for"),
+        ["198.18.214.1"]
+    );
+
+    // Range.
+    let ranged = client
+        .get("http://jelly.test:8080/Videos/v/stream")
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    let body = ranged.bytes().await.unwrap();
+    assert!(
+        body.len() == 1000
+            && body
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == video_byte(1000 + i))
+    );
+
+    // 200 MiB, byte for byte, with the edge's memory flat.
+    let before = rss_kib(edge.id());
+    let mut response = client
+        .get("http://jelly.test:8080/bulk/200")
+        .send()
+        .await
+        .unwrap();
+    let (mut at, mut peak) = (0usize, 0);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        assert!(
+            chunk
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == video_byte(at + i)),
+            "bytes in order at {at}"
+        );
+        at += chunk.len();
+        if at % (16 << 20) < chunk.len() {
+            peak = peak.max(rss_kib(edge.id()));
+        }
+    }
+    assert_eq!(at, 200 << 20, "the whole stream");
+    assert!(
+        peak.saturating_sub(before) < 48 * 1024,
+        "the edge grew by {} KiB",
+        peak.saturating_sub(before)
+    );
+
+    // An upload.
+    let upload = client
+        .post("http://jelly.test:8080/upload")
+        .body(vec![7u8; 20 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    assert_eq!(
+        origin
+            .seen
+            .upload_bytes
+            .load(std::sync::atomic::Ordering::SeqCst),
+        20 << 20
+    );
+
+    // A WebSocket.
+    let tcp = tokio::net::TcpStream::connect(EDGE).await.unwrap();
+    let url = format!("ws://jelly.test:8080/socket?api_key={TEST_API_KEY}");
+    let (mut ws, answer) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(answer.status(), 101);
+    let hello = ws.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("ForceKeepAlive"));
+    drop(ws);
+
+    // The fence: the router cannot open a connection to the edge through
+    // the tunnel (the edge listens on every address), and nothing on the
+    // edge reaches a service at home that no site names.
+    assert!(
+        unreachable_from(&net, &net.router, "10.213.0.1:8080", &[]),
+        "the router reached the edge's listener"
+    );
+    // Not even from Jellyfin's own address and port, whose answers pass.
+    let port = origin.addr.port().to_string();
+    assert!(net
+        .router(&["ip", "addr", "add", &format!("{JELLYFIN}/32"), "dev", "lo"])
+        .status
+        .success());
+    let spoofed = unreachable_from(
+        &net,
+        &net.router,
+        "10.213.0.1:8080",
+        &["--interface", JELLYFIN, "--local-port", &port],
+    );
+    assert!(net
+        .router(&["ip", "addr", "del", &format!("{JELLYFIN}/32"), "dev", "lo"])
+        .status
+        .success());
+    assert!(
+        spoofed,
+        "the router opened a connection to the edge from Jellyfin's address"
+    );
+    let accepted = tokio::spawn(async move { other.accept().await.is_ok() });
+    assert!(unreachable_from(
+        &net,
+        &net.edge,
+        &other_addr.to_string(),
+        &["--interface", "drawbridge0"]
+    ));
+    assert!(unreachable_from(
+        &net,
+        &net.edge,
+        &other_addr.to_string(),
+        &[]
+    ));
+    assert!(
+        !accepted.is_finished(),
+        "the other service at home was reached"
+    );
+    accepted.abort();
+
+    // Strangers: packets that are not WireGuard's, and a peer whose key
+    // the edge does not know, get no answer at all.
+    let probe = net.router(&["python3", "-c", STRANGERS]);
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "silent");
+    let stranger = format!("wgx{n}");
+    let key = dir.path().join("stranger.key");
+    let genkey = net.router(&["wg", "genkey"]);
+    std::fs::write(&key, &genkey.stdout).unwrap();
+    let edge_public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PublicKey = "))
+        .unwrap()
+        .to_string();
+    assert!(net.router(&["wireguard-go", &stranger]).status.success());
+    assert!(net
+        .router(&[
+            "wg",
+            "set",
+            &stranger,
+            "private-key",
+            key.to_str().unwrap(),
+            "peer",
+            &edge_public,
+            "endpoint",
+            EDGE_WG,
+            "allowed-ips",
+            "10.213.0.1/32",
+            "persistent-keepalive",
+            "1"
+        ])
+        .status
+        .success());
+    assert!(net
+        .router(&["ip", "link", "set", &stranger, "up"])
+        .status
+        .success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let handshakes = net.router(&["wg", "show", &stranger, "latest-handshakes"]);
+    let handshakes = String::from_utf8_lossy(&handshakes.stdout).into_owned();
+    assert!(
+        handshakes.trim().ends_with("\t0"),
+        "a stranger's handshake was answered: {handshakes}"
+    );
+    let _ = net.router(&["ip", "link", "del", &stranger]);
+
+    // The home's address and port change (a new lease, a NAT's new
+    // mapping): the edge follows them. wireguard-go keeps sending from
+    // the address it last received on, so its socket is bound anew (as a
+    // NAT's new mapping would look) once the old address is gone.
+    let interface = format!("wgh{n}");
+    assert!(net
+        .router(&["ip", "addr", "add", "198.18.213.3/24", "dev", "i0"])
+        .status
+        .success());
+    assert!(net
+        .router(&["ip", "addr", "del", "198.18.213.2/24", "dev", "i0"])
+        .status
+        .success());
+    assert!(net
+        .router(&["wg", "set", &interface, "listen-port", "51999"])
+        .status
+        .success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !listed(&config).contains("from 198.18.213.3:51999") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge did not follow the new address: {}\n{:?}",
+            listed(&config),
+            net.router(&["wg", "show"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after_move = format!("a request after the move: {}", listed(&config));
+    served(&client, Duration::from_secs(20), &after_move).await;
+
+    // The router goes down: 502 at once once it is silent, shown down.
+    wg_quick(&net, "down", &file);
+    wait_until(
+        || listed(&config).contains("home\tdown"),
+        Duration::from_secs(15),
+        "the peer shown down",
+    )
+    .await;
+    let asked = tokio::time::Instant::now();
+    assert_eq!(status(&client, "/System/Info/Public").await, 502);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "502 took {:?}",
+        asked.elapsed()
+    );
+    wg_quick(&net, "up", &file);
+    served(&client, Duration::from_secs(10), "the router back").await;
+
+    // New keys: the old file stops working, the new one works.
+    home_file(&config, "rotate", &file);
+    let stale = status(&client, "/System/Info/Public").await;
+    assert_eq!(stale, 502, "the old key still worked");
+    wg_quick(&net, "down", &file);
+    wg_quick(&net, "up", &file);
+    served(&client, Duration::from_secs(10), "the rotated key").await;
+
+    // Removed: refused at once.
+    cli(&[
+        "wireguard",
+        "-c",
+        config.to_str().unwrap(),
+        "remove",
+        "home",
+    ]);
+    assert_eq!(status(&client, "/System/Info/Public").await, 502);
+
+    let _ = wg_quick_down_quietly(&net, &file);
+    let _ = edge.kill();
+    let _ = edge.wait();
+}
+
+fn wg_quick_down_quietly(net: &Net, file: &Path) -> Output {
+    net.router(&["wg-quick", "down", file.to_str().unwrap()])
+}
