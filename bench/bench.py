@@ -861,7 +861,7 @@ def document(table, quick):
         )
         if v.strip()
     )
-    notes = [ROOT / "bench/METHOD.md", ROOT / "bench/FINDINGS.md", ROOT / "bench/TUNNEL.md", ROOT / "bench/HTTP3.md"]
+    notes = [ROOT / "bench/METHOD.md", ROOT / "bench/FINDINGS.md", ROOT / "bench/TUNNEL.md", ROOT / "bench/WIREGUARD.md", ROOT / "bench/HTTP3.md"]
     method = "\n".join(p.read_text() for p in notes if p.exists())
     return f"""# Performance
 

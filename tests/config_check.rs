@@ -436,3 +436,21 @@ fn quiet_mistakes_are_said_where_they_are_written() {
         "{stderr}"
     );
 }
+
+#[test]
+fn wireguard_mistakes_are_said_at_their_place() {
+    let text = "[wireguard]\nlisten = \"51820\"\naddress = \"10.99.0.0/24\"\nkeepalive = \"2h\"\nmtu = 9000\ninterface = \"a very long name for a tun\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"wireguard:home/http://jellyfin.lan:8096\"\ntls = \"internal\"\n\n[[site]]\nhost = \"b.test\"\nupstream = \"wireguard:Home Router/http://192.168.1.10:8096\"\ntls = \"internal\"\n";
+    let (ok, _, stderr) = check(text);
+    assert!(!ok);
+    for line in [
+        "F:2:10: `51820` is not an address and port",
+        "F:3:11: `10.99.0.0/24` is not the edge's tunnel address with its network",
+        "F:4:13: keepalive must be between 1s and 1h",
+        "F:5:7: must be between 1280 and 1500",
+        "F:6:13: `a very long name for a tun` is not an interface name",
+        "F:10:12: upstream `wireguard:home/http://jellyfin.lan:8096` names a host by name",
+        "F:15:12: upstream `wireguard:Home Router/http://192.168.1.10:8096` is not a WireGuard target",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+}

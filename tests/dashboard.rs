@@ -622,3 +622,33 @@ async fn the_dashboard_shows_a_failed_certificate_order_and_why() {
         )
         .await;
 }
+
+/// A home router registered for the router's own WireGuard: the page lists
+/// it with its tunnel address, down until its first handshake.
+#[tokio::test]
+async fn the_dashboard_lists_the_wireguard_routers() {
+    let dir = tempfile::tempdir().unwrap();
+    drawbridge::wireguard::register::Peers::new(&dir.path().join("state"))
+        .add("cabin", "10.99.0.1/24".parse().unwrap())
+        .unwrap();
+    let gw =
+        TestGateway::start_in(dir, &site("jelly.test", "127.0.0.1:9".parse().unwrap(), "")).await;
+    let admin = gw.admin.unwrap();
+    let Some(mut browser) = Browser::open(&format!("http://{admin}/")).await else {
+        panic!("chromium is not installed (.ci/run installs Debian's)");
+    };
+    let router = r#"document.querySelector('#routers li[data-router="cabin"]')?.textContent ?? """#;
+    browser
+        .shows(
+            &format!("({router}).startsWith('cabin (10.99.0.2): down; no handshake yet')"),
+            "the router listed, down",
+            "document.getElementById('routers').textContent",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('routers-none').hidden")
+            .await,
+        json!(true)
+    );
+}

@@ -32,6 +32,9 @@ pub struct Status {
     /// The films and songs on their way now.
     #[serde(default)]
     pub streams: Vec<crate::metrics::streams::StreamStatus>,
+    /// The home routers that reach this edge by their own WireGuard.
+    #[serde(default)]
+    pub wireguard: Vec<crate::wireguard::PeerStatus>,
 }
 
 /// The edge cache's answers since the start, in `Status`.
@@ -137,6 +140,7 @@ pub(super) fn at(process: &Shared, now: Instant) -> Status {
             certificates
         },
         tunnels: hub.status(),
+        wireguard: process.wireguard.status(),
         sites: process
             .gateway
             .routes()

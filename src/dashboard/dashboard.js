@@ -199,6 +199,20 @@ function draw(status, perMinute) {
     agents.append(item);
   }
   lastLinks = links;
+  const routers = document.getElementById("routers");
+  routers.replaceChildren();
+  const peers = status.wireguard || [];
+  document.getElementById("routers-none").hidden = peers.length > 0;
+  for (const peer of peers) {
+    const item = document.createElement("li");
+    item.dataset.router = peer.name;
+    item.dataset.up = peer.up;
+    const handshake = peer.handshake_age === null ? "no handshake yet" : "last handshake " + peer.handshake_age + " s ago";
+    item.textContent = peer.name + " (" + peer.address + "): " + (peer.up ? "up" : "down") + "; " + handshake
+      + (peer.endpoint ? "; from " + peer.endpoint : "") + "; " + amount(peer.received) + "B from home, "
+      + amount(peer.sent) + "B to home";
+    routers.append(item);
+  }
   document.getElementById("connections").textContent = status.connections + " open";
   document.getElementById("streams-none").hidden = status.streams.length > 0;
   fill("streams", status.streams, (row, stream) => {

@@ -5,6 +5,7 @@
 //! CAP_NET_ADMIN for the TUN and its routes; `ip` (iproute2) adds a route
 //! for each address at home a site names outside the tunnel network.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use gotatun::packet::{Ip, Packet, PacketBufPool};
 use gotatun::tun::tun_async_device::TunDevice;
 use gotatun::tun::{IpRecv, IpSend, MtuWatcher};
 use gotatun::udp::socket::{SockOpt, UdpSocket};
+use gotatun::udp::UdpRecv;
 use gotatun::udp::{UdpTransportFactory, UdpTransportFactoryParams};
 use gotatun::x25519::StaticSecret;
 
@@ -24,24 +26,88 @@ use crate::config::WireguardConfig;
 /// The running device's transports: the listen socket, the fenced TUN.
 pub(super) type Running = Device<(Listen, Fenced, Fenced)>;
 
+/// When a datagram last came from each address: a peer's keepalives carry
+/// no data, and gotatun counts only data, so this is how the edge knows a
+/// quiet peer is still there (read for each peer's authenticated endpoint
+/// only, so a forged source proves nothing for another).
+pub(super) type Arrivals = Arc<Mutex<HashMap<SocketAddr, tokio::time::Instant>>>;
+
+/// How many sources `Arrivals` holds between two samples.
+const MAX_ARRIVALS: usize = 4096;
+
+/// The listen socket's receiving side, noting where datagrams come from.
+pub(super) struct Noted {
+    socket: UdpSocket,
+    arrivals: Arrivals,
+}
+
+impl Noted {
+    fn note<'a>(&self, sources: impl Iterator<Item = &'a SocketAddr>) {
+        let now = tokio::time::Instant::now();
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = None;
+        for source in sources {
+            if last != Some(source) {
+                // Bounded against floods of forged sources: the sampler
+                // empties it of all but the peers' endpoints every second.
+                if arrivals.len() < MAX_ARRIVALS || arrivals.contains_key(source) {
+                    arrivals.insert(*source, now);
+                }
+                last = Some(source);
+            }
+        }
+    }
+}
+
+impl UdpRecv for Noted {
+    type RecvManyBuf = <UdpSocket as UdpRecv>::RecvManyBuf;
+
+    async fn recv_from(&mut self, pool: &mut PacketBufPool) -> io::Result<(Packet, SocketAddr)> {
+        let (packet, source) = self.socket.recv_from(pool).await?;
+        self.note(std::iter::once(&source));
+        Ok((packet, source))
+    }
+
+    async fn recv_many_from(
+        &mut self,
+        recv_buf: &mut Self::RecvManyBuf,
+        pool: &mut PacketBufPool,
+        packets: &mut Vec<(Packet, SocketAddr)>,
+    ) -> io::Result<()> {
+        let before = packets.len();
+        self.socket.recv_many_from(recv_buf, pool, packets).await?;
+        self.note(packets[before..].iter().map(|(_, source)| source));
+        Ok(())
+    }
+
+    fn enable_udp_gro(&self) -> io::Result<()> {
+        self.socket.enable_udp_gro()
+    }
+}
+
 /// Binds the configured `listen` address (both families for `[::]`), and
 /// remembers what was bound.
 pub(super) struct Listen {
     addr: SocketAddr,
     bound: Arc<Mutex<Option<SocketAddr>>>,
+    arrivals: Arrivals,
 }
 
 impl UdpTransportFactory for Listen {
     type Send = UdpSocket;
-    type Recv = UdpSocket;
+    type Recv = Noted;
 
     async fn bind(
         &mut self,
         _params: &UdpTransportFactoryParams,
-    ) -> io::Result<(UdpSocket, UdpSocket)> {
+    ) -> io::Result<(UdpSocket, Noted)> {
         let dual = self.addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
         let opts = SockOpt {
             only_v6: self.addr.is_ipv6().then_some(!dual),
+            // As wireguard-go asks: a burst of a film's packets waits in the
+            // socket rather than being dropped while the device is busy.
+            recv_buffer_size: Some(7 << 20),
+            send_buffer_size: Some(7 << 20),
             ..SockOpt::default()
         };
         let socket = match UdpSocket::bind(self.addr, opts) {
@@ -53,8 +119,17 @@ impl UdpTransportFactory for Listen {
             )?,
             Err(error) => return Err(error),
         };
+        // The kernel hands over a burst of datagrams in one read (UDP GRO),
+        // as gotatun's own socket factory asks; without it, one read each.
+        if let Err(error) = UdpRecv::enable_udp_gro(&socket) {
+            tracing::debug!(%error, "WireGuard: no UDP GRO");
+        }
         *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.local_addr()?);
-        Ok((socket.clone(), socket))
+        let noted = Noted {
+            socket: socket.clone(),
+            arrivals: self.arrivals.clone(),
+        };
+        Ok((socket, noted))
     }
 }
 
@@ -120,6 +195,7 @@ impl IpRecv for Fenced {
 pub(super) struct Started {
     pub(super) device: Running,
     pub(super) bound: Arc<Mutex<Option<SocketAddr>>>,
+    pub(super) arrivals: Arrivals,
     pub(super) refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -150,10 +226,12 @@ pub(super) async fn start(
         refused: refused.clone(),
     };
     let bound = Arc::new(Mutex::new(None));
+    let arrivals = Arrivals::default();
     let device = DeviceBuilder::new()
         .with_udp(Listen {
             addr: config.listen,
             bound: bound.clone(),
+            arrivals: arrivals.clone(),
         })
         .with_ip(fenced)
         .with_listen_port(config.listen.port())
@@ -164,6 +242,7 @@ pub(super) async fn start(
     Ok(Started {
         device,
         bound,
+        arrivals,
         refused,
     })
 }

@@ -290,22 +290,27 @@ impl Wireguard {
         Ok(started)
     }
 
-    /// Reads the device's counters: a peer whose received bytes grew was
-    /// heard from now.
+    /// Reads the device's counters: a peer whose received bytes grew, or
+    /// from whose authenticated endpoint a datagram came (its keepalives
+    /// carry no data), was heard from.
     async fn sample(&self) {
         let Some(running) = lock(&self.running).clone() else {
             return;
         };
         let stats = running.device.peers().await;
         let now = tokio::time::Instant::now();
+        let mut arrivals = lock(&running.arrivals);
         let mut seen = lock(&self.seen);
         let mut moved = false;
-        for peer in stats {
+        for peer in &stats {
             let key = keys::encode(peer.peer.public_key.as_bytes());
             let entry = seen.entry(key).or_default();
             let received = peer.stats.rx_bytes as u64;
             if received > entry.received {
                 entry.heard = Some(now);
+            }
+            if let Some(at) = peer.peer.endpoint.and_then(|e| arrivals.get(&e)) {
+                entry.heard = entry.heard.max(Some(*at));
             }
             entry.received = received;
             entry.sent = peer.stats.tx_bytes as u64;
@@ -313,6 +318,11 @@ impl Wireguard {
             moved |= entry.endpoint != peer.peer.endpoint && peer.peer.endpoint.is_some();
             entry.endpoint = peer.peer.endpoint;
         }
+        // Only the peers' endpoints are ever read: whatever else sent
+        // datagrams (scanners, forged sources) is forgotten at once.
+        let endpoints: HashSet<SocketAddr> = stats.iter().filter_map(|p| p.peer.endpoint).collect();
+        arrivals.retain(|source, _| endpoints.contains(source));
+        drop(arrivals);
         if moved {
             let endpoints: HashMap<String, SocketAddr> = seen
                 .iter()

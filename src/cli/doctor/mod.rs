@@ -9,6 +9,7 @@ use drawbridge::config::{Config, HostPattern, UpstreamTarget};
 
 mod certificates;
 mod home;
+mod wireguard;
 
 use certificates::clock;
 use certificates::{acme_account, certificate, last_order};
@@ -76,6 +77,9 @@ pub fn doctor(config: &Config, api_key: Option<&str>) -> anyhow::Result<()> {
         match &site.upstream {
             UpstreamTarget::Tunnel { agent, service } => {
                 findings.push(runtime.block_on(tunnel_agent(config, site, agent, service)));
+            }
+            UpstreamTarget::Wireguard { peer, .. } => {
+                findings.push(runtime.block_on(wireguard::wireguard_peer(config, site, peer)));
             }
             target => findings.extend(runtime.block_on(upstream(&site.name(), target, api_key))),
         }
