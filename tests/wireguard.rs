@@ -20,6 +20,30 @@ const EDGE: &str = "198.18.214.2:8080";
 const EDGE_WG: &str = "198.18.213.1:51820";
 const JELLYFIN: &str = "192.168.213.10";
 
+/// Floods the edge's port with 2,000 handshake initiations from a key
+/// nobody registered, each with a valid MAC1 (made with the edge's public
+/// key, argv[1]) so that the edge must look at them; prints how many cookie
+/// replies came back within two seconds.
+const FLOOD: &str = "import socket, os, sys, base64, hashlib, time
+public = base64.b64decode(sys.argv[1])
+key = hashlib.blake2s(b'mac1----' + public).digest()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+for i in range(2000):
+    body = bytes([1, 0, 0, 0]) + os.urandom(112)
+    s.sendto(body + hashlib.blake2s(body, digest_size=16, key=key).digest() + bytes(16), ('198.18.213.1', 51820))
+cookies = 0
+s.settimeout(0.2)
+deadline = time.time() + 2
+while time.time() < deadline:
+    try:
+        reply = s.recv(2048)
+        cookies += reply[0] == 3 and len(reply) == 64
+    except socket.timeout:
+        pass
+print(cookies)
+";
+
 /// Sends what is not WireGuard's, and an initiation nobody could have made,
 /// to the edge's port; prints whether anything came back within a second.
 const STRANGERS: &str = "import socket, os
@@ -452,15 +476,29 @@ async fn a_home_router_s_own_wireguard_carries_jellyfin_and_nothing_else() {
     // the edge does not know, get no answer at all.
     let probe = net.router(&["python3", "-c", STRANGERS]);
     assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "silent");
-    let stranger = format!("wgx{n}");
-    let key = dir.path().join("stranger.key");
-    let genkey = net.router(&["wg", "genkey"]);
-    std::fs::write(&key, &genkey.stdout).unwrap();
+    // A flood of initiations the edge must look at (valid MAC1): above
+    // WireGuard's rate it answers with cookies instead of doing the
+    // Diffie-Hellman work, and the router is still served meanwhile.
     let edge_public = text
         .lines()
         .find_map(|l| l.strip_prefix("PublicKey = "))
         .unwrap()
         .to_string();
+    let flood = net.router(&["python3", "-c", FLOOD, &edge_public]);
+    let cookies: u32 = String::from_utf8_lossy(&flood.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        cookies > 0,
+        "no cookie replies under a flood: {}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    assert_eq!(status(&client, "/System/Info/Public").await, 200);
+    let stranger = format!("wgx{n}");
+    let key = dir.path().join("stranger.key");
+    let genkey = net.router(&["wg", "genkey"]);
+    std::fs::write(&key, &genkey.stdout).unwrap();
     assert!(net.router(&["wireguard-go", &stranger]).status.success());
     assert!(net
         .router(&[
@@ -586,4 +624,36 @@ async fn a_home_router_s_own_wireguard_carries_jellyfin_and_nothing_else() {
 
 fn wg_quick_down_quietly(net: &Net, file: &Path) -> Output {
     net.router(&["wg-quick", "down", file.to_str().unwrap()])
+}
+
+/// `check` says what a `wireguard:` site lacks where drawbridge would run
+/// without CAP_NET_ADMIN (here: root with the capability taken from its
+/// bounding set, as a unit without the drop-in would run it).
+#[test]
+fn check_says_the_tun_needs_cap_net_admin() {
+    if !crate::support::as_root("no capabilities to take away; skipped") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = edge_config(dir.path(), "192.168.213.10:8096".parse().unwrap());
+    let run = |setpriv: bool| {
+        let mut command = if setpriv {
+            let mut c = Command::new("setpriv");
+            c.args(["--bounding-set=-net_admin"]).arg(binary());
+            c
+        } else {
+            Command::new(binary())
+        };
+        let out = command
+            .args(["check", "-c", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    };
+    let without = run(true);
+    assert!(
+        without.contains("`wireguard:` upstreams need the CAP_NET_ADMIN capability"),
+        "{without}"
+    );
+    assert!(!run(false).contains("CAP_NET_ADMIN"), "root has it");
 }
