@@ -439,7 +439,7 @@ fn quiet_mistakes_are_said_where_they_are_written() {
 
 #[test]
 fn wireguard_mistakes_are_said_at_their_place() {
-    let text = "[wireguard]\nlisten = \"51820\"\naddress = \"10.99.0.0/24\"\nkeepalive = \"2h\"\nmtu = 9000\ninterface = \"a very long name for a tun\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"wireguard:home/http://jellyfin.lan:8096\"\ntls = \"internal\"\n\n[[site]]\nhost = \"b.test\"\nupstream = \"wireguard:Home Router/http://192.168.1.10:8096\"\ntls = \"internal\"\n";
+    let text = "[wireguard]\nlisten = \"51820\"\naddress = \"10.99.0.0/24\"\nkeepalive = \"2h\"\nmtu = 9000\ninterface = \"a very long name for a tun\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"wireguard:home/http://jellyfin.lan:8096\"\ntls = \"internal\"\n\n[[site]]\nhost = \"b.test\"\nupstream = \"wireguard:Home Router/http://192.168.1.10:8096\"\ntls = \"internal\"\n\n[[site]]\nhost = \"c.test\"\nupstream = \"wireguard:home/http://[fd00::10]:8096\"\ntls = \"internal\"\n";
     let (ok, _, stderr) = check(text);
     assert!(!ok);
     for line in [
@@ -450,6 +450,7 @@ fn wireguard_mistakes_are_said_at_their_place() {
         "F:6:13: `a very long name for a tun` is not an interface name",
         "F:10:12: upstream `wireguard:home/http://jellyfin.lan:8096` names a host by name",
         "F:15:12: upstream `wireguard:Home Router/http://192.168.1.10:8096` is not a WireGuard target",
+        "F:20:12: upstream `wireguard:home/http://[fd00::10]:8096` names an IPv6 address",
     ] {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
     }

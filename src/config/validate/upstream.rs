@@ -34,6 +34,12 @@ impl Validator<'_> {
             };
             let url = Spanned::new(raw.span(), url.to_string());
             return match self.upstream(&url, pin, ca)? {
+                UpstreamTarget::Http(addr) if addr.host.parse::<std::net::Ipv6Addr>().is_ok() => {
+                    fail(
+                        self,
+                        "names an IPv6 address: the tunnel to the home router carries IPv4, give Jellyfin's IPv4 address at home",
+                    )
+                }
                 UpstreamTarget::Http(addr) if addr.host.parse::<std::net::IpAddr>().is_ok() => {
                     Some(UpstreamTarget::Wireguard {
                         peer: peer.to_string(),
