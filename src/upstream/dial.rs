@@ -12,6 +12,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 use super::tls::UpstreamTlsConfig;
+use crate::config::UpstreamAddr;
 use crate::dns::Addresses;
 use std::sync::Arc;
 
@@ -60,6 +61,36 @@ async fn connect(addr: SocketAddr, device: Option<String>) -> io::Result<TcpStre
 }
 
 impl Direct {
+    /// The way to `addr`, through WireGuard's `through` when given.
+    pub(super) fn new(addr: &UpstreamAddr, through: Option<Through>) -> Direct {
+        let (addresses, name) = match addr.host.parse::<IpAddr>() {
+            Ok(ip) => (Addresses::fixed(ip), None),
+            Err(_) => (Addresses::unresolved(), Some(addr.host.clone())),
+        };
+        Direct {
+            addresses,
+            name,
+            port: addr.port,
+            tls: addr
+                .tls
+                .as_ref()
+                .map(|how| UpstreamTlsConfig::new(&addr.host, how)),
+            through,
+        }
+    }
+
+    /// Why nothing should be sent: the WireGuard peer this goes through
+    /// has not been heard from lately.
+    pub(super) fn silent(&self) -> Option<io::Error> {
+        let through = self.through.as_ref()?;
+        (!through.wireguard.is_up(&through.peer)).then(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("WireGuard peer `{}` has not been heard from", through.peer),
+            )
+        })
+    }
+
     /// A connection to the upstream, with TLS when it is `https://`, all
     /// within `connect_timeout`.
     pub(super) async fn dial_io(&self, connect_timeout: Duration) -> io::Result<UpstreamIo> {
@@ -84,14 +115,9 @@ impl Direct {
     /// answer, alternating families; the first to connect wins.
     pub(super) async fn dial(&self, connect_timeout: Duration) -> io::Result<TcpStream> {
         let port = self.port;
-        if let Some(through) = &self.through {
+        if let Some(silent) = self.silent() {
             // A silent peer: at once, not after `connect_timeout`.
-            if !through.wireguard.is_up(&through.peer) {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    format!("WireGuard peer `{}` has not been heard from", through.peer),
-                ));
-            }
+            return Err(silent);
         }
         let device = self
             .through

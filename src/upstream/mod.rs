@@ -14,6 +14,7 @@ pub mod head;
 mod lent;
 mod limit;
 mod pool;
+mod retry;
 mod tls;
 mod tunnel;
 
@@ -24,12 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{self, PathAndQuery};
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response, Uri};
 
 use crate::body::Body;
 use crate::body::BodyError;
 use crate::config::{SiteConfig, UpstreamTarget};
-use crate::dns::Addresses;
 use crate::error::ProxyError;
 use crate::tunnel::hub::Hub;
 
@@ -39,6 +39,7 @@ use dial::Direct;
 pub use lent::UpstreamBody;
 use limit::{ConnPermit, Deadline, Limit, Share};
 use pool::{Pool, PooledConn};
+use retry::{replay_of, stale_connection};
 
 /// How a site's requests reach home: the one choice between the ways out,
 /// matched once in `send` and once in `upgrade`.
@@ -113,31 +114,15 @@ impl Upstream {
         wireguard: &Arc<crate::wireguard::Wireguard>,
         health: Health,
     ) -> Upstream {
-        let direct = |addr: &crate::config::UpstreamAddr, through: Option<dial::Through>| {
-            let (addresses, name) = match addr.host.parse::<IpAddr>() {
-                Ok(ip) => (Addresses::fixed(ip), None),
-                Err(_) => (Addresses::unresolved(), Some(addr.host.clone())),
-            };
-            Transport::Direct(Direct {
-                addresses,
-                name,
-                port: addr.port,
-                tls: addr
-                    .tls
-                    .as_ref()
-                    .map(|how| tls::UpstreamTlsConfig::new(&addr.host, how)),
-                through,
-            })
-        };
         let transport = match &site.upstream {
-            UpstreamTarget::Http(addr) => direct(addr, None),
-            UpstreamTarget::Wireguard { peer, addr } => direct(
+            UpstreamTarget::Http(addr) => Transport::Direct(Direct::new(addr, None)),
+            UpstreamTarget::Wireguard { peer, addr } => Transport::Direct(Direct::new(
                 addr,
                 Some(dial::Through {
                     wireguard: wireguard.clone(),
                     peer: peer.clone(),
                 }),
-            ),
+            )),
             UpstreamTarget::Tunnel { agent, service } => Transport::Tunnel(Tunnel {
                 hub: hub.clone(),
                 agent: agent.clone(),
@@ -316,19 +301,12 @@ impl Upstream {
     /// rather than a request sent on a pooled connection into a tunnel
     /// nobody answers (a connect timeout or a response timeout later).
     fn silent_peer(&self) -> Option<ProxyError> {
-        let Transport::Direct(Direct {
-            through: Some(through),
-            ..
-        }) = &self.transport
-        else {
+        let Transport::Direct(direct) = &self.transport else {
             return None;
         };
-        (!through.wireguard.is_up(&through.peer)).then(|| ProxyError::UpstreamConnect {
+        direct.silent().map(|source| ProxyError::UpstreamConnect {
             addr: self.authority.clone(),
-            source: io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("WireGuard peer `{}` has not been heard from", through.peer),
-            ),
+            source,
         })
     }
 
@@ -393,33 +371,6 @@ enum Failure {
         /// The agent's key's pin.
         pin: String,
     },
-}
-
-/// A copy of `request`'s head to send it again with an empty body, when it
-/// is safe to send twice.
-fn replay_of<B: http_body::Body>(request: &Request<B>) -> Option<Request<()>> {
-    replayable(request).then(|| {
-        let head = head::copy_head(
-            request.method(),
-            request.uri(),
-            request.version(),
-            request.headers(),
-        );
-        Request::from_parts(head, ())
-    })
-}
-
-/// Safe to send twice: idempotent (RFC 9110 §9.2.2) and without a body to replay.
-fn replayable<B: http_body::Body>(request: &Request<B>) -> bool {
-    matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE
-    ) && request.body().is_end_stream()
-}
-
-/// The request went out on a connection that closed before answering.
-fn stale_connection(error: &hyper::Error) -> bool {
-    error.is_incomplete_message() || error.is_canceled() || error.is_closed()
 }
 
 /// The request body's own failure, if that is what ended the exchange.
