@@ -3,7 +3,11 @@
 //! running Debian's `wireguard-go` with the very file `drawbridge wireguard
 //! add` printed (`wg-quick up`), and the fake Jellyfin on the router's LAN
 //! side (the test's own namespace, on a LAN link of its own). The edge has
-//! no route to that LAN but the TUN. Root only (CI runs so).
+//! no route to that LAN but the TUN. GET, Range, 200 MiB with flat memory,
+//! an upload, a WebSocket; the fence; strangers, a handshake flood; the
+//! home's address moving; the router quiet, down and back; the cache and
+//! the guard above the transport; new keys; the peer removed. Root only
+//! (CI runs so).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -606,6 +610,43 @@ async fn a_home_router_s_own_wireguard_carries_jellyfin_and_nothing_else() {
     wg_quick(&net, "down", &file);
     wg_quick(&net, "up", &file);
     served(&client, Duration::from_secs(10), "the rotated key").await;
+
+    // Above the transport the site's rules hold as on the direct path: a
+    // poster comes from the edge's cache the second time, and three failed
+    // logins through the router ban the client, until `bans remove`.
+    for _ in 0..2 {
+        assert_eq!(status(&client, "/Items/big/Images/Primary").await, 200);
+    }
+    let metrics = net.in_ns(&net.edge, &["curl", "-s", "http://127.0.0.1:9100/metrics"]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let hits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("drawbridge_cache_hits_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(hits >= 1.0, "no cache hit through WireGuard: {metrics}");
+    for _ in 0..3 {
+        let login = client
+            .post("http://jelly.test:8080/Users/AuthenticateByName")
+            .body(r#"{"Username":"mum","Pw":"guess"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 401);
+    }
+    assert_eq!(
+        status(&client, "/System/Info/Public").await,
+        0,
+        "banned: nothing answered"
+    );
+    cli(&[
+        "bans",
+        "-c",
+        config.to_str().unwrap(),
+        "remove",
+        "198.18.214.1",
+    ]);
+    served(&client, Duration::from_secs(5), "the client unbanned").await;
 
     // Removed: refused at once.
     cli(&[
