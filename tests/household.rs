@@ -47,6 +47,10 @@ fn every_command_run_with_sudo_leaves_files_the_service_reads() {
         "access.log drawbridge",
         "tokens.json drawbridge",
         "bans.json drawbridge",
+        "peers.json drawbridge 600",
+        "edge.key drawbridge 600",
+        "router file printed",
+        "the service reads the routers",
         "the unit's check: valid",
         "edge serving",
         "agent.pem drawbridge 600",
@@ -106,6 +110,11 @@ drawbridge tunnel add home --edge 127.0.0.1:443 >/tmp/add.txt
 stat -c "tokens.json %U" /var/lib/drawbridge/tunnel/tokens.json
 drawbridge bans add 203.0.113.9 >/dev/null 2>&1
 stat -c "bans.json %U" /var/lib/drawbridge/bans.json
+drawbridge wireguard add cabin >/tmp/cabin.conf 2>/tmp/cabin.txt
+stat -c "peers.json %U %a" /var/lib/drawbridge/wireguard/peers.json
+stat -c "edge.key %U %a" /var/lib/drawbridge/wireguard/edge.key
+grep -q "^Endpoint = jelly.test:51820" /tmp/cabin.conf && echo "router file printed"
+as_service drawbridge wireguard list -c /etc/drawbridge/drawbridge.toml 2>/dev/null | grep -q "^cabin" && echo "the service reads the routers"
 # The unit: ExecStartPre's check, then run, as its user.
 as_service drawbridge check -c /etc/drawbridge/drawbridge.toml >/dev/null 2>&1 && echo "the unit's check: valid"
 as_service drawbridge run -c /etc/drawbridge/drawbridge.toml 2>/tmp/edge.log &
