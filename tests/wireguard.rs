@@ -275,6 +275,12 @@ async fn a_home_router_s_own_wireguard_carries_jellyfin_and_nothing_else() {
         checked.contains("no WireGuard peer called `home`"),
         "{checked}"
     );
+    // Here Jellyfin's LAN is also this machine's own (the test's link):
+    // `check` says routing it into the tunnel would cut that path.
+    assert!(
+        checked.contains("192.168.213.10 is on this machine's own network 192.168.213.0/24"),
+        "{checked}"
+    );
 
     // The keys and the router's file, before the edge runs.
     let told = home_file(&config, "add", &file);

@@ -10,6 +10,9 @@ use drawbridge::tunnel::register::Register;
 pub fn quiet_mistakes(config: &Config) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
     let known = Register::new(&config.server.state_dir).known_names();
+    let local_routes = std::fs::read_to_string("/proc/net/route")
+        .map(|table| routes(&table))
+        .unwrap_or_default();
     let peers: Vec<String> = drawbridge::wireguard::register::Peers::new(&config.server.state_dir)
         .list()
         .unwrap_or_default()
@@ -29,6 +32,9 @@ pub fn quiet_mistakes(config: &Config) -> Vec<Diagnostic> {
             warnings.push(config.diagnostic(upstream, word));
         }
         if let Some(word) = unknown_peer(site, &peers) {
+            warnings.push(config.diagnostic(upstream, word));
+        }
+        if let Some(word) = routed_elsewhere(site, config, &local_routes) {
             warnings.push(config.diagnostic(upstream, word));
         }
         if let Some(word) = foreign_certificate(site) {
@@ -58,6 +64,51 @@ fn unknown_peer(site: &SiteConfig, peers: &[String]) -> Option<String> {
     (!peers.contains(peer)).then(|| {
         format!("no WireGuard peer called `{peer}` is registered here: `drawbridge wireguard add {peer}` makes its keys and prints the router's config (`drawbridge wireguard list` shows them)")
     })
+}
+
+/// The IPv4 routes of this machine other than the default, as
+/// `/proc/net/route` lists them: (interface, network).
+fn routes(table: &str) -> Vec<(String, ipnet::Ipv4Net)> {
+    let hex = |field: &str| u32::from_str_radix(field, 16).ok();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (destination, mask) = (hex(fields.get(1)?)?, hex(fields.get(7)?)?);
+            // The kernel prints them in the machine's own byte order.
+            let destination = std::net::Ipv4Addr::from(destination.to_ne_bytes());
+            let prefix = std::net::Ipv4Addr::from(mask.to_ne_bytes());
+            let net = ipnet::Ipv4Net::with_netmask(destination, prefix).ok()?;
+            (net.prefix_len() > 0).then(|| (fields[0].to_string(), net))
+        })
+        .collect()
+}
+
+/// A `wireguard:` site's address that this machine already reaches by a
+/// route of its own (a provider's private network on the VPS): routing it
+/// into the tunnel would cut that path for everything else on the machine.
+fn routed_elsewhere(
+    site: &SiteConfig,
+    config: &Config,
+    routes: &[(String, ipnet::Ipv4Net)],
+) -> Option<String> {
+    let UpstreamTarget::Wireguard { addr, .. } = &site.upstream else {
+        return None;
+    };
+    let std::net::IpAddr::V4(ip) = addr.host.parse().ok()? else {
+        return None;
+    };
+    if config.wireguard.address.contains(&ip) {
+        return None;
+    }
+    let (interface, net) = routes
+        .iter()
+        .find(|(interface, net)| *interface != config.wireguard.interface && net.contains(&ip))?;
+    Some(format!(
+        "site {}: {ip} is on this machine's own network {net} ({interface}); drawbridge routes it into the WireGuard tunnel, which cuts that path for the rest of the machine — give Jellyfin an address the VPS does not use, or renumber one of the networks",
+        site.name()
+    ))
 }
 
 /// A `tunnel:NAME/…` whose NAME no agent is enrolled under and no token
@@ -141,4 +192,25 @@ fn unreachable_challenges(config: &Config) -> Option<String> {
         "the CA checks HTTP-01 on port 80 and TLS-ALPN-01 on port 443, and drawbridge listens on {}: orders will fail unless a port forward maps 80 or 443 here, or use challenges = [\"dns-01\"]",
         if ports.is_empty() { "none".to_string() } else { ports.join(", ") }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::routes;
+
+    #[test]
+    fn the_machines_routes_are_read_in_its_byte_order() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                     eth1\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let found = routes(table);
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                found,
+                [("eth1".to_string(), "192.168.1.0/24".parse().unwrap())]
+            );
+        }
+        assert_eq!(found.len(), 1, "the default route is left out");
+    }
 }
