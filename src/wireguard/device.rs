@@ -274,3 +274,24 @@ pub(super) async fn route(interface: &str, addresses: &[IpAddr]) -> Result<(), S
     }
     Ok(())
 }
+
+/// Takes the routes of `addresses` out of the TUN again (a site no longer
+/// names them); one already gone is no matter.
+pub(super) async fn unroute(interface: &str, addresses: &[IpAddr]) {
+    for address in addresses {
+        let prefix = if address.is_ipv4() { 32 } else { 128 };
+        let deleted = tokio::process::Command::new("ip")
+            .args([
+                "route",
+                "del",
+                &format!("{address}/{prefix}"),
+                "dev",
+                interface,
+            ])
+            .output()
+            .await;
+        if !deleted.is_ok_and(|out| out.status.success()) {
+            tracing::debug!(%address, "WireGuard: no route to take out");
+        }
+    }
+}

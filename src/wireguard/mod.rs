@@ -52,6 +52,8 @@ pub struct Wireguard {
     names: ArcSwap<HashMap<String, register::HomePeer>>,
     /// Why the device is not running, when a site wants it.
     problem: Mutex<Option<String>>,
+    /// The home addresses routed into the TUN.
+    routed: Mutex<HashSet<IpAddr>>,
     /// The addresses and ports each peer's sites name, as last applied.
     wanted: Mutex<HashMap<String, Vec<SocketAddr>>>,
     stop: CancellationToken,
@@ -99,6 +101,7 @@ impl Wireguard {
             names: ArcSwap::default(),
             problem: Mutex::new(None),
             wanted: Mutex::default(),
+            routed: Mutex::default(),
             stop: CancellationToken::new(),
         })
     }
@@ -166,6 +169,18 @@ impl Wireguard {
             tracing::error!("WireGuard: {problem}");
             *lock(&self.problem) = Some(problem);
         }
+        // Addresses no site names any more leave the tunnel's routes: the
+        // machine reaches them as it did before.
+        let gone: Vec<IpAddr> = {
+            let mut routed = lock(&self.routed);
+            let gone = routed
+                .difference(&outside.iter().copied().collect())
+                .copied()
+                .collect();
+            *routed = outside.iter().copied().collect();
+            gone
+        };
+        device::unroute(&self.config.interface, &gone).await;
         if let Err(problem) = self.set_peers(&running, &wanted).await {
             tracing::error!("WireGuard: {problem}");
             *lock(&self.problem) = Some(problem);
