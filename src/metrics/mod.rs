@@ -23,6 +23,7 @@ mod gate;
 pub mod history;
 mod process;
 mod scraped;
+use scraped::AgentLabel;
 mod site;
 pub mod streams;
 
@@ -61,11 +62,6 @@ struct VersionLabel {
     version: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AgentLabel {
-    agent: String,
-}
-
 /// The process's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -88,8 +84,7 @@ pub struct Metrics {
     pub cache: [Counter<u64, AtomicU64>; 4],
     /// Tunnel connections up per agent, set when scraped.
     tunnels: Family<AgentLabel, Gauge>,
-    /// WireGuard home peers: up, handshake age, bytes each way; and the
-    /// packets the fence refused. Set when scraped.
+    /// WireGuard home peers and the fence's refusals, set when scraped.
     wireguard: scraped::WireguardFamilies,
     handshake_failures: Family<ReasonLabel, Counter>,
     certificate_expiry: Family<SiteLabel, Gauge>,

@@ -9,8 +9,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{add, AgentLabel, Metrics, OutcomeLabel, ReasonLabel, SiteLabel, TierLabel};
+use super::{add, Metrics, OutcomeLabel, ReasonLabel, SiteLabel, TierLabel};
 use crate::wireguard::PeerStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct AgentLabel {
+    agent: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabel {
