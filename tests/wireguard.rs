@@ -617,6 +617,43 @@ async fn a_home_router_s_own_wireguard_carries_jellyfin_and_nothing_else() {
     wg_quick(&net, "up", &file);
     served(&client, Duration::from_secs(10), "the rotated key").await;
 
+    // A new key for the edge itself: the router's file with the old one no
+    // longer gets in (its handshakes are not the edge's any more); with the
+    // new public key `rotate-edge` printed, it does.
+    let (printed, _) = cli(&["wireguard", "-c", config.to_str().unwrap(), "rotate-edge"]);
+    let new_edge_key = printed
+        .trim()
+        .strip_prefix("PublicKey = ")
+        .unwrap()
+        .to_string();
+    wg_quick(&net, "down", &file);
+    wg_quick(&net, "up", &file);
+    wait_until(
+        || listed(&config).contains("home\tdown"),
+        Duration::from_secs(15),
+        "the router with the edge's old key shut out",
+    )
+    .await;
+    assert_eq!(status(&client, "/System/Info/Public").await, 502);
+    let old_file = std::fs::read_to_string(&file).unwrap();
+    let new_file: String = old_file
+        .lines()
+        .map(|line| match line.starts_with("PublicKey = ") {
+            true => format!("PublicKey = {new_edge_key}\n"),
+            false => format!("{line}\n"),
+        })
+        .collect();
+    assert_ne!(old_file, new_file);
+    std::fs::write(&file, new_file).unwrap();
+    wg_quick(&net, "down", &file);
+    wg_quick(&net, "up", &file);
+    served(
+        &client,
+        Duration::from_secs(10),
+        "the router with the edge's new key",
+    )
+    .await;
+
     // Above the transport the site's rules hold as on the direct path: a
     // poster comes from the edge's cache the second time, and three failed
     // logins through the router ban the client, until `bans remove`.

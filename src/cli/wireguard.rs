@@ -30,6 +30,8 @@ pub enum WireguardAction {
         #[arg(long)]
         endpoint: Option<String>,
     },
+    /// A new key for the edge itself: every router must then be given its new public key.
+    RotateEdge,
     /// End the peer called NAME: its key stops working at once.
     Remove {
         /// The peer's name.
@@ -65,6 +67,16 @@ pub fn command(config: &Config, action: &WireguardAction) -> anyhow::Result<()> 
             if tell_the_edge() {
                 eprintln!("The old key of `{name}` no longer works.");
             }
+        }
+        WireguardAction::RotateEdge => {
+            let key = peers.rotate_edge()?;
+            tell_the_edge();
+            let names: Vec<String> = peers.list()?.into_iter().map(|p| p.name).collect();
+            println!("PublicKey = {}", keys::public_of(&key));
+            eprintln!(
+                "The edge has a new key. On each router ({}), set the [Peer]'s PublicKey to the line above; until then none can reach this edge.",
+                if names.is_empty() { "none registered".to_string() } else { names.join(", ") }
+            );
         }
         WireguardAction::Remove { name } => {
             if peers.remove(name)? {

@@ -91,6 +91,10 @@ pub(super) struct Listen {
     addr: SocketAddr,
     bound: Arc<Mutex<Option<SocketAddr>>>,
     arrivals: Arrivals,
+    /// The socket, once bound: gotatun asks again at every reconfiguration
+    /// (a new key), while its old tasks may still hold the old one — the
+    /// port would be taken. The same socket is handed out again.
+    socket: Option<UdpSocket>,
 }
 
 impl UdpTransportFactory for Listen {
@@ -101,6 +105,21 @@ impl UdpTransportFactory for Listen {
         &mut self,
         _params: &UdpTransportFactoryParams,
     ) -> io::Result<(UdpSocket, Noted)> {
+        let socket = match &self.socket {
+            Some(socket) => socket.clone(),
+            None => self.bind_once()?,
+        };
+        self.socket = Some(socket.clone());
+        let noted = Noted {
+            socket: socket.clone(),
+            arrivals: self.arrivals.clone(),
+        };
+        Ok((socket, noted))
+    }
+}
+
+impl Listen {
+    fn bind_once(&self) -> io::Result<UdpSocket> {
         let dual = self.addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
         let opts = SockOpt {
             only_v6: self.addr.is_ipv6().then_some(!dual),
@@ -125,11 +144,7 @@ impl UdpTransportFactory for Listen {
             tracing::debug!(%error, "WireGuard: no UDP GRO");
         }
         *self.bound.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.local_addr()?);
-        let noted = Noted {
-            socket: socket.clone(),
-            arrivals: self.arrivals.clone(),
-        };
-        Ok((socket, noted))
+        Ok(socket)
     }
 }
 
@@ -232,6 +247,7 @@ pub(super) async fn start(
             addr: config.listen,
             bound: bound.clone(),
             arrivals: arrivals.clone(),
+            socket: None,
         })
         .with_ip(fenced)
         .with_listen_port(config.listen.port())

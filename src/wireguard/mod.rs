@@ -149,6 +149,12 @@ impl Wireguard {
                 }
             },
         };
+        // A key rotated on disk (`wireguard rotate-edge`) is taken at once.
+        if let Ok(key) = self.peers.edge_key() {
+            if let Err(problem) = running.device.set_private_key(key).await {
+                tracing::error!("WireGuard: cannot take the edge's new key: {problem}");
+            }
+        }
         let edge = IpAddr::V4(self.config.address.addr());
         let reach: HashSet<SocketAddr> = wanted.values().flatten().copied().collect();
         self.fence.store(Arc::new(Fence {

@@ -106,6 +106,17 @@ impl Peers {
         }
     }
 
+    /// A new private key for the edge, in place of the old one: every
+    /// router must then be given the edge's new public key.
+    pub fn rotate_edge(&self) -> Result<StaticSecret, PeersError> {
+        let _turn = self.exclusive()?;
+        let path = self.dir.join("edge.key");
+        let key = keys::generate();
+        let text = format!("{}\n", keys::encode(&key.to_bytes()));
+        write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| self.storage(&path, e))?;
+        Ok(key)
+    }
+
     /// The home peers.
     pub fn list(&self) -> Result<Vec<HomePeer>, PeersError> {
         let path = self.dir.join("peers.json");
@@ -244,6 +255,9 @@ mod tests {
         assert_eq!(peers.add("g", net).map(|_| ()), Err(PeersError::Full(net)));
         let key = peers.edge_key().unwrap();
         assert_eq!(peers.edge_key().unwrap().to_bytes(), key.to_bytes());
+        let rotated = peers.rotate_edge().unwrap();
+        assert_ne!(rotated.to_bytes(), key.to_bytes());
+        assert_eq!(peers.edge_key().unwrap().to_bytes(), rotated.to_bytes());
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(dir.path().join("wireguard/edge.key"))
             .unwrap()
