@@ -43,9 +43,7 @@ pub fn bans(config: &Config, action: &BansAction) -> anyhow::Result<()> {
     let state_dir = &config.server.state_dir;
     let socket = drawbridge::admin::socket_path(state_dir);
     let stored = state_dir.join("bans.json");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::cli::current_thread()?;
     let json = matches!(action, BansAction::List { json: true });
     let length = match action {
         BansAction::Add {
@@ -105,9 +103,7 @@ pub fn purge(config: &Config, prefix: Option<&str>) -> anyhow::Result<()> {
     let command = admin::Command::CachePurge {
         prefix: prefix.unwrap_or_default().to_string(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::cli::current_thread()?;
     let reply = runtime
         .block_on(drawbridge::admin::request(&socket, &command))
         .with_context(|| {
@@ -174,9 +170,7 @@ fn report_removed(address: &str, removed: bool) {
 /// screen (or as JSON for scripts).
 pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let socket = admin::socket_path(&config.server.state_dir);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::cli::current_thread()?;
     let reply = runtime
         .block_on(admin::request(&socket, &admin::Command::Status))
         .with_context(|| {

@@ -7,3 +7,11 @@ pub mod doctor;
 pub mod findings;
 pub mod tunnel;
 pub mod wireguard;
+
+/// The runtime a command that talks to a running drawbridge (or to home)
+/// runs its few requests on.
+pub fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

@@ -46,18 +46,12 @@ pub enum AgentAction {
     },
 }
 
-fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
 /// `drawbridge tunnel …` on the edge whose config is `config`.
 pub fn command(config: &Config, action: &TunnelAction) -> anyhow::Result<()> {
     let state_dir = &config.server.state_dir;
     let register = Register::new(state_dir);
     let socket = admin::socket_path(state_dir);
-    let runtime = current_thread()?;
+    let runtime = super::current_thread()?;
     match action {
         TunnelAction::Add {
             name,

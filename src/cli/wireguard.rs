@@ -39,17 +39,11 @@ pub enum WireguardAction {
     },
 }
 
-fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
 /// `drawbridge wireguard …` on the edge whose config is `config`.
 pub fn command(config: &Config, action: &WireguardAction) -> anyhow::Result<()> {
     let peers = Peers::new(&config.server.state_dir);
     let socket = admin::socket_path(&config.server.state_dir);
-    let runtime = current_thread()?;
+    let runtime = super::current_thread()?;
     let tell_the_edge = || {
         runtime
             .block_on(admin::request(&socket, &admin::Command::WireguardReload))

@@ -55,9 +55,7 @@ fn note(what: String) -> Finding {
 /// Runs every check and prints them; `Err` when any failed.
 /// `api_key`: Jellyfin's, to read its Known proxies (never stored).
 pub fn doctor(config: &Config, api_key: Option<&str>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::cli::current_thread()?;
     let mut findings = vec![state_dir(config), user()];
     for site in &config.sites {
         for host in &site.hosts {
