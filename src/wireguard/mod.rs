@@ -50,8 +50,6 @@ pub struct Wireguard {
     seen: Mutex<HashMap<String, Seen>>,
     /// Name by public key, of the peers the device has.
     names: ArcSwap<HashMap<String, register::HomePeer>>,
-    /// Why the device is not running, when a site wants it.
-    problem: Mutex<Option<String>>,
     /// The home addresses routed into the TUN.
     routed: Mutex<HashSet<IpAddr>>,
     /// The addresses and ports each peer's sites name, as last applied.
@@ -99,7 +97,6 @@ impl Wireguard {
             running: Mutex::new(None),
             seen: Mutex::default(),
             names: ArcSwap::default(),
-            problem: Mutex::new(None),
             wanted: Mutex::default(),
             routed: Mutex::default(),
             stop: CancellationToken::new(),
@@ -111,22 +108,10 @@ impl Wireguard {
         &self.config.interface
     }
 
-    /// The UDP address the responder is bound to, once it is.
-    pub fn bound(&self) -> Option<SocketAddr> {
-        let running = lock(&self.running).clone()?;
-        let bound = *lock(&running.bound);
-        bound
-    }
-
-    /// Why the device is not running though a site wants it.
-    pub fn problem(&self) -> Option<String> {
-        lock(&self.problem).clone()
-    }
-
     /// Brings the device in line with `config` and the register: started
     /// at the first site that names a peer, the fence and routes set to
     /// the sites' addresses, the peers as registered. A failure is logged
-    /// and kept for `problem` (the sites then answer 502).
+    /// (the sites then answer 502; `check` names what is missing).
     pub async fn apply(self: &Arc<Self>, config: &Config) {
         *lock(&self.wanted) = wanted(config);
         self.reload().await;
@@ -144,7 +129,6 @@ impl Wireguard {
                 Ok(running) => running,
                 Err(problem) => {
                     tracing::error!("WireGuard: {problem}; sites through it answer 502");
-                    *lock(&self.problem) = Some(problem);
                     return;
                 }
             },
@@ -173,7 +157,6 @@ impl Wireguard {
             .collect();
         if let Err(problem) = device::route(&self.config.interface, &outside).await {
             tracing::error!("WireGuard: {problem}");
-            *lock(&self.problem) = Some(problem);
         }
         // Addresses no site names any more leave the tunnel's routes: the
         // machine reaches them as it did before.
@@ -189,7 +172,6 @@ impl Wireguard {
         device::unroute(&self.config.interface, &gone).await;
         if let Err(problem) = self.set_peers(&running, &wanted).await {
             tracing::error!("WireGuard: {problem}");
-            *lock(&self.problem) = Some(problem);
         }
         for name in wanted.keys() {
             if !self.names.load().values().any(|p| &p.name == name) {
@@ -202,7 +184,6 @@ impl Wireguard {
         let key = self.peers.edge_key().map_err(|e| e.to_string())?;
         let started = Arc::new(device::start(&self.config, key, self.fence.clone()).await?);
         *lock(&self.running) = Some(started.clone());
-        *lock(&self.problem) = None;
         tracing::info!(
             "WireGuard on {} (udp), tunnel {} on {}",
             self.config.listen,
