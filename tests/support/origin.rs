@@ -33,6 +33,14 @@ pub fn video_byte(i: usize) -> u8 {
     ((i * 31 + 7) % 251) as u8
 }
 
+/// Whether `bytes` are the generated video's from byte `at` on.
+pub fn is_video_at(bytes: &[u8], at: usize) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == video_byte(at + i))
+}
+
 /// What the origin saw.
 #[derive(Default)]
 pub struct Seen {
