@@ -18,6 +18,7 @@ mod guard;
 mod h2_abuse;
 mod host_routing;
 mod household;
+mod http2_quiet;
 mod http2_records;
 mod http3;
 mod kernel_bans;

@@ -110,10 +110,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{answered, deadlines};
-    use super::super::{ConnState, Parked, Watched, PARK_AFTER};
+    use super::super::{ConnState, Deadlines, Parked, Watched, PARK_AFTER};
+    use std::pin::Pin;
     use std::sync::Arc;
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
     #[tokio::test(start_paused = true)]
     async fn quiet_answered_connection_parks_and_comes_back() {
@@ -182,6 +183,45 @@ mod tests {
         let mut watched = watched;
         let read = tokio::time::timeout(Duration::from_secs(600), watched.read(&mut buf)).await;
         assert!(read.is_err(), "an upgraded connection is never parked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_http2_connection_is_woken_once_to_give_its_buffers_back() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::task::{Context, Wake, Waker};
+        struct Wakes(AtomicUsize);
+        impl Wake for Wakes {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        let (mut client, server) = tokio::io::duplex(256);
+        let state = Arc::new(ConnState::default());
+        let http2 = Deadlines {
+            head: None,
+            idle: Duration::from_secs(75),
+        };
+        let mut watched = Watched::new(server, state.clone(), http2);
+        client.write_all(b"frames").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(watched.read(&mut buf).await.unwrap(), 6);
+        drop(state.request_started());
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut read = ReadBuf::new(&mut buf);
+        assert!(Pin::new(&mut watched)
+            .poll_read(&mut cx, &mut read)
+            .is_pending());
+        tokio::time::advance(PARK_AFTER - Duration::from_millis(1)).await;
+        assert_eq!(wakes.0.load(SeqCst), 0, "not before PARK_AFTER");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(wakes.0.load(SeqCst), 1, "woken at PARK_AFTER");
+        assert!(Pin::new(&mut watched)
+            .poll_read(&mut cx, &mut read)
+            .is_pending());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(wakes.0.load(SeqCst), 1, "once, then only the idle deadline");
     }
 
     #[tokio::test(start_paused = true)]
