@@ -20,7 +20,7 @@ pub(super) fn replay_of<B: http_body::Body>(request: &Request<B>) -> Option<Requ
 }
 
 /// Safe to send twice: idempotent (RFC 9110 §9.2.2) and without a body to replay.
-pub(super) fn replayable<B: http_body::Body>(request: &Request<B>) -> bool {
+fn replayable<B: http_body::Body>(request: &Request<B>) -> bool {
     matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE
