@@ -623,6 +623,8 @@ def main():
     parser.add_argument("--write", action="store_true", help="write docs/performance.md even in quick mode")
     parser.add_argument("--instructions", action="store_true",
                         help="drawbridge and HAProxy only, under callgrind: instructions per request (needs valgrind)")
+    parser.add_argument("--no-pgo", action="store_true",
+                        help="(bench/run's) drawbridge built without a profile")
     args = parser.parse_args()
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -866,7 +868,7 @@ def document(table, quick):
     return f"""# Performance
 
 Measured {now} on {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()},
-by `bench/run{' --quick' if quick else ''}`. Peers: {versions}.
+by `bench/run{' --quick' if quick else ''}`; drawbridge built {os.environ.get('DRAWBRIDGE_BUILD', 'by `cargo build --release`')}. Peers: {versions}.
 
 {table}
 {method}
