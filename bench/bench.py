@@ -67,6 +67,11 @@ def security_headers(tls):
     return {**HEADERS, **TLS_HEADERS} if tls else HEADERS
 
 
+def built():
+    """How bench/run built the drawbridge it measures (for the tables' headers)."""
+    return os.environ.get("DRAWBRIDGE_BUILD", "by `cargo build --release`")
+
+
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw).stdout
 
@@ -868,7 +873,7 @@ def document(table, quick):
     return f"""# Performance
 
 Measured {now} on {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()},
-by `bench/run{' --quick' if quick else ''}`; drawbridge built {os.environ.get('DRAWBRIDGE_BUILD', 'by `cargo build --release`')}. Peers: {versions}.
+by `bench/run{' --quick' if quick else ''}`; drawbridge built {built()}. Peers: {versions}.
 
 {table}
 {method}

@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ORIGIN, ROOT, Bench, drawbridge_config, pinned, sh, wait_port, write_section  # noqa: E402
+from bench import ORIGIN, ROOT, Bench, built, drawbridge_config, pinned, sh, wait_port, write_section  # noqa: E402
 
 DIRECT, TUNNELED, RELAY, SSH_NGINX, SSHD, SSH_FORWARD = 18460, 18461, 18462, 18463, 18464, 18465
 BINARY = ROOT / "target/release/drawbridge"
@@ -259,7 +259,7 @@ def write(table):
     # ends CPU per GiB there (docs/performance.md, "The home leg, read").
     cc = pathlib.Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     section = (f"## The home leg\n\nMeasured {stamp} by `bench/run --tunnel` (set-up in bench/tunnel.py); "
-               f"TCP congestion control `{cc}`.\n\n{table}\n")
+               f"TCP congestion control `{cc}`; drawbridge built {built()}.\n\n{table}\n")
     write_section("The home leg", "TUNNEL.md", section)
 
 if __name__ == "__main__":
