@@ -60,7 +60,9 @@ def main(binary, profiles):
             bench.spawn(name, f"{binary} run -c {toml}")
             B.wait_port(port, name)
         ca = f"--cacert {work}/ca.pem"
-        run = lambda cmd: B.sh(B.pinned(1, cmd))  # noqa: E731
+
+        def run(cmd):
+            return B.sh(B.pinned(1, cmd))
         for port, header in ((SITE, ""), (GATED, f"-H '{B.BENCH_TOKEN}' ")):
             url = f"https://localhost:{port}"
             expect(run(f"h2load {header}-c 16 -m 4 -n 20000 {url}/small.json"), 20000)
