@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ORIGIN, ROOT, Bench, drawbridge_config, pinned, sh, wait_port, write_section  # noqa: E402
+from bench import ORIGIN, ROOT, Bench, built, drawbridge_config, pinned, sh, wait_port, write_section  # noqa: E402
 
 DRAWBRIDGE, CADDY = 18490, 18491
 BINARY = ROOT / "target/release/drawbridge"
@@ -152,7 +152,7 @@ def write(table):
                f"(1 KiB JSON) for 10 s, {CONNECTIONS} connections × {STREAMS} streams: over HTTP/3 with "
                "examples/h3load.rs (quinn + h3; Debian's h2load has no QUIC), over HTTP/2 with h2load. "
                "On this 2-core machine the client shares CPU 1 with the origin and is often the limit: "
-               "read the CPU per request beside the rates.\n\n" + table + "\n")
+               f"read the CPU per request beside the rates. drawbridge built {built()}.\n\n" + table + "\n")
     write_section("HTTP/3", "HTTP3.md", section)
 
 

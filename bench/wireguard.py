@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import ROOT, Bench, sh, write_section  # noqa: E402
+from bench import ROOT, Bench, built, sh, write_section  # noqa: E402
 
 BINARY = ROOT / "target/release/drawbridge"
 EDGE_NS, ROUTER_NS = "dbbench-edge", "dbbench-router"
@@ -253,7 +253,7 @@ def main(quick):
     if not quick:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         write_section("The router's own WireGuard", "WIREGUARD.md",
-                      f"## The router's own WireGuard\n\nMeasured {stamp} by `bench/run --wireguard` (set-up in bench/wireguard.py).\n\n{table}\n")
+                      f"## The router's own WireGuard\n\nMeasured {stamp} by `bench/run --wireguard` (set-up in bench/wireguard.py); drawbridge built {built()}.\n\n{table}\n")
 
 
 if __name__ == "__main__":
